@@ -1,0 +1,282 @@
+"""Map grids of Mars Daily Global Maps: lon/lat <-> pixel, wrap-around at 180°, areas on the sphere.
+
+Conventions used everywhere in marsdust
+---------------------------------------
+* Longitudes are east-positive degrees in [-180, 180); latitudes are degrees north.
+* A map is simple cylindrical ("equirectangular"): row 0 is the northern edge, column 0 the
+  western edge at 180°W. Pixels are squares of ``res_deg`` degrees.
+* Continuous pixel coordinates follow torchvision's box convention: pixel ``j`` covers
+  ``[j, j + 1)``, so its centre is at ``j + 0.5``. ``x`` runs along longitude (columns), ``y``
+  along latitude (rows, downwards).
+* Areas are on a sphere of radius :data:`MARS_RADIUS_KM` (3396.19 km, the IAU 2015 equatorial
+  radius used by MDAD). A lon/lat cell's area is ``R^2 * dlon * (sin(lat_n) - sin(lat_s))``;
+  polygons with lon/lat vertices are measured exactly through the cylindrical equal-area
+  projection ``(R * lon, R * sin(lat))``, in which pixel outlines stay straight lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+MARS_RADIUS_KM = 3396.19
+"""Mars equatorial radius in km (IAU 2015), the sphere on which areas are computed."""
+
+
+def normalize_lon(lon_deg, convention: Literal["east", "west"] = "east"):
+    """Longitudes to east-positive degrees in [-180, 180).
+
+    Parameters
+    ----------
+    lon_deg : float or array_like
+        Longitudes in degrees, in any range: [0, 360), [-180, 180) or beyond.
+    convention : {"east", "west"}
+        ``"west"`` means the input is west-positive (as in some MDAD exports and the paper's
+        figure captions, e.g. "89.25° W") and is negated first.
+
+    Returns
+    -------
+    float or ndarray
+        East-positive longitudes in [-180, 180), same shape as the input.
+    """
+    if convention not in ("east", "west"):
+        raise ValueError(f"longitude convention must be 'east' or 'west', got {convention!r}")
+    lon = np.asarray(lon_deg, dtype=np.float64)
+    if convention == "west":
+        lon = -lon
+    out = (lon + 180.0) % 360.0 - 180.0
+    return float(out) if out.ndim == 0 else out
+
+
+def lon_difference_deg(lon_a_deg, lon_b_deg):
+    """Signed shortest difference ``a - b`` in degrees, in [-180, 180) (wraps at 180°)."""
+    return normalize_lon(np.asarray(lon_a_deg, dtype=np.float64) - np.asarray(lon_b_deg, dtype=np.float64))
+
+
+def lonlat_box_area_km2(lon_min_deg, lon_max_deg, lat_min_deg, lat_max_deg, radius_km: float = MARS_RADIUS_KM):
+    """Area in km² of a lon/lat box on the sphere.
+
+    ``lon_max < lon_min`` means the box crosses 180° (e.g. 170 → -170 is 20° wide).
+    """
+    width_deg = np.mod(np.asarray(lon_max_deg, float) - np.asarray(lon_min_deg, float), 360.0)
+    width_deg = np.where((width_deg == 0) & (np.asarray(lon_max_deg) != np.asarray(lon_min_deg)), 360.0, width_deg)
+    band = np.sin(np.radians(lat_max_deg)) - np.sin(np.radians(lat_min_deg))
+    area = radius_km**2 * np.radians(width_deg) * band
+    return float(area) if np.ndim(area) == 0 else area
+
+
+def polygon_area_km2(geometry, radius_km: float = MARS_RADIUS_KM) -> float:
+    """Area in km² of a shapely (Multi)Polygon whose coordinates are (lon°, lat°).
+
+    Exact for polygons whose edges follow meridians and parallels (pixel outlines) and a good
+    approximation for any other polygon of sub-degree edges. A polygon that was split at 180°
+    (a MultiPolygon) is measured part by part.
+    """
+    from shapely import transform
+
+    def to_equal_area(coords: np.ndarray) -> np.ndarray:
+        lon_rad = np.radians(coords[:, 0])
+        lat_rad = np.radians(np.clip(coords[:, 1], -90.0, 90.0))
+        return np.column_stack([radius_km * lon_rad, radius_km * np.sin(lat_rad)])
+
+    return float(transform(geometry, to_equal_area).area)
+
+
+@dataclass(frozen=True)
+class MapGrid:
+    """A simple-cylindrical global map grid spanning 360° of longitude from 180°W.
+
+    Parameters
+    ----------
+    lat_north_deg, lat_south_deg : float
+        Latitudes of the northern and southern map edges (degrees north).
+    res_deg : float
+        Pixel size in degrees (same along longitude and latitude).
+
+    Examples
+    --------
+    >>> grid = MapGrid.moc()
+    >>> grid.shape
+    (1200, 3600)
+    """
+
+    lat_north_deg: float = 60.0
+    lat_south_deg: float = -60.0
+    res_deg: float = 0.1
+
+    def __post_init__(self):
+        if not (-90.0 <= self.lat_south_deg < self.lat_north_deg <= 90.0):
+            raise ValueError(f"grid latitudes must satisfy -90 <= south < north <= 90, got {self}")
+        if self.res_deg <= 0:
+            raise ValueError(f"grid resolution must be positive, got {self.res_deg}")
+        for name, span in (("longitude", 360.0), ("latitude", self.lat_north_deg - self.lat_south_deg)):
+            n = span / self.res_deg
+            if abs(n - round(n)) > 1e-6:
+                raise ValueError(f"{name} span {span}° is not a whole number of {self.res_deg}° pixels")
+
+    # --- constructors -------------------------------------------------------------------------
+    @classmethod
+    def moc(cls, res_deg: float = 0.1) -> "MapGrid":
+        """The MGS MOC non-polar MDGM grid: 60°S–60°N (1200 × 3600 at 0.1°)."""
+        return cls(60.0, -60.0, res_deg)
+
+    @classmethod
+    def marci(cls, res_deg: float = 0.1) -> "MapGrid":
+        """The MRO MARCI global MDGM grid: 90°S–90°N (1800 × 3600 at 0.1°)."""
+        return cls(90.0, -90.0, res_deg)
+
+    @classmethod
+    def from_shape(cls, height: int, width: int) -> "MapGrid":
+        """Infer the grid of a map from its pixel shape.
+
+        The width fixes the resolution (360° / width); a height of 120°/res is the MOC non-polar
+        band, 180°/res the MARCI global map. Anything else is an error.
+        """
+        if width <= 0 or height <= 0:
+            raise ValueError(f"map shape must be positive, got {height} x {width}")
+        res = 360.0 / width
+        for north, south in ((60.0, -60.0), (90.0, -90.0)):
+            if abs((north - south) / res - height) < 1e-6:
+                return cls(north, south, res)
+        raise ValueError(
+            f"a {height} x {width} map is neither a MOC non-polar map (height = width / 3, "
+            f"60°S–60°N) nor a MARCI global map (height = width / 2, 90°S–90°N)"
+        )
+
+    # --- shape and coordinates ---------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return int(round((self.lat_north_deg - self.lat_south_deg) / self.res_deg))
+
+    @property
+    def width(self) -> int:
+        return int(round(360.0 / self.res_deg))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns)."""
+        return self.height, self.width
+
+    @property
+    def lon_centers_deg(self) -> np.ndarray:
+        """Longitude of each column's centre, east-positive, ascending from -180 + res/2."""
+        return -180.0 + (np.arange(self.width) + 0.5) * self.res_deg
+
+    @property
+    def lat_centers_deg(self) -> np.ndarray:
+        """Latitude of each row's centre, descending from the northern edge."""
+        return self.lat_north_deg - (np.arange(self.height) + 0.5) * self.res_deg
+
+    def rescaled(self, factor: float) -> "MapGrid":
+        """The same extent at ``res_deg * factor`` (factor 4 turns 0.1° into 0.4°)."""
+        return MapGrid(self.lat_north_deg, self.lat_south_deg, self.res_deg * factor)
+
+    def lonlat_to_pixel(self, lon_deg, lat_deg):
+        """Continuous pixel coordinates ``(x, y)`` of lon/lat points.
+
+        Longitudes are normalized first, so 350° and -10° land on the same column. Points
+        outside the grid's latitude band get ``y`` outside ``[0, height)``; check with
+        :meth:`contains_lat`.
+        """
+        lon = normalize_lon(lon_deg)
+        x = (np.asarray(lon) + 180.0) / self.res_deg
+        y = (self.lat_north_deg - np.asarray(lat_deg, dtype=np.float64)) / self.res_deg
+        return x, y
+
+    def pixel_to_lonlat(self, x, y):
+        """Lon/lat of continuous pixel coordinates ``(x, y)``; longitudes wrap into [-180, 180)."""
+        lon = normalize_lon(-180.0 + np.asarray(x, dtype=np.float64) * self.res_deg)
+        lat = self.lat_north_deg - np.asarray(y, dtype=np.float64) * self.res_deg
+        return lon, lat
+
+    def contains_lat(self, lat_deg):
+        """Whether latitudes fall inside the grid's band."""
+        lat = np.asarray(lat_deg, dtype=np.float64)
+        return (lat >= self.lat_south_deg) & (lat <= self.lat_north_deg)
+
+    # --- areas ---------------------------------------------------------------------------------
+    def row_pixel_area_km2(self, radius_km: float = MARS_RADIUS_KM) -> np.ndarray:
+        """Area of one pixel in each row, km² (shape ``(height,)``)."""
+        north = self.lat_north_deg - np.arange(self.height) * self.res_deg
+        south = north - self.res_deg
+        return lonlat_box_area_km2(0.0, self.res_deg, south, north, radius_km)
+
+    def mask_area_km2(self, mask: np.ndarray, radius_km: float = MARS_RADIUS_KM) -> float:
+        """Area in km² of the True pixels of a ``(height, width)`` boolean mask."""
+        if mask.shape != self.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match grid shape {self.shape}")
+        return float(np.asarray(mask, dtype=bool).sum(axis=1) @ self.row_pixel_area_km2(radius_km))
+
+    # --- boxes -----------------------------------------------------------------------------------
+    def lonlat_box_to_pixel_boxes(self, lon_min_deg, lon_max_deg, lat_min_deg, lat_max_deg):
+        """Pixel boxes ``[x0, y0, x1, y1]`` covering a lon/lat box, split at 180° when it crosses.
+
+        ``lon_max < lon_min`` (after normalization) means the box crosses 180°: it comes back as
+        two boxes, one ending at the eastern map edge and one starting at the western edge.
+        Latitudes are clipped to the grid's band; a box wholly outside it gives no boxes.
+
+        Returns
+        -------
+        ndarray of shape (n, 4), n in {0, 1, 2}, float64
+        """
+        lat_hi = min(max(lat_min_deg, lat_max_deg), self.lat_north_deg)
+        lat_lo = max(min(lat_min_deg, lat_max_deg), self.lat_south_deg)
+        if lat_hi <= lat_lo:
+            return np.zeros((0, 4))
+        y0 = (self.lat_north_deg - lat_hi) / self.res_deg
+        y1 = (self.lat_north_deg - lat_lo) / self.res_deg
+        span = lon_max_deg - lon_min_deg
+        if span >= 360.0:
+            return np.array([[0.0, y0, float(self.width), y1]])
+        x0 = (normalize_lon(lon_min_deg) + 180.0) / self.res_deg
+        x1 = (normalize_lon(lon_max_deg) + 180.0) / self.res_deg
+        if x1 == 0.0 and span > 0:
+            x1 = float(self.width)  # a box ending exactly at 180°E
+        if x1 > x0:
+            return np.array([[x0, y0, x1, y1]])
+        return np.array([[x0, y0, float(self.width), y1], [0.0, y0, x1, y1]])
+
+    def pixel_box_to_lonlat_box(self, x0, y0, x1, y1):
+        """Lon/lat bounds ``(lon_min, lon_max, lat_min, lat_max)`` of a pixel box.
+
+        ``x`` may run past the map edges (boxes found on a wrap-padded map); longitudes are
+        wrapped, so a box across 180° comes back with ``lon_max < lon_min``.
+        """
+        lon_min, lat_max = self.pixel_to_lonlat(x0, y0)
+        lon_max, lat_min = self.pixel_to_lonlat(x1, y1)
+        if x1 - x0 >= self.width:
+            lon_min, lon_max = -180.0, 180.0
+        return float(lon_min), float(lon_max), float(lat_min), float(lat_max)
+
+    # --- cropping --------------------------------------------------------------------------------
+    def crop_rows(self, lat_north_deg: float, lat_south_deg: float) -> slice:
+        """Row slice of this grid that covers the band ``[lat_south, lat_north]``."""
+        if lat_north_deg > self.lat_north_deg + 1e-9 or lat_south_deg < self.lat_south_deg - 1e-9:
+            raise ValueError(
+                f"band {lat_south_deg}°–{lat_north_deg}° is not inside this grid's "
+                f"{self.lat_south_deg}°–{self.lat_north_deg}°"
+            )
+        start = int(round((self.lat_north_deg - lat_north_deg) / self.res_deg))
+        stop = int(round((self.lat_north_deg - lat_south_deg) / self.res_deg))
+        return slice(start, stop)
+
+    def crop_to(self, image: np.ndarray, target: "MapGrid") -> np.ndarray:
+        """Crop a map on this grid (rows first) to ``target``'s latitude band, same resolution.
+
+        Use it to bring a MARCI global map to the MOC non-polar band:
+        ``MapGrid.marci().crop_to(image, MapGrid.moc())``.
+        """
+        if abs(target.res_deg - self.res_deg) > 1e-9:
+            raise ValueError(f"cannot crop a {self.res_deg}° map to a {target.res_deg}° grid; resample first")
+        if image.shape[:2] != self.shape:
+            raise ValueError(f"image shape {image.shape[:2]} does not match grid shape {self.shape}")
+        return image[self.crop_rows(target.lat_north_deg, target.lat_south_deg)]
+
+
+MOC_GRID = MapGrid.moc()
+"""The MGS MOC non-polar MDGM grid at 0.1° (1200 × 3600)."""
+
+MARCI_GRID = MapGrid.marci()
+"""The MRO MARCI global MDGM grid at 0.1° (1800 × 3600)."""
