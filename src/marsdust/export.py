@@ -1,0 +1,908 @@
+"""Catalog exports: detection records from masks, CSV / Parquet / GeoJSON tables, MDAD v1.1 mask cubes
+(netCDF), GeoTIFF probability rasters and quick-look PNGs.
+
+Everything here starts from what full-map inference produces per map (boolean storm masks on a
+:class:`marsdust.grid.MapGrid`, scores, the map's id, Mars year and Ls) and ends with files on disk.
+Every writer is atomic: it writes a temporary file in the destination folder and moves it into place
+with :func:`os.replace`, so a writer that raises leaves no partial file behind.
+
+Conventions (shared with the rest of marsdust)
+----------------------------------------------
+* Longitudes east-positive in [-180, 180), latitudes degrees north. Box bounds are pixel *edges*:
+  ``lon_max < lon_min`` means the storm crosses 180°; a storm ending exactly at the map's eastern
+  edge has ``lon_max = 180.0`` (the edge itself, so ``lon_max > lon_min`` still holds).
+* Areas are on the 3396.19 km sphere (``grid.MARS_RADIUS_KM``).
+* Outlines are shapely (Multi)Polygons in lon/lat degrees, split at 180° (a storm across the
+  antimeridian is a MultiPolygon with one part on each side), exterior rings counter-clockwise
+  (RFC 7946), stored as WKT in ``polygon_wkt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from marsdust.grid import MARS_RADIUS_KM, MapGrid, normalize_lon
+from marsdust.naming import parse_map_name
+
+DETECTION_COLUMNS = [
+    "map_id", "mars_year", "ls", "lon", "lat", "lon_min", "lon_max", "lat_min", "lat_max",
+    "area_km2", "score", "polygon_wkt", "x0", "y0", "x1", "y1",
+]
+"""Columns of the detections table (DESIGN.md's ``detections.csv`` plus pixel boxes)."""
+
+MARS_CRS_CODE = "IAU_2015:49900"
+"""PROJ code of the Mars (2015) sphere, planetocentric, east-positive longitudes (R = 3396.19 km)."""
+
+MARS_SPHERE_WKT = (
+    'GEOGCRS["Mars (2015) - Sphere / Ocentric",'
+    'DATUM["Mars (2015) - Sphere",ELLIPSOID["Mars (2015) - Sphere",3396190,0,LENGTHUNIT["metre",1]]],'
+    'PRIMEM["Reference Meridian",0,ANGLEUNIT["degree",0.0174532925199433]],'
+    'CS[ellipsoidal,2],AXIS["geodetic latitude (Lat)",north,ORDER[1],ANGLEUNIT["degree",0.0174532925199433]],'
+    'AXIS["geodetic longitude (Lon)",east,ORDER[2],ANGLEUNIT["degree",0.0174532925199433]]]'
+)
+"""Explicit WKT2 of the same sphere, used when the installed PROJ database lacks the IAU codes."""
+
+MISSING_LABEL = 255
+"""MDAD v1.1 cube value for a missing MDGM pixel or a pixel outside the map's latitude band."""
+
+MAX_STORM_LABEL = 250
+"""Largest storm label an MDAD v1.1 cube can hold (1–133 members, 134–250 split members "b")."""
+
+SPLIT_LABEL_OFFSET = 133
+"""MDAD v1.1: a split member ``R18_031b`` is stored as 31 + 133 = 164."""
+
+
+# ------------------------------------------------------------------------------------------------
+# atomic writes
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file keeps ``path``'s suffix (format drivers pick formats by suffix) and is
+    removed if the block raises, so no partial or stale file is left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# detection records from masks
+# ------------------------------------------------------------------------------------------------
+def _check_masks(masks, grid: MapGrid) -> list[np.ndarray]:
+    masks_list = [np.asarray(m, dtype=bool) for m in masks]
+    for k, mask in enumerate(masks_list):
+        if mask.shape != grid.shape:
+            raise ValueError(f"mask {k} has shape {mask.shape}, expected the grid's {grid.shape} (rows, columns)")
+    return masks_list
+
+
+def occupied_column_span(columns_occupied: np.ndarray) -> tuple[int, int]:
+    """Westernmost and easternmost occupied columns of a storm, allowing it to wrap across 180°.
+
+    The storm is taken to span everything but the widest circular run of empty columns, so a
+    mask touching both map edges is one storm across 180°.
+
+    Parameters
+    ----------
+    columns_occupied : ndarray of bool, shape (width,)
+
+    Returns
+    -------
+    (start, stop) : tuple of int
+        Pixel columns ``x0 = start`` and ``x1 = stop`` (exclusive), with ``stop`` possibly larger
+        than the width for a storm across 180° (``stop - start`` is its width in pixels).
+    """
+    cols = np.flatnonzero(columns_occupied)
+    width = columns_occupied.size
+    if cols.size == 0:
+        raise ValueError("empty mask: no storm pixels")
+    if cols.size == width:
+        return 0, width
+    gaps = np.diff(cols) - 1
+    wrap_gap = cols[0] + width - cols[-1] - 1
+    k = int(np.argmax(gaps)) if gaps.size else -1
+    if gaps.size and gaps[k] > wrap_gap:
+        start, end = int(cols[k + 1]), int(cols[k])  # the storm crosses 180°
+        return start, end + 1 + width
+    return int(cols[0]), int(cols[-1]) + 1
+
+
+def mask_centroid_lonlat(mask: np.ndarray, grid: MapGrid) -> tuple[float, float]:
+    """Area-weighted centroid of a mask on the sphere, in degrees.
+
+    Latitude is the mean of pixel-centre latitudes weighted by pixel area; longitude is the
+    area-weighted *circular* mean (mean of unit vectors), so a storm across 180° gets a centroid
+    near ±180 and not near 0.
+
+    Returns
+    -------
+    (lon_deg, lat_deg) : east-positive longitude in [-180, 180), latitude in degrees north.
+    """
+    pixel_area_km2 = grid.row_pixel_area_km2()
+    row_weight = mask.sum(axis=1) * pixel_area_km2
+    total = row_weight.sum()
+    if total <= 0:
+        raise ValueError("empty mask: no storm pixels")
+    lat_deg = float(row_weight @ grid.lat_centers_deg / total)
+    col_weight = pixel_area_km2 @ mask
+    lon_rad = np.radians(grid.lon_centers_deg)
+    lon_deg = math.degrees(math.atan2(col_weight @ np.sin(lon_rad), col_weight @ np.cos(lon_rad)))
+    return float(normalize_lon(lon_deg)), lat_deg
+
+
+def mask_outline(mask: np.ndarray, grid: MapGrid, simplify_px: float = 0.5):
+    """Outline of a mask as a shapely (Multi)Polygon in lon/lat degrees, split at 180°.
+
+    Pixel outlines come from :func:`rasterio.features.shapes` (one polygon per connected region,
+    holes kept), are merged with :func:`shapely.unary_union`, simplified by ``simplify_px`` pixels
+    (Douglas-Peucker, topology preserved; 0 disables it) and oriented counter-clockwise (RFC 7946).
+    Because the mask lives on a [-180°, 180°) grid, a storm across 180° naturally comes out as
+    parts on both sides of the antimeridian, each ending exactly at ±180°.
+    """
+    import shapely
+    from rasterio.features import shapes
+    from rasterio.transform import Affine
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise ValueError("empty mask: no storm pixels")
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    c0, c1 = occupied_column_span(mask[r0:r1].any(axis=0))
+    if c1 > grid.width:  # across 180°: keep full width so both edge pieces are traced
+        c0, c1 = 0, grid.width
+    window = np.ascontiguousarray(mask[r0:r1, c0:c1]).astype(np.uint8)
+    res = grid.res_deg
+    transform = Affine(res, 0.0, -180.0 + c0 * res, 0.0, -res, grid.lat_north_deg - r0 * res)
+    parts = [shapely.geometry.shape(geom) for geom, value in shapes(window, mask=window.astype(bool), transform=transform)]
+    outline = shapely.unary_union(parts)
+    if simplify_px > 0:
+        outline = outline.simplify(simplify_px * res, preserve_topology=True)
+    outline = shapely.orient_polygons(outline, exterior_cw=False)
+    if outline.geom_type == "GeometryCollection":  # only if simplification produced stray pieces
+        polys = [g for g in outline.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+        outline = shapely.unary_union(polys)
+    return outline
+
+
+def detection_records(
+    map_id: str,
+    mars_year: int,
+    ls: float,
+    grid: MapGrid,
+    masks: Sequence[np.ndarray] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    boxes_px: np.ndarray | None = None,
+    simplify_px: float = 0.5,
+) -> list[dict]:
+    """Detection table rows (one per storm instance) from per-instance boolean masks.
+
+    Parameters
+    ----------
+    map_id : str
+        The map's id (``naming.make_map_id``), e.g. ``"r18_040"``.
+    mars_year : int
+        Mars year of the map.
+    ls : float
+        Solar longitude of the map, degrees in [0, 360).
+    grid : MapGrid
+        Grid the masks are on: the map's native grid, or the detector's working grid.
+    masks : sequence of ndarray of bool, each ``grid.shape``
+        One mask per detected storm. A mask touching both the western and eastern map edges is
+        one storm across 180°.
+    scores : sequence of float
+        Detector confidence per mask, in [0, 1].
+    boxes_px : ndarray (n, 4), optional
+        Pixel boxes ``x0, y0, x1, y1`` on ``grid`` to report (e.g. the detector's boxes); by
+        default the masks' own bounding boxes (``x1`` past the width for storms across 180°).
+    simplify_px : float
+        Outline simplification tolerance in pixels (default half a pixel).
+
+    Returns
+    -------
+    list of dict
+        Keys :data:`DETECTION_COLUMNS`: centroid ``lon``/``lat`` (degrees, area-weighted on the
+        sphere, circular mean in longitude), bounds ``lon_min, lon_max, lat_min, lat_max``
+        (pixel edges, degrees; ``lon_max < lon_min`` across 180°), ``area_km2`` (the mask's
+        pixels on the sphere, km²), ``score``, ``polygon_wkt`` (outline, lon/lat degrees, split
+        at 180°) and pixel boxes.
+    """
+    masks_list = _check_masks(masks, grid)
+    scores_arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores_arr.size != len(masks_list):
+        raise ValueError(f"map {map_id}: {len(masks_list)} masks but {scores_arr.size} scores")
+    if boxes_px is not None:
+        boxes_px = np.asarray(boxes_px, dtype=np.float64).reshape(-1, 4)
+        if len(boxes_px) != len(masks_list):
+            raise ValueError(f"map {map_id}: {len(masks_list)} masks but {len(boxes_px)} boxes")
+    records = []
+    for k, mask in enumerate(masks_list):
+        if not mask.any():
+            continue  # an empty mask (e.g. lost when resampling) is not a storm
+        rows = np.flatnonzero(mask.any(axis=1))
+        x0, x1 = occupied_column_span(mask.any(axis=0))
+        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        lon_deg, lat_deg = mask_centroid_lonlat(mask, grid)
+        lon_min = -180.0 + x0 * grid.res_deg
+        lon_max = -180.0 + x1 * grid.res_deg
+        if lon_max > 180.0 + 1e-9:
+            lon_max -= 360.0
+        outline = mask_outline(mask, grid, simplify_px)
+        box = boxes_px[k] if boxes_px is not None else (x0, y0, x1, y1)
+        records.append({
+            "map_id": str(map_id),
+            "mars_year": int(mars_year),
+            "ls": float(ls),
+            "lon": lon_deg,
+            "lat": lat_deg,
+            "lon_min": float(lon_min),
+            "lon_max": float(lon_max),
+            "lat_min": float(grid.lat_north_deg - y1 * grid.res_deg),
+            "lat_max": float(grid.lat_north_deg - y0 * grid.res_deg),
+            "area_km2": grid.mask_area_km2(mask),
+            "score": float(scores_arr[k]),
+            "polygon_wkt": outline.wkt if hasattr(outline, "wkt") else str(outline),
+            "x0": float(box[0]), "y0": float(box[1]), "x1": float(box[2]), "y1": float(box[3]),
+        })
+    return records
+
+
+def detections_frame(records: Iterable[dict]) -> pd.DataFrame:
+    """A detections DataFrame with the :data:`DETECTION_COLUMNS` first (also when empty)."""
+    df = pd.DataFrame(list(records))
+    for column in DETECTION_COLUMNS:
+        if column not in df.columns:
+            df[column] = pd.Series(dtype="float64" if column not in ("map_id", "polygon_wkt") else "object")
+    extra = [c for c in df.columns if c not in DETECTION_COLUMNS]
+    return df[DETECTION_COLUMNS + extra]
+
+
+# ------------------------------------------------------------------------------------------------
+# tables and GeoJSON
+# ------------------------------------------------------------------------------------------------
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table as CSV (``.csv``) or Parquet (``.parquet``/``.pq``), chosen by extension, atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"{path}: unknown table format {suffix!r}; use .csv, .parquet or .pq")
+    with atomic_output(path) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+    return path
+
+
+def _json_value(value):
+    if value is None:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value if isinstance(value, (int, str)) else str(value)
+
+
+def write_geojson(df: pd.DataFrame, path: str | os.PathLike, geometry_column: str = "polygon_wkt") -> Path:
+    """Write detections (or any table with a WKT outline column) as GeoJSON, atomically.
+
+    Each row becomes a Feature whose geometry is the row's outline (already split at 180° as
+    RFC 7946 §3.1.9 asks, so QGIS and geopandas draw storms across the antimeridian correctly;
+    a row without an outline gets a null geometry) and whose properties are all other columns
+    (NaN → null).
+
+    CRS choice: RFC 7946 GeoJSON has no ``crs`` member and means WGS 84 (Earth). Our coordinates
+    are planetocentric degrees on the Mars (2015) sphere, so the file carries the GeoJSON-2008
+    style top-level member ``"crs": {"type": "name", "properties": {"name": "IAU_2015:49900"}}``.
+    GDAL (hence QGIS, geopandas/pyogrio, ogr2ogr) reads that member and tags the layer with the
+    Mars CRS; RFC 7946-only readers ignore unknown members, so the file stays valid for them. We
+    prefer this to a sidecar file because it travels with the data and is machine-read.
+    """
+    import shapely
+
+    if geometry_column not in df.columns:
+        raise ValueError(f"{path}: table has no {geometry_column!r} column to take outlines from")
+    properties = [c for c in df.columns if c != geometry_column]
+    features = []
+    for row_number, row in enumerate(df.itertuples(index=False)):
+        values = dict(zip(df.columns, row))
+        wkt = values[geometry_column]
+        geometry = None
+        if isinstance(wkt, str) and wkt.strip():
+            try:
+                geometry = json.loads(shapely.to_geojson(shapely.from_wkt(wkt)))
+            except Exception as err:  # shapely raises GEOSException subclasses
+                raise ValueError(f"{path}: row {row_number}: {geometry_column} is not valid WKT: {err}") from err
+        features.append({
+            "type": "Feature",
+            "properties": {name: _json_value(values[name]) for name in properties},
+            "geometry": geometry,
+        })
+    collection = {
+        "type": "FeatureCollection",
+        "name": Path(path).stem,
+        "crs": {"type": "name", "properties": {"name": MARS_CRS_CODE}},
+        "features": features,
+    }
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(collection, allow_nan=False), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# MDAD v1.1 mask cubes (netCDF)
+# ------------------------------------------------------------------------------------------------
+_MEMBER_NUMBER = re.compile(r"^([A-Za-z]+[0-9]*)_([0-9]+)(b?)$")
+
+
+def member_label_value(member_id: str) -> int:
+    """Cube value of a single MDAD member id: ``"R18_031"`` → 31, ``"R18_031b"`` → 164.
+
+    Merged ids (``R18_031+032``) have several values and are not accepted here.
+    """
+    match = _MEMBER_NUMBER.match(str(member_id).strip())
+    if not match:
+        raise ValueError(f"member id {member_id!r} is not of the form SUBPHASE_NNN or SUBPHASE_NNNb")
+    number = int(match.group(2))
+    value = number + (SPLIT_LABEL_OFFSET if match.group(3) else 0)
+    if not 1 <= number <= SPLIT_LABEL_OFFSET or value > MAX_STORM_LABEL:
+        raise ValueError(
+            f"member id {member_id!r}: number {number} does not fit the MDAD v1.1 cube (1–133, 'b' up to 117)"
+        )
+    return value
+
+
+def label_image(masks: Sequence[np.ndarray], values: Sequence[int] | None = None) -> np.ndarray:
+    """Combine per-storm boolean masks into one uint8 label image (0 = no dust).
+
+    Parameters
+    ----------
+    masks : sequence of ndarray of bool, all the same shape
+        Masks in priority order: where masks overlap the *earlier* one wins, so pass them sorted
+        by descending score.
+    values : sequence of int, optional
+        Label per mask, 1–250 (by default 1, 2, … — the per-map detection number; use
+        :func:`member_label_value` of tracked member ids to write member numbers as MDAD does).
+    """
+    if len(masks) == 0:
+        raise ValueError("label_image needs at least one mask (use np.zeros for an empty map)")
+    values = list(range(1, len(masks) + 1)) if values is None else [int(v) for v in values]
+    if len(values) != len(masks):
+        raise ValueError(f"{len(masks)} masks but {len(values)} label values")
+    bad = [v for v in values if not 1 <= v <= MAX_STORM_LABEL]
+    if bad:
+        raise ValueError(f"label values must be in 1..{MAX_STORM_LABEL} (255 means missing), got {bad[:5]}")
+    labels = np.zeros(np.shape(masks[0]), dtype=np.uint8)
+    for mask, value in zip(reversed(list(masks)), reversed(values)):
+        labels[np.asarray(mask, dtype=bool)] = value
+    return labels
+
+
+def sol_of_year_from_ls(ls_deg) -> np.ndarray:
+    """Approximate sol of the Mars year (0 at Ls 0°, 668.6 sols a year) from Ls, by Kepler's equation.
+
+    Uses eccentricity 0.0934 and perihelion at Ls 251°; good to about one sol, which is what the
+    ``timeList`` sol-of-year columns need when the archive gives no sol-of-year.
+    """
+    ecc, ls_perihelion_deg, sols_per_year = 0.0934, 251.0, 668.6
+
+    def mean_anomaly(ls):
+        nu = np.radians(np.asarray(ls, dtype=np.float64) - ls_perihelion_deg)
+        ecc_anomaly = 2.0 * np.arctan2(np.sqrt(1 - ecc) * np.sin(nu / 2), np.sqrt(1 + ecc) * np.cos(nu / 2))
+        return ecc_anomaly - ecc * np.sin(ecc_anomaly)
+
+    fraction = np.mod((mean_anomaly(ls_deg) - mean_anomaly(0.0)) / (2 * np.pi), 1.0)
+    return fraction * sols_per_year
+
+
+@dataclass
+class MaskStep:
+    """One time step (one map) of an MDAD v1.1 mask cube.
+
+    Attributes
+    ----------
+    subphase : str
+        Mission subphase as MDAD writes it (``"R18"``).
+    sol : int
+        Sol number within the subphase.
+    mars_year : int
+    ls_deg : float
+        Solar longitude of the map, degrees.
+    labels : ndarray, uint8-compatible, shape ``grid.shape``
+        0 no dust, 1–250 storm labels (see :func:`label_image`). Which numbering: the per-map
+        detection number (1, 2, … in score order) when tracking did not run, the member number
+        within its subphase (``R18_031`` → 31, ``…b`` → +133) when it did.
+    valid : ndarray of bool, shape ``grid.shape``, optional
+        False where the MDGM pixel is missing (written as 255).
+    sol_of_year : float, optional
+        Sol of the Mars year; estimated from Ls (:func:`sol_of_year_from_ls`) when not given.
+    """
+
+    subphase: str
+    sol: int
+    mars_year: int
+    ls_deg: float
+    labels: np.ndarray
+    valid: np.ndarray | None = None
+    sol_of_year: float | None = None
+
+    @property
+    def day_name(self) -> str:
+        """MDAD ``dayList`` entry, e.g. ``R18_day40``."""
+        return f"{self.subphase.upper()}_day{int(self.sol):02d}"
+
+    @classmethod
+    def from_map_id(cls, map_id: str, mars_year: int, ls_deg: float, labels, valid=None, sol_of_year=None):
+        """Build a step from a map id such as ``r18_040`` (subphase and sol parsed from it)."""
+        subphase, sol = parse_map_name(map_id)
+        return cls(subphase, sol, mars_year, ls_deg, labels, valid, sol_of_year)
+
+
+def cube_latitudes_deg(res_deg: float) -> np.ndarray:
+    """Point-registered cube latitudes -90 … 90 ascending (180/res + 1 values), as MDAD v1.1 has."""
+    n = int(round(180.0 / res_deg))
+    return -90.0 + np.arange(n + 1) * res_deg
+
+
+def _cube_rows_for_grid(grid: MapGrid) -> tuple[np.ndarray, np.ndarray]:
+    """For each cube latitude point: whether it lies in the grid's band, and which grid row it samples.
+
+    A latitude point ``L`` samples the grid row whose *northern edge* is ``L`` (the row just south
+    of it); the southern band edge samples the last row. Points outside the band are missing (255).
+    """
+    lat = cube_latitudes_deg(grid.res_deg)
+    in_band = (lat <= grid.lat_north_deg + 1e-9) & (lat >= grid.lat_south_deg - 1e-9)
+    rows = np.floor((grid.lat_north_deg - lat) / grid.res_deg + 1e-6).astype(np.int64)
+    return in_band, np.clip(rows, 0, grid.height - 1)
+
+
+def grid_labels_to_cube(labels: np.ndarray, grid: MapGrid, valid: np.ndarray | None = None) -> np.ndarray:
+    """A ``(height, width)`` label image on ``grid`` → one cube slice ``(longitude, latitude)`` uint8."""
+    labels = np.asarray(labels)
+    if labels.shape != grid.shape:
+        raise ValueError(f"labels shape {labels.shape} does not match the grid's {grid.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > MAX_STORM_LABEL):
+        raise ValueError(f"labels must be in 0..{MAX_STORM_LABEL}, got {labels.min()}..{labels.max()}")
+    out = labels.astype(np.uint8)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != grid.shape:
+            raise ValueError(f"valid mask shape {valid.shape} does not match the grid's {grid.shape}")
+        out = np.where(valid, out, np.uint8(MISSING_LABEL)).astype(np.uint8)
+    in_band, rows = _cube_rows_for_grid(grid)
+    cube_lat_lon = np.full((rows.size, grid.width), MISSING_LABEL, dtype=np.uint8)
+    cube_lat_lon[in_band] = out[rows[in_band]]
+    return np.ascontiguousarray(cube_lat_lon.T)
+
+
+def cube_to_grid_labels(cube_slice: np.ndarray, grid: MapGrid) -> np.ndarray:
+    """Inverse of :func:`grid_labels_to_cube`: a ``(longitude, latitude)`` slice → ``(height, width)`` on ``grid``.
+
+    Row ``i`` takes the cube latitude point at its northern edge.
+    """
+    lat = cube_latitudes_deg(grid.res_deg)
+    if cube_slice.shape != (grid.width, lat.size):
+        raise ValueError(f"cube slice shape {cube_slice.shape} does not match ({grid.width}, {lat.size})")
+    north_edges = grid.lat_north_deg - np.arange(grid.height) * grid.res_deg
+    points = np.rint((north_edges + 90.0) / grid.res_deg).astype(np.int64)
+    return np.ascontiguousarray(np.asarray(cube_slice)[:, points].T)
+
+
+def mask_cube_path(out_dir: str | os.PathLike, mars_year: int) -> Path:
+    """Where MDAD v1.1 keeps a Mars year's cube: ``OUT/MY25/MDADMY25.nc``."""
+    return Path(out_dir) / f"MY{int(mars_year):02d}" / f"MDADMY{int(mars_year):02d}.nc"
+
+
+class MaskCubeWriter:
+    """Stream an MDAD v1.1 mask cube to netCDF one map at a time (memory: one map).
+
+    Use as a context manager; the file appears at ``path`` only when the block ends without
+    error (temporary file + :func:`os.replace`)::
+
+        with MaskCubeWriter("MY25/MDADMY25.nc", grid) as cube:
+            for step in steps:
+                cube.append(step)
+
+    Layout (what tools written for MDAD v1.1 expect): dimensions ``time`` (unlimited),
+    ``longitude`` (width, cell centres, degrees east), ``latitude`` (180/res + 1 points -90 … 90,
+    ascending); ``MDAD(time, longitude, latitude)`` uint8 (0 no dust, 1–250 storm labels,
+    255 missing MDGM pixel or outside the map's band), ``dayList(time)`` strings like ``R18_day40``,
+    ``timeList(time, 8)`` (start, end, mean, median sol-of-year, then start, end, mean, median Ls;
+    one map per step, so the four values of each group are equal). Extra: ``marsYear(time)``.
+    ``MDAD`` has no ``_FillValue`` on purpose: like the real files, 255 must come back as 255
+    (xarray would otherwise turn it into NaN and the array into float); the meaning of 0 and 255
+    is given by CF ``flag_values``/``flag_meanings``.
+    """
+
+    def __init__(self, path: str | os.PathLike, grid: MapGrid, title: str = "marsdust dust storm masks",
+                 complevel: int = 4):
+        self.path = Path(path)
+        self.grid = grid
+        self.title = title
+        self.complevel = complevel
+        self._context = None
+        self._ds = None
+        self._count = 0
+
+    # context management -------------------------------------------------------------------------
+    def __enter__(self) -> "MaskCubeWriter":
+        import netCDF4
+
+        self._context = atomic_output(self.path)
+        tmp = self._context.__enter__()
+        try:
+            self._ds = netCDF4.Dataset(tmp, "w", format="NETCDF4")
+            self._define(self._ds)
+        except BaseException as err:
+            self._abort(err)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        ds, self._ds = self._ds, None
+        context, self._context = self._context, None
+        close_error = None
+        try:
+            if ds is not None:
+                ds.close()
+        except BaseException as err:  # a failed close means a broken file: do not publish it
+            close_error = err
+        if exc is None and close_error is None:
+            context.__exit__(None, None, None)  # moves the finished file into place
+            return False
+        error = exc if exc is not None else close_error
+        context.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
+        if exc is None:
+            raise close_error
+        return False
+
+    def _abort(self, err):
+        if self._ds is not None:
+            with contextlib.suppress(Exception):
+                self._ds.close()
+            self._ds = None
+        with contextlib.suppress(BaseException):
+            self._context.__exit__(type(err), err, err.__traceback__)
+        self._context = None
+
+    # layout ----------------------------------------------------------------------------------------
+    def _define(self, ds) -> None:
+        grid = self.grid
+        lat = cube_latitudes_deg(grid.res_deg)
+        ds.Conventions = "CF-1.8"
+        ds.title = self.title
+        ds.source = "marsdust (deep-learning detection of dust storms in Mars Daily Global Maps)"
+        ds.layout = "MDAD v1.1 (Battalio & Wang 2021): MDAD(time, longitude, latitude), dayList, timeList"
+        ds.planet = "Mars"
+        ds.crs = MARS_CRS_CODE
+        ds.radius_km = MARS_RADIUS_KM
+        ds.createDimension("time", None)
+        ds.createDimension("longitude", grid.width)
+        ds.createDimension("latitude", lat.size)
+        ds.createDimension("timeStat", 8)
+        lon_var = ds.createVariable("longitude", "f8", ("longitude",))
+        lon_var[:] = grid.lon_centers_deg
+        lon_var.setncatts({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude (cell centre)",
+                           "axis": "X", "comment": "planetocentric, east-positive, Mars"})
+        lat_var = ds.createVariable("latitude", "f8", ("latitude",))
+        lat_var[:] = lat
+        lat_var.setncatts({"units": "degrees_north", "standard_name": "latitude",
+                           "long_name": "latitude (point-registered)", "axis": "Y",
+                           "comment": "latitude point L holds the map pixel whose northern edge is L"})
+        mdad = ds.createVariable(
+            "MDAD", "u1", ("time", "longitude", "latitude"), zlib=True, complevel=self.complevel, shuffle=True,
+            chunksizes=(1, grid.width, lat.size), fill_value=False,
+        )
+        mdad.setncatts({
+            "long_name": "dust storm label",
+            "units": "1",
+            "flag_values": np.array([0, MISSING_LABEL], dtype=np.uint8),
+            "flag_meanings": "no_dust missing_mdgm_pixel",
+            "comment": (
+                "0 no dust; 1-133 storm member number within the day's subphase (or the per-map detection "
+                "number when tracking did not run); 134-250 split member 'b' with number value-133; "
+                "255 missing MDGM pixel or outside the map's latitude band"
+            ),
+        })
+        day = ds.createVariable("dayList", str, ("time",))
+        day.long_name = "MDGM of each time step: SUBPHASE_daySOL"
+        times = ds.createVariable("timeList", "f8", ("time", "timeStat"), fill_value=np.nan)
+        times.long_name = "start, end, mean, median sol-of-year; start, end, mean, median Ls"
+        times.units = "1"
+        times.comment = "columns 0-3 sol of the Mars year (sols), columns 4-7 solar longitude Ls (degrees)"
+        year = ds.createVariable("marsYear", "i2", ("time",))
+        year.long_name = "Mars year"
+        year.units = "1"
+
+    # writing ---------------------------------------------------------------------------------------
+    def append(self, step: MaskStep) -> None:
+        """Append one map's labels as the next time step."""
+        if step.labels.shape != self.grid.shape:
+            raise ValueError(f"{step.day_name}: labels shape {step.labels.shape} does not match the grid's {self.grid.shape}")
+        self.append_cube_slice(grid_labels_to_cube(step.labels, self.grid, step.valid), step.day_name,
+                               step.mars_year, step.ls_deg, step.sol_of_year)
+
+    def append_cube_slice(self, cube_slice: np.ndarray, day_name: str, mars_year: int, ls_deg: float,
+                          sol_of_year: float | None = None, time_row: np.ndarray | None = None) -> None:
+        """Append an already-converted ``(longitude, latitude)`` uint8 slice (used by merges)."""
+        if self._ds is None:
+            raise RuntimeError("MaskCubeWriter.append called outside its `with` block")
+        t = self._count
+        self._ds["MDAD"][t, :, :] = np.asarray(cube_slice, dtype=np.uint8)
+        self._ds["dayList"][t] = str(day_name)
+        if time_row is None:
+            sol = float(sol_of_year_from_ls(ls_deg)) if sol_of_year is None else float(sol_of_year)
+            time_row = np.array([sol] * 4 + [float(ls_deg)] * 4)
+        self._ds["timeList"][t, :] = np.asarray(time_row, dtype=np.float64)
+        self._ds["marsYear"][t] = int(mars_year)
+        self._count += 1
+
+
+def write_mask_cube(path: str | os.PathLike, maps: Iterable[MaskStep], grid: MapGrid, progress: bool = False) -> Path:
+    """Write an MDAD v1.1-layout mask cube (see :class:`MaskCubeWriter`) from map steps, atomically.
+
+    ``maps`` may be a generator: steps are written one at a time, so years of maps never sit in
+    memory together. For a resumable run, write one chunk per map with :func:`write_mask_chunk`
+    and combine them with :func:`merge_mask_cube`.
+    """
+    steps = maps
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(maps, desc="mask cube", unit="map")
+    with MaskCubeWriter(path, grid) as cube:
+        for step in steps:
+            cube.append(step)
+    return Path(path)
+
+
+def write_mask_chunk(chunk_dir: str | os.PathLike, step: MaskStep, grid: MapGrid) -> Path:
+    """Write one map's step as a one-time-step cube ``chunk_dir/<day_name>.nc`` (for :func:`merge_mask_cube`)."""
+    return write_mask_cube(Path(chunk_dir) / f"{step.day_name}.nc", [step], grid)
+
+
+def merge_mask_cube(chunk_paths: Iterable[str | os.PathLike], path: str | os.PathLike, progress: bool = False) -> Path:
+    """Merge cube files (e.g. per-map chunks) into one cube, time-ordered by (Mars year, Ls).
+
+    Reads one time step at a time, so memory stays at one map. All inputs must share the grid.
+    """
+    import netCDF4
+
+    chunk_paths = [Path(p) for p in chunk_paths]
+    if not chunk_paths:
+        raise ValueError(f"{path}: no chunk files to merge")
+    index = []  # (mars_year, ls, file, time index)
+    grid = None
+    for chunk in chunk_paths:
+        with netCDF4.Dataset(chunk) as ds:
+            for name in ("MDAD", "dayList", "timeList", "longitude", "latitude"):
+                if name not in ds.variables:
+                    raise ValueError(f"{chunk}: not a mask cube (no variable {name!r})")
+            lon = ds["longitude"][:]
+            lat = ds["latitude"][:]
+            res = float(360.0 / lon.size)
+            chunk_grid_key = (lon.size, lat.size)
+            if grid is None:
+                grid_key, grid = chunk_grid_key, MapGrid(90.0, -90.0, res)
+            elif chunk_grid_key != grid_key:
+                raise ValueError(f"{chunk}: grid {chunk_grid_key} differs from the first chunk's {grid_key}")
+            times = np.asarray(ds["timeList"][:], dtype=np.float64)
+            years = np.asarray(ds["marsYear"][:]) if "marsYear" in ds.variables else np.zeros(len(times), int)
+            for t in range(len(times)):
+                index.append((int(years[t]), float(times[t, 4]), chunk, t))
+    index.sort(key=lambda item: (item[0], item[1]))
+    items = index
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(index, desc="merge mask cube", unit="map")
+    with MaskCubeWriter(path, grid) as cube:
+        for year, ls, chunk, t in items:
+            with netCDF4.Dataset(chunk) as ds:
+                ds.set_auto_mask(False)
+                cube.append_cube_slice(ds["MDAD"][t], str(ds["dayList"][t]), year, ls,
+                                       time_row=np.asarray(ds["timeList"][t], dtype=np.float64))
+    return Path(path)
+
+
+def confidence_flag_from_score(score, thresholds=(0.5, 0.75)) -> np.ndarray:
+    """Map detector scores to MDAD-style confidence flags: < 0.5 → 50, < 0.75 → 75, else 100.
+
+    This is a convention of ours (MDAD's flags rate how distinct the storm edge is, judged by eye);
+    pass other ``thresholds`` to change it.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    return np.where(score < thresholds[0], 50, np.where(score < thresholds[1], 75, 100))
+
+
+def write_master_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the MDAD v1.1 master CSV (``subphase, sol, mem_ID, seq_ID, confidence_flag, area, swathLs,
+    centroid_lon, centroid_lat``) from a detections table, atomically.
+
+    ``subphase``/``sol`` come from the table or are parsed from ``map_id``; ``mem_ID``/``seq_ID`` from
+    ``member_id``/``sequence_id`` (empty when tracking did not run); ``confidence_flag`` from a
+    ``confidence`` column or :func:`confidence_flag_from_score`.
+    """
+    for column in ("map_id", "ls", "lon", "lat", "area_km2"):
+        if column not in df.columns:
+            raise ValueError(f"{path}: detections table lacks column {column!r}")
+    if "subphase" in df.columns and "sol" in df.columns:
+        subphase, sol = df["subphase"].astype(str).str.upper(), df["sol"].astype(int)
+    else:
+        parsed = [parse_map_name(m) for m in df["map_id"]]
+        subphase = pd.Series([p[0] for p in parsed], index=df.index)
+        sol = pd.Series([p[1] for p in parsed], index=df.index)
+    if "confidence" in df.columns:
+        confidence = df["confidence"].astype(int)
+    elif "score" in df.columns:
+        confidence = pd.Series(confidence_flag_from_score(df["score"]), index=df.index)
+    else:
+        confidence = pd.Series(100, index=df.index)
+    empty = pd.Series("", index=df.index)
+    master = pd.DataFrame({
+        "subphase": subphase,
+        "sol": sol,
+        "mem_ID": df["member_id"].fillna("") if "member_id" in df.columns else empty,
+        "seq_ID": df["sequence_id"].fillna("") if "sequence_id" in df.columns else empty,
+        "confidence_flag": confidence,
+        "area": df["area_km2"].astype(float),
+        "swathLs": df["ls"].astype(float),
+        "centroid_lon": normalize_lon(df["lon"].to_numpy(dtype=float)),
+        "centroid_lat": df["lat"].astype(float),
+    })
+    return write_table(master, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# GeoTIFF and quick-look PNG
+# ------------------------------------------------------------------------------------------------
+def mars_rasterio_crs():
+    """The Mars CRS for rasterio, and how it was obtained.
+
+    Returns
+    -------
+    (crs, source) : (rasterio.crs.CRS, str)
+        ``source`` is ``"IAU_2015:49900"`` when GDAL/PROJ know the IAU code (PROJ ≥ 8.2 does), else
+        ``"explicit WKT (3396.19 km sphere)"`` (:data:`MARS_SPHERE_WKT`).
+    """
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return CRS.from_user_input(MARS_CRS_CODE), MARS_CRS_CODE
+    except CRSError:
+        return CRS.from_wkt(MARS_SPHERE_WKT), "explicit WKT (3396.19 km sphere)"
+
+
+def grid_transform(grid: MapGrid):
+    """Affine geotransform (degrees) of a map grid: west edge -180°, north edge ``grid.lat_north_deg``."""
+    from rasterio.transform import Affine
+
+    return Affine(grid.res_deg, 0.0, -180.0, 0.0, -grid.res_deg, grid.lat_north_deg)
+
+
+def write_geotiff(path: str | os.PathLike, prob_or_mask: np.ndarray, grid: MapGrid,
+                  valid: np.ndarray | None = None) -> str:
+    """Write a per-map storm probability (float, [0, 1]) or mask (bool/int) as a GeoTIFF, atomically.
+
+    The raster carries the Mars CRS (see :func:`mars_rasterio_crs`) and the grid's geotransform,
+    deflate-compressed. Float rasters get NaN where ``valid`` is False (nodata NaN); integer and
+    boolean rasters are written as uint8 with 255 there (nodata 255).
+
+    Returns
+    -------
+    str
+        Which CRS definition was written: ``"IAU_2015:49900"`` or the explicit-WKT fallback.
+    """
+    import rasterio
+
+    data = np.asarray(prob_or_mask)
+    if data.shape != grid.shape:
+        raise ValueError(f"{path}: raster shape {data.shape} does not match the grid's {grid.shape}")
+    if np.issubdtype(data.dtype, np.floating):
+        out, nodata = data.astype(np.float32), float("nan")
+        if valid is not None:
+            out = np.where(np.asarray(valid, dtype=bool), out, np.float32(np.nan))
+    else:
+        if data.size and (data.min() < 0 or data.max() > 254):
+            raise ValueError(f"{path}: integer raster values must be in 0..254 (255 is nodata)")
+        out, nodata = data.astype(np.uint8), 255
+        if valid is not None:
+            out = np.where(np.asarray(valid, dtype=bool), out, np.uint8(255)).astype(np.uint8)
+    crs, crs_source = mars_rasterio_crs()
+    with atomic_output(path) as tmp:
+        with rasterio.open(
+            tmp, "w", driver="GTiff", height=grid.height, width=grid.width, count=1, dtype=out.dtype.name,
+            crs=crs, transform=grid_transform(grid), nodata=nodata, compress="deflate",
+        ) as dst:
+            dst.write(out, 1)
+            dst.update_tags(planet="Mars", crs_source=crs_source,
+                            content="storm probability" if out.dtype == np.float32 else "storm mask")
+    return crs_source
+
+
+def _outline_rings(geometry):
+    geoms = getattr(geometry, "geoms", [geometry])
+    for polygon in geoms:
+        if polygon.is_empty:
+            continue
+        yield np.asarray(polygon.exterior.coords)
+        for interior in polygon.interiors:
+            yield np.asarray(interior.coords)
+
+
+def write_quicklook_png(path: str | os.PathLike, rgb: np.ndarray, outlines: Iterable, grid: MapGrid | None = None,
+                        max_width_px: int = 1200, color: tuple[int, int, int] = (255, 255, 0),
+                        line_width_px: int = 2, title: str | None = None) -> Path:
+    """A small quick-look PNG of a map with storm outlines drawn on it (PIL; fast), atomically.
+
+    Parameters
+    ----------
+    rgb : ndarray (H, W, 3)
+        The map, float in [0, 1] or uint8.
+    outlines : iterable of shapely geometries or WKT strings
+        Outlines in lon/lat degrees (e.g. the ``polygon_wkt`` column).
+    grid : MapGrid, optional
+        The map's grid (default ``MapGrid.from_shape(H, W)``).
+    max_width_px : int
+        The image is downscaled to at most this width.
+    title : str, optional
+        Text drawn in the top-left corner (e.g. the map id).
+    """
+    import shapely
+    from PIL import Image, ImageDraw
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"{path}: quick-look image must be (H, W, 3), got {rgb.shape}")
+    grid = grid or MapGrid.from_shape(rgb.shape[0], rgb.shape[1])
+    if rgb.shape[:2] != grid.shape:
+        raise ValueError(f"{path}: image shape {rgb.shape[:2]} does not match the grid's {grid.shape}")
+    if np.issubdtype(rgb.dtype, np.floating):
+        rgb = np.clip(np.nan_to_num(rgb) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    image = Image.fromarray(rgb.astype(np.uint8), "RGB")
+    scale = min(1.0, max_width_px / grid.width)
+    if scale < 1.0:
+        image = image.resize((max(1, round(grid.width * scale)), max(1, round(grid.height * scale))), Image.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    for outline in outlines:
+        if outline is None or (isinstance(outline, float) and np.isnan(outline)):
+            continue
+        geometry = shapely.from_wkt(outline) if isinstance(outline, str) else outline
+        for ring in _outline_rings(geometry):
+            # no longitude wrapping here: a vertex at +180 must land on the eastern edge
+            x = (ring[:, 0] + 180.0) / grid.res_deg * scale
+            y = (grid.lat_north_deg - ring[:, 1]) / grid.res_deg * scale
+            draw.line(list(zip(x.tolist(), y.tolist())), fill=tuple(color), width=line_width_px)
+    if title:
+        draw.text((4, 2), str(title), fill=tuple(color))
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
