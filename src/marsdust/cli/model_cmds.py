@@ -1,3 +1,32 @@
-"""Commands of the model stage."""
+"""Commands of the model stage: ``marsdust models`` lists the detectors."""
 
-from marsdust.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from marsdust.cli._app import app
+
+
+@app.command("models")
+def models_command(
+    config: Optional[str] = typer.Option(
+        None, "--config", metavar="NAME", help="Print the default configuration of detector NAME as YAML."
+    ),
+) -> None:
+    """List the detectors (one line each), or print one detector's default config as YAML."""
+    import yaml
+
+    from marsdust.models import available_models, default_config
+
+    models = available_models()
+    if config is None:
+        width = max(len(name) for name in models)
+        for name, description in models.items():
+            typer.echo(f"{name:<{width}}  {description}")
+        return
+    if config not in models:
+        raise typer.BadParameter(f"unknown detector {config!r}; available: {', '.join(models)}", param_hint="--config")
+    typer.echo(f"# default configuration of {config} (fields of marsdust.models.DetectorConfig)")
+    typer.echo(yaml.safe_dump(default_config(config).to_dict(), sort_keys=False).rstrip())

@@ -1,0 +1,52 @@
+"""Detectors on torchvision detection: ``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``.
+
+>>> from marsdust.models import build_model, save_checkpoint, load_model
+>>> model = build_model("dustrcnn", in_channels=3, num_classes=1)   # DetectorConfig fields
+>>> model.model_name, model.config.fpn_channels
+('dustrcnn', 128)
+
+See :mod:`marsdust.models.registry` (interface), :mod:`~marsdust.models.config` (every knob and
+the measured speed of the compact default), :mod:`~marsdust.models.checkpoint` (file layout,
+Lightning keys).
+"""
+
+from marsdust.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from marsdust.models.config import STOCK_LIKE, DetectorConfig
+from marsdust.models.losses import boundary_loss, box_losses, dice_loss
+from marsdust.models.registry import (
+    MODEL_REGISTRY,
+    MarsDustDetector,
+    available_models,
+    build_model,
+    count_parameters,
+    default_config,
+    register_model,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_REGISTRY",
+    "STOCK_LIKE",
+    "CheckpointError",
+    "DetectorConfig",
+    "MarsDustDetector",
+    "available_models",
+    "boundary_loss",
+    "box_losses",
+    "build_model",
+    "count_parameters",
+    "default_config",
+    "dice_loss",
+    "load_model",
+    "read_checkpoint",
+    "register_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,177 @@
+"""Checkpoints that rebuild their detector with no other input.
+
+marsdust checkpoint (``save_checkpoint``), a ``torch.save`` dict::
+
+    {"format": "marsdust-detector", "format_version": 1, "marsdust_version": "0.1.0",
+     "model_name": "dustrcnn", "model_config": {...DetectorConfig.to_dict()...},
+     "state_dict": {...}, "extra": {...keyword arguments of save_checkpoint...}}
+
+Lightning checkpoint (what ``marsdust.train`` saves; accepted by ``load_model``)::
+
+    {"state_dict": {"model.<key>": tensor, ...},        # the LightningModule holds the
+                                                        # detector as attribute ``model``
+     "hyper_parameters": {"model_name": "dustrcnn",
+                          "model_config": {...DetectorConfig.to_dict()...}, ...},
+     ...}
+
+i.e. call ``self.save_hyperparameters({"model_name": name, "model_config": cfg.to_dict()})`` (other
+hyper-parameters may sit next to them) and keep the detector in ``self.model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import marsdust
+from marsdust.models.config import DetectorConfig
+from marsdust.models.registry import MarsDustDetector, build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "marsdust-detector"
+FORMAT_VERSION = 1
+LIGHTNING_PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A file is not a loadable marsdust checkpoint (message names the file and the reason)."""
+
+
+def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    Parameters
+    ----------
+    model : MarsDustDetector
+        A detector from :func:`marsdust.models.build_model`.
+    path : path-like
+        Destination file (parent folders are created).
+    **extra
+        Anything picklable by ``torch.save`` to keep alongside (e.g. ``step=..., metrics=...``);
+        builtins and tensors keep the file loadable with ``weights_only=True``.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    if not isinstance(model, MarsDustDetector):
+        raise TypeError(f"save_checkpoint expects a MarsDustDetector from build_model, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "marsdust_version": marsdust.__version__,
+        "model_name": model.model_name,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "extra": extra,
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a marsdust or Lightning checkpoint into ``{model_name, model_config, state_dict, extra}``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, damaged or truncated file, a file of another format version, or a file that
+        is neither a marsdust nor a Lightning checkpoint of a marsdust detector.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    raw = _torch_load(path, map_location)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: not a marsdust checkpoint (holds a {type(raw).__name__}, expected a dict)")
+    if raw.get("format") == CHECKPOINT_FORMAT:
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint format version {version} (written by marsdust "
+                f"{raw.get('marsdust_version', '?')}); this marsdust {marsdust.__version__} reads version "
+                f"{FORMAT_VERSION}"
+            )
+        return {
+            "model_name": raw["model_name"],
+            "model_config": raw["model_config"],
+            "state_dict": raw["state_dict"],
+            "extra": raw.get("extra", {}),
+        }
+    hparams = raw.get("hyper_parameters")
+    if isinstance(hparams, dict) and "model_name" in hparams and "state_dict" in raw:
+        prefixed = {k[len(LIGHTNING_PREFIX):]: v for k, v in raw["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)}
+        if not prefixed:
+            raise CheckpointError(f"{path}: Lightning checkpoint without '{LIGHTNING_PREFIX}*' weights")
+        extra = {k: raw[k] for k in ("epoch", "global_step") if k in raw}
+        return {
+            "model_name": hparams["model_name"],
+            "model_config": dict(hparams.get("model_config") or {}),
+            "state_dict": prefixed,
+            "extra": extra,
+        }
+    raise CheckpointError(
+        f"{path}: not a marsdust checkpoint (no format '{CHECKPOINT_FORMAT}' and no Lightning "
+        "hyper_parameters with model_name/model_config)"
+    )
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MarsDustDetector:
+    """Rebuild the detector stored in ``path`` (marsdust or Lightning checkpoint), in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        See :func:`read_checkpoint`; also when the weights do not fit the stored config.
+    """
+    content = read_checkpoint(path, map_location)
+    try:
+        config = DetectorConfig.from_dict(content["model_config"], source=str(path))
+        # The weights come from the checkpoint: never look for ImageNet weights again.
+        config = config.replace(backbone_weights="checkpoint")
+        model = build_model(content["model_name"], config)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: cannot rebuild detector {content['model_name']!r}: {error}") from error
+    try:
+        model.load_state_dict(content["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit detector {content['model_name']!r}: {error}") from error
+    model.checkpoint_extra = content["extra"]
+    return model.to(map_location).eval()
+
+
+def _torch_load(path: Path, map_location) -> Any:
+    errors = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights_only" not in str(error) and "Unsupported global" not in str(error):
+            raise CheckpointError(f"{path}: damaged or not a torch checkpoint ({error})") from error
+        # A Lightning checkpoint may hold non-tensor objects (e.g. AttributeDict hparams).
+        log.info("%s: holds Python objects beyond tensors; loading it as a trusted file", path)
+    except errors as error:
+        raise CheckpointError(f"{path}: damaged, truncated or not a torch checkpoint ({error})") from error
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001  (anything a damaged pickle raises)
+        raise CheckpointError(f"{path}: damaged, truncated or not a torch checkpoint ({error})") from error

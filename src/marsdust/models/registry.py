@@ -1,0 +1,232 @@
+"""Detector registry: ``build_model(name, **config)`` for dustrcnn, maskrcnn, fasterrcnn, sppnet.
+
+Each detector is a :class:`MarsDustDetector` (a torchvision ``GeneralizedRCNN``) with the
+interface of torchvision's detection models: a list of CHW float images in [0, 1] in; a dict of
+losses in training (given targets with ``boxes`` (N, 4) x0 y0 x1 y1 px, ``labels`` (N,) int64 in
+1..num_classes and, for mask models, ``masks`` (N, H, W) uint8); a list of dicts ``boxes``,
+``scores``, ``labels`` (and ``masks`` (N, 1, H, W) probabilities) in eval. All four share the
+backbone, RPN and budget given by the :class:`DetectorConfig`; they differ in their RoI heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from marsdust.models.backbone import build_backbone, find_imagenet_weights, norm_layer_for, resolve_norm
+from marsdust.models.config import DetectorConfig
+from marsdust.models.heads import BoundaryPreservingMaskHead, SPPBoxHead
+from marsdust.models.roi_heads import DustRoIHeads
+
+PYRAMID_LEVELS = ["0", "1", "2", "3"]  # P2..P5 (strides 4, 8, 16, 32)
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """Normalize and batch (pad to a multiple of 32 px) but never rescale.
+
+    Our maps already come at the working resolution ``map_res_deg``; torchvision's resize to
+    ``min_size`` would change the anchors' meaning in degrees.
+    """
+
+    def resize(self, image, target=None):  # noqa: D102
+        return image, target
+
+
+class MarsDustDetector(GeneralizedRCNN):
+    """A torchvision two-stage detector that knows its registry name and config.
+
+    Attributes
+    ----------
+    model_name : str
+        Registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``).
+    config : DetectorConfig
+        The resolved configuration (``norm`` resolved; enough to rebuild the network).
+    """
+
+    def __init__(self, backbone, rpn, roi_heads, transform, model_name: str, config: DetectorConfig) -> None:
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.model_name = model_name
+        self.config = config
+
+    @property
+    def has_masks(self) -> bool:
+        """True when the detector predicts instance masks."""
+        return self.roi_heads.has_mask()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered detector: name, one-line description, builder of its RoI heads."""
+
+    name: str
+    description: str
+    build_roi_heads: Callable[[DetectorConfig, str], DustRoIHeads]
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, description: str):
+    """Decorator registering ``fn(config, norm) -> DustRoIHeads`` under ``name``."""
+
+    def decorator(fn):
+        if name in MODEL_REGISTRY:
+            raise ValueError(f"detector {name!r} is already registered")
+        MODEL_REGISTRY[name] = ModelSpec(name, description, fn)
+        return fn
+
+    return decorator
+
+
+def available_models() -> dict[str, str]:
+    """Registered detector names and their one-line descriptions."""
+    return {name: spec.description for name, spec in MODEL_REGISTRY.items()}
+
+
+def default_config(name: str) -> DetectorConfig:
+    """Default configuration of detector ``name``."""
+    _spec(name)
+    return DetectorConfig()
+
+
+def build_model(name: str, config: DetectorConfig | None = None, **overrides: Any) -> MarsDustDetector:
+    """Build detector ``name`` from a config (a :class:`DetectorConfig`, keyword fields, or both).
+
+    Parameters
+    ----------
+    name : str
+        ``dustrcnn``, ``maskrcnn``, ``fasterrcnn`` or ``sppnet``.
+    config : DetectorConfig, optional
+        Base configuration (default: :class:`DetectorConfig` defaults).
+    **overrides
+        Fields of :class:`DetectorConfig` to change, e.g. ``fpn_channels=64, in_channels=5``.
+
+    Returns
+    -------
+    MarsDustDetector
+        With ``.model_name`` and ``.config`` (``norm`` resolved).
+    """
+    spec = _spec(name)
+    base = config if config is not None else DetectorConfig()
+    cfg = DetectorConfig.from_dict({**base.to_dict(), **overrides}, source=f"build_model({name!r})")
+    weights = find_imagenet_weights(cfg)
+    norm = resolve_norm(cfg, weights)
+    cfg = cfg.replace(norm=norm)
+    backbone = build_backbone(cfg, norm, weights)
+    rpn = _build_rpn(cfg)
+    roi_heads = spec.build_roi_heads(cfg, norm)
+    transform = NoResizeTransform(
+        min_size=1, max_size=1_000_000, image_mean=cfg.band_mean, image_std=cfg.band_std, size_divisible=32
+    )
+    return MarsDustDetector(backbone, rpn, roi_heads, transform, name, cfg)
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown detector {name!r}; available: {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[name]
+
+
+def _build_rpn(cfg: DetectorConfig) -> RegionProposalNetwork:
+    sizes = tuple((size,) for size in cfg.anchor_sizes_px)
+    ratios = (tuple(cfg.anchor_aspect_ratios),) * len(sizes)
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=ratios)
+    head = RPNHead(cfg.fpn_channels, anchors.num_anchors_per_location()[0])
+    return RegionProposalNetwork(
+        anchors,
+        head,
+        fg_iou_thresh=cfg.rpn_fg_iou_thresh,
+        bg_iou_thresh=cfg.rpn_bg_iou_thresh,
+        batch_size_per_image=cfg.rpn_batch_size_per_image,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": cfg.rpn_pre_nms_top_n_train, "testing": cfg.rpn_pre_nms_top_n_test},
+        post_nms_top_n={"training": cfg.rpn_post_nms_top_n_train, "testing": cfg.rpn_post_nms_top_n_test},
+        nms_thresh=cfg.rpn_nms_thresh,
+    )
+
+
+def _roi_heads(cfg: DetectorConfig, box_roi_pool, box_head, box_out: int, **mask_parts) -> DustRoIHeads:
+    return DustRoIHeads(
+        box_roi_pool,
+        box_head,
+        FastRCNNPredictor(box_out, cfg.num_classes + 1),
+        fg_iou_thresh=cfg.box_fg_iou_thresh,
+        bg_iou_thresh=cfg.box_bg_iou_thresh,
+        batch_size_per_image=cfg.box_batch_size_per_image,
+        positive_fraction=cfg.box_positive_fraction,
+        bbox_reg_weights=None,
+        score_thresh=cfg.box_score_thresh,
+        nms_thresh=cfg.box_nms_thresh,
+        detections_per_img=cfg.box_detections_per_img,
+        box_reg_loss=cfg.box_reg_loss,
+        dice_smooth=cfg.dice_smooth,
+        boundary_loss_weight=cfg.boundary_loss_weight,
+        **mask_parts,
+    )
+
+
+def _fc_box_parts(cfg: DetectorConfig):
+    pool = MultiScaleRoIAlign(PYRAMID_LEVELS, output_size=7, sampling_ratio=2)
+    head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size)
+    return pool, head
+
+
+@register_model("dustrcnn", "the paper's Mask R-CNN: MaskerA + MaskerB (boundary-preserving) mask head, Dice loss")
+def _dustrcnn_heads(cfg: DetectorConfig, norm: str) -> DustRoIHeads:
+    pool, head = _fc_box_parts(cfg)
+    conv_norm = norm_layer_for("group") if norm == "group" else None
+    return _roi_heads(
+        cfg,
+        pool,
+        head,
+        cfg.representation_size,
+        mask_roi_pool=MultiScaleRoIAlign(PYRAMID_LEVELS, output_size=cfg.mask_roi_size, sampling_ratio=2),
+        mask_head=BoundaryPreservingMaskHead(cfg.fpn_channels, cfg.mask_head_channels, cfg.num_classes + 1, conv_norm),
+        boundary_roi_pool=MultiScaleRoIAlign(["0"], output_size=cfg.boundary_roi_size, sampling_ratio=2),
+        mask_loss="dice",
+    )
+
+
+@register_model("maskrcnn", "standard Mask R-CNN baseline: torchvision mask head, per-pixel BCE mask loss")
+def _maskrcnn_heads(cfg: DetectorConfig, norm: str) -> DustRoIHeads:
+    pool, head = _fc_box_parts(cfg)
+    conv_norm = norm_layer_for("group") if norm == "group" else None
+    channels = cfg.mask_head_channels
+    return _roi_heads(
+        cfg,
+        pool,
+        head,
+        cfg.representation_size,
+        mask_roi_pool=MultiScaleRoIAlign(PYRAMID_LEVELS, output_size=cfg.mask_roi_size, sampling_ratio=2),
+        mask_head=MaskRCNNHeads(cfg.fpn_channels, [channels] * 4, dilation=1, norm_layer=conv_norm),
+        mask_predictor=MaskRCNNPredictor(channels, channels, cfg.num_classes + 1),
+        mask_loss="bce",
+    )
+
+
+@register_model("fasterrcnn", "boxes only (the paper's 'Fast R-CNN' baseline): FC box head on 7x7 RoIAlign")
+def _fasterrcnn_heads(cfg: DetectorConfig, norm: str) -> DustRoIHeads:
+    pool, head = _fc_box_parts(cfg)
+    return _roi_heads(cfg, pool, head, cfg.representation_size)
+
+
+@register_model("sppnet", "boxes only, SPP-net box head: 1x1/2x2/4x4 spatial pyramid of each RoI, then an MLP")
+def _sppnet_heads(cfg: DetectorConfig, norm: str) -> DustRoIHeads:
+    finest = max(cfg.spp_levels)
+    pool = MultiScaleRoIAlign(PYRAMID_LEVELS, output_size=2 * finest, sampling_ratio=2)
+    head = SPPBoxHead(cfg.fpn_channels, cfg.representation_size, cfg.spp_levels)
+    return _roi_heads(cfg, pool, head, cfg.representation_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
