@@ -1,3 +1,108 @@
-"""Commands of the data stage."""
+"""Commands of the data stage: ``marsdust index`` (MDGM archive) and ``marsdust catalog`` (MDAD)."""
 
-from marsdust.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from marsdust.cli._app import app
+
+
+def _fail(message: object) -> None:
+    """Print a one-line error and exit with code 2 (no traceback)."""
+    text = " ".join(str(message).split())
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _years(values) -> str:
+    years = sorted({int(y) for y in values})
+    if not years:
+        return "no Mars years"
+    if len(years) == 1:
+        return f"MY{years[0]}"
+    return f"MY{years[0]}–MY{years[-1]}"
+
+
+@app.command("index")
+def index_command(
+    archive: Path = typer.Argument(
+        ...,
+        help="The MDGM archive: a folder with one folder or .tar per mission subphase (e.g. R18/ or "
+        "R18.tar, each with a list_ls.txt), a single subphase, a flat folder of maps (with --manifest), "
+        "or an index CSV written earlier.",
+        show_default=False,
+    ),
+    output: Path = typer.Option(
+        Path("index.csv"), "-o", "--output",
+        help="Where to write the index table (.csv, or .parquet). Columns: map_id, subphase, sol, "
+        "mars_year, ls, path.",
+    ),
+    manifest: Optional[Path] = typer.Option(
+        None, "--manifest",
+        help="For a flat folder of maps: a CSV with columns map_id (or name/file), mars_year, ls.",
+    ),
+) -> None:
+    """List every map of an MDGM archive with its Mars year and Ls, sorted in time.
+
+    Maps listed in list_ls.txt but missing, and map files that are not listed, are reported
+    as problems (they are not indexed).
+    """
+    from marsdust.mdgm import MapReadError, index_archive, problems_table, save_index
+
+    try:
+        index = index_archive(archive, manifest=manifest)
+        save_index(index, output)
+    except (MapReadError, ValueError, OSError) as exc:
+        _fail(exc)
+    problems = problems_table(index)
+    summary = f"{len(index)} maps, {_years(index['mars_year'])}, {len(problems)} problem(s) -> {output}"
+    if len(problems):
+        counts = problems["kind"].value_counts().sort_index()
+        summary += " [" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + "]"
+    typer.echo(summary)
+
+
+@app.command("catalog")
+def catalog_command(
+    mdad_path: Path = typer.Argument(
+        ...,
+        help="The Mars Dust Activity Database: a v1.0 table (MDAD.csv or .xlsx), a v1.1 netCDF cube "
+        "(MY25/MDADMY25.nc with its MDAD_MY25_master.csv beside it), or a folder holding them.",
+        show_default=False,
+    ),
+    output: Path = typer.Option(
+        Path("storms.csv"), "-o", "--output",
+        help="Where to write the storm table (.csv, or .parquet). One row per storm per sol: map_id, "
+        "subphase, sol, mars_year, ls, lon, lat, area_km2, confidence, member_id, sequence_id, polygon_wkt.",
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad",
+        help="Drop rows with bad values (with one warning listing them) instead of stopping at the first.",
+    ),
+) -> None:
+    """Read the MDAD storm catalogue into one normalized storm table.
+
+    Longitudes come out east-positive in [-180, 180); outlines (polygon_wkt) are filled from
+    the v1.1 cubes where available.
+    """
+    import warnings
+
+    from marsdust.mdad import CatalogError, read_catalog, save_catalog
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            storms = read_catalog(mdad_path, skip_bad=skip_bad)
+        save_catalog(storms, output)
+    except (CatalogError, ValueError, OSError) as exc:
+        _fail(exc)
+    for warning in caught:
+        typer.echo(f"warning: {' '.join(str(warning.message).split())}", err=True)
+    with_outline = int(storms["polygon_wkt"].notna().sum())
+    typer.echo(
+        f"{len(storms)} storms, {_years(storms['mars_year'])}, {with_outline} with outlines, "
+        f"{len(caught)} warning(s) -> {output}"
+    )

@@ -1,0 +1,845 @@
+"""Mars Dust Activity Database (MDAD) readers: v1.0 tables, v1.1 netCDF cubes, MARCI cloud masks.
+
+Public API
+----------
+* :func:`read_catalog` — a v1.0 table (CSV / XLSX), a v1.1 cube (``MDADMY{yy}.nc`` + its master
+  CSV), or a folder holding them → the storm table (:data:`STORM_COLUMNS`, one row per storm
+  instance, sorted by mars_year, ls, map_id, member_id).
+* :func:`read_v10_table`, :func:`read_v11_cube` — the two layouts directly.
+* :func:`parse_member_id` → :class:`MemberId`; :func:`instance_mask` — the pixel mask of one
+  instance on demand; :func:`cube_grid` — the map grid a cube's pixels are placed on.
+* :func:`read_cloud_mask` — MARCI cloud mask netCDF → xarray Dataset with ``cloudy`` / ``valid``.
+* :class:`CatalogError` — a :class:`ValueError` naming the file, row and column.
+
+Row numbers in errors are spreadsheet rows: the header is row 1, the first data row is row 2
+(what a user sees in Excel / LibreOffice, and the line number in a CSV without comments).
+
+Cube pixel placement (v1.1). ``longitude`` holds cell centres; ``latitude`` holds
+``180/res + 1`` point-registered values -90 … 90 (1801 at 0.1°). The cube row at latitude
+``L`` is taken as the map pixel whose *southern edge* is ``L`` (its centre is ``L + res/2``);
+the row at +90° lies outside every map and must be 0 or 255. Equivalently: a global map mask
+``m`` (row 0 north, shape ``(H, W)``) is stored as ``cube[t, :, :H] = m[::-1].T``. Cubes whose
+latitudes are cell centres (``180/res`` values) are also read. Outlines are the pixel edges of
+the instance's pixels on :meth:`MapGrid.marci` at the cube's resolution, split at 180° (pixels
+never cross the map edge, so a storm across 180° comes back as a MultiPolygon).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from marsdust.grid import MapGrid, normalize_lon
+from marsdust.naming import make_map_id, parse_map_name
+
+log = logging.getLogger(__name__)
+
+STORM_COLUMNS = [
+    "map_id", "subphase", "sol", "mars_year", "ls", "lon", "lat", "area_km2",
+    "confidence", "member_id", "sequence_id", "polygon_wkt",
+]
+"""Columns of the storm table, in order (``polygon_wkt`` is None where no outline is known)."""
+
+CONFIDENCE_LEVELS = (50, 75, 100)
+"""MDAD confidence levels (how distinct the storm edge is), percent."""
+
+SPLIT_OFFSET = 133
+"""Cube value of a split member "b" is its number + 133 (134–250)."""
+
+MISSING_VALUE = 255
+"""Cube value of a missing MDGM pixel (and everything outside a MOC map's band)."""
+
+
+class CatalogError(ValueError):
+    """An MDAD file cannot be read as documented; the message names file, row and column."""
+
+
+# ---------------------------------------------------------------------------------------------
+# member IDs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MemberId:
+    """A parsed MDAD member ID.
+
+    Attributes
+    ----------
+    text : str
+        The ID as MDAD writes it (``D01_031``, ``D16_001b``, ``D01_031+032``,
+        ``P08_033+P09_010+011+013``).
+    groups : tuple of (subphase, tuple of int)
+        Member numbers per subphase, in order (``(("P08", (33,)), ("P09", (10, 11, 13)))``).
+    split : bool
+        True for a split member "b" (cube values are number + 133).
+    """
+
+    text: str
+    groups: tuple[tuple[str, tuple[int, ...]], ...]
+    split: bool = False
+
+    @property
+    def subphase(self) -> str:
+        """Subphase of the first group."""
+        return self.groups[0][0]
+
+    def numbers_for(self, subphase: str) -> tuple[int, ...]:
+        """Member numbers listed under ``subphase``; the first group's if none are."""
+        wanted = subphase.upper()
+        numbers = tuple(n for sp, nums in self.groups if sp == wanted for n in nums)
+        return numbers or self.groups[0][1]
+
+    def cube_values(self, subphase: str) -> tuple[int, ...]:
+        """MDAD cube values of this member on a day of ``subphase`` (+133 for split members)."""
+        offset = SPLIT_OFFSET if self.split else 0
+        return tuple(n + offset for n in self.numbers_for(subphase))
+
+
+_GROUP = re.compile(r"^([A-Za-z]+\d+)_(\d+)$")
+_NUMBER_ONLY = re.compile(r"^\d+$")
+
+
+def parse_member_id(text) -> MemberId:
+    """Parse an MDAD member ID.
+
+    Accepted forms: ``D01_031``, ``D16_001b`` (split member), ``D01_031+032`` (merged),
+    ``P08_033+P09_010+011+013`` (merged across subphases). Case-insensitive, spaces ignored.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not of these forms or a number is outside 1–133 (split: 1–117).
+    """
+    raw = "" if text is None else str(text)
+    cleaned = re.sub(r"\s+", "", raw)
+    split = cleaned.lower().endswith("b")
+    body = cleaned[:-1] if split else cleaned
+    groups: list[tuple[str, list[int]]] = []
+    for part in body.split("+") if body else []:
+        match = _GROUP.match(part)
+        if match:
+            groups.append((match.group(1).upper(), [int(match.group(2))]))
+        elif _NUMBER_ONLY.match(part) and groups:
+            groups[-1][1].append(int(part))
+        else:
+            groups = []
+            break
+    if not groups:
+        raise ValueError(
+            f"member ID {raw!r} is not of the form SUBPHASE_NNN[b] (e.g. 'D01_031', 'D16_001b', "
+            "'D01_031+032', 'P08_033+P09_010+011+013')"
+        )
+    limit = 250 - SPLIT_OFFSET if split else SPLIT_OFFSET
+    for _, numbers in groups:
+        for number in numbers:
+            if not 1 <= number <= limit:
+                raise ValueError(f"member ID {raw!r}: member number {number} outside 1–{limit}")
+    return MemberId(cleaned, tuple((sp, tuple(nums)) for sp, nums in groups), split)
+
+
+# ---------------------------------------------------------------------------------------------
+# row validation shared by v1.0 tables and v1.1 master CSVs
+# ---------------------------------------------------------------------------------------------
+def _normalize_header(name) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "mars_year": ("mars_year", "my", "marsyear", "year"),
+    "subphase": ("mission_subphase", "subphase", "mission_sub_phase", "sub_phase", "phase"),
+    "sol": ("sol", "day"),
+    "ls": ("ls", "swathls", "swath_ls", "l_s", "solar_longitude"),
+    "lon": ("centroid_longitude", "centroid_lon", "lon", "longitude", "centroid_longitude_e",
+            "centroid_longitude_deg_e"),
+    "lat": ("centroid_latitude", "centroid_lat", "lat", "latitude", "centroid_latitude_n",
+            "centroid_latitude_deg_n"),
+    "area_km2": ("area_square_km", "area", "area_km2", "area_km_2", "area_sq_km", "area_km"),
+    "confidence": ("confidence_interval", "confidence_flag", "confidence", "confidence_level", "conf"),
+    "member_id": ("member_id", "mem_id", "memberid", "member"),
+    "sequence_id": ("sequence_id", "seq_id", "sequenceid", "sequence"),
+}
+_REQUIRED = ("subphase", "sol", "ls", "lon", "lat", "area_km2", "confidence", "member_id")
+
+
+def _map_columns(columns, source: str, required: tuple[str, ...]) -> dict[str, str]:
+    """Canonical column -> the file's header, by normalized alias."""
+    normalized: dict[str, str] = {}
+    for column in columns:
+        normalized.setdefault(_normalize_header(column), column)
+    mapping = {}
+    for canonical, aliases in _ALIASES.items():
+        for alias in aliases:
+            if alias in normalized:
+                mapping[canonical] = normalized[alias]
+                break
+    missing = [c for c in required if c not in mapping]
+    if missing:
+        expected = "; ".join(f"{c} (e.g. {_ALIASES[c][0]!r})" for c in missing)
+        raise CatalogError(f"{source}: missing required column(s) {expected}; found columns {list(columns)}")
+    return mapping
+
+
+class _RowErrors:
+    """Collects per-row problems: raise on the first, or drop rows with one warning."""
+
+    def __init__(self, source: str, skip_bad: bool):
+        self.source = source
+        self.skip_bad = skip_bad
+        self.bad: dict[int, str] = {}
+
+    def add(self, row_numbers: np.ndarray, column: str, message: str) -> None:
+        """Report ``message`` for each spreadsheet row in ``row_numbers`` (column = file header)."""
+        rows = [int(r) for r in np.atleast_1d(row_numbers)]
+        if not rows:
+            return
+        text = f"{self.source}: row {rows[0]}, column {column!r}: {message}"
+        if not self.skip_bad:
+            more = f" (and {len(rows) - 1} more row(s))" if len(rows) > 1 else ""
+            raise CatalogError(text + more + "; pass skip_bad=True (--skip-bad) to drop bad rows")
+        for row in rows:
+            self.bad.setdefault(row, f"row {row}, column {column!r}: {message}")
+
+    def warn_dropped(self) -> None:
+        if not self.bad:
+            return
+        rows = sorted(self.bad)
+        shown = ", ".join(map(str, rows[:50])) + (" …" if len(rows) > 50 else "")
+        first = self.bad[rows[0]]
+        message = f"{self.source}: dropped {len(rows)} bad row(s) (spreadsheet rows {shown}); first: {first}"
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    if series.dtype == object or pd.api.types.is_string_dtype(series):
+        series = series.astype(str).str.strip().str.rstrip("%")
+    return pd.to_numeric(series, errors="coerce")
+
+
+def _clean_sequence(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return "" if text.lower() in ("nan", "none", "") else text
+
+
+def _normalize_rows(
+    raw: pd.DataFrame, mapping: dict[str, str], errors: _RowErrors, mars_year: int | None = None
+) -> pd.DataFrame:
+    """Validate and convert a table with known column mapping into storm-table rows."""
+    rows = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # spreadsheet rows, header = 1
+    out = pd.DataFrame(index=raw.index)
+
+    def check(bad_mask: pd.Series, canonical: str, message: str) -> None:
+        bad_mask = bad_mask.fillna(True).astype(bool)
+        if bad_mask.any():
+            errors.add(rows[bad_mask].to_numpy(), mapping.get(canonical, canonical), message)
+
+    if mars_year is not None:
+        out["mars_year"] = mars_year
+    else:
+        year = _numeric(raw[mapping["mars_year"]])
+        check(~(year.notna() & (year == year.round()) & (year >= 0)), "mars_year", "Mars year must be a whole number")
+        out["mars_year"] = year
+
+    subphase = raw[mapping["subphase"]].astype(str).str.strip().str.upper()
+    check(~subphase.str.fullmatch(r"[A-Z]+\d*"), "subphase", "mission subphase must look like 'R18' or 'D01'")
+    out["subphase"] = subphase
+
+    sol = _numeric(raw[mapping["sol"]])
+    check(~(sol.notna() & (sol == sol.round()) & (sol >= 0)), "sol", "sol must be a whole number >= 0")
+    out["sol"] = sol
+
+    ls = _numeric(raw[mapping["ls"]])
+    check(~(ls.notna() & (ls >= 0) & (ls <= 360)), "ls", "Ls must be a number in [0, 360] degrees")
+    out["ls"] = ls % 360.0
+
+    lon = _numeric(raw[mapping["lon"]])
+    check(~(lon.notna() & (lon >= -180) & (lon <= 360)), "lon",
+          "centroid longitude must be a number in [-180, 360] degrees (east-positive)")
+    out["lon"] = normalize_lon(lon.fillna(0.0).to_numpy())
+
+    lat = _numeric(raw[mapping["lat"]])
+    check(~(lat.notna() & (lat >= -90) & (lat <= 90)), "lat", "centroid latitude must be a number in [-90, 90] degrees")
+    out["lat"] = lat
+
+    area = _numeric(raw[mapping["area_km2"]])
+    check(~(area.notna() & (area >= 0)), "area_km2", "area must be a number >= 0 (km²)")
+    out["area_km2"] = area
+
+    confidence = _numeric(raw[mapping["confidence"]])
+    check(~confidence.isin(CONFIDENCE_LEVELS), "confidence", "confidence must be one of 50, 75, 100")
+    out["confidence"] = confidence
+
+    member_text = raw[mapping["member_id"]]
+    parsed_ok = []
+    cleaned = []
+    for value in member_text:
+        try:
+            member = parse_member_id(value)
+            parsed_ok.append(True)
+            cleaned.append(member.text)
+        except ValueError:
+            parsed_ok.append(False)
+            cleaned.append("")
+    check(~pd.Series(parsed_ok, index=raw.index), "member_id",
+          "member ID must look like 'D01_031', 'D16_001b', 'D01_031+032' or 'P08_033+P09_010+011+013'")
+    out["member_id"] = cleaned
+
+    if "sequence_id" in mapping:
+        out["sequence_id"] = [_clean_sequence(v) for v in raw[mapping["sequence_id"]]]
+    else:
+        out["sequence_id"] = ""
+    out["_row"] = rows
+    return out
+
+
+def _finish(out: pd.DataFrame, errors: _RowErrors) -> pd.DataFrame:
+    """Drop bad rows (skip_bad), build map ids, set dtypes and column order."""
+    if errors.bad:
+        out = out.loc[~out["_row"].isin(list(errors.bad))]
+    errors.warn_dropped()
+    out = out.copy()
+    out["sol"] = out["sol"].astype("int64")
+    out["mars_year"] = out["mars_year"].astype("int64")
+    out["confidence"] = out["confidence"].astype("int64")
+    out["map_id"] = [make_map_id(sp, sol) for sp, sol in zip(out["subphase"], out["sol"])]
+    if "polygon_wkt" not in out:
+        out["polygon_wkt"] = None
+    return out
+
+
+def _sort_storms(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.sort_values(["mars_year", "ls", "map_id", "member_id"], kind="stable").reset_index(drop=True)
+    return df[STORM_COLUMNS]
+
+
+def empty_storm_table() -> pd.DataFrame:
+    """A storm table with no rows and the right columns."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(STORM_COLUMNS, [
+        str, str, "int64", "int64", float, float, float, float, "int64", str, str, object])})
+
+
+# ---------------------------------------------------------------------------------------------
+# v1.0 tables
+# ---------------------------------------------------------------------------------------------
+def _read_table_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xlsm", ".xls"):
+            return pd.read_excel(path, dtype=object)
+        return pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pandas / openpyxl raise many kinds
+        raise CatalogError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from exc
+
+
+def read_v10_table(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFrame:
+    """Read an MDAD v1.0 table (CSV or XLSX) into the storm table.
+
+    Headers are matched case- and space-insensitively against the real catalogue's names
+    (``Mars Year``, ``Mission subphase``, ``Sol``, ``Ls``, ``Centroid longitude``, ``Centroid
+    latitude``, ``Area (square km)``, ``Confidence interval``, ``Member ID``, ``Sequence ID``)
+    and aliases (``MY``, ``swathLs``, ``centroid_lon``, ``mem_ID``, …). Longitudes in
+    [0, 360) are accepted and normalized to [-180, 180). ``polygon_wkt`` is None.
+
+    Raises
+    ------
+    CatalogError
+        Missing column, or a bad value (unless ``skip_bad``: those rows are dropped with one warning).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: MDAD table not found")
+    raw = _read_table_file(path)
+    raw = raw.dropna(how="all")
+    mapping = _map_columns(raw.columns, str(path), ("mars_year",) + _REQUIRED)
+    errors = _RowErrors(str(path), skip_bad)
+    out = _finish(_normalize_rows(raw, mapping, errors), errors)
+    return _sort_storms(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# v1.1 cubes
+# ---------------------------------------------------------------------------------------------
+def _find_axis(names_sizes: dict[str, int], keys: tuple[str, ...]) -> str | None:
+    for name in names_sizes:
+        lower = name.lower()
+        if any(lower == k or lower.startswith(k) for k in keys):
+            return name
+    return None
+
+
+@dataclass
+class _Cube:
+    """An open v1.1 cube: the netCDF handle, axis order and pixel placement."""
+
+    path: str
+    dataset: object  # netCDF4.Dataset
+    variable: object
+    lon_axis: int
+    lat_axis: int
+    time_axis: int
+    column_order: np.ndarray  # cube longitude index for each map column (west to east)
+    row_index: np.ndarray  # cube latitude index for each map row (north to south)
+    grid: MapGrid
+    days: list[tuple[str, int]]
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def day_index(self, subphase: str, sol: int) -> int | None:
+        try:
+            return self.days.index((subphase.upper(), int(sol)))
+        except ValueError:
+            return None
+
+    def labels(self, time_index: int) -> np.ndarray:
+        """The cube slice of one time step as a uint8 map ``(H, W)`` (row 0 north, column 0 at 180°W)."""
+        index = [slice(None)] * 3
+        index[self.time_axis] = time_index
+        data = np.asarray(self.variable[tuple(index)])
+        if np.ma.isMaskedArray(data):
+            data = data.filled(MISSING_VALUE)
+        # remaining axes keep their relative order
+        axes = [a for a in range(3) if a != self.time_axis]
+        data = np.asarray(data, dtype=np.uint8)
+        if axes.index(self.lat_axis) != 0:
+            data = data.T  # -> (lat, lon)
+        return data[np.ix_(self.row_index, self.column_order)]
+
+
+def _decode_strings(values) -> list[str]:
+    array = np.asarray(values)
+    if array.dtype.kind == "S" and array.ndim == 2:
+        return [b"".join(row).decode("utf-8", "replace").strip("\x00 ").strip() for row in array]
+    if array.dtype.kind in "SO":
+        return [v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else str(v).strip() for v in array]
+    return [str(v).strip() for v in array]
+
+
+def cube_grid(lon_deg: np.ndarray, lat_deg: np.ndarray, source: str = "cube") -> tuple[MapGrid, np.ndarray, np.ndarray]:
+    """Place cube pixels on a global map grid.
+
+    Parameters
+    ----------
+    lon_deg : ndarray
+        Cube longitudes (cell centres, any convention: normalized to [-180, 180)).
+    lat_deg : ndarray
+        Cube latitudes: ``180/res + 1`` point-registered values (-90 … 90) or ``180/res`` cell centres.
+
+    Returns
+    -------
+    grid : MapGrid
+        :meth:`MapGrid.marci` at the cube's resolution.
+    column_order : ndarray of int
+        Cube longitude index of each map column (west to east).
+    row_index : ndarray of int
+        Cube latitude index of each map row (north to south).
+    """
+    lon = normalize_lon(np.asarray(lon_deg, dtype=np.float64))
+    n_lon = lon.size
+    if n_lon < 2:
+        raise CatalogError(f"{source}: longitude axis has {n_lon} value(s)")
+    res = 360.0 / n_lon
+    grid = MapGrid.marci(res)
+    columns = np.floor((lon + 180.0) / res + 1e-6).astype(np.int64)
+    if not np.array_equal(np.sort(columns), np.arange(n_lon)):
+        raise CatalogError(f"{source}: longitudes are not {n_lon} evenly spaced cell centres covering 360°")
+    column_order = np.empty(n_lon, dtype=np.int64)
+    column_order[columns] = np.arange(n_lon)
+    lat = np.asarray(lat_deg, dtype=np.float64)
+    if lat.size == grid.height + 1:
+        # point-registered: the value is the southern edge of the map pixel
+        rows = np.round((grid.lat_north_deg - lat) / res).astype(np.int64) - 1
+    elif lat.size == grid.height:
+        rows = np.floor((grid.lat_north_deg - lat) / res).astype(np.int64)
+    else:
+        raise CatalogError(
+            f"{source}: latitude axis has {lat.size} values; expected {grid.height + 1} point-registered "
+            f"(-90 … 90) or {grid.height} cell centres for {n_lon} longitudes ({res}°)"
+        )
+    row_index = np.full(grid.height, -1, dtype=np.int64)
+    inside = (rows >= 0) & (rows < grid.height)
+    row_index[rows[inside]] = np.nonzero(inside)[0]
+    if (row_index < 0).any():
+        raise CatalogError(f"{source}: latitudes do not cover -90 … 90 at {res}° spacing")
+    return grid, column_order, row_index
+
+
+def _open_cube(nc_path: str | os.PathLike) -> _Cube:
+    import netCDF4
+
+    path = str(nc_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: MDAD netCDF cube not found")
+    try:
+        dataset = netCDF4.Dataset(path, "r")
+    except OSError as exc:
+        raise CatalogError(f"{path}: not a readable netCDF file ({exc})") from exc
+    try:
+        dataset.set_auto_mask(False)
+        variables = {name.lower(): name for name in dataset.variables}
+        if "mdad" not in variables:
+            raise CatalogError(f"{path}: no variable 'MDAD' (found {list(dataset.variables)}); not an MDAD v1.1 cube")
+        variable = dataset.variables[variables["mdad"]]
+        if variable.ndim != 3:
+            raise CatalogError(f"{path}: variable MDAD has {variable.ndim} dimensions; expected (time, longitude, latitude)")
+        dims = dict(zip(variable.dimensions, variable.shape))
+        lon_dim = _find_axis(dims, ("lon", "x"))
+        lat_dim = _find_axis(dims, ("lat", "y"))
+        time_dim = _find_axis(dims, ("time", "t", "day"))
+        if lon_dim is None or lat_dim is None or len({lon_dim, lat_dim}) < 2:
+            # by size: longitude is the axis with 2 x (latitude - 1) or 2 x latitude values
+            sizes = list(dims.items())
+            for a_name, a_size in sizes:
+                for b_name, b_size in sizes:
+                    if a_name != b_name and a_size in (2 * (b_size - 1), 2 * b_size):
+                        lon_dim, lat_dim = a_name, b_name
+            if lon_dim is None or lat_dim is None:
+                raise CatalogError(f"{path}: cannot tell longitude and latitude axes of MDAD{tuple(dims)}")
+        if time_dim is None or time_dim in (lon_dim, lat_dim):
+            time_dim = next(d for d in dims if d not in (lon_dim, lat_dim))
+        for needed in ("daylist",):
+            if needed not in variables:
+                raise CatalogError(f"{path}: no variable 'dayList' (found {list(dataset.variables)})")
+
+        def coordinate(dim: str, label: str) -> np.ndarray:
+            if dim in dataset.variables:
+                return np.asarray(dataset.variables[dim][:], dtype=np.float64)
+            alias = variables.get(label)
+            if alias is not None and dataset.variables[alias].shape == (dims[dim],):
+                return np.asarray(dataset.variables[alias][:], dtype=np.float64)
+            raise CatalogError(f"{path}: no coordinate variable for the {label} axis '{dim}'")
+
+        lon = coordinate(lon_dim, "longitude")
+        lat = coordinate(lat_dim, "latitude")
+        grid, column_order, row_index = cube_grid(lon, lat, path)
+        day_names = _decode_strings(dataset.variables[variables["daylist"]][:])
+        if len(day_names) != dims[time_dim]:
+            raise CatalogError(f"{path}: dayList has {len(day_names)} entries but MDAD has {dims[time_dim]} time steps")
+        days = []
+        for i, name in enumerate(day_names):
+            try:
+                days.append(parse_map_name(name))
+            except ValueError as exc:
+                raise CatalogError(f"{path}: dayList[{i}]: {exc}") from exc
+        order = list(variable.dimensions)
+        return _Cube(path, dataset, variable, order.index(lon_dim), order.index(lat_dim), order.index(time_dim),
+                     column_order, row_index, grid, days)
+    except BaseException:
+        dataset.close()
+        raise
+
+
+def _mask_polygon(mask: np.ndarray, grid: MapGrid):
+    """Pixel-edge outline (lon/lat degrees) of the True pixels of a map mask, or None if empty."""
+    from affine import Affine
+    from rasterio import features
+    from shapely.geometry import MultiPolygon, shape
+    from shapely.ops import unary_union
+
+    if not mask.any():
+        return None
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    window = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
+    res = grid.res_deg
+    transform = Affine(res, 0.0, -180.0 + c0 * res, 0.0, -res, grid.lat_north_deg - r0 * res)
+    parts = [shape(geom) for geom, value in features.shapes(window, mask=window.astype(bool), transform=transform)
+             if value == 1]
+    geometry = unary_union(parts)
+    if geometry.geom_type == "Polygon":
+        return geometry
+    polygons = [g for g in getattr(geometry, "geoms", []) if g.geom_type == "Polygon"]
+    return MultiPolygon(polygons)
+
+
+def _year_from_name(path: Path) -> int | None:
+    for text in (path.stem, path.parent.name):
+        match = re.search(r"MY_?(\d+)", text, re.IGNORECASE)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _find_master_csv(nc_path: Path, year: int | None) -> Path:
+    folder = nc_path.parent
+    candidates = []
+    if year is not None:
+        candidates.append(folder / f"MDAD_MY{year:02d}_master.csv")
+        candidates.append(folder / f"MDAD_MY{year}_master.csv")
+    candidates += sorted(p for p in folder.glob("*.csv") if "master" in p.name.lower())
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CatalogError(f"{nc_path}: no master CSV beside it (expected {folder / f'MDAD_MY{(year or 0):02d}_master.csv'})")
+
+
+def read_v11_cube(
+    nc_path: str | os.PathLike, master_csv: str | os.PathLike | None = None, skip_bad: bool = False,
+    mars_year: int | None = None,
+) -> pd.DataFrame:
+    """Read an MDAD v1.1 cube and its master CSV into the storm table, with outlines.
+
+    Parameters
+    ----------
+    nc_path : path
+        ``MY{yy}/MDADMY{yy}.nc``.
+    master_csv : path, optional
+        Defaults to ``MDAD_MY{yy}_master.csv`` (or any ``*master*.csv``) beside the cube.
+    skip_bad : bool
+        Drop bad master rows (one warning) instead of raising.
+    mars_year : int, optional
+        Defaults to the number in the file or folder name (``MDADMY25.nc`` → 25).
+
+    Returns
+    -------
+    DataFrame
+        One row per master-CSV row (storm instance), :data:`STORM_COLUMNS`; ``polygon_wkt`` is
+        the outline of the instance's cube pixels on its day, None (with a warning giving the
+        count) when the cube has no pixel for it.
+    """
+    import shapely
+
+    nc_path = Path(nc_path)
+    year = mars_year if mars_year is not None else _year_from_name(nc_path)
+    if year is None:
+        raise CatalogError(f"{nc_path}: cannot tell the Mars year from the name (expected MDADMY{{yy}}.nc); pass mars_year")
+    master = Path(master_csv) if master_csv is not None else _find_master_csv(nc_path, year)
+    raw = _read_table_file(master).dropna(how="all")
+    mapping = _map_columns(raw.columns, str(master), _REQUIRED)
+    errors = _RowErrors(str(master), skip_bad)
+    rows = _normalize_rows(raw, mapping, errors, mars_year=year)
+    cube = _open_cube(nc_path)
+    try:
+        time_of_row = np.full(len(rows), -1, dtype=np.int64)
+        for i, (subphase, sol) in enumerate(zip(rows["subphase"], rows["sol"])):
+            if pd.isna(sol) or sol != sol // 1:
+                continue
+            index = cube.day_index(subphase, int(sol))
+            if index is not None:
+                time_of_row[i] = index
+        bad_day = (time_of_row < 0) & ~rows["_row"].isin(list(errors.bad)).to_numpy()
+        if bad_day.any():
+            errors.add(rows["_row"].to_numpy()[bad_day], mapping["sol"],
+                       f"no time step of {nc_path.name} has this subphase and sol in its dayList")
+        out = _finish(rows, errors)
+        out_times = time_of_row[rows.index.get_indexer(out.index)]
+        polygons: list[str | None] = [None] * len(out)
+        order = np.argsort(out_times, kind="stable")
+        current_t, labels = -1, None
+        for position in order:
+            t = out_times[position]
+            if t != current_t:
+                labels, current_t = cube.labels(int(t)), t
+            member = parse_member_id(out["member_id"].iloc[position])
+            values = member.cube_values(out["subphase"].iloc[position])
+            geometry = _mask_polygon(np.isin(labels, values), cube.grid)
+            if geometry is not None:
+                polygons[position] = shapely.to_wkt(geometry, rounding_precision=6, trim=True)
+        out["polygon_wkt"] = polygons
+    finally:
+        cube.close()
+    missing = int(sum(p is None for p in polygons))
+    if missing:
+        message = f"{nc_path}: {missing} of {len(out)} instance(s) in {master.name} have no pixels in the cube (polygon_wkt empty)"
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return _sort_storms(out)
+
+
+def instance_mask(nc_path: str | os.PathLike, map_id: str, member_id: str) -> tuple[np.ndarray, MapGrid]:
+    """Pixel mask of one storm instance from a v1.1 cube.
+
+    Parameters
+    ----------
+    nc_path : path
+        The cube ``MDADMY{yy}.nc``.
+    map_id : str
+        The map (day), e.g. ``"d01_005"`` (any form :func:`marsdust.naming.parse_map_name` takes).
+    member_id : str
+        MDAD member ID (``D01_031``, ``D16_001b``, ``D01_031+032``, …).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape grid.shape
+        True on the instance's pixels (row 0 north, column 0 at 180°W).
+    grid : MapGrid
+        The global grid at the cube's resolution.
+    """
+    subphase, sol = parse_map_name(map_id)
+    member = parse_member_id(member_id)
+    cube = _open_cube(nc_path)
+    try:
+        index = cube.day_index(subphase, sol)
+        if index is None:
+            raise CatalogError(f"{nc_path}: no time step for map {map_id} in dayList")
+        labels = cube.labels(index)
+        return np.isin(labels, member.cube_values(subphase)), cube.grid
+    finally:
+        cube.close()
+
+
+def cube_labels(nc_path: str | os.PathLike, map_id: str) -> tuple[np.ndarray, MapGrid]:
+    """The raw cube values (uint8, 0 / 1–250 / 255) of one day on its map grid (row 0 north)."""
+    subphase, sol = parse_map_name(map_id)
+    cube = _open_cube(nc_path)
+    try:
+        index = cube.day_index(subphase, sol)
+        if index is None:
+            raise CatalogError(f"{nc_path}: no time step for map {map_id} in dayList")
+        return cube.labels(index), cube.grid
+    finally:
+        cube.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch: file or folder
+# ---------------------------------------------------------------------------------------------
+_TABLE_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
+
+
+def _folder_parts(folder: Path) -> tuple[list[Path], list[Path]]:
+    cubes = sorted(p for p in folder.rglob("*.nc") if re.search(r"MDAD", p.name, re.IGNORECASE))
+    tables = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in _TABLE_SUFFIXES and "master" not in p.name.lower()
+        and not p.name.startswith((".", "~$"))
+    )
+    return cubes, tables
+
+
+def read_catalog(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFrame:
+    """Read MDAD into the storm table.
+
+    Parameters
+    ----------
+    path : path
+        A v1.0 table (``.csv`` / ``.xlsx``), a v1.1 cube (``.nc``, master CSV beside it), or a
+        folder holding them. In a folder, the v1.1 cubes (``**/MDAD*.nc``) give the rows, with
+        outlines, for the Mars years they cover and the v1.0 tables (any other ``.csv`` /
+        ``.xlsx``, not ``*master*``) the rows of the other years; a year is never taken from both.
+    skip_bad : bool
+        Drop rows with bad values, with one warning giving their count and row numbers,
+        instead of raising :class:`CatalogError`.
+
+    Returns
+    -------
+    DataFrame
+        :data:`STORM_COLUMNS`, sorted by (mars_year, ls, map_id, member_id).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: MDAD path not found")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".nc":
+            return read_v11_cube(path, skip_bad=skip_bad)
+        if suffix in _TABLE_SUFFIXES:
+            return read_v10_table(path, skip_bad=skip_bad)
+        raise CatalogError(f"{path}: expected an MDAD table (.csv/.xlsx), a netCDF cube (.nc) or a folder")
+    cubes, tables = _folder_parts(path)
+    if not cubes and not tables:
+        raise CatalogError(f"{path}: no MDAD table (.csv/.xlsx) or MDAD*.nc cube found in the folder")
+    parts = [read_v11_cube(cube, skip_bad=skip_bad) for cube in cubes]
+    cube_years = {int(y) for part in parts for y in part["mars_year"].unique()}
+    cube_years |= {y for y in (_year_from_name(c) for c in cubes) if y is not None}
+    for table in tables:
+        rows = read_v10_table(table, skip_bad=skip_bad)
+        parts.append(rows.loc[~rows["mars_year"].isin(cube_years)])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty_storm_table()
+    return _sort_storms(pd.concat(parts, ignore_index=True))
+
+
+def save_catalog(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a storm table atomically: Parquet if ``path`` ends in ``.parquet``, else CSV."""
+    from marsdust.mdgm import atomic_write
+
+    table = df[STORM_COLUMNS]
+    table.attrs = {}
+    if str(path).lower().endswith(".parquet"):
+        atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
+    else:
+        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# MARCI cloud masks
+# ---------------------------------------------------------------------------------------------
+def read_cloud_mask(path: str | os.PathLike):
+    """Read a MARCI cloud mask (Wang & Gonzalez Abad) netCDF.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``cloudmask`` as stored (-999 invalid, 0 clear, > 0 cloudy) plus boolean ``valid``
+        (not -999 / fill / NaN) and ``cloudy`` (valid and > 0), with dims renamed to
+        ``latitude`` / ``longitude``, longitudes east-positive in [-180, 180) ascending and
+        latitudes descending (north first, like a map). Other dims (e.g. time) are kept first.
+
+    Raises
+    ------
+    CatalogError
+        Not readable, or no ``cloudmask`` / longitude / latitude.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: cloud mask file not found")
+    try:
+        ds = xr.open_dataset(path, mask_and_scale=False)
+    except Exception as exc:
+        raise CatalogError(f"{path}: not a readable netCDF file ({exc})") from exc
+    with ds:
+        names = {str(n).lower(): n for n in list(ds.variables)}
+        if "cloudmask" not in names:
+            raise CatalogError(f"{path}: no variable 'cloudmask' (found {sorted(map(str, ds.variables))})")
+        lon_name = next((names[k] for k in ("longitude", "lon") if k in names), None)
+        lat_name = next((names[k] for k in ("latitude", "lat") if k in names), None)
+        if lon_name is None or lat_name is None:
+            raise CatalogError(f"{path}: needs 'longitude' and 'latitude' variables (found {sorted(map(str, ds.variables))})")
+        mask = ds[names["cloudmask"]].load()
+        lon = np.asarray(ds[lon_name].values, dtype=np.float64)
+        lat = np.asarray(ds[lat_name].values, dtype=np.float64)
+    if lon.ndim != 1 or lat.ndim != 1:
+        raise CatalogError(f"{path}: longitude and latitude must be 1-D")
+    dim_lon = next((d for d in mask.dims if mask.sizes[d] == lon.size and "lon" in str(d).lower()), None) \
+        or next((d for d in mask.dims if mask.sizes[d] == lon.size), None)
+    dim_lat = next((d for d in mask.dims if mask.sizes[d] == lat.size and "lat" in str(d).lower() and d != dim_lon), None) \
+        or next((d for d in mask.dims if mask.sizes[d] == lat.size and d != dim_lon), None)
+    if dim_lon is None or dim_lat is None:
+        raise CatalogError(f"{path}: cloudmask dims {mask.dims} do not match longitude ({lon.size}) and latitude ({lat.size})")
+    mask = mask.rename({dim_lon: "longitude", dim_lat: "latitude"})
+    other = [d for d in mask.dims if d not in ("latitude", "longitude")]
+    mask = mask.transpose(*other, "latitude", "longitude")
+    mask = mask.assign_coords(longitude=normalize_lon(lon), latitude=lat)
+    mask = mask.sortby("longitude").sortby("latitude", ascending=False)
+    values = mask.values.astype(np.float64)
+    fill = mask.attrs.get("_FillValue", mask.encoding.get("_FillValue"))
+    valid = np.isfinite(values) & (values != -999)
+    if fill is not None:
+        valid &= values != float(fill)
+    out = xr.Dataset(
+        {
+            "cloudmask": mask,
+            "valid": (mask.dims, valid),
+            "cloudy": (mask.dims, valid & (values > 0)),
+        }
+    )
+    out["valid"].attrs["description"] = "True where the cloud mask has data (not -999 / fill)"
+    out["cloudy"].attrs["description"] = "True where valid and cloudmask > 0"
+    out.attrs["source"] = str(path)
+    return out
