@@ -15,11 +15,11 @@ Row numbers in errors are spreadsheet rows: the header is row 1, the first data 
 (what a user sees in Excel / LibreOffice, and the line number in a CSV without comments).
 
 Cube pixel placement (v1.1). ``longitude`` holds cell centres; ``latitude`` holds
-``180/res + 1`` point-registered values -90 … 90 (1801 at 0.1°). The cube row at latitude
-``L`` is taken as the map pixel whose *southern edge* is ``L`` (its centre is ``L + res/2``);
-the row at +90° lies outside every map and must be 0 or 255. Equivalently: a global map mask
-``m`` (row 0 north, shape ``(H, W)``) is stored as ``cube[t, :, :H] = m[::-1].T``. Cubes whose
-latitudes are cell centres (``180/res`` values) are also read. Outlines are the pixel edges of
+``180/res + 1`` point-registered values -90 … 90 (1801 at 0.1°). Map row ``i`` (row 0 north)
+is read from the cube latitude point at its *northern edge* (``90 - i * res``), the convention
+of :func:`marsdust.export.grid_labels_to_cube` (which also copies the last row to the -90°
+point; the reader ignores that point). Cubes whose latitudes are cell centres (``180/res``
+values) are also read. Outlines are the pixel edges of
 the instance's pixels on :meth:`MapGrid.marci` at the cube's resolution, split at 180° (pixels
 never cross the map edge, so a storm across 180° comes back as a MultiPolygon).
 """
@@ -458,8 +458,9 @@ def cube_grid(lon_deg: np.ndarray, lat_deg: np.ndarray, source: str = "cube") ->
     column_order[columns] = np.arange(n_lon)
     lat = np.asarray(lat_deg, dtype=np.float64)
     if lat.size == grid.height + 1:
-        # point-registered: the value is the southern edge of the map pixel
-        rows = np.round((grid.lat_north_deg - lat) / res).astype(np.int64) - 1
+        # point-registered: map row i is read from the point at its northern edge (90 - i * res);
+        # the -90° point (row index = height) belongs to no row
+        rows = np.round((grid.lat_north_deg - lat) / res).astype(np.int64)
     elif lat.size == grid.height:
         rows = np.floor((grid.lat_north_deg - lat) / res).astype(np.int64)
     else:

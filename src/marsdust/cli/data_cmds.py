@@ -47,8 +47,7 @@ def index_command(
 ) -> None:
     """List every map of an MDGM archive with its Mars year and Ls, sorted in time.
 
-    Maps listed in list_ls.txt but missing, and map files that are not listed, are reported
-    as problems (they are not indexed).
+    Maps listed in list_ls.txt but missing, and map files that are not listed, are reported as problems (they are not indexed).
     """
     from marsdust.mdgm import MapReadError, index_archive, problems_table, save_index
 
@@ -85,8 +84,7 @@ def catalog_command(
 ) -> None:
     """Read the MDAD storm catalogue into one normalized storm table.
 
-    Longitudes come out east-positive in [-180, 180); outlines (polygon_wkt) are filled from
-    the v1.1 cubes where available.
+    Longitudes come out east-positive in [-180, 180); outlines (polygon_wkt) are filled from the v1.1 cubes where available.
     """
     import warnings
 
