@@ -1,0 +1,206 @@
+"""marsdust.grid against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from marsdust.grid import (
+    MARCI_GRID,
+    MARS_RADIUS_KM,
+    MOC_GRID,
+    MapGrid,
+    lon_difference_deg,
+    lonlat_box_area_km2,
+    normalize_lon,
+    polygon_area_km2,
+)
+
+R = 3396.19
+
+
+def test_radius_is_iau_2015_equatorial():
+    assert MARS_RADIUS_KM == R
+
+
+def test_pixel_centres_moc_and_marci():
+    assert MOC_GRID.shape == (1200, 3600)
+    assert MARCI_GRID.shape == (1800, 3600)
+    lon = MOC_GRID.lon_centers_deg
+    assert lon[0] == pytest.approx(-179.95) and lon[-1] == pytest.approx(179.95)
+    lat = MOC_GRID.lat_centers_deg
+    assert lat[0] == pytest.approx(59.95) and lat[-1] == pytest.approx(-59.95)
+    coarse = MapGrid.moc(4.0)
+    assert coarse.shape == (30, 90)
+    np.testing.assert_allclose(coarse.lat_centers_deg[:3], [58.0, 54.0, 50.0])
+    np.testing.assert_allclose(coarse.lon_centers_deg[:2], [-178.0, -174.0])
+
+
+@pytest.mark.parametrize(
+    "lon_in, convention, expected",
+    [
+        (0.0, "east", 0.0),
+        (359.9, "east", -0.1),
+        (180.0, "east", -180.0),
+        (-180.0, "east", -180.0),
+        (190.0, "east", -170.0),
+        (720.5, "east", 0.5),
+        (-190.0, "east", 170.0),
+        (89.25, "west", -89.25),  # "89.25° W"
+        (270.0, "west", 90.0),
+        (-10.0, "west", 10.0),
+    ],
+)
+def test_normalize_lon(lon_in, convention, expected):
+    assert normalize_lon(lon_in, convention) == pytest.approx(expected)
+
+
+def test_normalize_lon_array_and_bad_convention():
+    out = normalize_lon(np.array([0.0, 90.0, 180.0, 270.0, 359.0]))
+    np.testing.assert_allclose(out, [0.0, 90.0, -180.0, -90.0, -1.0])
+    with pytest.raises(ValueError, match="convention"):
+        normalize_lon(10.0, "north")
+
+
+def test_lon_difference_wraps():
+    assert lon_difference_deg(-179.0, 179.0) == pytest.approx(2.0)
+    assert lon_difference_deg(179.0, -179.0) == pytest.approx(-2.0)
+
+
+def test_lonlat_pixel_round_trip_and_known_pixels():
+    grid = MapGrid.moc(0.1)
+    x, y = grid.lonlat_to_pixel(-179.95, 59.95)
+    assert (x, y) == pytest.approx((0.5, 0.5))
+    x, y = grid.lonlat_to_pixel(0.0, 0.0)
+    assert (x, y) == pytest.approx((1800.0, 600.0))
+    x, y = grid.lonlat_to_pixel(350.0, 10.0)  # same column as -10°
+    assert x == pytest.approx((170.0) / 0.1)
+    rng = np.random.default_rng(0)
+    lon = rng.uniform(-180, 180, 100)
+    lat = rng.uniform(-60, 60, 100)
+    lon2, lat2 = grid.pixel_to_lonlat(*grid.lonlat_to_pixel(lon, lat))
+    np.testing.assert_allclose(lon2, lon, atol=1e-9)
+    np.testing.assert_allclose(lat2, lat, atol=1e-9)
+    # x past the map edge wraps
+    lon_wrapped, _ = grid.pixel_to_lonlat(3600 + 5, 0)
+    assert lon_wrapped == pytest.approx(-179.5)
+
+
+def test_contains_lat():
+    assert MOC_GRID.contains_lat(60.0) and not MOC_GRID.contains_lat(60.1)
+    assert MARCI_GRID.contains_lat(-90.0)
+
+
+def test_box_inside_map_is_one_pixel_box():
+    grid = MapGrid.moc(1.0)
+    boxes = grid.lonlat_box_to_pixel_boxes(-10.0, 10.0, -5.0, 5.0)
+    np.testing.assert_allclose(boxes, [[170.0, 55.0, 190.0, 65.0]])
+
+
+def test_box_across_180_splits_in_two():
+    grid = MapGrid.moc(1.0)
+    boxes = grid.lonlat_box_to_pixel_boxes(170.0, -170.0, 0.0, 10.0)
+    np.testing.assert_allclose(boxes, [[350.0, 50.0, 360.0, 60.0], [0.0, 50.0, 10.0, 60.0]])
+    # the same box given with 0–360 longitudes
+    np.testing.assert_allclose(grid.lonlat_box_to_pixel_boxes(170.0, 190.0, 0.0, 10.0), boxes)
+
+
+def test_box_ending_at_180_and_outside_band():
+    grid = MapGrid.moc(1.0)
+    np.testing.assert_allclose(grid.lonlat_box_to_pixel_boxes(170.0, 180.0, 0.0, 10.0), [[350.0, 50.0, 360.0, 60.0]])
+    assert grid.lonlat_box_to_pixel_boxes(0.0, 10.0, 70.0, 80.0).shape == (0, 4)
+    # clipped to the band
+    np.testing.assert_allclose(grid.lonlat_box_to_pixel_boxes(0.0, 10.0, 50.0, 70.0), [[180.0, 0.0, 190.0, 10.0]])
+
+
+def test_pixel_box_to_lonlat_box_wraps():
+    grid = MapGrid.moc(1.0)
+    assert grid.pixel_box_to_lonlat_box(350.0, 50.0, 370.0, 60.0) == pytest.approx((170.0, -170.0, 0.0, 10.0))
+    assert grid.pixel_box_to_lonlat_box(0.0, 0.0, 360.0, 120.0) == pytest.approx((-180.0, 180.0, -60.0, 60.0))
+
+
+def test_area_of_band_60s_60n():
+    expected = 4.0 * math.pi * R**2 * math.sin(math.radians(60.0))
+    assert lonlat_box_area_km2(-180.0, 180.0, -60.0, 60.0) == pytest.approx(expected, rel=1e-12)
+    grid = MapGrid.moc(1.0)
+    assert grid.mask_area_km2(np.ones(grid.shape, bool)) == pytest.approx(expected, rel=1e-9)
+    assert grid.row_pixel_area_km2().sum() * grid.width == pytest.approx(expected, rel=1e-9)
+
+
+def test_area_of_one_degree_box_at_equator():
+    expected = R**2 * math.radians(1.0) * math.sin(math.radians(1.0))  # ≈ 3513.3 km² = (pi R / 180)^2 * sin(1°)/rad(1°)
+    assert expected == pytest.approx(3513.3, abs=0.1)
+    assert lonlat_box_area_km2(0.0, 1.0, 0.0, 1.0) == pytest.approx(expected, rel=1e-12)
+    assert polygon_area_km2(box(0.0, 0.0, 1.0, 1.0)) == pytest.approx(expected, rel=1e-12)
+    # across 180°, as 0–360 or as a split MultiPolygon
+    assert lonlat_box_area_km2(179.5, -179.5, 0.0, 1.0) == pytest.approx(expected, rel=1e-9)
+    split = MultiPolygon([box(179.5, 0.0, 180.0, 1.0), box(-180.0, 0.0, -179.5, 1.0)])
+    assert polygon_area_km2(split) == pytest.approx(expected, rel=1e-9)
+
+
+def test_pixel_area_rows_match_formula():
+    grid = MapGrid.marci(1.0)
+    area = grid.row_pixel_area_km2()
+    assert area[0] == pytest.approx(R**2 * math.radians(1.0) * (1 - math.sin(math.radians(89.0))))
+    assert area[90] == pytest.approx(R**2 * math.radians(1.0) * math.sin(math.radians(1.0)))
+    mask = np.zeros(grid.shape, bool)
+    mask[90, 180] = True  # 0–1°E, 1°S–0°
+    assert grid.mask_area_km2(mask) == pytest.approx(3513.3, abs=0.1)
+    with pytest.raises(ValueError, match="shape"):
+        grid.mask_area_km2(np.ones((2, 2), bool))
+
+
+def test_polygon_area_triangle_small():
+    tri = Polygon([(0, 0), (1, 0), (0, 1)])
+    assert polygon_area_km2(tri) == pytest.approx(3513.3 / 2, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "shape, north, south, res",
+    [
+        ((1200, 3600), 60.0, -60.0, 0.1),  # MOC
+        ((1800, 3600), 90.0, -90.0, 0.1),  # MARCI
+        ((3600, 7200), 90.0, -90.0, 0.05),  # MARCI 0.05°
+        ((300, 900), 60.0, -60.0, 0.4),
+        ((30, 90), 60.0, -60.0, 4.0),
+        ((45, 90), 90.0, -90.0, 4.0),
+    ],
+)
+def test_from_shape(shape, north, south, res):
+    grid = MapGrid.from_shape(*shape)
+    assert (grid.lat_north_deg, grid.lat_south_deg) == (north, south)
+    assert grid.res_deg == pytest.approx(res)
+    assert grid.shape == shape
+
+
+@pytest.mark.parametrize("shape", [(1000, 3600), (3600, 3600), (0, 10), (30, -90)])
+def test_from_shape_rejects_unknown_shapes(shape):
+    with pytest.raises(ValueError, match="neither a MOC|must be positive"):
+        MapGrid.from_shape(*shape)
+
+
+def test_grid_validation():
+    with pytest.raises(ValueError, match="latitudes"):
+        MapGrid(-10.0, 10.0, 1.0)
+    with pytest.raises(ValueError, match="whole number"):
+        MapGrid(60.0, -60.0, 0.7)
+
+
+def test_rescaled():
+    assert MOC_GRID.rescaled(4).shape == (300, 900)
+
+
+def test_crop_marci_to_moc_band():
+    marci = MapGrid.marci(1.0)
+    moc = MapGrid.moc(1.0)
+    image = np.arange(marci.height)[:, None] * np.ones((1, marci.width))
+    cropped = marci.crop_to(image, moc)
+    assert cropped.shape == moc.shape
+    # first kept row is the one whose northern edge is 60°N (row 30 from 90°N)
+    assert cropped[0, 0] == 30 and cropped[-1, 0] == 149
+    np.testing.assert_allclose(marci.lat_centers_deg[30:150], moc.lat_centers_deg)
+    with pytest.raises(ValueError, match="resample"):
+        marci.crop_to(image, MapGrid.moc(2.0))
+    with pytest.raises(ValueError, match="not inside"):
+        moc.crop_rows(70.0, -60.0)
