@@ -1,0 +1,430 @@
+"""Torch datasets of MDGMs with their storm targets, train/val/test splits, and planet-aware augmentation.
+
+Splits (the paper's section 5.3)
+--------------------------------
+* Strategy 1, ``"temporal"``: train on MY25 Ls0° – MY27 Ls180°, test on MY27 Ls180° – MY28 Ls121°;
+  the validation maps are drawn at random (``val_fraction``, default 0.33 ≈ the paper's
+  614 / (1216 + 614)) from the training period.
+* Strategy 2, ``"random"``: maps of MY25 Ls0° – MY28 Ls121° shuffled with a seed and cut
+  52 / 24 / 24 % into train / validation / test.
+
+Periods are half-open ``[start, end)`` in (Mars year, Ls) order, except that a period marked
+``end_inclusive`` (the defaults ending at MY28 Ls121°, the end of the MOC archive) keeps its
+last instant. Maps outside every period are written as ``"unused"``. Maps without storms stay
+in the data (they teach the detector what a quiet Mars looks like). A split is saved as
+``split.csv`` (``map_id, split, mars_year, ls``) so a run can be reproduced and re-loaded.
+
+Frames and augmentation
+-----------------------
+:class:`DustDataset` serves every map in a frame rolled along longitude so that no target
+box crosses the 180° seam: without augmentation the smallest such roll (0 when no box
+crosses), with augmentation a random one. Only when boxes cover every column is a box cut
+in two at the seam (:func:`marsdust.labels.split_at_seam`). ``target["shift_px"]`` records
+the roll (image column ``j`` shows native column ``(j - shift_px) mod W``).
+
+Augmentation (``augment=True``) keeps the planet's geometry: the longitude roll (storms move
+with the image), a left–right flip (longitudes mirrored: a mirror-image planet, whose
+topography is not Mars's, but whose dust texture and latitude structure are valid), and a
+brightness / contrast jitter applied to observed pixels only (missing pixels stay black).
+No vertical flip — the hemispheres differ (the seasonal cap edges, the Ls–latitude pattern
+of dust activity, the MOC band's relation to them) — and no rotation, which would tilt the
+map's meridians and parallels.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from marsdust.labels import flip_target, map_targets, roll_target, seam_free_shift, split_at_seam
+
+SPLIT_NAMES = ("train", "val", "test", "unused")
+
+
+# --- splits ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Period:
+    """A span of Mars time from ``(start_my, start_ls)`` to ``(end_my, end_ls)``, Ls in degrees.
+
+    Half-open (the end excluded) unless ``end_inclusive``.
+    """
+
+    start_my: int
+    start_ls: float
+    end_my: int
+    end_ls: float
+    end_inclusive: bool = False
+
+    def __post_init__(self):
+        for name, ls in (("start_ls", self.start_ls), ("end_ls", self.end_ls)):
+            if not 0.0 <= ls <= 360.0:
+                raise ValueError(f"period {name} must be an Ls in [0, 360] degrees, got {ls}")
+        if _time_key(self.end_my, self.end_ls) <= _time_key(self.start_my, self.start_ls):
+            raise ValueError(f"period {self.describe()} ends before it starts")
+
+    def contains(self, mars_year, ls) -> np.ndarray:
+        """Boolean array: which (Mars year, Ls) instants fall in the period."""
+        key = _time_key(np.asarray(mars_year, dtype=np.float64), np.asarray(ls, dtype=np.float64))
+        start, end = _time_key(self.start_my, self.start_ls), _time_key(self.end_my, self.end_ls)
+        return (key >= start) & ((key <= end) if self.end_inclusive else (key < end))
+
+    def describe(self) -> str:
+        """Human-readable span, e.g. ``MY25 Ls0° – MY27 Ls180°``."""
+        return f"MY{self.start_my} Ls{self.start_ls:g}° – MY{self.end_my} Ls{self.end_ls:g}°"
+
+
+def _time_key(mars_year, ls):
+    return np.asarray(mars_year, dtype=np.float64) * 360.0 + np.asarray(ls, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How maps are split (see the module docstring); every field can be overridden.
+
+    Attributes
+    ----------
+    strategy : {"temporal", "random"}
+    train_period, test_period : Period
+        Strategy 1's training (validation drawn from it) and test periods.
+    val_fraction : float
+        Strategy 1: fraction of the training period's maps moved to validation.
+    random_period : Period
+        Strategy 2: the maps that are shuffled.
+    random_fractions : tuple of 3 floats
+        Strategy 2: train, validation, test fractions (summing to 1).
+    seed : int
+        Seed of every random draw.
+    """
+
+    strategy: Literal["temporal", "random"] = "temporal"
+    train_period: Period = Period(25, 0.0, 27, 180.0)
+    test_period: Period = Period(27, 180.0, 28, 121.0, end_inclusive=True)
+    val_fraction: float = 0.33
+    random_period: Period = Period(25, 0.0, 28, 121.0, end_inclusive=True)
+    random_fractions: tuple[float, float, float] = (0.52, 0.24, 0.24)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.strategy not in ("temporal", "random"):
+            raise ValueError(f"split strategy must be 'temporal' or 'random', got {self.strategy!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        fractions = tuple(float(f) for f in self.random_fractions)
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"random_fractions must be three non-negative fractions summing to 1, got {self.random_fractions}")
+
+
+def make_split(index_df: pd.DataFrame, strategy: str | None = None, config: SplitConfig | None = None, **overrides) -> pd.DataFrame:
+    """Assign every map of an archive index to ``train``, ``val``, ``test`` or ``unused``.
+
+    Parameters
+    ----------
+    index_df : DataFrame
+        Archive index with ``map_id``, ``mars_year``, ``ls`` (degrees).
+    strategy : {"temporal", "random"}, optional
+        Overrides ``config.strategy``.
+    config : SplitConfig, optional
+        Periods, fractions and seed; defaults to the paper's.
+    **overrides
+        Fields of :class:`SplitConfig` to replace (e.g. ``val_fraction=0.2, seed=3``).
+
+    Returns
+    -------
+    DataFrame
+        ``map_id, split, mars_year, ls`` in the index's row order.
+
+    Raises
+    ------
+    ValueError
+        If a split comes out empty; the message names the period and what the index covers.
+    """
+    config = config or SplitConfig()
+    if strategy is not None:
+        overrides["strategy"] = strategy
+    if overrides:
+        config = replace(config, **overrides)
+    missing = [c for c in ("map_id", "mars_year", "ls") if c not in index_df.columns]
+    if missing:
+        raise ValueError(f"index table lacks column(s) {missing}; it has {list(index_df.columns)}")
+    if index_df["map_id"].duplicated().any():
+        dupes = index_df.loc[index_df["map_id"].duplicated(), "map_id"].unique()[:5].tolist()
+        raise ValueError(f"index table has duplicate map_id values, e.g. {dupes}")
+    split = np.full(len(index_df), "unused", dtype=object)
+    rng = np.random.default_rng(config.seed)
+    years, ls = index_df["mars_year"].to_numpy(), index_df["ls"].to_numpy()
+    if config.strategy == "temporal":
+        in_train = np.flatnonzero(config.train_period.contains(years, ls))
+        in_test = np.flatnonzero(config.test_period.contains(years, ls) & ~config.train_period.contains(years, ls))
+        _require(in_train, "temporal", "training period", config.train_period, index_df)
+        _require(in_test, "temporal", "test period", config.test_period, index_df)
+        n_val = int(round(config.val_fraction * len(in_train)))
+        if config.val_fraction > 0:
+            n_val = min(max(n_val, 1), len(in_train) - 1)
+            if n_val < 1:
+                raise ValueError(_empty_message("temporal", "validation split (drawn from the training period)",
+                                                config.train_period, index_df, extra=f"only {len(in_train)} map(s) there"))
+        val = rng.choice(in_train, size=n_val, replace=False) if n_val else np.array([], dtype=int)
+        split[in_train] = "train"
+        split[val] = "val"
+        split[in_test] = "test"
+    else:
+        pool = np.flatnonzero(config.random_period.contains(years, ls))
+        _require(pool, "random", "period", config.random_period, index_df)
+        order = rng.permutation(pool)
+        n_train = int(round(config.random_fractions[0] * len(pool)))
+        n_val = int(round(config.random_fractions[1] * len(pool)))
+        counts = {"train": n_train, "val": n_val, "test": len(pool) - n_train - n_val}
+        for name, count in counts.items():
+            if count <= 0:
+                raise ValueError(_empty_message("random", f"{name} split", config.random_period, index_df,
+                                                extra=f"{len(pool)} map(s) cut {config.random_fractions}"))
+        split[order[:n_train]] = "train"
+        split[order[n_train:n_train + n_val]] = "val"
+        split[order[n_train + n_val:]] = "test"
+    return pd.DataFrame({"map_id": index_df["map_id"].to_numpy(), "split": split,
+                         "mars_year": years, "ls": ls})
+
+
+def _coverage(index_df: pd.DataFrame) -> str:
+    if len(index_df) == 0:
+        return "the index is empty"
+    key = _time_key(index_df["mars_year"], index_df["ls"])
+    first, last = index_df.iloc[int(np.argmin(key))], index_df.iloc[int(np.argmax(key))]
+    return (f"the index covers MY{int(first['mars_year'])} Ls{float(first['ls']):.1f}° – "
+            f"MY{int(last['mars_year'])} Ls{float(last['ls']):.1f}° ({len(index_df)} maps)")
+
+
+def _empty_message(strategy: str, what: str, period: Period, index_df: pd.DataFrame, extra: str = "") -> str:
+    detail = f" ({extra})" if extra else ""
+    return (f"{strategy} split: the {what} {period.describe()} holds no maps{detail}; {_coverage(index_df)}. "
+            f"Change the periods (SplitConfig) or use another strategy.")
+
+
+def _require(rows: np.ndarray, strategy: str, what: str, period: Period, index_df: pd.DataFrame) -> None:
+    if len(rows) == 0:
+        raise ValueError(_empty_message(strategy, what, period, index_df))
+
+
+def save_split(split_df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a split manifest CSV (``map_id, split, ...``) atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            split_df.to_csv(stream, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_split(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a split manifest written by :func:`save_split`, checking its columns and split names."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"split manifest {path} does not exist")
+    split_df = pd.read_csv(path, dtype={"map_id": str, "split": str})
+    missing = [c for c in ("map_id", "split") if c not in split_df.columns]
+    if missing:
+        raise ValueError(f"split manifest {path} lacks column(s) {missing}; it has {list(split_df.columns)}")
+    unknown = sorted(set(split_df["split"]) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"split manifest {path} has unknown split name(s) {unknown}; expected {SPLIT_NAMES}")
+    return split_df
+
+
+def select_split(index_df: pd.DataFrame, split_df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Rows of ``index_df`` whose map is in split ``name``; maps the manifest names but the index lacks are an error."""
+    if name not in SPLIT_NAMES:
+        raise ValueError(f"split name must be one of {SPLIT_NAMES}, got {name!r}")
+    wanted = split_df.loc[split_df["split"] == name, "map_id"]
+    absent = sorted(set(wanted) - set(index_df["map_id"]))
+    if absent:
+        raise ValueError(f"{len(absent)} map(s) of the {name} split are not in the index, e.g. {absent[:5]}")
+    return index_df[index_df["map_id"].isin(set(wanted))].reset_index(drop=True)
+
+
+# --- augmentation ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Planet-respecting augmentation (see the module docstring).
+
+    Attributes
+    ----------
+    roll : bool
+        Random longitude roll (seam-free when possible).
+    flip_prob : float
+        Probability of the left–right (longitude-mirroring) flip.
+    brightness : float
+        Half-range of the additive brightness shift (reflectance units, 0–1 scale).
+    contrast : float
+        Half-range of the multiplicative contrast factor around 1.
+    """
+
+    roll: bool = True
+    flip_prob: float = 0.5
+    brightness: float = 0.08
+    contrast: float = 0.15
+
+
+def jitter_photometry(rgb: np.ndarray, valid: np.ndarray, brightness_shift: float, contrast_factor: float) -> np.ndarray:
+    """Brightness/contrast jitter of an ``(H, W, 3)`` [0, 1] image on observed pixels; missing pixels stay 0."""
+    out = rgb.copy()
+    if not valid.any():
+        return out
+    mean = rgb[valid].mean(axis=0)
+    out[valid] = np.clip((rgb[valid] - mean) * contrast_factor + mean + brightness_shift, 0.0, 1.0)
+    return out
+
+
+def place_in_frame(rgb, valid, target, width: int, rng: np.random.Generator | None, augment: AugmentConfig | None):
+    """Roll (and with ``augment`` flip and jitter) a map and its target; returns ``(rgb, valid, target)``.
+
+    Without augmentation the smallest seam-free roll is used; with it, a random seam-free roll.
+    Boxes are cut at the seam only when no roll frees it.
+    """
+    random_roll = augment is not None and augment.roll and rng is not None
+    shift = seam_free_shift(target["boxes"], width, rng if random_roll else None)
+    needs_split = shift is None
+    if needs_split:
+        shift = int(rng.integers(width)) if random_roll else 0
+    target = roll_target(target, shift, width)
+    if needs_split:
+        target = split_at_seam(target, width)
+    rgb, valid = np.roll(rgb, shift, axis=1), np.roll(valid, shift, axis=1)
+    flipped = False
+    if augment is not None and rng is not None:
+        if rng.random() < augment.flip_prob:
+            rgb, valid, target = rgb[:, ::-1], valid[:, ::-1], flip_target(target, width)
+            flipped = True
+        if augment.brightness > 0 or augment.contrast > 0:
+            rgb = jitter_photometry(np.ascontiguousarray(rgb), np.ascontiguousarray(valid),
+                                    rng.uniform(-augment.brightness, augment.brightness),
+                                    rng.uniform(1.0 - augment.contrast, 1.0 + augment.contrast))
+    target["shift_px"] = int(shift)
+    target["flipped"] = flipped
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(valid), target
+
+
+# --- the dataset -----------------------------------------------------------------------------------
+def _default_loader(path: str, res_deg: float):
+    from marsdust import mdgm
+
+    return mdgm.read_map_resampled(path, res_deg)
+
+
+class DustDataset(Dataset):
+    """MDGMs at the working resolution with their dust-storm detection targets (a torch map-style Dataset).
+
+    Parameters
+    ----------
+    index_df : DataFrame
+        Archive index rows (``map_id, mars_year, ls, path``) of the maps to serve.
+    storms_df : DataFrame
+        Storm table (:func:`marsdust.mdad.read_catalog`); rows of other maps are ignored.
+    map_res_deg : float
+        Working resolution in degrees per pixel (a whole multiple of the maps' resolution).
+    label_mode : {"fixed", "area", "outline"}
+        Ground-truth shape, see :mod:`marsdust.labels`.
+    augment : bool or AugmentConfig
+        ``True`` for the default :class:`AugmentConfig`.
+    cache : bool
+        Keep the downsampled images and their targets in memory (about 1 MB per 0.4° map).
+    label_options : dict, optional
+        Extra keyword arguments of :func:`marsdust.labels.map_targets` (e.g. ``box_size_deg``).
+    load_map : callable, optional
+        ``load_map(path, res_deg) -> MapImage``; defaults to :func:`marsdust.mdgm.read_map_resampled`.
+
+    Items are ``(image, target)``: ``image`` a float32 tensor ``(3, H, W)`` in [0, 1];
+    ``target`` a dict with tensors ``boxes`` (n, 4) float32, ``labels`` (n,) int64, ``masks``
+    (n, H, W) uint8, ``confidence`` (n,) int64, ``area_km2`` (n,) float32, plus ``map_id``
+    (str), ``ls`` (float, degrees), ``shift_px`` (int) and ``flipped`` (bool).
+    """
+
+    def __init__(self, index_df: pd.DataFrame, storms_df: pd.DataFrame, map_res_deg: float = 0.4,
+                 label_mode: str = "fixed", augment: bool | AugmentConfig = False, cache: bool = True,
+                 *, label_options: dict | None = None, load_map: Callable | None = None):
+        missing = [c for c in ("map_id", "path") if c not in index_df.columns]
+        if missing:
+            raise ValueError(f"index table lacks column(s) {missing}; it has {list(index_df.columns)}")
+        if "map_id" not in storms_df.columns:
+            raise ValueError(f"storm table lacks column 'map_id'; it has {list(storms_df.columns)}")
+        self.index = index_df.reset_index(drop=True)
+        self.map_res_deg = float(map_res_deg)
+        self.label_mode = label_mode
+        self.label_options = dict(label_options or {})
+        self.augment = AugmentConfig() if augment is True else (augment or None)
+        self.cache = cache
+        self._load_map = load_map or _default_loader
+        wanted = set(self.index["map_id"])
+        self._storms = {k: g for k, g in storms_df[storms_df["map_id"].isin(wanted)].groupby("map_id", sort=False)}
+        self._empty_storms = storms_df.iloc[0:0]
+        self._memory: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def storms_of(self, map_id: str) -> pd.DataFrame:
+        """Storm-table rows of one map (empty for a map without storms)."""
+        return self._storms.get(map_id, self._empty_storms)
+
+    def load(self, i: int):
+        """Map ``i`` at the working resolution in its native frame: ``(rgb (H, W, 3), valid (H, W), target, grid)``.
+
+        The target is :func:`marsdust.labels.map_targets` on the working grid (numpy arrays).
+        """
+        if i in self._memory:
+            return self._memory[i]
+        row = self.index.iloc[i]
+        image = self._load_map(str(row["path"]), self.map_res_deg)
+        if abs(image.grid.res_deg - self.map_res_deg) > 1e-9:
+            raise ValueError(f"map {row['map_id']} ({row['path']}) loaded at {image.grid.res_deg}° per pixel, "
+                             f"expected the working resolution {self.map_res_deg}°")
+        target = map_targets(self.storms_of(row["map_id"]), image.grid, self.label_mode, **self.label_options)
+        item = (image.rgb.astype(np.float32, copy=False), image.valid, target, image.grid)
+        if self.cache:
+            self._memory[i] = item
+        return item
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(f"map index {i} out of range for a dataset of {len(self)} maps")
+        rgb, valid, target, grid = self.load(i)
+        rng = _item_rng() if self.augment is not None else None
+        rgb, valid, target = place_in_frame(rgb, valid, target, grid.width, rng, self.augment)
+        row = self.index.iloc[i]
+        out = {
+            "boxes": torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(target["labels"], dtype=torch.int64),
+            "masks": torch.as_tensor(target["masks"], dtype=torch.uint8),
+            "confidence": torch.as_tensor(target["confidence"], dtype=torch.int64),
+            "area_km2": torch.as_tensor(target["area_km2"], dtype=torch.float32),
+            "map_id": str(row["map_id"]),
+            "ls": float(row["ls"]) if "ls" in row else float("nan"),
+            "shift_px": target["shift_px"],
+            "flipped": target["flipped"],
+        }
+        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        return image, out
+
+
+def _item_rng() -> np.random.Generator:
+    """A numpy generator drawn from torch's RNG, which Lightning / DataLoader seed per worker."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+
+def collate_fn(batch):
+    """Detection batches: ``(list of images, list of targets)`` (images may differ in size)."""
+    images, targets = zip(*batch) if batch else ((), ())
+    return list(images), list(targets)
