@@ -237,3 +237,15 @@ def test_member_label_values_follow_mdad():
         export.member_label_value("R18_200")
     labels = export.label_image([np.eye(3, dtype=bool), np.ones((3, 3), dtype=bool)])
     assert labels[0, 0] == 1 and labels[0, 1] == 2  # the earlier (higher-score) mask wins overlaps
+
+
+def test_map_mask_step_numbers_and_overlaps():
+    big, small = disk_mask(GRID, 0.0, 0.0, 6.0), disk_mask(GRID, 3.0, 0.0, 3.0)
+    step = export.map_mask_step("r18_040", 25, 100.0, [big, small], scores=[0.4, 0.9])
+    assert step.day_name == "R18_day40"
+    assert step.labels[small].tolist() == [2] * int(small.sum())  # higher score wins the overlap
+    assert (step.labels[big & ~small] == 1).all()
+    tracked = export.map_mask_step("r18_040", 25, 100.0, [big, small], member_ids=["R18_007", "R18_002b"])
+    assert set(np.unique(tracked.labels)) == {0, 7, 135}
+    empty = export.map_mask_step("r18_040", 25, 100.0, [], valid=np.ones(GRID.shape, dtype=bool))
+    assert empty.labels.shape == GRID.shape and not empty.labels.any()

@@ -466,6 +466,33 @@ class MaskStep:
         return cls(subphase, sol, mars_year, ls_deg, labels, valid, sol_of_year)
 
 
+def map_mask_step(map_id: str, mars_year: int, ls_deg: float, masks: Sequence[np.ndarray],
+                  scores: Sequence[float] | None = None, member_ids: Sequence[str] | None = None,
+                  valid: np.ndarray | None = None, sol_of_year: float | None = None) -> MaskStep:
+    """One map's cube step from its storm masks (the usual way to feed :class:`MaskCubeWriter`).
+
+    Labels: without ``member_ids``, storm ``k`` (0-based, in the order given — the order of this
+    map's :func:`detection_records` rows) gets label ``k + 1``; with ``member_ids`` (tracked
+    detections) each storm gets its MDAD member number (:func:`member_label_value`). Where masks
+    overlap, the higher ``scores`` wins. An empty ``masks`` gives an all-zero (no dust) step.
+    """
+    subphase, sol = parse_map_name(map_id)
+    if valid is not None:
+        shape = np.shape(valid)
+    elif len(masks):
+        shape = np.shape(masks[0])
+    else:
+        raise ValueError(f"map {map_id}: no masks and no valid mask, cannot tell the grid shape")
+    if len(masks) == 0:
+        labels = np.zeros(shape, dtype=np.uint8)
+    else:
+        values = ([member_label_value(m) for m in member_ids] if member_ids is not None
+                  else list(range(1, len(masks) + 1)))
+        order = np.argsort(-np.asarray(scores, dtype=float), kind="stable") if scores is not None else np.arange(len(masks))
+        labels = label_image([masks[i] for i in order], [values[i] for i in order])
+    return MaskStep(subphase, sol, mars_year, ls_deg, labels, valid, sol_of_year)
+
+
 def cube_latitudes_deg(res_deg: float) -> np.ndarray:
     """Point-registered cube latitudes -90 … 90 ascending (180/res + 1 values), as MDAD v1.1 has."""
     n = int(round(180.0 / res_deg))
