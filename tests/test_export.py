@@ -245,7 +245,8 @@ def test_map_mask_step_numbers_and_overlaps():
     assert step.day_name == "R18_day40"
     assert step.labels[small].tolist() == [2] * int(small.sum())  # higher score wins the overlap
     assert (step.labels[big & ~small] == 1).all()
-    tracked = export.map_mask_step("r18_040", 25, 100.0, [big, small], member_ids=["R18_007", "R18_002b"])
+    tracked = export.map_mask_step("r18_040", 25, 100.0, [big, small], member_ids=["R18_007", "R18_002b"],
+                                       scores=[0.4, 0.9])
     assert set(np.unique(tracked.labels)) == {0, 7, 135}
     empty = export.map_mask_step("r18_040", 25, 100.0, [], valid=np.ones(GRID.shape, dtype=bool))
     assert empty.labels.shape == GRID.shape and not empty.labels.any()
