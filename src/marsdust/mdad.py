@@ -45,7 +45,7 @@ STORM_COLUMNS = [
     "map_id", "subphase", "sol", "mars_year", "ls", "lon", "lat", "area_km2",
     "confidence", "member_id", "sequence_id", "polygon_wkt",
 ]
-"""Columns of the storm table, in order (``polygon_wkt`` is None where no outline is known)."""
+"""Columns of the storm table, in order (``polygon_wkt`` is missing (None / NaN: test with ``pd.isna``) where no outline is known)."""
 
 CONFIDENCE_LEVELS = (50, 75, 100)
 """MDAD confidence levels (how distinct the storm edge is), percent."""
