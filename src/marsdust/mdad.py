@@ -639,13 +639,17 @@ def read_v11_cube(
         polygons: list[str | None] = [None] * len(out)
         order = np.argsort(out_times, kind="stable")
         current_t, labels = -1, None
-        for position in order:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(order, desc=f"outlines {nc_path.name}", unit="storm", disable=len(order) < 500 or None)
+        for position in progress:
             t = out_times[position]
             if t != current_t:
                 labels, current_t = cube.labels(int(t)), t
             member = parse_member_id(out["member_id"].iloc[position])
-            values = member.cube_values(out["subphase"].iloc[position])
-            geometry = _mask_polygon(np.isin(labels, values), cube.grid)
+            lookup = np.zeros(256, dtype=bool)  # value -> belongs to the instance (faster than np.isin)
+            lookup[list(member.cube_values(out["subphase"].iloc[position]))] = True
+            geometry = _mask_polygon(lookup[labels], cube.grid)
             if geometry is not None:
                 polygons[position] = shapely.to_wkt(geometry, rounding_precision=6, trim=True)
         out["polygon_wkt"] = polygons
