@@ -1,0 +1,315 @@
+"""Tests of marsdust.models: the four detectors, losses, checkpoints, the `marsdust models` command."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import typer
+import yaml
+from torchvision.ops import box_iou
+from typer.testing import CliRunner
+
+from marsdust.models import (
+    CheckpointError,
+    DetectorConfig,
+    available_models,
+    build_model,
+    dice_loss,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from marsdust.models.losses import boundary_loss, mask_edges
+
+MODEL_NAMES = ["dustrcnn", "maskrcnn", "fasterrcnn", "sppnet"]
+TINY = dict(
+    backbone="resnet18",
+    backbone_weights=None,
+    fpn_channels=32,
+    mask_head_channels=32,
+    representation_size=128,
+    rpn_pre_nms_top_n_train=200,
+    rpn_post_nms_top_n_train=100,
+    rpn_pre_nms_top_n_test=100,
+    rpn_post_nms_top_n_test=50,
+    box_batch_size_per_image=64,
+    rpn_batch_size_per_image=128,
+)
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def blob_sample(generator: torch.Generator, bands: int = 3, height: int = 128, width: int = 128, n_blobs: int = 1):
+    """A dark noisy image with bright elliptical blobs; returns (image, target with boxes/labels/masks)."""
+    image = 0.1 + 0.05 * torch.rand(bands, height, width, generator=generator)
+    rows = torch.arange(height).view(-1, 1).float()
+    cols = torch.arange(width).view(1, -1).float()
+    masks, boxes = [], []
+    for _ in range(n_blobs):
+        half_h = float(torch.randint(10, 22, (1,), generator=generator))
+        half_w = float(torch.randint(10, 22, (1,), generator=generator))
+        cy = float(torch.randint(int(half_h) + 2, height - int(half_h) - 2, (1,), generator=generator))
+        cx = float(torch.randint(int(half_w) + 2, width - int(half_w) - 2, (1,), generator=generator))
+        inside = ((rows - cy) / half_h) ** 2 + ((cols - cx) / half_w) ** 2 <= 1.0
+        if any((inside & m.bool()).any() for m in masks):
+            continue  # keep blobs apart
+        image[:, inside] = 0.9
+        ys, xs = torch.where(inside)
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1.0, ys.max().item() + 1.0])
+        masks.append(inside.to(torch.uint8))
+    target = {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.ones(len(boxes), dtype=torch.int64),
+        "masks": torch.stack(masks),
+    }
+    return image, target
+
+
+# ---------------------------------------------------------------------------------------- losses
+def test_dice_loss_is_zero_for_perfect_mask_and_one_for_disjoint():
+    target = torch.zeros(2, 28, 28)
+    target[0, 5:20, 5:20] = 1
+    target[1, 10:12, 3:25] = 1
+    assert dice_loss(target.clone(), target).item() == pytest.approx(0.0, abs=1e-7)
+    disjoint = 1.0 - target
+    assert dice_loss(disjoint, target, smooth=0.0).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_dice_loss_has_finite_gradient_for_empty_masks():
+    logits = torch.zeros(3, 28, 28, requires_grad=True)
+    loss = dice_loss(logits.sigmoid(), torch.zeros(3, 28, 28))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    empty = torch.zeros(0, 28, 28, requires_grad=True)
+    assert dice_loss(empty, torch.zeros(0, 28, 28)).item() == 0.0
+
+
+def test_boundary_targets_are_the_mask_edges():
+    mask = torch.zeros(1, 10, 10)
+    mask[0, 2:8, 2:8] = 1
+    edges = mask_edges(mask)[0]
+    assert edges[2, 2:8].all() and edges[7, 2:8].all() and edges[2:8, 2].all()
+    assert not edges[3:7, 3:7].any() and not edges[0].any()
+    logits = torch.zeros(1, 10, 10, requires_grad=True)
+    boundary_loss(logits, mask).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+# ---------------------------------------------------------------------------------------- config
+def test_config_scales_anchors_to_working_resolution_and_rejects_bad_fields():
+    assert DetectorConfig().anchor_sizes_px == (8.0, 16.0, 32.0, 64.0)
+    assert DetectorConfig(map_res_deg=0.1).anchor_sizes_px == (32.0, 64.0, 128.0, 256.0)
+    assert DetectorConfig(in_channels=5).band_mean[3:] == [0.449, 0.449]
+    with pytest.raises(ValueError, match="backbone"):
+        DetectorConfig(backbone="vgg16")
+    with pytest.raises(ValueError, match="image_mean"):
+        DetectorConfig(in_channels=4, image_mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="unknown detector config keys"):
+        DetectorConfig.from_dict({"fpn_chanels": 64})
+    with pytest.raises(ValueError, match="unknown detector"):
+        build_model("yolo")
+
+
+def test_model_carries_name_resolved_config_and_paper_rpn():
+    model = build_model("dustrcnn", **TINY)
+    assert model.model_name == "dustrcnn"
+    assert model.config.norm == "group"  # random init -> GroupNorm
+    generator = model.rpn.anchor_generator
+    assert [s[0] for s in generator.sizes] == [8.0, 16.0, 32.0, 64.0]
+    assert generator.aspect_ratios[0] == (0.5, 1.0, 2.0)
+    assert model.rpn.proposal_matcher.high_threshold == 0.7 and model.rpn.proposal_matcher.low_threshold == 0.3
+    wide = build_model("fasterrcnn", **{**TINY, "anchor_sizes_native_px": (32, 64, 128, 256, 512)})
+    assert [s[0] for s in wide.rpn.anchor_generator.sizes][-1] == 128.0
+
+
+def test_transform_does_not_rescale_images():
+    model = build_model("fasterrcnn", **TINY).eval()
+    batch, _ = model.transform([torch.rand(3, 300, 900)])
+    assert batch.image_sizes == [(300, 900)]
+
+
+# ---------------------------------------------------------------------------------------- interface
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("bands", [3, 5])
+def test_each_detector_trains_one_step_and_infers(name, bands):
+    generator = torch.Generator().manual_seed(1)
+    samples = [blob_sample(generator, bands, 64, 192) for _ in range(2)]
+    model = build_model(name, in_channels=bands, **TINY)
+    model.train()
+    losses = model([s[0] for s in samples], [s[1] for s in samples])
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    if name in ("dustrcnn", "maskrcnn"):
+        expected.add("loss_mask")
+    if name == "dustrcnn":
+        expected.add("loss_boundary")
+    assert set(losses) == expected
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.inference_mode():
+        (out,) = model([samples[0][0]])
+    assert out["boxes"].shape[1] == 4 and len(out["scores"]) == len(out["labels"]) <= model.config.box_detections_per_img
+    if name in ("dustrcnn", "maskrcnn"):
+        assert out["masks"].shape[1:] == (1, 64, 192)
+    else:
+        assert "masks" not in out
+
+
+def test_channels_last_inference_matches():
+    torch.manual_seed(0)
+    model = build_model("dustrcnn", **{**TINY, "box_score_thresh": 0.0}).eval()
+    image = torch.rand(3, 96, 128)
+    with torch.inference_mode():
+        reference = model([image])[0]
+        model = model.to(memory_format=torch.channels_last)
+        nhwc = image.unsqueeze(0).contiguous(memory_format=torch.channels_last)[0]  # HWC-strided CHW view
+        fast = model([nhwc])[0]
+    assert torch.allclose(reference["scores"], fast["scores"], atol=1e-4)
+    assert torch.allclose(reference["boxes"], fast["boxes"], atol=1e-2)
+
+
+def test_missing_imagenet_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model("fasterrcnn", **{**TINY, "backbone_weights": str(tmp_path / "nope.pth")})
+
+
+def test_local_imagenet_weights_are_loaded(tmp_path, caplog):
+    import torchvision
+
+    resnet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet.state_dict(), path)
+    with caplog.at_level(logging.INFO, logger="marsdust.models.backbone"):
+        model = build_model("fasterrcnn", **{**TINY, "backbone_weights": str(path), "norm": "auto", "in_channels": 4})
+    assert model.config.norm == "frozen_bn"
+    conv1 = model.backbone.body.conv1.weight
+    assert conv1.shape[1] == 4
+    assert torch.allclose(conv1[:, :3], resnet.conv1.weight * 0.75)
+    assert torch.equal(model.backbone.body.layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
+    assert "ImageNet weights" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("dustrcnn", **{**TINY, "in_channels": 4, "box_score_thresh": 0.0}).eval()
+    path = save_checkpoint(model, tmp_path / "run" / "model.ckpt", step=7)
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    loaded = load_model(path)
+    assert loaded.model_name == "dustrcnn" and loaded.config.in_channels == 4 and not loaded.training
+    assert loaded.checkpoint_extra == {"step": 7}
+    image = torch.rand(4, 64, 96)
+    with torch.inference_mode():
+        a, b = model([image])[0], loaded([image])[0]
+    assert len(a["boxes"]) > 0
+    for key in ("boxes", "scores", "labels", "masks"):
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_lightning_style_checkpoint_is_accepted(tmp_path):
+    model = build_model("sppnet", **TINY).eval()
+    path = tmp_path / "lightning.ckpt"
+    torch.save(
+        {
+            "epoch": 1,
+            "global_step": 10,
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"model_name": "sppnet", "model_config": model.config.to_dict(), "lr": 1e-4},
+        },
+        path,
+    )
+    loaded = load_model(path)
+    assert loaded.model_name == "sppnet"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+
+
+def test_bad_checkpoints_raise_checkpoint_error_naming_the_file(tmp_path):
+    model = build_model("fasterrcnn", **TINY)
+    good = save_checkpoint(model, tmp_path / "good.ckpt")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:4000])
+    with pytest.raises(CheckpointError, match="truncated.ckpt"):
+        load_model(truncated)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.ckpt"):
+        load_model(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt.*not a marsdust checkpoint"):
+        load_model(foreign)
+    future = tmp_path / "future.ckpt"
+    content = torch.load(good, weights_only=True)
+    content["format_version"] = 99
+    torch.save(content, future)
+    with pytest.raises(CheckpointError, match="future.ckpt.*format version 99"):
+        read_checkpoint(future)
+    with pytest.raises(CheckpointError, match="missing.ckpt"):
+        load_model(tmp_path / "missing.ckpt")
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def test_models_command_lists_detectors_and_prints_yaml_config():
+    from marsdust.cli.model_cmds import models_command
+
+    app = typer.Typer()
+    app.command("models")(models_command)
+    app.callback()(lambda: None)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["models"])
+    assert listing.exit_code == 0, listing.output
+    lines = listing.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(available_models())
+    shown = runner.invoke(app, ["models", "--config", "dustrcnn"])
+    assert shown.exit_code == 0, shown.output
+    assert DetectorConfig.from_dict(yaml.safe_load(shown.output)) == DetectorConfig()
+    assert runner.invoke(app, ["models", "--config", "nope"]).exit_code != 0
+
+
+# ---------------------------------------------------------------------------------------- learning
+def _mean_best_iou(model, samples) -> float:
+    """For each image, the top-scoring detections (one per blob) matched to the blob boxes."""
+    model.eval()
+    ious = []
+    with torch.inference_mode():
+        outputs = model([s[0] for s in samples])
+    for (_, target), out in zip(samples, outputs):
+        n_blobs = len(target["boxes"])
+        top = out["boxes"][:n_blobs]
+        if len(top) < n_blobs:
+            return 0.0
+        ious.append(box_iou(target["boxes"], top).max(dim=1).values)
+    return torch.cat(ious).mean().item()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_each_detector_overfits_bright_blobs(name):
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    samples = [blob_sample(generator, 3, 128, 128, n_blobs=1 + i % 2) for i in range(4)]
+    model = build_model(name, **TINY)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    images, targets = [s[0] for s in samples], [s[1] for s in samples]
+    iou = 0.0
+    for step in range(1, 201):
+        model.train()
+        losses = model(images, targets)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        if step % 25 == 0:
+            iou = _mean_best_iou(model, samples)
+            if iou > 0.8:
+                break
+    assert iou > 0.8, f"{name}: mean IoU of top detections {iou:.2f} after {step} steps"
