@@ -1,0 +1,219 @@
+"""Run the synthetic Mars over a calendar and write its archive, MDAD and truth tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from marsdust.grid import MapGrid
+from marsdust.naming import make_map_id
+from marsdust.synth.calendar import build_calendar
+from marsdust.synth.imaging import Instruments, SolView, render_sol
+from marsdust.synth.planet import build_planet
+from marsdust.synth.presets import SynthConfig
+from marsdust.synth.storms import Member, background_tau, draw_storm_members
+
+MAX_MEMBER_NUMBER = 133
+CONFIDENCE_CONTRAST = ((35.0, 100), (18.0, 75))
+"""Red-band contrast (0–255 units) of a storm against a ring around it → confidence."""
+
+
+def selected_days(config: SynthConfig, calendar: pd.DataFrame, seed: int) -> np.ndarray:
+    """Days (calendar rows) that get a map."""
+    days = calendar["day"].to_numpy()
+    chosen = days[(days % config.sol_stride) < config.sols_per_run]
+    if config.missing_sol_fraction > 0:
+        rng = np.random.default_rng([seed, 51])
+        chosen = chosen[rng.random(chosen.size) >= config.missing_sol_fraction]
+    return chosen
+
+
+@dataclass
+class MemberIds:
+    member_id: dict[int, str]
+    number: dict[int, int]
+    sequence_id: dict[int, str]
+
+
+def assign_ids(members: list[Member], calendar: pd.DataFrame) -> MemberIds:
+    """MDAD-style IDs: ``<SUBPHASE>_<nnn>`` numbered within the start subphase without clashing
+    with members carried over from earlier subphases; sequences ``MY<yy>-<nn>`` per Mars year.
+    Members beyond 133 in a subphase are left without an ID (not drawn)."""
+    subphase_of = calendar["subphase"].to_numpy()
+    year_of = calendar["mars_year"].to_numpy()
+    last_day = len(calendar) - 1
+    used: dict[str, set[int]] = {}
+    ids = MemberIds({}, {}, {})
+    seq_names: dict[int, str] = {}
+    seq_count: dict[int, int] = {}
+    for member in sorted(members, key=lambda m: (m.start_day, m.key)):
+        if member.start_day > last_day:
+            continue
+        start_sub = subphase_of[member.start_day]
+        taken = used.setdefault(start_sub, set())
+        number = next((n for n in range(1, MAX_MEMBER_NUMBER + 1) if n not in taken), None)
+        if number is None:
+            continue
+        spans = {subphase_of[min(s.day, last_day)] for s in member.states}
+        for sub in spans:
+            used.setdefault(sub, set()).add(number)
+        ids.member_id[member.key] = f"{start_sub}_{number:03d}"
+        ids.number[member.key] = number
+        if member.sequence_key is not None:
+            if member.sequence_key not in seq_names:
+                year = int(year_of[member.start_day])
+                seq_count[year] = seq_count.get(year, 0) + 1
+                seq_names[member.sequence_key] = f"MY{year}-{seq_count[year]:02d}"
+            ids.sequence_id[member.key] = seq_names[member.sequence_key]
+    return ids
+
+
+def _polygon_wkt(mask: np.ndarray, grid: MapGrid, row0: int) -> str:
+    """WKT (Multi)Polygon in lon/lat of a mask strip starting at ``row0`` (split at 180° by the map edge)."""
+    from rasterio.features import shapes
+    from affine import Affine
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    transform = Affine(grid.res_deg, 0.0, -180.0, 0.0, -grid.res_deg, grid.lat_north_deg - row0 * grid.res_deg)
+    parts = [shape(geom) for geom, value in shapes(mask.astype(np.uint8), mask=mask, transform=transform) if value]
+    return unary_union(parts).wkt
+
+
+def _confidence(red: np.ndarray, storm: np.ndarray, any_storm: np.ndarray, valid: np.ndarray, ring_px: int) -> int:
+    from scipy.ndimage import uniform_filter
+
+    near = uniform_filter(storm.astype(np.float32), size=2 * ring_px + 1, mode="constant") > 1e-6
+    ring = near & ~any_storm & valid
+    if ring.sum() < 5:
+        return 50
+    contrast = float(red[storm].mean() - red[ring].mean())
+    for threshold, level in CONFIDENCE_CONTRAST:
+        if contrast >= threshold:
+            return level
+    return 50
+
+
+def catalog_sol(view: SolView, grid: MapGrid, member_keys: list[int], sources: list[str], ids: MemberIds, row: dict,
+                min_visible_fraction: float = 0.5) -> tuple[list[dict], np.ndarray]:
+    """Catalog rows of one sol (visible storms) and its MDAD label image (uint8 (H, W)).
+
+    A storm whose outline is mostly hidden (visible fraction < ``min_visible_fraction``) is not
+    catalogued; a partly hidden one is catalogued with its visible part.
+    """
+    labels = np.zeros(grid.shape, np.uint8)
+    rows_out = []
+    row_area = grid.row_pixel_area_km2()
+    for index, (state, f) in enumerate(zip(view.states, view.fields)):
+        key = member_keys[index]
+        if f is None or key not in ids.number:
+            continue
+        rows = slice(f.row0, f.row1)
+        owner_box = view.owner[rows][:, f.cols]
+        valid_box = view.valid[rows][:, f.cols]
+        drawn = owner_box == index
+        visible = drawn & valid_box
+        n_drawn, n_visible = int(drawn.sum()), int(visible.sum())
+        if n_drawn == 0 or n_visible < 4 or n_visible < min_visible_fraction * n_drawn:
+            continue
+        full = np.zeros(grid.shape, bool)
+        full[rows, f.cols] = visible
+        area_km2 = grid.mask_area_km2(full)
+        weights = visible * row_area[rows, None]
+        lat = float((weights * grid.lat_centers_deg[rows, None]).sum() / weights.sum())
+        lon_rad = np.radians(grid.lon_centers_deg[f.cols])[None, :]
+        lon = float(np.degrees(np.arctan2((weights * np.sin(lon_rad)).sum(), (weights * np.cos(lon_rad)).sum())))
+        lon = float((lon + 180.0) % 360.0 - 180.0)
+        red_box = view.rgb[rows][:, f.cols, 0].astype(np.float32)
+        radius_px = max(2, int(0.3 * state.semi_major_km / (grid.res_deg * 59.27)))
+        confidence = _confidence(red_box, visible, owner_box >= 0, valid_box, min(radius_px, 40))
+        labels[rows, f.cols] = np.where(visible, np.uint8(ids.number[key]), labels[rows][:, f.cols])
+        rows_out.append({
+            "map_id": row["map_id"], "subphase": row["subphase"], "sol": int(row["sol"]),
+            "mars_year": int(row["mars_year"]), "ls": float(row["ls"]), "lon": round(lon, 3), "lat": round(lat, 3),
+            "area_km2": round(area_km2, 1), "confidence": confidence, "member_id": ids.member_id[key],
+            "sequence_id": ids.sequence_id.get(key, ""),
+            "polygon_wkt": _polygon_wkt(full[rows], grid, f.row0), "source": sources[index], "member_key": key,
+            "tau": round(state.tau, 3),
+        })
+    labels[~view.valid] = 255
+    return rows_out, labels
+
+
+def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True) -> dict:
+    """Write ``out_dir/archive``, ``out_dir/mdad`` and ``out_dir/truth`` for one configuration.
+
+    Returns
+    -------
+    dict
+        ``maps`` (the written maps: map_id, subphase, sol, mars_year, ls, path, haze_tau) and
+        ``storms`` (the truth storm table, with ``polygon_wkt``) as DataFrames.
+    """
+    from tqdm.auto import tqdm
+
+    from marsdust.synth.writer import (CubeWriter, write_csv_atomic, write_list_ls, write_master_csv,
+                                       write_mdad_v10, write_png)
+
+    out = Path(out_dir)
+    grid = MapGrid.moc(config.res_deg)
+    calendar = build_calendar(config.calendar, seed)
+    members = draw_storm_members(calendar, config.storms, seed)
+    ids = assign_ids(members, calendar)
+    by_day: dict[int, list] = {}
+    for member in members:
+        for state in member.states:
+            by_day.setdefault(state.day, []).append((state, member))
+    planet = build_planet(grid, config.planet, seed)
+    instruments = Instruments.draw(grid, seed)
+    days = selected_days(config, calendar, seed)
+    maps = calendar.iloc[days].copy()
+    maps["map_id"] = [make_map_id(s, n) for s, n in zip(maps["subphase"], maps["sol"])]
+    maps["path"] = [str(out / "archive" / s / f"{m}.png") for s, m in zip(maps["subphase"], maps["map_id"])]
+    maps["haze_tau"] = [round(background_tau(config.storms, y, ls), 4) for y, ls in zip(maps["mars_year"], maps["ls"])]
+
+    storms_rows: list[dict] = []
+    cube: CubeWriter | None = None
+    cube_year = None
+    year_rows: list[dict] = []
+    for row in tqdm(maps.to_dict("records"), desc=f"synth {config.name}", unit="map", disable=not progress):
+        alive = by_day.get(row["day"], [])
+        states = [s for s, _ in alive]
+        view = render_sol(planet, instruments, states, row["day"], row["ls"], row["haze_tau"], config.imaging,
+                          config.clouds, seed)
+        Path(row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        write_png(view.rgb, Path(row["path"]))
+        rows, labels = catalog_sol(view, grid, [m.key for _, m in alive], [m.source for _, m in alive], ids, row)
+        storms_rows += rows
+        if config.write_cubes:
+            if row["mars_year"] != cube_year:
+                if cube is not None:
+                    cube.close()
+                    _write_master(out, cube_year, year_rows, write_master_csv)
+                cube_year, year_rows = row["mars_year"], []
+                n_times = int((maps["mars_year"] == cube_year).sum())
+                cube = CubeWriter(out / "mdad" / f"MY{cube_year}" / f"MDADMY{cube_year}.nc", grid, n_times)
+            cube.add(labels, f"{row['subphase']}_day{row['sol']:02d}", row["sol_of_year"], row["ls"])
+            year_rows += rows
+    if cube is not None:
+        cube.close()
+        _write_master(out, cube_year, year_rows, write_master_csv)
+
+    for subphase, rows in maps.groupby("subphase", sort=False):
+        write_list_ls(rows, out / "archive" / subphase / "list_ls.txt")
+    storms = pd.DataFrame(storms_rows, columns=STORM_COLUMNS)
+    write_mdad_v10(storms, out / "mdad" / "MDAD.csv")
+    write_csv_atomic(storms, out / "truth" / "storms.csv")
+    map_table = maps[["map_id", "subphase", "sol", "mars_year", "ls", "path", "haze_tau", "day", "sol_of_year"]]
+    write_csv_atomic(map_table, out / "truth" / "maps.csv")
+    return {"maps": map_table.reset_index(drop=True), "storms": storms}
+
+
+STORM_COLUMNS = ["map_id", "subphase", "sol", "mars_year", "ls", "lon", "lat", "area_km2", "confidence", "member_id",
+                 "sequence_id", "polygon_wkt", "source", "member_key", "tau"]
+
+
+def _write_master(out: Path, year: int, rows: list[dict], writer) -> None:
+    writer(pd.DataFrame(rows, columns=STORM_COLUMNS), out / "mdad" / f"MY{year}" / f"MDAD_MY{year}_master.csv")

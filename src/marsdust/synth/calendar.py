@@ -1,0 +1,133 @@
+"""Mars calendar of the synthetic archive: Mars years, sols, solar longitude, MOC-like subphases.
+
+Ls comes from a Kepler orbit (eccentricity 0.0934, perihelion at Ls 251°, 668.6 sols per Mars
+year, Ls 0 at sol 0 of each Mars year): accurate to a fraction of a degree against the
+Allison & McEwen (2000) formula, which is all a synthetic archive needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SOLS_PER_MARS_YEAR = 668.6
+"""Mean length of a Mars year in sols."""
+ORBIT_ECCENTRICITY = 0.0934
+LS_PERIHELION_DEG = 251.0
+
+MOC_SUBPHASE_PLAN: tuple[tuple[str, int], ...] = (("M", 23), ("E", 23), ("R", 23), ("S", 20))
+"""MOC-like mission subphases in order: letter and count (M01…M23, E01…E23, R01…R23, S01…S20)."""
+
+
+def _mean_anomaly_rad(ls_deg):
+    """Mean anomaly (radians) of Mars at solar longitude ``ls_deg``."""
+    e = ORBIT_ECCENTRICITY
+    true_anomaly = np.radians(np.asarray(ls_deg, float) - LS_PERIHELION_DEG)
+    eccentric = 2.0 * np.arctan(np.sqrt((1 - e) / (1 + e)) * np.tan(true_anomaly / 2.0))
+    return eccentric - e * np.sin(eccentric)
+
+
+_MEAN_ANOMALY_AT_LS0 = float(_mean_anomaly_rad(0.0))
+
+
+def ls_from_sol_of_year(sol_of_year):
+    """Solar longitude (degrees in [0, 360)) of a (fractional) sol of the Mars year.
+
+    Parameters
+    ----------
+    sol_of_year : float or array_like
+        Sols since Ls 0 of the same Mars year (0 ≤ sol < 668.6).
+    """
+    e = ORBIT_ECCENTRICITY
+    mean = _MEAN_ANOMALY_AT_LS0 + 2.0 * np.pi * np.asarray(sol_of_year, float) / SOLS_PER_MARS_YEAR
+    eccentric = mean.copy()
+    for _ in range(8):  # Newton on Kepler's equation
+        eccentric = eccentric - (eccentric - e * np.sin(eccentric) - mean) / (1 - e * np.cos(eccentric))
+    true_anomaly = 2.0 * np.arctan2(np.sqrt(1 + e) * np.sin(eccentric / 2), np.sqrt(1 - e) * np.cos(eccentric / 2))
+    ls = np.mod(np.degrees(true_anomaly) + LS_PERIHELION_DEG, 360.0)
+    return float(ls) if ls.ndim == 0 else ls
+
+
+def sol_of_year_from_ls(ls_deg):
+    """Sol of the Mars year (float, in [0, 668.6)) at which Ls reaches ``ls_deg``."""
+    mean = _mean_anomaly_rad(ls_deg)
+    sol = np.mod((mean - _MEAN_ANOMALY_AT_LS0) / (2 * np.pi), 1.0) * SOLS_PER_MARS_YEAR
+    return float(sol) if np.ndim(sol) == 0 else sol
+
+
+def subphase_names(plan: tuple[tuple[str, int], ...] = MOC_SUBPHASE_PLAN) -> list[str]:
+    """Subphase names in mission order (``M01``, …, ``S20``); past the plan, ``X01``, ``X02``, …"""
+    names = [f"{letter}{k:02d}" for letter, count in plan for k in range(1, count + 1)]
+    return names + [f"X{k:02d}" for k in range(1, 100)]
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    """The mission calendar: from (start_mars_year, start_ls) to (end_mars_year, end_ls).
+
+    Parameters
+    ----------
+    start_mars_year, start_ls_deg, end_mars_year, end_ls_deg
+        First and last sol of the archive (Ls in degrees). The defaults are the MOC MDGM
+        archive of the paper: MY24 Ls 150° to MY28 Ls 121°.
+    subphase_sols : int
+        Mean subphase length in sols (MOC subphases are about one Earth month, ~30 sols); each
+        subphase draws its length from ``subphase_sols ± 2``.
+    """
+
+    start_mars_year: int = 24
+    start_ls_deg: float = 150.0
+    end_mars_year: int = 28
+    end_ls_deg: float = 121.0
+    subphase_sols: int = 30
+
+
+def build_calendar(config: CalendarConfig, seed: int = 0) -> pd.DataFrame:
+    """Every sol of the mission, one row each.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``day`` (sols since the first sol), ``mars_year``, ``sol_of_year`` (integer sol
+        of the Mars year, Ls 0 = sol 0), ``ls`` (degrees at the sol's middle), ``subphase``
+        (``R18``) and ``sol`` (1-based sol within the subphase).
+    """
+    first = int(np.ceil(sol_of_year_from_ls(config.start_ls_deg)))
+    last = int(np.floor(sol_of_year_from_ls(config.end_ls_deg)))
+    year_len = int(np.floor(SOLS_PER_MARS_YEAR))
+    years, sols = [], []
+    year, sol = config.start_mars_year, first
+    while (year, sol) <= (config.end_mars_year, last):
+        years.append(year)
+        sols.append(sol)
+        sol += 1
+        # a Mars year has 668 or 669 sols; start a new year once Ls wraps past 360°
+        if sol > year_len or (sol == year_len and ls_from_sol_of_year(sol + 0.5) < 180.0):
+            year, sol = year + 1, 0
+    if not years:
+        raise ValueError(f"calendar {config} is empty: its end comes before its start")
+    sol_of_year = np.asarray(sols)
+    table = pd.DataFrame(
+        {
+            "day": np.arange(len(sols)),
+            "mars_year": np.asarray(years, dtype=int),
+            "sol_of_year": sol_of_year,
+            "ls": np.round(ls_from_sol_of_year(sol_of_year + 0.5), 3),
+        }
+    )
+    rng = np.random.default_rng([seed, 7])
+    names = subphase_names()
+    subphase, sol_in = [], []
+    k = 0
+    while len(subphase) < len(table):
+        n = int(config.subphase_sols + rng.integers(-2, 3))
+        if k >= len(names):
+            raise ValueError("calendar needs more subphases than the naming plan provides")
+        subphase += [names[k]] * n
+        sol_in += list(range(1, n + 1))
+        k += 1
+    table["subphase"] = subphase[: len(table)]
+    table["sol"] = sol_in[: len(table)]
+    return table

@@ -1,0 +1,80 @@
+"""Named configurations of the synthetic Mars (see the package docstring for the reasoning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from marsdust.synth.calendar import CalendarConfig
+from marsdust.synth.imaging import CloudConfig, ImagingConfig
+from marsdust.synth.planet import PlanetConfig
+from marsdust.synth.storms import StormClimatology
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that defines a synthetic archive.
+
+    Parameters
+    ----------
+    name : str
+    res_deg : float
+        Map resolution (0.1° = native MOC, 1200 × 3600; 0.4° = 300 × 900).
+    calendar : CalendarConfig
+    sol_stride, sols_per_run : int
+        Which sols get a map: runs of ``sols_per_run`` consecutive sols every ``sol_stride``
+        sols (consecutive sols keep members trackable in subsampled archives).
+    missing_sol_fraction : float
+        Fraction of selected sols without a map (the real archive has some).
+    planet, storms, imaging, clouds : configs of each part
+    write_cubes : bool
+        Also write the MDAD v1.1 netCDF cubes + master CSVs.
+    """
+
+    name: str = "custom"
+    res_deg: float = 0.4
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    sol_stride: int = 1
+    sols_per_run: int = 1
+    missing_sol_fraction: float = 0.0
+    planet: PlanetConfig = field(default_factory=PlanetConfig)
+    storms: StormClimatology = field(default_factory=StormClimatology)
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    clouds: CloudConfig = field(default_factory=CloudConfig)
+    write_cubes: bool = True
+
+
+def ci_config() -> SynthConfig:
+    """48 maps at 0.4° over two Mars years (MY24 Ls150 – MY26 Ls150), storm rate boosted ~8×."""
+    return SynthConfig(
+        name="ci",
+        res_deg=0.4,
+        calendar=CalendarConfig(24, 150.0, 26, 150.0),
+        sol_stride=84,
+        sols_per_run=3,
+        storms=StormClimatology(genesis_per_sol=1.5, off_season_fraction=0.35, sequence_probability=0.2),
+    )
+
+
+def bench_config() -> SynthConfig:
+    """The paper's MOC calendar (MY24 Ls150 – MY28 Ls121), pairs of sols every 10 sols, 0.4°."""
+    return SynthConfig(name="bench", res_deg=0.4, sol_stride=10, sols_per_run=2,
+                       storms=StormClimatology(genesis_per_sol=0.5))
+
+
+def full_config() -> SynthConfig:
+    """The MOC archive at native 0.1°: every sol MY24 Ls150 – MY28 Ls121 less ~3% (≈ 2,540 maps)."""
+    return SynthConfig(name="full", res_deg=0.1, missing_sol_fraction=0.03)
+
+
+PRESETS = {"ci": ci_config, "bench": bench_config, "full": full_config}
+
+
+def get_preset(name: str) -> SynthConfig:
+    """The configuration of a named preset (``ci``, ``bench``, ``full``)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown synth preset {name!r}; expected one of {sorted(PRESETS)}") from None
+
+
+__all__ = ["SynthConfig", "PRESETS", "get_preset", "ci_config", "bench_config", "full_config", "replace"]
