@@ -1,0 +1,620 @@
+"""Scoring detections against the catalogue: COCO mAP@25/50/75, breakdowns, centre deviations, comparison tables.
+
+Inputs are plain per-map dicts (numpy arrays or tensors), keyed by ``map_id``:
+
+* ground truth: ``boxes`` (n, 4) xyxy pixels as :func:`marsdust.labels.map_targets` returns
+  them (a box across 180° kept whole, ``x0 < 0`` or ``x1 > W``), optional ``masks``
+  (n, H, W), ``confidence`` (n,), ``area_km2`` (n,), and optionally the map's ``ls`` (degrees);
+* predictions: ``boxes`` (n, 4), ``scores`` (n,), optional ``masks`` ((n, H, W) or
+  (n, 1, H, W); probabilities are thresholded at 0.5).
+
+Rules decided here
+------------------
+* **AP** comes from a standard COCO evaluator (pycocotools' ``COCOeval``, or faster-coco-eval's
+  drop-in) with ``iouThrs = [0.25, 0.5, 0.75]``, 101 recall points, all areas, up to
+  ``max_dets`` (100) detections per map. mAP at a threshold is COCO's own summary (the mean
+  of the interpolated precision over recall points) for the one class "dust". Values are
+  **fractions in [0, 1]** (the paper's Table 1 shows percent); NaN (``null`` in JSON) when
+  the evaluated maps hold no ground truth.
+* **Wrap at 180°**: each predicted box is compared in the copy (shifted by 0 or ±W pixels)
+  that overlaps the map's ground truth best, so a detection found on the other side of the
+  seam still matches. Masks wrap by construction and need no such care.
+* **Confidence and size breakdowns** restrict the ground truth to the level or size bin and
+  turn every other ground-truth storm into a COCO *crowd* (ignore) region: a detection that
+  matches no kept storm but covers another storm (intersection / detection area ≥ the IoU
+  threshold) counts neither as true nor as false positive; any other unmatched detection is a
+  false positive. Sizes are binned by catalogued ``area_km2``: terciles of the evaluated
+  ground truth unless fixed bin edges (km²) are given.
+* **Seasons**: Ls quarters [0, 90), [90, 180), [180, 270), [270, 360) (northern spring,
+  summer, autumn, winter); the maps of a quarter with all their storms and detections.
+* **Centre deviations** ``dx, dy``: detections with score ≥ ``min_score`` (0.5) are paired
+  with ground truth greedily by IoU (all pairs with IoU ≥ ``match_iou``, 0.5 by default, in
+  decreasing IoU, each box used once). ``dx_px`` = detected minus catalogued box centre
+  column, wrapped into [-W/2, W/2); ``dy_px`` = row difference (positive southwards);
+  ``dlon_deg = dx_px · res``, ``dlat_deg = -dy_px · res`` (positive northwards).
+* **Inference time** is the median per map after warm-up calls (:func:`time_inference`),
+  measured by whoever runs the model and passed in as ``time_ms_per_map``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from marsdust.grid import MapGrid
+
+IOU_THRESHOLDS = (0.25, 0.5, 0.75)
+"""IoU thresholds of the paper's mAP25, mAP50, mAP75."""
+
+MAP_KEYS = ("map25", "map50", "map75")
+SEASONS = {"Ls000-090": (0.0, 90.0), "Ls090-180": (90.0, 180.0), "Ls180-270": (180.0, 270.0), "Ls270-360": (270.0, 360.0)}
+CONFIDENCE_LEVELS = (50, 75, 100)
+
+PAPER_TABLE1 = {
+    # network: {metric: (strategy 1, strategy 2)} — Table 1 of the paper, real MGS MOC maps, percent / ms
+    "Fast R-CNN": {"mAP25": (64.1, 64.8), "mAP50": (59.1, 58.1), "mAP75": (32.2, 32.1), "Time (ms)": (350, 320)},
+    "Mask R-CNN": {"mAP25": (67.8, 68.1), "mAP50": (61.2, 60.5), "mAP75": (38.1, 33.1), "Time (ms)": (290, 300)},
+    "SPPnet": {"mAP25": (62.5, 63.2), "mAP50": (50.1, 53.1), "mAP75": (22.5, 20.1), "Time (ms)": (370, 360)},
+    "DustRCNN": {"mAP25": (68.2, 67.5), "mAP50": (62.1, 61.2), "mAP75": (39.0, 37.7), "Time (ms)": (320, 310)},
+}
+"""The paper's Table 1 (its "Current R-CNN" is our DustRCNN)."""
+
+NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn": "Mask R-CNN",
+                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN"}
+"""Registry model names -> the rows of Table 1."""
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+def _array(value, dtype=None) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def _boxes(entry) -> np.ndarray:
+    return _array(entry.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4)
+
+
+def _masks(entry, key="masks") -> np.ndarray | None:
+    if key not in entry or entry[key] is None:
+        return None
+    masks = _array(entry[key])
+    if masks.ndim == 4:
+        masks = masks[:, 0]
+    if masks.dtype.kind == "f":
+        masks = masks >= 0.5
+    return masks.astype(np.uint8)
+
+
+def _map_size(map_id: str, entry, grid) -> tuple[int, int, float]:
+    """(height, width, res_deg) of a map from the ``grid`` argument or the ground-truth masks."""
+    if isinstance(grid, Mapping):
+        grid = grid.get(map_id)
+    if isinstance(grid, MapGrid):
+        return grid.height, grid.width, grid.res_deg
+    masks = _masks(entry)
+    if masks is not None and masks.ndim == 3:
+        height, width = masks.shape[1:]
+        return height, width, 360.0 / width
+    raise ValueError(f"map {map_id}: pass grid= (a MapGrid or a dict of them) or give its ground truth masks, "
+                     "so the map's size is known")
+
+
+def _check_keys(ground_truth: Mapping, predictions: Mapping) -> list[str]:
+    unknown = sorted(set(predictions) - set(ground_truth))
+    if unknown:
+        raise ValueError(f"predictions for {len(unknown)} map(s) without ground truth entries, e.g. {unknown[:5]} "
+                         "(give maps without storms an empty ground-truth entry)")
+    return sorted(ground_truth)
+
+
+# --- wrap-aware IoU ----------------------------------------------------------------------------------
+def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU matrix (n_a, n_b) of xyxy boxes, no wrapping."""
+    a, b = np.asarray(boxes_a, float).reshape(-1, 4), np.asarray(boxes_b, float).reshape(-1, 4)
+    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = width * height
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def align_to_ground_truth(pred_boxes: np.ndarray, gt_boxes: np.ndarray, width: int) -> np.ndarray:
+    """Predicted boxes shifted by 0 or ±``width`` px, each to the copy that best overlaps the ground truth."""
+    pred = np.asarray(pred_boxes, float).reshape(-1, 4).copy()
+    gt = np.asarray(gt_boxes, float).reshape(-1, 4)
+    if len(pred) == 0 or len(gt) == 0:
+        return pred
+    shifts = np.array([0.0, -width, width])
+    best = np.stack([box_iou(pred + np.array([s, 0, s, 0]), gt).max(axis=1) for s in shifts])  # (3, n_pred)
+    chosen = shifts[np.argmax(best, axis=0)]  # ties keep the unshifted copy
+    pred[:, [0, 2]] += chosen[:, None]
+    return pred
+
+
+def wrapped_iou(pred_boxes: np.ndarray, gt_boxes: np.ndarray, width: int) -> np.ndarray:
+    """IoU matrix (n_pred, n_gt) with longitudes wrapping every ``width`` px (best of the ±W copies)."""
+    pred = np.asarray(pred_boxes, float).reshape(-1, 4)
+    return np.max([box_iou(pred + np.array([s, 0, s, 0]), gt_boxes) for s in (0.0, -width, width)], axis=0)
+
+
+# --- COCO ------------------------------------------------------------------------------------------
+def _rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _coco_datasets(ground_truth, predictions, map_ids, grid, iou_type, gt_keep):
+    images, gt_anns, dt_anns = [], [], []
+    for image_id, map_id in enumerate(map_ids, start=1):
+        gt = ground_truth[map_id]
+        height, width, _ = _map_size(map_id, gt, grid)
+        images.append({"id": image_id, "width": int(width), "height": int(height), "file_name": map_id})
+        gt_boxes = _boxes(gt)
+        keep = np.ones(len(gt_boxes), bool) if gt_keep is None else np.asarray(gt_keep[map_id], bool)
+        gt_masks = _masks(gt) if iou_type == "segm" else None
+        if iou_type == "segm" and gt_masks is None and len(gt_boxes):
+            raise ValueError(f"map {map_id}: segm evaluation needs ground-truth masks")
+        for k, (x0, y0, x1, y1) in enumerate(gt_boxes):
+            ann = {"id": len(gt_anns) + 1, "image_id": image_id, "category_id": 1,
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)), "iscrowd": int(not keep[k])}
+            if gt_masks is not None:
+                ann["segmentation"] = _rle(gt_masks[k])
+                ann["area"] = float(gt_masks[k].sum())
+            gt_anns.append(ann)
+        pred = predictions.get(map_id)
+        if pred is None:
+            continue
+        scores = _array(pred.get("scores", np.zeros(0)), np.float64).reshape(-1)
+        pred_boxes = align_to_ground_truth(_boxes(pred), gt_boxes, width)
+        if len(scores) != len(pred_boxes):
+            raise ValueError(f"map {map_id}: {len(pred_boxes)} predicted boxes but {len(scores)} scores")
+        pred_masks = _masks(pred) if iou_type == "segm" else None
+        if iou_type == "segm" and pred_masks is None and len(pred_boxes):
+            raise ValueError(f"map {map_id}: segm evaluation needs predicted masks")
+        for k, (x0, y0, x1, y1) in enumerate(pred_boxes):
+            ann = {"id": len(dt_anns) + 1, "image_id": image_id, "category_id": 1, "score": float(scores[k]),
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0}
+            if pred_masks is not None:
+                ann["segmentation"] = _rle(pred_masks[k])
+                ann["area"] = float(pred_masks[k].sum())
+            dt_anns.append(ann)
+    categories = [{"id": 1, "name": "dust"}]
+    return ({"images": images, "annotations": gt_anns, "categories": categories},
+            {"images": images, "annotations": dt_anns, "categories": categories})
+
+
+def _coco_classes(backend: str):
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    raise ValueError(f"COCO backend must be 'pycocotools' or 'faster_coco_eval', got {backend!r}")
+
+
+def coco_map(ground_truth: Mapping, predictions: Mapping, grid=None, *, iou_type: str = "bbox",
+             map_ids: Iterable[str] | None = None, gt_keep: Mapping | None = None,
+             max_dets: int = 100, backend: str = "pycocotools") -> dict:
+    """COCO mAP at IoU 0.25 / 0.5 / 0.75 over a set of maps.
+
+    Parameters
+    ----------
+    ground_truth, predictions : dict map_id -> dict
+        See the module docstring. Every map to score needs a ground-truth entry.
+    grid : MapGrid or dict map_id -> MapGrid, optional
+        Map sizes (else taken from the ground-truth masks).
+    iou_type : {"bbox", "segm"}
+    map_ids : iterable of str, optional
+        Score only these maps (default: all ground-truth maps).
+    gt_keep : dict map_id -> bool array, optional
+        Ground truth to score; the rest become crowd (ignore) regions.
+    max_dets : int
+        Detections per map considered (highest scores first).
+    backend : {"pycocotools", "faster_coco_eval"}
+
+    Returns
+    -------
+    dict
+        ``map25, map50, map75`` (fractions, NaN without ground truth), ``precision`` ndarray
+        (3, 101) (-1 where undefined), ``recall_points`` (101,), ``n_maps``, ``n_gt``, ``n_pred``.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    all_ids = _check_keys(ground_truth, predictions)
+    map_ids = all_ids if map_ids is None else sorted(map_ids)
+    gt_data, dt_data = _coco_datasets(ground_truth, predictions, map_ids, grid, iou_type, gt_keep)
+    n_gt = sum(1 for a in gt_data["annotations"] if not a["iscrowd"])
+    result = {"n_maps": len(map_ids), "n_gt": n_gt, "n_pred": len(dt_data["annotations"])}
+    if not map_ids:
+        return {**result, **{k: float("nan") for k in MAP_KEYS}, "precision": np.full((3, 101), -1.0),
+                "recall_points": np.linspace(0, 1, 101)}
+    coco_class, eval_class = _coco_classes(backend)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt, coco_dt = coco_class(), coco_class()
+        coco_gt.dataset, coco_dt.dataset = gt_data, dt_data
+        coco_gt.createIndex()
+        coco_dt.createIndex()
+        evaluator = eval_class(coco_gt, coco_dt, iou_type)
+        evaluator.params.iouThrs = np.array(IOU_THRESHOLDS)
+        evaluator.params.maxDets = [1, 10, int(max_dets)]
+        evaluator.params.imgIds = list(range(1, len(map_ids) + 1))
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = np.asarray(evaluator.eval["precision"])[:, :, 0, 0, -1]  # (T, R): class dust, all areas, max dets
+    for key, row in zip(MAP_KEYS, precision):
+        defined = row[row > -1]
+        result[key] = float(defined.mean()) if defined.size else float("nan")
+    result["precision"] = precision
+    result["recall_points"] = np.asarray(evaluator.params.recThrs)
+    return result
+
+
+# --- breakdowns --------------------------------------------------------------------------------------
+def _map_ls(map_id, entry, map_ls) -> float:
+    if map_ls is not None and map_id in map_ls:
+        return float(map_ls[map_id])
+    if "ls" in entry and entry["ls"] is not None:
+        return float(_array(entry["ls"]))
+    return float("nan")
+
+
+def season_of(ls_deg: float) -> str | None:
+    """Name of the Ls quarter (``"Ls000-090"`` …) holding ``ls_deg``; None for NaN."""
+    if not np.isfinite(ls_deg):
+        return None
+    ls = float(ls_deg) % 360.0
+    return next(name for name, (lo, hi) in SEASONS.items() if lo <= ls < hi)
+
+
+def size_bin_edges(ground_truth: Mapping, size_bins_km2: Iterable[float] | None = None) -> np.ndarray:
+    """Inner bin edges (km²) of the size breakdown: the given ones, or terciles of all ground-truth areas."""
+    if size_bins_km2 is not None:
+        edges = np.sort(np.asarray(list(size_bins_km2), float))
+        if edges.size == 0:
+            raise ValueError("size_bins_km2 needs at least one edge")
+        return edges
+    areas = np.concatenate([_array(e.get("area_km2", np.zeros(0)), float).reshape(-1) for e in ground_truth.values()] or [np.zeros(0)])
+    areas = areas[np.isfinite(areas)]
+    if areas.size == 0:
+        return np.zeros(0)
+    return np.quantile(areas, [1 / 3, 2 / 3])
+
+
+def _summary(result: dict) -> dict:
+    return {k: result[k] for k in (*MAP_KEYS, "n_maps", "n_gt", "n_pred")}
+
+
+def breakdown_by_season(ground_truth, predictions, grid=None, map_ls=None, **coco_kwargs) -> dict:
+    """mAP per Ls quarter (maps grouped by their Ls)."""
+    groups: dict[str, list[str]] = {name: [] for name in SEASONS}
+    for map_id, entry in ground_truth.items():
+        season = season_of(_map_ls(map_id, entry, map_ls))
+        if season is not None:
+            groups[season].append(map_id)
+    return {name: _summary(coco_map(ground_truth, predictions, grid, map_ids=ids, **coco_kwargs))
+            for name, ids in groups.items()}
+
+
+def breakdown_by_confidence(ground_truth, predictions, grid=None, levels=CONFIDENCE_LEVELS, **coco_kwargs) -> dict:
+    """mAP per MDAD confidence level; storms of other levels are ignore regions (module docstring)."""
+    out = {}
+    for level in levels:
+        keep = {m: _array(e.get("confidence", np.zeros(len(_boxes(e)))), float).reshape(-1) == level
+                for m, e in ground_truth.items()}
+        out[str(level)] = _summary(coco_map(ground_truth, predictions, grid, gt_keep=keep, **coco_kwargs))
+    return out
+
+
+def breakdown_by_size(ground_truth, predictions, grid=None, size_bins_km2=None, **coco_kwargs) -> dict:
+    """mAP per storm-size bin of catalogued ``area_km2``; storms of other bins are ignore regions."""
+    edges = size_bin_edges(ground_truth, size_bins_km2)
+    bounds = np.concatenate([[0.0], edges, [np.inf]])
+    out = {"bin_edges_km2": edges.tolist()}
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        name = f"{lo:.3g}-{hi:.3g} km2" if np.isfinite(hi) else f">={lo:.3g} km2"
+        keep = {}
+        for m, e in ground_truth.items():
+            area = _array(e.get("area_km2", np.full(len(_boxes(e)), np.nan)), float).reshape(-1)
+            keep[m] = (area >= lo) & (area < hi)
+        out[name] = _summary(coco_map(ground_truth, predictions, grid, gt_keep=keep, **coco_kwargs))
+    return out
+
+
+# --- centre deviations ---------------------------------------------------------------------------------
+def center_deviations(ground_truth: Mapping, predictions: Mapping, grid=None, *, match_iou: float = 0.5,
+                      min_score: float = 0.5) -> pd.DataFrame:
+    """Centre offsets of matched detections (greedy by IoU, see the module docstring).
+
+    Returns
+    -------
+    DataFrame
+        One row per matched pair: ``map_id, gt_index, pred_index, iou, score, dx_px, dy_px,
+        dlon_deg, dlat_deg`` (+ ``confidence`` of the storm when known).
+    """
+    rows = []
+    for map_id in _check_keys(ground_truth, predictions):
+        gt, pred = ground_truth[map_id], predictions.get(map_id)
+        if pred is None:
+            continue
+        _, width, res_deg = _map_size(map_id, gt, grid)
+        gt_boxes, pred_boxes = _boxes(gt), _boxes(pred)
+        scores = _array(pred.get("scores", np.ones(len(pred_boxes))), float).reshape(-1)
+        use = np.flatnonzero(scores >= min_score)
+        if len(gt_boxes) == 0 or len(use) == 0:
+            continue
+        iou = wrapped_iou(pred_boxes[use], gt_boxes, width)
+        confidence = _array(gt.get("confidence", np.zeros(len(gt_boxes))), float).reshape(-1)
+        for p, g in _greedy_pairs(iou, match_iou):
+            pred_box, gt_box = pred_boxes[use[p]], gt_boxes[g]
+            dx = float((0.5 * (pred_box[0] + pred_box[2] - gt_box[0] - gt_box[2]) + width / 2) % width - width / 2)
+            dy = float(0.5 * (pred_box[1] + pred_box[3] - gt_box[1] - gt_box[3]))
+            rows.append({"map_id": map_id, "gt_index": int(g), "pred_index": int(use[p]), "iou": float(iou[p, g]),
+                         "score": float(scores[use[p]]), "dx_px": dx, "dy_px": dy,
+                         "dlon_deg": dx * res_deg, "dlat_deg": -dy * res_deg, "confidence": confidence[g]})
+    columns = ["map_id", "gt_index", "pred_index", "iou", "score", "dx_px", "dy_px", "dlon_deg", "dlat_deg", "confidence"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(pred, gt) pairs taken in decreasing IoU (≥ threshold), each index used once."""
+    candidates = np.argwhere(iou >= threshold)
+    order = np.argsort(-iou[candidates[:, 0], candidates[:, 1]], kind="stable")
+    used_p, used_g, pairs = set(), set(), []
+    for p, g in candidates[order]:
+        if p not in used_p and g not in used_g:
+            used_p.add(p)
+            used_g.add(g)
+            pairs.append((int(p), int(g)))
+    return pairs
+
+
+def summarize_deviations(deviations: pd.DataFrame) -> dict:
+    """Count, mean, median, standard deviation and 90th percentile of |·| of dx, dy (px) and dlon, dlat (deg)."""
+    out = {"n_matched": int(len(deviations))}
+    for column in ("dx_px", "dy_px", "dlon_deg", "dlat_deg"):
+        values = deviations[column].to_numpy(float) if len(deviations) else np.zeros(0)
+        out[column] = {
+            "mean": float(values.mean()) if values.size else float("nan"),
+            "median": float(np.median(values)) if values.size else float("nan"),
+            "std": float(values.std()) if values.size else float("nan"),
+            "abs_p90": float(np.quantile(np.abs(values), 0.9)) if values.size else float("nan"),
+        }
+    return out
+
+
+# --- timing --------------------------------------------------------------------------------------------
+def time_inference(predict: Callable, inputs: Iterable, warmup: int = 2) -> dict:
+    """Median wall time per call of ``predict(x)`` in ms, after ``warmup`` untimed calls.
+
+    Returns ``{"median_ms", "n_timed", "warmup"}``. CUDA work is synchronized before each
+    clock reading when torch sees a GPU.
+    """
+    try:
+        import torch
+
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    except ImportError:  # pragma: no cover
+        sync = lambda: None  # noqa: E731
+    inputs = list(inputs)
+    if len(inputs) <= warmup:
+        raise ValueError(f"time_inference needs more than warmup={warmup} inputs, got {len(inputs)}")
+    for x in inputs[:warmup]:
+        predict(x)
+    times = []
+    for x in inputs[warmup:]:
+        sync()
+        start = time.perf_counter()
+        predict(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"median_ms": float(np.median(times)), "n_timed": len(times), "warmup": warmup}
+
+
+# --- everything at once ----------------------------------------------------------------------------------
+def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, *, map_ls: Mapping | None = None,
+                        match_iou: float = 0.5, min_score: float = 0.5, size_bins_km2=None,
+                        time_ms_per_map: float | None = None, segm: bool | None = None,
+                        backend: str = "pycocotools", max_dets: int = 100) -> dict:
+    """All metrics of a detector on a set of maps (the content of ``metrics.json``).
+
+    Parameters
+    ----------
+    ground_truth, predictions, grid
+        See :func:`coco_map`.
+    map_ls : dict map_id -> Ls (degrees), optional
+        Season of each map (else the ground-truth entries' ``ls``).
+    match_iou, min_score : float
+        Pairing rule of the centre deviations.
+    size_bins_km2 : list of float, optional
+        Inner edges of the size bins (default: terciles).
+    time_ms_per_map : float, optional
+        Median inference time per map (ms), stored as ``time_ms_per_map``.
+    segm : bool, optional
+        Also score masks; by default when every map's ground truth and predictions have masks.
+
+    Returns
+    -------
+    dict
+        ``map25, map50, map75`` (box AP, fractions), ``iou_thresholds``, counts, ``segm``
+        (same keys for masks, or None), ``by_season``, ``by_confidence``, ``by_size``,
+        ``pr_curves`` (recall points and box precision per threshold), ``center_deviation``,
+        ``time_ms_per_map``.
+    """
+    coco_kwargs = {"backend": backend, "max_dets": max_dets}
+    boxes = coco_map(ground_truth, predictions, grid, **coco_kwargs)
+    if segm is None:
+        segm = all(_masks(e) is not None for e in ground_truth.values()) and all(
+            _masks(p) is not None for p in predictions.values()) and len(predictions) > 0
+    segm_result = _summary(coco_map(ground_truth, predictions, grid, iou_type="segm", **coco_kwargs)) if segm else None
+    deviations = center_deviations(ground_truth, predictions, grid, match_iou=match_iou, min_score=min_score)
+    return {
+        **_summary(boxes),
+        "iou_thresholds": list(IOU_THRESHOLDS),
+        "segm": segm_result,
+        "by_season": breakdown_by_season(ground_truth, predictions, grid, map_ls, **coco_kwargs),
+        "by_confidence": breakdown_by_confidence(ground_truth, predictions, grid, **coco_kwargs),
+        "by_size": breakdown_by_size(ground_truth, predictions, grid, size_bins_km2, **coco_kwargs),
+        "pr_curves": {
+            "recall": boxes["recall_points"].tolist(),
+            "precision": {f"{t:g}": [None if v < 0 else float(v) for v in row]
+                          for t, row in zip(IOU_THRESHOLDS, boxes["precision"])},
+        },
+        "center_deviation": {"match_iou": match_iou, "min_score": min_score, **summarize_deviations(deviations)},
+        "time_ms_per_map": None if time_ms_per_map is None else float(time_ms_per_map),
+        "units": "mAP values are fractions in [0, 1]; time in ms per map; dx/dy in pixels of the evaluated grid, dlon/dlat in degrees",
+    }
+
+
+# --- output ------------------------------------------------------------------------------------------------
+def _jsonable(value):
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_metrics_json(metrics: Mapping, path: str | os.PathLike) -> Path:
+    """Write metrics atomically as JSON (NaN as null); must hold ``map25``, ``map50``, ``map75`` in [0, 1]."""
+    missing = [k for k in MAP_KEYS if k not in metrics]
+    if missing:
+        raise ValueError(f"metrics lack key(s) {missing}")
+    for key in MAP_KEYS:
+        value = metrics[key]
+        if value is not None and math.isfinite(float(value)) and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"metrics[{key!r}] = {value} is not a fraction in [0, 1]")
+    return _atomic_write_text(Path(path), json.dumps(_jsonable(metrics), indent=2) + "\n")
+
+
+def read_metrics_json(path: str | os.PathLike) -> dict:
+    """Read a ``metrics.json`` written by :func:`write_metrics_json`."""
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+# --- the paper's Table 1 ----------------------------------------------------------------------------------
+TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")
+STRATEGIES = ("strategy 1", "strategy 2")
+_STRATEGY_ALIASES = {"temporal": "strategy 1", "1": "strategy 1", "strategy 1": "strategy 1",
+                     "random": "strategy 2", "2": "strategy 2", "strategy 2": "strategy 2"}
+PAPER_SOURCE = "paper (real MOC MDGMs)"
+
+
+def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
+    """The paper's Table 1 layout with our results beside the paper's.
+
+    Parameters
+    ----------
+    results : dict network -> dict strategy -> metrics
+        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``) or a
+        Table 1 row name; ``strategy`` ``"temporal"``/``"random"`` (or 1/2); ``metrics`` a
+        metrics dict or the path of a ``metrics.json`` (fractions; ``time_ms_per_map`` in ms).
+    our_label : str
+        Source label of our rows (e.g. ``"ours (synthetic)"``).
+
+    Returns
+    -------
+    DataFrame
+        Index ``(network, source)``, rows of every Table 1 network: the paper's (source
+        :data:`PAPER_SOURCE`) and ours where given; columns ``(metric, strategy)`` with mAP in
+        percent (as in the paper) and time in ms. Missing values are NaN.
+    """
+    columns = pd.MultiIndex.from_product([TABLE_METRICS, STRATEGIES], names=["metric", "strategy"])
+    ours: dict[str, dict] = {}
+    for network, by_strategy in results.items():
+        name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
+        row = ours.setdefault(name, {})
+        for strategy, metrics in by_strategy.items():
+            column = _STRATEGY_ALIASES.get(str(strategy).lower())
+            if column is None:
+                raise ValueError(f"unknown strategy {strategy!r} for {network}; use 'temporal'/'random' or 1/2")
+            if isinstance(metrics, (str, os.PathLike)):
+                metrics = read_metrics_json(metrics)
+            for key, metric in zip(MAP_KEYS, TABLE_METRICS[:3]):
+                value = metrics.get(key)
+                row[(metric, column)] = np.nan if value is None else 100.0 * float(value)
+            time_ms = metrics.get("time_ms_per_map")
+            row[("Time (ms)", column)] = np.nan if time_ms is None else float(time_ms)
+    records, index = [], []
+    for name in list(PAPER_TABLE1) + [n for n in ours if n not in PAPER_TABLE1]:
+        if name in ours:
+            records.append([ours[name].get(c, np.nan) for c in columns])
+            index.append((name, our_label))
+        if name in PAPER_TABLE1:
+            records.append([PAPER_TABLE1[name][metric][STRATEGIES.index(strategy)] for metric, strategy in columns])
+            index.append((name, PAPER_SOURCE))
+    return pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["network", "source"]), columns=columns)
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    """Markdown of a :func:`comparison_table` (mAP in percent, one decimal; time in whole ms)."""
+    header = ["Network", "Source"] + [f"{m} {s.replace('strategy ', 's')}" for m, s in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (network, source), row in table.iterrows():
+        cells = []
+        for (metric, _), value in row.items():
+            if pd.isna(value):
+                cells.append("–")
+            else:
+                cells.append(f"{value:.0f}" if metric == "Time (ms)" else f"{value:.1f}")
+        lines.append("| " + " | ".join([network, source] + cells) + " |")
+    note = ("\nmAP in percent at IoU 0.25 / 0.5 / 0.75; s1 = strategy 1 (temporal split), s2 = strategy 2 "
+            "(random split); time = median inference per map. Rows marked "
+            f"\"{PAPER_SOURCE}\" are the paper's Table 1 (real MGS MOC maps, its \"Current R-CNN\" = DustRCNN), "
+            "not reproduced here; they are not directly comparable with results on other data.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def write_comparison_table(table: pd.DataFrame, out_stem: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.csv`` atomically; returns both paths."""
+    stem = Path(out_stem)
+    if stem.suffix in (".md", ".csv"):
+        stem = stem.with_suffix("")
+    flat = table.copy()
+    flat.columns = [f"{m} {s}" for m, s in table.columns]
+    md_path = _atomic_write_text(stem.with_suffix(".md"), comparison_markdown(table))
+    csv_path = _atomic_write_text(stem.with_suffix(".csv"), flat.reset_index().to_csv(index=False))
+    return md_path, csv_path

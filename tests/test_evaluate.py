@@ -1,0 +1,131 @@
+"""The evaluator against hand-computed COCO AP, the breakdown rules, dx/dy across 180°, outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from marsdust.evaluate import (
+    PAPER_SOURCE,
+    center_deviations,
+    coco_map,
+    comparison_table,
+    evaluate_detections,
+    time_inference,
+    write_comparison_table,
+    write_metrics_json,
+)
+from marsdust.grid import MapGrid
+
+GRID = MapGrid.moc(0.4)  # 300 x 900
+
+
+def box_masks(boxes):
+    masks = np.zeros((len(boxes), 300, 900), dtype=np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, int)):
+        masks[k, y0:y1, x0:x1] = 1
+    return masks
+
+
+def hand_case():
+    """2 storms, 3 detections: a hit (0.9), a miss far away (0.8), a hit of IoU 2/3 (0.7)."""
+    gt_boxes = np.array([[100, 50, 110, 60], [200, 50, 210, 60]], float)
+    pred_boxes = np.array([[100, 50, 110, 60], [500, 200, 510, 210], [202, 50, 212, 60]], float)
+    ground_truth = {"r18_040": {"boxes": gt_boxes, "masks": box_masks(gt_boxes), "confidence": np.array([100, 50]),
+                                "area_km2": np.array([1e5, 4e5]), "ls": 100.0}}
+    predictions = {"r18_040": {"boxes": pred_boxes, "scores": np.array([0.9, 0.8, 0.7]), "masks": box_masks(pred_boxes)}}
+    return ground_truth, predictions
+
+
+# At IoU 0.25 and 0.5 the ranked detections are TP, FP, TP: recall 0.5, 0.5, 1 and precision 1, 1/2, 2/3;
+# interpolated precision is 1 for the 51 recall points <= 0.5 and 2/3 for the 50 above: AP = (51 + 50 * 2/3) / 101.
+# At IoU 0.75 the third detection (IoU 2/3) is a FP too: precision 1 up to recall 0.5, then 0: AP = 51 / 101.
+AP50_BY_HAND = (51 + 50 * 2 / 3) / 101
+AP75_BY_HAND = 51 / 101
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_coco_map_matches_hand_computed_ap(backend):
+    ground_truth, predictions = hand_case()
+    result = coco_map(ground_truth, predictions, GRID, backend=backend)
+    assert result["map25"] == pytest.approx(AP50_BY_HAND, abs=1e-12)
+    assert result["map50"] == pytest.approx(AP50_BY_HAND, abs=1e-12)
+    assert result["map75"] == pytest.approx(AP75_BY_HAND, abs=1e-12)
+    assert result["n_gt"] == 2 and result["n_pred"] == 3
+    segm = coco_map(ground_truth, predictions, iou_type="segm", backend=backend)  # size from the masks
+    assert segm["map50"] == pytest.approx(AP50_BY_HAND, abs=1e-12) and segm["map75"] == pytest.approx(AP75_BY_HAND, abs=1e-12)
+
+
+def test_detection_across_180_matches_a_storm_across_180():
+    ground_truth = {"m": {"boxes": np.array([[885.0, 100, 915, 130]])}}  # runs 15 px past the eastern edge
+    predictions = {"m": {"boxes": np.array([[-15.0, 100, 15, 130]]), "scores": np.array([0.9])}}
+    assert coco_map(ground_truth, predictions, GRID)["map75"] == pytest.approx(1.0)
+
+
+def test_no_ground_truth_gives_nan_and_no_predictions_gives_zero():
+    empty = {"m": {"boxes": np.zeros((0, 4))}}
+    assert np.isnan(coco_map(empty, {}, GRID)["map50"])
+    ground_truth, _ = hand_case()
+    assert coco_map(ground_truth, {}, GRID)["map50"] == 0.0
+
+
+def test_confidence_breakdown_ignores_detections_of_other_levels():
+    ground_truth, predictions = hand_case()
+    metrics = evaluate_detections(ground_truth, predictions, GRID)
+    # level 100 keeps storm 0: hit (0.9), FP (0.8), detection on the level-50 storm ignored -> AP 1
+    assert metrics["by_confidence"]["100"]["map50"] == pytest.approx(1.0)
+    # level 50 keeps storm 1: the hit on storm 0 is ignored; FP (0.8) then TP (0.7) -> precision 1/2 at all recalls
+    assert metrics["by_confidence"]["50"]["map50"] == pytest.approx(0.5)
+    assert metrics["by_confidence"]["50"]["map75"] == pytest.approx(0.0)  # IoU 2/3 < 0.75
+    assert metrics["by_confidence"]["75"]["map50"] != metrics["by_confidence"]["75"]["map50"]  # NaN: no such storms
+    assert metrics["by_season"]["Ls090-180"]["map50"] == pytest.approx(AP50_BY_HAND)
+    assert metrics["by_season"]["Ls000-090"]["n_maps"] == 0
+    sizes = evaluate_detections(ground_truth, predictions, GRID, size_bins_km2=[2e5])["by_size"]
+    assert sizes["bin_edges_km2"] == [2e5]
+    assert sizes["0-2e+05 km2"]["map50"] == pytest.approx(1.0) and sizes[">=2e+05 km2"]["map50"] == pytest.approx(0.5)
+    assert metrics["segm"]["map50"] == pytest.approx(AP50_BY_HAND)
+    assert len(metrics["pr_curves"]["precision"]["0.5"]) == 101
+
+
+def test_center_deviation_wraps_at_180():
+    # storm box centred at x = 905 (5 px past the eastern edge = column 5); detection centred at x = 10, y + 1
+    ground_truth = {"m": {"boxes": np.array([[890.0, 100, 920, 130]]), "confidence": np.array([75])}}
+    predictions = {"m": {"boxes": np.array([[-5.0, 101, 25, 131], [600, 0, 630, 30]]), "scores": np.array([0.9, 0.95])}}
+    deviations = center_deviations(ground_truth, predictions, GRID, match_iou=0.5)
+    assert len(deviations) == 1
+    row = deviations.iloc[0]
+    assert row["dx_px"] == pytest.approx(5.0) and row["dy_px"] == pytest.approx(1.0)
+    assert row["dlon_deg"] == pytest.approx(2.0) and row["dlat_deg"] == pytest.approx(-0.4)
+    assert row["pred_index"] == 0 and row["iou"] == pytest.approx(725 / 1075)
+
+
+def test_metrics_json_is_atomic_with_fractions_and_nulls(tmp_path):
+    ground_truth, predictions = hand_case()
+    metrics = evaluate_detections(ground_truth, predictions, GRID, time_ms_per_map=12.5)
+    path = write_metrics_json(metrics, tmp_path / "eval" / "metrics.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["map50"] == pytest.approx(AP50_BY_HAND) and loaded["by_confidence"]["75"]["map50"] is None
+    assert loaded["time_ms_per_map"] == 12.5 and [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+    with pytest.raises(ValueError, match="fraction"):
+        write_metrics_json({"map25": 64.1, "map50": 0.5, "map75": 0.3}, tmp_path / "bad.json")
+
+
+def test_comparison_table_in_table1_layout(tmp_path):
+    ours = {"map25": 0.5, "map50": 0.4, "map75": 0.1, "time_ms_per_map": 80.0}
+    metrics_file = write_metrics_json(ours, tmp_path / "m.json")
+    table = comparison_table({"dustrcnn": {"temporal": ours, "random": metrics_file}}, our_label="ours (synthetic)")
+    assert table.loc[("DustRCNN", "ours (synthetic)"), ("mAP50", "strategy 1")] == pytest.approx(40.0)
+    assert table.loc[("DustRCNN", "ours (synthetic)"), ("Time (ms)", "strategy 2")] == 80.0
+    assert table.loc[("DustRCNN", PAPER_SOURCE), ("mAP75", "strategy 2")] == 37.7
+    assert table.loc[("SPPnet", PAPER_SOURCE), ("mAP25", "strategy 1")] == 62.5
+    assert len(table) == 5
+    md_path, csv_path = write_comparison_table(table, tmp_path / "comparison")
+    text = md_path.read_text()
+    assert "| DustRCNN | ours (synthetic) | 50.0 | 50.0 | 40.0 |" in text and "real MGS MOC" in text
+    assert "mAP25 strategy 1" in csv_path.read_text().splitlines()[0]
+
+
+def test_time_inference_reports_median_after_warmup():
+    calls = []
+    result = time_inference(calls.append, range(5), warmup=2)
+    assert len(calls) == 5 and result["n_timed"] == 3 and result["median_ms"] >= 0
