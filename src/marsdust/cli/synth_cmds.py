@@ -1,3 +1,71 @@
-"""Commands of the synth stage."""
+"""Commands of the synth stage: ``marsdust synth`` and ``marsdust show``."""
 
-from marsdust.cli._app import app  # noqa: F401
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from marsdust.cli._app import app
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/ and truth/."),
+    preset: str = typer.Option("ci", "--preset", help="ci, bench or full (see `marsdust.synth`)."),
+    seed: int = typer.Option(0, "--seed", help="Planet and weather seed (same seed, same files)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Write a synthetic MDGM archive and its MDAD catalog (v1.0 table + v1.1 cubes)."""
+    from marsdust.synth import synthesize
+
+    try:
+        result = synthesize(out, preset=preset, seed=seed, progress=not quiet)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2)
+    maps, storms = result["maps"], result["storms"]
+    with_storms = storms["map_id"].nunique() if len(storms) else 0
+    typer.echo(
+        f"wrote {len(maps)} maps to {out / 'archive'} and {len(storms)} storm instances "
+        f"({storms['member_id'].nunique() if len(storms) else 0} members) to {out / 'mdad'}; "
+        f"{with_storms / max(len(maps), 1):.0%} of maps have storms"
+    )
+
+
+@app.command()
+def show(
+    data: Path = typer.Argument(..., help="A synth output folder (archive/ + truth/ or mdad/) or an archive folder."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="MDAD table/netCDF/folder or storm CSV."),
+    output: Path = typer.Option(Path("maps.png"), "-o", "--output", help="Output PNG."),
+    maps: int = typer.Option(3, "--maps", help="How many maps to draw (those with the most storms)."),
+    map_ids: Optional[str] = typer.Option(None, "--map-ids", help="Comma-separated map ids to draw instead."),
+    max_width: int = typer.Option(1800, "--max-width", help="Maps are downsampled to at most this width (px)."),
+) -> None:
+    """Draw maps with their catalog storm outlines (e.g. the README picture)."""
+    import pandas as pd
+
+    from marsdust.mdgm import index_archive
+    from marsdust.plots import plot_maps_with_outlines
+
+    archive = data / "archive" if (data / "archive").is_dir() else data
+    index = index_archive(archive)
+    if catalog is None:
+        catalog = data / "truth" / "storms.csv" if (data / "truth" / "storms.csv").exists() else data / "mdad"
+    if catalog.suffix == ".csv" and "storms" in catalog.stem:
+        storms = pd.read_csv(catalog, keep_default_na=False)
+    else:
+        from marsdust.mdad import read_catalog
+
+        storms = read_catalog(catalog)
+    if map_ids:
+        chosen = [m.strip() for m in map_ids.split(",")]
+        missing = sorted(set(chosen) - set(index["map_id"]))
+        if missing:
+            typer.echo(f"error: map ids not in {archive}: {', '.join(missing)}", err=True)
+            raise typer.Exit(2)
+    else:
+        counts = storms.groupby("map_id").size().sort_values(ascending=False, kind="stable")
+        chosen = [m for m in counts.index if m in set(index["map_id"])][:maps] or list(index["map_id"][:maps])
+    rows = index.set_index("map_id").loc[chosen].reset_index()
+    path = plot_maps_with_outlines(rows, storms, output, max_width_px=max_width)
+    typer.echo(f"wrote {path}")

@@ -17,6 +17,8 @@ from marsdust.synth.presets import SynthConfig
 from marsdust.synth.storms import Member, background_tau, draw_storm_members
 
 MAX_MEMBER_NUMBER = 133
+MIN_CATALOG_AREA_KM2 = 2.0e4
+"""Visible storm pieces smaller than this (e.g. mostly covered by a bigger storm) are not catalogued."""
 CONFIDENCE_CONTRAST = ((35.0, 100), (18.0, 75))
 """Red-band contrast (0–255 units) of a storm against a ring around it → confidence."""
 
@@ -116,12 +118,14 @@ def catalog_sol(view: SolView, grid: MapGrid, member_keys: list[int], sources: l
         valid_box = view.valid[rows][:, f.cols]
         drawn = owner_box == index
         visible = drawn & valid_box
-        n_drawn, n_visible = int(drawn.sum()), int(visible.sum())
+        n_drawn, n_visible = int(f.inside.sum()), int(visible.sum())
         if n_drawn == 0 or n_visible < 4 or n_visible < min_visible_fraction * n_drawn:
             continue
         full = np.zeros(grid.shape, bool)
         full[rows, f.cols] = visible
         area_km2 = grid.mask_area_km2(full)
+        if area_km2 < MIN_CATALOG_AREA_KM2:
+            continue
         weights = visible * row_area[rows, None]
         lat = float((weights * grid.lat_centers_deg[rows, None]).sum() / weights.sum())
         lon_rad = np.radians(grid.lon_centers_deg[f.cols])[None, :]

@@ -5,8 +5,8 @@ Files follow /work/briefs/formats.md (the project's format contract) and are wri
 
 MDAD v1.1 cube registration: ``longitude`` holds cell centres (-180 + res/2 …); ``latitude``
 holds the 180/res + 1 point values -90 … 90, and latitude point ``lat_j`` carries the map cell
-whose southern edge is ``lat_j`` (the cell [lat_j, lat_j + res]); the last point (90°) and every
-point outside a MOC map's 60°S–60°N band are 255 (missing).
+whose northern edge is ``lat_j`` (the cell [lat_j - res, lat_j], as ``marsdust.mdad.cube_grid``
+reads it); the first point (-90°) and every point outside a MOC map's 60°S–60°N band are 255.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class CubeWriter:
         lat = self.ds.createVariable("latitude", "f8", ("latitude",))
         lat[:] = self.lat_points
         lat.units = "degrees_north"
-        lat.comment = "point lat_j carries the map cell [lat_j, lat_j + res]"
+        lat.comment = "point lat_j carries the map cell [lat_j - res, lat_j]"
         self.mdad = self.ds.createVariable("MDAD", "u1", ("time", "longitude", "latitude"), zlib=True, complevel=1,
                                            chunksizes=(1, grid.width, n_lat))
         self.mdad.comment = "0 no dust; 1-133 member number; 134-250 split member b (value-133); 255 missing"
@@ -114,7 +114,7 @@ class CubeWriter:
         self.time_list = self.ds.createVariable("timeList", "f8", ("time", "stats"))
         self.time_list.comment = "start, end, mean, median sol-of-year; start, end, mean, median Ls"
         # rows of the cube's latitude points that fall on map rows
-        row = np.round((grid.lat_north_deg - self.lat_points) / grid.res_deg).astype(int) - 1
+        row = np.round((grid.lat_north_deg - self.lat_points) / grid.res_deg).astype(int)
         inside = (row >= 0) & (row < grid.height)
         self.lat_index = np.nonzero(inside)[0]
         self.map_rows = row[inside]
