@@ -83,5 +83,10 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
+    from PIL import Image
+
+    with Image.open(tmp) as image:  # 256-colour palette: a noisy map figure shrinks ~3x
+        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    quantized.save(tmp, format="PNG", optimize=True)
     os.replace(tmp, out)
     return out

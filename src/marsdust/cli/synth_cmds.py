@@ -40,6 +40,7 @@ def show(
     maps: int = typer.Option(3, "--maps", help="How many maps to draw (those with the most storms)."),
     map_ids: Optional[str] = typer.Option(None, "--map-ids", help="Comma-separated map ids to draw instead."),
     max_width: int = typer.Option(1800, "--max-width", help="Maps are downsampled to at most this width (px)."),
+    dpi: int = typer.Option(100, "--dpi", help="Figure resolution (12 inches wide)."),
 ) -> None:
     """Draw maps with their catalog storm outlines (e.g. the README picture)."""
     import pandas as pd
@@ -67,5 +68,5 @@ def show(
         counts = storms.groupby("map_id").size().sort_values(ascending=False, kind="stable")
         chosen = [m for m in counts.index if m in set(index["map_id"])][:maps] or list(index["map_id"][:maps])
     rows = index.set_index("map_id").loc[chosen].reset_index()
-    path = plot_maps_with_outlines(rows, storms, output, max_width_px=max_width)
+    path = plot_maps_with_outlines(rows, storms, output, max_width_px=max_width, dpi=dpi)
     typer.echo(f"wrote {path}")
