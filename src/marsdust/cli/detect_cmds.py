@@ -1,3 +1,81 @@
-"""Commands of the detect stage."""
+"""Commands of the detect stage: ``marsdust detect`` (full-map inference over an archive)."""
 
-from marsdust.cli._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from marsdust.cli._app import app
+
+
+def _fail(message: object) -> None:
+    """Print a one-line error and exit with code 2 (no traceback)."""
+    text = " ".join(str(message).split())
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("detect")
+def detect_command(
+    checkpoint: Path = typer.Argument(..., help="Trained detector (.ckpt from marsdust train, or a marsdust checkpoint).",
+                                      show_default=False),
+    maps: List[str] = typer.Argument(
+        ..., show_default=False,
+        help="Maps to process: an archive folder (one folder or .tar per subphase with list_ls.txt), a subphase "
+        "folder or tar, an index CSV (marsdust index), map files, or glob patterns (quote them).",
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (detections.csv, detections.geojson, "
+                                "masks.nc, maps.csv; parts/ while incomplete).", show_default=False),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Maps given to the model at once (useful on a GPU)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N; under torchrun cuda = cuda:LOCAL_RANK)."),
+    score_threshold: float = typer.Option(0.5, "--score-threshold", min=0.0, max=1.0,
+                                          help="Drop detections scoring below this."),
+    mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0, max=1.0,
+                                         help="Mask probability at which a pixel belongs to a storm."),
+    pad_deg: float = typer.Option(25.0, "--pad-deg", min=0.0, max=180.0,
+                                  help="Longitude copied across 180° on each side (degrees)."),
+    max_tile_px: int = typer.Option(2048, "--max-tile-px", min=64,
+                                    help="Tile larger working-resolution maps into tiles of at most this many pixels."),
+    geotiff: bool = typer.Option(False, "--geotiff", help="Also write OUT/geotiff/<map_id>.tif storm probability rasters."),
+    quicklook: bool = typer.Option(False, "--quicklook", help="Also write OUT/quicklook/<map_id>.png with outlines."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not link detections into members and sequences."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes (without torchrun)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh (delete earlier parts and products)."),
+    table_format: str = typer.Option("csv", "--format", help="csv, or parquet (also writes detections.parquet)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Detect, outline, measure and track dust storms on every map of an archive.
+
+    Resumable: run the same command again after an interruption and only the missing maps are processed.
+    Under torchrun (RANK/WORLD_SIZE set) each rank takes every WORLD_SIZE-th map and rank 0 merges.
+    """
+    import logging
+
+    from marsdust.detect import detect_archive
+    from marsdust.mdgm import MapReadError
+    from marsdust.models import CheckpointError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if table_format not in ("csv", "parquet"):
+        _fail(f"--format must be csv or parquet, got {table_format!r}")
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such checkpoint file")
+    try:
+        summary = detect_archive(
+            checkpoint, maps if len(maps) > 1 else maps[0], output, batch_size=batch_size, device=device,
+            score_threshold=score_threshold, mask_threshold=mask_threshold, pad_deg=pad_deg, max_tile_px=max_tile_px,
+            geotiff=geotiff, quicklook=quicklook, track=not no_track, table_format=table_format, overwrite=overwrite,
+            workers=workers, threads=threads, progress=not quiet,
+        )
+    except (CheckpointError, MapReadError, ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+    if not summary.paths:  # a torchrun rank other than 0: rank 0 reports
+        return
+    products = ", ".join(str(p) for key, p in summary.paths.items())
+    typer.echo(
+        f"{summary.n_maps} maps ({summary.n_processed} processed now, {summary.n_errors} unreadable), "
+        f"{summary.n_detections} storms, {summary.maps_per_second:.2f} maps/s -> {products}"
+    )

@@ -1,0 +1,350 @@
+"""Tests of full-map inference (marsdust.detect) and the ``marsdust detect`` command.
+
+Geometry is tested independently of learning: a tiny detector's ``forward`` is replaced by a fake
+that "detects" the bright (red) blobs of whatever image it is given, so wrap padding, folding back
+into [0, W), areas and outlines can be checked against analytic values. The resumable / multi-process
+tests use a real tiny checkpoint whose weights are set so that it deterministically detects boxes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from marsdust import detect, export
+from marsdust.grid import MARS_RADIUS_KM, MapGrid
+from marsdust.models import build_model, save_checkpoint
+
+NATIVE = MapGrid.moc(0.4)  # 300 x 900 maps
+TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
+            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=4)
+BACKGROUND = (70, 60, 50)
+STORM = (255, 230, 200)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def cap_mask(grid: MapGrid, lon0: float, lat0: float, radius_deg: float) -> np.ndarray:
+    """Pixels whose centre lies within ``radius_deg`` of arc of (lon0, lat0) on the sphere."""
+    lon = np.radians(grid.lon_centers_deg)[None, :]
+    lat = np.radians(grid.lat_centers_deg)[:, None]
+    cos_d = np.sin(lat) * math.sin(math.radians(lat0)) + np.cos(lat) * math.cos(math.radians(lat0)) * np.cos(
+        lon - math.radians(lon0))
+    return cos_d >= math.cos(math.radians(radius_deg))
+
+
+def cap_area_km2(radius_deg: float) -> float:
+    return 2 * math.pi * MARS_RADIUS_KM**2 * (1 - math.cos(math.radians(radius_deg)))
+
+
+def draw_map(path: Path, storms=(), missing_cols: slice | None = None, grid: MapGrid = NATIVE) -> Path:
+    rgb = np.empty(grid.shape + (3,), dtype=np.uint8)
+    rgb[:] = BACKGROUND
+    for lon0, lat0, radius in storms:
+        rgb[cap_mask(grid, lon0, lat0, radius)] = STORM
+    if missing_cols is not None:
+        rgb[:, missing_cols] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb, "RGB").save(path)
+    return path
+
+
+def write_archive(root: Path, maps: dict[str, tuple], grid: MapGrid = NATIVE) -> Path:
+    """``root/R18/r18_NNN.png`` + list_ls.txt; ``maps`` = {map_id: (ls, storms)}."""
+    folder = root / "R18"
+    lines = []
+    for map_id, (ls, storms) in maps.items():
+        draw_map(folder / f"{map_id}.png", storms, grid=grid)
+        lines.append(f"{map_id} 25 {ls}")
+    (folder / "list_ls.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def blob_forward(min_red: float = 0.6, extra_boxes=()):
+    """A fake detector forward: one detection per connected bright blob of each input image.
+
+    ``extra_boxes``: (x0, y0, x1, y1, score) boxes (input-image pixels) returned as well, with a full mask.
+    """
+    from scipy import ndimage
+
+    def forward(images, targets=None):
+        outputs = []
+        for image in images:
+            bright = (image[0] >= min_red).numpy()
+            labels, n = ndimage.label(bright)
+            boxes, scores, masks = [], [], []
+            for k, window in enumerate(ndimage.find_objects(labels), start=1):
+                rows, cols = window
+                boxes.append([cols.start, rows.start, cols.stop, rows.stop])
+                scores.append(0.9)
+                masks.append(labels == k)
+            for x0, y0, x1, y1, score in extra_boxes:
+                mask = np.zeros(bright.shape, bool)
+                mask[y0:y1, x0:x1] = True
+                boxes.append([x0, y0, x1, y1])
+                scores.append(score)
+                masks.append(mask)
+            h, w = bright.shape
+            outputs.append({
+                "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                "scores": torch.tensor(scores, dtype=torch.float32),
+                "labels": torch.ones(len(scores), dtype=torch.int64),
+                "masks": torch.from_numpy(np.array(masks, dtype=np.float32).reshape(-1, 1, h, w)),
+            })
+        return outputs
+
+    return forward
+
+
+@pytest.fixture(scope="module")
+def blob_model():
+    model = build_model("dustrcnn", map_res_deg=0.8, **TINY).eval()
+    model.forward = blob_forward()
+    return model
+
+
+def confident_checkpoint(path: Path) -> Path:
+    """A tiny real dustrcnn whose heads always say "storm" (scores ~1, full-box masks): deterministic boxes."""
+    torch.manual_seed(0)
+    model = build_model("dustrcnn", map_res_deg=1.6, **TINY)
+    with torch.no_grad():
+        predictor = model.roi_heads.box_predictor
+        predictor.cls_score.weight.zero_()
+        predictor.cls_score.bias.copy_(torch.tensor([-4.0, 4.0]))
+        predictor.bbox_pred.weight.zero_()
+        predictor.bbox_pred.bias.zero_()
+        mask_logits = model.roi_heads.mask_head.mask_logits
+        mask_logits.weight.zero_()
+        mask_logits.bias.fill_(5.0)
+    return save_checkpoint(model, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# one map: geometry
+# ------------------------------------------------------------------------------------------------
+def test_storm_across_180_is_detected_once_with_the_right_area(tmp_path, blob_model):
+    path = draw_map(tmp_path / "r18_001.png", [(179.0, 20.0, 15.0), (0.0, -30.0, 12.0)])
+    result = detect.detect_map(blob_model, path, mars_year=25, ls=100.0)
+    assert result.map_id == "r18_001"
+    assert result.grid.res_deg == pytest.approx(0.8) and result.native_grid == NATIVE
+    assert result.n_detections == 2
+    by_lon = {round(r["lon"]): r for r in result.records}
+    across = by_lon[179]
+    # seen whole across the seam: bounds wrap, outline split at 180° into two parts
+    assert across["lon_min"] > 0 > across["lon_max"]
+    assert across["polygon_wkt"].startswith("MULTIPOLYGON")
+    assert across["lat"] == pytest.approx(20.0, abs=0.5)
+    # areas agree with the spherical caps drawn (within 2%)
+    assert across["area_km2"] == pytest.approx(cap_area_km2(15.0), rel=0.02)
+    assert by_lon[0]["area_km2"] == pytest.approx(cap_area_km2(12.0), rel=0.02)
+    # boxes are on the native 0.4° grid: x0 inside the map, x1 past its eastern edge for the seam storm
+    assert 0 <= across["x0"] < NATIVE.width < across["x1"]
+    assert across["x1"] - across["x0"] == pytest.approx(2 * 15.0 / math.cos(math.radians(20)) / 0.4, rel=0.1)
+    centre_box = by_lon[0]
+    assert centre_box["x0"] == pytest.approx((180 - math.degrees(math.asin(math.sin(math.radians(12)) / math.cos(math.radians(30))))) / 0.4, abs=2.5)
+    # masks and probability raster on the working grid, folded into [0, W)
+    assert result.masks[0].shape == result.grid.shape == result.probability.shape
+    assert result.probability.max() == pytest.approx(1.0)
+    assert result.valid_fraction == 1.0
+
+
+def test_without_the_wrap_pad_a_seam_storm_falls_in_two(tmp_path, blob_model):
+    path = draw_map(tmp_path / "r18_002.png", [(180.0, 0.0, 6.0)])
+    padded = detect.detect_map(blob_model, path)
+    unpadded = detect.detect_map(blob_model, path, pad_deg=0.0)
+    assert padded.n_detections == 1 and unpadded.n_detections == 2
+    # same pixels either way: one storm of the whole area, or two halves
+    total = sum(r["area_km2"] for r in unpadded.records)
+    assert padded.records[0]["area_km2"] == pytest.approx(total)
+    assert padded.records[0]["area_km2"] == pytest.approx(cap_area_km2(6.0), rel=0.08)
+
+
+def test_tiles_find_each_storm_once(tmp_path, blob_model):
+    storms = [(-150.0, 0.0, 6.0), (-60.0, 30.0, 6.0), (0.5, -10.0, 7.0), (90.0, 40.0, 5.0), (179.0, 0.0, 6.0)]
+    path = draw_map(tmp_path / "r18_003.png", storms)
+    whole = detect.detect_map(blob_model, path)
+    tiled = detect.detect_map(blob_model, path, max_tile_px=96, tile_overlap_px=40)
+    assert len(detect.plan_tiles(150, 512, 96, 40)) >= 10
+    assert whole.n_detections == tiled.n_detections == len(storms)
+    key = lambda r: round(r["lon"], 3)  # noqa: E731
+    for a, b in zip(sorted(whole.records, key=key), sorted(tiled.records, key=key)):
+        assert a["area_km2"] == pytest.approx(b["area_km2"]) and a["polygon_wkt"] == b["polygon_wkt"]
+
+
+def test_detections_mostly_in_missing_data_are_dropped(tmp_path):
+    model = build_model("dustrcnn", map_res_deg=0.8, **TINY).eval()
+    # padded working image: 150 rows, pad p columns; missing data at native columns 400..500 -> working 200..250
+    pad = detect.pad_columns(450, detect.DEFAULT_PAD_DEG, 0.8)
+    model.forward = blob_forward(extra_boxes=[(pad + 205, 40, pad + 245, 80, 0.8), (pad + 240, 40, pad + 280, 80, 0.7)])
+    path = draw_map(tmp_path / "r18_004.png", [(-120.0, 0.0, 5.0)], missing_cols=slice(400, 500))
+    result = detect.detect_map(model, path)
+    scores = sorted(r["score"] for r in result.records)
+    # the box wholly in the gap is dropped; the one 75 % observed is kept, its mask cut to observed pixels
+    assert scores == pytest.approx([0.7, 0.9])
+    kept = result.masks[[r["score"] for r in result.records].index(pytest.approx(0.7))]
+    assert kept.sum() == 30 * 40 and not (kept & ~result.valid).any()
+    assert result.valid_fraction == pytest.approx(1 - 100 / 900)
+
+
+def test_model_score_threshold_is_restored_and_real_model_runs(tmp_path):
+    model = build_model("dustrcnn", map_res_deg=1.6, **TINY).eval()
+    path = draw_map(tmp_path / "r18_005.png", [(10.0, 0.0, 10.0)])
+    result = detect.detect_map(model, path, score_threshold=0.0)
+    assert model.roi_heads.score_thresh == model.config.box_score_thresh
+    assert result.grid.shape == (75, 225)
+    for record in result.records:
+        assert set(export.DETECTION_COLUMNS) <= set(record)
+
+
+# ------------------------------------------------------------------------------------------------
+# archives: products
+# ------------------------------------------------------------------------------------------------
+def test_archive_products_read_back(tmp_path, blob_model):
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    import xarray as xr
+
+    from marsdust import mdad
+
+    maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(175.0 + 2 * sol, 10.0, 8.0), (-40.0, -35.0, 5.0)])
+            for sol in (1, 2, 3)}
+    archive = write_archive(tmp_path / "archive", maps)
+    (archive / "R18" / "r18_004.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with open(archive / "R18" / "list_ls.txt", "a") as handle:
+        handle.write("r18_004 25 102.0\n")
+    out = tmp_path / "out"
+    summary = detect.detect_archive(blob_model, archive, out, geotiff=True, quicklook=True, table_format="parquet",
+                                    progress=False)
+    assert summary.n_maps == 4 and summary.n_errors == 1 and summary.n_detections == 6
+
+    table = pd.read_csv(out / "detections.csv")
+    assert list(table.columns[:12]) == ["map_id", "mars_year", "ls", "lon", "lat", "lon_min", "lon_max", "lat_min",
+                                        "lat_max", "area_km2", "score", "polygon_wkt"]
+    assert {"x0", "y0", "x1", "y1", "member_id", "sequence_id"} <= set(table.columns)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "detections.parquet"), table, check_dtype=False)
+    # tracking: the storm that moves east across 180° is one member (in a sequence), the fixed one another
+    assert table.groupby("member_id")["map_id"].nunique().tolist() == [3, 3]
+    assert (table["sequence_id"].fillna("") != "").all()
+
+    maps_csv = pd.read_csv(out / "maps.csv")
+    bad = maps_csv.set_index("map_id").loc["r18_004"]
+    assert bad["status"] == "error" and "r18_004" in bad["error"] and bad["n_detections"] == 0
+    assert (maps_csv.loc[maps_csv["map_id"] != "r18_004", "status"] == "ok").all()
+
+    frame = gpd.read_file(out / "detections.geojson")
+    assert len(frame) == 6
+    assert "49900" in frame.crs.to_string() or "Mars" in frame.crs.to_wkt()
+    assert (frame.geometry.geom_type == "MultiPolygon").sum() >= 2  # r18_001 and r18_002 storms cross 180°
+    from marsdust.grid import polygon_area_km2
+    for geometry, area in zip(frame.geometry, table["area_km2"]):
+        assert polygon_area_km2(shapely.from_wkt(geometry.wkt)) == pytest.approx(area, rel=1e-3)  # outline simplified by 0.5 px
+
+    with xr.open_dataset(out / "masks.nc") as cube:
+        assert list(cube["dayList"].values) == ["R18_day01", "R18_day02", "R18_day03"]
+        first = cube["MDAD"].isel(time=0).values  # (longitude, latitude)
+        member_values = sorted(int(m.split("_")[1]) for m in table.loc[table["map_id"] == "r18_001", "member_id"])
+        assert sorted(set(np.unique(first)) - {0, 255}) == member_values
+    catalog = mdad.read_v11_cube(out / "masks.nc", out / "masks_master.csv", mars_year=25)
+    merged = catalog.merge(table, on=["map_id", "member_id"], suffixes=("_cat", "_det"))
+    assert len(merged) == len(table) == len(catalog)
+    np.testing.assert_allclose(merged["area_km2_cat"], merged["area_km2_det"], rtol=1e-6)
+
+    with rasterio.open(out / "geotiff" / "r18_001.tif") as raster:
+        assert raster.shape == (150, 450) and "49900" in str(raster.crs) or "Mars" in raster.crs.to_wkt()
+        assert np.nanmax(raster.read(1)) == pytest.approx(1.0)
+    assert (out / "quicklook" / "r18_002.png").is_file()
+    assert not (out / "geotiff" / "r18_004.tif").exists()
+
+
+def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob_model):
+    maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
+    archive = write_archive(tmp_path / "archive", maps)
+    out = tmp_path / "out"
+    detect.detect_archive(blob_model, archive, out, progress=False)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    summary = detect.detect_archive(blob_model, archive, out, progress=False)
+    assert summary.n_processed == 0 and summary.n_detections == 2
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    with pytest.raises(ValueError, match="other settings.*score_threshold"):
+        detect.detect_archive(blob_model, archive, out, score_threshold=0.3, progress=False)
+    summary = detect.detect_archive(blob_model, archive, out, score_threshold=0.3, overwrite=True, progress=False)
+    assert summary.n_processed == 2
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(app, ["detect", str(ckpt), str(tmp_path / "nothing"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# archives: killed and resumed, several workers (real checkpoint, subprocesses)
+# ------------------------------------------------------------------------------------------------
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "marsdust", "detect", *map(str, args), "--quiet"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_rows_and_two_workers_agree(tmp_path):
+    grid = MapGrid.moc(0.8)  # 150 x 450 native, 1.6° working grid
+    maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(20.0 * sol - 170.0, 10.0 - sol, 6.0 + sol % 3)])
+            for sol in range(1, 13)}
+    archive = write_archive(tmp_path / "archive", maps, grid=grid)
+    ckpt = confident_checkpoint(tmp_path / "model.ckpt")
+
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(ckpt, archive, "-o", reference), check=True, env=_env(), timeout=120)
+    expected = pd.read_csv(reference / "detections.csv")
+    assert len(expected) >= 12 and expected["map_id"].nunique() == 12
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_cli(ckpt, archive, "-o", killed), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((killed / "parts").glob("r18_*.json"))) >= 3:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(list((killed / "parts").glob("r18_*.json")))
+    assert process.returncode == -signal.SIGKILL and 3 <= done < 12, "the run must be killed mid-archive"
+    assert not (killed / "detections.csv").exists()
+    finished = subprocess.run(_cli(ckpt, archive, "-o", killed), check=True, env=_env(), timeout=120,
+                              capture_output=True, text=True)
+    assert f"{12 - done} processed now" in finished.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "detections.csv"), expected)
+
+    two = tmp_path / "two_workers"
+    subprocess.run(_cli(ckpt, archive, "-o", two, "--workers", "2"), check=True, env=_env(), timeout=180)
+    pd.testing.assert_frame_equal(pd.read_csv(two / "detections.csv"), expected)
+    maps_csv = pd.read_csv(two / "maps.csv")
+    assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
+    parts = [json.loads(p.read_text()) for p in sorted((killed / "parts").glob("r18_*.json"))]
+    assert sum(p["map"]["n_detections"] for p in parts) == len(expected)
