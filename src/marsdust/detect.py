@@ -70,6 +70,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -1012,8 +1013,11 @@ def _spawn_workers(checkpoint_or_model, maps, out_dir: Path, workers: int, devic
     threads = max(1, (os.cpu_count() or 1) // workers)
     maps_arg = [os.fspath(m) for m in maps] if isinstance(maps, (list, tuple)) else os.fspath(maps)
     log.info("detect: %d local worker processes, %d threads each", workers, threads)
-    mp.spawn(_worker_main, args=(checkpoint_or_model, maps_arg, str(out_dir), workers, device, batch_size, settings,
-                                 geotiff, quicklook, threads), nprocs=workers, join=True)
+    # fork is much faster to start (no re-import of torch) and safe while this process has not used CUDA
+    start_method = "fork" if sys.platform.startswith("linux") and device == "cpu" else "spawn"
+    mp.start_processes(_worker_main, args=(checkpoint_or_model, maps_arg, str(out_dir), workers, device, batch_size,
+                                           settings, geotiff, quicklook, threads),
+                       nprocs=workers, join=True, start_method=start_method)
 
 
 def _torchrun_rank(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], t_start: float, options: dict):
@@ -1139,7 +1143,17 @@ def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, ord
         return None
     luts = _label_tables(detections, order_in_map, tracked)
     with netCDF4.Dataset(chunks[0][1]) as ds:
-        grid = MapGrid(90.0, -90.0, 360.0 / ds.dimensions["longitude"].size)
+        res_deg = 360.0 / ds.dimensions["longitude"].size
+    grid = None
+    for north, south in ((90.0, -90.0), (60.0, -60.0)):  # the writer only needs width and resolution
+        try:
+            grid = MapGrid(north, south, res_deg)
+            break
+        except ValueError:
+            continue
+    if grid is None:
+        log.warning("%s: %g° working grid does not fit a latitude band; masks.nc not written", out_dir, res_deg)
+        return None
     order = sorted(range(len(chunks)), key=lambda i: (chunks[i][0]["mars_year"], chunks[i][0]["ls"], chunks[i][0]["map_id"]))
     from tqdm.auto import tqdm
 
