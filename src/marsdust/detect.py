@@ -960,6 +960,9 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
                 pending_writes.append(writer.submit(_decode_and_write, prepared, own, settings, share, out_dir,
                                                     geotiff, quicklook))
             batch.clear()
+            while len(pending_writes) > 2 * batch_size:  # bounded memory: wait for the writer to catch up
+                pending_writes.pop(0).result()
+                bar.update(1)
             done = [f for f in pending_writes if f.done()]
             for future in done:
                 future.result()  # re-raise write errors
