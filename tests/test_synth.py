@@ -163,7 +163,30 @@ def test_readers_read_the_output_back(ci):
         assert read_back.symmetric_difference(truth).area < 0.15 * truth.area
 
 
-def test_ci_preset_has_two_years_and_many_storm_maps(ci):
-    _, maps, storms = ci
-    assert 40 <= len(maps) <= 60 and maps.mars_year.nunique() >= 2
+def test_ci_preset_spans_the_paper_calendar_and_both_splits_have_storms(ci):
+    from marsdust.data import make_split
+    from marsdust.mdgm import index_archive
+
+    out, maps, storms = ci
+    assert 48 <= len(maps) <= 64 and set(maps.mars_year) == {24, 25, 26, 27, 28}
     assert storms.map_id.nunique() / len(maps) > 0.6
+    index = index_archive(out / "archive")
+    storm_maps = set(storms.map_id)
+    temporal = make_split(index, "temporal")
+    counts = temporal.split.value_counts()
+    assert counts["train"] >= 24 and counts["val"] >= 6 and counts["test"] >= 12
+    for split in (make_split(index, "temporal"), make_split(index, "random")):
+        for name in ("train", "val", "test"):
+            assert split[split.split == name].map_id.isin(storm_maps).sum() >= 5, name
+
+
+def test_presets_cover_the_paper_calendar():
+    from marsdust.synth.build import selected_days
+    from marsdust.synth.presets import get_preset
+
+    calendar = build_calendar(CalendarConfig())
+    sizes = {name: len(selected_days(get_preset(name), calendar, 0)) for name in ("ci", "demo", "bench", "full")}
+    assert 48 <= sizes["ci"] <= 64 and 120 <= sizes["demo"] <= 160 and 450 <= sizes["bench"] <= 600
+    assert 2450 <= sizes["full"] <= 2600
+    with pytest.raises(ValueError, match="unknown synth preset"):
+        get_preset("huge")

@@ -11,7 +11,7 @@ from marsdust.cli._app import app
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/ and truth/."),
-    preset: str = typer.Option("ci", "--preset", help="ci, bench or full (see `marsdust.synth`)."),
+    preset: str = typer.Option("ci", "--preset", help="ci, demo, bench or full (see `marsdust.synth`)."),
     seed: int = typer.Option(0, "--seed", help="Planet and weather seed (same seed, same files)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:

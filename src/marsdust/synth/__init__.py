@@ -17,10 +17,17 @@ around it (100 / 75 / 50). A storm mostly hidden by gaps or polar night is not c
 Presets
 -------
 ``ci``
-    48 maps at 0.4° (300 × 900): 16 runs of 3 consecutive sols every 84 sols from MY24 Ls150 to
-    MY26 Ls150 (two Mars years, so a temporal train/test split exists). Storm genesis is boosted
-    ~8× over ``full`` and the off-season keeps 35% of the activity, so nearly every map has
-    storms and a tiny detector learns in minutes. Written in a few seconds.
+    61 maps at 0.4° (300 × 900): one sol every 43 sols over the paper's calendar MY24 Ls150 –
+    MY28 Ls121, so both of the training engine's default splits exist: temporal (train MY25 Ls0 –
+    MY27 Ls180 → ≈ 26 train + 13 val, test MY27 Ls180 – MY28 Ls121 → ≈ 13 maps) and random
+    52/24/24 of MY25 – MY28. Storm genesis is boosted ~8× over ``full`` and the off-season keeps
+    35% of the activity, so nearly every map has storms and every split has storm maps. Written in
+    a few seconds.
+``demo``
+    142 maps at 0.4° on the same calendar: pairs of consecutive sols every 37 sols (temporal
+    split ≈ 62 train / 30 val / 30 test maps), storm rate ~5× ``full`` (≈ 80% of maps with
+    storms). Data for an end-to-end demo that trains for minutes on a 2-core CPU; written in
+    ~10 s.
 ``bench``
     The paper's calendar MY24 Ls150 – MY28 Ls121 (four Mars years: train on early years, test
     on later ones, or split at random), pairs of consecutive sols every 10 sols (≈ 520 maps) at
@@ -45,7 +52,7 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     ----------
     out_dir : path
         Output folder (created); gets ``archive/``, ``mdad/`` and ``truth/``.
-    preset : {"ci", "bench", "full"} or SynthConfig
+    preset : {"ci", "demo", "bench", "full"} or SynthConfig
         A named preset or a custom configuration.
     seed : int
         Planet and weather seed: the same seed writes identical files.
