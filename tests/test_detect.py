@@ -348,3 +348,20 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_agree(tmp_path):
     assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
     parts = [json.loads(p.read_text()) for p in sorted((killed / "parts").glob("r18_*.json"))]
     assert sum(p["map"]["n_detections"] for p in parts) == len(expected)
+
+
+def test_fast_mask_pasting_equals_torchvision():
+    torch.manual_seed(0)
+    model = build_model("dustrcnn", map_res_deg=0.8, **{**TINY, "box_detections_per_img": 20}).eval()
+    image = torch.rand(3, 150, 512)
+    fast = detect.run_model(model, [image], "cpu", 0.0)[0]
+    with torch.inference_mode():
+        reference = model([image])[0]
+    assert len(fast["scores"]) > 0 and torch.equal(fast["boxes"], reference["boxes"])
+    for k in range(len(fast["scores"])):
+        row0, col0, patch = detect._mask_patch(fast["mask_rois"][k], fast["boxes"][k].numpy())
+        pasted = np.zeros((150, 512), np.float32)
+        r0, c0 = max(row0, 0), max(col0, 0)
+        r1, c1 = min(row0 + patch.shape[0], 150), min(col0 + patch.shape[1], 512)
+        pasted[r0:r1, c0:c1] = patch[r0 - row0:r1 - row0, c0 - col0:c1 - col0]
+        np.testing.assert_array_equal(pasted, reference["masks"][k, 0].numpy())

@@ -381,14 +381,63 @@ def _score_threshold(model, threshold: float):
         heads.score_thresh = old
 
 
+def _has_fast_path(model) -> bool:
+    """True for an unmodified torchvision two-stage detector whose transform never resizes (MarsDustDetector)."""
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+    from marsdust.models.registry import NoResizeTransform
+
+    return (isinstance(model, GeneralizedRCNN) and "forward" not in vars(model)
+            and type(model).forward is GeneralizedRCNN.forward and isinstance(model.transform, NoResizeTransform))
+
+
 def run_model(model, tensors: Sequence, device, score_threshold: float) -> list[dict]:
-    """Model outputs (boxes, scores, masks on CPU) for a list of ``(C, H, W)`` images."""
+    """Model outputs on CPU for a list of ``(C, H, W)`` images.
+
+    Each output has ``boxes`` (n, 4, input pixels), ``scores`` and either ``mask_rois`` (n, 1, M, M)
+    probabilities in box coordinates (fast path for :class:`~marsdust.models.MarsDustDetector`:
+    torchvision's pasting of every mask into a full-size image — zeros, stack, cat — is skipped;
+    :func:`decode_map` pastes each mask only inside its box) or ``masks`` (n, 1, H, W) pasted by
+    the model (any other torchvision-style detector), or neither (box-only detectors).
+    """
     import torch
 
     with torch.inference_mode(), _score_threshold(model, score_threshold):
         images = [t.to(device, non_blocking=True) for t in tensors]
-        outputs = model(images)
+        if _has_fast_path(model):
+            batch, _ = model.transform(images)
+            features = model.backbone(batch.tensors)
+            proposals, _ = model.rpn(batch, features)
+            outputs, _ = model.roi_heads(features, proposals, batch.image_sizes)
+            for out in outputs:  # no resize: boxes are already in input pixels
+                if "masks" in out:
+                    out["mask_rois"] = out.pop("masks")
+        else:
+            outputs = model(images)
     return [{k: v.detach().to("cpu") for k, v in out.items()} for out in outputs]
+
+
+def _mask_patch(mask_roi, box) -> tuple[int, int, np.ndarray]:
+    """A detection's ``M x M`` mask probabilities resized into its box, as torchvision pastes them.
+
+    Same arithmetic as ``torchvision.models.detection.roi_heads.paste_masks_in_image`` (1-pixel
+    padded mask, expanded integer box, bilinear resize) but only the box window is built.
+
+    Returns
+    -------
+    (row0, col0, patch) : the patch's top-left pixel in input coordinates (may be negative) and
+    the float32 patch.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+
+    padded, scale = expand_masks(mask_roi[None], padding=1)
+    expanded = expand_boxes(torch.as_tensor(box, dtype=torch.float32)[None], scale).to(torch.int64)[0].tolist()
+    x0, y0, x1, y1 = expanded
+    width, height = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+    patch = F.interpolate(padded[:, :1].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    return y0, x0, patch.numpy()
 
 
 def _fold_columns(width: int, start_col: int, stop_col: int, shift: int) -> list[tuple[int, int, int]]:
@@ -424,6 +473,8 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
         boxes = out["boxes"].numpy().astype(np.float64, copy=False)
         scores = out["scores"].numpy()
         masks = out.get("masks")
+        mask_rois = out.get("mask_rois")
+        tile_h, tile_w = tile.y1 - tile.y0, tile.x1 - tile.x0
         for k in range(len(scores)):
             score = float(scores[k])
             if score < settings.score_threshold:
@@ -436,7 +487,10 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
             if not (pad <= cx < pad + width):
                 continue  # the copy in the pad; the same storm is kept from the unpadded columns
             prob = np.zeros((height, width), dtype=np.float32)
-            if masks is not None:
+            if mask_rois is not None:
+                row0, col0, patch = _mask_patch(mask_rois[k], boxes[k])
+                _paste_patch_folded(prob, patch, row0, col0, tile, tile_h, tile_w, pad, width)
+            elif masks is not None:
                 _paste_folded(prob, masks[k, 0].numpy(), tile, (bx0, by0, bx1, by1), pad, width)
             else:  # box-only detector: the box is the storm
                 _fill_box_folded(prob, tile, (bx0, by0, bx1, by1), pad, width)
@@ -485,6 +539,20 @@ def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: _Tile, box, pad
     for src0, src1, dst in _fold_columns(width, c0 + tile.x0, c1 + tile.x0, pad):
         target = prob[rows, dst:dst + (src1 - src0)]
         np.maximum(target, tile_mask[r0:r1, src0 - tile.x0:src1 - tile.x0], out=target)
+
+
+def _paste_patch_folded(prob: np.ndarray, patch: np.ndarray, row0: int, col0: int, tile: _Tile, tile_h: int,
+                        tile_w: int, pad: int, width: int) -> None:
+    """Max-merge a box-sized probability patch (top-left at tile pixel ``row0, col0``) into map columns."""
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + patch.shape[0], tile_h), min(col0 + patch.shape[1], tile_w)
+    if r1 <= r0 or c1 <= c0:
+        return
+    rows = slice(r0 + tile.y0, r1 + tile.y0)
+    for src0, src1, dst in _fold_columns(width, c0 + tile.x0, c1 + tile.x0, pad):
+        target = prob[rows, dst:dst + (src1 - src0)]
+        source = patch[r0 - row0:r1 - row0, src0 - tile.x0 - col0:src1 - tile.x0 - col0]
+        np.maximum(target, source, out=target)
 
 
 def _fill_box_folded(prob: np.ndarray, tile: _Tile, box, pad: int, width: int) -> None:
@@ -898,8 +966,9 @@ def detect_archive(
                               "mask_threshold": mask_threshold, "pad_deg": pad_deg, "max_tile_px": max_tile_px})
 
     if workers > 1:
-        _spawn_workers(checkpoint_or_model, maps, out_dir, workers, device, batch_size, settings, geotiff, quicklook)
-        processed = len(rows)
+        processed = sum(not part_path(out_dir, row["map_id"]).is_file() for row in rows)
+        if processed:
+            _spawn_workers(checkpoint_or_model, maps, out_dir, workers, device, batch_size, settings, geotiff, quicklook)
     else:
         mine = rows[rank::world_size]
         processed = _process_rows(checkpoint_or_model, mine, out_dir, settings, batch_size=batch_size, device=device,
@@ -1012,15 +1081,21 @@ def _worker_main(index: int, checkpoint, maps, out_dir: str, workers: int, devic
 def _spawn_workers(checkpoint_or_model, maps, out_dir: Path, workers: int, device: str, batch_size: int,
                    settings: DetectSettings, geotiff: bool, quicklook: bool) -> None:
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     maps_arg = [os.fspath(m) for m in maps] if isinstance(maps, (list, tuple)) else os.fspath(maps)
     log.info("detect: %d local worker processes, %d threads each", workers, threads)
     # fork is much faster to start (no re-import of torch) and safe while this process has not used CUDA
     start_method = "fork" if sys.platform.startswith("linux") and device == "cpu" else "spawn"
-    mp.start_processes(_worker_main, args=(checkpoint_or_model, maps_arg, str(out_dir), workers, device, batch_size,
-                                           settings, geotiff, quicklook, threads),
-                       nprocs=workers, join=True, start_method=start_method)
+    try:
+        mp.start_processes(_worker_main, args=(checkpoint_or_model, maps_arg, str(out_dir), workers, device, batch_size,
+                                               settings, geotiff, quicklook, threads),
+                           nprocs=workers, join=True, start_method=start_method)
+    except ProcessException as err:  # the child's traceback is in the message: keep its last line
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        raise ValueError(f"a detect worker failed: {lines[-1] if lines else err} (maps done so far are kept; "
+                         "run the command again to resume)") from err
 
 
 def _torchrun_rank(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], t_start: float, options: dict):
