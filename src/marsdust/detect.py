@@ -60,6 +60,24 @@ iff its part exists, so a run killed at any moment and started again with the sa
 processes every map exactly once. The final products are rebuilt from all parts at the end.
 A corrupt map (:class:`marsdust.mdgm.MapReadError`) gets a part with ``status = error`` (reported in
 ``maps.csv`` and the log, not retried on resume; ``overwrite=True`` starts afresh).
+
+Speed (measured 2026-11-30 on the shared 2-core development machine, load average ~5 from other
+jobs, so absolute numbers are pessimistic; default compact ``dustrcnn``, random init, native
+1200 x 3600 PNG maps, 0.4° working grid = 300 x 1024 padded, 2 torch threads)
+------------------------------------------------------------------------------------------------
+* end to end through :func:`detect_archive` (6 maps): 0.71–1.5 s per map with ``score_threshold``
+  0.9 (no detections), 1.8 s per map with 0.5 (the untrained model emits ~9 junk storms per map);
+  peak RSS 1.1–1.3 GB.
+* where one map's time goes: PNG decode + block average 0.15–0.19 s (in a reader thread, overlapped
+  with inference); backbone + FPN ~0.55 s (ResNet-18 convolutions are ~60 % of model time); RPN
+  ~0.27 s; the dustrcnn mask head ~0.09 s *per detection* (MaskerB's 28 x 28 convolutions and
+  transposed convolutions), so the detection count drives the rest; decoding, records and outlines
+  0.05 s for 50 candidates; mask chunk + part file 0.01–0.02 s (writer thread, overlapped).
+* what was done: the model's box score threshold is raised to ``score_threshold`` so low-score
+  boxes never reach the mask head; masks are pasted only inside their boxes (torchvision pastes each
+  into a full-size image and stacks them: zeros/stack/cat took a third of the model time with 50
+  detections, and 65 MB); reading and writing run in threads beside inference; float32 throughout.
+* ``channels_last`` was measured and does not pay on CPU (0.76 vs 0.71 s per map), so it is not used.
 """
 
 from __future__ import annotations
@@ -76,7 +94,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
