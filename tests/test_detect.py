@@ -264,7 +264,8 @@ def test_archive_products_read_back(tmp_path, blob_model):
     np.testing.assert_allclose(merged["area_km2_cat"], merged["area_km2_det"], rtol=1e-6)
 
     with rasterio.open(out / "geotiff" / "r18_001.tif") as raster:
-        assert raster.shape == (150, 450) and "49900" in str(raster.crs) or "Mars" in raster.crs.to_wkt()
+        assert raster.shape == (150, 450)
+        assert "49900" in str(raster.crs) or "Mars" in raster.crs.to_wkt()
         assert np.nanmax(raster.read(1)) == pytest.approx(1.0)
     assert (out / "quicklook" / "r18_002.png").is_file()
     assert not (out / "geotiff" / "r18_004.tif").exists()
