@@ -57,7 +57,7 @@ class ImagingConfig:
     gap_width_deg: tuple[float, float] = (1.0, 4.0)
     missing_swath_probability: float = 0.012
     min_sun_elevation_deg: float = 12.0
-    noise_std: float = 0.006
+    noise_std: float = 0.003
     dust_red: float = 0.40
     dust_blue: float = 0.15
     cloud_red: float = 0.10
@@ -107,12 +107,20 @@ def season_bump(ls_deg: float, window: tuple[float, float]) -> float:
     return float(np.sin(np.pi * phase) ** 2) if phase < 1.0 else 0.0
 
 
+NOISE_BLOCK_DEG = 0.2
+"""Detector noise is drawn per block of about this size (2 × 2 pixels at 0.1°, single pixels at
+0.2° and coarser): native maps stay compressible (PNG) while the noise still looks like noise."""
+FINE_TEXTURE_MIN_WAVELENGTH_DEG = 0.8
+"""Shortest wavelength of cloud texture (at least two pixels)."""
+
+
 @dataclass
 class Instruments:
     """Per-planet precomputed fields reused every sol (drawn once: rendering stays fast).
 
-    ``noise`` is a (H + 64, W + 512) detector-noise tile from which each sol takes an offset
-    window; ``clouds`` a (H, W) cloud texture rolled in longitude each sol.
+    ``noise`` is a (H + 64, W + 512) detector-noise tile (constant on blocks of
+    :data:`NOISE_BLOCK_DEG`) from which each sol takes an offset window; ``clouds`` a (H, W) cloud
+    texture rolled in longitude each sol; ``tiles`` the storms' shared noise.
     """
 
     noise: np.ndarray
@@ -122,14 +130,18 @@ class Instruments:
     @classmethod
     def draw(cls, grid: MapGrid, seed: int) -> "Instruments":
         rng = np.random.default_rng([seed, 31])
-        noise = rng.standard_normal((grid.height + 64, grid.width + 512), dtype=np.float32)
+        block = max(1, int(round(NOISE_BLOCK_DEG / grid.res_deg)))
+        shape = (grid.height + 64, grid.width + 512)
+        coarse = rng.standard_normal((-(-shape[0] // block), -(-shape[1] // block)), dtype=np.float32)
+        noise = np.repeat(np.repeat(coarse, block, axis=0), block, axis=1)[: shape[0], : shape[1]]
         coarse_shape = (max(int(round((grid.lat_north_deg - grid.lat_south_deg) / 0.5)), 8), 720)
         clouds = spectral_field(coarse_shape, 0.5, rng, slope=2.5, min_wavelength_deg=1.5, max_wavelength_deg=30.0)
         clouds = resize_periodic(clouds, grid.shape)
-        clouds += 0.5 * spectral_field(grid.shape, grid.res_deg, rng, slope=2.0, min_wavelength_deg=2 * grid.res_deg,
+        clouds += 0.5 * spectral_field(grid.shape, grid.res_deg, rng, slope=2.0,
+                                       min_wavelength_deg=max(2 * grid.res_deg, FINE_TEXTURE_MIN_WAVELENGTH_DEG),
                                        max_wavelength_deg=3.0)
         clouds = np.clip(0.5 + 0.35 * clouds, 0.0, 1.0).astype(np.float32)
-        return cls(noise=noise, clouds=clouds, tiles=StormTiles.draw(seed))
+        return cls(noise=np.ascontiguousarray(noise), clouds=clouds, tiles=StormTiles.draw(grid, seed))
 
 
 @dataclass
@@ -143,7 +155,9 @@ class SolView:
     valid : bool (H, W)
     owner : int32 (H, W)
         Index into ``states`` of the storm that dominates each pixel's dust (-1: none), inside
-        storm outlines only; missing pixels included (check ``valid``).
+        storm outlines only; missing pixels included (check ``valid``). Where outlines overlap,
+        the storm with the larger smooth optical depth (without cell texture) owns the pixel, so
+        shared edges are smooth curves.
     states : list of StormState
         The storms drawn on this sol.
     fields : list of StormField or None
@@ -243,6 +257,46 @@ def _blend_dust(red, blue, tau, config: ImagingConfig):
     blue += config.dust_blue * (1.0 - transmit)
 
 
+STORM_BLEND_POWER = 4
+"""Overlapping storms combine their optical depths as a p-norm (a smooth maximum): a thick storm
+over a thin one looks like the thick one, two equal storms like one 2^(1/p) times thicker."""
+
+
+def combine_storms(grid: MapGrid, tiles: StormTiles, states: list[StormState]):
+    """Draw the storms of one sol and combine them.
+
+    Returns
+    -------
+    tau : float32 (H, W)
+        Storm dust optical depth (smooth maximum over storms, :data:`STORM_BLEND_POWER`).
+    owner : int32 (H, W)
+        Index of the storm owning each pixel inside outlines (-1: none), by largest smooth tau.
+    fields : list of StormField or None
+    """
+    tau_power = np.zeros(grid.shape, np.float32)
+    owner = np.full(grid.shape, -1, np.int32)
+    best = np.zeros(grid.shape, np.float32)
+    fields: list[StormField | None] = []
+    for index, state in enumerate(states):
+        f = storm_field(state, grid, tiles)
+        fields.append(f)
+        if f is None:
+            continue
+        rows = slice(f.row0, f.row1)
+        power = f.tau * f.tau
+        power *= power  # tau ** 4
+        for map_cols, box_cols in f.column_runs(grid.width):
+            tau_power[rows, map_cols] += power[:, box_cols]
+            sub_best = best[rows, map_cols]
+            smooth = f.smooth_tau[:, box_cols]
+            wins = smooth > sub_best  # smooth_tau is 0 outside the outline
+            owner[rows, map_cols][wins] = index
+            np.maximum(sub_best, smooth, out=sub_best)
+    np.sqrt(tau_power, out=tau_power)
+    np.sqrt(tau_power, out=tau_power)  # (sum of tau ** 4) ** (1 / 4)
+    return tau_power, owner, fields
+
+
 def to_rgb8(red: np.ndarray, blue: np.ndarray, valid: np.ndarray, config: ImagingConfig) -> np.ndarray:
     """Stretch red and blue reflectances to 8 bits; green = 1/3 red + 2/3 blue; black where invalid."""
     rgb = np.empty(red.shape + (3,), np.uint8)
@@ -277,30 +331,12 @@ def render_sol(planet: Planet, instruments: Instruments, states: list[StormState
     """
     grid = planet.grid
     rng = np.random.default_rng([seed, 41, day])
+    storm_tau, owner, fields = combine_storms(grid, instruments.tiles, states)
+    storm_tau += np.float32(haze_tau)
     red = planet.red.copy()
     blue = planet.blue.copy()
-    if haze_tau > 0.01:
-        _blend_dust(red, blue, np.float32(haze_tau), imaging)
-
-    owner = np.full(grid.shape, -1, np.int32)
-    best_tau = np.zeros(grid.shape, np.float32)
-    fields: list[StormField | None] = []
-    for index, state in enumerate(states):
-        f = storm_field(state, grid, instruments.tiles)
-        fields.append(f)
-        if f is None:
-            continue
-        rows = slice(f.row0, f.row1)
-        sub_red, sub_blue = red[rows][:, f.cols], blue[rows][:, f.cols]
-        _blend_dust(sub_red, sub_blue, f.tau, imaging)
-        red[rows, f.cols] = sub_red
-        blue[rows, f.cols] = sub_blue
-        sub_best = best_tau[rows][:, f.cols]
-        wins = f.inside & (f.tau > sub_best)
-        sub_owner = owner[rows][:, f.cols]
-        sub_owner[wins] = index
-        owner[rows, f.cols] = sub_owner
-        best_tau[rows, f.cols] = np.where(wins, f.tau, sub_best)
+    _blend_dust(red, blue, storm_tau, imaging)
+    del storm_tau
 
     cloud = cloud_opacity(grid, clouds, instruments, ls_deg, rng)
     red += imaging.cloud_red * cloud

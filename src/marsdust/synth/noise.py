@@ -54,18 +54,6 @@ def spectral_field(
     return field / std if std > 0 else field
 
 
-def tile_size_px(extent_deg: float, res_deg: float) -> int:
-    """Smallest power of two of pixels covering ``extent_deg`` at ``res_deg`` (at least 64)."""
-    need = max(64, int(np.ceil(extent_deg / res_deg)))
-    return int(2 ** np.ceil(np.log2(need)))
-
-
-def sample_tile(tile: np.ndarray, u_px: np.ndarray, v_px: np.ndarray) -> np.ndarray:
-    """Nearest-pixel lookup of a periodic tile at (column, row) pixel coordinates (wraps)."""
-    rows, cols = tile.shape
-    return tile[np.mod(v_px.astype(np.int64), rows), np.mod(u_px.astype(np.int64), cols)]
-
-
 def resize_periodic(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a field that wraps in longitude (columns) to ``shape`` (rows, columns)."""
     from scipy import ndimage

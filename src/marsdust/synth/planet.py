@@ -81,7 +81,10 @@ class PlanetConfig:
     large_scale_amplitude : float
         Std of random large-scale albedo variation (wavelengths 3°–60°).
     texture_amplitude : float
-        Std of fine texture (wavelengths down to two pixels).
+        Std of fine texture (wavelengths 4° down to ``texture_min_wavelength_deg``).
+    texture_min_wavelength_deg : float
+        Shortest wavelength of the fine texture (at least two pixels). Texture finer than ~0.8°
+        would make native 0.1° maps incompressible (PNG) without helping a detector.
     craters_per_hemisphere_area : int
         Number of craters drawn (radius 5–250 km, power law); those smaller than ~1.5 pixels
         are skipped at coarse resolution.
@@ -92,7 +95,8 @@ class PlanetConfig:
     base_albedo: float = 0.21
     provinces: tuple[Province, ...] = REAL_PROVINCES
     large_scale_amplitude: float = 0.022
-    texture_amplitude: float = 0.010
+    texture_amplitude: float = 0.008
+    texture_min_wavelength_deg: float = 0.8
     crater_count: int = 2500
     blue_ratio_bright: float = 0.36
     blue_ratio_dark: float = 0.55
@@ -200,6 +204,7 @@ def build_planet(grid: MapGrid, config: PlanetConfig = PlanetConfig(), seed: int
         r = angular_distance_deg(grid.lon_centers_deg[None, :], grid.lat_centers_deg[:, None], lon0, lat0) / radius
         albedo += (-0.04 * np.exp(-(r**2)) + 0.03 * np.exp(-(((r - 0.15) / 0.05) ** 2))).astype(np.float32)
     texture = spectral_field(grid.shape, grid.res_deg, np.random.default_rng([seed, 3]), slope=2.0,
+                             min_wavelength_deg=max(2 * grid.res_deg, config.texture_min_wavelength_deg),
                              max_wavelength_deg=4.0)
     albedo = np.clip(albedo + config.texture_amplitude * texture, 0.05, 0.45).astype(np.float32)
 

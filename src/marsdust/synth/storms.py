@@ -299,33 +299,48 @@ def _draw_sequence(first_key, seq_key, source, day, lon, lat, rng, clim) -> list
 
 # --- drawing one storm ---------------------------------------------------------------------------
 
+CELL_WAVELENGTH_KM = (40.0, 250.0)
+"""Wavelengths of the convective-cell texture inside storms, km."""
+
+
 @dataclass
 class StormTiles:
-    """Periodic noise tiles shared by all storms of a planet (drawn once per seed).
+    """Noise shared by all storms of a planet on one grid (drawn once per run: drawing stays fast).
 
-    ``shape`` (256², unit-free) warps outlines: a storm's radius spans 40 tile pixels;
-    ``cells`` (512² at 10 km per pixel) is the convective texture (cells 40–250 km).
+    ``shape`` (256², unit-free, periodic) warps outlines: a storm's radius spans 40 tile pixels.
+    ``cells`` (the map's shape, periodic on both axes, float32, mean 0 std 1) is the convective
+    texture (cells 40–250 km) in map pixels: a storm reads the window under its box, shifted by a
+    per-storm offset and by the day, so no per-pixel resampling is needed at full resolution.
     """
 
     shape: np.ndarray
     cells: np.ndarray
 
     @classmethod
-    def draw(cls, seed: int) -> "StormTiles":
+    def draw(cls, grid: MapGrid, seed: int) -> "StormTiles":
         from marsdust.synth.noise import spectral_field
 
         rng = np.random.default_rng([seed, 21])
         shape = spectral_field((256, 256), 1.0, rng, slope=3.0, min_wavelength_deg=12.0, max_wavelength_deg=160.0)
-        cells = spectral_field((512, 512), 1.0, rng, slope=2.0, min_wavelength_deg=4.0, max_wavelength_deg=25.0)
+        low_deg, high_deg = (w / KM_PER_DEG for w in CELL_WAVELENGTH_KM)
+        cells = spectral_field(grid.shape, grid.res_deg, rng, slope=2.0,
+                               min_wavelength_deg=max(low_deg, 2.5 * grid.res_deg), max_wavelength_deg=high_deg)
         cells = np.abs(cells)  # billowy, cellular look
         cells = (cells - cells.mean()) / cells.std()
         return cls(shape=shape.astype(np.float32), cells=cells.astype(np.float32))
 
 
 SHAPE_TILE_PX_PER_RADIUS = 40.0
-CELL_KM_PER_PX = 10.0
 WARP_STRENGTH = 0.28
+CELL_DRIFT_DEG_PER_SOL = 0.7
 MAX_EXTENT = 2.0  # bounding box half-size in units of the semi-major axis
+TRIM_DISTANCE = 1.8
+"""Beyond this warped distance (in outline radii) the skirt is below 0.1% of the storm's optical
+depth: the box is cut to where the distance is smaller."""
+COARSE_SAMPLES_PER_SEMI_MAJOR = 24.0
+"""The smooth parts of a storm (warped outline distance, front sharpness, skirt) are computed on a
+grid with this many samples per semi-major axis and upsampled bilinearly; the outline threshold,
+the front ramp and the cell texture are applied at full resolution."""
 
 
 @dataclass
@@ -333,7 +348,9 @@ class StormField:
     """A storm drawn on a map: rows ``row0:row1`` and (wrapped) columns ``cols``.
 
     ``tau`` is the dust optical depth in that box; ``inside`` the storm's outline (the pixels a
-    human would outline, where the catalog measures area).
+    human would outline, where the catalog measures area); ``smooth_tau`` the optical depth
+    without the cell texture inside the outline (0 outside): overlapping storms share pixels by
+    it, so the boundary between two storms is a smooth curve.
     """
 
     row0: int
@@ -341,16 +358,38 @@ class StormField:
     cols: np.ndarray
     tau: np.ndarray
     inside: np.ndarray
+    smooth_tau: np.ndarray
+
+    def column_runs(self, width: int) -> list[tuple[slice, slice]]:
+        """(map columns, box columns) slice pairs: one run, or two when the box wraps past 180°."""
+        n = self.cols.size
+        first = int(self.cols[0])
+        if first + n <= width:
+            return [(slice(first, first + n), slice(0, n))]
+        split = width - first
+        return [(slice(first, width), slice(0, split)), (slice(0, n - split), slice(split, n))]
 
 
-def storm_field(state: StormState, grid: MapGrid, tiles: StormTiles) -> StormField | None:
-    """Dust optical depth of one storm on one sol, inside its bounding box only.
+def _upsample(field: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling (pixel-centre aligned) of a coarse field by ``step``, cropped to ``shape``."""
+    if step == 1:
+        return field[: shape[0], : shape[1]]
+    from PIL import Image
 
-    The outline is an ellipse warped by low-frequency noise; optical depth rises steeply
-    behind the leading edge (a sharp front facing the direction of motion) and slowly on the
-    trailing side, which also trails a thin haze skirt outside the outline; a cellular texture
-    modulates it (convective cells). Returns None when the storm lies outside the map's band.
-    """
+    rows, cols = field.shape
+    big = Image.fromarray(np.ascontiguousarray(field, dtype=np.float32)).resize((cols * step, rows * step),
+                                                                                Image.BILINEAR)
+    return np.asarray(big)[: shape[0], : shape[1]]
+
+
+def _index_range(flags: np.ndarray) -> tuple[int, int]:
+    """[first, last + 1) of the True entries of a 1-D mask, widened by one on each side."""
+    hits = np.flatnonzero(flags)
+    return max(int(hits[0]) - 1, 0), min(int(hits[-1]) + 2, flags.size)
+
+
+def _storm_box(state: StormState, grid: MapGrid):
+    """Rows ``row0:row1`` and first column / column count of a storm's bounding box, or None."""
     half_lat = MAX_EXTENT * state.semi_major_km / KM_PER_DEG
     lat_hi, lat_lo = state.lat_deg + half_lat, state.lat_deg - half_lat
     if lat_lo >= grid.lat_north_deg or lat_hi <= grid.lat_south_deg:
@@ -362,25 +401,30 @@ def storm_field(state: StormState, grid: MapGrid, tiles: StormTiles) -> StormFie
     row1 = min(int(np.ceil((grid.lat_north_deg - lat_lo) / grid.res_deg)), grid.height)
     x_center = (state.lon_deg + 180.0) / grid.res_deg
     n_cols = min(int(np.ceil(2 * half_lon / grid.res_deg)) + 1, grid.width)
-    col_start = int(np.floor(x_center - n_cols / 2))
-    cols = np.mod(col_start + np.arange(n_cols), grid.width)
+    col_start = int(np.floor(x_center - n_cols / 2)) % grid.width
+    return row0, row1, col_start, n_cols
 
-    lat = grid.lat_centers_deg[row0:row1, None].astype(np.float32)
-    dlon = lon_difference_deg(grid.lon_centers_deg[cols], state.lon_deg).astype(np.float32)[None, :]
-    x_km = dlon * np.cos(np.radians(lat)) * KM_PER_DEG
-    y_km = np.broadcast_to((lat - state.lat_deg) * KM_PER_DEG, x_km.shape)
+
+def _smooth_parts(state: StormState, grid: MapGrid, tiles: StormTiles, row_px: np.ndarray, col_px: np.ndarray):
+    """Warped outline distance, front edge width and skirt optical depth at (fractional) pixel positions.
+
+    ``row_px`` (n,) and ``col_px`` (m,) are pixel-centre coordinates on ``grid`` (columns may run
+    past the map edge: longitudes wrap). Returns three float32 (n, m) arrays.
+    """
+    lat = (grid.lat_north_deg - (row_px + 0.5) * grid.res_deg).astype(np.float32)[:, None]
+    lon = -180.0 + (col_px + 0.5) * grid.res_deg
+    dlon = lon_difference_deg(lon, state.lon_deg).astype(np.float32)[None, :]
+    x_km = dlon * np.cos(np.radians(lat)) * np.float32(KM_PER_DEG)
+    y_km = np.broadcast_to((lat - np.float32(state.lat_deg)) * np.float32(KM_PER_DEG), x_km.shape)
     theta = np.radians(state.orientation_deg)
-    xr = x_km * np.cos(theta) + y_km * np.sin(theta)
-    yr = -x_km * np.sin(theta) + y_km * np.cos(theta)
-    distance = np.sqrt((xr / state.semi_major_km) ** 2 + (yr / state.semi_minor_km) ** 2)
+    xr = x_km * np.float32(np.cos(theta)) + y_km * np.float32(np.sin(theta))
+    yr = -x_km * np.float32(np.sin(theta)) + y_km * np.float32(np.cos(theta))
+    distance = np.sqrt((xr / np.float32(state.semi_major_km)) ** 2 + (yr / np.float32(state.semi_minor_km)) ** 2)
 
     rng = np.random.default_rng(state.shape_seed)
-    off = rng.integers(0, 4096, 4)
+    off = rng.integers(0, 4096, 2)
     scale = SHAPE_TILE_PX_PER_RADIUS / state.semi_major_km
-    from marsdust.synth.noise import sample_tile
-
-    # the outline changes slowly from sol to sol: shift the noise with the day
-    drift = (state.day * 3) % 256
+    drift = (state.day * 3) % 256  # the outline changes slowly from sol to sol
     from scipy.ndimage import map_coordinates
 
     coords = np.stack([y_km * scale + off[1], x_km * scale + off[0] + drift])
@@ -391,10 +435,64 @@ def storm_field(state: StormState, grid: MapGrid, tiles: StormTiles) -> StormFie
     along = (x_km * np.cos(heading) + y_km * np.sin(heading)) / np.maximum(distance * state.semi_major_km, 1.0)
     leading = np.clip(along, 0.0, 1.0)  # 1 on the side facing the motion
     edge_width = 0.35 - 0.29 * leading
-    ramp = np.clip((1.0 - d_eff) / edge_width, 0.0, 1.0)
-    cells = sample_tile(tiles.cells, x_km / CELL_KM_PER_PX + off[2] - state.day * 7, y_km / CELL_KM_PER_PX + off[3])
-    inside = d_eff < 1.0
-    tau_inside = state.tau * (0.4 + 0.6 * ramp) * (1.0 + 0.22 * cells)
     skirt = state.tau * 0.22 * (1.0 - leading) * np.exp(-np.maximum(d_eff - 1.0, 0.0) / 0.12)
-    tau = np.where(inside, np.maximum(tau_inside, 0.25 * state.tau), skirt).astype(np.float32)
-    return StormField(row0, row1, cols, tau, inside)
+    return d_eff.astype(np.float32), edge_width.astype(np.float32), skirt.astype(np.float32)
+
+
+def storm_field(state: StormState, grid: MapGrid, tiles: StormTiles) -> StormField | None:
+    """Dust optical depth of one storm on one sol, inside its bounding box only.
+
+    The outline is an ellipse warped by low-frequency noise; optical depth rises steeply
+    behind the leading edge (a sharp front facing the direction of motion) and slowly on the
+    trailing side, which also trails a thin haze skirt outside the outline; a cellular texture
+    modulates it (convective cells). The smooth parts are computed on a coarse grid (about
+    :data:`COARSE_SAMPLES_PER_SEMI_MAJOR` samples per semi-major axis) and upsampled; the outline,
+    the front and the texture are applied at full resolution, so big storms cost little more
+    than their pixel count. Returns None when the storm lies outside the map's band.
+    """
+    box = _storm_box(state, grid)
+    if box is None:
+        return None
+    row0, row1, col_start, n_cols = box
+    n_rows = row1 - row0
+    semi_major_px = state.semi_major_km / (KM_PER_DEG * grid.res_deg)
+    step = max(1, int(semi_major_px // COARSE_SAMPLES_PER_SEMI_MAJOR))
+    offset = (step - 1) / 2.0  # coarse samples sit at the centres of step × step blocks
+    row_px = row0 + offset + step * np.arange(-(-n_rows // step))
+    col_px = col_start + offset + step * np.arange(-(-n_cols // step))
+    d_coarse, edge_coarse, skirt_coarse = _smooth_parts(state, grid, tiles, row_px, col_px)
+    near = d_coarse < TRIM_DISTANCE
+    if not near.any():
+        return None
+    # keep only the part of the box where the storm or its skirt shows (+ one coarse sample)
+    r0, r1 = _index_range(near.any(axis=1))
+    c0, c1 = _index_range(near.any(axis=0))
+    d_coarse, edge_coarse, skirt_coarse = (a[r0:r1, c0:c1] for a in (d_coarse, edge_coarse, skirt_coarse))
+    row0, row1 = row0 + r0 * step, min(row0 + r1 * step, row1)
+    col_start, n_cols = (col_start + c0 * step) % grid.width, min(n_cols - c0 * step, (c1 - c0) * step)
+    shape = (row1 - row0, n_cols)
+    d_eff = _upsample(d_coarse, step, shape)
+    edge_width = _upsample(edge_coarse, step, shape)
+    skirt = _upsample(skirt_coarse, step, shape)
+
+    inside = d_eff < 1.0
+    ramp = np.clip((1.0 - d_eff) / edge_width, 0.0, 1.0)
+    smooth_tau = np.float32(state.tau) * (0.4 + 0.6 * ramp)
+    cols = (col_start + np.arange(n_cols)) % grid.width
+    drift_px = int(round(state.day * CELL_DRIFT_DEG_PER_SOL / grid.res_deg))
+    cells = _cells_window(tiles.cells, state, row0, row1, cols, drift_px)
+    tau_inside = np.maximum(smooth_tau * (1.0 + 0.22 * cells), np.float32(0.25 * state.tau))
+    tau = np.where(inside, tau_inside, skirt)
+    smooth_tau[~inside] = 0.0
+    return StormField(row0, row1, cols, tau, inside, smooth_tau)
+
+
+def _cells_window(cells: np.ndarray, state: StormState, row0: int, row1: int, cols: np.ndarray,
+                  drift_px: int) -> np.ndarray:
+    """The cell texture under a storm's box, at a per-storm offset that drifts with the day."""
+    height, width = cells.shape
+    rng = np.random.default_rng([state.shape_seed, 1])
+    row_off, col_off = (int(v) for v in rng.integers(0, 1 << 20, 2))
+    rows = (np.arange(row0, row1) + row_off) % height
+    texture_cols = (cols + col_off - drift_px) % width
+    return cells[rows[:, None], texture_cols[None, :]]

@@ -50,11 +50,18 @@ def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
-    """Write an 8-bit RGB map as PNG (low compression: fast; maps are noisy anyway)."""
+    """Write an 8-bit RGB map as PNG.
+
+    zlib level 1 with the run-length strategy (``Z_RLE``): on these maps (smooth ground, fine
+    noise; Pillow picks the Paeth filter) it is about as small as level 6 and 4–5× faster.
+    """
+    import zlib
+
     from PIL import Image
 
     tmp = atomic_path(path)
-    Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=compress_level)
+    Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=compress_level,
+                                          compress_type=zlib.Z_RLE)
     os.replace(tmp, path)
 
 
