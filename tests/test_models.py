@@ -27,6 +27,7 @@ MODEL_NAMES = ["dustrcnn", "maskrcnn", "fasterrcnn", "sppnet"]
 TINY = dict(
     backbone="resnet18",
     backbone_weights=None,
+    norm="batch",  # GroupNorm's CPU kernels are ~5x slower on these tiny inputs
     fpn_channels=32,
     mask_head_channels=32,
     representation_size=128,
@@ -119,7 +120,7 @@ def test_config_scales_anchors_to_working_resolution_and_rejects_bad_fields():
 
 
 def test_model_carries_name_resolved_config_and_paper_rpn():
-    model = build_model("dustrcnn", **TINY)
+    model = build_model("dustrcnn", **{**TINY, "norm": "auto"})
     assert model.model_name == "dustrcnn"
     assert model.config.norm == "group"  # random init -> GroupNorm
     generator = model.rpn.anchor_generator
@@ -297,18 +298,18 @@ def _mean_best_iou(model, samples) -> float:
 def test_each_detector_overfits_bright_blobs(name):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    samples = [blob_sample(generator, 3, 128, 128, n_blobs=1 + i % 2) for i in range(4)]
+    samples = [blob_sample(generator, 3, 96, 96, n_blobs=1 + i % 2) for i in range(2)]
     model = build_model(name, **TINY)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     images, targets = [s[0] for s in samples], [s[1] for s in samples]
     iou = 0.0
-    for step in range(1, 201):
+    for step in range(1, 151):
         model.train()
         losses = model(images, targets)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-        if step % 25 == 0:
+        if step % 10 == 0:
             iou = _mean_best_iou(model, samples)
             if iou > 0.8:
                 break

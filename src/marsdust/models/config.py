@@ -6,20 +6,28 @@ store both, so :func:`marsdust.models.load_model` rebuilds the right network wit
 Why the defaults are *compact* (measured on the 2-core development machine,
 ``torch.set_num_threads(2)``, random-init ResNet-18-FPN, 300 x 900 px maps at 0.4 deg):
 
-=========================================  ======================  ======================
-configuration                              train step (batch 2)    inference (1 image)
-=========================================  ======================  ======================
-stock-like (FPN 256 ch, 2000/1000 props,   see ``STOCK_LIKE``      (numbers in the
-512 RoIs/img, 1024-d FC head, 28 px masks)  and the report          report of issue 4)
-compact default (this file)
-=========================================  ======================  ======================
+=====================================  ===================  ===================  ==========
+configuration (random-init ResNet-18)  train step, batch 2  inference, 1 image   parameters
+=====================================  ===================  ===================  ==========
+maskrcnn, stock-like (``STOCK_LIKE``)  6.1 s                0.95 s               30.9 M
+maskrcnn, compact default              2.0 s                0.35 s               14.4 M
+dustrcnn, stock-like                   6.2 s                2.0 s                33.7 M
+dustrcnn, compact default              2.5 s                0.86 s               15.1 M
+sppnet, compact default                2.4 s                0.76 s               12.8 M
+=====================================  ===================  ===================  ==========
+
+(2026-11-30, Adam step included, 300 x 900 px, GroupNorm, while four other engineers shared the
+two cores: treat as ratios; under heavier load all numbers doubled to quadrupled.) The bare
+ResNet-18 forward/backward on two 300 x 900 maps is most of what is left in the compact
+configuration. GroupNorm's CPU kernels are slow on small inputs; ``norm="batch"`` is a
+faster option for CPU runs with larger batches.
 
 The time of the stock configuration goes to (a) the 256-channel FPN and RPN convolutions on
 the full-resolution P2 level, (b) 512 sampled RoIs per image through a 12.8M-parameter FC box
 head (256*7*7 -> 1024 -> 1024), (c) 2000 RPN proposals per image through NMS and RoIAlign,
 and (d) the 256-channel mask head on every positive RoI. The compact default shrinks each of
 these (FPN 128 ch, 600/300 proposals in training and 300/100 at test time, 128 RoIs per image,
-a 256-d box head, at most 50 detections per map). See :data:`MEASURED_TIMINGS` for the numbers.
+a 256-d box head, at most 50 detections per map).
 """
 
 from __future__ import annotations
