@@ -90,3 +90,144 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     quantized.save(tmp, format="PNG", optimize=True)
     os.replace(tmp, out)
     return out
+
+
+# --- evaluation figures (marsdust evaluate) --------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, out_png, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically (temp file in the same folder, then rename) and close it."""
+    plt = _pyplot()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def plot_pr_curves(pr_curves: dict, out_png, title: str = "") -> Path:
+    """Precision–recall curves at each IoU threshold (the ``pr_curves`` entry of ``metrics.json``).
+
+    Parameters
+    ----------
+    pr_curves : dict
+        ``recall`` (list of recall points) and ``precision`` (dict IoU threshold -> list, None
+        where undefined), as :func:`marsdust.evaluate.evaluate_detections` returns them.
+    out_png : path
+    title : str
+    """
+    plt = _pyplot()
+    recall = np.asarray(pr_curves["recall"], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for threshold, values in pr_curves["precision"].items():
+        precision = np.array([np.nan if v is None else v for v in values], dtype=float)
+        defined = precision[np.isfinite(precision)]
+        ap = float(defined.mean()) if defined.size else float("nan")
+        ax.plot(recall, precision, label=f"IoU {float(threshold):.2f}  (AP {100 * ap:.1f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title or "precision–recall (COCO, 101 recall points)", fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
+def plot_center_deviations(deviations: pd.DataFrame, out_png, title: str = "") -> Path:
+    """Histograms of the centre deviations dx, dy (pixels, top) and dlon, dlat (degrees, bottom), like the paper's Fig. 7.
+
+    Parameters
+    ----------
+    deviations : DataFrame
+        :func:`marsdust.evaluate.center_deviations` output (``dx_px, dy_px, dlon_deg, dlat_deg``).
+    out_png : path
+    title : str
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(8, 6))
+    panels = (("dx_px", "dx (px, + east)"), ("dy_px", "dy (px, + south)"),
+              ("dlon_deg", "Δlon (deg, + east)"), ("dlat_deg", "Δlat (deg, + north)"))
+    for ax, (column, label) in zip(axes.ravel(), panels):
+        values = deviations[column].to_numpy(float) if len(deviations) else np.zeros(0)
+        if values.size:
+            bins = max(5, min(40, int(np.sqrt(values.size)) * 2))
+            ax.hist(values, bins=bins, color="tab:orange", edgecolor="black", lw=0.4)
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_title(f"{label}: median {np.median(values):.2f}, n={values.size}", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no matched detections", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(label, fontsize=8)
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_ylabel("count", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title or "centre deviation of matched detections from the catalogue", fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
+def _draw_boxes(ax, boxes, width_px: int, res_deg: float, north_deg: float, color: str, labels=None) -> None:
+    """Draw xyxy pixel boxes in lon/lat axes, with their copy across 180° when they wrap."""
+    from matplotlib.patches import Rectangle
+
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
+        for shift in (0, -width_px, width_px):
+            if x1 + shift <= 0 or x0 + shift >= width_px:
+                continue
+            lon0 = -180.0 + (x0 + shift) * res_deg
+            lat_top = north_deg - y0 * res_deg
+            ax.add_patch(Rectangle((lon0, lat_top - (y1 - y0) * res_deg), (x1 - x0) * res_deg, (y1 - y0) * res_deg,
+                                   fill=False, edgecolor=color, lw=1.0))
+            if labels is not None:
+                ax.text(lon0, lat_top, labels[k], color=color, fontsize=6, va="bottom")
+
+
+def plot_truth_vs_prediction(rgb: np.ndarray, res_deg: float, north_deg: float, gt_boxes, pred_boxes, pred_scores,
+                             out_png, title: str = "", gt_labels=None, pred_masks=None) -> Path:
+    """Ground truth (left) next to the prediction (right) on one map, like the paper's Figs 3–6.
+
+    Parameters
+    ----------
+    rgb : ndarray (H, W, 3) in [0, 1]
+        The map at the grid the boxes are on.
+    res_deg, north_deg : float
+        Pixel size and northern edge of that grid, degrees.
+    gt_boxes, pred_boxes : array (n, 4)
+        xyxy pixel boxes (a box across 180° may run past the map edge).
+    pred_scores : array (n,)
+    out_png : path
+    title : str
+    gt_labels : list of str, optional
+        Text next to each ground-truth box (e.g. its confidence level).
+    pred_masks : array (n, H, W) of bool, optional
+        Predicted storm masks, drawn as a translucent overlay.
+    """
+    plt = _pyplot()
+    height, width = rgb.shape[:2]
+    extent = (-180.0, 180.0, north_deg - height * res_deg, north_deg)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 14 * height / width / 2 + 0.8))
+    for ax, name in zip(axes, ("ground truth (catalogue)", "prediction")):
+        ax.imshow(np.clip(rgb, 0, 1), extent=extent, interpolation="nearest")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{title}  {name}" if title else name, fontsize=8)
+    _draw_boxes(axes[0], gt_boxes, width, res_deg, north_deg, "cyan", gt_labels)
+    scores = np.asarray(pred_scores, dtype=float).reshape(-1)
+    if pred_masks is not None and len(pred_masks):
+        overlay = np.zeros((height, width, 4), dtype=float)
+        overlay[np.asarray(pred_masks, bool).any(axis=0)] = (1.0, 0.3, 0.0, 0.35)
+        axes[1].imshow(overlay, extent=extent, interpolation="nearest")
+    _draw_boxes(axes[1], pred_boxes, width, res_deg, north_deg, "yellow", [f"{s:.2f}" for s in scores])
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
