@@ -190,3 +190,14 @@ def test_presets_cover_the_paper_calendar():
     assert 2450 <= sizes["full"] <= 2600
     with pytest.raises(ValueError, match="unknown synth preset"):
         get_preset("huge")
+
+
+def test_full_preset_has_about_a_quarter_of_maps_with_storms():
+    from marsdust.synth.build import draw_catalog
+    from marsdust.synth.presets import full_config
+
+    maps, storms = draw_catalog(full_config(), seed=0, res_deg=0.8, every=4)
+    assert 600 <= len(maps) <= 660
+    fraction = (maps.n_storms > 0).mean()
+    assert 0.15 < fraction < 0.35  # real MOC: 607 of 2484 maps
+    assert set(storms.map_id) <= set(maps.map_id) and (storms.area_km2 >= 2e4).all()

@@ -121,9 +121,9 @@ def catalog_sol(view: SolView, grid: MapGrid, member_keys: list[int], sources: l
         n_drawn, n_visible = int(f.inside.sum()), int(visible.sum())
         if n_drawn == 0 or n_visible < 4 or n_visible < min_visible_fraction * n_drawn:
             continue
-        full = np.zeros(grid.shape, bool)
-        full[rows, f.cols] = visible
-        area_km2 = grid.mask_area_km2(full)
+        strip = np.zeros((f.row1 - f.row0, grid.width), bool)  # the storm's rows of the map
+        strip[:, f.cols] = visible
+        area_km2 = float(visible.sum(axis=1) @ row_area[rows])
         if area_km2 < MIN_CATALOG_AREA_KM2:
             continue
         weights = visible * row_area[rows, None]
@@ -140,11 +140,91 @@ def catalog_sol(view: SolView, grid: MapGrid, member_keys: list[int], sources: l
             "mars_year": int(row["mars_year"]), "ls": float(row["ls"]), "lon": round(lon, 3), "lat": round(lat, 3),
             "area_km2": round(area_km2, 1), "confidence": confidence, "member_id": ids.member_id[key],
             "sequence_id": ids.sequence_id.get(key, ""),
-            "polygon_wkt": _polygon_wkt(full[rows], grid, f.row0), "source": sources[index], "member_key": key,
+            "polygon_wkt": _polygon_wkt(strip, grid, f.row0), "source": sources[index], "member_key": key,
             "tau": round(state.tau, 3),
         })
     labels[~view.valid] = 255
     return rows_out, labels
+
+
+@dataclass
+class SolResult:
+    """One drawn sol: its map row, imaging, catalog rows and MDAD label image."""
+
+    row: dict
+    view: SolView
+    storms: list[dict]
+    labels: np.ndarray
+
+
+class Simulation:
+    """The synthetic Mars of one configuration and seed on one grid: calendar, weather, planet.
+
+    ``maps`` lists the sols that get a map (``selected_days``); :meth:`draw` draws one of them.
+    ``res_deg`` overrides the configuration's resolution (e.g. a coarse grid to draw the
+    catalog of a native-resolution preset quickly: same weather, same sols).
+    """
+
+    def __init__(self, config: SynthConfig, seed: int = 0, res_deg: float | None = None, out_dir=None):
+        self.config, self.seed = config, seed
+        self.grid = MapGrid.moc(res_deg or config.res_deg)
+        self.calendar = build_calendar(config.calendar, seed)
+        self.members = draw_storm_members(self.calendar, config.storms, seed)
+        self.ids = assign_ids(self.members, self.calendar)
+        self.by_day: dict[int, list] = {}
+        for member in self.members:
+            for state in member.states:
+                self.by_day.setdefault(state.day, []).append((state, member))
+        self.planet = build_planet(self.grid, config.planet, seed)
+        self.instruments = Instruments.draw(self.grid, seed)
+        maps = self.calendar.iloc[selected_days(config, self.calendar, seed)].copy()
+        maps["map_id"] = [make_map_id(s, n) for s, n in zip(maps["subphase"], maps["sol"])]
+        out = Path(out_dir) if out_dir is not None else Path(".")
+        maps["path"] = [str(out / "archive" / s / f"{m}.png") for s, m in zip(maps["subphase"], maps["map_id"])]
+        maps["haze_tau"] = [round(background_tau(config.storms, y, ls), 4)
+                            for y, ls in zip(maps["mars_year"], maps["ls"])]
+        self.maps = maps
+
+    def draw(self, row: dict) -> SolResult:
+        """Render and catalogue the sol of one ``maps`` row (a dict)."""
+        alive = self.by_day.get(row["day"], [])
+        view = render_sol(self.planet, self.instruments, [s for s, _ in alive], row["day"], row["ls"],
+                          row["haze_tau"], self.config.imaging, self.config.clouds, self.seed)
+        storms, labels = catalog_sol(view, self.grid, [m.key for _, m in alive], [m.source for _, m in alive],
+                                     self.ids, row)
+        return SolResult(row, view, storms, labels)
+
+
+def draw_catalog(config: SynthConfig, seed: int = 0, res_deg: float = 0.8, every: int = 1,
+                 progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The maps and storm catalog a configuration would write, drawn on a coarse grid, nothing written.
+
+    Same weather and sols as :func:`synthesize_config`; outlines, areas and visibility are
+    measured at ``res_deg`` (0.8° draws a map in ~10 ms), so counts are close to, not identical
+    with, the native-resolution ones (storms near the visibility and area limits may differ).
+
+    Parameters
+    ----------
+    every : int
+        Draw every ``every``-th map only (a sample of the calendar).
+
+    Returns
+    -------
+    maps, storms : DataFrame
+        The sampled maps (with ``n_storms``) and their catalog rows (``STORM_COLUMNS``).
+    """
+    from tqdm.auto import tqdm
+
+    simulation = Simulation(config, seed, res_deg=res_deg)
+    maps = simulation.maps.iloc[::every].copy()
+    rows: list[dict] = []
+    counts = []
+    for row in tqdm(maps.to_dict("records"), desc=f"catalog {config.name}", unit="map", disable=not progress):
+        result = simulation.draw(row)
+        rows += result.storms
+        counts.append(len(result.storms))
+    maps["n_storms"] = counts
+    return maps.drop(columns="path").reset_index(drop=True), pd.DataFrame(rows, columns=STORM_COLUMNS)
 
 
 def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True) -> dict:
@@ -162,34 +242,17 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
                                        write_mdad_v10, write_png)
 
     out = Path(out_dir)
-    grid = MapGrid.moc(config.res_deg)
-    calendar = build_calendar(config.calendar, seed)
-    members = draw_storm_members(calendar, config.storms, seed)
-    ids = assign_ids(members, calendar)
-    by_day: dict[int, list] = {}
-    for member in members:
-        for state in member.states:
-            by_day.setdefault(state.day, []).append((state, member))
-    planet = build_planet(grid, config.planet, seed)
-    instruments = Instruments.draw(grid, seed)
-    days = selected_days(config, calendar, seed)
-    maps = calendar.iloc[days].copy()
-    maps["map_id"] = [make_map_id(s, n) for s, n in zip(maps["subphase"], maps["sol"])]
-    maps["path"] = [str(out / "archive" / s / f"{m}.png") for s, m in zip(maps["subphase"], maps["map_id"])]
-    maps["haze_tau"] = [round(background_tau(config.storms, y, ls), 4) for y, ls in zip(maps["mars_year"], maps["ls"])]
+    simulation = Simulation(config, seed, out_dir=out)
+    grid, maps = simulation.grid, simulation.maps
 
     storms_rows: list[dict] = []
     cube: CubeWriter | None = None
     cube_year = None
     year_rows: list[dict] = []
     for row in tqdm(maps.to_dict("records"), desc=f"synth {config.name}", unit="map", disable=not progress):
-        alive = by_day.get(row["day"], [])
-        states = [s for s, _ in alive]
-        view = render_sol(planet, instruments, states, row["day"], row["ls"], row["haze_tau"], config.imaging,
-                          config.clouds, seed)
-        Path(row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        write_png(view.rgb, Path(row["path"]))
-        rows, labels = catalog_sol(view, grid, [m.key for _, m in alive], [m.source for _, m in alive], ids, row)
+        result = simulation.draw(row)
+        write_png(result.view.rgb, Path(row["path"]))
+        rows, labels = result.storms, result.labels
         storms_rows += rows
         if config.write_cubes:
             if row["mars_year"] != cube_year:

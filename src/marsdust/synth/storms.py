@@ -115,7 +115,7 @@ class StormClimatology:
     """
 
     sources: tuple[StormSource, ...] = MDAD_SOURCES
-    genesis_per_sol: float = 0.18
+    genesis_per_sol: float = 0.20
     off_season_fraction: float = 0.08
     sequence_probability: float = 0.12
     sequence_members: tuple[int, int] = (3, 6)
