@@ -201,3 +201,36 @@ def test_full_preset_has_about_a_quarter_of_maps_with_storms():
     fraction = (maps.n_storms > 0).mean()
     assert 0.15 < fraction < 0.35  # real MOC: 607 of 2484 maps
     assert set(storms.map_id) <= set(maps.map_id) and (storms.area_km2 >= 2e4).all()
+
+
+def test_overlapping_storms_share_a_smooth_edge_and_combine_their_dust():
+    from scipy import ndimage
+
+    from marsdust.synth.imaging import combine_storms
+    from marsdust.synth.storms import StormState, StormTiles, storm_field
+
+    grid = MapGrid.moc(0.2)
+    tiles = StormTiles.draw(grid, seed=0)
+    states = [StormState(k, 10, lon, 5.0, 1.2e6, 700.0, 550.0, 20.0, 0.0, tau, seed)
+              for k, (lon, tau, seed) in enumerate([(-4.0, 1.0, 11), (4.0, 1.05, 12)])]
+    tau, owner, fields = combine_storms(grid, tiles, states)
+    single = [np.zeros(grid.shape, np.float32) for _ in states]
+    inside = [np.zeros(grid.shape, bool) for _ in states]
+    for image, outline, state in zip(single, inside, states):
+        f = storm_field(state, grid, tiles)
+        image[f.row0:f.row1, f.cols] = f.tau
+        outline[f.row0:f.row1, f.cols] = f.inside
+    overlap = inside[0] & inside[1]
+    assert overlap.sum() > 1000
+    neighbours = np.ones((3, 3), int)
+    for index in (0, 1):
+        owned = (owner == index) & overlap
+        assert owned.sum() > 100
+        # a few pieces (a per-pixel winner on the textured tau leaves ~100 speckles of each storm)
+        assert ndimage.label(owned, neighbours)[1] <= 6
+        alone = owned & (ndimage.convolve(owned.astype(int), neighbours, mode="constant") == 1)
+        assert alone.sum() <= 3
+    both = (single[0] > 0.1) & (single[1] > 0.1)
+    assert both.sum() > 100
+    largest = np.maximum(single[0], single[1])[both]
+    assert (tau[both] >= largest - 1e-5).all() and (tau[both] <= 2 ** 0.25 * largest + 1e-5).all()
