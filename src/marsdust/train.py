@@ -446,6 +446,25 @@ def _targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
     return [{k: t[k] for k in keys} for t in targets]
 
 
+def validation_map(records: list[tuple]) -> dict[str, float]:
+    """COCO box mAP25/50/75 of validation records ``(map_id, (height, width), gt, pred)``.
+
+    ``gt`` and ``pred`` are :mod:`marsdust.evaluate` entries in the same (rolled) image frame;
+    the map grid is 60°S–60°N-centred with ``360 / width`` degrees per pixel. A value is 0.0 (not
+    NaN) when the maps hold no storm, so checkpoint selection always has a number.
+    """
+    from marsdust.evaluate import coco_map
+    from marsdust.grid import MapGrid
+
+    ground_truth, predictions, grids = {}, {}, {}
+    for map_id, (height, width), gt, pred in records:
+        ground_truth[map_id], predictions[map_id] = gt, pred
+        res = 360.0 / width
+        grids[map_id] = MapGrid(res * height / 2, -res * height / 2, res)
+    result = coco_map(ground_truth, predictions, grids)
+    return {key: float(result[key]) if math.isfinite(result[key]) else 0.0 for key in ("map25", "map50", "map75")}
+
+
 def _module_class():
     import lightning as L
 
@@ -513,26 +532,14 @@ def _module_class():
                 self._val_predictions.append((target["map_id"], tuple(image.shape[-2:]), gt, pred))
 
         def on_validation_epoch_end(self):
-            from marsdust.evaluate import coco_map
-            from marsdust.grid import MapGrid
-
             self.model.roi_heads.score_thresh = self._saved_score_thresh
             records = self._val_predictions
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 gathered = [None] * torch.distributed.get_world_size()
                 torch.distributed.all_gather_object(gathered, records)
                 records = [r for part in gathered for r in part]
-            ground_truth, predictions, grids = {}, {}, {}
-            for map_id, (height, width), gt, pred in records:
-                ground_truth[map_id], predictions[map_id] = gt, pred
-                res = 360.0 / width
-                grids[map_id] = MapGrid(res * height / 2, -res * height / 2, res)
-            result = coco_map(ground_truth, predictions, grids)
-            for key in ("map25", "map50", "map75"):
-                value = result[key]
-                if not math.isfinite(value):  # no storm in the validation maps: nothing to rank by
-                    value = 0.0
-                self.log(f"val_{key}", float(value), prog_bar=key == "map50", sync_dist=False, rank_zero_only=False)
+            for key, value in validation_map(records).items():
+                self.log(f"val_{key}", value, prog_bar=key == "map50", sync_dist=False, rank_zero_only=False)
             self._val_predictions = []
 
         # ---- exact resume: the RNG streams the RPN / RoI samplers draw from
@@ -602,7 +609,7 @@ def _callbacks(run_dir: Path, config: TrainConfig):
     return [best, last, FinalLast(), LearningRateMonitor(logging_interval="step")]
 
 
-def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> dict:
+def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train a detector; returns a summary dict (also written to ``RUN_DIR/done.json``).
 
     Parameters
@@ -613,6 +620,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     resume : bool
         Continue from ``RUN_DIR/checkpoints/last.ckpt`` (exactly; see the module docstring). The
         run's ``split.csv`` is reused. Without ``resume`` an existing ``last.ckpt`` is an error.
+    callbacks : list of lightning Callbacks, optional
+        Added to the run's own (checkpoints, learning-rate monitor).
 
     Returns
     -------
@@ -651,7 +660,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
         strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
         max_epochs=-1, val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        logger=logger, callbacks=_callbacks(run_dir, config), enable_progress_bar=bool(config.progress),
+        logger=logger, callbacks=_callbacks(run_dir, config) + list(callbacks or []), enable_progress_bar=bool(config.progress),
         enable_model_summary=False, log_every_n_steps=1, use_distributed_sampler=False, deterministic=False,
         default_root_dir=str(run_dir),
     )
