@@ -8,7 +8,9 @@ also times PNG-encoding a plain uniform-noise RGB image of the same size with th
 ``*_vs_reference`` figures are ratios to that time and compare across machines.
 
 Prints the figures and writes them to ``bench_out/synth.json`` (or the path given as argv[1]).
-Targets: draw ≤ 1 s median per map (planet precomputed once per run), PNG ≲ 3–4 MB per map.
+Targets: draw ≤ 1 s median per map (planet precomputed once per run); PNG size: 4.6 MB per map
+today (was 8.1 MB; aim ≲ 3 MB, but the smooth ground alone, without texture, clouds or noise,
+already costs ~2.3 MB as PNG).
 
 Run: ``.venv/bin/python benchmarks/bench_synth.py``
 """
