@@ -245,6 +245,11 @@ def test_bad_checkpoints_raise_checkpoint_error_naming_the_file(tmp_path):
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="garbage.ckpt"):
         load_model(garbage)
+    for number, content in enumerate([b"", b"\x80", b"\x80\x02}q", b"PK\x03\x04", b"\x80\x02\x8a\x0a"]):
+        tiny = tmp_path / f"tiny{number}.ckpt"  # torch.load raises IndexError, EOFError, RuntimeError...
+        tiny.write_bytes(content)
+        with pytest.raises(CheckpointError, match=f"tiny{number}.ckpt.*damaged"):
+            load_model(tiny)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="foreign.pt.*not a marsdust checkpoint"):

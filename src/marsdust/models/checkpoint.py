@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +160,27 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def _torch_load(path: Path, map_location) -> Any:
-    errors = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError)
+    """``torch.load`` that turns every failure on a damaged or foreign file into ``CheckpointError``.
+
+    A tiny or random file makes torch's unpicklers raise almost anything (``IndexError``,
+    ``EOFError``, ``UnpicklingError``, ``RuntimeError`` from the zip reader, ``struct.error``,
+    ``UnicodeDecodeError``...), so every ``Exception`` is caught; ``KeyboardInterrupt`` is not.
+    """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights_only" not in str(error) and "Unsupported global" not in str(error):
+        if not _holds_python_objects(error):
             raise CheckpointError(f"{path}: damaged or not a torch checkpoint ({error})") from error
         # A Lightning checkpoint may hold non-tensor objects (e.g. AttributeDict hparams).
         log.info("%s: holds Python objects beyond tensors; loading it as a trusted file", path)
-    except errors as error:
+    except Exception as error:  # noqa: BLE001  (see the docstring)
         raise CheckpointError(f"{path}: damaged, truncated or not a torch checkpoint ({error})") from error
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # noqa: BLE001  (anything a damaged pickle raises)
         raise CheckpointError(f"{path}: damaged, truncated or not a torch checkpoint ({error})") from error
+
+
+def _holds_python_objects(error: pickle.UnpicklingError) -> bool:
+    """True when the weights-only unpickler refused a readable file for its Python objects."""
+    return "weights_only" in str(error) or "Unsupported global" in str(error)
