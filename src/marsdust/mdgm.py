@@ -364,15 +364,44 @@ def read_map_resampled(path: str | os.PathLike, res_deg: float, grid: MapGrid | 
     (about 3x faster than ``downsample(read_map(path), factor)`` for 0.1° → 0.4°).
     ``res_deg`` must be a whole multiple of the map's resolution.
     """
+    return read_map_resampled_with_grid(path, res_deg, grid)[0]
+
+
+def read_map_resampled_with_grid(
+    path: str | os.PathLike, res_deg: float, grid: MapGrid | None = None
+) -> tuple[MapImage, MapGrid]:
+    """:func:`read_map_resampled`, also returning the map's native grid (file decoded once).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Map file or ``TARFILE::MEMBER`` (see :func:`read_map`).
+    res_deg : float
+        Target resolution in degrees per pixel; a whole multiple of the map's resolution.
+    grid : MapGrid, optional
+        Expected native grid; inferred from the image shape if omitted.
+
+    Returns
+    -------
+    (MapImage, MapGrid)
+        The map block-averaged to ``res_deg``, and the grid of the file's own pixels (e.g. to
+        convert boxes found at ``res_deg`` back to native pixels).
+
+    Raises
+    ------
+    MapReadError
+        As :func:`read_map`; also when ``res_deg`` is not a whole multiple of the native
+        resolution or the native shape does not divide into blocks.
+    """
     where = os.fspath(path)
     rgb_u8 = read_map_array(where)
     native = _grid_for_shape(rgb_u8.shape[0], rgb_u8.shape[1], grid, where)
     factor = _integer_factor(native, float(res_deg), where)
     if factor == 1:
-        return map_image_from_array(rgb_u8, native, where)
+        return map_image_from_array(rgb_u8, native, where), native
     valid = valid_mask(rgb_u8)
     rgb, valid_out = _block_average(rgb_u8, valid, factor, 1.0 / 255.0)
-    return MapImage(rgb=rgb, valid=valid_out, grid=native.rescaled(factor), path=where)
+    return MapImage(rgb=rgb, valid=valid_out, grid=native.rescaled(factor), path=where), native
 
 
 # ---------------------------------------------------------------------------------------------
