@@ -465,6 +465,17 @@ def validation_map(records: list[tuple]) -> dict[str, float]:
     return {key: float(result[key]) if math.isfinite(result[key]) else 0.0 for key in ("map25", "map50", "map75")}
 
 
+def _numpy_state_to_builtins(state: tuple) -> dict:
+    """numpy's legacy RNG state as tensors and builtins (loadable with torch ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from_builtins(state: dict) -> tuple:
+    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
+
+
 def _module_class():
     import lightning as L
 
@@ -546,7 +557,7 @@ def _module_class():
         def on_save_checkpoint(self, checkpoint):
             checkpoint["marsdust_rng"] = {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_state_to_builtins(np.random.get_state()),
                 "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             }
@@ -558,7 +569,7 @@ def _module_class():
             state = getattr(self, "_rng_to_restore", None)
             if state:
                 torch.set_rng_state(state["torch"])
-                np.random.set_state(state["numpy"])
+                np.random.set_state(_numpy_state_from_builtins(state["numpy"]))
                 random.setstate(state["python"])
                 if state.get("cuda") and torch.cuda.is_available():
                     torch.cuda.set_rng_state_all(state["cuda"])
