@@ -480,33 +480,20 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _backbone_as_tuple(model.backbone).eval()
-    example = torch.zeros(1, int(model.config.in_channels), 128, 256)
+    example = torch.zeros(1, int(model.config.in_channels), 64, 64)
     was_training = model.training
     model.eval()
     try:
+        with torch.inference_mode():
+            names = [f"level_{key}" for key in model.backbone(example)]
         with export.atomic_output(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), os.fspath(tmp), input_names=["images"],
-                              output_names=_level_names(model),
+            torch.onnx.export(wrapper, (example,), os.fspath(tmp), input_names=["images"], output_names=names,
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}}, opset_version=opset,
                               dynamo=False)
     finally:
         model.train(was_training)
     return path
-
-
-def _level_names(model) -> list[str]:
-    """Names of the backbone's output levels (``"0"``..``"3"``, ``"pool"``), in order."""
-    import torch
-
-    with torch.inference_mode():
-        was_training = model.backbone.training
-        model.backbone.eval()
-        try:
-            names = list(model.backbone(torch.zeros(1, int(model.config.in_channels), 64, 64)).keys())
-        finally:
-            model.backbone.train(was_training)
-    return [f"level_{name}" for name in names]
 
 
 class OnnxBackbone:
@@ -530,7 +517,6 @@ class OnnxBackbone:
         import torch
 
         self.fingerprint = _model_fingerprint(model)
-        self.level_keys = [name.removeprefix("level_") for name in _level_names(model)]
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
@@ -545,9 +531,11 @@ class OnnxBackbone:
                 raise FileNotFoundError(f"{onnx_path}: no such ONNX model (write one with marsdust export-onnx)")
             self.session = ort.InferenceSession(os.fspath(onnx_path), options, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]
-        if len(outputs) != len(self.level_keys):
+        n_levels = len(model.rpn.anchor_generator.sizes)  # one anchor size per pyramid level
+        if len(outputs) != n_levels:
             raise ValueError(f"{onnx_path}: the ONNX model has {len(outputs)} outputs but the detector's backbone has "
-                             f"{len(self.level_keys)} levels ({self.level_keys}); export it from this checkpoint")
+                             f"{n_levels} pyramid levels; export it from this checkpoint (marsdust export-onnx)")
+        self.level_keys = [name.removeprefix("level_") for name in outputs]
         self.input_name = self.session.get_inputs()[0].name
 
     def matches(self, model) -> bool:
@@ -565,14 +553,14 @@ class OnnxBackbone:
         return OrderedDict((key, torch.from_numpy(level)) for key, level in zip(self.level_keys, levels))
 
 
-_ENGINE_CACHE: "dict[int, tuple[object, OnnxBackbone]]" = {}
+_ENGINE_CACHE: "dict[tuple, tuple[object, OnnxBackbone]]" = {}
 
 
 def onnx_backbone_for(model, onnx_path: str | os.PathLike | None = None) -> OnnxBackbone:
     """A cached :class:`OnnxBackbone` for ``model``, rebuilt when its weights changed since."""
     import weakref
 
-    key = id(model)
+    key = (id(model), None if onnx_path is None else os.fspath(onnx_path))
     cached = _ENGINE_CACHE.get(key)
     if cached is not None and cached[0]() is model and cached[1].matches(model):
         return cached[1]

@@ -1,0 +1,138 @@
+"""Tests of detect's fast paths: the ONNX Runtime backbone engine (the CPU default), the engine
+switch (``auto`` / ``onnx`` / ``torch`` / ``plain``) and ``marsdust export-onnx``.
+
+Equivalence is checked against the model's own eager forward: the pyramid levels within 1e-3 and
+the detections of a whole map (scores, boxes, masks) within small tolerances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from marsdust import detect
+from marsdust.grid import MapGrid
+from marsdust.mdgm import map_image_from_array
+from marsdust.models import build_model, save_checkpoint
+
+pytest.importorskip("onnxruntime")
+
+TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
+            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=10, map_res_deg=0.8)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model("dustrcnn", **TINY).eval()
+
+
+def _map_image(seed: int = 0):
+    """A 150 x 450 (0.8°) map with a few bright patches and a missing band."""
+    rng = np.random.default_rng(seed)
+    grid = MapGrid.moc(0.8)
+    rgb = rng.integers(40, 90, grid.shape + (3,), dtype=np.uint8)
+    for row, col in ((40, 50), (90, 300), (70, 440)):
+        rgb[row:row + 20, col:col + 30] = (250, 220, 190)
+    rgb[:, 200:215] = 0
+    return map_image_from_array(rgb, grid, "synthetic")
+
+
+def test_onnx_backbone_matches_pytorch(tiny_model):
+    images = torch.rand(2, 3, 160, 512, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = tiny_model.backbone(images)
+    levels = detect.OnnxBackbone(tiny_model)(images)
+    assert list(levels) == list(reference)
+    for key in reference:
+        assert levels[key].shape == reference[key].shape
+        torch.testing.assert_close(levels[key], reference[key], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ["onnx", "torch"])
+def test_fast_engines_give_the_plain_forwards_detections(tiny_model, engine):
+    image = _map_image()
+    plain = detect.detect_map(tiny_model, image, map_id="m", score_threshold=0.0, engine="plain")
+    fast = detect.detect_map(tiny_model, image, map_id="m", score_threshold=0.0, engine=engine)
+    assert plain.n_detections > 0
+    assert fast.n_detections == plain.n_detections
+    np.testing.assert_allclose(fast.scores, plain.scores, atol=1e-4)
+    for a, b in zip(fast.records, plain.records):
+        np.testing.assert_allclose([a[k] for k in ("x0", "y0", "x1", "y1")], [b[k] for k in ("x0", "y0", "x1", "y1")],
+                                   atol=0.05)
+    for a, b in zip(fast.masks, plain.masks):
+        union = np.count_nonzero(a | b)
+        assert union == 0 or np.count_nonzero(a & b) / union > 0.99
+
+
+def test_auto_engine_is_onnx_on_cpu_and_env_overrides(tiny_model, monkeypatch):
+    monkeypatch.delenv(detect.ENGINE_ENV, raising=False)
+    assert detect.resolve_engine(tiny_model, "cpu") == "onnx"
+    monkeypatch.setenv(detect.ENGINE_ENV, "plain")
+    assert detect.resolve_engine(tiny_model, "cpu") == "plain"
+    monkeypatch.setenv(detect.ENGINE_ENV, "fastest")
+    with pytest.raises(ValueError, match="MARSDUST_DETECT_ENGINE"):
+        detect.resolve_engine(tiny_model, "cpu")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        detect.resolve_engine(tiny_model, "cpu", "tensorrt")
+    with pytest.raises(ValueError, match="CPU only"):
+        detect.resolve_engine(tiny_model, "cuda", "onnx")
+
+
+def test_cached_onnx_backbone_is_rebuilt_when_weights_change():
+    torch.manual_seed(2)
+    model = build_model("dustrcnn", **TINY).eval()
+    first = detect.onnx_backbone_for(model)
+    assert detect.onnx_backbone_for(model) is first
+    with torch.no_grad():
+        model.backbone.fpn.layer_blocks[0][0].weight.mul_(2.0)  # an optimizer step is in place too
+    second = detect.onnx_backbone_for(model)
+    assert second is not first
+    images = torch.rand(1, 3, 96, 256)
+    with torch.inference_mode():
+        reference = model.backbone(images)
+    torch.testing.assert_close(second(images)["0"], reference["0"], atol=1e-3, rtol=1e-3)
+
+
+def test_export_onnx_command_writes_a_backbone_detect_uses(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    checkpoint = save_checkpoint(tiny_model, tmp_path / "tiny.ckpt")
+    onnx_path = tmp_path / "tiny.onnx"
+    result = CliRunner().invoke(app, ["export-onnx", str(checkpoint), "-o", str(onnx_path)])
+    assert result.exit_code == 0, result.output
+    assert onnx_path.is_file() and "max |ONNX Runtime - PyTorch|" in result.output
+    image = _map_image(3)
+    plain = detect.detect_map(tiny_model, image, map_id="m", score_threshold=0.0, engine="plain")
+    saved = detect.detect_map(tiny_model, image, map_id="m", score_threshold=0.0, engine="onnx", onnx_model=onnx_path)
+    assert saved.n_detections == plain.n_detections > 0
+    np.testing.assert_allclose(saved.scores, plain.scores, atol=1e-4)
+
+
+def test_onnx_model_with_other_levels_is_refused(tmp_path, tiny_model):
+    other = build_model("dustrcnn", **{**TINY, "anchor_sizes_native_px": (32.0, 64.0, 128.0, 256.0, 512.0)}).eval()
+    path = detect.export_backbone_onnx(other, tmp_path / "other.onnx")
+    with pytest.raises(ValueError, match="outputs"):
+        detect.OnnxBackbone(tiny_model, path)
+    with pytest.raises(FileNotFoundError, match="export-onnx"):
+        detect.OnnxBackbone(tiny_model, tmp_path / "missing.onnx")
+
+
+def test_detect_archive_engines_write_the_same_catalog(tmp_path, tiny_model):
+    from PIL import Image
+
+    folder = tmp_path / "archive" / "R18"
+    folder.mkdir(parents=True)
+    rgb_u8 = np.round(np.clip(_map_image(4).rgb, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(rgb_u8, "RGB").save(folder / "r18_001.png")
+    (folder / "list_ls.txt").write_text("r18_001 25 180.0\n")
+    checkpoint = save_checkpoint(tiny_model, tmp_path / "tiny.ckpt")
+    tables = {}
+    for engine in ("onnx", "plain"):
+        detect.detect_archive(checkpoint, tmp_path / "archive", tmp_path / engine, score_threshold=0.0, engine=engine,
+                              progress=False, track=False)
+        tables[engine] = (tmp_path / engine / "detections.csv").read_text().splitlines()
+    assert len(tables["onnx"]) == len(tables["plain"]) > 1
