@@ -39,15 +39,18 @@ def _map_image(seed: int = 0):
     return map_image_from_array(rgb, grid, "synthetic")
 
 
-def test_onnx_backbone_matches_pytorch(tiny_model):
+def test_onnx_dense_part_matches_pytorch(tiny_model):
     images = torch.rand(2, 3, 160, 512, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         reference = tiny_model.backbone(images)
-    levels = detect.OnnxBackbone(tiny_model)(images)
+        reference_logits, reference_deltas = tiny_model.rpn.head(list(reference.values()))
+    levels, (logits, deltas) = detect.OnnxBackbone(tiny_model)(images)
     assert list(levels) == list(reference)
     for key in reference:
         assert levels[key].shape == reference[key].shape
         torch.testing.assert_close(levels[key], reference[key], atol=1e-3, rtol=1e-3)
+    for ours, theirs in zip(logits + deltas, reference_logits + reference_deltas):
+        torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.parametrize("engine", ["onnx", "torch"])
@@ -92,7 +95,7 @@ def test_cached_onnx_backbone_is_rebuilt_when_weights_change():
     images = torch.rand(1, 3, 96, 256)
     with torch.inference_mode():
         reference = model.backbone(images)
-    torch.testing.assert_close(second(images)["0"], reference["0"], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(second(images)[0]["0"], reference["0"], atol=1e-3, rtol=1e-3)
 
 
 def test_export_onnx_command_writes_a_backbone_detect_uses(tmp_path, tiny_model):

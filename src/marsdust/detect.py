@@ -410,7 +410,8 @@ def _has_fast_path(model) -> bool:
 # ---------------------------------------------------------------------------------------------
 ENGINES = ("auto", "onnx", "torch", "plain")
 """Ways to run a detector: ``torch`` = :func:`run_model`'s eager fast path (no full-size mask
-pasting); ``onnx`` = the same with the backbone + FPN run by ONNX Runtime (:class:`OnnxBackbone`);
+pasting); ``onnx`` = the same with the backbone + FPN + RPN head convolutions run by ONNX Runtime
+(:class:`OnnxBackbone`; proposals, NMS and the RoI heads stay in PyTorch);
 ``plain`` = the model's own ``model(images)`` forward (reference for accuracy checks); ``auto`` =
 ``onnx`` on CPU when onnxruntime is installed and the model has the fast path, else ``torch``."""
 
@@ -439,25 +440,56 @@ def _model_fingerprint(model) -> tuple:
     return tuple((id(t), t._version) for t in list(model.parameters()) + list(model.buffers()))
 
 
-def _backbone_as_tuple(backbone):
-    """An ``nn.Module`` running ``backbone`` and returning its FPN levels as a tuple (ONNX has no dict outputs)."""
+def _dense_part(model):
+    """An ``nn.Module``: images → FPN levels, then the RPN head's logits and deltas per level, as one tuple
+    (ONNX has no dict outputs)."""
     import torch
 
-    class BackboneTuple(torch.nn.Module):
-        def __init__(self, inner):
+    class DensePart(torch.nn.Module):
+        def __init__(self, backbone, rpn_head):
             super().__init__()
-            self.inner = inner
+            self.backbone = backbone
+            self.rpn_head = rpn_head
 
         def forward(self, images):
-            return tuple(self.inner(images).values())
+            levels = list(self.backbone(images).values())
+            logits, deltas = self.rpn_head(levels)
+            return tuple(levels) + tuple(logits) + tuple(deltas)
 
-    return BackboneTuple(backbone)
+    return DensePart(model.backbone, model.rpn.head)
+
+
+class _PrecomputedRPNHead:
+    """Stands in for ``rpn.head``: returns the logits and deltas ONNX Runtime already computed."""
+
+    def __new__(cls, logits, deltas):
+        import torch
+
+        class PrecomputedHead(torch.nn.Module):
+            def forward(self, features):
+                return logits, deltas
+
+        return PrecomputedHead()
+
+
+def _rpn_with_head_outputs(rpn, logits, deltas):
+    """A shallow copy of ``rpn`` whose head returns precomputed outputs (anchors, NMS, etc. unchanged)."""
+    import copy
+    from collections import OrderedDict
+
+    clone = copy.copy(rpn)
+    clone._modules = OrderedDict(rpn._modules)  # copy.copy shares the module dict: give the clone its own
+    clone.head = _PrecomputedRPNHead(logits, deltas)
+    return clone
 
 
 def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> Path:
-    """Write the model's backbone + FPN (normalized ``(N, 3, H, W)`` images → pyramid levels) as ONNX.
+    """Write the model's dense part as ONNX: normalized ``(N, C, H, W)`` images → pyramid levels
+    (``level_<key>``), then the RPN head's objectness logits (``rpn_logits_<key>``) and box deltas
+    (``rpn_deltas_<key>``) per level.
 
-    The RPN, RoI heads and post-processing stay in PyTorch (their shapes depend on the data).
+    Anchors, proposal selection / NMS, the RoI heads and post-processing stay in PyTorch (their
+    shapes depend on the data).
     Height and width are dynamic (multiples of 32, as the model's transform pads them). Written
     atomically.
 
@@ -479,13 +511,15 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _backbone_as_tuple(model.backbone).eval()
+    wrapper = _dense_part(model).eval()
     example = torch.zeros(1, int(model.config.in_channels), 64, 64)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            names = [f"level_{key}" for key in model.backbone(example)]
+            keys = list(model.backbone(example))
+        names = ([f"level_{key}" for key in keys] + [f"rpn_logits_{key}" for key in keys]
+                 + [f"rpn_deltas_{key}" for key in keys])
         with export.atomic_output(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (example,), os.fspath(tmp), input_names=["images"], output_names=names,
@@ -497,7 +531,7 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
 
 
 class OnnxBackbone:
-    """The detector's backbone + FPN run by ONNX Runtime on CPU (about 2x eager PyTorch there).
+    """The detector's backbone + FPN + RPN head run by ONNX Runtime on CPU (about 2x eager PyTorch there).
 
     Parameters
     ----------
@@ -532,10 +566,11 @@ class OnnxBackbone:
             self.session = ort.InferenceSession(os.fspath(onnx_path), options, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]
         n_levels = len(model.rpn.anchor_generator.sizes)  # one anchor size per pyramid level
-        if len(outputs) != n_levels:
-            raise ValueError(f"{onnx_path}: the ONNX model has {len(outputs)} outputs but the detector's backbone has "
-                             f"{n_levels} pyramid levels; export it from this checkpoint (marsdust export-onnx)")
-        self.level_keys = [name.removeprefix("level_") for name in outputs]
+        if len(outputs) != 3 * n_levels:
+            raise ValueError(f"{onnx_path}: the ONNX model has {len(outputs)} outputs but the detector has "
+                             f"{n_levels} pyramid levels (3 outputs each: features, RPN logits, RPN deltas); "
+                             "export it from this checkpoint (marsdust export-onnx)")
+        self.level_keys = [name.removeprefix("level_") for name in outputs[:n_levels]]
         self.input_name = self.session.get_inputs()[0].name
 
     def matches(self, model) -> bool:
@@ -543,14 +578,18 @@ class OnnxBackbone:
         return self.fingerprint == _model_fingerprint(model)
 
     def __call__(self, batch):
-        """Pyramid levels (an ``OrderedDict`` of CPU tensors) of a normalized ``(N, C, H, W)`` batch."""
+        """Pyramid levels (an ``OrderedDict`` of CPU tensors) and the RPN head's per-level ``(logits,
+        deltas)`` lists of a normalized ``(N, C, H, W)`` batch."""
         from collections import OrderedDict
 
         import numpy as np
         import torch
 
-        levels = self.session.run(None, {self.input_name: np.ascontiguousarray(batch.detach().cpu().numpy())})
-        return OrderedDict((key, torch.from_numpy(level)) for key, level in zip(self.level_keys, levels))
+        arrays = self.session.run(None, {self.input_name: np.ascontiguousarray(batch.detach().cpu().numpy())})
+        tensors = [torch.from_numpy(a) for a in arrays]
+        n = len(self.level_keys)
+        levels = OrderedDict(zip(self.level_keys, tensors[:n]))
+        return levels, (tensors[n:2 * n], tensors[2 * n:])
 
 
 _ENGINE_CACHE: "dict[tuple, tuple[object, OnnxBackbone]]" = {}
@@ -616,11 +655,13 @@ def run_model(model, tensors: Sequence, device, score_threshold: float, engine: 
         images = [t.to(device, non_blocking=True) for t in tensors]
         if engine in ("torch", "onnx"):
             batch, _ = model.transform(images)
+            rpn = model.rpn
             if engine == "onnx":
-                features = (onnx_backbone or onnx_backbone_for(model))(batch.tensors)
+                features, (logits, deltas) = (onnx_backbone or onnx_backbone_for(model))(batch.tensors)
+                rpn = _rpn_with_head_outputs(model.rpn, logits, deltas)
             else:
                 features = model.backbone(batch.tensors)
-            proposals, _ = model.rpn(batch, features)
+            proposals, _ = rpn(batch, features)
             outputs, _ = model.roi_heads(features, proposals, batch.image_sizes)
             for out in outputs:  # no resize: boxes are already in input pixels
                 if "masks" in out:

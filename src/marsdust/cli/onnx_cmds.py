@@ -17,9 +17,9 @@ def export_onnx_command(
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Run one map-sized input through ONNX Runtime and PyTorch and compare."),
 ) -> None:
-    """Export the detector's backbone + FPN (the dense ~70 % of CPU inference time) to ONNX.
+    """Export the detector's backbone + FPN + RPN head (the dense bulk of CPU inference time) to ONNX.
 
-    The RPN, RoI heads and post-processing stay in PyTorch. ``marsdust detect`` on CPU exports
+    Proposal selection, the RoI heads and post-processing stay in PyTorch. ``marsdust detect`` on CPU exports
     the same thing to a temporary file by itself; a saved file is used with
     ``detect_archive(..., onnx_model=FILE)``.
     """
@@ -35,7 +35,7 @@ def export_onnx_command(
         images = torch.rand(1, int(model.config.in_channels), 320, 1024, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             reference = model.backbone(images)
-        levels = OnnxBackbone(model, path)(images)
+        levels, _ = OnnxBackbone(model, path)(images)
         worst = max(float((levels[k] - reference[k]).abs().max()) for k in reference)
         typer.echo(f"max |ONNX Runtime - PyTorch| over the pyramid levels: {worst:.2e}")
         if worst > 1e-3:
