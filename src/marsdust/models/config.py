@@ -19,8 +19,16 @@ sppnet, compact default                2.4 s                0.76 s              
 (2026-11-30, Adam step included, 300 x 900 px, GroupNorm, while four other engineers shared the
 two cores: treat as ratios; under heavier load all numbers doubled to quadrupled.) The bare
 ResNet-18 forward/backward on two 300 x 900 maps is most of what is left in the compact
-configuration. GroupNorm's CPU kernels are slow on small inputs; ``norm="batch"`` is a
-faster option for CPU runs with larger batches.
+configuration.
+
+Why ``norm="auto"`` stays GroupNorm for random init: GroupNorm's CPU kernels are several
+times slower than BatchNorm only on tiny inputs (64 px test images). On 300 x 900 maps,
+dustrcnn compact default, 2 threads, interleaved runs (2026-11-30, load average 11-14 on 2
+cores, ``OMP_WAIT_POLICY=PASSIVE``): train step (batch 2, Adam) group 5.3-9.3 s vs batch
+6.5-11.7 s, inference (1 map) group 1.4-2.4 s vs batch 1.5-3.8 s, i.e. no gain from BatchNorm;
+GroupNorm also keeps training independent of the batch size (batch 2 per process under DDP).
+(With the default spinning OpenMP threads under that load the same runs took 2-5x longer and
+their ratio swung either way: measure with care on a shared machine.)
 
 The time of the stock configuration goes to (a) the 256-channel FPN and RPN convolutions on
 the full-resolution P2 level, (b) 512 sampled RoIs per image through a 12.8M-parameter FC box
