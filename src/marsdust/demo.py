@@ -112,7 +112,7 @@ def _detection_figure(test_index_path: Path, detections_csv: Path, out_png: Path
     return plot_maps_with_outlines(chosen, storms, out_png, max_width_px=900, dpi=80)
 
 
-def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path]) -> str:
+def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path], preset: str) -> str:
     """The report's summary page."""
     metrics = result.metrics
     segm = metrics.get("segm") or {}
@@ -124,7 +124,7 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
         "# marsdust demo report",
         "",
         f"DustRCNN trained for {train_summary.get('global_step')} steps "
-        f"({train_summary.get('seconds', float('nan')):.0f} s) on the synthetic `demo` archive, "
+        ff"({train_summary.get('seconds', float('nan')):.0f} s) on the synthetic `{preset}` archive, "
         "strategy 1 (temporal split); scored on the held-out test sols.",
         "",
         "| | mAP25 | mAP50 | mAP75 |",
@@ -213,6 +213,6 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         train_seconds=float(train_summary.get("seconds") or 0.0), seconds=time.perf_counter() - t0,
     )
     tmp = result.summary_path.with_suffix(".md.tmp")
-    tmp.write_text(_summary_markdown(result, train_summary, figures))
+    tmp.write_text(_summary_markdown(result, train_summary, figures, preset))
     os.replace(tmp, result.summary_path)
     return result
