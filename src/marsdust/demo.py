@@ -124,7 +124,7 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
         "# marsdust demo report",
         "",
         f"DustRCNN trained for {train_summary.get('global_step')} steps "
-        ff"({train_summary.get('seconds', float('nan')):.0f} s) on the synthetic `{preset}` archive, "
+        f"({train_summary.get('seconds', float('nan')):.0f} s) on the synthetic `{preset}` archive, "
         "strategy 1 (temporal split); scored on the held-out test sols.",
         "",
         "| | mAP25 | mAP50 | mAP75 |",
