@@ -78,6 +78,14 @@ jobs, so absolute numbers are pessimistic; default compact ``dustrcnn``, random 
   into a full-size image and stacks them: zeros/stack/cat took a third of the model time with 50
   detections, and 65 MB); reading and writing run in threads beside inference; float32 throughout.
 * ``channels_last`` was measured and does not pay on CPU (0.76 vs 0.71 s per map), so it is not used.
+* **engines** (:data:`ENGINES`, ``engine=`` of :func:`detect_map` / :func:`detect_archive`, or
+  ``$MARSDUST_DETECT_ENGINE``): on CPU the default (``auto``) runs the dense part — backbone, FPN
+  and the RPN head's convolutions — in ONNX Runtime (exported once per model to a temporary file,
+  ~2-4 s, or from ``marsdust export-onnx``): that part is ~4x faster than eager PyTorch (0.53 vs
+  2.18 s on one map at load ~11) and the whole model call ~1.6x; detections match the eager
+  forward within float tolerance (``tests/test_detect_speedpaths.py``). On a GPU ``auto`` is the
+  eager fast path (``torch``). ``plain`` is the model's own ``model(images)`` (accuracy reference).
+  ``benchmarks/bench_detect.py`` measures all of this against stock torchvision in one run.
 """
 
 from __future__ import annotations
