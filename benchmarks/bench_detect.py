@@ -173,14 +173,14 @@ def child_map50(options: dict) -> dict:
     from marsdust.labels import map_targets
     from marsdust.mdgm import read_map
     from marsdust.models import load_model
-    from marsdust.train import TrainConfig, _prediction_entry, evaluation_split, load_tables
+    from marsdust.train import TrainConfig, _prediction_entry, _run_config_near, evaluation_split, load_tables
 
     torch.set_num_threads(options["threads"])
     checkpoint = Path(options["checkpoint"])
     model = load_model(checkpoint).eval()
     config = TrainConfig.from_dict({"data": options["data"]}, source="bench_detect --data")
     index_df, storms_df = load_tables(config)
-    split_df, split_source = evaluation_split(checkpoint, index_df, None, {}, None)
+    split_df, split_source = evaluation_split(checkpoint, index_df, None, _run_config_near(checkpoint), None)
     rows = select_split(index_df, split_df, "test")
     if options["map_maps"]:
         rows = rows.head(options["map_maps"])
@@ -205,12 +205,27 @@ def child_map50(options: dict) -> dict:
         target = map_targets(storms_by_map.get(row.map_id, empty), grid, "fixed")
         ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}
         grids[row.map_id], map_ls[row.map_id] = grid, float(row.ls)
+    agreement = _agreement(predictions[fast_engine], predictions["plain"])
     for engine in (fast_engine, "plain"):
         metrics = evaluate_detections(ground_truth, predictions[engine], grids, map_ls=map_ls, segm=False)
         results[engine] = {"map50": float(metrics["map50"]), "median_s_per_map": float(np.median(seconds[engine]))}
     return {"maps": int(len(rows)), "split": f"test ({split_source})", "fast_engine": fast_engine,
             "fast": results[fast_engine], "plain": results["plain"],
-            "map50_fast_minus_plain": results[fast_engine]["map50"] - results["plain"]["map50"]}
+            "map50_fast_minus_plain": results[fast_engine]["map50"] - results["plain"]["map50"], **agreement}
+
+
+def _agreement(fast: dict, plain: dict) -> dict:
+    """How closely two engines' detections agree (score >= 0.05): counts, worst score and box differences."""
+    n_fast = sum(len(p["scores"]) for p in fast.values())
+    n_plain = sum(len(p["scores"]) for p in plain.values())
+    same_count = [m for m in plain if len(fast[m]["scores"]) == len(plain[m]["scores"])]
+    score_diff = max((float(np.abs(np.sort(fast[m]["scores"]) - np.sort(plain[m]["scores"])).max())
+                      for m in same_count if len(plain[m]["scores"])), default=0.0)
+    box_diff = max((float(np.abs(fast[m]["boxes"] - plain[m]["boxes"]).max())
+                    for m in same_count if len(plain[m]["scores"])), default=0.0)
+    return {"detections_fast": n_fast, "detections_plain": n_plain,
+            "maps_with_same_detection_count": f"{len(same_count)} of {len(plain)}",
+            "max_score_difference": score_diff, "max_box_difference_px": box_diff}
 
 
 CHILDREN = {"ours": child_ours, "stock": child_stock, "map50": child_map50}
@@ -291,6 +306,10 @@ def markdown(report: dict) -> str:
         f"| load average before → after | {ours['load_average_before']} → {ours['load_average_after']} | "
         f"{stock['load_average_before'] if stock else '—'} → {stock['load_average_after'] if stock else '—'} |",
     ]
+    for engine, other in report.get("other_engines", {}).items():
+        lines += [f"| ours with engine `{engine}`: steady s / map, median s / map, peak RSS MB, detections / map | "
+                  f"{other['steady_s_per_map']:.2f}, {other['median_s_per_map']:.2f}, {other['peak_rss_mb']:.0f}, "
+                  f"{other['detections_per_map']:.1f} (load {other['load_average_before'][0]:.1f}) | — |"]
     if report.get("speedup_vs_stock") is not None:
         lines += ["", f"**Speed-up vs stock: {report['speedup_vs_stock']:.1f}x** (stock median s per map / ours "
                       f"steady-state wall s per map); per-map latency ratio {report['speedup_vs_stock_latency']:.1f}x "
@@ -299,7 +318,10 @@ def markdown(report: dict) -> str:
     if m:
         lines += ["", f"mAP50 on {m['maps']} {m['split']} maps: {m['fast_engine']} engine {m['fast']['map50']:.4f}, "
                       f"plain eager forward {m['plain']['map50']:.4f}, difference {m['map50_fast_minus_plain']:+.4f}; "
-                      "stock: untrained network, not scored."]
+                      "stock: untrained network, not scored.",
+                  "", f"Detections (score >= 0.05): {m['detections_fast']} fast, {m['detections_plain']} plain; same count on "
+                      f"{m['maps_with_same_detection_count']} maps; max score difference {m['max_score_difference']:.2e}, "
+                      f"max box difference {m['max_box_difference_px']:.2e} px."]
     else:
         lines += ["", "mAP50: not measured (needs --checkpoint and --data); stock is an untrained network."]
     return "\n".join(lines) + "\n"
@@ -315,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--engine", default=None, help="detect engine for ours (auto, onnx, torch, plain).")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="Score threshold (default 0.5 trained; 0.6 random init, whose scores sit near 0.5).")
+    parser.add_argument("--also-engines", default="torch",
+                        help="Comma-separated engines also timed on the same maps for comparison ('' : none).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench_out"), help="Output folder (detect.json, detect.md).")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -355,6 +379,11 @@ def main(argv: list[str] | None = None) -> dict:
                   "command": " ".join([Path(sys.executable).name, "benchmarks/bench_detect.py"] + sys.argv[1:]),
                   "machine": machine(args.threads), "model": model_note}
         report["ours"] = run_child("ours", options)
+        report["other_engines"] = {}
+        for engine in [e.strip() for e in args.also_engines.split(",") if e.strip()]:
+            print(f"ours with engine {engine} ...", flush=True)
+            report["other_engines"][engine] = run_child("ours", dict(options, engine=engine,
+                                                                     out_dir=str(out / f"detect_run_{engine}")))
         report["stock"] = None
         if args.stock_maps > 0:
             print(f"stock: maskrcnn_resnet50_fpn at native resolution on {args.stock_maps} + 1 maps ...", flush=True)
