@@ -563,6 +563,9 @@ class OnnxBackbone:
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # no busy-waiting between runs: the spinning threads would take the cores from the PyTorch heads,
+        # the PNG reader thread and the writer thread that run beside ONNX Runtime
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if onnx_path is None:
             with tempfile.TemporaryDirectory(prefix="marsdust-onnx-") as folder:
                 made = export_backbone_onnx(model, Path(folder) / "backbone.onnx")
