@@ -297,6 +297,9 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
 
+    result = CliRunner().invoke(app, ["detect", str(ckpt), str(tmp_path), "-o", str(tmp_path / "o"), "--engine", "gpu"])
+    assert result.exit_code == 2 and "--engine must be one of auto, onnx, torch, plain" in result.output
+
 
 # ------------------------------------------------------------------------------------------------
 # archives: killed and resumed, several workers (real checkpoint, subprocesses)

@@ -45,6 +45,11 @@ def detect_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh (delete earlier parts and products)."),
     table_format: str = typer.Option("csv", "--format", help="csv, or parquet (also writes detections.parquet)."),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="Inference engine: auto (ONNX Runtime on CPU, PyTorch on GPU), onnx, torch, or plain "
+        "(the model's own forward). Default: auto, or MARSDUST_DETECT_ENGINE."),
+    onnx_model: Optional[Path] = typer.Option(None, "--onnx-model",
+                                              help="A backbone exported with marsdust export-onnx (skips the export)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Detect, outline, measure and track dust storms on every map of an archive.
@@ -61,6 +66,10 @@ def detect_command(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if table_format not in ("csv", "parquet"):
         _fail(f"--format must be csv or parquet, got {table_format!r}")
+    from marsdust.detect import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        _fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if not checkpoint.is_file():
         _fail(f"{checkpoint}: no such checkpoint file")
     try:
@@ -68,7 +77,8 @@ def detect_command(
             checkpoint, maps if len(maps) > 1 else maps[0], output, batch_size=batch_size, device=device,
             score_threshold=score_threshold, mask_threshold=mask_threshold, pad_deg=pad_deg, max_tile_px=max_tile_px,
             geotiff=geotiff, quicklook=quicklook, track=not no_track, table_format=table_format, overwrite=overwrite,
-            workers=workers, threads=threads, progress=not quiet,
+            workers=workers, threads=threads, progress=not quiet, engine=engine,
+            onnx_model=None if onnx_model is None else str(onnx_model),
         )
     except (CheckpointError, MapReadError, ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)
