@@ -18,7 +18,7 @@ from marsdust.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from marsdust.models.config import STOCK_LIKE, DetectorConfig
+from marsdust.models.config import SMALL_CPU, STOCK_LIKE, DetectorConfig
 from marsdust.models.losses import boundary_loss, box_losses, dice_loss
 from marsdust.models.registry import (
     MODEL_REGISTRY,
@@ -35,6 +35,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MODEL_REGISTRY",
     "STOCK_LIKE",
+    "SMALL_CPU",
     "CheckpointError",
     "DetectorConfig",
     "MarsDustDetector",
