@@ -110,7 +110,7 @@ def child_ours(options: dict) -> dict:
     torch.set_num_threads(options["threads"])
     out_dir = Path(options["out_dir"])
     t0 = time.perf_counter()
-    summary = detect_archive(options["checkpoint"], options["archive"], out_dir, overwrite=True, progress=False,
+    detect_archive(options["checkpoint"], options["archive"], out_dir, overwrite=True, progress=False,
                              threads=options["threads"], score_threshold=options["score_threshold"],
                              engine=options["engine"])
     wall = time.perf_counter() - t0

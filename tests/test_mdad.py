@@ -4,7 +4,6 @@ import netCDF4
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
 from shapely import wkt
 
 from marsdust.grid import MapGrid, polygon_area_km2

@@ -34,7 +34,6 @@ map's meridians and parallels.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
@@ -44,6 +43,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from marsdust.fileio import write_csv_atomic
 from marsdust.labels import flip_target, map_targets, roll_target, seam_free_shift, split_at_seam
 
 SPLIT_NAMES = ("train", "val", "test", "unused")
@@ -215,18 +215,7 @@ def _require(rows: np.ndarray, strategy: str, what: str, period: Period, index_d
 
 def save_split(split_df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a split manifest CSV (``map_id, split, ...``) atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            split_df.to_csv(stream, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_csv_atomic(split_df, path)
 
 
 def load_split(path: str | os.PathLike) -> pd.DataFrame:

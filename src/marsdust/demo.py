@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from marsdust.fileio import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 DEMO_MAX_STEPS = 300
@@ -221,7 +223,5 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         n_detected_storms=len(pd.read_csv(detections_csv)),
         train_seconds=float(train_summary.get("seconds") or 0.0), seconds=time.perf_counter() - t0,
     )
-    tmp = result.summary_path.with_suffix(".md.tmp")
-    tmp.write_text(_summary_markdown(result, train_summary, figures, preset))
-    os.replace(tmp, result.summary_path)
+    write_text_atomic(result.summary_path, _summary_markdown(result, train_summary, figures, preset))
     return result

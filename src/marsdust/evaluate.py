@@ -43,7 +43,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -51,6 +50,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from marsdust.fileio import write_text_atomic
 from marsdust.grid import MapGrid
 
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
@@ -503,20 +503,6 @@ def _jsonable(value):
     return value
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_metrics_json(metrics: Mapping, path: str | os.PathLike) -> Path:
     """Write metrics atomically as JSON (NaN as null); must hold ``map25``, ``map50``, ``map75`` in [0, 1]."""
     missing = [k for k in MAP_KEYS if k not in metrics]
@@ -526,7 +512,7 @@ def write_metrics_json(metrics: Mapping, path: str | os.PathLike) -> Path:
         value = metrics[key]
         if value is not None and math.isfinite(float(value)) and not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"metrics[{key!r}] = {value} is not a fraction in [0, 1]")
-    return _atomic_write_text(Path(path), json.dumps(_jsonable(metrics), indent=2) + "\n")
+    return write_text_atomic(Path(path), json.dumps(_jsonable(metrics), indent=2) + "\n")
 
 
 def read_metrics_json(path: str | os.PathLike) -> dict:
@@ -615,6 +601,6 @@ def write_comparison_table(table: pd.DataFrame, out_stem: str | os.PathLike) -> 
         stem = stem.with_suffix("")
     flat = table.copy()
     flat.columns = [f"{m} {s}" for m, s in table.columns]
-    md_path = _atomic_write_text(stem.with_suffix(".md"), comparison_markdown(table))
-    csv_path = _atomic_write_text(stem.with_suffix(".csv"), flat.reset_index().to_csv(index=False))
+    md_path = write_text_atomic(stem.with_suffix(".md"), comparison_markdown(table))
+    csv_path = write_text_atomic(stem.with_suffix(".csv"), flat.reset_index().to_csv(index=False))
     return md_path, csv_path

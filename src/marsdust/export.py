@@ -24,14 +24,14 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from marsdust.fileio import atomic_output
 from marsdust.grid import MARS_RADIUS_KM, MapGrid, normalize_lon
 from marsdust.naming import parse_map_name
 
@@ -66,26 +66,6 @@ SPLIT_LABEL_OFFSET = 133
 # ------------------------------------------------------------------------------------------------
 # atomic writes
 # ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
-
-    The temporary file keeps ``path``'s suffix (format drivers pick formats by suffix) and is
-    removed if the block raises, so no partial or stale file is left behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ------------------------------------------------------------------------------------------------
 # detection records from masks
 # ------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from marsdust.fileio import atomic_output
 from marsdust.grid import MapGrid
 from marsdust.naming import make_map_id, parse_map_name
 
@@ -736,17 +736,8 @@ def problems_table(index: pd.DataFrame) -> pd.DataFrame:
 
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` on a temp file in ``path``'s folder, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        write(str(tmp))
 
 
 def save_index(df: pd.DataFrame, path: str | os.PathLike) -> None:

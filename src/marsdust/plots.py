@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from marsdust.fileio import atomic_output
 
 
 def _outline_lines(wkt: str):
@@ -80,15 +81,14 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
     from PIL import Image
 
-    with Image.open(tmp) as image:  # 256-colour palette: a noisy map figure shrinks ~3x
-        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    quantized.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+        plt.close(fig)
+        with Image.open(tmp) as image:  # 256-colour palette: a noisy map figure shrinks ~3x
+            quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        quantized.save(tmp, format="PNG", optimize=True)
     return out
 
 
@@ -107,10 +107,9 @@ def _save_figure(fig, out_png, dpi: int = 100) -> Path:
     plt = _pyplot()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 

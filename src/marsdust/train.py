@@ -52,7 +52,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -63,6 +62,8 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+
+from marsdust.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -591,20 +592,6 @@ def build_module(config: TrainConfig):
 # --------------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _callbacks(run_dir: Path, config: TrainConfig):
     from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
@@ -666,7 +653,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         from marsdust.data import save_split
 
         save_split(split_df, run_dir / "split.csv")
-    _atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**config.to_dict(), "resolved_optim": config.optim()},
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump({**config.to_dict(), "resolved_optim": config.optim()},
                                                                sort_keys=False))
     datamodule = _data_module_class()(config, index_df, storms_df, split_df)
     module = build_module(config)
@@ -702,7 +689,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         "n_val_maps": len(datamodule.val_set),
     }
     if trainer.is_global_zero and trainer.global_step >= config.max_steps:
-        _atomic_write_text(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -864,8 +851,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                     "working_res_deg": float(model.config.map_res_deg)})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics_json(metrics, out_dir / "metrics.json")
-    _atomic_write_text(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
-    _atomic_write_text(out_dir / "deviations.csv", deviations.to_csv(index=False))
+    write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
+    write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))
     figures = out_dir / "figures"
     name = f"{model.model_name} on {split} maps"
     plots.plot_pr_curves(metrics["pr_curves"], figures / "pr_curves.png", title=f"precision–recall: {name}")

@@ -12,12 +12,12 @@ reads it); the first point (-90°) and every point outside a MOC map's 60°S–6
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from marsdust.fileio import atomic_output, temp_path_beside, write_csv_atomic, write_text_atomic
 from marsdust.grid import MapGrid
 
 MDAD_V10_COLUMNS = {
@@ -27,26 +27,6 @@ MDAD_V10_COLUMNS = {
 }
 MASTER_COLUMNS = ["subphase", "sol", "mem_ID", "seq_ID", "confidence_flag", "area", "swathLs", "centroid_lon",
                   "centroid_lat"]
-
-
-def atomic_path(final: Path):
-    """A temporary path in ``final``'s folder; move it with ``os.replace(tmp, final)`` when done."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = atomic_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    tmp = atomic_path(path)
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
@@ -59,10 +39,9 @@ def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
 
     from PIL import Image
 
-    tmp = atomic_path(path)
-    Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=compress_level,
-                                          compress_type=zlib.Z_RLE)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=compress_level,
+                                              compress_type=zlib.Z_RLE)
 
 
 def write_list_ls(rows: pd.DataFrame, path: Path) -> None:
@@ -98,7 +77,7 @@ class CubeWriter:
 
         self.path = Path(path)
         self.grid = grid
-        self.tmp = atomic_path(self.path)
+        self.tmp = temp_path_beside(self.path)
         self.ds = netCDF4.Dataset(self.tmp, "w", format="NETCDF4")
         n_lat = int(round(180.0 / grid.res_deg)) + 1
         self.lat_points = np.round(-90.0 + np.arange(n_lat) * grid.res_deg, 6)

@@ -1,0 +1,59 @@
+"""Atomic file output, shared by every writer in marsdust.
+
+A file is written to a temporary name in its final folder and moved into place with
+:func:`os.replace` only when the writer succeeded, so a crash, a kill or an exception never
+leaves a partial or half-written product behind (and an earlier complete file stays intact).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+
+def temp_path_beside(path: str | os.PathLike) -> Path:
+    """A new empty temporary file in ``path``'s folder (created if missing), keeping its suffix.
+
+    For writers that keep a file open across calls; move it into place with ``os.replace`` when
+    complete (or use :func:`atomic_output`, which does that for a ``with`` block).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp_name)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file keeps ``path``'s suffix (format drivers pick formats by suffix) and is
+    removed if the block raises.
+    """
+    tmp = temp_path_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text to ``path`` atomically; returns the path."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as CSV (no index) to ``path`` atomically; returns the path."""
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
