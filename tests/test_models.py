@@ -42,11 +42,8 @@ TINY = dict(
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+def _two_threads(two_threads):
+    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
 
 
 def blob_sample(

@@ -34,11 +34,8 @@ RES_DEG = 0.8
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+def _two_threads(two_threads):
+    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
 
 
 @pytest.fixture(scope="session")
