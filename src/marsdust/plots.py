@@ -21,7 +21,7 @@ def _outline_lines(wkt: str):
 
 
 def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, max_width_px: int = 1800,
-                            dpi: int = 100) -> Path:
+                            dpi: int = 100, what: str = "catalog storms") -> Path:
     """Draw maps stacked vertically with their catalog storm outlines and labels.
 
     Parameters
@@ -35,6 +35,8 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
         Output PNG (written atomically).
     max_width_px : int
         Maps are block-averaged to at most this many pixels wide (keeps the file small).
+    what : str
+        What the outlines are, for the panel titles (e.g. ``"detected storms"``).
 
     Returns
     -------
@@ -76,7 +78,7 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
         ax.set_xticks(range(-180, 181, 60))
         ax.set_yticks(range(-int(north) // 30 * 30, int(north) + 1, 30))
         ax.tick_params(labelsize=7)
-        ax.set_title(f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {len(on_map)} catalog storms",
+        ax.set_title(f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {len(on_map)} {what}",
                      fontsize=9)
     fig.tight_layout()
     out = Path(out_png)
