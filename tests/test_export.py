@@ -250,3 +250,18 @@ def test_map_mask_step_numbers_and_overlaps():
     assert set(np.unique(tracked.labels)) == {0, 7, 135}
     empty = export.map_mask_step("r18_040", 25, 100.0, [], valid=np.ones(GRID.shape, dtype=bool))
     assert empty.labels.shape == GRID.shape and not empty.labels.any()
+
+
+def test_atomic_output_gives_products_normal_permissions(tmp_path):
+    """Products are readable as any file the user writes (mkstemp alone would leave them 0600)."""
+    import os
+    import stat
+
+    from marsdust.fileio import write_text_atomic
+
+    mask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

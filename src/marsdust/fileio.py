@@ -29,6 +29,13 @@ def temp_path_beside(path: str | os.PathLike) -> Path:
     return Path(tmp_name)
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
@@ -39,6 +46,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_path_beside(path)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's private 0600 would stick to the product
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
