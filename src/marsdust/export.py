@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from marsdust.fileio import atomic_output
+from marsdust.fileio import atomic_output, write_table_atomic
 from marsdust.grid import MARS_RADIUS_KM, MapGrid, normalize_lon
 from marsdust.naming import parse_map_name
 
@@ -266,12 +266,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise ValueError(f"{path}: unknown table format {suffix!r}; use .csv, .parquet or .pq")
-    with atomic_output(path) as tmp:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-    return path
+    return write_table_atomic(df, path)
 
 
 def _json_value(value):

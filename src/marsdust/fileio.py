@@ -65,3 +65,14 @@ def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False)
     return Path(path)
+
+
+def write_table_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a DataFrame atomically: Parquet for ``.parquet``/``.pq``, CSV for anything else."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)
+    return path

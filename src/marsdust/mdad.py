@@ -770,14 +770,11 @@ def read_catalog(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFram
 
 def save_catalog(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a storm table atomically: Parquet if ``path`` ends in ``.parquet``, else CSV."""
-    from marsdust.mdgm import atomic_write
+    from marsdust.fileio import write_table_atomic
 
     table = df[STORM_COLUMNS]
     table.attrs = {}
-    if str(path).lower().endswith(".parquet"):
-        atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
-    else:
-        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    write_table_atomic(table, path)
 
 
 # ---------------------------------------------------------------------------------------------

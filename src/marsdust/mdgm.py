@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.fileio import atomic_output
+from marsdust.fileio import atomic_output, write_table_atomic
 from marsdust.grid import MapGrid
 from marsdust.naming import make_map_id, parse_map_name
 
@@ -744,7 +744,4 @@ def save_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write an archive index atomically: Parquet if ``path`` ends in ``.parquet``, else CSV."""
     table = df[INDEX_COLUMNS]
     table.attrs = {}
-    if str(path).lower().endswith(".parquet"):
-        atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
-    else:
-        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    write_table_atomic(table, path)
