@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.fileio import atomic_output, write_table_atomic
+from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
 from marsdust.naming import make_map_id, parse_map_name
 
@@ -733,11 +733,6 @@ def problems_table(index: pd.DataFrame) -> pd.DataFrame:
     """The problems found while indexing, as a table ``kind, where, detail``."""
     return pd.DataFrame(index.attrs.get("problems", []), columns=["kind", "where", "detail"])
 
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file in ``path``'s folder, then move it into place."""
-    with atomic_output(path) as tmp:
-        write(str(tmp))
 
 
 def save_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
