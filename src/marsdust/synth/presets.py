@@ -43,6 +43,11 @@ class SynthConfig:
     write_cubes: bool = True
 
 
+def _dense_storms() -> StormClimatology:
+    """The storm rate of ``demo`` and ``bench``: ~5× ``full``, ≈ 2–3 storms per map."""
+    return StormClimatology(genesis_per_sol=1.0, off_season_fraction=0.3, sequence_probability=0.2)
+
+
 def ci_config() -> SynthConfig:
     """≈ 61 single maps at 0.4° on the paper's calendar (MY24 Ls150 – MY28 Ls121), one every 43 sols,
     storm rate boosted ~8× (the default temporal split gets ≈ 26 train / 13 val / 13 test maps)."""
@@ -63,7 +68,7 @@ def demo_config() -> SynthConfig:
         res_deg=0.4,
         sol_stride=37,
         sols_per_run=2,
-        storms=StormClimatology(genesis_per_sol=1.0, off_season_fraction=0.3, sequence_probability=0.2),
+        storms=_dense_storms(),
     )
 
 
@@ -75,8 +80,7 @@ def bench_config() -> SynthConfig:
     training budget of minutes per detector sees too few storms to learn anything.
     """
     return SynthConfig(name="bench", res_deg=0.4, sol_stride=10, sols_per_run=2,
-                       storms=StormClimatology(genesis_per_sol=1.0, off_season_fraction=0.3,
-                                               sequence_probability=0.2))
+                       storms=_dense_storms())
 
 
 def full_config() -> SynthConfig:
