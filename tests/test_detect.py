@@ -271,6 +271,35 @@ def test_archive_products_read_back(tmp_path, blob_model):
     assert not (out / "geotiff" / "r18_004.tif").exists()
 
 
+def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob_model, monkeypatch):
+    """On a GPU detect reads and post-processes maps in several threads; the products must not change."""
+    import rasterio
+    import xarray as xr
+
+    maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(-170.0 + 40 * sol, 5.0, 6.0), (20.0, -30.0 + 3 * sol, 5.0)])
+            for sol in range(1, 9)}
+    archive = write_archive(tmp_path / "archive", maps, grid=MapGrid.moc(0.4))
+    umask_before = os.umask(0o022)
+    os.umask(umask_before)
+    detect.detect_archive(blob_model, archive, tmp_path / "one", batch_size=3, geotiff=True, progress=False)
+    monkeypatch.setattr(detect, "_host_threads", lambda device, batch_size: 4)
+    detect.detect_archive(blob_model, archive, tmp_path / "four", batch_size=3, geotiff=True, quicklook=True,
+                          progress=False)
+    assert os.umask(umask_before) == umask_before  # the writers' umask reads left it as it was
+
+    one, four = (pd.read_csv(tmp_path / name / "detections.csv") for name in ("one", "four"))
+    assert len(one) == 16
+    pd.testing.assert_frame_equal(one, four)
+    maps_one, maps_four = (pd.read_csv(tmp_path / name / "maps.csv").drop(columns="seconds") for name in ("one", "four"))
+    pd.testing.assert_frame_equal(maps_one, maps_four)
+    with xr.open_dataset(tmp_path / "one" / "masks.nc") as a, xr.open_dataset(tmp_path / "four" / "masks.nc") as b:
+        np.testing.assert_array_equal(a["MDAD"].values, b["MDAD"].values)
+    with rasterio.open(tmp_path / "one" / "geotiff" / "r18_005.tif") as a, \
+            rasterio.open(tmp_path / "four" / "geotiff" / "r18_005.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    assert len(list((tmp_path / "four" / "quicklook").glob("*.png"))) == 8
+
+
 def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob_model):
     maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
     archive = write_archive(tmp_path / "archive", maps)

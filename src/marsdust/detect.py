@@ -97,6 +97,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -1050,6 +1051,9 @@ def _error_part(row: dict, message: str, seconds: float) -> dict:
             "detections": [], "mask_chunk": None}
 
 
+_NETCDF_LOCK = threading.Lock()
+
+
 def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
     """Mask chunk, optional GeoTIFF / quick-look, then the part JSON (last: it marks the map done)."""
     t0 = time.perf_counter()
@@ -1059,7 +1063,8 @@ def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quickloo
         step = export.map_mask_step(result.map_id, result.mars_year, result.ls if np.isfinite(result.ls) else 0.0,
                                     result.masks[:export.MAX_STORM_LABEL], scores=result.scores[:export.MAX_STORM_LABEL],
                                     valid=result.valid)
-        chunk = export.write_mask_chunk(parts / "masks", step, result.grid)
+        with _NETCDF_LOCK:  # netCDF4 / HDF5 are not thread-safe; on a GPU several writer threads get here
+            chunk = export.write_mask_chunk(parts / "masks", step, result.grid)
         chunk_name = chunk.name
     except ValueError as err:  # a map id without subphase/sol cannot be a cube time step
         log.warning("%s: no mask-cube step (%s)", result.map_id, err)
@@ -1299,7 +1304,8 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
 
     bar = tqdm(total=len(todo), desc="detect", unit="map", disable=not progress, dynamic_ncols=True)
     n_errors = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marsdust-write") as writer:
+    host_threads = _host_threads(torch_device, batch_size)
+    with ThreadPoolExecutor(max_workers=host_threads, thread_name_prefix="marsdust-write") as writer:
         pending_writes: list[Future] = []
         batch: list[_Prepared] = []
 
@@ -1327,11 +1333,8 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
                 bar.update(1)
             pending_writes = [f for f in pending_writes if not f.done()]
 
-        # On a GPU, decoding PNGs (~0.15 s per native map, PIL releases the GIL) is the bottleneck: use
-        # several reader threads; on CPU the cores belong to torch, one reader overlaps enough.
-        readers = min(8, max(1, (os.cpu_count() or 1) // 2), batch_size) if torch_device.type == "cuda" else 1
-        lookahead = max(2 * batch_size, readers) + 1
-        for row, loaded in _prefetch(todo, res_deg, settings, lookahead=lookahead, loaders=readers):
+        lookahead = max(2 * batch_size, host_threads) + 1
+        for row, loaded in _prefetch(todo, res_deg, settings, lookahead=lookahead, loaders=host_threads):
             if isinstance(loaded, Exception):
                 n_errors += 1
                 log.error("%s: skipped, cannot read map %s: %s", row["map_id"], row["path"], loaded)
@@ -1348,6 +1351,19 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
             bar.update(1)
     bar.close()
     return len(todo)
+
+
+def _host_threads(device, batch_size: int) -> int:
+    """Reader threads (decode the next maps) and writer threads (post-process and save) each.
+
+    On a GPU the model takes milliseconds per map and the host work is the bottleneck: decoding PNGs
+    (~0.15 s per native map) and post-processing (outlines, ~3 ms per storm). PIL and most numpy
+    work release the GIL, so several threads of each pay; on CPU the cores belong to torch and one
+    of each overlaps enough.
+    """
+    if device.type != "cuda":
+        return 1
+    return min(8, max(1, (os.cpu_count() or 1) // 2), batch_size)
 
 
 def _decode_and_write(prepared: _Prepared, outputs, settings: DetectSettings, infer_seconds: float, out_dir: Path,

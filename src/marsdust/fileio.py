@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -29,10 +30,19 @@ def temp_path_beside(path: str | os.PathLike) -> Path:
     return Path(tmp_name)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    """The process's file-creation mask (read without changing it for long)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process's file-creation mask (read without changing it for long).
+
+    Reading it means setting it, so two threads doing this at once could leave 0o022 behind for
+    good: the lock keeps the set-and-restore pairs from interleaving (``detect`` writes from
+    several threads on a GPU).
+    """
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
