@@ -8,6 +8,9 @@ In one run, each side in its own child process (so peak memory does not mix):
   ``maps.csv``, steady-state seconds per map (interval between consecutive maps' part files),
   wall seconds per map, maps/s, projected time for the ``full`` preset's 2,533 maps, peak RSS
   (``ru_maxrss`` of the child), detections per map;
+* **ours, model alone**: the same model on ``--batch-size`` prepared maps at a time (copy to the
+  device, inference, outputs back), median ms per map over ``--model-repeats`` batches: the figure to
+  hold against the paper's GPU inference time;
 * **stock**: torchvision ``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`` at native
   resolution (``min_size=1200, max_size=3600``) on the same maps, read with
   :func:`marsdust.mdgm.read_map`: median seconds per map (read + inference) after one warm-up map,
@@ -32,6 +35,10 @@ Run::
     .venv/bin/python benchmarks/bench_detect.py --checkpoint runs/bench/checkpoints/best.ckpt \\
         --data bench_out/data/bench                                  # + mAP50 fast vs plain
     .venv/bin/python benchmarks/bench_detect.py --stock-maps 0 --engine torch   # ours only, another engine
+    python benchmarks/bench_detect.py --device cuda --batch-size 8 --maps 32     # on a GPU (see gpu_check.sh)
+
+With ``--device cuda`` every side runs on the GPU (ours with the eager PyTorch engine, in batches of
+``--batch-size`` maps, several reader and writer threads) and the report adds peak GPU memory.
 """
 
 from __future__ import annotations
@@ -109,10 +116,11 @@ def child_ours(options: dict) -> dict:
 
     torch.set_num_threads(options["threads"])
     out_dir = Path(options["out_dir"])
+    device = options["device"]
     t0 = time.perf_counter()
     detect_archive(options["checkpoint"], options["archive"], out_dir, overwrite=True, progress=False,
-                             threads=options["threads"], score_threshold=options["score_threshold"],
-                             engine=options["engine"])
+                   threads=options["threads"], score_threshold=options["score_threshold"],
+                   engine=options["engine"], device=device, batch_size=options["batch_size"])
     wall = time.perf_counter() - t0
     maps = pd.read_csv(out_dir / "maps.csv")
     seconds = maps["seconds"].to_numpy(float)
@@ -120,7 +128,9 @@ def child_ours(options: dict) -> dict:
     steady = float(np.median(np.diff(written))) if len(written) > 2 else wall / max(len(maps), 1)
     model = load_model(options["checkpoint"])
     return {
-        "engine": resolve_engine(model, "cpu", options["engine"]),
+        "engine": resolve_engine(model, device, options["engine"]),
+        "device": device,
+        "batch_size": options["batch_size"],
         "maps": int(len(maps)),
         "median_s_per_map": float(np.median(seconds)),
         "p90_s_per_map": float(np.percentile(seconds, 90)),
@@ -132,7 +142,68 @@ def child_ours(options: dict) -> dict:
         "detections_per_map": float(maps["n_detections"].mean()),
         "score_threshold": options["score_threshold"],
         "peak_rss_mb": peak_rss_mb(),
+        **gpu_memory(device),
     }
+
+
+def gpu_memory(device: str) -> dict:
+    """Peak GPU memory allocated by torch in this process, MB (empty on CPU)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {}
+    return {"gpu": torch.cuda.get_device_name(device), "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that a timer around it measures the work (no-op on CPU)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def child_ours_model(options: dict) -> dict:
+    """Time the model alone (host-to-device copy, inference, outputs back on the host) on batches of maps.
+
+    The maps are read and prepared once; then ``--model-repeats`` batches of ``--batch-size`` maps are
+    timed after two warm-up batches. This is the number to hold against the paper's GPU figure
+    (290-370 ms per map), which is for inference alone.
+    """
+    import torch
+
+    from marsdust.detect import DetectSettings, prepare_map, resolve_engine, run_model, working_image
+    from marsdust.detect import onnx_backbone_for
+    from marsdust.models import load_model
+
+    torch.set_num_threads(options["threads"])
+    device, batch_size = options["device"], options["batch_size"]
+    model = load_model(options["checkpoint"]).to(device).eval()
+    engine = resolve_engine(model, device, options["engine"])
+    settings = DetectSettings(score_threshold=options["score_threshold"], engine=engine)
+    paths = [options["paths"][k % len(options["paths"])] for k in range(batch_size)]
+    tensors = []
+    for path in paths:
+        image, native_grid = working_image(path, float(model.config.map_res_deg))
+        tensors += prepare_map(image, native_grid, settings, map_id=Path(path).stem, mars_year=25, ls=185.0).tensors
+    backbone = onnx_backbone_for(model) if engine == "onnx" else None
+
+    def batch() -> list[dict]:
+        return run_model(model, tensors, device, options["score_threshold"], engine, backbone)
+
+    for _ in range(2):
+        batch()
+    synchronize(device)
+    seconds = []
+    for _ in range(options["model_repeats"]):
+        t0 = time.perf_counter()
+        batch()
+        synchronize(device)
+        seconds.append(time.perf_counter() - t0)
+    per_map_ms = np.array(seconds) / batch_size * 1000.0
+    return {"engine": engine, "device": device, "batch_size": batch_size, "input_px": list(tensors[0].shape),
+            "repeats": len(seconds), "median_ms_per_map": float(np.median(per_map_ms)),
+            "min_ms_per_map": float(per_map_ms.min()), "peak_rss_mb": peak_rss_mb(), **gpu_memory(device)}
 
 
 def child_stock(options: dict) -> dict:
@@ -144,15 +215,18 @@ def child_stock(options: dict) -> dict:
 
     torch.set_num_threads(options["threads"])
     torch.manual_seed(0)
-    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=1200, max_size=3600).eval()
+    device = options["device"]
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=1200, max_size=3600)
+    model = model.to(device).eval()
     paths = options["paths"][: options["stock_maps"] + 1]
     seconds, detections = [], []
     for k, path in enumerate(paths):
         t0 = time.perf_counter()
         image = read_map(path)
-        tensor = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1)
+        tensor = torch.from_numpy(np.ascontiguousarray(image.rgb)).permute(2, 0, 1).to(device)
         with torch.inference_mode():
             out = model([tensor])[0]
+        synchronize(device)
         if k > 0:  # the first map warms up
             seconds.append(time.perf_counter() - t0)
             detections.append(int((out["scores"] >= options["score_threshold"]).sum()))
@@ -160,7 +234,7 @@ def child_stock(options: dict) -> dict:
     return {"maps": len(seconds), "median_s_per_map": float(np.median(seconds)),
             "seconds": [round(s, 3) for s in seconds], "detections_per_map": float(np.mean(detections)),
             "peak_rss_mb": peak_rss_mb(), "input_px": "1200 x 3600 (min_size=1200, max_size=3600)",
-            "weights": "none (random init): timing only, mAP50 not scored"}
+            "device": device, "weights": "none (random init): timing only, mAP50 not scored", **gpu_memory(device)}
 
 
 def child_map50(options: dict) -> dict:
@@ -177,7 +251,8 @@ def child_map50(options: dict) -> dict:
 
     torch.set_num_threads(options["threads"])
     checkpoint = Path(options["checkpoint"])
-    model = load_model(checkpoint).eval()
+    device = options["device"]
+    model = load_model(checkpoint).to(device).eval()
     config = TrainConfig.from_dict({"data": options["data"]}, source="bench_detect --data")
     index_df, storms_df = load_tables(config)
     split_df, split_source = evaluation_split(checkpoint, index_df, None, _run_config_near(checkpoint), None)
@@ -186,7 +261,7 @@ def child_map50(options: dict) -> dict:
         rows = rows.head(options["map_maps"])
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
-    fast_engine = resolve_engine(model, "cpu", options["engine"])
+    fast_engine = resolve_engine(model, device, options["engine"])
     if fast_engine == "onnx":
         onnx_backbone_for(model)  # export once before timing
     results: dict[str, dict] = {}
@@ -198,7 +273,7 @@ def child_map50(options: dict) -> dict:
         for engine in (fast_engine, "plain"):
             t0 = time.perf_counter()
             result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
-                                score_threshold=0.05, device="cpu", engine=engine)
+                                score_threshold=0.05, device=device, engine=engine)
             seconds[engine].append(time.perf_counter() - t0)
             predictions[engine][row.map_id] = _prediction_entry(result, result.grid)
         grid = result.grid
@@ -228,7 +303,7 @@ def _agreement(fast: dict, plain: dict) -> dict:
             "max_score_difference": score_diff, "max_box_difference_px": box_diff}
 
 
-CHILDREN = {"ours": child_ours, "stock": child_stock, "map50": child_map50}
+CHILDREN = {"ours": child_ours, "ours_model": child_ours_model, "stock": child_stock, "map50": child_map50}
 
 
 def run_child(kind: str, options: dict) -> dict:
@@ -249,7 +324,7 @@ def run_child(kind: str, options: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
-def machine(threads: int) -> dict:
+def machine(threads: int, device: str = "cpu") -> dict:
     """What the benchmark ran on."""
     import torch
 
@@ -262,7 +337,8 @@ def machine(threads: int) -> dict:
     except OSError:
         pass
     info = {"platform": platform.platform(), "cpu_model": cpu_model, "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": threads, "python": platform.python_version()}
+            "torch": torch.__version__, "torch_threads": threads, "python": platform.python_version(),
+            "device": device, "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None}
     try:
         import onnxruntime
 
@@ -280,7 +356,9 @@ def machine(threads: int) -> dict:
 def markdown(report: dict) -> str:
     """The report as a Markdown table."""
     ours, stock = report["ours"], report.get("stock")
+    gpu = report["machine"].get("gpu")
     lines = [f"# detect benchmark, {report['date']}", "",
+             f"Device: {gpu or 'cpu'}, batch size {ours.get('batch_size', 1)}. "
              f"Machine: {report['machine']['cpu_model']}, {report['machine']['cpu_count']} cores, "
              f"{report['machine']['torch_threads']} torch threads, torch {report['machine']['torch']}, "
              f"onnxruntime {report['machine']['onnxruntime']}, commit {report['machine']['git_commit']}.",
@@ -300,7 +378,10 @@ def markdown(report: dict) -> str:
         f"| steady-state s / map (wall) | {cell(ours, 'steady_s_per_map')} | — |",
         f"| maps / s | {cell(ours, 'maps_per_s')} | — |",
         f"| projected full preset (2,533 maps), min | {cell(ours, 'projected_full_preset_min', '{:.1f}')} | — |",
+        f"| model alone (copy in, infer, copy out), median ms / map | "
+        f"{cell(report.get('ours_model'), 'median_ms_per_map', '{:.1f}')} | — |",
         f"| peak RSS, MB | {cell(ours, 'peak_rss_mb', '{:.0f}')} | {cell(stock, 'peak_rss_mb', '{:.0f}')} |",
+        f"| peak GPU memory, MB | {cell(ours, 'peak_gpu_mb', '{:.0f}')} | {cell(stock, 'peak_gpu_mb', '{:.0f}')} |",
         f"| detections / map (score >= {ours['score_threshold']}) | {cell(ours, 'detections_per_map', '{:.1f}')} | "
         f"{cell(stock, 'detections_per_map', '{:.1f}')} |",
         f"| load average before → after | {ours['load_average_before']} → {ours['load_average_after']} | "
@@ -340,6 +421,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--also-engines", default="torch",
                         help="Comma-separated engines also timed on the same maps for comparison ('' : none).")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N) for ours and stock (default cpu).")
+    parser.add_argument("--batch-size", type=int, default=None, help="Maps per model call (default 8 on cuda, 1 on cpu).")
+    parser.add_argument("--model-repeats", type=int, default=None,
+                        help="Timed batches for the model-only figure (default 20 on cuda, 3 on cpu; 0: skip).")
     parser.add_argument("--out", default=str(ROOT / "bench_out"), help="Output folder (detect.json, detect.md).")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--child-options", help=argparse.SUPPRESS)
@@ -354,6 +439,9 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.child_result).write_text(json.dumps(result))
         return result
 
+    on_gpu = args.device.startswith("cuda")
+    batch_size = args.batch_size or (8 if on_gpu else 1)
+    model_repeats = args.model_repeats if args.model_repeats is not None else (20 if on_gpu else 3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     archive = native_maps(out / "detect_maps", args.maps)
@@ -373,12 +461,17 @@ def main(argv: list[str] | None = None) -> dict:
         threshold = args.score_threshold if args.score_threshold is not None else (0.5 if args.checkpoint else 0.6)
         options = {"checkpoint": checkpoint, "archive": str(archive), "out_dir": str(out / "detect_run"),
                    "threads": args.threads, "engine": args.engine, "score_threshold": threshold, "paths": paths,
-                   "stock_maps": args.stock_maps, "data": args.data, "map_maps": args.map_maps}
+                   "stock_maps": args.stock_maps, "data": args.data, "map_maps": args.map_maps,
+                   "device": args.device, "batch_size": batch_size, "model_repeats": model_repeats}
         print(f"ours: detect_archive on {len(paths)} maps ...", flush=True)
         report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "command": " ".join([Path(sys.executable).name, "benchmarks/bench_detect.py"] + sys.argv[1:]),
-                  "machine": machine(args.threads), "model": model_note}
+                  "machine": machine(args.threads, args.device), "model": model_note}
         report["ours"] = run_child("ours", options)
+        report["ours_model"] = None
+        if model_repeats > 0:
+            print(f"ours, model alone: {model_repeats} batches of {batch_size} maps on {args.device} ...", flush=True)
+            report["ours_model"] = run_child("ours_model", options)
         report["other_engines"] = {}
         for engine in [e.strip() for e in args.also_engines.split(",") if e.strip()]:
             print(f"ours with engine {engine} ...", flush=True)
