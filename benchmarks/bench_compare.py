@@ -42,6 +42,17 @@ def machine() -> dict:
     return info
 
 
+def base_config(config: str | None, data: Path, max_steps: int, val_every: int | None = None):
+    """The TrainConfig shared by every run: the ``--config`` YAML with the command line on top."""
+    from marsdust.train import TrainConfig, load_config_yaml
+
+    values = load_config_yaml(config) if config else {}
+    values.update(data=str(data), max_steps=max_steps)
+    if val_every:
+        values["val_every_n_steps"] = val_every
+    return TrainConfig.from_dict(values, source=config or "bench_compare")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-steps", type=int, required=True, help="training steps per run (same for all)")
@@ -54,7 +65,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from marsdust.evaluate import comparison_markdown
-    from marsdust.train import TrainConfig, compare, load_config_yaml
+    from marsdust.train import compare
 
     data = Path(args.data)
     if not (data / "archive").is_dir() or not (data / "mdad").is_dir():
@@ -62,11 +73,7 @@ def main(argv=None) -> dict:
 
         print(f"synthesizing the bench preset into {data} ...", flush=True)
         synthesize(data, "bench", seed=0)
-    values = load_config_yaml(args.config) if args.config else {}
-    values.update(data=str(data), max_steps=args.max_steps)
-    if args.val_every:
-        values["val_every_n_steps"] = args.val_every
-    base = TrainConfig.from_dict(values, source=args.config or "bench_compare")
+    base = base_config(args.config, data, args.max_steps, args.val_every)
     t0 = time.perf_counter()
     result = compare(args.out, base, [m for m in args.models.split(",") if m],
                      [s for s in args.strategies.split(",") if s], our_label="ours (synthetic bench)")

@@ -12,6 +12,8 @@ from torchvision.ops import box_iou
 from typer.testing import CliRunner
 
 from marsdust.models import (
+    MODEL_PRESET_DESCRIPTIONS,
+    MODEL_PRESETS,
     CheckpointError,
     DetectorConfig,
     available_models,
@@ -287,7 +289,10 @@ def test_models_command_lists_detectors_and_prints_yaml_config():
     listing = runner.invoke(app, ["models"])
     assert listing.exit_code == 0, listing.output
     lines = listing.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(available_models())
+    n_models = len(available_models())
+    assert [line.split()[0] for line in lines[:n_models]] == list(available_models())
+    assert lines[n_models].startswith("model presets")
+    assert [line.split()[0] for line in lines[n_models + 1:]] == list(MODEL_PRESETS) == list(MODEL_PRESET_DESCRIPTIONS)
     shown = runner.invoke(app, ["models", "--config", "dustrcnn"])
     assert shown.exit_code == 0, shown.output
     assert DetectorConfig.from_dict(yaml.safe_load(shown.output)) == DetectorConfig()

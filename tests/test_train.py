@@ -29,7 +29,7 @@ from marsdust.train import (
     validation_map,
 )
 
-TINY = dict(SMALL_CPU)  # the small CPU detector the demo and the CPU benchmark use too
+TINY = dict(SMALL_CPU)  # the small CPU detector (model preset small_cpu) the demo and the CPU benchmark use too
 RES_DEG = 0.8
 
 
@@ -49,7 +49,7 @@ def ci_data(tmp_path_factory):
 
 
 def tiny_config(data, **changes) -> TrainConfig:
-    values = dict(data=str(data), model_config=dict(TINY), map_res_deg=RES_DEG, num_workers=0, progress=False,
+    values = dict(data=str(data), model_preset="small_cpu", map_res_deg=RES_DEG, num_workers=0, progress=False,
                   val_every_n_steps=1000, max_steps=4, seed=0)
     values.update(changes)
     return TrainConfig(**values)
@@ -77,6 +77,71 @@ def test_schedules_paper_steps_and_warmup_cosine_shape():
     assert TrainConfig(schedule="paper", lr=3e-4).optim()["lr"] == 3e-4  # explicit fields override presets
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"learning_rate": 1})
+
+
+def test_model_preset_is_applied_first_and_explicit_fields_override_it():
+    from marsdust.models import MODEL_PRESETS, STOCK_LIKE, DetectorConfig
+
+    assert set(MODEL_PRESETS) == {"compact", "small_cpu", "stock_like"}
+    assert TrainConfig().detector_overrides() == TrainConfig(model_preset="compact").detector_overrides() == \
+        {"map_res_deg": 0.4}
+    assert DetectorConfig(**TrainConfig(model_preset="stock_like").detector_overrides()) == DetectorConfig(**STOCK_LIKE)
+    config = TrainConfig(model_preset="small_cpu", model_config={"fpn_channels": 64, "map_res_deg": 0.2},
+                         map_res_deg=RES_DEG, backbone="resnet34")
+    assert config.detector_overrides() == {**SMALL_CPU, "fpn_channels": 64, "map_res_deg": RES_DEG,
+                                           "backbone": "resnet34"}
+    assert MODEL_PRESETS["small_cpu"] == TINY  # detector_overrides worked on a copy
+    for make in (lambda: TrainConfig(model_preset="tiny"), lambda: TrainConfig.from_dict({"model_preset": "tiny"})):
+        with pytest.raises(ValueError, match="unknown model preset 'tiny'; valid names: compact, small_cpu, stock_like"):
+            make()
+
+
+def test_model_preset_option_of_train_and_compare_and_its_errors(tmp_path):
+    runner = CliRunner()
+    for command in ("train", "compare"):
+        shown = runner.invoke(app, [command, "--help"])
+        assert "--model-preset" in shown.output and all(name in shown.output
+                                                        for name in ("compact", "small_cpu", "stock_like"))
+        bad = runner.invoke(app, [command, "--data", str(tmp_path), "-o", str(tmp_path / "out"),
+                                  "--model-preset", "tiny"])
+        assert bad.exit_code == 2, bad.output
+        assert "unknown model preset 'tiny'; valid names: compact, small_cpu, stock_like" in bad.output
+    from marsdust.cli.train_cmds import _build_config
+
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("model_preset: stock_like\nmodel_config: {fpn_channels: 64}\n")
+    config = _build_config(run_yaml, {"model_preset": "small_cpu", "map_res_deg": None})  # the command line wins
+    assert config.model_preset == "small_cpu" and config.detector_overrides()["fpn_channels"] == 64
+
+
+def test_cpu_benchmark_yaml_gives_the_small_cpu_detector_and_checkpoints_store_it_resolved(tmp_path, monkeypatch):
+    """``benchmarks/configs/cpu_compare.yaml`` names the ``small_cpu`` preset; through bench_compare's own
+    config path it builds exactly SMALL_CPU at the YAML's resolution, and what a checkpoint stores
+    loads without the preset table."""
+    import importlib.util
+    from pathlib import Path
+
+    import marsdust.models.config as model_config
+    from marsdust.models import DetectorConfig, load_model
+    from marsdust.train import build_module
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_compare", root / "benchmarks" / "bench_compare.py")
+    bench_compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_compare)
+    yaml_path = root / "benchmarks" / "configs" / "cpu_compare.yaml"
+    base = bench_compare.base_config(str(yaml_path), tmp_path, max_steps=2)
+    assert base.model_preset == "small_cpu" and not base.model_config
+    expected = DetectorConfig(**SMALL_CPU, map_res_deg=yaml.safe_load(yaml_path.read_text())["map_res_deg"])
+    assert DetectorConfig.from_dict(base.detector_overrides()) == expected
+    module = build_module(base)  # as compare() -> train() builds each run's detector
+    assert module.model.config == expected
+    assert module.hparams["model_config"] == expected.to_dict()
+
+    path = tmp_path / "run.ckpt"  # the layout of a Lightning checkpoint of the run
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    monkeypatch.setattr(model_config, "MODEL_PRESETS", {})
+    assert load_model(path).config == expected.replace(backbone_weights="checkpoint")
 
 
 def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_skips_consumed_batches():
@@ -171,7 +236,7 @@ def test_interrupted_run_resumed_reaches_the_same_weights_as_an_uninterrupted_on
 @pytest.mark.slow
 def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_data, tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"model_config": TINY, "num_workers": 0, "map_res_deg": RES_DEG}))
+    config.write_text(yaml.safe_dump({"model_preset": "small_cpu", "num_workers": 0, "map_res_deg": RES_DEG}))
     run = tmp_path / "run"
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--data", str(ci_data), "--model", "dustrcnn", "--strategy", "temporal",
@@ -181,11 +246,14 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
                  "done.json"):
         assert (run / name).is_file(), name
     written = yaml.safe_load((run / "config.yaml").read_text())
-    assert written["max_steps"] == 2 and written["model_config"]["fpn_channels"] == 32
+    assert written["max_steps"] == 2 and written["model_preset"] == "small_cpu"
     assert written["resolved_optim"]["optimizer"] == "adamw"
     assert "val_map50" in pd.read_csv(run / "metrics.csv").columns
-    from marsdust.models import load_model
+    from marsdust.models import DetectorConfig, load_model
 
+    # the checkpoint holds every resolved field, not the preset name
+    stored = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)["hyper_parameters"]["model_config"]
+    assert stored == DetectorConfig(**TINY, map_res_deg=RES_DEG).to_dict()
     assert load_model(run / "checkpoints" / "best.ckpt").config.fpn_channels == 32
 
     out = tmp_path / "eval"

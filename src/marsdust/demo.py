@@ -4,8 +4,9 @@ Reads top to bottom like the pipeline it runs:
 
 1. **synthesize** a small archive and its MDAD catalog (the ``demo`` preset: ≈ 142 maps at 0.4°
    on the paper's MOC calendar MY24 Ls150 – MY28 Ls121);
-2. **train** a small DustRCNN (:data:`marsdust.models.SMALL_CPU` at 0.8°, minutes on a laptop
-   CPU) with the paper's strategy 1 (train on MY25 – mid MY27, test on mid MY27 – MY28);
+2. **train** a small DustRCNN (model preset ``small_cpu``, :data:`marsdust.models.SMALL_CPU`, at
+   0.8°, minutes on a laptop CPU) with the paper's strategy 1 (train on MY25 – mid MY27, test on
+   mid MY27 – MY28);
 3. **detect** storms on the held-out test sols with the trained detector, as a scientist would
    run it on an archive (outlines, areas, members and sequences, the catalog files);
 4. **evaluate** the detector against the catalog on the same sols (mAP@25/50/75, breakdowns,
@@ -84,9 +85,7 @@ def _train_once(data_dir: Path, run_dir: Path, max_steps: int, seed: int, progre
     done = run_dir / "done.json"
     if done.is_file():
         return json.loads(done.read_text())
-    from marsdust.models import SMALL_CPU
-
-    config = TrainConfig(data=str(data_dir), model="dustrcnn", model_config=dict(SMALL_CPU),
+    config = TrainConfig(data=str(data_dir), model="dustrcnn", model_preset="small_cpu",
                          map_res_deg=DEMO_MAP_RES_DEG, lr=DEMO_LR, strategy="temporal", max_steps=max_steps,
                          val_every_n_steps=max(max_steps // 3, 1), num_workers=1, seed=seed, progress=progress)
     return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())

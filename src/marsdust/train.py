@@ -8,8 +8,9 @@ Run folder (``RUN_DIR``)
   by ``step``) plus ``hparams.yaml``;
 * ``checkpoints/best.ckpt`` (highest validation mAP50) and ``checkpoints/last.ckpt`` (the latest
   state, saved every ``ckpt_every_n_steps`` and at the last step) — Lightning checkpoints whose
-  ``hyper_parameters`` hold ``model_name`` and ``model_config``, so
-  :func:`marsdust.models.load_model` rebuilds the detector from either file;
+  ``hyper_parameters`` hold ``model_name`` and ``model_config`` (every DetectorConfig field, resolved
+  from ``model_preset`` and the overrides), so :func:`marsdust.models.load_model` rebuilds the detector
+  from either file without the preset table;
 * ``done.json`` — written when a run reaches ``max_steps`` (``marsdust compare`` skips such runs).
 
 Schedules (``TrainConfig.schedule``)
@@ -107,8 +108,12 @@ class TrainConfig:
         MDGM archive and MDAD path (override ``data``'s sub-folders).
     model : str
         Registered detector (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``).
+    model_preset : str or None
+        Named :class:`marsdust.models.DetectorConfig` overrides applied first
+        (:data:`marsdust.models.MODEL_PRESETS`: ``compact``, ``small_cpu``, ``stock_like``);
+        None = ``compact``, the default configuration.
     model_config : dict
-        :class:`marsdust.models.DetectorConfig` fields to override.
+        :class:`marsdust.models.DetectorConfig` fields to override (on top of ``model_preset``).
     backbone : str or None
         Shortcut for ``model_config["backbone"]``.
     map_res_deg : float
@@ -155,6 +160,7 @@ class TrainConfig:
     archive: str | None = None
     catalog: str | None = None
     model: str = "dustrcnn"
+    model_preset: str | None = None
     model_config: dict = field(default_factory=dict)
     backbone: str | None = None
     map_res_deg: float = 0.4
@@ -200,6 +206,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        from marsdust.models.config import preset_overrides
+
+        preset_overrides(self.model_preset)  # an unknown name fails here, listing the valid ones
 
     def optim(self) -> dict[str, Any]:
         """The optimizer settings: the schedule preset with every explicitly set field on top."""
@@ -217,8 +226,11 @@ class TrainConfig:
         return values
 
     def detector_overrides(self) -> dict[str, Any]:
-        """DetectorConfig fields of this run (``model_config`` plus the shortcuts)."""
-        overrides = dict(self.model_config)
+        """DetectorConfig fields of this run: ``model_preset``, then ``model_config``, then the shortcuts."""
+        from marsdust.models.config import preset_overrides
+
+        overrides = preset_overrides(self.model_preset)
+        overrides.update(self.model_config)
         overrides["map_res_deg"] = float(self.map_res_deg)
         if self.backbone:
             overrides["backbone"] = self.backbone

@@ -1,4 +1,4 @@
-"""Commands of the model stage: ``marsdust models`` lists the detectors."""
+"""Commands of the model stage: ``marsdust models`` lists the detectors and the model presets."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ def models_command(
         None, "--config", metavar="NAME", help="Print the default configuration of detector NAME as YAML."
     ),
 ) -> None:
-    """List the detectors (one line each), or print one detector's default config as YAML."""
+    """List the detectors and the model presets (one line each), or print one detector's default config as YAML."""
     import yaml
 
-    from marsdust.models import available_models, default_config
+    from marsdust.models import MODEL_PRESET_DESCRIPTIONS, available_models, default_config
 
     models = available_models()
     if config is None:
         width = max(len(name) for name in models)
         for name, description in models.items():
             typer.echo(f"{name:<{width}}  {description}")
+        typer.echo("model presets (--model-preset NAME, model_preset: NAME in a run YAML):")
+        width = max(len(name) for name in MODEL_PRESET_DESCRIPTIONS)
+        for name, description in MODEL_PRESET_DESCRIPTIONS.items():
+            typer.echo(f"  {name:<{width}}  {description}")
         return
     if config not in models:
         raise typer.BadParameter(f"unknown detector {config!r}; available: {', '.join(models)}", param_hint="--config")

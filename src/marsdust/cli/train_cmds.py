@@ -41,6 +41,8 @@ def _build_config(config_file: Optional[Path], cli_values: dict):
 
 # options shared by train and compare -------------------------------------------------------------------
 _DATA_HELP = "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth."
+_MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
+                      "lists them); model_config fields of --config override it.")
 
 
 @app.command("train")
@@ -69,6 +71,7 @@ def train_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Maps per step per device [default: 2]."),
     map_res_deg: Optional[float] = typer.Option(None, "--map-res-deg", help="Working resolution, degrees per pixel "
                                                 "[default: 0.4]."),
+    model_preset: Optional[str] = typer.Option(None, "--model-preset", metavar="NAME", help=_MODEL_PRESET_HELP),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet18, resnet34 or resnet50."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, order and augmentation [default: 0]."),
     train_period: Optional[str] = typer.Option(None, "--train-period", help="Temporal split training period, e.g. "
@@ -104,11 +107,11 @@ def train_command(
     cli_values = dict(
         data=data, archive=archive, catalog=catalog, model=model, strategy=strategy, max_steps=max_steps,
         label_mode=label_mode, schedule=schedule, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        batch_size=batch_size, map_res_deg=map_res_deg, backbone=backbone, seed=seed, train_period=train_period,
-        test_period=test_period, random_period=random_period, val_fraction=val_fraction, split_file=split_file,
-        val_every_n_steps=val_every, num_workers=num_workers, threads=threads, accelerator=accelerator,
-        devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy, precision=precision,
-        augment=False if no_augment else None, progress=False if quiet else None,
+        batch_size=batch_size, map_res_deg=map_res_deg, model_preset=model_preset, backbone=backbone, seed=seed,
+        train_period=train_period, test_period=test_period, random_period=random_period, val_fraction=val_fraction,
+        split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
+        accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
+        precision=precision, augment=False if no_augment else None, progress=False if quiet else None,
     )
     try:
         config = _build_config(config_file, cli_values)
@@ -175,6 +178,7 @@ def compare_command(
     strategies: str = typer.Option("temporal,random", "--strategies", help="Split strategies, comma-separated."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Steps per run (same for all)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig settings shared by all runs."),
+    model_preset: Optional[str] = typer.Option(None, "--model-preset", metavar="NAME", help=_MODEL_PRESET_HELP),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset (warmup_cosine or paper)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate every N steps."),
@@ -203,8 +207,9 @@ def compare_command(
         _fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
         base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, max_steps=max_steps,
-                                               schedule=schedule, batch_size=batch_size, val_every_n_steps=val_every,
-                                               seed=seed, progress=False if quiet else None))
+                                               model_preset=model_preset, schedule=schedule, batch_size=batch_size,
+                                               val_every_n_steps=val_every, seed=seed,
+                                               progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)

@@ -18,7 +18,14 @@ from marsdust.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from marsdust.models.config import SMALL_CPU, STOCK_LIKE, DetectorConfig
+from marsdust.models.config import (
+    MODEL_PRESET_DESCRIPTIONS,
+    MODEL_PRESETS,
+    SMALL_CPU,
+    STOCK_LIKE,
+    DetectorConfig,
+    preset_overrides,
+)
 from marsdust.models.losses import boundary_loss, box_losses, dice_loss
 from marsdust.models.registry import (
     MODEL_REGISTRY,
@@ -33,6 +40,8 @@ from marsdust.models.registry import (
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
+    "MODEL_PRESETS",
+    "MODEL_PRESET_DESCRIPTIONS",
     "MODEL_REGISTRY",
     "STOCK_LIKE",
     "SMALL_CPU",
@@ -47,6 +56,7 @@ __all__ = [
     "default_config",
     "dice_loss",
     "load_model",
+    "preset_overrides",
     "read_checkpoint",
     "register_model",
     "save_checkpoint",

@@ -258,7 +258,8 @@ def _per_band(rgb: tuple[float, ...], extra: float, n_bands: int) -> list[float]
     return values + [extra] * (n_bands - len(values))
 
 
-#: A configuration close to torchvision's stock Mask R-CNN (for speed comparisons only).
+#: A configuration close to torchvision's stock Mask R-CNN (for speed comparisons only; model preset
+#: ``stock_like``).
 STOCK_LIKE = dict(
     fpn_channels=256,
     mask_head_channels=256,
@@ -271,13 +272,13 @@ STOCK_LIKE = dict(
     box_detections_per_img=100,
 )
 
-#: Overrides of a *small* detector for minutes of training on a laptop CPU (the demo, the CPU
-#: Table 1 benchmark, the learning test): ResNet-18-FPN with 32 channels, BatchNorm (several times
-#: faster than GroupNorm on small inputs), fewer proposals and sampled RoIs. Pair it with a
-#: coarser working resolution (``map_res_deg=0.8``: 150 x 450 px maps, the smallest storms still
-#: ~7 px across) and a higher learning rate (2e-3). Measured on the ``ci`` preset (2 cores,
-#: load 2-4): ~1.4 training steps/s at batch 2; validation mAP50 0.17 after 200 steps, 0.29 after
-#: 400 (the numbers of ``tests/test_train.py``).
+#: Overrides of a *small* detector (model preset ``small_cpu``) for minutes of training on a laptop
+#: CPU (the demo, the CPU Table 1 benchmark, the learning test): ResNet-18-FPN with 32 channels,
+#: BatchNorm (several times faster than GroupNorm on small inputs), fewer proposals and sampled
+#: RoIs. Pair it with a coarser working resolution (``map_res_deg=0.8``: 150 x 450 px maps, the
+#: smallest storms still ~7 px across) and a higher learning rate (2e-3). Measured on the ``ci``
+#: preset (2 cores, load 2-4): ~1.4 training steps/s at batch 2; validation mAP50 0.17 after 200
+#: steps, 0.29 after 400 (the numbers of ``tests/test_train.py``).
 SMALL_CPU = dict(
     backbone_weights=None,
     norm="batch",
@@ -291,3 +292,33 @@ SMALL_CPU = dict(
     box_batch_size_per_image=64,
     rpn_batch_size_per_image=128,
 )
+
+#: Named sets of :class:`DetectorConfig` overrides: ``TrainConfig.model_preset``, ``model_preset:``
+#: in a run YAML, ``--model-preset`` of ``marsdust train`` / ``compare``. ``compact`` is the
+#: default configuration (no overrides). A run applies its preset first, then its explicit
+#: ``model_config`` fields; checkpoints store the resolved fields, never the preset name, so
+#: loading a model does not depend on this table.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "compact": {},
+    "small_cpu": SMALL_CPU,
+    "stock_like": STOCK_LIKE,
+}
+
+#: One line per preset for ``marsdust models``.
+MODEL_PRESET_DESCRIPTIONS = {
+    "compact": "the default: ResNet-18, 128-channel FPN, fewer proposals and RoIs than stock",
+    "small_cpu": "minutes of CPU training: 32-channel FPN, BatchNorm, random init (pair with map_res_deg 0.8)",
+    "stock_like": "close to torchvision's stock Mask R-CNN sizes (speed comparisons)",
+}
+
+
+def preset_overrides(name: str | None) -> dict[str, Any]:
+    """A copy of the overrides of model preset ``name`` (None: ``compact``, i.e. none).
+
+    Raises ``ValueError`` listing the valid names for an unknown one.
+    """
+    if name is None:
+        return {}
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid names: {', '.join(MODEL_PRESETS)}")
+    return dict(MODEL_PRESETS[name])
