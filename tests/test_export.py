@@ -164,6 +164,28 @@ def test_cube_and_master_csv_read_back_by_mdad_reader(tmp_path):
         assert polygon_area_km2(shapely.from_wkt(wkt_cat)) == pytest.approx(area, rel=1e-6)
 
 
+def test_storm_on_the_band_edges_reads_back_on_its_own_pixels(tmp_path):
+    """A MOC storm touching 60°S or 60°N comes back from the cube on the same pixels: the -60° point
+    (the northern edge of a cell outside the band) is missing, not a copy of the last row."""
+    import netCDF4
+
+    from marsdust import mdad
+
+    labels = np.zeros(GRID.shape, dtype=np.uint8)
+    labels[-6:, 100:140] = 7  # the band's six southernmost rows
+    labels[:3, 500:520] = 9  # and three northernmost rows
+    path = export.write_mask_cube(export.mask_cube_path(tmp_path, 25), [
+        export.MaskStep.from_map_id("r18_040", 25, 100.0, labels)], GRID)
+    back, _ = mdad.cube_labels(path, "r18_040")  # on the global grid: the MOC band starts at row 60
+    top = round((90.0 - GRID.lat_north_deg) / GRID.res_deg)
+    assert (back[top:top + GRID.height] == labels).all()
+    assert (back[:top] == 255).all() and (back[top + GRID.height:] == 255).all()
+    south_point = np.flatnonzero(np.isclose(export.cube_latitudes_deg(GRID.res_deg), GRID.lat_south_deg))
+    with netCDF4.Dataset(path) as ds:
+        ds.set_auto_mask(False)
+        assert (ds["MDAD"][0, :, south_point] == 255).all()
+
+
 def test_geotiff_has_mars_crs_and_grid_transform(tmp_path):
     import rasterio
 

@@ -475,14 +475,18 @@ def cube_latitudes_deg(res_deg: float) -> np.ndarray:
 
 
 def _cube_rows_for_grid(grid: MapGrid) -> tuple[np.ndarray, np.ndarray]:
-    """For each cube latitude point: whether it lies in the grid's band, and which grid row it samples.
+    """For each cube latitude point: whether it carries a grid row, and which row it samples.
 
-    A latitude point ``L`` samples the grid row whose *northern edge* is ``L`` (the row just south
-    of it); the southern band edge samples the last row. Points outside the band are missing (255).
+    A latitude point ``L`` carries the grid row whose *northern edge* is ``L`` (the cell
+    ``[L - res, L]``, the row just south of it), which is how :func:`marsdust.mdad.cube_grid`
+    reads it back. Points with no such row in the band are missing (255): those north of the band,
+    and those on or south of its southern edge (for a MOC map the -60° point, whose cell
+    [-60.4°, -60°] at 0.4° lies outside the map; a copy of the last row there would read back as a
+    storm one row beyond the band).
     """
     lat = cube_latitudes_deg(grid.res_deg)
-    in_band = (lat <= grid.lat_north_deg + 1e-9) & (lat >= grid.lat_south_deg - 1e-9)
     rows = np.floor((grid.lat_north_deg - lat) / grid.res_deg + 1e-6).astype(np.int64)
+    in_band = (rows >= 0) & (rows < grid.height)
     return in_band, np.clip(rows, 0, grid.height - 1)
 
 
@@ -542,14 +546,25 @@ class MaskCubeWriter:
     ``MDAD`` has no ``_FillValue`` on purpose: like the real files, 255 must come back as 255
     (xarray would otherwise turn it into NaN and the array into float); the meaning of 0 and 255
     is given by CF ``flag_values``/``flag_meanings``.
+
+    Parameters
+    ----------
+    title : str
+        The file's ``title`` attribute.
+    complevel : int
+        zlib level of ``MDAD`` (1 writes fastest; files are a little larger).
+    attributes : dict, optional
+        Extra global attributes, set after (so overriding) the defaults, e.g.
+        ``{"source": "marsdust.synth"}`` for catalogs that are not detector output.
     """
 
     def __init__(self, path: str | os.PathLike, grid: MapGrid, title: str = "marsdust dust storm masks",
-                 complevel: int = 4):
+                 complevel: int = 4, attributes: dict | None = None):
         self.path = Path(path)
         self.grid = grid
         self.title = title
         self.complevel = complevel
+        self.attributes = dict(attributes or {})
         self._context = None
         self._ds = None
         self._count = 0
@@ -606,6 +621,8 @@ class MaskCubeWriter:
         ds.planet = "Mars"
         ds.crs = MARS_CRS_CODE
         ds.radius_km = MARS_RADIUS_KM
+        if self.attributes:
+            ds.setncatts(self.attributes)
         ds.createDimension("time", None)
         ds.createDimension("longitude", grid.width)
         ds.createDimension("latitude", lat.size)

@@ -17,9 +17,9 @@ Row numbers in errors are spreadsheet rows: the header is row 1, the first data 
 Cube pixel placement (v1.1). ``longitude`` holds cell centres; ``latitude`` holds
 ``180/res + 1`` point-registered values -90 … 90 (1801 at 0.1°). Map row ``i`` (row 0 north)
 is read from the cube latitude point at its *northern edge* (``90 - i * res``), the convention
-of :func:`marsdust.export.grid_labels_to_cube` (which also copies the last row to the -90°
-point; the reader ignores that point). Cubes whose latitudes are cell centres (``180/res``
-values) are also read. Outlines are the pixel edges of
+of :func:`marsdust.export.grid_labels_to_cube` (which writes 255 at the -90° point and at every
+point whose cell lies outside the map's band; the reader ignores the -90° point). Cubes whose
+latitudes are cell centres (``180/res`` values) are also read. Outlines are the pixel edges of
 the instance's pixels on :meth:`MapGrid.marci` at the cube's resolution, split at 180° (pixels
 never cross the map edge, so a storm across 180° comes back as a MultiPolygon).
 """
