@@ -119,7 +119,7 @@ def test_storms_are_redder_than_the_same_place_without_storms(ci):
 
 
 def test_same_seed_same_files_different_seed_different_planet(tmp_path):
-    config = tiny_config()
+    config = replace(tiny_config(), write_cubes=True)
     a = synthesize(tmp_path / "a", config, seed=5, progress=False)
     b = synthesize(tmp_path / "b", config, seed=5, progress=False)
     c = synthesize(tmp_path / "c", config, seed=6, progress=False)
@@ -130,10 +130,53 @@ def test_same_seed_same_files_different_seed_different_planet(tmp_path):
 
     assert digest(tmp_path / "a" / "archive") == digest(tmp_path / "b" / "archive")
     assert (tmp_path / "a" / "mdad" / "MDAD.csv").read_bytes() == (tmp_path / "b" / "mdad" / "MDAD.csv").read_bytes()
+    cubes = sorted((tmp_path / "a" / "mdad").rglob("*.nc"))
+    assert cubes and all(p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes() for p in cubes)
     first_a = np.asarray(Image.open(a["maps"].path.iloc[0])).astype(int)
     first_c = np.asarray(Image.open(c["maps"].path.iloc[0])).astype(int)
     assert np.abs(first_a - first_c).mean() > 5
     assert a["storms"].equals(b["storms"])
+
+
+def test_an_earlier_synthesis_is_refused_unless_overwrite(tmp_path):
+    from marsdust.mdgm import index_archive
+    from marsdust.synth import SynthOutputExistsError
+
+    config = tiny_config()
+    out = tmp_path / "out"
+    first = synthesize(out, config, seed=5, progress=False)
+    (out / "notes.txt").write_text("mine\n")
+    (out / "runs").mkdir()
+    (out / "runs" / "model.ckpt").write_bytes(b"weights")
+    listed = Path(first["maps"].path.iloc[0])
+    stale = listed.with_name(f"{listed.parent.name.lower()}_099.png")  # a map no list_ls.txt lists
+    stale.write_bytes(listed.read_bytes())
+    assert [p["kind"] for p in index_archive(out / "archive").attrs["problems"]] == ["unlisted_map"]
+
+    with pytest.raises(SynthOutputExistsError) as refused:
+        synthesize(out, config, seed=6, progress=False)
+    message = str(refused.value)
+    assert isinstance(refused.value, FileExistsError)
+    assert str(out) in message and "--overwrite" in message and "\n" not in message
+    assert stale.exists() and listed.exists()  # refusing removes nothing
+
+    second = synthesize(out, config, seed=6, progress=False, overwrite=True)
+    assert not stale.exists()
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "runs" / "model.ckpt").read_bytes() == b"weights"
+    index = index_archive(out / "archive")
+    assert list(index.map_id) == list(second["maps"].map_id)
+    assert index.attrs["problems"] == []
+
+
+def test_any_synth_folder_counts_as_an_earlier_synthesis(tmp_path):
+    from marsdust.synth import SynthOutputExistsError
+
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "other.csv").write_text("a\n1\n")
+    with pytest.raises(SynthOutputExistsError, match="truth/"):
+        synthesize(tmp_path, tiny_config(), seed=0, progress=False)
+    assert not (tmp_path / "archive").exists()
+    synthesize(tmp_path / "fresh", tiny_config(), seed=0, progress=False)  # a new folder needs no flag
 
 
 def test_readers_read_the_output_back(ci):

@@ -13,15 +13,21 @@ def synth(
     out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/ and truth/."),
     preset: str = typer.Option("ci", "--preset", help="ci, demo, bench or full (see `marsdust.synth`)."),
     seed: int = typer.Option(0, "--seed", help="Planet and weather seed (same seed, same files)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier synthesis in OUT (removes OUT/archive, OUT/mdad and OUT/truth "
+                                   "only; other files in OUT stay)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Write a synthetic MDGM archive and its MDAD catalog (v1.0 table + v1.1 cubes)."""
-    from marsdust.synth import synthesize
+    """Write a synthetic MDGM archive and its MDAD catalog (v1.0 table + v1.1 cubes).
+
+    An OUT that already holds archive/, mdad/ or truth/ is refused unless --overwrite.
+    """
+    from marsdust.synth import SynthOutputExistsError, synthesize
 
     try:
-        result = synthesize(out, preset=preset, seed=seed, progress=not quiet)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
+        result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite)
+    except (ValueError, SynthOutputExistsError) as error:
+        typer.echo(f"error: {' '.join(str(error).split())}", err=True)
         raise typer.Exit(2)
     maps, storms = result["maps"], result["storms"]
     with_storms = storms["map_id"].nunique() if len(storms) else 0

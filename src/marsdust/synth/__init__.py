@@ -1,6 +1,7 @@
 """Synthetic Mars: the built-in dataset every test, benchmark and demo of marsdust runs on.
 
-:func:`synthesize` writes, under ``OUT``:
+:func:`synthesize` writes, under ``OUT`` (refusing an ``OUT`` that already holds an earlier
+synthesis unless ``overwrite=True``, which replaces just these three folders):
 
 * ``OUT/archive/<SUBPHASE>/<subphase>_<sol>.png`` — one 8-bit RGB MOC-like daily global map per
   sol (60°S–60°N, simple cylindrical) plus ``list_ls.txt`` per subphase;
@@ -53,9 +54,11 @@ would write without writing anything (seconds for ``full``).
 from __future__ import annotations
 
 from marsdust.synth.presets import PRESETS, SynthConfig, get_preset
+from marsdust.synth.writer import SYNTH_OUTPUT_DIRS, SynthOutputExistsError
 
 
-def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progress: bool = True) -> dict:
+def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progress: bool = True,
+               overwrite: bool = False) -> dict:
     """Write a synthetic MDGM archive and its MDAD catalog under ``out_dir``.
 
     Parameters
@@ -68,15 +71,27 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
         Planet and weather seed: the same seed writes identical files.
     progress : bool
         Show a progress bar.
+    overwrite : bool
+        Replace an earlier synthesis in ``out_dir``: remove its ``archive/``, ``mdad/`` and
+        ``truth/`` (and nothing else) before writing.
 
     Returns
     -------
     dict with DataFrames ``maps`` and ``storms`` (the truth tables also written to ``truth/``).
+
+    Raises
+    ------
+    SynthOutputExistsError
+        (a :class:`FileExistsError`) ``out_dir`` already holds ``archive/``, ``mdad/`` or
+        ``truth/`` and ``overwrite`` is False: the old maps would stay behind, unlisted, among
+        the new ones. Nothing is written or removed.
+    ValueError
+        Unknown preset name.
     """
     from marsdust.synth.build import synthesize_config
 
     config = get_preset(preset) if isinstance(preset, str) else preset
-    return synthesize_config(config, out_dir, seed=seed, progress=progress)
+    return synthesize_config(config, out_dir, seed=seed, progress=progress, overwrite=overwrite)
 
 
-__all__ = ["synthesize", "SynthConfig", "get_preset", "PRESETS"]
+__all__ = ["synthesize", "SynthConfig", "get_preset", "PRESETS", "SynthOutputExistsError", "SYNTH_OUTPUT_DIRS"]

@@ -21,6 +21,8 @@ MIN_CATALOG_AREA_KM2 = 2.0e4
 """Visible storm pieces smaller than this (e.g. mostly covered by a bigger storm) are not catalogued."""
 CONFIDENCE_CONTRAST = ((35.0, 100), (18.0, 75))
 """Red-band contrast (0–255 units) of a storm against a ring around it → confidence."""
+CUBE_TITLE = "marsdust synthetic Mars: MDAD v1.1 storm masks (the simulator's truth)"
+CUBE_SOURCE = "marsdust.synth (synthetic Mars; the labels are the storms it drew, not detector output)"
 
 
 def selected_days(config: SynthConfig, calendar: pd.DataFrame, seed: int) -> np.ndarray:
@@ -227,8 +229,14 @@ def draw_catalog(config: SynthConfig, seed: int = 0, res_deg: float = 0.8, every
     return maps.drop(columns="path").reset_index(drop=True), pd.DataFrame(rows, columns=STORM_COLUMNS)
 
 
-def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True) -> dict:
+def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True,
+                      overwrite: bool = False) -> dict:
     """Write ``out_dir/archive``, ``out_dir/mdad`` and ``out_dir/truth`` for one configuration.
+
+    A folder that already holds any of them is refused
+    (:class:`marsdust.synth.writer.SynthOutputExistsError`) unless ``overwrite``, which removes
+    those three subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
+    The v1.1 cubes are written with :class:`marsdust.export.MaskCubeWriter`, one per Mars year.
 
     Returns
     -------
@@ -236,37 +244,40 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
         ``maps`` (the written maps: map_id, subphase, sol, mars_year, ls, path, haze_tau) and
         ``storms`` (the truth storm table, with ``polygon_wkt``) as DataFrames.
     """
+    from contextlib import nullcontext
+
     from tqdm.auto import tqdm
 
-    from marsdust.synth.writer import (CubeWriter, write_csv_atomic, write_list_ls, write_master_csv,
+    from marsdust.export import MaskCubeWriter, MaskStep, mask_cube_path
+    from marsdust.synth.writer import (prepare_output_dir, write_csv_atomic, write_list_ls, write_master_csv,
                                        write_mdad_v10, write_png)
 
-    out = Path(out_dir)
+    out = prepare_output_dir(out_dir, overwrite)
     simulation = Simulation(config, seed, out_dir=out)
     grid, maps = simulation.grid, simulation.maps
 
     storms_rows: list[dict] = []
-    cube: CubeWriter | None = None
-    cube_year = None
-    year_rows: list[dict] = []
-    for row in tqdm(maps.to_dict("records"), desc=f"synth {config.name}", unit="map", disable=not progress):
-        result = simulation.draw(row)
-        write_png(result.view.rgb, Path(row["path"]))
-        rows, labels = result.storms, result.labels
-        storms_rows += rows
+    bar = tqdm(total=len(maps), desc=f"synth {config.name}", unit="map", disable=not progress)
+    # maps are in time order, so each Mars year is one contiguous run: one cube per year
+    for year, year_maps in maps.groupby("mars_year", sort=False):
+        cube = (MaskCubeWriter(mask_cube_path(out / "mdad", year), grid, title=CUBE_TITLE, complevel=1,
+                               attributes={"source": CUBE_SOURCE})
+                if config.write_cubes else nullcontext())
+        year_rows: list[dict] = []
+        with cube:
+            for row in year_maps.to_dict("records"):
+                result = simulation.draw(row)
+                write_png(result.view.rgb, Path(row["path"]))
+                year_rows += result.storms
+                if config.write_cubes:
+                    valid = result.view.valid
+                    cube.append(MaskStep(row["subphase"], row["sol"], row["mars_year"], row["ls"],
+                                         np.where(valid, result.labels, 0), valid, row["sol_of_year"]))
+                bar.update()
+        storms_rows += year_rows
         if config.write_cubes:
-            if row["mars_year"] != cube_year:
-                if cube is not None:
-                    cube.close()
-                    _write_master(out, cube_year, year_rows, write_master_csv)
-                cube_year, year_rows = row["mars_year"], []
-                n_times = int((maps["mars_year"] == cube_year).sum())
-                cube = CubeWriter(out / "mdad" / f"MY{cube_year}" / f"MDADMY{cube_year}.nc", grid, n_times)
-            cube.add(labels, f"{row['subphase']}_day{row['sol']:02d}", row["sol_of_year"], row["ls"])
-            year_rows += rows
-    if cube is not None:
-        cube.close()
-        _write_master(out, cube_year, year_rows, write_master_csv)
+            _write_master(out, year, year_rows, write_master_csv)
+    bar.close()
 
     for subphase, rows in maps.groupby("subphase", sort=False):
         write_list_ls(rows, out / "archive" / subphase / "list_ls.txt")

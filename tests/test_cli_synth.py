@@ -1,0 +1,39 @@
+"""`marsdust synth` through Typer's CliRunner: an earlier synthesis in OUT is refused unless --overwrite."""
+
+from typer.testing import CliRunner
+
+from marsdust.cli import app
+
+runner = CliRunner()
+
+
+def test_synth_refuses_a_folder_with_an_earlier_synthesis(tmp_path):
+    out = tmp_path / "data"
+    (out / "archive" / "M01").mkdir(parents=True)
+    stale = out / "archive" / "M01" / "m01_001.png"
+    stale.write_bytes(b"old map")
+    result = runner.invoke(app, ["synth", str(out), "--preset", "ci", "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert lines[0].startswith("error:") and str(out) in lines[0] and "--overwrite" in lines[0]
+    assert stale.read_bytes() == b"old map"  # nothing removed, nothing written
+    assert not (out / "mdad").exists() and not (out / "truth").exists()
+
+
+def test_synth_overwrite_replaces_only_the_synth_folders(tmp_path):
+    out = tmp_path / "data"
+    (out / "archive" / "Z99").mkdir(parents=True)
+    stale = out / "archive" / "Z99" / "z99_001.png"
+    stale.write_bytes(b"old map")
+    (out / "mdad").mkdir()
+    (out / "mdad" / "MDADMY30.nc").write_bytes(b"old cube")
+    keep = out / "README.txt"
+    keep.write_text("not synth's\n")
+    result = runner.invoke(app, ["synth", str(out), "--preset", "ci", "--seed", "1", "--overwrite", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and not (out / "archive" / "Z99").exists()
+    assert not (out / "mdad" / "MDADMY30.nc").exists()
+    assert keep.read_text() == "not synth's\n"
+    assert (out / "truth" / "maps.csv").is_file() and (out / "mdad" / "MDAD.csv").is_file()
+    assert "wrote" in result.output
