@@ -97,7 +97,6 @@ import math
 import os
 import shutil
 import sys
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -1051,9 +1050,6 @@ def _error_part(row: dict, message: str, seconds: float) -> dict:
             "detections": [], "mask_chunk": None}
 
 
-_NETCDF_LOCK = threading.Lock()
-
-
 def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
     """Mask chunk, optional GeoTIFF / quick-look, then the part JSON (last: it marks the map done)."""
     t0 = time.perf_counter()
@@ -1063,8 +1059,7 @@ def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quickloo
         step = export.map_mask_step(result.map_id, result.mars_year, result.ls if np.isfinite(result.ls) else 0.0,
                                     result.masks[:export.MAX_STORM_LABEL], scores=result.scores[:export.MAX_STORM_LABEL],
                                     valid=result.valid)
-        with _NETCDF_LOCK:  # netCDF4 / HDF5 are not thread-safe; on a GPU several writer threads get here
-            chunk = export.write_mask_chunk(parts / "masks", step, result.grid)
+        chunk = export.write_mask_chunk(parts / "masks", step, result.grid)
         chunk_name = chunk.name
     except ValueError as err:  # a map id without subphase/sol cannot be a cube time step
         log.warning("%s: no mask-cube step (%s)", result.map_id, err)

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -527,6 +528,11 @@ def mask_cube_path(out_dir: str | os.PathLike, mars_year: int) -> Path:
     return Path(out_dir) / f"MY{int(mars_year):02d}" / f"MDADMY{int(mars_year):02d}.nc"
 
 
+NETCDF_LOCK = threading.RLock()
+"""netCDF4 / HDF5 are not thread-safe (``detect`` writes from several threads on a GPU): each
+:class:`MaskCubeWriter` holds this lock from open to close."""
+
+
 class MaskCubeWriter:
     """Stream an MDAD v1.1 mask cube to netCDF one map at a time (memory: one map).
 
@@ -573,17 +579,28 @@ class MaskCubeWriter:
     def __enter__(self) -> "MaskCubeWriter":
         import netCDF4
 
-        self._context = atomic_output(self.path)
-        tmp = self._context.__enter__()
+        NETCDF_LOCK.acquire()
         try:
-            self._ds = netCDF4.Dataset(tmp, "w", format="NETCDF4")
-            self._define(self._ds)
-        except BaseException as err:
-            self._abort(err)
+            self._context = atomic_output(self.path)
+            tmp = self._context.__enter__()
+            try:
+                self._ds = netCDF4.Dataset(tmp, "w", format="NETCDF4")
+                self._define(self._ds)
+            except BaseException as err:
+                self._abort(err)
+                raise
+        except BaseException:
+            NETCDF_LOCK.release()
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        try:
+            return self._close(exc)
+        finally:
+            NETCDF_LOCK.release()
+
+    def _close(self, exc) -> bool:
         ds, self._ds = self._ds, None
         context, self._context = self._context, None
         close_error = None
