@@ -282,7 +282,7 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
     umask_before = os.umask(0o022)
     os.umask(umask_before)
     detect.detect_archive(blob_model, archive, tmp_path / "one", batch_size=3, geotiff=True, progress=False)
-    monkeypatch.setattr(detect, "_host_threads", lambda device, batch_size: 4)
+    monkeypatch.setattr(detect.archive, "_host_threads", lambda device, batch_size: 4)
     detect.detect_archive(blob_model, archive, tmp_path / "four", batch_size=3, geotiff=True, quicklook=True,
                           progress=False)
     assert os.umask(umask_before) == umask_before  # the writers' umask reads left it as it was
@@ -392,7 +392,7 @@ def test_fast_mask_pasting_equals_torchvision():
         reference = model([image])[0]
     assert len(fast["scores"]) > 0 and torch.equal(fast["boxes"], reference["boxes"])
     for k in range(len(fast["scores"])):
-        row0, col0, patch = detect._mask_patch(fast["mask_rois"][k], fast["boxes"][k].numpy())
+        row0, col0, patch = detect.archive._mask_patch(fast["mask_rois"][k], fast["boxes"][k].numpy())
         pasted = np.zeros((150, 512), np.float32)
         r0, c0 = max(row0, 0), max(col0, 0)
         r1, c1 = min(row0 + patch.shape[0], 150), min(col0 + patch.shape[1], 512)
