@@ -392,7 +392,7 @@ def test_fast_mask_pasting_equals_torchvision():
         reference = model([image])[0]
     assert len(fast["scores"]) > 0 and torch.equal(fast["boxes"], reference["boxes"])
     for k in range(len(fast["scores"])):
-        row0, col0, patch = detect.archive._mask_patch(fast["mask_rois"][k], fast["boxes"][k].numpy())
+        row0, col0, patch = detect.decode._mask_patch(fast["mask_rois"][k], fast["boxes"][k].numpy())
         pasted = np.zeros((150, 512), np.float32)
         r0, c0 = max(row0, 0), max(col0, 0)
         r1, c1 = min(row0 + patch.shape[0], 150), min(col0 + patch.shape[1], 512)

@@ -1,0 +1,140 @@
+"""The final products (``detections.csv`` / ``.geojson`` / ``masks.nc`` / ``maps.csv``) rebuilt from the parts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from marsdust import export
+from marsdust.detect.parts import PARTS_DIR, _read_part, part_path
+from marsdust.detect.results import DetectSummary
+from marsdust.grid import MapGrid
+from marsdust.naming import parse_map_name
+
+log = logging.getLogger(__name__)
+
+
+MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "seconds", "status", "error"]
+"""Columns of ``maps.csv``."""
+
+
+def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool = True, table_format: str = "csv",
+                progress: bool = True) -> DetectSummary:
+    """Build ``detections.csv`` / ``.geojson`` / ``masks.nc`` / ``maps.csv`` from the parts of ``rows``, atomically.
+
+    Raises
+    ------
+    ValueError
+        A map of ``rows`` has no part (the run is incomplete).
+    """
+    from marsdust.track import track as track_detections
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    missing = [row["map_id"] for row in rows if not part_path(out_dir, row["map_id"]).is_file()]
+    if missing:
+        raise ValueError(f"{out_dir}: {len(missing)} map(s) have no part yet (e.g. {missing[:3]}); run detect again")
+    parts = [_read_part(part_path(out_dir, row["map_id"])) for row in rows]
+    maps_table = pd.DataFrame([p["map"] for p in parts], columns=MAPS_COLUMNS)
+    records = [dict(rec, _order=k) for p in parts for k, rec in enumerate(p["detections"])]
+    detections = export.detections_frame(records)
+    order_in_map = detections.pop("_order") if "_order" in detections.columns else pd.Series(dtype="int64")
+    tracked = False
+    if track and len(detections):
+        if detections["ls"].isna().any():
+            log.warning("%s: some maps have no Ls (no list_ls.txt / index); tracking skipped", out_dir)
+        else:
+            detections = track_detections(detections)
+            tracked = True
+    paths: dict[str, Path] = {}
+    paths["detections"] = export.write_table(detections, out_dir / "detections.csv")
+    if table_format == "parquet":
+        paths["parquet"] = export.write_table(detections, out_dir / "detections.parquet")
+    paths["geojson"] = export.write_geojson(detections, out_dir / "detections.geojson")
+    masks = _merge_masks(out_dir, parts, detections, order_in_map, tracked, progress)
+    if masks is not None:
+        paths["masks"] = masks
+        master = detections.copy()
+        if not tracked:  # label k+1 of a map is its (k+1)-th detection: name it like an MDAD member
+            master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map)]
+        paths["masks_master"] = export.write_master_csv(master, out_dir / "masks_master.csv")
+    paths["maps"] = export.write_table(maps_table, out_dir / "maps.csv")
+    n_errors = int((maps_table["status"] == "error").sum())
+    if n_errors:
+        bad = maps_table.loc[maps_table["status"] == "error", "map_id"].tolist()
+        log.warning("%s: %d map(s) could not be read and were skipped: %s (see maps.csv)", out_dir, n_errors, bad[:10])
+    seconds = time.perf_counter() - t0
+    return DetectSummary(out_dir, len(rows), 0, n_errors, len(detections), seconds, 0.0, paths)
+
+
+def _detection_member_id(map_id: str, k: int) -> str:
+    try:
+        subphase, _ = parse_map_name(map_id)
+    except ValueError:
+        return ""
+    return f"{subphase}_{k + 1:03d}"
+
+
+def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, order_in_map: pd.Series, tracked: bool,
+                 progress: bool) -> Path | None:
+    """Concatenate the per-map mask chunks into ``masks.nc`` (time-ordered), relabelled to members if tracked."""
+    import netCDF4
+
+    chunks = [(p["map"], out_dir / PARTS_DIR / "masks" / p["mask_chunk"]) for p in parts if p.get("mask_chunk")]
+    if not chunks:
+        log.warning("%s: no map gave a mask-cube step; masks.nc not written", out_dir)
+        return None
+    luts = _label_tables(detections, order_in_map, tracked)
+    with netCDF4.Dataset(chunks[0][1]) as ds:
+        res_deg = 360.0 / ds.dimensions["longitude"].size
+    grid = None
+    for north, south in ((90.0, -90.0), (60.0, -60.0)):  # the writer only needs width and resolution
+        try:
+            grid = MapGrid(north, south, res_deg)
+            break
+        except ValueError:
+            continue
+    if grid is None:
+        log.warning("%s: %g° working grid does not fit a latitude band; masks.nc not written", out_dir, res_deg)
+        return None
+    order = sorted(range(len(chunks)), key=lambda i: (chunks[i][0]["mars_year"], chunks[i][0]["ls"], chunks[i][0]["map_id"]))
+    from tqdm.auto import tqdm
+
+    path = out_dir / "masks.nc"
+    with export.MaskCubeWriter(path, grid) as cube:
+        for i in tqdm(order, desc="masks.nc", unit="map", disable=not progress or len(order) < 50):
+            info, chunk = chunks[i]
+            with netCDF4.Dataset(chunk) as ds:
+                ds.set_auto_mask(False)
+                labels = np.asarray(ds["MDAD"][0])
+                lut = luts.get(info["map_id"])
+                if lut is not None:
+                    labels = lut[labels]
+                cube.append_cube_slice(labels, str(ds["dayList"][0]), int(ds["marsYear"][0]), float(ds["timeList"][0, 4]),
+                                       time_row=np.asarray(ds["timeList"][0], dtype=np.float64))
+    return path
+
+
+def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bool) -> dict[str, np.ndarray]:
+    """Per map: a 256-entry table from detection number (chunk label) to MDAD member number."""
+    if not tracked or len(detections) == 0:
+        return {}
+    try:
+        values = [export.member_label_value(m) for m in detections["member_id"]]
+    except ValueError as err:
+        log.warning("masks.nc keeps per-map detection numbers: a member number does not fit the cube (%s)", err)
+        return {}
+    luts: dict[str, np.ndarray] = {}
+    for map_id, k, value in zip(detections["map_id"], order_in_map, values):
+        lut = luts.get(map_id)
+        if lut is None:
+            lut = luts[map_id] = np.arange(256, dtype=np.uint8)
+        if int(k) + 1 <= export.MAX_STORM_LABEL:
+            lut[int(k) + 1] = value
+    return luts

@@ -1,0 +1,97 @@
+"""Per-map part files under ``OUT/parts/``: a map is done iff its part exists, so a run resumes from them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from marsdust import export
+from marsdust.detect.results import MapResult
+
+log = logging.getLogger(__name__)
+
+
+PARTS_DIR = "parts"
+SETTINGS_FILE = "settings.json"
+
+
+def _parts_dir(out_dir: Path) -> Path:
+    return out_dir / PARTS_DIR
+
+
+def part_path(out_dir: str | os.PathLike, map_id: str) -> Path:
+    """``OUT/parts/<map_id>.json``: a map is done iff this file exists."""
+    return _parts_dir(Path(out_dir)) / f"{map_id}.json"
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    with export.atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, allow_nan=True), encoding="utf-8")
+
+
+def _check_settings(out_dir: Path, settings: dict) -> None:
+    """Refuse to resume a run made with other settings (the parts would not be comparable)."""
+    path = _parts_dir(out_dir) / SETTINGS_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: unreadable run settings ({err}); use overwrite to start afresh") from err
+        if old != settings:
+            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out_dir}: holds parts of a run with other settings ({', '.join(changed)}); "
+                "use --overwrite to start afresh or another output folder"
+            )
+        return
+    _write_json(path, settings)
+
+
+def _error_part(row: dict, message: str, seconds: float) -> dict:
+    return {"map": {"map_id": row["map_id"], "mars_year": int(row["mars_year"]), "ls": float(row["ls"]),
+                    "valid_fraction": float("nan"), "n_detections": 0, "seconds": seconds,
+                    "status": "error", "error": message},
+            "detections": [], "mask_chunk": None}
+
+
+def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
+    """Mask chunk, optional GeoTIFF / quick-look, then the part JSON (last: it marks the map done)."""
+    t0 = time.perf_counter()
+    parts = _parts_dir(out_dir)
+    chunk_name = None
+    try:
+        step = export.map_mask_step(result.map_id, result.mars_year, result.ls if np.isfinite(result.ls) else 0.0,
+                                    result.masks[:export.MAX_STORM_LABEL], scores=result.scores[:export.MAX_STORM_LABEL],
+                                    valid=result.valid)
+        chunk = export.write_mask_chunk(parts / "masks", step, result.grid)
+        chunk_name = chunk.name
+    except ValueError as err:  # a map id without subphase/sol cannot be a cube time step
+        log.warning("%s: no mask-cube step (%s)", result.map_id, err)
+    if geotiff:
+        probability = result.probability if result.probability is not None else np.zeros(result.grid.shape, np.float32)
+        export.write_geotiff(out_dir / "geotiff" / f"{result.map_id}.tif", probability, result.grid, valid=result.valid)
+    if quicklook and result.image is not None:
+        export.write_quicklook_png(out_dir / "quicklook" / f"{result.map_id}.png", result.image.rgb,
+                                   [r["polygon_wkt"] for r in result.records], grid=result.grid, title=result.map_id)
+    seconds = result.seconds + time.perf_counter() - t0
+    payload = {
+        "map": {"map_id": result.map_id, "mars_year": result.mars_year, "ls": result.ls,
+                "valid_fraction": result.valid_fraction, "n_detections": result.n_detections,
+                "seconds": seconds, "status": "ok", "error": ""},
+        "detections": result.records,
+        "mask_chunk": chunk_name,
+    }
+    _write_json(part_path(out_dir, result.map_id), payload)
+    return payload
+
+
+def _read_part(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable part file ({err}); delete it to redo that map") from err

@@ -1,0 +1,106 @@
+"""What detection returns: :class:`MapResult` for one map, :class:`DetectSummary` for an archive run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from marsdust import export
+from marsdust.grid import MapGrid
+from marsdust.mdgm import MapImage
+
+
+@dataclass
+class MapResult:
+    """Detections on one map.
+
+    Attributes
+    ----------
+    map_id : str
+    mars_year : int
+    ls : float
+        Solar longitude, degrees.
+    grid : MapGrid
+        The working grid (the detector's ``map_res_deg``) that ``masks``, ``valid`` and
+        ``probability`` are on.
+    native_grid : MapGrid
+        The map file's own grid (``x0..y1`` of the records are pixels on it).
+    valid : ndarray of bool, ``grid.shape``
+        Working-grid pixels that hold an observation.
+    valid_fraction : float
+        ``valid.mean()``: the fraction of the map that was observed.
+    records : list of dict
+        One per detected storm, keys :data:`marsdust.export.DETECTION_COLUMNS`, in descending score.
+    masks : list of ndarray of bool, ``grid.shape``
+        One per record (same order), thresholded and restricted to valid pixels.
+    probability : ndarray of float32, ``grid.shape``, or None
+        Per-pixel maximum mask probability over the kept detections (0 elsewhere).
+    image : MapImage or None
+        The working-resolution map (kept for quick-looks).
+    seconds : float
+        Processing time of this map (decode + inference share + post-processing), s.
+    """
+
+    map_id: str
+    mars_year: int
+    ls: float
+    grid: MapGrid
+    native_grid: MapGrid
+    valid: np.ndarray
+    valid_fraction: float
+    records: list[dict]
+    masks: list[np.ndarray]
+    probability: np.ndarray | None = None
+    image: MapImage | None = None
+    seconds: float = 0.0
+
+    @property
+    def n_detections(self) -> int:
+        """Number of storms found on the map."""
+        return len(self.records)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Detection scores, in record order."""
+        return np.array([r["score"] for r in self.records], dtype=np.float64)
+
+    def frame(self) -> pd.DataFrame:
+        """The records as a detections DataFrame (:func:`marsdust.export.detections_frame`)."""
+        return export.detections_frame(self.records)
+
+
+@dataclass
+class DetectSummary:
+    """What :func:`detect_archive` did.
+
+    Attributes
+    ----------
+    out_dir : Path
+    n_maps : int
+        Maps in the run (all ranks).
+    n_processed : int
+        Maps processed by this call (this rank; resumed maps are not counted).
+    n_errors : int
+        Maps that could not be read (all ranks; see ``maps.csv``).
+    n_detections : int
+        Storm instances in ``detections.csv`` (0 on ranks other than 0).
+    seconds : float
+        Wall time of the call, s.
+    maps_per_second : float
+        Maps processed by this call per second of its wall time.
+    paths : dict of str to Path
+        Written products (``detections``, ``geojson``, ``masks``, ``maps``, …); empty on ranks other
+        than 0, which do not merge.
+    """
+
+    out_dir: Path
+    n_maps: int
+    n_processed: int
+    n_errors: int
+    n_detections: int
+    seconds: float
+    maps_per_second: float
+    paths: dict[str, Path] = field(default_factory=dict)
