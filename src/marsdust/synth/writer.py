@@ -1,7 +1,7 @@
 """Writers of the synthetic archive (MDGM folders + list_ls.txt) and MDAD (v1.0 table, master CSVs),
 and the guard that keeps a new synthesis from mixing with an earlier one.
 
-Files follow /work/briefs/formats.md (the project's format contract) and are written atomically
+Files follow the real archives' and MDAD's layouts (README, "Real data") and are written atomically
 (temporary file in the same folder, then ``os.replace``). The v1.1 cubes are written by
 :class:`marsdust.export.MaskCubeWriter`, the same writer as detection output (its docstring and
 :func:`marsdust.export.grid_labels_to_cube` give the layout and the latitude registration).
