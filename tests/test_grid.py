@@ -56,6 +56,13 @@ def test_normalize_lon(lon_in, convention, expected):
     assert normalize_lon(lon_in, convention) == pytest.approx(expected)
 
 
+def test_normalize_lon_returns_in_range_values_bit_for_bit():
+    lon = np.array([63.406, 74.504, -179.9, -180.0, 0.1])
+    np.testing.assert_array_equal(normalize_lon(lon), lon)  # no modulo rounding noise in written tables
+    assert normalize_lon(63.406) == 63.406
+    assert normalize_lon(243.406) == pytest.approx(-116.594)
+
+
 def test_normalize_lon_array_and_bad_convention():
     out = normalize_lon(np.array([0.0, 90.0, 180.0, 270.0, 359.0]))
     np.testing.assert_allclose(out, [0.0, 90.0, -180.0, -90.0, -1.0])

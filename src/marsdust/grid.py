@@ -46,7 +46,10 @@ def normalize_lon(lon_deg, convention: Literal["east", "west"] = "east"):
     lon = np.asarray(lon_deg, dtype=np.float64)
     if convention == "west":
         lon = -lon
-    out = (lon + 180.0) % 360.0 - 180.0
+    in_range = (lon >= -180.0) & (lon < 180.0)
+    # values already in range come back bit for bit: the modulo would add rounding noise
+    # (63.406 -> 63.406000000000006) that then shows in every written table
+    out = np.where(in_range, lon, (lon + 180.0) % 360.0 - 180.0)
     return float(out) if out.ndim == 0 else out
 
 

@@ -248,9 +248,8 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
 
     from tqdm.auto import tqdm
 
-    from marsdust.export import MaskCubeWriter, MaskStep, mask_cube_path
-    from marsdust.synth.writer import (prepare_output_dir, write_csv_atomic, write_list_ls, write_master_csv,
-                                       write_mdad_v10, write_png)
+    from marsdust.export import MaskCubeWriter, MaskStep, mask_cube_path, write_master_csv
+    from marsdust.synth.writer import prepare_output_dir, write_csv_atomic, write_list_ls, write_mdad_v10, write_png
 
     out = prepare_output_dir(out_dir, overwrite)
     simulation = Simulation(config, seed, out_dir=out)
@@ -276,7 +275,8 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
                 bar.update()
         storms_rows += year_rows
         if config.write_cubes:
-            _write_master(out, year, year_rows, write_master_csv)
+            write_master_csv(pd.DataFrame(year_rows, columns=STORM_COLUMNS),
+                             out / "mdad" / f"MY{year}" / f"MDAD_MY{year}_master.csv")
     bar.close()
 
     for subphase, rows in maps.groupby("subphase", sort=False):
@@ -291,7 +291,3 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
 
 STORM_COLUMNS = ["map_id", "subphase", "sol", "mars_year", "ls", "lon", "lat", "area_km2", "confidence", "member_id",
                  "sequence_id", "polygon_wkt", "source", "member_key", "tau"]
-
-
-def _write_master(out: Path, year: int, rows: list[dict], writer) -> None:
-    writer(pd.DataFrame(rows, columns=STORM_COLUMNS), out / "mdad" / f"MY{year}" / f"MDAD_MY{year}_master.csv")

@@ -1,9 +1,10 @@
-"""Writers of the synthetic archive (MDGM folders + list_ls.txt) and MDAD (v1.0 table, master CSVs),
-and the guard that keeps a new synthesis from mixing with an earlier one.
+"""Writers of the synthetic archive (MDGM folders + list_ls.txt) and the MDAD v1.0 table, and the
+guard that keeps a new synthesis from mixing with an earlier one.
 
 Files follow the real archives' and MDAD's layouts (README, "Real data") and are written atomically
-(temporary file in the same folder, then ``os.replace``). The v1.1 cubes are written by
-:class:`marsdust.export.MaskCubeWriter`, the same writer as detection output (its docstring and
+(temporary file in the same folder, then ``os.replace``). The v1.1 cubes and master CSVs are
+written by :class:`marsdust.export.MaskCubeWriter` and :func:`marsdust.export.write_master_csv`,
+the same writers as detection output (their docstrings and
 :func:`marsdust.export.grid_labels_to_cube` give the layout and the latitude registration).
 """
 
@@ -56,10 +57,6 @@ MDAD_V10_COLUMNS = {
     "lon": "Centroid longitude", "lat": "Centroid latitude", "area_km2": "Area (square km)",
     "confidence": "Confidence interval", "member_id": "Member ID", "sequence_id": "Sequence ID",
 }
-MASTER_COLUMNS = ["subphase", "sol", "mem_ID", "seq_ID", "confidence_flag", "area", "swathLs", "centroid_lon",
-                  "centroid_lat"]
-
-
 def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
     """Write an 8-bit RGB map as PNG.
 
@@ -84,14 +81,4 @@ def write_list_ls(rows: pd.DataFrame, path: Path) -> None:
 def write_mdad_v10(storms: pd.DataFrame, path: Path) -> None:
     """MDAD v1.0 table with the real catalogue's headers (longitudes east-positive, area km²)."""
     table = storms[list(MDAD_V10_COLUMNS)].rename(columns=MDAD_V10_COLUMNS)
-    write_csv_atomic(table, path)
-
-
-def write_master_csv(storms: pd.DataFrame, path: Path) -> None:
-    """The v1.1 master CSV of one Mars year."""
-    table = pd.DataFrame({
-        "subphase": storms["subphase"], "sol": storms["sol"], "mem_ID": storms["member_id"],
-        "seq_ID": storms["sequence_id"], "confidence_flag": storms["confidence"], "area": storms["area_km2"],
-        "swathLs": storms["ls"], "centroid_lon": storms["lon"], "centroid_lat": storms["lat"],
-    }, columns=MASTER_COLUMNS)
     write_csv_atomic(table, path)
