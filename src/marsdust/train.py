@@ -68,6 +68,16 @@ from marsdust.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
+
+class _DropAdvertisingTips(logging.Filter):
+    """Drops Lightning's "Tip: ... install litlogger" line: an advertisement, not news about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+_LIGHTNING_TIPS = _DropAdvertisingTips()
+
 SCHEDULES: dict[str, dict[str, Any]] = {
     "paper": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-3, "warmup_steps": 0, "decay": "step",
               "decay_every_steps": 1000, "decay_factor": 0.1, "min_lr_ratio": 0.0, "clip_grad_norm": 0.0},
@@ -657,6 +667,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     if config.threads:
         torch.set_num_threads(int(config.threads))
     L.seed_everything(int(config.seed), workers=True, verbose=False)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LIGHTNING_TIPS)  # once: same object
 
     index_df, storms_df = load_tables(config)
     split_df = split_for(config, index_df)
