@@ -172,8 +172,8 @@ def child_ours_model(options: dict) -> dict:
     """
     import torch
 
-    from marsdust.detect import DetectSettings, prepare_map, resolve_engine, run_model, working_image
-    from marsdust.detect import onnx_backbone_for
+    from marsdust.detect import (DetectSettings, onnx_backbone_for, prepare_map, resolve_engine, run_model,
+                                 working_image)
     from marsdust.models import load_model
 
     torch.set_num_threads(options["threads"])
@@ -493,11 +493,10 @@ def main(argv: list[str] | None = None) -> dict:
             report["map50"] = run_child("map50", options)
     text = markdown(report)
     print(text)
-    from marsdust.export import atomic_output
+    from marsdust.fileio import write_text_atomic
 
-    for name, content in (("detect.json", json.dumps(report, indent=2) + "\n"), ("detect.md", text)):
-        with atomic_output(out / name) as tmp:
-            Path(tmp).write_text(content)
+    write_text_atomic(out / "detect.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "detect.md", text)
     return report
 
 

@@ -23,8 +23,8 @@ import contextlib
 import json
 import math
 import os
-import threading
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -64,9 +64,6 @@ SPLIT_LABEL_OFFSET = 133
 """MDAD v1.1: a split member ``R18_031b`` is stored as 31 + 133 = 164."""
 
 
-# ------------------------------------------------------------------------------------------------
-# atomic writes
-# ------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------
 # detection records from masks
 # ------------------------------------------------------------------------------------------------

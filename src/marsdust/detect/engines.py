@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from marsdust import export
+from marsdust.fileio import atomic_output
 
 
 @contextmanager
@@ -148,7 +148,7 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
             keys = list(model.backbone(example))
         names = ([f"level_{key}" for key in keys] + [f"rpn_logits_{key}" for key in keys]
                  + [f"rpn_deltas_{key}" for key in keys])
-        with export.atomic_output(path) as tmp, warnings.catch_warnings():
+        with atomic_output(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (example,), os.fspath(tmp), input_names=["images"], output_names=names,
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}}, opset_version=opset,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from marsdust import export
+from marsdust.fileio import write_text_atomic
 from marsdust.detect.results import MapResult
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,7 @@ def part_path(out_dir: str | os.PathLike, map_id: str) -> Path:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    with export.atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(payload, allow_nan=True), encoding="utf-8")
+    write_text_atomic(path, json.dumps(payload, allow_nan=True))
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:
