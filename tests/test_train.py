@@ -144,6 +144,31 @@ def test_cpu_benchmark_yaml_gives_the_small_cpu_detector_and_checkpoints_store_i
     assert load_model(path).config == expected.replace(backbone_weights="checkpoint")
 
 
+def test_cli_logging_prints_lightning_lines_once(monkeypatch):
+    import logging
+
+    from marsdust.cli._app import setup_logging
+
+    lightning_log = logging.getLogger("lightning")
+    monkeypatch.setattr(lightning_log, "propagate", True)  # as Lightning leaves it; restored afterwards
+    setup_logging(logging.INFO, lightning=True)
+    reached_root = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            reached_root.append(record.getMessage())
+
+    catch = Catch()
+    logging.getLogger().addHandler(catch)
+    try:
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
+        logging.getLogger("marsdust.train").warning("ours")
+    finally:
+        logging.getLogger().removeHandler(catch)
+    assert lightning_log.handlers  # Lightning's own console handler prints its line ...
+    assert reached_root == ["ours"]  # ... and ours does not print it a second time
+
+
 def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_skips_consumed_batches():
     position = [0, 0]
     sampler = EpochSampler(10, seed=3, batch_size=2, position=lambda: tuple(position))

@@ -697,6 +697,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning's own pytree helper uses a torch API that torch deprecates; nothing for our users to do
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
     seconds = time.perf_counter() - t0
     best_cb = trainer.checkpoint_callback

@@ -9,3 +9,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: int, *, lightning: bool = False) -> None:
+    """Send log lines to stderr as ``LEVEL logger: message``, from ``level`` up.
+
+    With ``lightning``, Lightning's lines are printed once, by the console handler Lightning puts on
+    its ``lightning`` logger when imported; without this they also reached ours and appeared twice.
+    """
+    import logging
+
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    if lightning:
+        import lightning as _lightning  # noqa: F401  (importing it installs Lightning's handler)
+
+        lightning_log = logging.getLogger("lightning")
+        if lightning_log.handlers:
+            lightning_log.propagate = False

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from marsdust.cli._app import app
+from marsdust.cli._app import app, setup_logging
 
 
 def _fail(message: object) -> None:
@@ -63,7 +63,7 @@ def detect_command(
     from marsdust.mdgm import MapReadError
     from marsdust.models import CheckpointError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     if table_format not in ("csv", "parquet"):
         _fail(f"--format must be csv or parquet, got {table_format!r}")
     from marsdust.detect import ENGINES

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app
+from marsdust.cli._app import app, setup_logging
 
 
 def _fail(message: object) -> None:
@@ -103,7 +103,7 @@ def train_command(
     from marsdust.models import available_models
     from marsdust.train import train
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING, lightning=True)
     cli_values = dict(
         data=data, archive=archive, catalog=catalog, model=model, strategy=strategy, max_steps=max_steps,
         label_mode=label_mode, schedule=schedule, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -196,7 +196,7 @@ def compare_command(
     from marsdust.models import available_models
     from marsdust.train import compare
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO, lightning=True)
     model_names = [m.strip() for m in models.split(",") if m.strip()]
     strategy_names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [m for m in model_names if m not in available_models()]
