@@ -77,3 +77,15 @@ def test_help_texts():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "-o" in result.output
+
+
+def test_every_help_text_prints_as_written():
+    """Typer renders help through rich markup, which silently drops a "[default: 300]" as a tag."""
+    import typer
+    from rich.text import Text
+
+    root = typer.main.get_command(app)
+    for name, command in root.commands.items():
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        for text in texts:
+            assert Text.from_markup(text).plain == text, f"marsdust {name}: {text!r}"

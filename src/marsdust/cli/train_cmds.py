@@ -57,23 +57,23 @@ def train_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig settings "
                                                "(command-line options override it).", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", help="Detector: dustrcnn, maskrcnn, fasterrcnn, sppnet "
-                                        "[default: dustrcnn]."),
+                                        "(default: dustrcnn)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Split: temporal (paper's strategy 1) or random "
-                                           "(strategy 2) [default: temporal]."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps [default: 300]."),
+                                           "(strategy 2); default: temporal."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default: 300)."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth: fixed (paper's 12° boxes), "
-                                             "area, outline [default: fixed]."),
+                                             "area, outline (default: fixed)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
                                            "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay (overrides the schedule's)."),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Maps per step per device [default: 2]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Maps per step per device (default: 2)."),
     map_res_deg: Optional[float] = typer.Option(None, "--map-res-deg", help="Working resolution, degrees per pixel "
-                                                "[default: 0.4]."),
+                                                "(default: 0.4)."),
     model_preset: Optional[str] = typer.Option(None, "--model-preset", metavar="NAME", help=_MODEL_PRESET_HELP),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet18, resnet34 or resnet50."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, order and augmentation [default: 0]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, order and augmentation (default: 0)."),
     train_period: Optional[str] = typer.Option(None, "--train-period", help="Temporal split training period, e.g. "
                                                "'MY25 0 - MY27 180'."),
     test_period: Optional[str] = typer.Option(None, "--test-period", help="Temporal split test period, e.g. "
@@ -83,8 +83,8 @@ def train_command(
                                                  "period used for validation."),
     split_file: Optional[str] = typer.Option(None, "--split-file", help="Use this split.csv instead of computing one."),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate (mAP50) every N steps "
-                                            "[default: 50]."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers [default: 2]."),
+                                            "(default: 50)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers (default: 2)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads."),
     accelerator: Optional[str] = typer.Option(None, "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices: auto, N, or a list like 0,1."),
@@ -130,14 +130,14 @@ def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (RUN_DIR/checkpoints/best.ckpt).", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Evaluation folder (metrics.json, per_map.csv, "
                                 "figures/).", show_default=False),
-    data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP + " [default: the run's]", show_default=False),
+    data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP + " (default: the run's)", show_default=False),
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
     split: str = typer.Option("test", "--split", help="Maps to score: test, val or train."),
-    split_file: Optional[str] = typer.Option(None, "--split-file", help="Split manifest [default: the run's "
-                                             "split.csv next to the checkpoint, else recomputed]."),
+    split_file: Optional[str] = typer.Option(None, "--split-file", help="Split manifest (default: the run's "
+                                             "split.csv next to the checkpoint, else recomputed)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Recompute the split with this strategy."),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth shape [default: the run's]."),
+    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth shape (default: the run's)."),
     score_threshold: float = typer.Option(0.05, "--score-threshold", min=0.0, max=1.0,
                                           help="Lowest detection score scored."),
     figures: int = typer.Option(4, "--figures", min=0, help="Maps drawn ground truth next to prediction."),
