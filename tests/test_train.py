@@ -169,6 +169,18 @@ def test_cli_logging_prints_lightning_lines_once(monkeypatch):
     assert reached_root == ["ours"]  # ... and ours does not print it a second time
 
 
+def test_quiet_lightning_holds_in_a_fresh_interpreter():
+    """Lightning sets its loggers to INFO when imported; quietening must come after that import."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from marsdust.cli._app import quiet_lightning; quiet_lightning(); "
+            "import lightning.pytorch.trainer; "
+            "print(logging.getLogger('lightning.pytorch.utilities.rank_zero').isEnabledFor(logging.INFO))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "False"
+
+
 def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_skips_consumed_batches():
     position = [0, 0]
     sampler = EpochSampler(10, seed=3, batch_size=2, position=lambda: tuple(position))

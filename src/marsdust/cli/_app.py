@@ -28,3 +28,13 @@ def setup_logging(level: int, *, lightning: bool = False) -> None:
         lightning_log = logging.getLogger("lightning")
         if lightning_log.handlers:
             lightning_log.propagate = False
+
+
+def quiet_lightning() -> None:
+    """Show only Lightning's warnings and errors, not its INFO lines ("GPU available: ...")."""
+    import logging
+
+    import lightning  # noqa: F401  (importing sets Lightning's loggers to INFO, so quieten them after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from marsdust.cli._app import app
+from marsdust.cli._app import app, quiet_lightning
 
 
 @app.command()
@@ -28,8 +28,7 @@ def demo(
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("marsdust").addHandler(handler)
     logging.getLogger("marsdust").setLevel(logging.INFO)
-    for name in ("lightning.pytorch", "lightning.fabric"):  # the demo's own lines say what happens
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()  # the demo's own lines say what happens
     result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet)
     metrics = result.metrics
 
