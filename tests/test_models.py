@@ -248,6 +248,21 @@ def test_lightning_style_checkpoint_is_accepted(tmp_path):
         assert torch.equal(value, loaded.state_dict()[key])
 
 
+def test_checkpoint_holding_python_objects_loads_only_when_trusted(tmp_path):
+    from lightning.fabric.utilities.data import AttributeDict  # older Lightning wrote hparams like this
+
+    model = build_model("sppnet", **TINY).eval()
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": AttributeDict(model_name="sppnet", model_config=model.config.to_dict())}, path)
+    with pytest.raises(CheckpointError, match="pickled.ckpt: holds Python objects.*trust_pickle=True"):
+        load_model(path)
+    converted = save_checkpoint(load_model(path, trust_pickle=True), tmp_path / "converted.ckpt")
+    torch.load(converted, weights_only=True)  # the converted file needs no trust
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, load_model(converted).state_dict()[key])
+
+
 def test_bad_checkpoints_raise_checkpoint_error_naming_the_file(tmp_path):
     model = build_model("fasterrcnn", **TINY)
     good = save_checkpoint(model, tmp_path / "good.ckpt")

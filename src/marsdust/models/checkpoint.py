@@ -82,19 +82,32 @@ def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: A
     return path
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    trust_pickle: bool = False) -> dict[str, Any]:
     """Read a marsdust or Lightning checkpoint into ``{model_name, model_config, state_dict, extra}``.
+
+    Parameters
+    ----------
+    path
+        The checkpoint file.
+    map_location
+        Where tensors are loaded (``torch.load``'s ``map_location``).
+    trust_pickle
+        Also read files holding Python objects beyond tensors and plain settings, which
+        unpickling can make run code. Checkpoints written by marsdust never need it; use it
+        only for files from a source you trust.
 
     Raises
     ------
     CheckpointError
-        Missing, damaged or truncated file, a file of another format version, or a file that
-        is neither a marsdust nor a Lightning checkpoint of a marsdust detector.
+        Missing, damaged or truncated file, a file of another format version, a file holding
+        Python objects without ``trust_pickle``, or a file that is neither a marsdust nor a
+        Lightning checkpoint of a marsdust detector.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    raw = _torch_load(path, map_location)
+    raw = _torch_load(path, map_location, trust_pickle)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: not a marsdust checkpoint (holds a {type(raw).__name__}, expected a dict)")
     if raw.get("format") == CHECKPOINT_FORMAT:
@@ -129,15 +142,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     )
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MarsDustDetector:
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+               trust_pickle: bool = False) -> MarsDustDetector:
     """Rebuild the detector stored in ``path`` (marsdust or Lightning checkpoint), in eval mode.
+
+    ``trust_pickle`` as in :func:`read_checkpoint`.
 
     Raises
     ------
     CheckpointError
         See :func:`read_checkpoint`; also when the weights do not fit the stored config.
     """
-    content = read_checkpoint(path, map_location)
+    content = read_checkpoint(path, map_location, trust_pickle=trust_pickle)
     try:
         config = DetectorConfig.from_dict(content["model_config"], source=str(path))
         # The weights come from the checkpoint: never look for ImageNet weights again.
@@ -153,7 +169,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval()
 
 
-def _torch_load(path: Path, map_location) -> Any:
+def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:
     """``torch.load`` that turns every failure on a damaged or foreign file into ``CheckpointError``.
 
     A tiny or random file makes torch's unpicklers raise almost anything (``IndexError``,
@@ -165,7 +181,13 @@ def _torch_load(path: Path, map_location) -> Any:
     except pickle.UnpicklingError as error:
         if not _holds_python_objects(error):
             raise CheckpointError(f"{path}: damaged or not a torch checkpoint ({error})") from error
-        # A Lightning checkpoint may hold non-tensor objects (e.g. AttributeDict hparams).
+        if not trust_pickle:  # e.g. a foreign Lightning checkpoint whose hparams are Python objects
+            raise CheckpointError(
+                f"{path}: holds Python objects beyond tensors and settings, and unpickling them can run code "
+                "stored in the file; marsdust's own checkpoints never do. If you trust its source, convert it "
+                "once: python -c \"from marsdust.models import load_model, save_checkpoint; "
+                f"save_checkpoint(load_model('{path}', trust_pickle=True), 'converted.ckpt')\""
+            ) from error
         log.info("%s: holds Python objects beyond tensors; loading it as a trusted file", path)
     except Exception as error:  # noqa: BLE001  (see the docstring)
         raise CheckpointError(f"{path}: damaged, truncated or not a torch checkpoint ({error})") from error
