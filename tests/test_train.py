@@ -181,6 +181,14 @@ def test_quiet_lightning_holds_in_a_fresh_interpreter():
     assert shown.strip() == "False"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU that is absent")
+def test_train_asking_for_an_absent_gpu_fails_in_one_line(ci_data, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--data", str(ci_data), "--accelerator", "gpu", "--max-steps", "1",
+                                      "-o", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "Lightning cannot set up training as asked" in result.output and "--accelerator" in result.output
+
+
 def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_skips_consumed_batches():
     position = [0, 0]
     sampler = EpochSampler(10, seed=3, batch_size=2, position=lambda: tuple(position))

@@ -100,6 +100,8 @@ def train_command(
     """Train a detector; the best checkpoint (validation mAP50) goes to OUTPUT/checkpoints/best.ckpt."""
     import logging
 
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from marsdust.models import available_models
     from marsdust.train import train
 
@@ -120,9 +122,16 @@ def train_command(
         summary = train(config, output, resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(exc)
+    except MisconfigurationException as exc:
+        _fail(_trainer_setup_message(exc))
     best = summary["best_val_map50"]
     typer.echo(f"{summary['global_step']} steps ({summary['steps_per_second']:.3f} steps/s), best val mAP50 "
                f"{'n/a' if best is None else f'{best:.3f}'} -> {summary['best_checkpoint']}")
+
+
+def _trainer_setup_message(error: Exception) -> str:
+    return (f"Lightning cannot set up training as asked ({error}); check --accelerator, --devices, "
+            "--trainer-strategy and --precision (or their YAML fields)")
 
 
 @app.command("evaluate")
@@ -192,6 +201,8 @@ def compare_command(
     """
     import logging
 
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from marsdust.evaluate import comparison_markdown
     from marsdust.models import available_models
     from marsdust.train import compare
@@ -213,5 +224,7 @@ def compare_command(
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    except MisconfigurationException as exc:
+        _fail(_trainer_setup_message(exc))
     typer.echo(comparison_markdown(result["table"]))
     typer.echo(f"-> {result['markdown']}, {result['csv']}")
