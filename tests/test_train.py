@@ -203,6 +203,42 @@ def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_skips_consumed_batche
     assert list(sampler) == epoch1
 
 
+def test_samplers_shard_every_map_over_ddp_ranks(monkeypatch):
+    import marsdust.train as train_module
+
+    train_shards, val_shards = [], []
+    for rank in range(3):
+        monkeypatch.setattr(train_module, "_world", lambda rank=rank: (rank, 3))
+        train_shards.append([i for _, i in EpochSampler(10, seed=3, batch_size=2)])
+        val_shards.append(list(train_module.ShardSampler(10)))
+    assert [len(shard) for shard in train_shards] == [4, 4, 4]  # equal steps on every rank
+    assert set().union(*map(set, train_shards)) == set(range(10))  # every map trained on (2 padded repeats)
+    assert sorted(i for shard in val_shards for i in shard) == list(range(10))  # each validated once
+
+
+@pytest.mark.slow
+def test_ddp_training_on_two_cpu_processes(ci_data, tmp_path):
+    """Two DDP ranks (gloo) through the command line, as on several GPUs: one report, one finished run."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model_preset": "small_cpu", "map_res_deg": RES_DEG, "num_workers": 0}))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "marsdust", "train", "--data", str(ci_data), "--config", str(config),
+               "--accelerator", "cpu", "--devices", "2", "--trainer-strategy", "ddp", "--max-steps", "4",
+               "--val-every", "2", "--threads", "1", "-o", str(run), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Starting with 2 processes" in done.stderr
+    assert done.stdout.count("best val mAP50") == 1, done.stdout  # rank 0 reports
+    assert json.loads((run / "done.json").read_text())["global_step"] == 4
+    assert pd.read_csv(run / "metrics.csv")["val_map50"].notna().sum() == 2
+    from marsdust.models import load_model
+
+    assert load_model(run / "checkpoints" / "best.ckpt").model_name == "dustrcnn"
+
+
 def test_validation_map_scores_perfect_and_empty_predictions():
     boxes = np.array([[10, 10, 40, 40], [100, 20, 130, 50]], dtype=float)
     gt = {"boxes": boxes, "confidence": np.array([100, 50]), "area_km2": np.array([1e6, 2e6])}

@@ -652,7 +652,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     -------
     dict
         ``best_checkpoint``, ``last_checkpoint``, ``best_val_map50``, ``global_step``, ``seconds``,
-        ``steps_per_second``, ``n_train_maps``, ``n_val_maps``.
+        ``steps_per_second``, ``n_train_maps``, ``n_val_maps`` (as in ``done.json``) and ``global_rank``
+        (of this process; under DDP every process returns, and rank 0 is the one to report).
     """
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
@@ -699,6 +700,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # Lightning's own pytree helper uses a torch API that torch deprecates; nothing for our users to do
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        # validation mAP is computed from the predictions of all ranks, gathered: every rank logs the same value
+        warnings.filterwarnings("ignore", message=r".*self\.log\('val_.*sync_dist=True.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
     seconds = time.perf_counter() - t0
     best_cb = trainer.checkpoint_callback
@@ -715,7 +718,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     }
     if trainer.is_global_zero and trainer.global_step >= config.max_steps:
         write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return {**summary, "global_rank": int(trainer.global_rank)}
 
 
 def read_metrics_csv(run_dir: str | os.PathLike) -> pd.DataFrame:

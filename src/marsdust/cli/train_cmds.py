@@ -124,6 +124,8 @@ def train_command(
         _fail(exc)
     except MisconfigurationException as exc:
         _fail(_trainer_setup_message(exc))
+    if summary["global_rank"] != 0:  # under DDP each process returns here; rank 0 reports
+        return
     best = summary["best_val_map50"]
     typer.echo(f"{summary['global_step']} steps ({summary['steps_per_second']:.3f} steps/s), best val mAP50 "
                f"{'n/a' if best is None else f'{best:.3f}'} -> {summary['best_checkpoint']}")
