@@ -344,7 +344,7 @@ def _env():
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_rows_and_two_workers_agree(tmp_path):
+def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ranks_agree(tmp_path):
     grid = MapGrid.moc(0.8)  # 150 x 450 native, 1.6° working grid
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(20.0 * sol - 170.0, 10.0 - sol, 6.0 + sol % 3)])
             for sol in range(1, 13)}
@@ -381,6 +381,13 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_agree(tmp_path):
     assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
     parts = [json.loads(p.read_text()) for p in sorted((killed / "parts").glob("r18_*.json"))]
     assert sum(p["map"]["n_detections"] for p in parts) == len(expected)
+
+    ranks = tmp_path / "torchrun"  # as on several GPUs or nodes: two ranks (gloo on a CPU), rank 0 merges
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "marsdust", "detect",
+                str(ckpt), str(archive), "-o", str(ranks), "--quiet"]
+    finished = subprocess.run(torchrun, check=True, env=_env(), timeout=180, capture_output=True, text=True)
+    assert finished.stdout.count("12 processed now") == 1, finished.stdout  # one report, for both ranks
+    pd.testing.assert_frame_equal(pd.read_csv(ranks / "detections.csv"), expected)
 
 
 def test_fast_mask_pasting_equals_torchvision():

@@ -373,11 +373,12 @@ def _torchrun_rank(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], t
             threads = max(1, (os.cpu_count() or 1) // local_world)
         summary = detect_archive(checkpoint_or_model, maps, out_dir, rank=rank, world_size=world_size, merge=False,
                                  threads=threads, **kwargs)
-        dist.barrier()
+        processed_by_rank = [None] * world_size
+        dist.all_gather_object(processed_by_rank, summary.n_processed)  # also the barrier before merging
         if rank == 0:
             merged = merge_parts(out_dir, rows, track=options["track"], table_format=options["table_format"],
                                  progress=options["progress"])
-            merged.n_processed = summary.n_processed
+            merged.n_processed = sum(processed_by_rank)
             summary = merged
         dist.barrier()
     finally:
