@@ -77,12 +77,12 @@ def test_rgba_drops_alpha_and_palette_expands(tmp_path):
 
 def test_geotiff_with_rasterio(tmp_path):
     rasterio = pytest.importorskip("rasterio")
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     rgb = tiny_map()
     path = tmp_path / "g.tif"
     with rasterio.open(path, "w", driver="GTiff", width=90, height=30, count=3, dtype="uint8",
-                       transform=from_origin(-180, 60, 4, 4), compress="deflate") as dst:
+                       transform=Affine(4, 0, -180, 0, -4, 60), compress="deflate") as dst:
         dst.write(np.moveaxis(rgb, -1, 0))
     np.testing.assert_allclose(read_map(path).rgb, rgb / 255.0, atol=1e-6)
 

@@ -700,6 +700,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # Lightning's own pytree helper uses a torch API that torch deprecates; nothing for our users to do
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        # EpochSampler resumes mid-epoch exactly (it skips the batches already consumed)
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
         # validation mAP is computed from the predictions of all ranks, gathered: every rank logs the same value
         warnings.filterwarnings("ignore", message=r".*self\.log\('val_.*sync_dist=True.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
