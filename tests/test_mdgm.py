@@ -189,6 +189,8 @@ def test_read_map_resampled_matches_downsample(tmp_path):
     np.testing.assert_array_equal(direct.valid, via.valid)
     with pytest.raises(MapReadError, match="whole multiple"):
         read_map_resampled(path, 3.0)
+    with pytest.raises(MapReadError, match=r"m.png: 60 x 180 map is not divisible into 8 x 8 blocks.*--map-res-deg"):
+        read_map_resampled(path, 16.0)
 
 
 # --- list_ls.txt ------------------------------------------------------------------------------

@@ -330,7 +330,9 @@ def _integer_factor(grid: MapGrid, res_deg: float, where: str) -> int:
             "the target resolution must be a whole multiple of the map's"
         )
     if grid.height % factor or grid.width % factor:
-        raise MapReadError(f"{where}: {grid.height} x {grid.width} map is not divisible into {factor} x {factor} blocks")
+        raise MapReadError(f"{where}: {grid.height} x {grid.width} map is not divisible into {factor} x {factor} blocks "
+                           f"for the {res_deg}° working resolution; use a detector trained at a resolution whose "
+                           "blocks divide the map (--map-res-deg)")
     return factor
 
 
