@@ -111,6 +111,7 @@ def test_mask_cube_layout_read_back_by_xarray(tmp_path):
         assert list(ds["dayList"].values) == ["R18_day41", "R18_day40"]
         assert ds["timeList"].values[0, 4:].tolist() == [100.6] * 4
         assert 0 < ds["timeList"].values[0, 0] < 669
+        np.testing.assert_array_equal(ds["soy"].values, ds["timeList"].values[:, 3])
         cube = ds["MDAD"].values
     lat = np.linspace(-90, 90, 361)
     outside = (lat > 60) | (lat < -60)
@@ -133,6 +134,21 @@ def test_chunks_merge_into_the_same_cube_in_time_order(tmp_path):
         assert list(a["dayList"].values) == ["R18_day40", "R18_day41"]
         np.testing.assert_array_equal(a["MDAD"].values, b["MDAD"].values)
         np.testing.assert_allclose(a["timeList"].values, b["timeList"].values)
+        np.testing.assert_allclose(a["soy"].values, b["soy"].values)
+
+
+def test_cube_reads_as_real_mdad_files_do_with_plain_netcdf4(tmp_path):
+    """Tools written for the real MDAD v1.1 files use netCDF4's default masking and these names."""
+    import netCDF4
+
+    path = export.write_mask_cube(export.mask_cube_path(tmp_path, 25), _steps(), GRID)
+    with netCDF4.Dataset(path) as dataset:
+        assert len(dataset.variables["soy"]) == 2
+        day = dataset.variables["MDAD"][1, :, :]
+        assert not np.ma.getmask(day).any()  # 255 (missing) is data, not masked away
+        assert day.shape == (GRID.width, 361) and day.max() == 255
+        assert dataset.variables["dayList"][1] == "R18_day40"
+        assert dataset.variables["timeList"][1, 7] == pytest.approx(100.0)  # the median Ls
 
 
 def test_cube_and_master_csv_read_back_by_mdad_reader(tmp_path):

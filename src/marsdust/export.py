@@ -545,7 +545,9 @@ class MaskCubeWriter:
     ascending); ``MDAD(time, longitude, latitude)`` uint8 (0 no dust, 1–250 storm labels,
     255 missing MDGM pixel or outside the map's band), ``dayList(time)`` strings like ``R18_day40``,
     ``timeList(time, 8)`` (start, end, mean, median sol-of-year, then start, end, mean, median Ls;
-    one map per step, so the four values of each group are equal). Extra: ``marsYear(time)``.
+    one map per step, so the four values of each group are equal), ``soy(time)`` (sol of year, the
+    median). Tools written for the real files read ``MDAD``, ``dayList``, ``soy`` and ``timeList``
+    by these names. Extra: ``marsYear(time)``.
     ``MDAD`` has no ``_FillValue`` on purpose: like the real files, 255 must come back as 255
     (xarray would otherwise turn it into NaN and the array into float); the meaning of 0 and 255
     is given by CF ``flag_values``/``flag_meanings``.
@@ -671,6 +673,9 @@ class MaskCubeWriter:
         times.long_name = "start, end, mean, median sol-of-year; start, end, mean, median Ls"
         times.units = "1"
         times.comment = "columns 0-3 sol of the Mars year (sols), columns 4-7 solar longitude Ls (degrees)"
+        soy = ds.createVariable("soy", "f8", ("time",))
+        soy.long_name = "sol of the Mars year of each time step (timeList column 3, the median)"
+        soy.units = "sols"
         year = ds.createVariable("marsYear", "i2", ("time",))
         year.long_name = "Mars year"
         year.units = "1"
@@ -695,6 +700,7 @@ class MaskCubeWriter:
             sol = float(sol_of_year_from_ls(ls_deg)) if sol_of_year is None else float(sol_of_year)
             time_row = np.array([sol] * 4 + [float(ls_deg)] * 4)
         self._ds["timeList"][t, :] = np.asarray(time_row, dtype=np.float64)
+        self._ds["soy"][t] = float(time_row[3])
         self._ds["marsYear"][t] = int(mars_year)
         self._count += 1
 
