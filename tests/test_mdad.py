@@ -134,7 +134,8 @@ RES = 4.0
 GRID = MapGrid.marci(RES)  # 45 x 90
 
 
-def write_cube(path, day_names, label_maps, lat_values=None, dims=("time", "longitude", "latitude")):
+def write_cube(path, day_names, label_maps, lat_values=None, dims=("time", "longitude", "latitude"),
+               coordinates=True):
     """Write an MDAD v1.1 cube: map row i goes to the latitude point at its northern edge."""
     height, width = GRID.shape
     lat = np.linspace(-90.0, 90.0, height + 1) if lat_values is None else lat_values
@@ -145,8 +146,9 @@ def write_cube(path, day_names, label_maps, lat_values=None, dims=("time", "long
         ds.createDimension(dims[1], width)
         ds.createDimension(dims[2], lat.size)
         ds.createDimension("stat", 8)
-        ds.createVariable(dims[1], "f8", (dims[1],))[:] = lon
-        ds.createVariable(dims[2], "f8", (dims[2],))[:] = lat
+        if coordinates:
+            ds.createVariable(dims[1], "f8", (dims[1],))[:] = lon
+            ds.createVariable(dims[2], "f8", (dims[2],))[:] = lat
         cube = ds.createVariable("MDAD", "u1", dims)
         for t, labels in enumerate(label_maps):
             slab = np.full((width, lat.size), 255, np.uint8)
@@ -243,6 +245,18 @@ def test_cube_axes_found_by_size_and_cell_centred_latitudes(tmp_path):
     master_frame().to_csv(folder / "MDAD_MY30_master.csv", index=False)
     mask, _ = instance_mask(folder / "MDADMY30.nc", "d01_005", "D01_031b")
     assert mask[20:22, 40:45].all() and mask.sum() == 10
+
+
+def test_cube_without_coordinate_variables_is_read_in_the_mdad_layout(tmp_path, caplog):
+    days, maps = cube_days()
+    folder = tmp_path / "MY30"
+    write_cube(folder / "MDADMY30.nc", days, maps, dims=("soy", "dim_x", "dim_y"), coordinates=False)
+    master_frame().to_csv(folder / "MDAD_MY30_master.csv", index=False)
+    mask, grid = instance_mask(folder / "MDADMY30.nc", "d01_005", "D01_031b")
+    assert grid == GRID and mask[20:22, 40:45].all() and mask.sum() == 10
+    assert "no longitude/latitude coordinate variables" in caplog.text
+    across = read_catalog(folder / "MDADMY30.nc").set_index("member_id").loc["D01_031", "polygon_wkt"]
+    assert wkt.loads(across).bounds == pytest.approx((-180.0, 38.0, 180.0, 50.0))
 
 
 def test_cube_export_convention_round_trip(tmp_path):

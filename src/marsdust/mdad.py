@@ -476,6 +476,30 @@ def cube_grid(lon_deg: np.ndarray, lat_deg: np.ndarray, source: str = "cube") ->
     return grid, column_order, row_index
 
 
+def _assumed_cube_axes(path: str, n_lon: int, n_lat: int, lon: np.ndarray | None,
+                       lat: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Axes of a cube without coordinate variables, as MDAD v1.1 lays them out.
+
+    Longitudes -180 … 180 - res (every ``360 / n_lon`` degrees from -180); latitudes -90 … 90
+    point-registered (``n_lat = n_lon / 2 + 1``) or, with ``n_lat = n_lon / 2``, cell centres from
+    the south. Logged, since the layout is assumed rather than read.
+    """
+    res = 360.0 / n_lon
+    if lon is None:
+        lon = -180.0 + res * np.arange(n_lon)
+    if lat is None:
+        if n_lat == n_lon // 2 + 1:
+            lat = np.linspace(-90.0, 90.0, n_lat)
+        elif n_lat == n_lon // 2:
+            lat = -90.0 + res * (np.arange(n_lat) + 0.5)
+        else:
+            raise CatalogError(f"{path}: no latitude coordinate, and {n_lat} latitudes fit neither -90 … 90 "
+                               f"point-registered ({n_lon // 2 + 1}) nor cell centres ({n_lon // 2}) at {res}°")
+    log.warning("%s: no longitude/latitude coordinate variables; assuming the MDAD v1.1 layout "
+                "(longitude -180 … %g, latitude -90 … 90 at %g°)", path, 180.0 - res, res)
+    return lon, lat
+
+
 def _open_cube(nc_path: str | os.PathLike) -> _Cube:
     import netCDF4
 
@@ -513,16 +537,18 @@ def _open_cube(nc_path: str | os.PathLike) -> _Cube:
             if needed not in variables:
                 raise CatalogError(f"{path}: no variable 'dayList' (found {list(dataset.variables)})")
 
-        def coordinate(dim: str, label: str) -> np.ndarray:
+        def coordinate(dim: str, label: str) -> np.ndarray | None:
             if dim in dataset.variables:
                 return np.asarray(dataset.variables[dim][:], dtype=np.float64)
             alias = variables.get(label)
             if alias is not None and dataset.variables[alias].shape == (dims[dim],):
                 return np.asarray(dataset.variables[alias][:], dtype=np.float64)
-            raise CatalogError(f"{path}: no coordinate variable for the {label} axis '{dim}'")
+            return None
 
         lon = coordinate(lon_dim, "longitude")
         lat = coordinate(lat_dim, "latitude")
+        if lon is None or lat is None:
+            lon, lat = _assumed_cube_axes(path, dims[lon_dim], dims[lat_dim], lon, lat)
         grid, column_order, row_index = cube_grid(lon, lat, path)
         day_names = _decode_strings(dataset.variables[variables["daylist"]][:])
         if len(day_names) != dims[time_dim]:
