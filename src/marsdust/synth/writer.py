@@ -57,6 +57,8 @@ MDAD_V10_COLUMNS = {
     "lon": "Centroid longitude", "lat": "Centroid latitude", "area_km2": "Area (square km)",
     "confidence": "Confidence interval", "member_id": "Member ID", "sequence_id": "Sequence ID",
 }
+
+
 def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
     """Write an 8-bit RGB map as PNG.
 
