@@ -255,8 +255,9 @@ def test_checkpoint_holding_python_objects_loads_only_when_trusted(tmp_path):
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "hyper_parameters": AttributeDict(model_name="sppnet", model_config=model.config.to_dict())}, path)
-    with pytest.raises(CheckpointError, match="pickled.ckpt: holds Python objects.*trust_pickle=True"):
+    with pytest.raises(CheckpointError, match="pickled.ckpt: holds Python objects.*trust_pickle=True") as refused:
         load_model(path)
+    assert f"load_model({str(path)!r}, trust_pickle=True)" in str(refused.value)  # the command runs as printed
     converted = save_checkpoint(load_model(path, trust_pickle=True), tmp_path / "converted.ckpt")
     torch.load(converted, weights_only=True)  # the converted file needs no trust
     for key, value in model.state_dict().items():

@@ -186,7 +186,7 @@ def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:
                 f"{path}: holds Python objects beyond tensors and settings, and unpickling them can run code "
                 "stored in the file; marsdust's own checkpoints never do. If you trust its source, convert it "
                 "once: python -c \"from marsdust.models import load_model, save_checkpoint; "
-                f"save_checkpoint(load_model('{path}', trust_pickle=True), 'converted.ckpt')\""
+                f"save_checkpoint(load_model({str(path)!r}, trust_pickle=True), 'converted.ckpt')\""
             ) from error
         log.info("%s: holds Python objects beyond tensors; loading it as a trusted file", path)
     except Exception as error:  # noqa: BLE001  (see the docstring)
