@@ -259,6 +259,17 @@ def test_cube_without_coordinate_variables_is_read_in_the_mdad_layout(tmp_path, 
     assert wkt.loads(across).bounds == pytest.approx((-180.0, 38.0, 180.0, 50.0))
 
 
+def test_cube_without_coordinates_and_an_odd_latitude_count_is_refused(tmp_path):
+    path = tmp_path / "MDADMY30.nc"
+    with netCDF4.Dataset(path, "w") as ds:
+        for name, size in (("soy", 1), ("lon", GRID.width), ("lat", GRID.height + 3)):  # axes named, no values
+            ds.createDimension(name, size)
+        ds.createVariable("MDAD", "u1", ("soy", "lon", "lat"))[:] = 0
+        ds.createVariable("dayList", str, ("soy",))[0] = "D01_day05"
+    with pytest.raises(CatalogError, match=r"MDADMY30.nc: no latitude coordinate, and 48 latitudes fit neither"):
+        instance_mask(path, "d01_005", "D01_031b")
+
+
 def test_cube_export_convention_round_trip(tmp_path):
     """Cubes written by marsdust.export read back onto the same pixels."""
     export = pytest.importorskip("marsdust.export")
