@@ -304,6 +304,11 @@ def _summary(result: dict) -> dict:
     return {k: result[k] for k in (*MAP_KEYS, "n_maps", "n_gt", "n_pred")}
 
 
+def box_map_summary(ground_truth: Mapping, predictions: Mapping, grid=None, **coco_kwargs) -> dict:
+    """Box ``map25, map50, map75`` with ``n_maps, n_gt, n_pred`` (:func:`coco_map` without curves)."""
+    return _summary(coco_map(ground_truth, predictions, grid, **coco_kwargs))
+
+
 def breakdown_by_season(ground_truth, predictions, grid=None, map_ls=None, **coco_kwargs) -> dict:
     """mAP per Ls quarter (maps grouped by their Ls)."""
     groups: dict[str, list[str]] = {name: [] for name in SEASONS}
@@ -401,6 +406,39 @@ def summarize_deviations(deviations: pd.DataFrame) -> dict:
             "abs_p90": float(np.quantile(np.abs(values), 0.9)) if values.size else float("nan"),
         }
     return out
+
+
+def area_agreement(ground_truth: Mapping, predictions: Mapping, grid=None, *, match_iou: float = 0.5,
+                   min_score: float = 0.5) -> dict:
+    """How well detected storm areas agree with the catalogue's, over matched storms.
+
+    Storms are paired as for the centre deviations (:func:`center_deviations`: greedy by box
+    IoU ≥ ``match_iou``, detections with score ≥ ``min_score``); both entries need
+    ``area_km2`` (the catalogued area, and the detection's outline area on the sphere).
+
+    Returns
+    -------
+    dict
+        ``n_matched``; ``median_ratio`` (detected / catalogued area); ``median_abs_rel_error``
+        (median of |detected / catalogued − 1|); ``within_25pct`` (share of matched storms whose
+        area is within ±25 % of the catalogue's). NaN when nothing matched.
+    """
+    pairs = center_deviations(ground_truth, predictions, grid, match_iou=match_iou, min_score=min_score)
+    ratios = []
+    for row in pairs.itertuples():
+        gt_area = _array(ground_truth[row.map_id].get("area_km2", []), float).reshape(-1)
+        pred_area = _array(predictions[row.map_id].get("area_km2", []), float).reshape(-1)
+        if row.gt_index < gt_area.size and row.pred_index < pred_area.size and gt_area[row.gt_index] > 0:
+            ratios.append(pred_area[row.pred_index] / gt_area[row.gt_index])
+    ratios = np.asarray(ratios, dtype=float)
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        return {"n_matched": 0, "median_ratio": float("nan"), "median_abs_rel_error": float("nan"),
+                "within_25pct": float("nan"), "match_iou": match_iou, "min_score": min_score}
+    return {"n_matched": int(ratios.size), "median_ratio": float(np.median(ratios)),
+            "median_abs_rel_error": float(np.median(np.abs(ratios - 1.0))),
+            "within_25pct": float(np.mean(np.abs(ratios - 1.0) <= 0.25)), "match_iou": match_iou,
+            "min_score": min_score}
 
 
 # --- timing --------------------------------------------------------------------------------------------

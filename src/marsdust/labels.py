@@ -358,6 +358,38 @@ def _row_instance(row, position, grid, label_mode, box_size_deg, area_box_shape,
     return {**meta, "box": box, "mask": box_mask(box, grid) if with_masks else None}
 
 
+def paper_boxes_at(lon_deg, lat_deg, grid: MapGrid, box_size_deg: float = 12.0) -> np.ndarray:
+    """The paper's fixed boxes centred on given centroids, as ``"fixed"`` labels draw them, none dropped.
+
+    This is how a detection is reduced to the paper's 12° box: a square of ``box_size_deg``
+    around the centroid of its outline, clipped to the latitude band exactly like the
+    catalogue's fixed boxes (:func:`map_targets`), but kept even when mostly outside the band
+    so that every detection keeps its box.
+
+    Parameters
+    ----------
+    lon_deg, lat_deg : array_like
+        Centroids, degrees east / north.
+    grid : MapGrid
+        Grid of the boxes' pixels.
+    box_size_deg : float
+        Side of the box in degrees.
+
+    Returns
+    -------
+    ndarray (n, 4) float64
+        ``x0, y0, x1, y1`` pixels of ``grid`` (a box across 180° kept whole).
+    """
+    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
+    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
+    half = fixed_box_half_size_px(grid, box_size_deg)
+    boxes = np.zeros((lon.size, 4), dtype=np.float64)
+    for k, (cx, cy) in enumerate(zip(*grid.lonlat_to_pixel(lon, lat))):
+        box = _clipped_box(float(cx), float(cy), half, half, grid, 0.0, 0.0)
+        boxes[k] = box if box is not None else (cx - half, cy - half, cx + half, cy + half)
+    return boxes
+
+
 def _clipped_box(cx, cy, half_w, half_h, grid, min_visible_fraction, min_box_px):
     """Box around a centre, clipped to the latitude band; None if too little of it is visible."""
     half_w = max(half_w, 0.5 * min_box_px)

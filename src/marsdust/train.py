@@ -155,6 +155,8 @@ class TrainConfig:
         ``last.ckpt`` every this many steps (default: ``val_every_n_steps``) and at the end.
     augment : bool
         Planet-respecting augmentation of training maps (:mod:`marsdust.data`).
+    augment_preset : str
+        Which augmentation (:data:`marsdust.data.AUGMENT_PRESETS`: ``basic``, ``strong``).
     num_workers : int
         DataLoader worker processes (keep it modest: maps are small and cached).
     threads : int or None
@@ -197,6 +199,7 @@ class TrainConfig:
     val_every_n_steps: int = 50
     ckpt_every_n_steps: int | None = None
     augment: bool = True
+    augment_preset: str = "basic"
     num_workers: int = 2
     threads: int | None = None
     accelerator: str = "auto"
@@ -216,9 +219,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        from marsdust.data import augment_config
         from marsdust.models.config import preset_overrides
 
         preset_overrides(self.model_preset)  # an unknown name fails here, listing the valid ones
+        augment_config(self.augment_preset)
 
     def optim(self) -> dict[str, Any]:
         """The optimizer settings: the schedule preset with every explicitly set field on top."""
@@ -417,7 +422,7 @@ def _data_module_class():
             super().__init__()
             self.config = config
             self.train_set = DustDataset(select_split(index_df, split_df, "train"), storms_df, config.map_res_deg,
-                                         config.label_mode, augment=config.augment)
+                                         config.label_mode, augment=config.augment_preset if config.augment else False)
             self.val_set = DustDataset(select_split(index_df, split_df, "val"), storms_df, config.map_res_deg,
                                        config.label_mode, augment=False)
             if len(self.train_set) == 0:
@@ -760,12 +765,22 @@ def evaluation_split(checkpoint: Path, index_df: pd.DataFrame, split_file: str |
 
 
 def _prediction_entry(result, grid) -> dict:
-    """Boxes (working-grid px), scores and masks of a :class:`marsdust.detect.MapResult`."""
+    """Boxes (working-grid px), scores, masks, areas (km²) and paper boxes of a :class:`marsdust.detect.MapResult`.
+
+    ``paper_boxes`` are the paper's 12° boxes centred on each detection's outline centroid
+    (:func:`marsdust.labels.paper_boxes_at`), the way the catalogue's fixed boxes are drawn.
+    """
+    from marsdust.labels import paper_boxes_at
+
     factor = result.native_grid.width / grid.width
     boxes = np.array([[r["x0"], r["y0"], r["x1"], r["y1"]] for r in result.records], dtype=float).reshape(-1, 4) / factor
     masks = (np.stack(result.masks).astype(np.uint8) if result.masks
              else np.zeros((0, grid.height, grid.width), dtype=np.uint8))
-    return {"boxes": boxes, "scores": result.scores, "masks": masks}
+    area_km2 = np.array([r["area_km2"] for r in result.records], dtype=float)
+    lon_deg = np.array([r["lon"] for r in result.records], dtype=float)
+    lat_deg = np.array([r["lat"] for r in result.records], dtype=float)
+    return {"boxes": boxes, "scores": result.scores, "masks": masks, "area_km2": area_km2,
+            "paper_boxes": paper_boxes_at(lon_deg, lat_deg, grid)}
 
 
 def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
@@ -827,7 +842,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     from marsdust import plots
     from marsdust.data import select_split
     from marsdust.detect import detect_map
-    from marsdust.evaluate import center_deviations, evaluate_detections, time_inference, write_metrics_json
+    from marsdust.evaluate import (area_agreement, box_map_summary, center_deviations, evaluate_detections,
+                                   time_inference, write_metrics_json)
     from marsdust.labels import map_targets
     from marsdust.mdgm import read_map
     from marsdust.models import load_model
@@ -847,7 +863,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         raise ValueError(f"the {split} split ({split_source}) holds no maps")
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
-    ground_truth, predictions, grids, map_ls, per_map, images = {}, {}, {}, {}, [], {}
+    ground_truth, predictions, grids, map_ls, per_map, images, paper_truth = {}, {}, {}, {}, [], {}, {}
     for row in tqdm(rows.itertuples(), total=len(rows), desc=f"evaluate {split}", unit="map", disable=not progress):
         image = read_map(row.path)
         t0 = time.perf_counter()
@@ -857,6 +873,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         grid = result.grid
         target = map_targets(storms_by_map.get(row.map_id, empty), grid, label_mode)
         ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}
+        paper_truth[row.map_id] = {"boxes": map_targets(storms_by_map.get(row.map_id, empty), grid, "fixed",
+                                                        with_masks=False)["boxes"]}
         predictions[row.map_id] = _prediction_entry(result, grid)
         grids[row.map_id], map_ls[row.map_id] = grid, float(row.ls)
         images[row.map_id] = result.image.rgb if result.image is not None else None
@@ -871,6 +889,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         timing = time_inference(lambda img: detect_map(model, img, score_threshold=0.5, device=device), timed_images)
     metrics = evaluate_detections(ground_truth, predictions, grids, map_ls=map_ls, segm=bool(model.has_masks),
                                   time_ms_per_map=None if timing is None else timing["median_ms"])
+    paper_predictions = {k: {"boxes": p["paper_boxes"], "scores": p["scores"]} for k, p in predictions.items()}
+    metrics["paper_boxes"] = box_map_summary(paper_truth, paper_predictions, grids)
+    metrics["area_agreement"] = area_agreement(ground_truth, predictions, grids)
     deviations = center_deviations(ground_truth, predictions, grids)
     matched = deviations.groupby("map_id").size() if len(deviations) else pd.Series(dtype=int)
     per_map_df = pd.DataFrame(per_map)

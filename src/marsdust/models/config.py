@@ -56,6 +56,10 @@ EXTRA_BAND_STD = 0.226
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 NORMS = ("auto", "group", "frozen_bn", "batch")
+INPUT_NORMS = ("fixed", "per_map")
+#: Network input value of missing (black) pixels under ``input_norm="per_map"`` (observed pixels
+#: have mean 0 and standard deviation 1 per band).
+MISSING_INPUT_VALUE = -3.0
 
 
 @dataclass
@@ -73,7 +77,13 @@ class DetectorConfig:
         Number of input bands (3 = RGB; more bands, e.g. reference channels, adapt conv1).
     image_mean, image_std : tuple of float or None
         Per-band normalization of [0, 1] images; None = ImageNet values for R, G, B and
-        ``EXTRA_BAND_MEAN/STD`` for further bands.
+        ``EXTRA_BAND_MEAN/STD`` for further bands. Used when ``input_norm`` is ``fixed``.
+    input_norm : str
+        ``fixed``: subtract ``image_mean`` and divide by ``image_std`` (torchvision's way);
+        ``per_map``: standardize each band of each input by the mean and standard deviation of
+        its own observed (not black) pixels, so that a map's overall brightness, contrast and
+        colour balance — which differ between cameras, missions and map processing — do not
+        reach the network; missing pixels become :data:`MISSING_INPUT_VALUE`.
     backbone : str
         ``resnet18``, ``resnet34`` or ``resnet50`` (+ FPN on conv2-conv5).
     backbone_weights : str or None
@@ -139,6 +149,7 @@ class DetectorConfig:
     in_channels: int = 3
     image_mean: tuple[float, ...] | None = None
     image_std: tuple[float, ...] | None = None
+    input_norm: str = "fixed"
     backbone: str = "resnet18"
     backbone_weights: str | None = "auto"
     trainable_backbone_layers: int = 5
@@ -190,6 +201,8 @@ class DetectorConfig:
             raise ValueError(f"DetectorConfig.backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.norm not in NORMS:
             raise ValueError(f"DetectorConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"DetectorConfig.input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
         if self.box_reg_loss not in ("l1", "smooth_l1"):
             raise ValueError(f"DetectorConfig.box_reg_loss must be 'l1' or 'smooth_l1', got {self.box_reg_loss!r}")
         if not 0 <= self.trainable_backbone_layers <= 5:

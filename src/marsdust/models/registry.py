@@ -37,8 +37,39 @@ class NoResizeTransform(GeneralizedRCNNTransform):
     ``min_size`` would change the anchors' meaning in degrees.
     """
 
+    per_map: bool = False
+    """Standardize each input by its own observed pixels (``DetectorConfig.input_norm == "per_map"``)."""
+
     def resize(self, image, target=None):  # noqa: D102
         return image, target
+
+    def normalize(self, image):  # noqa: D102
+        if not self.per_map:
+            return super().normalize(image)
+        return standardize_observed(image)
+
+
+def standardize_observed(image):
+    """Each band of a ``(C, H, W)`` [0, 1] image standardized by its observed pixels (not 0 in every band).
+
+    Observed pixels get mean 0 and standard deviation 1 per band; missing ones get
+    :data:`marsdust.models.config.MISSING_INPUT_VALUE`. An image without observed pixels is all
+    missing; a band without spread is only centred.
+    """
+    import torch
+
+    from marsdust.models.config import MISSING_INPUT_VALUE
+
+    observed = (image != 0).any(dim=0)
+    count = observed.sum()
+    if int(count) == 0:
+        return torch.full_like(image, MISSING_INPUT_VALUE)
+    weight = observed.to(image.dtype)
+    mean = (image * weight).sum(dim=(1, 2)) / count
+    var = (((image - mean[:, None, None]) * weight) ** 2).sum(dim=(1, 2)) / count
+    std = torch.sqrt(var).clamp_min(1e-3)
+    out = (image - mean[:, None, None]) / std[:, None, None]
+    return torch.where(observed, out, torch.full_like(out, MISSING_INPUT_VALUE))
 
 
 class MarsDustDetector(GeneralizedRCNN):
@@ -127,6 +158,7 @@ def build_model(name: str, config: DetectorConfig | None = None, **overrides: An
     transform = NoResizeTransform(
         min_size=1, max_size=1_000_000, image_mean=cfg.band_mean, image_std=cfg.band_std, size_divisible=32
     )
+    transform.per_map = cfg.input_norm == "per_map"
     return MarsDustDetector(backbone, rpn, roi_heads, transform, name, cfg)
 
 
