@@ -38,15 +38,18 @@ Rules decided here
   3. ``seam_or_gap``: the box crosses 180°, or at least :data:`GAP_FRACTION` (25%) of its
      pixels are missing or within :data:`GAP_MARGIN_DEG` (1°) of a missing pixel;
   4. ``cloud`` (water-ice cloud): the median blue/red ratio of the box's valid pixels is at
-     least :data:`CLOUD_BLUE_RED_FACTOR` (1.25) times the median blue/red ratio of the map's
-     valid pixels. Water-ice clouds brighten the blue band (MOC's 400–450 nm) more than the red
-     (575–625 nm); dust does the opposite. A ratio to the map's own median is unchanged by a
-     linear stretch of either band, so the rule carries from synthetic to real MDGMs;
-  5. ``bright_surface``: the median red of the box's valid pixels ranks at or above the
-     :data:`BRIGHT_RED_PERCENTILE` (75th) percentile of red over the map's valid pixels (ties
-     counted half), with no colour
-     anomaly (blue/red ratio within a factor 1.25 of the map's median either way): a bright
-     albedo region, not dust (dust lowers blue/red) nor cloud;
+     least :data:`CLOUD_BLUE_RED_FACTOR` (1.2) times the median blue/red ratio of the map's
+     valid pixels, and the box's median blue ranks at or above the map's
+     :data:`CLOUD_BLUE_PERCENTILE` (50th) percentile of blue. Water-ice clouds add reflectance,
+     more in the blue band (MOC's 400–450 nm) than in the red (575–625 nm); dust does the
+     opposite. Dark ground is also greyer (higher blue/red) but darker in blue, which the second
+     test excludes. Ratios and ranks against the map's own pixels are unchanged by a linear
+     stretch of either band, so the rule carries from synthetic to real MDGMs;
+  5. ``bright_surface``: not a cloud by 4, and the median red of the box's valid pixels ranks
+     at or above the :data:`BRIGHT_RED_PERCENTILE` (75th) percentile of red over the map's
+     valid pixels (ties counted half): a bright albedo region (Tharsis, Arabia, Hellas).
+     Bright ground is as reddish as dust, so colour cannot tell it from dust the catalogue
+     does not list; this category holds both;
   6. ``background``: the rest.
 
   Pixel ratios use pixels whose red is at least :data:`MIN_RED_FOR_RATIO` (0.02). Without an
@@ -100,7 +103,8 @@ SCORE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 LOCALIZATION_MIN_IOU = 0.1
 GAP_MARGIN_DEG = 1.0
 GAP_FRACTION = 0.25
-CLOUD_BLUE_RED_FACTOR = 1.25
+CLOUD_BLUE_RED_FACTOR = 1.2
+CLOUD_BLUE_PERCENTILE = 50.0
 BRIGHT_RED_PERCENTILE = 75.0
 MIN_RED_FOR_RATIO = 0.02
 
@@ -145,15 +149,17 @@ class _MapContext:
             valid = np.asarray(valid, dtype=bool)
             _check_shape(f"valid_masks[{map_id!r}]", valid.shape, grid.shape)
         self.gap_distance = None if valid is None else gap_distance_deg(valid, grid.res_deg)
-        self.red = self.blue_red = None
+        self.red = self.blue = self.blue_red = None
         if rgb is not None:
             rgb = _array(rgb, np.float64)
             _check_shape(f"images[{map_id!r}]", rgb.shape[:2], grid.shape)
             observed = rgb.max(axis=-1) > 0 if valid is None else valid  # black = missing, as mdgm reads maps
             self.red = np.where(observed, rgb[..., 0], np.nan)
+            self.blue = np.where(observed, rgb[..., 2], np.nan)
             self.blue_red = np.where(self.red >= MIN_RED_FOR_RATIO, rgb[..., 2] / np.maximum(self.red, MIN_RED_FOR_RATIO),
                                      np.nan)
             self.sorted_red = np.sort(self.red[np.isfinite(self.red)])
+            self.sorted_blue = np.sort(self.blue[np.isfinite(self.blue)])
             self.median_blue_red = float(np.nanmedian(self.blue_red)) if np.isfinite(self.blue_red).any() else np.nan
 
     def window(self, box) -> tuple[slice, np.ndarray]:
@@ -170,21 +176,27 @@ class _MapContext:
         """Gap distance, near-gap fraction and colour statistics of one box (module docstring)."""
         rows, cols = self.window(box)
         out = {"gap_distance_deg": np.nan, "near_gap_fraction": np.nan, "blue_red_vs_map": np.nan,
-               "red_percentile": np.nan}
+               "red_percentile": np.nan, "blue_percentile": np.nan}
         if self.gap_distance is not None:
             distance = self.gap_distance[rows][:, cols]
             out["gap_distance_deg"] = float(distance.min())
             out["near_gap_fraction"] = float((distance <= GAP_MARGIN_DEG).mean())
         if self.red is not None:
-            red = self.red[rows][:, cols]
             blue_red = self.blue_red[rows][:, cols]
             if np.isfinite(blue_red).any() and self.median_blue_red > 0:
                 out["blue_red_vs_map"] = float(np.nanmedian(blue_red) / self.median_blue_red)
-            if np.isfinite(red).any() and self.sorted_red.size:
-                median_red = np.nanmedian(red)  # percentile rank, ties counted half (scipy's kind="mean")
-                rank = np.searchsorted(self.sorted_red, median_red, "left") + np.searchsorted(self.sorted_red, median_red, "right")
-                out["red_percentile"] = float(50.0 * rank / self.sorted_red.size)
+            out["red_percentile"] = _percentile_rank(self.red[rows][:, cols], self.sorted_red)
+            out["blue_percentile"] = _percentile_rank(self.blue[rows][:, cols], self.sorted_blue)
         return out
+
+
+def _percentile_rank(box_values: np.ndarray, sorted_map_values: np.ndarray) -> float:
+    """Percentile rank (0–100, ties counted half as scipy's ``kind="mean"``) of a box's median among a map's values."""
+    if not np.isfinite(box_values).any() or sorted_map_values.size == 0:
+        return float("nan")
+    median = np.nanmedian(box_values)
+    rank = np.searchsorted(sorted_map_values, median, "left") + np.searchsorted(sorted_map_values, median, "right")
+    return float(50.0 * rank / sorted_map_values.size)
 
 
 def _check_shape(name: str, shape, expected) -> None:
@@ -291,9 +303,9 @@ def false_alarm_category(best_iou: float, crosses_seam: bool, features: Mapping,
     if crosses_seam or features["near_gap_fraction"] >= GAP_FRACTION:
         return "seam_or_gap"
     colour = features["blue_red_vs_map"]
-    if colour >= CLOUD_BLUE_RED_FACTOR:
+    if colour >= CLOUD_BLUE_RED_FACTOR and features["blue_percentile"] >= CLOUD_BLUE_PERCENTILE:
         return "cloud"
-    if features["red_percentile"] >= BRIGHT_RED_PERCENTILE and 1 / CLOUD_BLUE_RED_FACTOR < colour:
+    if features["red_percentile"] >= BRIGHT_RED_PERCENTILE:
         return "bright_surface"
     return "background"
 
@@ -364,7 +376,7 @@ def _detection_rows(pred_boxes, scores, iou, found, context, base, score_thresho
 
 _DETECTION_BASE_COLUMNS = ["map_id", "ls_deg", "season", "pred_index", "score", "matched_gt_index", "best_iou",
                            "false_alarm", "category", "gap_distance_deg", "near_gap_fraction", "blue_red_vs_map",
-                           "red_percentile"]
+                           "red_percentile", "blue_percentile"]
 
 
 # --- all maps -----------------------------------------------------------------------------------------------
@@ -412,10 +424,19 @@ def error_tables(ground_truth: Mapping, predictions: Mapping, grids=None, *, map
                                                  _map_ls(map_id, gt, map_ls), score_threshold, match_iou)
         storms.append(map_storms)
         detections.append(map_detections)
-    storms_df = pd.concat(storms, ignore_index=True) if storms else pd.DataFrame()
+    storms_df = _concat(storms, ("found", "found_any_score", "crosses_seam"))
     if len(storms_df):
         storms_df["lat_band"] = lat_band_of(storms_df["lat_deg"])
-    return storms_df, (pd.concat(detections, ignore_index=True) if detections else pd.DataFrame())
+    return storms_df, _concat(detections, ("false_alarm", "crosses_seam"))
+
+
+def _concat(tables: list[pd.DataFrame], bool_columns) -> pd.DataFrame:
+    """Per-map tables stacked; maps without rows are left out so they cannot turn flags into objects."""
+    filled = [table for table in tables if len(table)]
+    if not filled:
+        return tables[0] if tables else pd.DataFrame()
+    out = pd.concat(filled, ignore_index=True)
+    return out.astype({column: bool for column in bool_columns})
 
 
 # --- summaries ------------------------------------------------------------------------------------------------
@@ -523,6 +544,7 @@ def analyze_errors(ground_truth: Mapping, predictions: Mapping, grids=None, *, m
         "false_alarms": _category_counts(false_alarms.get("category", pd.Series(dtype=object)), FALSE_ALARM_CATEGORIES),
         "rules": {"localization_min_iou": LOCALIZATION_MIN_IOU, "gap_margin_deg": GAP_MARGIN_DEG,
                   "gap_fraction": GAP_FRACTION, "cloud_blue_red_factor": CLOUD_BLUE_RED_FACTOR,
+                  "cloud_blue_percentile": CLOUD_BLUE_PERCENTILE,
                   "bright_red_percentile": BRIGHT_RED_PERCENTILE, "distance_bin_edges_deg": list(DISTANCE_BIN_EDGES_DEG),
                   "lat_band_edges_deg": list(LAT_BAND_EDGES_DEG)},
         "storms": storms, "detections": detections,
@@ -544,7 +566,7 @@ MISSED_COLUMNS = ["map_id", "ls_deg", "season", "gt_index", "lon_deg", "lat_deg"
                   "gap_distance_deg", "x0", "y0", "x1", "y1"]
 FALSE_ALARM_COLUMNS = ["map_id", "ls_deg", "season", "pred_index", "score", "lon_deg", "lat_deg", "box_area_km2",
                        "category", "best_iou", "crosses_seam", "near_gap_fraction", "blue_red_vs_map", "red_percentile",
-                       "edge_distance_deg", "seam_distance_deg", "gap_distance_deg", "x0", "y0", "x1", "y1"]
+                       "blue_percentile", "edge_distance_deg", "seam_distance_deg", "gap_distance_deg", "x0", "y0", "x1", "y1"]
 
 
 def worst_misses(storms: pd.DataFrame) -> pd.DataFrame:
