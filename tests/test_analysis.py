@@ -145,7 +145,8 @@ def test_recall_breakdowns_and_category_counts():
     assert analysis["false_alarms"]["fractions"]["cloud"] == pytest.approx(1 / 7)
     sweep = pd.DataFrame(analysis["score_sweep"]).set_index("score_threshold")
     assert sweep.loc[0.5, "n_true"] == 3 and sweep.loc[0.3, "n_true"] == 4 and sweep.loc[0.9, "n_true"] == 3  # A, F, G
-    assert sweep.loc[0.9, "n_detections"] == 4 and sweep.loc[0.5, "n_detections"] == 10 and sweep.loc[0.5, "precision"] == pytest.approx(3 / 10)
+    assert sweep.loc[0.9, "n_detections"] == 4 and sweep.loc[0.5, "n_detections"] == 10
+    assert sweep.loc[0.5, "precision"] == pytest.approx(3 / 10)
 
 
 def test_write_error_analysis_writes_tables_report_and_galleries(tmp_path):
@@ -154,7 +155,8 @@ def test_write_error_analysis_writes_tables_report_and_galleries(tmp_path):
                                    valid_masks=valid, n_gallery=4, title="hand case")
     assert summary["recall"] == pytest.approx(3 / 7) and summary["n_false_alarms"] == 7
     saved = json.loads((tmp_path / "error_analysis.json").read_text())
-    assert saved["false_alarms"]["counts"]["seam_or_gap"] == 1 and saved["recall"]["by_season"]["Ls000-090"]["recall"] is None
+    assert saved["false_alarms"]["counts"]["seam_or_gap"] == 1
+    assert saved["recall"]["by_season"]["Ls000-090"]["recall"] is None  # NaN -> null
     missed = pd.read_csv(tmp_path / "errors_missed.csv")
     assert len(missed) == 4 and missed["confidence"].iloc[0] == 100  # most confident first
     false_alarms = pd.read_csv(tmp_path / "errors_false_alarms.csv")

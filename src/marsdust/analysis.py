@@ -471,7 +471,8 @@ def recall_breakdowns(storms: pd.DataFrame, size_bins_km2=None, distance_edges_d
     bounds = np.concatenate([[0.0], edges, [np.inf]])
     size_labels = size_bin_labels(edges)
     size_index = np.searchsorted(bounds, storms["area_km2"].to_numpy(float), side="right") - 1
-    sizes = np.where(storms["area_km2"].notna(), np.asarray(size_labels, dtype=object)[np.clip(size_index, 0, len(size_labels) - 1)], None)
+    size_names = np.asarray(size_labels, dtype=object)[np.clip(size_index, 0, len(size_labels) - 1)]
+    sizes = np.where(storms["area_km2"].notna(), size_names, None)
     bands = [f"{_lat_name(lo)}-{_lat_name(hi)}" for lo, hi in zip(LAT_BAND_EDGES_DEG[:-1], LAT_BAND_EDGES_DEG[1:])]
     distances = distance_bin_labels(distance_edges_deg)
     confidence = [None if c != c else str(int(c)) for c in storms["confidence"]]
@@ -566,7 +567,8 @@ MISSED_COLUMNS = ["map_id", "ls_deg", "season", "gt_index", "lon_deg", "lat_deg"
                   "gap_distance_deg", "x0", "y0", "x1", "y1"]
 FALSE_ALARM_COLUMNS = ["map_id", "ls_deg", "season", "pred_index", "score", "lon_deg", "lat_deg", "box_area_km2",
                        "category", "best_iou", "crosses_seam", "near_gap_fraction", "blue_red_vs_map", "red_percentile",
-                       "blue_percentile", "edge_distance_deg", "seam_distance_deg", "gap_distance_deg", "x0", "y0", "x1", "y1"]
+                       "blue_percentile", "edge_distance_deg", "seam_distance_deg", "gap_distance_deg",
+                       "x0", "y0", "x1", "y1"]
 
 
 def worst_misses(storms: pd.DataFrame) -> pd.DataFrame:
@@ -593,7 +595,8 @@ def write_error_analysis(ground_truth: Mapping, predictions: Mapping, grids, out
     ``errors_missed.csv`` and ``errors_false_alarms.csv`` (one row per missed storm / false
     alarm, worst first), ``error_analysis.md`` and ``figures/worst_misses.png``,
     ``figures/worst_false_alarms.png`` (the ``n_gallery`` worst of each; maps without an image
-    are left out of the galleries). Parameters are those of :func:`analyze_errors`.
+    are left out of the galleries). Parameters are those of :func:`analyze_errors`, plus
+    ``n_gallery`` (cases per gallery) and ``title`` (of the report and figures, e.g. the model).
 
     Returns
     -------
@@ -648,7 +651,7 @@ def _boxes_in_crop(boxes: np.ndarray, origin_x: float, origin_y: float, crop_wid
 
 def gallery_panels(table: pd.DataFrame, ground_truth, predictions, grids, images: Mapping, score_threshold: float,
                    n: int) -> list[dict]:
-    """Panels of :func:`marsdust.plots.plot_error_gallery` for the first ``n`` rows (with an image) of a miss or false-alarm table."""
+    """Panels of :func:`marsdust.plots.plot_error_gallery`: the first ``n`` rows with an image of a miss or false-alarm table."""
     panels = []
     for row in table.itertuples():
         if len(panels) >= n:
@@ -669,7 +672,8 @@ def gallery_panels(table: pd.DataFrame, ground_truth, predictions, grids, images
             "rgb": np.clip(_array(rgb, float)[rows][:, cols], 0, 1),
             "catalog_boxes": place(_boxes(gt)), "detection_boxes": place(pred_boxes), "detection_scores": scores,
             "subject_box": place(subject)[0], "subject_is_miss": is_miss,
-            "title": f"{row.map_id} Ls {row.ls_deg:.1f}° {row.lon_deg:.1f}°E {row.lat_deg:.1f}°N\n{label}: {row.category}",
+            "title": (f"{row.map_id} Ls {row.ls_deg:.1f}° {row.lon_deg:.1f}°E {row.lat_deg:.1f}°N\n"
+                      f"{label}: {row.category}"),
         })
     return panels
 
