@@ -281,6 +281,11 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
     assert metrics["segm"]["map50"] == pytest.approx(1.0)
     assert metrics["center_deviation"]["n_matched"] == metrics["n_gt"]
     assert metrics["center_deviation"]["dx_px"]["median"] == pytest.approx(0.0)
+    errors = metrics["error_analysis"]  # every storm found, nothing else reported
+    assert errors["recall"] == 1.0 and errors["n_storms"] == metrics["n_gt"] and errors["n_false_alarms"] == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["error_analysis"]["recall"] == 1.0
+    assert len(pd.read_csv(tmp_path / "eval" / "errors_missed.csv")) == 0
+    assert (tmp_path / "eval" / "figures" / "worst_false_alarms.png").exists()
 
 
 # ------------------------------------------------------------------------------------------- resume

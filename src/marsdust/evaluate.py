@@ -300,6 +300,12 @@ def size_bin_edges(ground_truth: Mapping, size_bins_km2: Iterable[float] | None 
     return np.quantile(areas, [1 / 3, 2 / 3])
 
 
+def size_bin_labels(edges: np.ndarray) -> list[str]:
+    """Names of the size bins [0, e1), [e1, e2), …, [en, inf) of inner edges (km²): ``"0-2e+05 km2"``, ``">=2e+05 km2"``."""
+    bounds = np.concatenate([[0.0], np.asarray(edges, float), [np.inf]])
+    return [f"{lo:.3g}-{hi:.3g} km2" if np.isfinite(hi) else f">={lo:.3g} km2" for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def _summary(result: dict) -> dict:
     return {k: result[k] for k in (*MAP_KEYS, "n_maps", "n_gt", "n_pred")}
 
@@ -335,9 +341,8 @@ def breakdown_by_size(ground_truth, predictions, grid=None, size_bins_km2=None, 
     edges = size_bin_edges(ground_truth, size_bins_km2)
     bounds = np.concatenate([[0.0], edges, [np.inf]])
     out = {"bin_edges_km2": edges.tolist()}
-    for k in range(len(bounds) - 1):
+    for k, name in enumerate(size_bin_labels(edges)):
         lo, hi = bounds[k], bounds[k + 1]
-        name = f"{lo:.3g}-{hi:.3g} km2" if np.isfinite(hi) else f">={lo:.3g} km2"
         keep = {}
         for m, e in ground_truth.items():
             area = _array(e.get("area_km2", np.full(len(_boxes(e)), np.nan)), float).reshape(-1)

@@ -232,3 +232,69 @@ def plot_truth_vs_prediction(rgb: np.ndarray, res_deg: float, north_deg: float, 
     _draw_boxes(axes[1], pred_boxes, width, res_deg, north_deg, "yellow", [f"{s:.2f}" for s in scores])
     fig.tight_layout()
     return _save_figure(fig, out_png)
+
+
+def _draw_pixel_boxes(ax, boxes, color: str, lw: float = 1.0, ls: str = "-", labels=None) -> None:
+    """Draw xyxy boxes given in the axes' pixel coordinates."""
+    from matplotlib.patches import Rectangle
+
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, lw=lw, ls=ls))
+        if labels is not None:
+            ax.text(x0, y0, labels[k], color=color, fontsize=6, va="bottom", clip_on=True)
+
+
+GALLERY_COLORS = {"catalog": "cyan", "detection": "yellow", "low_score": "orange", "subject": "red"}
+"""Colours of the error galleries: catalogue storms, detections at or above / below the threshold, the case shown."""
+
+
+def plot_error_gallery(panels: list[dict], out_png, title: str = "", score_threshold: float = 0.5,
+                       n_columns: int = 4) -> Path:
+    """A grid of map crops, each around one missed storm or false alarm, with catalogue and detections drawn.
+
+    Parameters
+    ----------
+    panels : list of dict
+        As :func:`marsdust.analysis.gallery_panels` builds them: ``rgb`` (h, w, 3) crop in [0, 1];
+        ``catalog_boxes``, ``detection_boxes`` (n, 4) xyxy in crop pixels; ``detection_scores``
+        (n,); ``subject_box`` (4,) the storm or detection the panel is about; ``title``.
+    out_png : path
+    title : str
+        Figure title.
+    score_threshold : float
+        Detections below it are drawn dashed in another colour.
+    n_columns : int
+        Panels per row.
+    """
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    n_columns = max(1, min(n_columns, len(panels)))
+    n_rows = max(1, -(-len(panels) // n_columns))
+    fig, axes = plt.subplots(n_rows, n_columns, figsize=(3.6 * n_columns, 3.6 * n_rows + 0.9), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0, 0].transAxes)
+    for ax, panel in zip(axes.ravel(), panels):
+        height, width = panel["rgb"].shape[:2]
+        ax.imshow(panel["rgb"], interpolation="nearest")
+        scores = np.asarray(panel["detection_scores"], dtype=float).reshape(-1)
+        kept = scores >= score_threshold
+        boxes = np.asarray(panel["detection_boxes"], dtype=float).reshape(-1, 4)
+        _draw_pixel_boxes(ax, panel["subject_box"], GALLERY_COLORS["subject"], lw=3.0)
+        _draw_pixel_boxes(ax, panel["catalog_boxes"], GALLERY_COLORS["catalog"], lw=1.2)
+        _draw_pixel_boxes(ax, boxes[~kept], GALLERY_COLORS["low_score"], lw=0.8, ls="--",
+                          labels=[f"{s:.2f}" for s in scores[~kept]])
+        _draw_pixel_boxes(ax, boxes[kept], GALLERY_COLORS["detection"], lw=1.2, labels=[f"{s:.2f}" for s in scores[kept]])
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_title(panel["title"], fontsize=7)
+    handles = [Line2D([], [], color=GALLERY_COLORS["subject"], lw=3, label="this case"),
+               Line2D([], [], color=GALLERY_COLORS["catalog"], lw=1.2, label="catalogue storm"),
+               Line2D([], [], color=GALLERY_COLORS["detection"], lw=1.2, label=f"detection ≥ {score_threshold:g}"),
+               Line2D([], [], color=GALLERY_COLORS["low_score"], lw=0.8, ls="--", label=f"detection < {score_threshold:g}")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return _save_figure(fig, out_png)

@@ -811,7 +811,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     checkpoint : path
         ``best.ckpt`` / ``last.ckpt`` of a run (or any marsdust checkpoint).
     out_dir : path
-        ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png``.
+        ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png`` and
+        the error analysis of :func:`marsdust.analysis.write_error_analysis` (``error_analysis.json``,
+        ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
     data, archive, catalog : str, optional
         The data (as for training; default: the run's ``config.yaml``).
     split : {"test", "val", "train"}
@@ -835,11 +837,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     -------
     dict
         The metrics written to ``metrics.json`` (``map25, map50, map75`` box AP fractions, ``segm``,
-        breakdowns, ``pr_curves``, ``center_deviation``, ``time_ms_per_map``, ...).
+        breakdowns, ``pr_curves``, ``center_deviation``, ``time_ms_per_map``, ``error_analysis``
+        (recall and error counts at score 0.5, :func:`marsdust.analysis.compact_summary`), ...).
     """
     from tqdm.auto import tqdm
 
     from marsdust import plots
+    from marsdust.analysis import write_error_analysis
     from marsdust.data import select_split
     from marsdust.detect import detect_map
     from marsdust.evaluate import (area_agreement, box_map_summary, center_deviations, evaluate_detections,
@@ -863,7 +867,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         raise ValueError(f"the {split} split ({split_source}) holds no maps")
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
-    ground_truth, predictions, grids, map_ls, per_map, images, paper_truth = {}, {}, {}, {}, [], {}, {}
+    ground_truth, predictions, grids, map_ls, per_map, images = {}, {}, {}, {}, [], {}
+    valid_masks, paper_truth = {}, {}
     for row in tqdm(rows.itertuples(), total=len(rows), desc=f"evaluate {split}", unit="map", disable=not progress):
         image = read_map(row.path)
         t0 = time.perf_counter()
@@ -878,6 +883,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         predictions[row.map_id] = _prediction_entry(result, grid)
         grids[row.map_id], map_ls[row.map_id] = grid, float(row.ls)
         images[row.map_id] = result.image.rgb if result.image is not None else None
+        valid_masks[row.map_id] = result.valid
         per_map.append({"map_id": row.map_id, "mars_year": int(row.mars_year), "ls": float(row.ls),
                         "n_catalog": int(len(target["boxes"])), "n_detections": int(len(result.records)),
                         "n_detections_05": int((result.scores >= 0.5).sum()),
@@ -901,6 +907,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                     "score_threshold": score_threshold, "timing": timing,
                     "working_res_deg": float(model.config.map_res_deg)})
     out_dir.mkdir(parents=True, exist_ok=True)
+    metrics["error_analysis"] = write_error_analysis(  # EVAL_DIR/error_analysis.{json,md}, errors_*.csv, figures
+        ground_truth, predictions, grids, out_dir, map_ls=map_ls, images=images, valid_masks=valid_masks,
+        title=f"{model.model_name} on {split} maps")
     write_metrics_json(metrics, out_dir / "metrics.json")
     write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
     write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))

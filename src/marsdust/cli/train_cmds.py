@@ -176,6 +176,10 @@ def evaluate_command(
     typer.echo(f"{metrics['n_maps']} {split} maps: mAP25 {pct(metrics['map25'])}  mAP50 {pct(metrics['map50'])}  "
                f"mAP75 {pct(metrics['map75'])} (box, %)"
                + (f", {time_ms:.0f} ms/map" if time_ms else "") + f" -> {output / 'metrics.json'}")
+    errors = metrics["error_analysis"]
+    typer.echo(f"at score >= {errors['score_threshold']:g}: recall {pct(errors['recall'])}%, "
+               f"{sum(errors['missed'].values())} missed, {errors['n_false_alarms']} false alarms "
+               f"-> {output / 'error_analysis.md'}")
 
 
 @app.command("compare")
