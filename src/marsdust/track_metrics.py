@@ -303,3 +303,34 @@ def format_scores(scores: dict) -> str:
         f"{seq['n_truth']} catalogued recalled, {seq['n_correct']} of {seq['n_predicted']} tracked correct; "
         f"{seq['n_truth_unobservable']} catalogued on < {seq['min_maps']} maps not scored)",
     ])
+
+
+def catalog_for(instances: pd.DataFrame, truth: pd.DataFrame, map_ids=None) -> pd.DataFrame:
+    """The truth rows a tracked or detected table can be held against.
+
+    Parameters
+    ----------
+    instances : DataFrame
+        The tracked table (``map_id, mars_year, ls``).
+    truth : DataFrame
+        The catalog.
+    map_ids : iterable of str, optional
+        The maps the instances were made on (e.g. ``maps.csv`` of ``marsdust detect``): the truth
+        is restricted to them. Without it, the truth is restricted to the time span (Mars year and
+        Ls) from the first to the last map of ``instances``, both included: maps in that span
+        where nothing was found then count as misses; an empty ``instances`` keeps no truth.
+
+    Returns
+    -------
+    DataFrame
+        The kept truth rows, index reset.
+    """
+    if map_ids is not None:
+        keep = truth["map_id"].astype(str).isin({str(m) for m in map_ids})
+    elif len(instances) == 0:
+        keep = pd.Series(False, index=truth.index)
+    else:
+        time = instances["mars_year"].astype(float) * 360.0 + instances["ls"].astype(float)
+        truth_time = truth["mars_year"].astype(float) * 360.0 + truth["ls"].astype(float)
+        keep = truth_time.between(time.min() - 1e-6, time.max() + 1e-6)
+    return truth.loc[keep].reset_index(drop=True)
