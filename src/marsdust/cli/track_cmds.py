@@ -92,11 +92,9 @@ def track_command(
 ) -> None:
     """Link storm instances from sol to sol into members and sequences; with --truth, score the result.
 
-    Instances on a map continue a member of a map that follows closely enough (--max-gap-sols) if their
-    outlines overlap or their centroids are near (--min-link-km + --size-factor x radius); pairs are assigned
-    one-to-one, overlaps and large storms first; the losing partners of a merge or split join the same
-    sequence. The scores are pairwise link precision/recall/F1, member purity and completeness, IDF1 and
-    sequence precision/recall (definitions: `marsdust.track_metrics`).
+    An instance continues a member of a map that follows closely enough (--max-gap-sols) if their outlines overlap or their centroids are near (--min-link-km + --size-factor x radius); pairs are assigned one-to-one, overlaps and large storms first; the losing partners of a merge or split join the same sequence.
+
+    The scores: pairwise link precision/recall/F1, member purity and completeness, IDF1, sequence precision/recall (definitions in marsdust.track_metrics).
     """
     from marsdust.fileio import write_table_atomic, write_text_atomic
     from marsdust.track import members_table, track
@@ -139,10 +137,9 @@ def climatology_command(
     ls_bin_deg: float = typer.Option(15.0, "--ls-bin-deg", min=1.0, max=180.0, help="Ls bin width (degrees)."),
     label: str = typer.Option("", "--label", help="Prefix of the figure titles (e.g. 'MDAD' or 'detections')."),
 ) -> None:
-    """The standard catalog figures: instances by Ls and latitude per Mars year, total storm area per sol,
-    member lifetimes and areas, sequence paths; with --truth, detected versus catalogued per Ls bin.
+    """The standard catalog figures, each a PNG with the CSV it is drawn from.
 
-    Each figure is a PNG with the CSV it is drawn from. Instances without member ids are tracked first.
+    Storm instances by Ls and latitude per Mars year, total storm area per sol, member lifetimes and areas, sequence paths; with --truth, detected versus catalogued instances per Ls bin. Instances without member ids are tracked first.
     """
     from marsdust.climatology import write_climatology
 
