@@ -25,7 +25,7 @@ import pandas as pd
 
 from marsdust.fileio import write_csv_atomic
 from marsdust.plots import _pyplot, _save_figure
-from marsdust.track import members_table, track
+from marsdust.track import id_strings, members_table, track
 
 INSTANCE_COLUMNS = ["map_id", "mars_year", "ls", "lon", "lat", "area_km2", "member_id", "sequence_id"]
 DEFAULT_LS_BIN_DEG = 15.0
@@ -34,12 +34,12 @@ DEFAULT_LS_BIN_DEG = 15.0
 def _with_tracks(instances: pd.DataFrame) -> pd.DataFrame:
     """The instances with ``member_id`` and ``sequence_id`` (tracked here when missing), time-ordered."""
     table = instances.copy()
-    if "member_id" not in table.columns or (table["member_id"].fillna("").astype(str).str.strip() == "").any():
+    if "member_id" not in table.columns or (id_strings(table["member_id"]).str.strip() == "").any():
         table = track(table.drop(columns=[c for c in ("member_id", "sequence_id") if c in table.columns]))
     if "sequence_id" not in table.columns:
         table["sequence_id"] = ""
-    table["member_id"] = table["member_id"].astype(str)
-    table["sequence_id"] = table["sequence_id"].fillna("").astype(str)
+    table["member_id"] = id_strings(table["member_id"]).to_numpy()
+    table["sequence_id"] = id_strings(table["sequence_id"]).to_numpy()
     return table.sort_values(["mars_year", "ls", "map_id", "lon"], kind="stable").reset_index(drop=True)
 
 

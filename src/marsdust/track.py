@@ -269,6 +269,11 @@ MEMBER_COLUMNS = ["member_id", "sequence_id", "first_map_id", "last_map_id", "fi
 """Columns of :func:`members_table`."""
 
 
+def id_strings(values) -> pd.Series:
+    """Member or sequence ids as strings, ``""`` where missing (NaN, None) — as read from a CSV."""
+    return pd.Series(values, dtype=object).fillna("").astype(str)
+
+
 def mars_time_sols(mars_year, ls_deg) -> np.ndarray:
     """Sols since Ls 0 of Mars year 0 (float): a time axis that runs on across Mars-year boundaries.
 
@@ -310,7 +315,7 @@ def members_table(tracked: pd.DataFrame) -> pd.DataFrame:
     df["_time_deg"] = df["mars_year"].astype(float) * 360.0 + df["ls"].astype(float)
     df["_time_sols"] = mars_time_sols(df["mars_year"], df["ls"])
     df["_sol"] = df["sol"].astype(float) if "sol" in df.columns else -1.0
-    df["_sequence"] = df["sequence_id"].fillna("").astype(str) if "sequence_id" in df.columns else ""
+    df["_sequence"] = id_strings(df["sequence_id"]).to_numpy() if "sequence_id" in df.columns else ""
     df = df.sort_values(["_time_deg", "map_id", "lon"], kind="stable")
     rows = [_member_row(member_id, member) for member_id, member in df.groupby("member_id", sort=False)]
     return pd.DataFrame(rows, columns=MEMBER_COLUMNS)
@@ -378,7 +383,7 @@ def read_instances(path) -> pd.DataFrame:
         table = read_catalog(path)
     for column in ("member_id", "sequence_id"):
         if column in table.columns:
-            table[column] = table[column].fillna("").astype(str)
+            table[column] = id_strings(table[column]).to_numpy()
     for column in ("lon", "lat", "area_km2", "ls", "mars_year"):
         bad = pd.to_numeric(table[column], errors="coerce").isna()
         if bad.any():

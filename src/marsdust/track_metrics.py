@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from marsdust.track import great_circle_km
+from marsdust.track import great_circle_km, id_strings
 
 DEFAULT_MIN_IOU = 0.1
 DEFAULT_MAX_CENTER_KM = 300.0
@@ -137,7 +137,7 @@ def _ids(table: pd.DataFrame, column: str, prefix: str) -> np.ndarray:
     """Ids of ``column`` as strings; an empty or missing id becomes one of its own (``<prefix><row>``)."""
     if column not in table.columns:
         return np.array([f"{prefix}{k}" for k in range(len(table))], dtype=object)
-    values = table[column].fillna("").astype(str).to_numpy(dtype=object)
+    values = id_strings(table[column]).to_numpy(dtype=object)
     return np.array([v if v.strip() else f"{prefix}{k}" for k, v in enumerate(values)], dtype=object)
 
 
@@ -199,10 +199,8 @@ def _identity_scores(matched: pd.DataFrame, n_pred: int, n_truth: int) -> dict:
 
 def _sequence_scores(predicted: pd.DataFrame, truth: pd.DataFrame, pairs: pd.DataFrame, share: float,
                      min_maps: int) -> dict:
-    pred_seq = predicted["sequence_id"].fillna("").astype(str).to_numpy() if "sequence_id" in predicted else \
-        np.full(len(predicted), "")
-    true_seq = truth["sequence_id"].fillna("").astype(str).to_numpy() if "sequence_id" in truth else \
-        np.full(len(truth), "")
+    pred_seq = id_strings(predicted["sequence_id"] if "sequence_id" in predicted else [""] * len(predicted)).to_numpy()
+    true_seq = id_strings(truth["sequence_id"] if "sequence_id" in truth else [""] * len(truth)).to_numpy()
     truth_maps = truth["map_id"].astype(str).to_numpy()
     true_groups = pd.Series(np.arange(len(truth))).groupby(true_seq).apply(list).to_dict()
     true_groups.pop("", None)
