@@ -85,7 +85,8 @@ def track_command(
         help="Distinct maps a group of members joined by merges and splits must cover to be a sequence "
         "(MDAD: 3)."),
     min_iou: float = typer.Option(
-        0.1, "--min-iou",  # marsdust.track_metrics.DEFAULT_MIN_IOU (not imported: --help stays instant) help="With --truth: outline IoU from which a tracked instance matches a catalogued one."),
+        0.1, "--min-iou",  # marsdust.track_metrics.DEFAULT_MIN_IOU (not imported: --help stays instant)
+        help="With --truth: outline IoU from which a tracked instance matches a catalogued one."),
     max_center_km: float = typer.Option(
         300.0, "--max-center-km",  # marsdust.track_metrics.DEFAULT_MAX_CENTER_KM
         help="With --truth, on maps where outlines are missing: centroid distance (km) up to which instances match."),
