@@ -35,12 +35,14 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
     assert any("box mAP25" in line for line in lines)
     for path in ("model.ckpt", "data/synth_done.json", "run/checkpoints/last.ckpt", "report/summary.md",
                  "report/catalog/detections.csv", "report/catalog/masks.nc", "report/eval/metrics.json",
-                 "report/figures/detections.png"):
+                 "report/figures/detections.png", "report/climatology/ls_lat.png",
+                 "report/climatology/detected_vs_catalogued.csv", "report/climatology/members.csv"):
         assert (out / path).is_file(), path
     metrics = json.loads((out / "report" / "eval" / "metrics.json").read_text())
     assert {"map25", "map50", "map75"} <= set(metrics)
     summary = (out / "report" / "summary.md").read_text()
     assert "trained for 3 steps" in summary
+    assert "climatology/ls_lat.png" in summary and "IDF1" in summary
     assert list(pd.read_csv(out / "report" / "catalog" / "detections.csv").columns[:3]) == ["map_id", "mars_year", "ls"]
 
     synth_stamp = (out / "data" / "synth_done.json").stat().st_mtime_ns

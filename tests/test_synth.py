@@ -277,3 +277,15 @@ def test_overlapping_storms_share_a_smooth_edge_and_combine_their_dust():
     assert both.sum() > 100
     largest = np.maximum(single[0], single[1])[both]
     assert (tau[both] >= largest - 1e-5).all() and (tau[both] <= 2 ** 0.25 * largest + 1e-5).all()
+
+
+def test_draw_catalog_at_the_preset_resolution_is_the_written_catalog(ci):
+    """The benchmarks draw catalogs of big presets without writing maps: it must be the same catalog."""
+    from marsdust.synth.build import draw_catalog
+
+    out, maps, storms = ci
+    drawn_maps, drawn = draw_catalog(ci_config(), seed=0, res_deg=ci_config().res_deg)
+    assert drawn_maps["map_id"].tolist() == maps["map_id"].tolist()
+    written = pd.read_csv(out / "truth" / "storms.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(drawn.reset_index(drop=True), storms.reset_index(drop=True))
+    assert len(written) == len(drawn) and written["polygon_wkt"].tolist() == drawn["polygon_wkt"].tolist()

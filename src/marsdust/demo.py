@@ -11,7 +11,9 @@ Reads top to bottom like the pipeline it runs:
    run it on an archive (outlines, areas, members and sequences, the catalog files);
 4. **evaluate** the detector against the catalog on the same sols (mAP@25/50/75, breakdowns,
    figures);
-5. write a **report** folder and print where it is.
+5. write a **report** folder and print where it is, with the climatology figures of the detected
+   storms against the catalog's (:mod:`marsdust.climatology`) and the tracking scores of their
+   members and sequences (:mod:`marsdust.track_metrics`).
 
 Every step is the library function a notebook would call; an interrupted demo started again
 with the same output folder picks up where it stopped (the data, the training run and the
@@ -66,6 +68,7 @@ class DemoResult:
     n_detected_storms: int
     train_seconds: float
     seconds: float
+    tracking: dict | None = None
 
 
 def _clear_if_made_otherwise(folder: Path, settings_file: Path, settings: dict) -> None:
@@ -150,6 +153,34 @@ def _detection_figure(test_index_path: Path, detections_csv: Path, out_png: Path
                                    what="detected storms (labels: score %)")
 
 
+def _climatology(detections_csv: Path, catalog: pd.DataFrame, test_ids: set, out_dir: Path) -> tuple[list[Path], dict]:
+    """Climatology figures of the detections (against the catalog on the test sols) and their tracking scores."""
+    from marsdust.climatology import write_climatology
+    from marsdust.track import read_instances
+    from marsdust.track_metrics import catalog_for, tracking_scores
+
+    detections = read_instances(detections_csv)
+    truth = catalog_for(detections, catalog, test_ids)
+    written = write_climatology(detections, out_dir, truth=truth, label="detections")
+    return [png for png, _ in written.values()], tracking_scores(detections, truth)
+
+
+def _tracking_lines(tracking: dict | None) -> list[str]:
+    """The summary's lines on how the detections' members and sequences agree with the catalog's."""
+    if not tracking:
+        return []
+
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    links, ident, seq = tracking["links"], tracking["identity"], tracking["sequences"]
+    return [
+        f"- tracking against the catalog ({tracking['instances']['n_matched']} detections matched to catalogued "
+        f"storms; `marsdust.track_metrics`): link F1 {pct(links['f1'])}, IDF1 {pct(ident['idf1'])}, "
+        f"sequence recall {pct(seq['recall'])} of {seq['n_truth']}",
+    ]
+
+
 def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path], preset: str) -> str:
     """The report's summary page."""
     metrics = result.metrics
@@ -178,11 +209,13 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
         f"storms the detector outlined (score >= {DEMO_SCORE_THRESHOLD}): {result.n_detected_storms}",
         f"- inference: {time_ms:.0f} ms per map (median, CPU)" if time_ms else "- inference time: not measured",
         f"- whole demo: {result.seconds:.0f} s",
+        *_tracking_lines(result.tracking),
         "",
         "## Files",
         "",
         "- `catalog/detections.csv`, `catalog/detections.geojson`, `catalog/masks.nc`: the storms found",
         "- `eval/metrics.json`, `eval/per_map.csv`: the scores",
+        "- `climatology/*.png` and `*.csv`: the standard catalog figures of the detected storms and their tables",
         "- `../model.ckpt`: the trained detector (`marsdust detect ../model.ckpt MAPS -o OUT`)",
         "",
         "## Figures",
@@ -244,12 +277,15 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     detection_png = _detection_figure(test_index_path, detections_csv, report_dir / "figures" / "detections.png")
     if detection_png is not None:
         figures.insert(0, detection_png)
+    climatology_pngs, tracking = _climatology(detections_csv, catalog, test_ids, report_dir / "climatology")
+    figures += climatology_pngs
     result = DemoResult(
         out_dir=out_dir, model_path=model_path, report_dir=report_dir, summary_path=report_dir / "summary.md",
         metrics=metrics, n_test_maps=len(test_ids),
         n_catalog_storms=int(catalog["map_id"].isin(test_ids).sum()),
         n_detected_storms=len(pd.read_csv(detections_csv)),
         train_seconds=float(train_summary.get("seconds") or 0.0), seconds=time.perf_counter() - t0,
+        tracking=tracking,
     )
     write_text_atomic(result.summary_path, _summary_markdown(result, train_summary, figures, preset))
     return result

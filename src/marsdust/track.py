@@ -26,7 +26,8 @@ How linking works (explainable on purpose)
    storm continues the *larger* member and the smaller member ends; when a storm splits, the
    larger piece continues the member and the smaller piece starts a new one.
 4. Every candidate pair that lost (the merge/split partners) joins the two members into the same
-   sequence group; a group spanning at least ``min_sequence_sols`` distinct maps is a sequence.
+   sequence group (connected components of the member graph whose edges are those pairs); a
+   group spanning at least ``min_sequence_sols`` distinct maps is a sequence.
 
 Identifiers
 -----------
@@ -55,27 +56,6 @@ def great_circle_km(lon_a_deg, lat_a_deg, lon_b_deg, lat_b_deg, radius_km: float
     lon_a, lat_a, lon_b, lat_b = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lon_a_deg, lat_a_deg, lon_b_deg, lat_b_deg))
     h = np.sin((lat_b - lat_a) / 2) ** 2 + np.cos(lat_a) * np.cos(lat_b) * np.sin((lon_b - lon_a) / 2) ** 2
     return 2.0 * radius_km * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
-
-
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict[int, int] = {}
-
-    def add(self, item: int) -> None:
-        self.parent.setdefault(item, item)
-
-    def find(self, item: int) -> int:
-        root = item
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[item] != root:
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        root_a, root_b = self.find(a), self.find(b)
-        if root_a != root_b:
-            self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
 def _map_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -184,11 +164,10 @@ def track(
 
     member_of_row = np.full(len(df), -1, dtype=np.int64)
     last_row_of_member: list[int] = []
-    groups = _UnionFind()
+    partner_edges: list[tuple[int, int]] = []  # (member, member) joined by a merge or a split
 
     def start_member(row: int) -> None:
         member_of_row[row] = len(last_row_of_member)
-        groups.add(len(last_row_of_member))
         last_row_of_member.append(row)
 
     time_deg = maps["time_deg"].to_numpy()
@@ -231,15 +210,26 @@ def track(
             if j not in used_new:
                 start_member(row)
         for i, j in losers:  # merge or split partners: same sequence group
-            groups.union(active[i], int(member_of_row[new_rows[j]]))
+            partner_edges.append((active[i], int(member_of_row[new_rows[j]])))
         recent.extend(range(n_before, len(last_row_of_member)))
 
-    return _assign_ids(out, df, maps, row_position, member_of_row, groups, min_sequence_sols)
+    group_of_member = _sequence_groups(len(last_row_of_member), partner_edges)
+    return _assign_ids(out, df, maps, row_position, member_of_row, group_of_member, min_sequence_sols)
 
 
-def _assign_ids(out, df, maps, row_position, member_of_row, groups, min_sequence_sols) -> pd.DataFrame:
+def _sequence_groups(n_members: int, partner_edges: list[tuple[int, int]]) -> np.ndarray:
+    """Group number of each member: connected components of the merge/split partner graph."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.asarray(partner_edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_members, n_members))
+    return connected_components(graph, directed=False)[1]
+
+
+def _assign_ids(out, df, maps, row_position, member_of_row, group_of_member, min_sequence_sols) -> pd.DataFrame:
     """MDAD-style member ids per starting subphase and sequence ids per starting Mars year."""
-    n_members = int(member_of_row.max()) + 1
+    n_members = len(group_of_member)
     first_row = np.full(n_members, -1, dtype=np.int64)
     for row in np.lexsort((df["lon"].to_numpy(dtype=float), row_position)):
         if first_row[member_of_row[row]] < 0:
@@ -256,7 +246,7 @@ def _assign_ids(out, df, maps, row_position, member_of_row, groups, min_sequence
 
     group_positions: dict[int, set] = {}
     for row, member in enumerate(member_of_row):
-        group_positions.setdefault(groups.find(int(member)), set()).add(int(row_position[row]))
+        group_positions.setdefault(int(group_of_member[member]), set()).add(int(row_position[row]))
     sequence_name: dict[int, str] = {}
     year_counters: dict[int, int] = {}
     for group in sorted(group_positions, key=lambda g: min(group_positions[g])):
@@ -268,5 +258,135 @@ def _assign_ids(out, df, maps, row_position, member_of_row, groups, min_sequence
         sequence_name[group] = f"MY{year:02d}_S{year_counters[year]:03d}"
 
     out["member_id"] = [member_name[int(m)] for m in member_of_row]
-    out["sequence_id"] = [sequence_name.get(groups.find(int(m)), "") for m in member_of_row]
+    out["sequence_id"] = [sequence_name.get(int(group_of_member[m]), "") for m in member_of_row]
     return out
+
+
+# --- tables of tracked storms ----------------------------------------------------------------------
+MEMBER_COLUMNS = ["member_id", "sequence_id", "first_map_id", "last_map_id", "first_mars_year", "first_sol",
+                  "last_sol", "ls_first_deg", "ls_last_deg", "ls_span_deg", "duration_sols", "n_instances", "n_maps",
+                  "path_length_km", "max_area_km2"]
+"""Columns of :func:`members_table`."""
+
+
+def id_strings(values) -> pd.Series:
+    """Member or sequence ids as strings, ``""`` where missing (NaN, None) — as read from a CSV."""
+    return pd.Series(values, dtype=object).fillna("").astype(str)
+
+
+def mars_time_sols(mars_year, ls_deg) -> np.ndarray:
+    """Sols since Ls 0 of Mars year 0 (float): a time axis that runs on across Mars-year boundaries.
+
+    Uses the Kepler orbit of :func:`marsdust.synth.calendar.sol_of_year_from_ls` (668.6 sols per
+    Mars year; a fraction of a degree of Ls from Allison & McEwen 2000).
+    """
+    from marsdust.synth.calendar import SOLS_PER_MARS_YEAR, sol_of_year_from_ls
+
+    year = np.asarray(mars_year, dtype=float)
+    return year * SOLS_PER_MARS_YEAR + np.asarray(sol_of_year_from_ls(np.asarray(ls_deg, dtype=float)), dtype=float)
+
+
+def members_table(tracked: pd.DataFrame) -> pd.DataFrame:
+    """One row per member of a tracked storm table (the output of :func:`track`, or a catalog).
+
+    Parameters
+    ----------
+    tracked : DataFrame
+        ``map_id, mars_year, ls, lon, lat, area_km2, member_id`` (``sequence_id`` and ``sol``
+        used when present).
+
+    Returns
+    -------
+    DataFrame
+        :data:`MEMBER_COLUMNS`, in order of first appearance: first and last map, Mars year of the
+        first, first and last ``sol`` (the map's sol number within its subphase, -1 if unknown),
+        first and last Ls (degrees), ``ls_span_deg`` (Ls advance, continuing across Mars years),
+        ``duration_sols`` (sols from the first to the last instance plus one, from Mars year and
+        Ls), ``n_instances``, ``n_maps`` (distinct maps), ``path_length_km`` (great-circle length
+        of the centroid path through the member's maps in time order; a map with several
+        instances of the member contributes their area-weighted mean position) and
+        ``max_area_km2``.
+    """
+    if len(tracked) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="object" if c in ("member_id", "sequence_id", "first_map_id",
+                                                                   "last_map_id") else "float64")
+                             for c in MEMBER_COLUMNS})
+    df = tracked.reset_index(drop=True).copy()
+    df["_time_deg"] = df["mars_year"].astype(float) * 360.0 + df["ls"].astype(float)
+    df["_time_sols"] = mars_time_sols(df["mars_year"], df["ls"])
+    df["_sol"] = df["sol"].astype(float) if "sol" in df.columns else -1.0
+    df["_sequence"] = id_strings(df["sequence_id"]).to_numpy() if "sequence_id" in df.columns else ""
+    df = df.sort_values(["_time_deg", "map_id", "lon"], kind="stable")
+    rows = [_member_row(member_id, member) for member_id, member in df.groupby("member_id", sort=False)]
+    return pd.DataFrame(rows, columns=MEMBER_COLUMNS)
+
+
+def _member_row(member_id, member: pd.DataFrame) -> dict:
+    """The :func:`members_table` row of one member (its instances in time order)."""
+    per_map = member.assign(_w=member["area_km2"].clip(lower=1e-9)).groupby("map_id", sort=False).apply(
+        _weighted_position, include_groups=False)
+    steps_km = great_circle_km(per_map["lon"].to_numpy()[:-1], per_map["lat"].to_numpy()[:-1],
+                               per_map["lon"].to_numpy()[1:], per_map["lat"].to_numpy()[1:])
+    first, last = member.iloc[0], member.iloc[-1]
+    sequences = [s for s in member["_sequence"].unique() if s]
+    return {
+        "member_id": member_id, "sequence_id": sequences[0] if sequences else "",
+        "first_map_id": first["map_id"], "last_map_id": last["map_id"], "first_mars_year": int(first["mars_year"]),
+        "first_sol": int(first["_sol"]), "last_sol": int(last["_sol"]),
+        "ls_first_deg": float(first["ls"]), "ls_last_deg": float(last["ls"]),
+        "ls_span_deg": round(float(last["_time_deg"] - first["_time_deg"]), 4),
+        "duration_sols": int(round(float(last["_time_sols"] - first["_time_sols"]))) + 1,
+        "n_instances": len(member), "n_maps": int(member["map_id"].nunique()),
+        "path_length_km": round(float(steps_km.sum()), 1), "max_area_km2": float(member["area_km2"].max()),
+    }
+
+
+def _weighted_position(instances: pd.DataFrame) -> pd.Series:
+    """Area-weighted centroid (lon circular) of the instances of one member on one map."""
+    weights = instances["_w"].to_numpy(dtype=float)
+    lon = np.radians(instances["lon"].to_numpy(dtype=float))
+    mean_lon = np.degrees(np.arctan2((weights * np.sin(lon)).sum(), (weights * np.cos(lon)).sum()))
+    mean_lat = float((weights * instances["lat"].to_numpy(dtype=float)).sum() / weights.sum())
+    return pd.Series({"lon": float(mean_lon), "lat": mean_lat})
+
+
+def read_instances(path) -> pd.DataFrame:
+    """Read a storm table (``marsdust catalog`` output, ``truth/storms.csv``) or ``detections.csv``.
+
+    A CSV or Parquet file that has the columns :data:`REQUIRED_COLUMNS` is read as it is; anything
+    else (an MDAD v1.0 table, a v1.1 cube, a folder) goes through :func:`marsdust.mdad.read_catalog`.
+    ``member_id`` and ``sequence_id``, when present, come back as strings (``""`` when empty).
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, or lacks a required column.
+    FileNotFoundError
+        ``path`` does not exist.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: storm table not found")
+    table = None
+    if path.is_file() and path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        try:
+            table = pd.read_parquet(path) if path.suffix.lower() != ".csv" else pd.read_csv(path)
+        except Exception as exc:  # pandas and pyarrow raise many kinds
+            raise ValueError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from exc
+        if not set(REQUIRED_COLUMNS) <= set(table.columns):
+            table = None
+    if table is None:
+        from marsdust.mdad import read_catalog
+
+        table = read_catalog(path)
+    for column in ("member_id", "sequence_id"):
+        if column in table.columns:
+            table[column] = id_strings(table[column]).to_numpy()
+    for column in ("lon", "lat", "area_km2", "ls", "mars_year"):
+        bad = pd.to_numeric(table[column], errors="coerce").isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: row {row + 2}, column {column!r}: expected a number, got {table[column].iat[row]!r}")
+    return table
