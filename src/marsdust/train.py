@@ -116,6 +116,9 @@ class TrainConfig:
         Folder holding ``archive/`` and ``mdad/`` (the layout ``marsdust synth`` writes).
     archive, catalog : str or None
         MDGM archive and MDAD path (override ``data``'s sub-folders).
+    master : str or None
+        MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under the
+        catalog folder, :func:`marsdust.mdad.read_catalog`).
     model : str
         Registered detector (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``).
     model_preset : str or None
@@ -169,6 +172,7 @@ class TrainConfig:
     data: str | None = None
     archive: str | None = None
     catalog: str | None = None
+    master: str | None = None
     model: str = "dustrcnn"
     model_preset: str | None = None
     model_config: dict = field(default_factory=dict)
@@ -313,7 +317,7 @@ def load_tables(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     index_df = index_archive(archive)
     if len(index_df) == 0:
         raise ValueError(f"archive {archive} holds no maps")
-    storms_df = read_catalog(catalog)
+    storms_df = read_catalog(catalog, master=config.master)
     return index_df, storms_df
 
 
@@ -785,7 +789,8 @@ def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
-                        archive: str | None = None, catalog: str | None = None, split: str = "test",
+                        archive: str | None = None, catalog: str | None = None, master: str | None = None,
+                        split: str = "test",
                         split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
                         score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
                         device: str = "cpu", progress: bool = True) -> dict:
@@ -797,7 +802,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         ``best.ckpt`` / ``last.ckpt`` of a run (or any marsdust checkpoint).
     out_dir : path
         ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png``.
-    data, archive, catalog : str, optional
+    data, archive, catalog, master : str, optional
         The data (as for training; default: the run's ``config.yaml``).
     split : {"test", "val", "train"}
         Which maps to score.
@@ -837,7 +842,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     run_values = _run_config_near(checkpoint)
     config = TrainConfig.from_dict({"data": data or run_values.get("data"),
                                     "archive": archive or (None if data else run_values.get("archive")),
-                                    "catalog": catalog or (None if data else run_values.get("catalog"))},
+                                    "catalog": catalog or (None if data else run_values.get("catalog")),
+                                    "master": master or (None if data or catalog else run_values.get("master"))},
                                    source="evaluation data")
     label_mode = label_mode or run_values.get("label_mode", "fixed")
     index_df, storms_df = load_tables(config)
@@ -936,7 +942,7 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
                 best = run_dir / "checkpoints" / "best.ckpt"
                 checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
                 evaluate_checkpoint(checkpoint, eval_dir, data=base.data, archive=base.archive, catalog=base.catalog,
-                                    progress=progress)
+                                    master=base.master, progress=progress)
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")
