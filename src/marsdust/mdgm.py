@@ -168,6 +168,8 @@ def _decode_with_pil(data: bytes | str, where: str) -> np.ndarray:
             array = np.asarray(image)
     except MapReadError:
         raise
+    except Image.DecompressionBombError as exc:  # a header declaring more pixels than any MDGM has
+        raise MapReadError(f"{where}: image declares too many pixels to be a map ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise MapReadError(f"{where}: not a readable PNG/JPEG/TIFF image ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
