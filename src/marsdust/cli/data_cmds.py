@@ -57,6 +57,11 @@ def index_command(
     except (MapReadError, ValueError, OSError) as exc:
         _fail(exc)
     problems = problems_table(index)
+    shown = 10
+    for problem in problems.head(shown).itertuples():
+        typer.echo(f"warning: {problem.where}: {problem.kind}: {problem.detail}", err=True)
+    if len(problems) > shown:
+        typer.echo(f"warning: … {len(problems) - shown} more problem(s) (mdgm.problems_table lists them all)", err=True)
     summary = f"{len(index)} maps, {_years(index['mars_year'])}, {len(problems)} problem(s) -> {output}"
     if len(problems):
         counts = problems["kind"].value_counts().sort_index()
