@@ -1,7 +1,7 @@
 """Kill-restart check of ``marsdust detect``: SIGKILL at random moments, restart, compare with an uninterrupted run.
 
 Builds a small archive (hand-drawn storms on a 0.8° MOC grid) and a tiny deterministic detector
-(its heads always say "storm", so every map gives boxes), runs ``marsdust detect`` once without
+(its heads always say "storm", so every map gives boxes; both from ``tests/test_detect.py``), runs ``marsdust detect`` once without
 interruption, then for each trial starts the same command in a fresh folder, kills it with SIGKILL
 after a random delay, and restarts it (killing it again, at random, up to ``--kills-per-trial``
 times) until it finishes. Each finished ``detections.csv`` and ``maps.csv`` is compared row by row
@@ -26,48 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 
 from marsdust.grid import MapGrid
-from marsdust.models import build_model, save_checkpoint
 
-TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=4)
-
-
-def write_archive(root: Path, n_maps: int) -> Path:
-    """``root/R18/r18_NNN.png`` with one bright disc each, and their ``list_ls.txt``."""
-    grid = MapGrid.moc(0.8)
-    folder = root / "R18"
-    folder.mkdir(parents=True, exist_ok=True)
-    lon = grid.lon_centers_deg[None, :]
-    lat = grid.lat_centers_deg[:, None]
-    lines = []
-    for sol in range(1, n_maps + 1):
-        rgb = np.empty(grid.shape + (3,), np.uint8)
-        rgb[:] = (70, 60, 50)
-        centre_lon, centre_lat, radius = 25.0 * sol - 170.0, 10.0 - sol, 6.0 + sol % 3
-        rgb[(lon - centre_lon) ** 2 + (lat - centre_lat) ** 2 <= radius**2] = (255, 230, 200)
-        Image.fromarray(rgb).save(folder / f"r18_{sol:03d}.png")
-        lines.append(f"r18_{sol:03d} 25 {100.0 + 0.5 * sol}")
-    (folder / "list_ls.txt").write_text("\n".join(lines) + "\n")
-    return root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_detect import confident_checkpoint, write_archive  # noqa: E402  (the kill test's own archive and model)
 
 
-def confident_checkpoint(path: Path) -> Path:
-    """A tiny dustrcnn whose heads always say "storm": deterministic boxes on every map."""
-    torch.manual_seed(0)
-    model = build_model("dustrcnn", map_res_deg=1.6, **TINY)
-    with torch.no_grad():
-        predictor = model.roi_heads.box_predictor
-        predictor.cls_score.weight.zero_()
-        predictor.cls_score.bias.copy_(torch.tensor([-4.0, 4.0]))
-        predictor.bbox_pred.weight.zero_()
-        predictor.bbox_pred.bias.zero_()
-        model.roi_heads.mask_head.mask_logits.weight.zero_()
-        model.roi_heads.mask_head.mask_logits.bias.fill_(5.0)
-    return save_checkpoint(model, path)
+def build_archive(root: Path, n_maps: int) -> Path:
+    """``root/R18/r18_NNN.png`` on a 0.8° MOC grid, one bright disc each, and their ``list_ls.txt``."""
+    maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(25.0 * sol % 360.0 - 180.0, 10.0 - sol % 20, 6.0 + sol % 3)])
+            for sol in range(1, n_maps + 1)}
+    return write_archive(root, maps, grid=MapGrid.moc(0.8))
 
 
 def detect_command(checkpoint: Path, archive: Path, out: Path) -> list[str]:
@@ -124,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     out = args.out
-    archive = write_archive(out / "archive", args.maps)
+    archive = build_archive(out / "archive", args.maps)
     checkpoint = confident_checkpoint(out / "model.ckpt")
     reference_dir = out / "reference"
     subprocess.run(detect_command(checkpoint, archive, reference_dir) + ["--overwrite"], check=True,
