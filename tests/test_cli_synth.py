@@ -1,5 +1,8 @@
 """`marsdust synth` through Typer's CliRunner: an earlier synthesis in OUT is refused unless --overwrite."""
 
+from pathlib import Path
+
+import pandas as pd
 from typer.testing import CliRunner
 
 from marsdust.cli import app
@@ -36,4 +39,7 @@ def test_synth_overwrite_replaces_only_the_synth_folders(tmp_path):
     assert not (out / "mdad" / "MDADMY30.nc").exists()
     assert keep.read_text() == "not synth's\n"
     assert (out / "truth" / "maps.csv").is_file() and (out / "mdad" / "MDAD.csv").is_file()
+    truth_paths = pd.read_csv(out / "truth" / "maps.csv")["path"]
+    assert not any(Path(p).is_absolute() for p in truth_paths)  # the dataset can be moved or copied
+    assert all((out / p).is_file() for p in truth_paths)
     assert "wrote" in result.output

@@ -405,3 +405,104 @@ def test_fast_mask_pasting_equals_torchvision():
         r1, c1 = min(row0 + patch.shape[0], 150), min(col0 + patch.shape[1], 512)
         pasted[r0:r1, c0:c1] = patch[r0 - row0:r1 - row0, c0 - col0:c1 - col0]
         np.testing.assert_array_equal(pasted, reference["masks"][k, 0].numpy())
+
+
+# ------------------------------------------------------------------------------------------------
+# faults a long archive run meets
+# ------------------------------------------------------------------------------------------------
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` RGB pixels (no image data follows)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_png_is_one_unreadable_map(tmp_path, blob_model):
+    maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
+    archive = write_archive(tmp_path / "archive", maps)
+    png_declaring(archive / "R18" / "r18_002.png", 60000, 20000)
+    summary = detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
+    assert summary.n_errors == 1
+    table = pd.read_csv(tmp_path / "out" / "maps.csv").set_index("map_id")
+    assert table.loc["r18_002", "status"] == "error" and "r18_002.png" in table.loc["r18_002", "error"]
+    assert "too many pixels" in table.loc["r18_002", "error"] and table.loc["r18_001", "status"] == "ok"
+
+
+def test_disk_full_while_writing_parts_names_the_file(tmp_path, blob_model, monkeypatch):
+    import errno
+
+    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if "parts" in self.parts:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match=r"parts/.*: cannot write, the disk is full") as info:
+        detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
+    assert type(info.value).__name__ == "DiskFullError"
+    assert not list((tmp_path / "out").rglob("*.tmp*"))  # no temporary file left behind
+
+
+def test_hdf_error_on_a_full_disk_is_reported_as_disk_full(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from marsdust import fileio
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda folder: usage(100, 100, 0))
+    with pytest.raises(fileio.DiskFullError, match=r"masks\.nc: cannot write, the disk is full.*HDF error"):
+        with fileio.atomic_output(tmp_path / "masks.nc"):
+            raise RuntimeError("NetCDF: HDF error")
+
+
+def test_resume_is_keyed_on_the_checkpoints_content_not_its_path(tmp_path):
+    grid = MapGrid.moc(0.8)
+    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 8.0)]),
+                                                   "r18_002": (102.0, [(40.0, 0.0, 8.0)])}, grid=grid)
+    ckpt = confident_checkpoint(tmp_path / "best.ckpt")
+    out = tmp_path / "out"
+    detect.detect_archive(ckpt, archive, out, threads=1, progress=False)
+    (out / "parts" / "r18_002.json").unlink()  # as if killed before the last map
+    moved = tmp_path / "moved.ckpt"
+    moved.write_bytes(ckpt.read_bytes())
+    assert detect.detect_archive(moved, archive, out, threads=1, progress=False).n_processed == 1  # same model
+    retrained = torch.load(ckpt, weights_only=False)
+    key = next(k for k in retrained["state_dict"] if k.endswith("cls_score.bias"))
+    retrained["state_dict"][key] = retrained["state_dict"][key] + 0.5
+    torch.save(retrained, ckpt)  # a retrained best.ckpt at the same path
+    with pytest.raises(ValueError, match="other settings.*checkpoint_sha256"):
+        detect.detect_archive(ckpt, archive, out, threads=1, progress=False)
+
+
+def test_no_detections_still_has_member_and_sequence_columns(tmp_path, blob_model):
+    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [])})
+    detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
+    columns = pd.read_csv(tmp_path / "out" / "detections.csv").columns
+    assert {"member_id", "sequence_id"} <= set(columns)
+
+
+def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(tmp_path, blob_model):
+    from marsdust.detect.archive import output_lock
+
+    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
+    out = tmp_path / "out"
+    stale = [out / "parts" / ".r18_001.json.k1ll3d.tmp.json", out / "parts" / "masks" / ".r18_001.nc.x.tmp.nc",
+             out / ".detections.csv.y.tmp.csv"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half written")
+    detect.detect_archive(blob_model, archive, out, progress=False)
+    assert not any(path.exists() for path in stale)
+    with output_lock(out):  # another detect holds the folder
+        with pytest.raises(ValueError, match=r"another marsdust detect \(pid \d+\) is writing to this folder"):
+            detect.detect_archive(blob_model, archive, out, progress=False)
+    assert detect.detect_archive(blob_model, archive, out, progress=False).n_processed == 0  # released

@@ -269,8 +269,9 @@ def test_quicklook_png_draws_outlines(tmp_path):
 def test_member_label_values_follow_mdad():
     assert export.member_label_value("R18_031") == 31
     assert export.member_label_value("R18_031b") == 164
-    with pytest.raises(ValueError):
-        export.member_label_value("R18_031+032")
+    # joined ids: the first member's value, the rule the reader applies (one parser for both)
+    assert export.member_label_value("R18_031+032") == 31
+    assert export.member_label_value("G13_001b+002+017") == 134
     with pytest.raises(ValueError):
         export.member_label_value("R18_200")
     labels = export.label_image([np.eye(3, dtype=bool), np.ones((3, 3), dtype=bool)])

@@ -34,25 +34,28 @@ def v10_frame(headers=REAL_HEADERS, rows=ROWS):
 
 # --- member IDs -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "text, groups, split, values_on",
+    "text, numbers, groups, mask_value",
     [
-        ("D01_031", (("D01", (31,)),), False, ("D01", (31,))),
-        ("D16_001b", (("D16", (1,)),), True, ("D16", (134,))),
-        ("D01_031+032", (("D01", (31, 32)),), False, ("D01", (31, 32))),
-        ("P08_033+P09_010+011+013", (("P08", (33,)), ("P09", (10, 11, 13))), False, ("P09", (10, 11, 13))),
-        ("P08_033+P09_010+011+013", (("P08", (33,)), ("P09", (10, 11, 13))), False, ("P08", (33,))),
-        ("P08_033+P09_010", (("P08", (33,)), ("P09", (10,))), False, ("P10", (33,))),  # none listed -> first
-        (" r18_005 ", (("R18", (5,)),), False, ("R18", (5,))),
+        ("D01_031", (31,), (("D01", (31,)),), 31),
+        ("D01_031+032", (31, 32), (("D01", (31, 32)),), 31),
+        ("D16_001b", (1,), (("D16", (1,)),), 134),
+        ("G13_001b+002+017", (1, 2, 17), (("G13", (1, 2, 17)),), 134),
+        ("P08_033+P09_010+011+013", (33, 10, 11, 13), (("P08", (33,)), ("P09", (10, 11, 13))), 33),
+        ("M17_050+M18_001", (50, 1), (("M17", (50,)), ("M18", (1,))), 50),
+        (" r18_005 ", (5,), (("R18", (5,)),), 5),
     ],
 )
-def test_parse_member_id(text, groups, split, values_on):
+def test_parse_member_id_first_member_rule(text, numbers, groups, mask_value):
+    """MDAD v1.1: every member number is kept; the cube value is the first member's, on any day."""
     member = parse_member_id(text)
     assert isinstance(member, MemberId)
-    assert member.groups == groups and member.split == split
-    assert member.cube_values(values_on[0]) == values_on[1]
+    assert member.numbers == numbers and member.groups == groups
+    assert member.mask_value == mask_value
+    assert member.cube_values("M18") == member.cube_values("P09") == (mask_value,)
 
 
-@pytest.mark.parametrize("text", ["", "D01", "D01_", "031", "D01_031+", "D01-031", "D01_000", "D01_140", "D01_120b", None])
+@pytest.mark.parametrize("text", ["", "D01", "D01_", "031", "D01_031+", "D01-031", "D01_000", "D01_140", "D01_120b",
+                                  "D01_031+b", "D01_031++032", "031+D01_032", None])
 def test_parse_member_id_rejects(text):
     with pytest.raises(ValueError, match="member"):
         parse_member_id(text)
@@ -135,8 +138,11 @@ GRID = MapGrid.marci(RES)  # 45 x 90
 
 
 def write_cube(path, day_names, label_maps, lat_values=None, dims=("time", "longitude", "latitude"),
-               coordinates=True):
-    """Write an MDAD v1.1 cube: map row i goes to the latitude point at its northern edge."""
+               coordinates=True, ls_values=None):
+    """Write an MDAD v1.1 cube: map row i goes to the latitude point at its northern edge.
+
+    ``timeList`` columns 4-7 (Ls start, end, mean, median) hold ``ls_values`` (default: 10°, 20°, …).
+    """
     height, width = GRID.shape
     lat = np.linspace(-90.0, 90.0, height + 1) if lat_values is None else lat_values
     lon = GRID.lon_centers_deg
@@ -161,7 +167,10 @@ def write_cube(path, day_names, label_maps, lat_values=None, dims=("time", "long
         names = ds.createVariable("dayList", str, (dims[0],))
         for t, name in enumerate(day_names):
             names[t] = name
-        ds.createVariable("timeList", "f8", (dims[0], "stat"))[:] = 0.0
+        ls = 10.0 * (np.arange(len(day_names)) + 1) if ls_values is None else np.asarray(ls_values, float)
+        times = np.zeros((len(day_names), 8))
+        times[:, 4:] = ls[:, None]
+        ds.createVariable("timeList", "f8", (dims[0], "stat"))[:] = times
 
 
 def cube_days():
@@ -176,7 +185,7 @@ def cube_days():
     day1 = np.zeros(GRID.shape, np.uint8)
     day1[15:18, 50:55] = 10
     day1[15:18, 56:58] = 11
-    day1[15:18, 60:61] = 33  # P08 number on a P09 day: not part of the member
+    day1[15:18, 60:61] = 33  # P08_033+P09_010+011 on a P09 day: the first member's value is its outline
     return ["D01_day05", "P09_day10"], [day0, day1]
 
 
@@ -218,10 +227,10 @@ def test_v11_cube_rows_and_outlines(cube_dir):
         cube_dir / "MDADMY30.nc", "d01_005", "D01_031")[0]))
     split = wkt.loads(by_member.loc["D01_031b", "polygon_wkt"])
     assert split.bounds == pytest.approx((-20.0, 2.0, 0.0, 10.0))
-    merged = wkt.loads(by_member.loc["D01_005+006", "polygon_wkt"])
-    assert merged.geom_type == "MultiPolygon" and len(merged.geoms) == 2
+    merged = wkt.loads(by_member.loc["D01_005+006", "polygon_wkt"])  # value 5 only (first-member rule)
+    assert merged.geom_type == "Polygon" and merged.bounds == pytest.approx((-60.0, -34.0, -56.0, -30.0))
     cross = wkt.loads(by_member.loc["P08_033+P09_010+011", "polygon_wkt"])
-    assert cross.bounds == pytest.approx((20.0, 18.0, 52.0, 30.0))  # values 10 and 11, not 33
+    assert cross.bounds == pytest.approx((60.0, 18.0, 64.0, 30.0))  # value 33, not 10 and 11
     assert by_member.loc["D01_031", "map_id"] == "d01_005"
     assert by_member.loc["D01_031", "lon"] == pytest.approx(179.0)
     assert by_member.loc["D01_031", "ls"] == pytest.approx(10.0)
@@ -294,23 +303,149 @@ def test_folder_prefers_cubes_for_their_years(cube_dir):
     assert pd.isna(df.loc[0, "polygon_wkt"]) and df.loc[1:, "polygon_wkt"].notna().all()
 
 
-def test_cube_master_row_without_day_is_bad(cube_dir):
+def test_cube_master_row_without_day_is_reported(cube_dir):
     master = master_frame()
     master.loc[2, "sol"] = 9
     master.to_csv(cube_dir / "MDAD_MY30_master.csv", index=False)
-    with pytest.raises(CatalogError, match=r"row 4, column 'sol'.*dayList"):
-        read_catalog(cube_dir / "MDADMY30.nc")
-    with pytest.warns(UserWarning, match="dropped 1 bad row"):
-        assert len(read_catalog(cube_dir / "MDADMY30.nc", skip_bad=True)) == 3
+    with pytest.warns(UserWarning, match=r"1 master row\(s\) matching no cube time step.*row 4 \(D01 sol 9\)"):
+        assert len(read_catalog(cube_dir / "MDADMY30.nc")) == 3
+    with pytest.raises(CatalogError, match=r"row 4 \(D01 sol 9\).*strict"):
+        read_catalog(cube_dir / "MDADMY30.nc", strict=True)
 
 
 def test_cube_instance_without_pixels_warns(cube_dir):
     master = master_frame()
     master.loc[0, "mem_ID"] = "D01_099"
     master.to_csv(cube_dir / "MDAD_MY30_master.csv", index=False)
-    with pytest.warns(UserWarning, match="1 of 4 instance"):
+    with pytest.warns(UserWarning, match=r"1 row\(s\) whose mask value has no pixels.*row 2 \(D01_099 on d01_005\)"):
         df = read_catalog(cube_dir / "MDADMY30.nc")
     assert pd.isna(df.set_index("member_id").loc["D01_099", "polygon_wkt"])
+
+
+# --- MDAD v1.1 as distributed: head folder, one master CSV for all years ------------------------
+def v11_head(tmp_path, master_name="all_years.csv", master_folder=""):
+    """``head/MY29/MDADMY29.nc``, ``head/MY30/MDADMY30.nc`` and one master CSV for both years."""
+    head = tmp_path / "MDAD v1.1 é"  # spaces and non-ASCII in the path
+    days, maps = cube_days()
+    write_cube(head / "MY30" / "MDADMY30.nc", days, maps)
+    b05 = np.zeros(GRID.shape, np.uint8)
+    b05[5:7, 5:9] = 12
+    write_cube(head / "MY29" / "MDADMY29.nc", ["B05_day03"], [b05], ls_values=[300.0])
+    master = pd.concat([master_frame(), pd.DataFrame({
+        "subphase": ["B05"], "sol": [3], "mem_ID": ["B05_012"], "seq_ID": [""], "confidence_flag": [75],
+        "area": [1e4], "swathLs": [300.2], "centroid_lon": [-150.0], "centroid_lat": [60.0]})], ignore_index=True)
+    (head / master_folder).mkdir(parents=True, exist_ok=True)
+    master.to_csv(head / master_folder / master_name, index=False)
+    return head
+
+
+@pytest.mark.parametrize("master_folder", ["", "tables/v1.1"])
+def test_head_folder_with_one_master_for_all_years(tmp_path, master_folder, recwarn):
+    head = v11_head(tmp_path, master_folder=master_folder)
+    df = read_catalog(head)
+    assert sorted(df["mars_year"].unique()) == [29, 30] and len(df) == 5
+    assert df.set_index("member_id").loc["B05_012", "mars_year"] == 29
+    assert df["polygon_wkt"].notna().all()
+    assert any("all_years.csv" in line and "MY29, MY30" in line for line in df.attrs["sources"])
+    assert not [w for w in recwarn if "consistency" in str(w.message)]
+    # a cube given alone finds the master above it; its rows are only its own days
+    one = read_catalog(head / "MY29" / "MDADMY29.nc")
+    assert list(one["member_id"]) == ["B05_012"]
+
+
+def test_master_named_explicitly(tmp_path):
+    head = v11_head(tmp_path, master_folder="elsewhere")
+    (head / "elsewhere" / "all_years.csv").rename(tmp_path / "mdad_master.txt.csv")
+    with pytest.raises(CatalogError, match="no master CSV.*--master"):
+        read_catalog(head)
+    df = read_catalog(head, master=tmp_path / "mdad_master.txt.csv")
+    assert len(df) == 5
+    with pytest.raises(CatalogError, match="v1.1 master CSV.*--master"):
+        read_catalog(tmp_path / "mdad_master.txt.csv")
+
+
+def test_two_masters_equally_near_are_refused(tmp_path):
+    head = v11_head(tmp_path)
+    master_frame().to_csv(head / "second.csv", index=False)
+    with pytest.raises(CatalogError, match="several master CSVs.*--master"):
+        read_catalog(head)
+
+
+def test_master_and_v10_table_without_double_counting(tmp_path):
+    head = v11_head(tmp_path)
+    pd.DataFrame([
+        [28, "B01", 1, 100.0, 350.0, 5.0, 1.0, 50, "B01_001", ""],
+        [30, "D01", 5, 10.0, 1.0, 5.0, 2.0, 75, "D01_031", "S1"],  # MY30 comes from the cube
+    ], columns=REAL_HEADERS).to_csv(head / "MDAD.csv", index=False)
+    df = read_catalog(head)
+    assert sorted(df["mars_year"].tolist()) == [28, 29, 30, 30, 30, 30]
+    sources = " | ".join(df.attrs["sources"])
+    assert "v1.0 MDAD.csv: 1 rows (MY28); 1 rows of MY30 left to the cubes" in sources
+
+
+def test_joined_member_ids_take_the_first_members_pixels(tmp_path):
+    head = tmp_path / "mdad"
+    m18 = np.zeros(GRID.shape, np.uint8)
+    m18[2:4, 2:4] = 50  # M17_050 continued onto an M18 day
+    m18[20:22, 20:22] = 1  # M18_001's own pixels: not the joined instance's
+    m18[30:32, 30:32] = 35
+    m18[30:32, 40:42] = 36
+    m18[40:42, 60:62] = 134  # G13_001b
+    m18[40:42, 70:72] = 2
+    write_cube(head / "MY31" / "MDADMY31.nc", ["M18_day04"], [m18])
+    pd.DataFrame({"subphase": ["M18"] * 3, "sol": [4] * 3,
+                  "mem_ID": ["M17_050+M18_001", "M13_035+036", "G13_001b+002+017"], "seq_ID": [""] * 3,
+                  "confidence_flag": [100] * 3, "area": [1.0] * 3, "swathLs": [10.0] * 3,
+                  "centroid_lon": [0.0] * 3, "centroid_lat": [0.0] * 3}).to_csv(head / "master.csv", index=False)
+    outlines = read_catalog(head).set_index("member_id")["polygon_wkt"].map(wkt.loads)
+    assert outlines["M17_050+M18_001"].bounds == pytest.approx((-172.0, 74.0, -164.0, 82.0))
+    assert outlines["M13_035+036"].bounds == pytest.approx((-60.0, -38.0, -52.0, -30.0))  # 35 only
+    assert outlines["G13_001b+002+017"].bounds == pytest.approx((60.0, -78.0, 68.0, -70.0))  # 134 only
+
+
+def test_consistency_report_in_one_warning_and_strict(tmp_path):
+    head = v11_head(tmp_path)
+    master = pd.read_csv(head / "all_years.csv", keep_default_na=False)
+    master.loc[0, "swathLs"] = 12.0  # cube median Ls of D01 sol 5 is 10°
+    master.loc[1, "mem_ID"] = "D01_077"  # no pixels
+    master = master.loc[master["subphase"] != "P09"]  # P09 sol 10 keeps its storm pixels
+    master.to_csv(head / "all_years.csv", index=False)
+    with pytest.warns(UserWarning) as record:
+        read_catalog(head)
+    messages = [str(w.message) for w in record if "consistency" in str(w.message)]
+    assert len(messages) == 1
+    assert "1 row(s) whose mask value has no pixels" in messages[0] and "row 3 (D01_077 on d01_005)" in messages[0]
+    assert "1 row(s) whose swathLs differs" in messages[0] and "swathLs 12 vs 10" in messages[0]
+    assert "1 cube time step(s) with storm pixels but no master row: MDADMY30.nc p09_010" in messages[0]
+    with pytest.raises(CatalogError, match="MDAD consistency"):
+        read_catalog(head, strict=True)
+
+
+def test_catalog_command_on_the_v11_layout(tmp_path):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    head = v11_head(tmp_path, master_folder="elsewhere")
+    master = head / "elsewhere" / "all_years.csv"
+    out = tmp_path / "storms.csv"
+    result = CliRunner().invoke(app, ["catalog", str(head), "--master", str(master), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "5 storms, MY29–MY30, 5 with outlines" in result.output and "source: v1.1" in result.output
+    frame = pd.read_csv(master)
+    frame.loc[0, "swathLs"] = 40.0
+    frame.to_csv(master, index=False)
+    result = CliRunner().invoke(app, ["catalog", str(head), "-o", str(out), "--strict"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: MDAD consistency: 1 row(s) whose swathLs differs" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "MDAD.csv"
+    v10_frame(rows=ROWS + [ROWS[0]]).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=r"dropped 1 exact duplicate row\(s\) \(spreadsheet rows 5\)"):
+        assert len(read_catalog(path)) == 3
 
 
 def test_netcdf_without_expected_variables(tmp_path):
@@ -323,7 +458,7 @@ def test_netcdf_without_expected_variables(tmp_path):
     with pytest.raises(CatalogError, match=r"MDADMY30\.nc: no variable 'MDAD'"):
         read_catalog(folder / "MDADMY30.nc")
     (folder / "MDAD_MY30_master.csv").unlink()
-    with pytest.raises(CatalogError, match="no master CSV"):
+    with pytest.raises(CatalogError, match="no master CSV beside it.*--master"):
         read_catalog(folder / "MDADMY30.nc")
 
 

@@ -299,3 +299,41 @@ def test_index_errors(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="missing column"):
         index_archive(bad)
+
+
+# --- list_ls.txt values and index tables that cannot be right -----------------------------------
+@pytest.mark.parametrize("line, words", [
+    ("r18_040 25 400", "Ls '400' is outside"),
+    ("r18_040 25 -5", "Ls '-5' is outside"),
+    ("r18_040 -25 10", "Mars year '-25' is not a whole number >= 0"),
+    ("r18_040 25 abc", "expected 'name mars_year ls'"),  # a malformed first data line is not a header
+])
+def test_list_ls_bad_values_name_file_and_line(line, words):
+    entries, problems = parse_list_ls(f"{line}\nr18_041 25 151\n", "R18/list_ls.txt")
+    assert entries == [("r18_041", 25, 151.0)]
+    assert len(problems) == 1 and problems[0]["where"] == "R18/list_ls.txt:1" and words in problems[0]["detail"]
+
+
+def test_index_command_names_problem_maps_and_lines(tmp_path):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    r18 = tmp_path / "archive" / "R18"
+    r18.mkdir(parents=True)
+    write(r18 / "r18_040.png", tiny_map(seed=1))
+    (r18 / "list_ls.txt").write_text("name mars_year ls\nr18_040 25 150\nr18_041 25 400\nr18_042 25 152\n")
+    result = CliRunner().invoke(app, ["index", str(tmp_path / "archive"), "-o", str(tmp_path / "index.csv")])
+    assert result.exit_code == 0, result.output
+    assert "R18/list_ls.txt:3: bad_list_line: Ls '400' is outside" in result.output
+    assert "R18/list_ls.txt:4: missing_map: r18_042" in result.output
+
+
+def test_index_csv_with_a_non_numeric_ls_names_file_row_and_column(tmp_path, archive):
+    index = index_archive(archive)
+    path = tmp_path / "index.csv"
+    table = index.astype({"ls": object})
+    table.loc[1, "ls"] = "abc"
+    table.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"index\.csv: row 3, column 'ls': expected Ls in \[0, 360\) degrees, got 'abc'"):
+        index_archive(path)

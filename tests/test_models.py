@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 import torch
@@ -280,6 +281,11 @@ def test_bad_checkpoints_raise_checkpoint_error_naming_the_file(tmp_path):
         tiny.write_bytes(content)
         with pytest.raises(CheckpointError, match=f"tiny{number}.ckpt.*damaged"):
             load_model(tiny)
+    random_bytes = tmp_path / "random.ckpt"
+    random_bytes.write_bytes(random.Random(0).randbytes(4096))
+    with pytest.raises(CheckpointError, match="random.ckpt: not a checkpoint") as refused:
+        load_model(random_bytes)
+    assert "trust_pickle" not in str(refused.value) and "Python objects" not in str(refused.value)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="foreign.pt.*not a marsdust checkpoint"):

@@ -314,8 +314,38 @@ def test_interrupted_run_resumed_reaches_the_same_weights_as_an_uninterrupted_on
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    metrics = pd.read_csv(tmp_path / "cut" / "metrics.csv")
-    assert metrics["val_map50"].notna().any()  # rows of the crashed part are lost since its last CSV flush
+    # metrics.csv of the resumed run: the rows before the checkpoint kept, the rest logged again
+    whole_metrics = pd.read_csv(tmp_path / "whole" / "metrics.csv")
+    cut_metrics = pd.read_csv(tmp_path / "cut" / "metrics.csv")
+    assert cut_metrics["step"].tolist() == whole_metrics["step"].tolist()
+    pd.testing.assert_series_equal(cut_metrics["val_map50"], whole_metrics["val_map50"])
+    pd.testing.assert_series_equal(cut_metrics["train_loss"], whole_metrics["train_loss"])
+
+
+def test_resumed_run_keeps_the_best_score_of_best_ckpt_on_disk(tmp_path):
+    """last.ckpt predates its step's validation: the score of best.ckpt on disk must win on resume."""
+    from types import SimpleNamespace
+
+    from marsdust.train import _callbacks
+
+    best = _callbacks(tmp_path, tiny_config(tmp_path))[0]
+    best.dirpath = str(tmp_path / "checkpoints")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"callbacks": {best.state_key: {"best_model_score": torch.tensor(0.6)}}},
+               tmp_path / "checkpoints" / "best.ckpt")
+    stale = {"dirpath": best.dirpath, "best_model_score": torch.tensor(0.2), "best_model_path": "x",
+             "kth_best_model_path": "x", "kth_value": torch.tensor(0.2), "best_k_models": {"x": torch.tensor(0.2)}}
+    best.load_state_dict(stale)
+    assert float(best.best_model_score) == pytest.approx(0.6)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=lambda decision: decision))
+    assert not best.check_monitor_top_k(trainer, torch.tensor(0.4))  # worse than best.ckpt: not saved
+    assert best.check_monitor_top_k(trainer, torch.tensor(0.7))
+    moved = dict(stale, dirpath=str(tmp_path / "elsewhere"))  # run folder moved: Lightning drops the score
+    fresh = _callbacks(tmp_path, tiny_config(tmp_path))[0]
+    fresh.dirpath = best.dirpath
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        fresh.load_state_dict(moved)
+    assert float(fresh.best_model_score) == pytest.approx(0.6)
 
 
 # ------------------------------------------------------------------------------------------ commands

@@ -23,7 +23,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,23 +332,18 @@ def write_geojson(df: pd.DataFrame, path: str | os.PathLike, geometry_column: st
 # ------------------------------------------------------------------------------------------------
 # MDAD v1.1 mask cubes (netCDF)
 # ------------------------------------------------------------------------------------------------
-_MEMBER_NUMBER = re.compile(r"^([A-Za-z]+[0-9]*)_([0-9]+)(b?)$")
-
-
 def member_label_value(member_id: str) -> int:
-    """Cube value of a single MDAD member id: ``"R18_031"`` → 31, ``"R18_031b"`` → 164.
+    """Cube value of an MDAD member id: ``"R18_031"`` → 31, ``"R18_031b"`` → 164.
 
-    Merged ids (``R18_031+032``) have several values and are not accepted here.
+    Joined ids take the first member's value, as MDAD v1.1 does (``"R18_031+032"`` → 31);
+    parsed by :func:`marsdust.mdad.parse_member_id`, the reader's parser.
     """
-    match = _MEMBER_NUMBER.match(str(member_id).strip())
-    if not match:
-        raise ValueError(f"member id {member_id!r} is not of the form SUBPHASE_NNN or SUBPHASE_NNNb")
-    number = int(match.group(2))
-    value = number + (SPLIT_LABEL_OFFSET if match.group(3) else 0)
-    if not 1 <= number <= SPLIT_LABEL_OFFSET or value > MAX_STORM_LABEL:
-        raise ValueError(
-            f"member id {member_id!r}: number {number} does not fit the MDAD v1.1 cube (1–133, 'b' up to 117)"
-        )
+    from marsdust.mdad import parse_member_id
+
+    value = parse_member_id(member_id).mask_value
+    if value > MAX_STORM_LABEL:
+        raise ValueError(f"member id {member_id!r}: value {value} does not fit the MDAD v1.1 cube "
+                         f"(1–{MAX_STORM_LABEL})")
     return value
 
 

@@ -7,7 +7,9 @@ leaves a partial or half-written product behind (and an earlier complete file st
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -15,6 +17,39 @@ from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
+
+
+TEMP_PREFIX = "."
+TEMP_MARK = ".tmp"
+
+
+class DiskFullError(OSError):
+    """Writing an output failed because its disk (or quota) is full; the message names the file."""
+
+
+def _disk_is_full(error: BaseException, folder: Path) -> bool:
+    """True if ``error`` is (or, for libraries that hide errno such as netCDF/HDF5, looks like) a full disk."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, (RuntimeError, OSError)):
+        try:
+            return shutil.disk_usage(folder).free < 1024 * 1024
+        except OSError:
+            return False
+    return False
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_output` left in ``folder`` when its process was killed.
+
+    Only call this while no other writer uses ``folder``. Returns how many were removed.
+    """
+    removed = 0
+    for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def temp_path_beside(path: str | os.PathLike) -> Path:
@@ -25,7 +60,8 @@ def temp_path_beside(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=f"{TEMP_MARK}{path.suffix}",
+                                    dir=path.parent)
     os.close(fd)
     return Path(tmp_name)
 
@@ -51,15 +87,22 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary file keeps ``path``'s suffix (format drivers pick formats by suffix) and is
-    removed if the block raises.
+    removed if the block raises. A full disk is raised as :class:`DiskFullError` naming ``path``.
     """
-    tmp = temp_path_beside(path)
+    try:
+        tmp = temp_path_beside(path)
+    except OSError as err:
+        if _disk_is_full(err, Path(path).parent):
+            raise DiskFullError(f"{path}: cannot write, the disk is full ({err})") from err
+        raise
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's private 0600 would stick to the product
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if not isinstance(err, DiskFullError) and isinstance(err, Exception) and _disk_is_full(err, Path(path).parent):
+            raise DiskFullError(f"{path}: cannot write, the disk is full ({type(err).__name__}: {err})") from err
         raise
 
 

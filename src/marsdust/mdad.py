@@ -2,9 +2,11 @@
 
 Public API
 ----------
-* :func:`read_catalog` — a v1.0 table (CSV / XLSX), a v1.1 cube (``MDADMY{yy}.nc`` + its master
-  CSV), or a folder holding them → the storm table (:data:`STORM_COLUMNS`, one row per storm
-  instance, sorted by mars_year, ls, map_id, member_id).
+* :func:`read_catalog` — a v1.0 table (CSV / XLSX), a v1.1 cube (``MDADMY{yy}.nc`` + a master
+  CSV), or a folder holding them (the v1.1 head folder ``MY24/MDADMY24.nc`` … with one master CSV
+  for all years) → the storm table (:data:`STORM_COLUMNS`, one row per storm instance, sorted by
+  mars_year, ls, map_id, member_id). Tables are recognised by their columns (:func:`table_kind`);
+  cube/master disagreements go to one warning or, ``strict``, an error (:class:`ConsistencyReport`).
 * :func:`read_v10_table`, :func:`read_v11_cube` — the two layouts directly.
 * :func:`parse_member_id` → :class:`MemberId`; :func:`instance_mask` — the pixel mask of one
   instance on demand; :func:`cube_grid` — the map grid a cube's pixels are placed on.
@@ -72,43 +74,67 @@ class MemberId:
     ----------
     text : str
         The ID as MDAD writes it (``D01_031``, ``D16_001b``, ``D01_031+032``,
-        ``P08_033+P09_010+011+013``).
-    groups : tuple of (subphase, tuple of int)
-        Member numbers per subphase, in order (``(("P08", (33,)), ("P09", (10, 11, 13)))``).
-    split : bool
-        True for a split member "b" (cube values are number + 133).
+        ``G13_001b+002+017``, ``P08_033+P09_010+011+013``), spaces removed.
+    members : tuple of (subphase, number, split)
+        Every member joined in the ID, in order (``P08_033+P09_010`` →
+        ``(("P08", 33, False), ("P09", 10, False))``); ``split`` marks a split member "b".
+
+    Notes
+    -----
+    MDAD v1.1 stores one value per instance in its cube: that of the *first* member (its number,
+    + 133 for a split member "b"), whatever the day's subphase. ``D01_031+032`` → 31,
+    ``D16_001b`` → 134, ``G13_001b+002+017`` → 134, ``P08_033+P09_010+011+013`` → 33.
     """
 
     text: str
-    groups: tuple[tuple[str, tuple[int, ...]], ...]
-    split: bool = False
+    members: tuple[tuple[str, int, bool], ...]
 
     @property
     def subphase(self) -> str:
-        """Subphase of the first group."""
-        return self.groups[0][0]
+        """Subphase of the first member."""
+        return self.members[0][0]
 
-    def numbers_for(self, subphase: str) -> tuple[int, ...]:
-        """Member numbers listed under ``subphase``; the first group's if none are."""
-        wanted = subphase.upper()
-        numbers = tuple(n for sp, nums in self.groups if sp == wanted for n in nums)
-        return numbers or self.groups[0][1]
+    @property
+    def split(self) -> bool:
+        """True if the first member is a split member "b" (its cube value is number + 133)."""
+        return self.members[0][2]
 
-    def cube_values(self, subphase: str) -> tuple[int, ...]:
-        """MDAD cube values of this member on a day of ``subphase`` (+133 for split members)."""
-        offset = SPLIT_OFFSET if self.split else 0
-        return tuple(n + offset for n in self.numbers_for(subphase))
+    @property
+    def groups(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Member numbers per subphase, in order (``(("P08", (33,)), ("P09", (10, 11, 13)))``)."""
+        groups: list[tuple[str, list[int]]] = []
+        for subphase, number, _ in self.members:
+            if not groups or groups[-1][0] != subphase:
+                groups.append((subphase, []))
+            groups[-1][1].append(number)
+        return tuple((sp, tuple(nums)) for sp, nums in groups)
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        """Every member number of the ID, in order (split members without the +133)."""
+        return tuple(number for _, number, _ in self.members)
+
+    @property
+    def mask_value(self) -> int:
+        """The cube value of this instance: the first member's number (+ 133 if split "b")."""
+        _, number, split = self.members[0]
+        return number + SPLIT_OFFSET if split else number
+
+    def cube_values(self, subphase: str | None = None) -> tuple[int, ...]:
+        """Cube values of this instance: ``(mask_value,)`` on a day of any subphase (first-member rule)."""
+        return (self.mask_value,)
 
 
-_GROUP = re.compile(r"^([A-Za-z]+\d+)_(\d+)$")
-_NUMBER_ONLY = re.compile(r"^\d+$")
+_MEMBER_PART = re.compile(r"^(?:([A-Za-z]+\d+)_)?(\d+)([bB]?)$")
 
 
 def parse_member_id(text) -> MemberId:
-    """Parse an MDAD member ID.
+    """Parse an MDAD member ID (the one parser of member IDs, for readers and writers alike).
 
-    Accepted forms: ``D01_031``, ``D16_001b`` (split member), ``D01_031+032`` (merged),
-    ``P08_033+P09_010+011+013`` (merged across subphases). Case-insensitive, spaces ignored.
+    Accepted forms: ``D01_031``, ``D16_001b`` (split member), ``D01_031+032`` (joined),
+    ``G13_001b+002+017`` (joined, first one split), ``P08_033+P09_010+011+013`` (joined across
+    subphases: a number without a subphase belongs to the subphase before it).
+    Case-insensitive, spaces ignored.
 
     Raises
     ------
@@ -117,29 +143,24 @@ def parse_member_id(text) -> MemberId:
     """
     raw = "" if text is None else str(text)
     cleaned = re.sub(r"\s+", "", raw)
-    split = cleaned.lower().endswith("b")
-    body = cleaned[:-1] if split else cleaned
-    groups: list[tuple[str, list[int]]] = []
-    for part in body.split("+") if body else []:
-        match = _GROUP.match(part)
-        if match:
-            groups.append((match.group(1).upper(), [int(match.group(2))]))
-        elif _NUMBER_ONLY.match(part) and groups:
-            groups[-1][1].append(int(part))
-        else:
-            groups = []
+    members: list[tuple[str, int, bool]] = []
+    for part in cleaned.split("+") if cleaned else [""]:
+        match = _MEMBER_PART.match(part)
+        if not match or (match.group(1) is None and not members):
+            members = []
             break
-    if not groups:
+        subphase = match.group(1).upper() if match.group(1) else members[-1][0]
+        members.append((subphase, int(match.group(2)), bool(match.group(3))))
+    if not members:
         raise ValueError(
             f"member ID {raw!r} is not of the form SUBPHASE_NNN[b] (e.g. 'D01_031', 'D16_001b', "
             "'D01_031+032', 'P08_033+P09_010+011+013')"
         )
-    limit = 250 - SPLIT_OFFSET if split else SPLIT_OFFSET
-    for _, numbers in groups:
-        for number in numbers:
-            if not 1 <= number <= limit:
-                raise ValueError(f"member ID {raw!r}: member number {number} outside 1–{limit}")
-    return MemberId(cleaned, tuple((sp, tuple(nums)) for sp, nums in groups), split)
+    for _, number, split in members:
+        limit = 250 - SPLIT_OFFSET if split else SPLIT_OFFSET
+        if not 1 <= number <= limit:
+            raise ValueError(f"member ID {raw!r}: member number {number} outside 1–{limit}")
+    return MemberId(cleaned, tuple(members))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,8 +232,7 @@ class _RowErrors:
         shown = ", ".join(map(str, rows[:50])) + (" …" if len(rows) > 50 else "")
         first = self.bad[rows[0]]
         message = f"{self.source}: dropped {len(rows)} bad row(s) (spreadsheet rows {shown}); first: {first}"
-        log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, UserWarning, stacklevel=3)  # once: the CLI prints caught warnings, not log lines
 
 
 def _numeric(series: pd.Series) -> pd.Series:
@@ -306,7 +326,7 @@ def _finish(out: pd.DataFrame, errors: _RowErrors) -> pd.DataFrame:
     if errors.bad:
         out = out.loc[~out["_row"].isin(list(errors.bad))]
     errors.warn_dropped()
-    out = out.copy()
+    out = _drop_duplicate_rows(out, errors.source)
     out["sol"] = out["sol"].astype("int64")
     out["mars_year"] = out["mars_year"].astype("int64")
     out["confidence"] = out["confidence"].astype("int64")
@@ -314,6 +334,17 @@ def _finish(out: pd.DataFrame, errors: _RowErrors) -> pd.DataFrame:
     if "polygon_wkt" not in out:
         out["polygon_wkt"] = None
     return out
+
+
+def _drop_duplicate_rows(out: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Drop exact repeats of a row (same values in every column), with one warning naming them."""
+    duplicated = out.duplicated(subset=[c for c in out.columns if c != "_row"], keep="first")
+    if duplicated.any():
+        rows = out.loc[duplicated, "_row"].astype(int).tolist()
+        shown = ", ".join(map(str, rows[:20])) + (" …" if len(rows) > 20 else "")
+        warnings.warn(f"{source}: dropped {len(rows)} exact duplicate row(s) (spreadsheet rows {shown}): "
+                      "each repeats an earlier row in every column", UserWarning, stacklevel=4)
+    return out.loc[~duplicated].copy()
 
 
 def _sort_storms(df: pd.DataFrame) -> pd.DataFrame:
@@ -392,6 +423,7 @@ class _Cube:
     row_index: np.ndarray  # cube latitude index for each map row (north to south)
     grid: MapGrid
     days: list[tuple[str, int]]
+    median_ls: np.ndarray | None = None  # timeList column 7 (median Ls of the day's swaths, degrees)
 
     def close(self) -> None:
         self.dataset.close()
@@ -500,6 +532,17 @@ def _assumed_cube_axes(path: str, n_lon: int, n_lat: int, lon: np.ndarray | None
     return lon, lat
 
 
+def _median_ls(dataset, variables: dict[str, str], n_steps: int) -> np.ndarray | None:
+    """Median Ls per time step (``timeList[:, 7]``, degrees), or None if the cube has no such column."""
+    name = variables.get("timelist")
+    if name is None:
+        return None
+    values = np.asarray(dataset.variables[name][:], dtype=np.float64)
+    if values.ndim != 2 or values.shape != (n_steps, 8):
+        return None
+    return values[:, 7]
+
+
 def _open_cube(nc_path: str | os.PathLike) -> _Cube:
     import netCDF4
 
@@ -561,7 +604,7 @@ def _open_cube(nc_path: str | os.PathLike) -> _Cube:
                 raise CatalogError(f"{path}: dayList[{i}]: {exc}") from exc
         order = list(variable.dimensions)
         return _Cube(path, dataset, variable, order.index(lon_dim), order.index(lat_dim), order.index(time_dim),
-                     column_order, row_index, grid, days)
+                     column_order, row_index, grid, days, _median_ls(dataset, variables, len(days)))
     except BaseException:
         dataset.close()
         raise
@@ -599,22 +642,249 @@ def _year_from_name(path: Path) -> int | None:
     return None
 
 
-def _find_master_csv(nc_path: Path, year: int | None) -> Path:
+# ---------------------------------------------------------------------------------------------
+# catalog files recognised by their columns
+# ---------------------------------------------------------------------------------------------
+_TABLE_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
+MASTER_COLUMNS = ("subphase", "sol", "mem_ID", "seq_ID", "confidence_flag", "area", "swathLs", "centroid_lon",
+                  "centroid_lat")
+"""Columns of an MDAD v1.1 master CSV (one row per storm instance; no Mars year: it comes from the cube)."""
+
+
+def table_kind(path: str | os.PathLike) -> str | None:
+    """What an MDAD table file is, from its header: ``"master"``, ``"table"`` or None.
+
+    ``"master"``: a v1.1 master CSV (member ID and sol columns, no Mars year column);
+    ``"table"``: a v1.0 table (the same with a Mars year column); None: neither, or unreadable.
+    Header spellings are matched as :func:`read_v10_table` matches them.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
+            header = pd.read_excel(path, nrows=0).columns
+        else:
+            header = pd.read_csv(path, nrows=0, dtype=str).columns
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not a catalog table
+        return None
+    normalized = {_normalize_header(c) for c in header}
+
+    def has(canonical: str) -> bool:
+        return any(alias in normalized for alias in _ALIASES[canonical])
+
+    if not (has("member_id") and has("sol")):
+        return None
+    return "table" if has("mars_year") else "master"
+
+
+@dataclass
+class CatalogFiles:
+    """The MDAD files under a folder: v1.1 cubes, master CSVs and v1.0 tables (found by their columns)."""
+
+    cubes: list[Path]
+    masters: list[Path]
+    tables: list[Path]
+
+
+def find_catalog_files(folder: str | os.PathLike) -> CatalogFiles:
+    """Every MDAD cube (``**/MDAD*.nc``), master CSV and v1.0 table under ``folder`` (hidden files skipped)."""
+    folder = Path(folder)
+    cubes, masters, tables = [], [], []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).parts
+        if any(part.startswith((".", "~$")) for part in relative) or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix == ".nc" and re.search(r"MDAD", path.name, re.IGNORECASE):
+            cubes.append(path)
+        elif suffix in _TABLE_SUFFIXES:
+            kind = table_kind(path)
+            if kind == "master":
+                masters.append(path)
+            elif kind == "table":
+                tables.append(path)
+    return CatalogFiles(cubes, masters, tables)
+
+
+def find_master_csv(nc_path: str | os.PathLike, head: str | os.PathLike | None = None,
+                    masters: list[Path] | None = None) -> Path:
+    """The master CSV of a cube: beside it, else in a folder above it up to ``head``, else anywhere under ``head``.
+
+    Parameters
+    ----------
+    nc_path : path
+        The cube ``MY{yy}/MDADMY{yy}.nc``.
+    head : path, optional
+        The MDAD head folder (default: the folder above the cube's, as in ``MDAD/MY24/MDADMY24.nc``).
+    masters : list of path, optional
+        The master CSVs under ``head`` (default: found by :func:`find_catalog_files`).
+
+    Raises
+    ------
+    CatalogError
+        None found, or several equally near and none named for the cube's Mars year.
+    """
+    nc_path = Path(nc_path)
+    head = Path(head) if head is not None else nc_path.parent.parent
+    if masters is None:
+        masters = find_catalog_files(head).masters
     folder = nc_path.parent
-    candidates = []
-    if year is not None:
-        candidates.append(folder / f"MDAD_MY{year:02d}_master.csv")
-        candidates.append(folder / f"MDAD_MY{year}_master.csv")
-    candidates += sorted(p for p in folder.glob("*.csv") if "master" in p.name.lower())
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise CatalogError(f"{nc_path}: no master CSV beside it (expected {folder / f'MDAD_MY{(year or 0):02d}_master.csv'})")
+    levels = []
+    while True:
+        levels.append([m for m in masters if m.parent == folder])
+        if folder == head or folder.parent == folder:
+            break
+        folder = folder.parent
+    levels.append(list(masters))
+    for candidates in levels:
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            year = _year_from_name(nc_path)
+            named = [m for m in candidates if year is not None and _year_from_name(m) == year]
+            if len(named) == 1:
+                return named[0]
+            names = ", ".join(str(m) for m in candidates)
+            raise CatalogError(f"{nc_path}: several master CSVs could serve it ({names}); name one with --master")
+    raise CatalogError(
+        f"{nc_path}: no master CSV beside it, in {head} or under it (a CSV with columns "
+        f"{', '.join(MASTER_COLUMNS)}); name it with --master"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# consistency of cubes and master rows
+# ---------------------------------------------------------------------------------------------
+LS_TOLERANCE_DEG = 0.5
+"""Largest accepted difference between a master row's swathLs and its cube day's median Ls, degrees."""
+
+
+@dataclass
+class ConsistencyReport:
+    """Disagreements between v1.1 cubes and master rows (each entry a short text naming file and row/step)."""
+
+    rows_without_pixels: list[str]
+    ls_mismatches: list[str]
+    steps_without_rows: list[str]
+    rows_without_step: list[str]
+
+    @classmethod
+    def empty(cls) -> "ConsistencyReport":
+        return cls([], [], [], [])
+
+    def message(self, shown: int = 3) -> str | None:
+        """One line with each kind counted and its first ``shown`` entries, or None if consistent."""
+        kinds = (
+            (self.rows_without_pixels, "row(s) whose mask value has no pixels on their day (polygon_wkt empty)"),
+            (self.ls_mismatches, f"row(s) whose swathLs differs from the cube day's median Ls by more than "
+                                 f"{LS_TOLERANCE_DEG}°"),
+            (self.steps_without_rows, "cube time step(s) with storm pixels but no master row"),
+            (self.rows_without_step, "master row(s) matching no cube time step (dropped)"),
+        )
+        parts = []
+        for entries, what in kinds:
+            if entries:
+                more = f", … {len(entries) - shown} more" if len(entries) > shown else ""
+                parts.append(f"{len(entries)} {what}: {'; '.join(entries[:shown])}{more}")
+        return "MDAD consistency: " + " | ".join(parts) if parts else None
+
+    def emit(self, strict: bool) -> None:
+        """Raise :class:`CatalogError` (``strict``) or warn once with :meth:`message`."""
+        message = self.message()
+        if message is None:
+            return
+        if strict:
+            raise CatalogError(message + " (strict: run without --strict to read the catalog anyway)")
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _ls_difference_deg(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def _cube_year(nc_path: Path, mars_year: int | None) -> int:
+    year = mars_year if mars_year is not None else _year_from_name(nc_path)
+    if year is None:
+        raise CatalogError(f"{nc_path}: cannot tell the Mars year from the name (expected MY{{yy}}/MDADMY{{yy}}.nc); "
+                           "pass mars_year")
+    return year
+
+
+def _outline_rows(cube: _Cube, out: pd.DataFrame, positions: np.ndarray, times: np.ndarray, master: Path,
+                  report: ConsistencyReport) -> list[str | None]:
+    """Outlines (WKT) of the rows at ``positions`` from their days ``times``; checks pixels and Ls."""
+    import shapely
+    from tqdm.auto import tqdm
+
+    polygons: list[str | None] = [None] * len(positions)
+    current_t, labels = -1, None
+    order = np.argsort(times, kind="stable")
+    progress = tqdm(order, desc=f"outlines {Path(cube.path).name}", unit="storm", disable=len(order) < 500 or None)
+    for k in progress:
+        t, position = int(times[k]), positions[k]
+        if t != current_t:
+            labels, current_t = cube.labels(t), t
+        row = out.iloc[position]
+        where = f"{master.name} row {int(row['_row'])} ({row['member_id']} on {row['map_id']})"
+        geometry = _mask_polygon(labels == parse_member_id(row["member_id"]).mask_value, cube.grid)
+        if geometry is None:
+            report.rows_without_pixels.append(where)
+        else:
+            polygons[k] = shapely.to_wkt(geometry, rounding_precision=6, trim=True)
+        if cube.median_ls is not None and np.isfinite(cube.median_ls[t]):
+            difference = _ls_difference_deg(float(row["ls"]), float(cube.median_ls[t]))
+            if difference > LS_TOLERANCE_DEG:
+                report.ls_mismatches.append(f"{where}: swathLs {row['ls']:g} vs {cube.median_ls[t]:g}")
+    return polygons
+
+
+def _steps_with_storms_but_no_rows(cube: _Cube, used: set[int]) -> list[str]:
+    names = []
+    for t, (subphase, sol) in enumerate(cube.days):
+        if t in used:
+            continue
+        labels = cube.labels(t)
+        if ((labels >= 1) & (labels <= 250)).any():
+            names.append(f"{Path(cube.path).name} {make_map_id(subphase, sol)}")
+    return names
+
+
+def _read_cubes_with_master(cubes: list[tuple[Path, int]], master: Path, skip_bad: bool,
+                            report: ConsistencyReport) -> pd.DataFrame:
+    """Storm rows of one master CSV matched to the days of the cubes it serves (``(path, mars_year)``)."""
+    raw = _read_table_file(master).dropna(how="all")
+    mapping = _map_columns(raw.columns, str(master), _REQUIRED)
+    errors = _RowErrors(str(master), skip_bad)
+    rows = _finish(_normalize_rows(raw, mapping, errors, mars_year=-1), errors)
+    keys = list(zip(rows["subphase"], rows["sol"]))
+    cube_of_row = np.full(len(rows), -1, dtype=np.int64)
+    time_of_row = np.full(len(rows), -1, dtype=np.int64)
+    pieces = []
+    for k, (nc_path, year) in enumerate(cubes):
+        cube = _open_cube(nc_path)
+        try:
+            day_to_t = {day: t for t, day in reversed(list(enumerate(cube.days)))}
+            for i, key in enumerate(keys):
+                if cube_of_row[i] < 0 and key in day_to_t:
+                    cube_of_row[i], time_of_row[i] = k, day_to_t[key]
+            mine = np.nonzero(cube_of_row == k)[0]
+            piece = rows.iloc[mine].copy()
+            piece["mars_year"] = year
+            piece["polygon_wkt"] = _outline_rows(cube, piece, np.arange(len(piece)), time_of_row[mine], master, report)
+            report.steps_without_rows += _steps_with_storms_but_no_rows(cube, set(time_of_row[mine].tolist()))
+            pieces.append(piece)
+        finally:
+            cube.close()
+    for i in np.nonzero(cube_of_row < 0)[0]:
+        row = rows.iloc[i]
+        day = f"{row['subphase']} sol {int(row['sol'])}"
+        report.rows_without_step.append(f"{master.name} row {int(row['_row'])} ({day})")
+    pieces = [p for p in pieces if len(p)]
+    return pd.concat(pieces, ignore_index=True) if pieces else empty_storm_table()
 
 
 def read_v11_cube(
     nc_path: str | os.PathLike, master_csv: str | os.PathLike | None = None, skip_bad: bool = False,
-    mars_year: int | None = None,
+    mars_year: int | None = None, strict: bool = False,
 ) -> pd.DataFrame:
     """Read an MDAD v1.1 cube and its master CSV into the storm table, with outlines.
 
@@ -623,69 +893,32 @@ def read_v11_cube(
     nc_path : path
         ``MY{yy}/MDADMY{yy}.nc``.
     master_csv : path, optional
-        Defaults to ``MDAD_MY{yy}_master.csv`` (or any ``*master*.csv``) beside the cube.
+        Default: the master CSV (found by its columns, :func:`table_kind`) beside the cube, else in
+        the head folder above ``MY{yy}/``, else anywhere under it (:func:`find_master_csv`). One
+        master may serve all years: its rows are matched to the cube's time steps by subphase and
+        sol (``dayList`` entries ``B05_day03``); rows of other days are left out.
     skip_bad : bool
         Drop bad master rows (one warning) instead of raising.
     mars_year : int, optional
-        Defaults to the number in the file or folder name (``MDADMY25.nc`` → 25).
+        Defaults to the number in the file or folder name (``MY25/MDADMY25.nc`` → 25).
+    strict : bool
+        Raise :class:`CatalogError` on the consistency problems (see Returns) instead of warning.
 
     Returns
     -------
     DataFrame
-        One row per master-CSV row (storm instance), :data:`STORM_COLUMNS`; ``polygon_wkt`` is
-        the outline of the instance's cube pixels on its day, None (with a warning giving the
-        count) when the cube has no pixel for it.
+        One row per master-CSV row of this cube's days, :data:`STORM_COLUMNS`; ``polygon_wkt`` is
+        the outline of the pixels holding the instance's mask value (the first member's, see
+        :class:`MemberId`) on its day. Rows without pixels, swathLs more than
+        :data:`LS_TOLERANCE_DEG` from the day's median Ls (``timeList[:, 7]``), days with storm
+        pixels but no row are counted and listed in one warning (:class:`ConsistencyReport`).
     """
-    import shapely
-
     nc_path = Path(nc_path)
-    year = mars_year if mars_year is not None else _year_from_name(nc_path)
-    if year is None:
-        raise CatalogError(f"{nc_path}: cannot tell the Mars year from the name (expected MDADMY{{yy}}.nc); pass mars_year")
-    master = Path(master_csv) if master_csv is not None else _find_master_csv(nc_path, year)
-    raw = _read_table_file(master).dropna(how="all")
-    mapping = _map_columns(raw.columns, str(master), _REQUIRED)
-    errors = _RowErrors(str(master), skip_bad)
-    rows = _normalize_rows(raw, mapping, errors, mars_year=year)
-    cube = _open_cube(nc_path)
-    try:
-        time_of_row = np.full(len(rows), -1, dtype=np.int64)
-        for i, (subphase, sol) in enumerate(zip(rows["subphase"], rows["sol"])):
-            if pd.isna(sol) or sol != sol // 1:
-                continue
-            index = cube.day_index(subphase, int(sol))
-            if index is not None:
-                time_of_row[i] = index
-        bad_day = (time_of_row < 0) & ~rows["_row"].isin(list(errors.bad)).to_numpy()
-        if bad_day.any():
-            errors.add(rows["_row"].to_numpy()[bad_day], mapping["sol"],
-                       f"no time step of {nc_path.name} has this subphase and sol in its dayList")
-        out = _finish(rows, errors)
-        out_times = time_of_row[rows.index.get_indexer(out.index)]
-        polygons: list[str | None] = [None] * len(out)
-        order = np.argsort(out_times, kind="stable")
-        current_t, labels = -1, None
-        from tqdm.auto import tqdm
-
-        progress = tqdm(order, desc=f"outlines {nc_path.name}", unit="storm", disable=len(order) < 500 or None)
-        for position in progress:
-            t = out_times[position]
-            if t != current_t:
-                labels, current_t = cube.labels(int(t)), t
-            member = parse_member_id(out["member_id"].iloc[position])
-            lookup = np.zeros(256, dtype=bool)  # value -> belongs to the instance (faster than np.isin)
-            lookup[list(member.cube_values(out["subphase"].iloc[position]))] = True
-            geometry = _mask_polygon(lookup[labels], cube.grid)
-            if geometry is not None:
-                polygons[position] = shapely.to_wkt(geometry, rounding_precision=6, trim=True)
-        out["polygon_wkt"] = polygons
-    finally:
-        cube.close()
-    missing = int(sum(p is None for p in polygons))
-    if missing:
-        message = f"{nc_path}: {missing} of {len(out)} instance(s) in {master.name} have no pixels in the cube (polygon_wkt empty)"
-        log.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=2)
+    year = _cube_year(nc_path, mars_year)
+    master = Path(master_csv) if master_csv is not None else find_master_csv(nc_path)
+    report = ConsistencyReport.empty()
+    out = _read_cubes_with_master([(nc_path, year)], master, skip_bad, report)
+    report.emit(strict)
     return _sort_storms(out)
 
 
@@ -737,32 +970,77 @@ def cube_labels(nc_path: str | os.PathLike, map_id: str) -> tuple[np.ndarray, Ma
 # ---------------------------------------------------------------------------------------------
 # dispatch: file or folder
 # ---------------------------------------------------------------------------------------------
-_TABLE_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
-def _folder_parts(folder: Path) -> tuple[list[Path], list[Path]]:
-    cubes = sorted(p for p in folder.rglob("*.nc") if re.search(r"MDAD", p.name, re.IGNORECASE))
-    tables = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in _TABLE_SUFFIXES and "master" not in p.name.lower()
-        and not p.name.startswith((".", "~$"))
-    )
-    return cubes, tables
+def _years_text(years) -> str:
+    years = sorted({int(y) for y in years})
+    return ", ".join(f"MY{y}" for y in years) if years else "no rows"
 
 
-def read_catalog(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFrame:
+def _read_folder(folder: Path, skip_bad: bool, master: Path | None,
+                 report: ConsistencyReport) -> tuple[list, list[str]]:
+    """Storm-table parts of a folder and the sources report (which file gave which years)."""
+    files = find_catalog_files(folder)
+    masters = [master] if master is not None else files.masters
+    if not files.cubes and not files.tables:
+        names = ", ".join(_relative(m, folder) for m in masters)
+        found = f" (found master CSV(s) {names}, but no cube)" if masters else ""
+        raise CatalogError(f"{folder}: no MDAD table (.csv/.xlsx with a Mars year column) or MY*/MDAD*.nc cube found "
+                           f"in the folder{found}")
+    sources: list[str] = []
+    served: dict[Path, list[tuple[Path, int]]] = {}
+    for cube in files.cubes:
+        chosen = master if master is not None else find_master_csv(cube, folder, masters)
+        served.setdefault(chosen, []).append((cube, _cube_year(cube, None)))
+    parts = []
+    for chosen, cubes in served.items():
+        part = _read_cubes_with_master(cubes, chosen, skip_bad, report)
+        parts.append(part)
+        sources.append(f"v1.1 {', '.join(_relative(c, folder) for c, _ in cubes)} with master "
+                       f"{_relative(chosen, folder)}: {len(part)} rows ({_years_text(part['mars_year'])})")
+    unused = [m for m in files.masters if m not in served]
+    if unused:
+        sources.append(f"not read: master CSV(s) {', '.join(_relative(m, folder) for m in unused)} (no cube uses them)")
+    cube_years = {year for cubes in served.values() for _, year in cubes}
+    for table in files.tables:
+        rows = read_v10_table(table, skip_bad=skip_bad)
+        covered = rows["mars_year"].isin(cube_years)
+        parts.append(rows.loc[~covered])
+        note = f"; {int(covered.sum())} rows of {_years_text(rows.loc[covered, 'mars_year'])} left to the cubes" \
+            if covered.any() else ""
+        sources.append(f"v1.0 {_relative(table, folder)}: {int((~covered).sum())} rows "
+                       f"({_years_text(rows.loc[~covered, 'mars_year'])}){note}")
+    return parts, sources
+
+
+def read_catalog(path: str | os.PathLike, skip_bad: bool = False, master: str | os.PathLike | None = None,
+                 strict: bool = False) -> pd.DataFrame:
     """Read MDAD into the storm table.
 
     Parameters
     ----------
     path : path
-        A v1.0 table (``.csv`` / ``.xlsx``), a v1.1 cube (``.nc``, master CSV beside it), or a
-        folder holding them. In a folder, the v1.1 cubes (``**/MDAD*.nc``) give the rows, with
-        outlines, for the Mars years they cover and the v1.0 tables (any other ``.csv`` /
-        ``.xlsx``, not ``*master*``) the rows of the other years; a year is never taken from both.
+        A v1.0 table (``.csv`` / ``.xlsx``), a v1.1 cube (``.nc``), or a folder holding them (the
+        MDAD v1.1 head folder ``MY24/MDADMY24.nc`` …). Tables are told apart by their columns
+        (:func:`table_kind`), not their names: a v1.1 master CSV has no Mars year column, a
+        v1.0 table has one. Each cube takes its master from beside it, else from the head folder,
+        else from anywhere under ``path`` (:func:`find_master_csv`); one master may serve all
+        years. In a folder the cubes give the rows, with outlines, of the Mars years they cover
+        and the v1.0 tables the rows of the other years: a year is never taken from both. Which
+        file gave which years is in ``df.attrs["sources"]`` (and logged).
     skip_bad : bool
         Drop rows with bad values, with one warning giving their count and row numbers,
         instead of raising :class:`CatalogError`.
+    master : path, optional
+        The master CSV to use for every cube (``--master``).
+    strict : bool
+        Raise :class:`CatalogError` on cube/master disagreements (:class:`ConsistencyReport`)
+        instead of one warning.
 
     Returns
     -------
@@ -770,28 +1048,30 @@ def read_catalog(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFram
         :data:`STORM_COLUMNS`, sorted by (mars_year, ls, map_id, member_id).
     """
     path = Path(path)
+    master = Path(master) if master is not None else None
     if not path.exists():
         raise FileNotFoundError(f"{path}: MDAD path not found")
+    if master is not None and not master.is_file():
+        raise FileNotFoundError(f"{master}: master CSV not found")
+    report = ConsistencyReport.empty()
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".nc":
-            return read_v11_cube(path, skip_bad=skip_bad)
-        if suffix in _TABLE_SUFFIXES:
-            return read_v10_table(path, skip_bad=skip_bad)
-        raise CatalogError(f"{path}: expected an MDAD table (.csv/.xlsx), a netCDF cube (.nc) or a folder")
-    cubes, tables = _folder_parts(path)
-    if not cubes and not tables:
-        raise CatalogError(f"{path}: no MDAD table (.csv/.xlsx) or MDAD*.nc cube found in the folder")
-    parts = [read_v11_cube(cube, skip_bad=skip_bad) for cube in cubes]
-    cube_years = {int(y) for part in parts for y in part["mars_year"].unique()}
-    cube_years |= {y for y in (_year_from_name(c) for c in cubes) if y is not None}
-    for table in tables:
-        rows = read_v10_table(table, skip_bad=skip_bad)
-        parts.append(rows.loc[~rows["mars_year"].isin(cube_years)])
+            return read_v11_cube(path, master_csv=master, skip_bad=skip_bad, strict=strict)
+        if suffix not in _TABLE_SUFFIXES:
+            raise CatalogError(f"{path}: expected an MDAD table (.csv/.xlsx), a netCDF cube (.nc) or a folder")
+        if table_kind(path) == "master":
+            raise CatalogError(f"{path}: a v1.1 master CSV (no Mars year column); give the MDAD folder or cube, "
+                               "with this file as --master")
+        return read_v10_table(path, skip_bad=skip_bad)
+    parts, sources = _read_folder(path, skip_bad, master, report)
+    for line in sources:
+        log.info("%s: %s", path, line)
+    report.emit(strict)
     parts = [p for p in parts if len(p)]
-    if not parts:
-        return empty_storm_table()
-    return _sort_storms(pd.concat(parts, ignore_index=True))
+    storms = _sort_storms(pd.concat(parts, ignore_index=True)) if parts else empty_storm_table()
+    storms.attrs["sources"] = sources
+    return storms
 
 
 def save_catalog(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -168,6 +168,8 @@ def _decode_with_pil(data: bytes | str, where: str) -> np.ndarray:
             array = np.asarray(image)
     except MapReadError:
         raise
+    except Image.DecompressionBombError as exc:  # a header declaring more pixels than any MDGM has
+        raise MapReadError(f"{where}: image declares too many pixels to be a map ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise MapReadError(f"{where}: not a readable PNG/JPEG/TIFF image ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -441,39 +443,59 @@ def parse_list_ls(text: str, source: str) -> tuple[list[tuple[str, int, float]],
     """Parse a ``list_ls.txt``: lines ``name  mars_year  ls``.
 
     Whitespace or commas separate fields; ``#`` starts a comment; the first non-comment line
-    may be a header (recognised by non-numeric year/Ls fields). Names may carry an extension.
+    may be a header (non-numeric year/Ls fields and a first field that is not a map name, e.g.
+    ``name mars_year ls``). Names may carry an extension. Mars years must be whole numbers >= 0
+    and Ls in [0, 360] degrees (360 is read as 0); other lines are problems, not wrapped.
 
     Returns
     -------
     entries : list of (stem, mars_year, ls_deg)
     problems : list of dict
-        One per unparseable line (``kind="bad_list_line"``), with the 1-based line number.
+        One per unusable line (``kind="bad_list_line"``), ``where`` = ``source:LINE`` (1-based).
     """
-    entries: list[tuple[str, int, float]] = []
+    entries, problems = _parse_list_ls_lines(text, source)
+    return [entry[:3] for entry in entries], problems
+
+
+def _list_line_problem(source: str, line_no: int, detail: str) -> dict:
+    return {"kind": "bad_list_line", "where": f"{source}:{line_no}", "detail": detail}
+
+
+def _is_header_line(fields: list[str]) -> bool:
+    """A first line is a header if its first field is not a map name (``name``, ``MDGM``, ``file``)."""
+    try:
+        parse_map_name(_strip_map_extension(fields[0]))
+    except ValueError:
+        return True
+    return False
+
+
+def _parse_list_ls_lines(text: str, source: str) -> tuple[list[tuple[str, int, float, int]], list[dict]]:
+    """:func:`parse_list_ls` with the line number of each entry (``(stem, year, ls, line)``)."""
+    entries: list[tuple[str, int, float, int]] = []
     problems: list[dict] = []
-    seen_data = False
+    first = True
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         fields = [f for f in re.split(r"[,\s;]+", line) if f]
         numeric = len(fields) >= 3 and _NUMBER.match(fields[1]) and _NUMBER.match(fields[2])
+        if first and not numeric and _is_header_line(fields):
+            first = False
+            continue
+        first = False
         if not numeric:
-            if not seen_data and not entries and not problems:
-                seen_data = True  # header line
-                continue
-            problems.append(
-                {"kind": "bad_list_line", "where": f"{source}:{line_no}",
-                 "detail": f"expected 'name mars_year ls', got {raw.strip()!r}"}
-            )
+            problems.append(_list_line_problem(source, line_no, f"expected 'name mars_year ls', got {raw.strip()!r}"))
             continue
-        seen_data = True
-        year = float(fields[1])
-        if year != int(year):
-            problems.append({"kind": "bad_list_line", "where": f"{source}:{line_no}",
-                             "detail": f"Mars year {fields[1]!r} is not a whole number"})
+        year, ls = float(fields[1]), float(fields[2])
+        if year != int(year) or year < 0:
+            problems.append(_list_line_problem(source, line_no, f"Mars year {fields[1]!r} is not a whole number >= 0"))
             continue
-        entries.append((_strip_map_extension(fields[0]), int(year), float(fields[2]) % 360.0))
+        if not 0.0 <= ls <= 360.0:
+            problems.append(_list_line_problem(source, line_no, f"Ls {fields[2]!r} is outside [0, 360] degrees"))
+            continue
+        entries.append((_strip_map_extension(fields[0]), int(year), ls % 360.0, line_no))
     return entries, problems
 
 
@@ -540,15 +562,16 @@ def _rows_from_subphase(sub: _Subphase) -> tuple[list[dict], list[dict]]:
             problems.append({"kind": "missing_list_ls", "where": sub.source,
                              "detail": f"no list_ls.txt; {len(sub.maps)} map(s) not indexed"})
         return [], problems
-    entries, list_problems = parse_list_ls(sub.list_text, f"{sub.source}/list_ls.txt")
+    list_path = f"{sub.source}/list_ls.txt"
+    entries, list_problems = _parse_list_ls_lines(sub.list_text, list_path)
     problems.extend(list_problems)
     rows = []
     listed = set()
-    for stem, year, ls in entries:
+    for stem, year, ls, line_no in entries:
         listed.add(stem)
         path = sub.maps.get(stem)
         if path is None:
-            problems.append({"kind": "missing_map", "where": sub.source,
+            problems.append({"kind": "missing_map", "where": f"{list_path}:{line_no}",
                              "detail": f"{stem} is in list_ls.txt but no map file exists"})
             continue
         row = _index_row(stem, year, ls, path, sub.source, problems)
@@ -677,8 +700,27 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
         return resolved if member is None else f"{resolved}{TAR_SEPARATOR}{member}"
 
     df = df[INDEX_COLUMNS].copy()
+    _check_index_numbers(df, path)
     df["path"] = [absolute(p) for p in df["path"].astype(str)]
     return _finish_index(df.to_dict("records"), [], str(path))
+
+
+def _check_index_numbers(df: pd.DataFrame, path: Path) -> None:
+    """Raise ValueError naming file, row and column for the first non-numeric or out-of-range value."""
+    checks = (
+        ("sol", lambda v: (v == v.round()) & (v >= 0), "a whole sol number >= 0"),
+        ("mars_year", lambda v: (v == v.round()) & (v >= 0), "a whole Mars year >= 0"),
+        ("ls", lambda v: (v >= 0) & (v < 360), "Ls in [0, 360) degrees"),
+    )
+    for column, valid, expected in checks:
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = ~(values.notna() & valid(values))
+        if bad.any():
+            position = int(np.argmax(bad.to_numpy()))
+            more = f" (and {int(bad.sum()) - 1} more row(s))" if bad.sum() > 1 else ""
+            raise ValueError(f"{path}: row {position + 2}, column {column!r}: expected {expected}, got "
+                             f"{df[column].iloc[position]!r}{more}")
+        df[column] = values
 
 
 def index_archive(path: str | os.PathLike, manifest: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -64,7 +64,7 @@ import pandas as pd
 import torch
 import yaml
 
-from marsdust.fileio import write_text_atomic
+from marsdust.fileio import write_table_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ class TrainConfig:
         Folder holding ``archive/`` and ``mdad/`` (the layout ``marsdust synth`` writes).
     archive, catalog : str or None
         MDGM archive and MDAD path (override ``data``'s sub-folders).
+    master : str or None
+        MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under the
+        catalog folder, :func:`marsdust.mdad.read_catalog`).
     model : str
         Registered detector (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``).
     model_preset : str or None
@@ -171,6 +174,7 @@ class TrainConfig:
     data: str | None = None
     archive: str | None = None
     catalog: str | None = None
+    master: str | None = None
     model: str = "dustrcnn"
     model_preset: str | None = None
     model_config: dict = field(default_factory=dict)
@@ -318,7 +322,7 @@ def load_tables(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     index_df = index_archive(archive)
     if len(index_df) == 0:
         raise ValueError(f"archive {archive} holds no maps")
-    storms_df = read_catalog(catalog)
+    storms_df = read_catalog(catalog, master=config.master)
     return index_df, storms_df
 
 
@@ -619,12 +623,77 @@ def build_module(config: TrainConfig):
 # --------------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------------
+def best_score_on_disk(best_path: Path, state_key: str) -> float | None:
+    """The monitored score stored in ``best.ckpt`` by the callback ``state_key``, or None."""
+    if not best_path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(best_path, map_location="cpu", weights_only=False)
+        score = checkpoint.get("callbacks", {}).get(state_key, {}).get("best_model_score")
+    except Exception:  # noqa: BLE001 - an unreadable best.ckpt is replaced by the next best model
+        return None
+    return None if score is None else float(score)
+
+
+def _best_checkpoint_class():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class BestCheckpoint(ModelCheckpoint):
+        """``best.ckpt`` that a resumed run replaces only with a better model.
+
+        ``last.ckpt`` is written at the end of a training step, before the validation of that
+        step, so the best score it carries is the one before that validation (and Lightning drops
+        it altogether when the run folder moved: ``dirpath`` differs). On resume the score of the
+        ``best.ckpt`` on disk is restored when it is higher.
+        """
+
+        def load_state_dict(self, state_dict):
+            super().load_state_dict(state_dict)
+            path = Path(self.dirpath) / "best.ckpt"
+            on_disk = best_score_on_disk(path, self.state_key)
+            if on_disk is not None and (self.best_model_score is None or on_disk > float(self.best_model_score)):
+                score = torch.tensor(on_disk)
+                self.best_model_score, self.best_model_path = score, str(path)
+                self.kth_best_model_path, self.kth_value, self.best_k_models = str(path), score, {str(path): score}
+
+    return BestCheckpoint
+
+
+def _continued_csv_logger(run_dir: Path, flush_every: int, resume_step: int | None):
+    """Lightning's CSVLogger writing ``RUN_DIR/metrics.csv``; on resume it keeps the rows before ``resume_step``.
+
+    (Lightning's writer deletes an existing ``metrics.csv`` when it starts; the rows logged after
+    the checkpoint are logged again by the resumed run.)
+    """
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    path = run_dir / "metrics.csv"
+
+    class ContinuedCSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is not None:
+                return self._experiment
+            kept = None
+            if resume_step is not None and path.is_file() and path.stat().st_size > 0:
+                old = pd.read_csv(path)
+                kept = old.loc[old["step"] < resume_step] if "step" in old.columns else None
+            writer = CSVLogger.experiment.fget(self)
+            if isinstance(writer, ExperimentWriter) and kept is not None and len(kept):
+                write_table_atomic(kept, path)
+                writer.metrics_keys = list(kept.columns)
+            return writer
+
+    return ContinuedCSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=flush_every)
+
+
 def _callbacks(run_dir: Path, config: TrainConfig):
     from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
     ckpt_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_map50", mode="max", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
+    best = _best_checkpoint_class()(dirpath=ckpt_dir, filename="best", monitor="val_map50", mode="max", save_top_k=1,
+                                    auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
     every = int(config.ckpt_every_n_steps or min(config.val_every_n_steps, config.max_steps))
     last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
                            enable_version_counter=False)
@@ -661,7 +730,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         (of this process; under DDP every process returns, and rank 0 is the one to report).
     """
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
     run_dir = Path(run_dir)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -687,7 +755,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     datamodule = _data_module_class()(config, index_df, storms_df, split_df)
     module = build_module(config)
     val_every = min(int(config.val_every_n_steps), int(config.max_steps))
-    logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=min(val_every, 20))
+    start_step = 0
+    if resume and last_ckpt.exists():
+        start_step = int(torch.load(last_ckpt, map_location="cpu", weights_only=False).get("global_step", 0))
+    # every step flushed: a resumed run finds every row up to its checkpoint
+    logger = _continued_csv_logger(run_dir, 1, start_step if resume else None)
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
         strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
@@ -696,9 +768,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         enable_model_summary=False, log_every_n_steps=1, use_distributed_sampler=False, deterministic=False,
         default_root_dir=str(run_dir),
     )
-    start_step = 0
-    if resume and last_ckpt.exists():
-        start_step = int(torch.load(last_ckpt, map_location="cpu", weights_only=False).get("global_step", 0))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -800,7 +869,8 @@ def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
-                        archive: str | None = None, catalog: str | None = None, split: str = "test",
+                        archive: str | None = None, catalog: str | None = None, master: str | None = None,
+                        split: str = "test",
                         split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
                         score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
                         device: str = "cpu", progress: bool = True) -> dict:
@@ -814,7 +884,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png`` and
         the error analysis of :func:`marsdust.analysis.write_error_analysis` (``error_analysis.json``,
         ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
-    data, archive, catalog : str, optional
+    data, archive, catalog, master : str, optional
         The data (as for training; default: the run's ``config.yaml``).
     split : {"test", "val", "train"}
         Which maps to score.
@@ -857,7 +927,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     run_values = _run_config_near(checkpoint)
     config = TrainConfig.from_dict({"data": data or run_values.get("data"),
                                     "archive": archive or (None if data else run_values.get("archive")),
-                                    "catalog": catalog or (None if data else run_values.get("catalog"))},
+                                    "catalog": catalog or (None if data else run_values.get("catalog")),
+                                    "master": master or (None if data or catalog else run_values.get("master"))},
                                    source="evaluation data")
     label_mode = label_mode or run_values.get("label_mode", "fixed")
     index_df, storms_df = load_tables(config)
@@ -966,7 +1037,7 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
                 best = run_dir / "checkpoints" / "best.ckpt"
                 checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
                 evaluate_checkpoint(checkpoint, eval_dir, data=base.data, archive=base.archive, catalog=base.catalog,
-                                    progress=progress)
+                                    master=base.master, progress=progress)
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")

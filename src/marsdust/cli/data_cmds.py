@@ -57,6 +57,11 @@ def index_command(
     except (MapReadError, ValueError, OSError) as exc:
         _fail(exc)
     problems = problems_table(index)
+    shown = 10
+    for problem in problems.head(shown).itertuples():
+        typer.echo(f"warning: {problem.where}: {problem.kind}: {problem.detail}", err=True)
+    if len(problems) > shown:
+        typer.echo(f"warning: … {len(problems) - shown} more problem(s) (mdgm.problems_table lists them all)", err=True)
     summary = f"{len(index)} maps, {_years(index['mars_year'])}, {len(problems)} problem(s) -> {output}"
     if len(problems):
         counts = problems["kind"].value_counts().sort_index()
@@ -69,7 +74,8 @@ def catalog_command(
     mdad_path: Path = typer.Argument(
         ...,
         help="The Mars Dust Activity Database: a v1.0 table (MDAD.csv or .xlsx), a v1.1 netCDF cube "
-        "(MY25/MDADMY25.nc with its MDAD_MY25_master.csv beside it), or a folder holding them.",
+        "(MY25/MDADMY25.nc), or a folder holding them (the v1.1 head folder MY24/, MY25/, …). Master CSVs "
+        "are found by their columns beside a cube, in the head folder or anywhere under it.",
         show_default=False,
     ),
     output: Path = typer.Option(
@@ -80,6 +86,16 @@ def catalog_command(
     skip_bad: bool = typer.Option(
         False, "--skip-bad",
         help="Drop rows with bad values (with one warning listing them) instead of stopping at the first.",
+    ),
+    master: Optional[Path] = typer.Option(
+        None, "--master",
+        help="The MDAD v1.1 master CSV (columns subphase, sol, mem_ID, seq_ID, confidence_flag, area, swathLs, "
+        "centroid_lon, centroid_lat) for every cube, when it is not under MDAD_PATH or there are several.",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict",
+        help="Stop on cube/master disagreements (rows without pixels, swathLs more than 0.5° from the day's "
+        "median Ls, cube days with storms but no row) instead of one warning.",
     ),
 ) -> None:
     """Read the MDAD storm catalogue into one normalized storm table.
@@ -93,12 +109,14 @@ def catalog_command(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            storms = read_catalog(mdad_path, skip_bad=skip_bad)
+            storms = read_catalog(mdad_path, skip_bad=skip_bad, master=master, strict=strict)
         save_catalog(storms, output)
     except (CatalogError, ValueError, OSError) as exc:
         _fail(exc)
-    for warning in caught:
-        typer.echo(f"warning: {' '.join(str(warning.message).split())}", err=True)
+    for line in storms.attrs.get("sources", []):
+        typer.echo(f"source: {line}", err=True)
+    for text in dict.fromkeys(' '.join(str(w.message).split()) for w in caught):
+        typer.echo(f"warning: {text}", err=True)
     with_outline = int(storms["polygon_wkt"].notna().sum())
     typer.echo(
         f"{len(storms)} storms, {_years(storms['mars_year'])}, {with_outline} with outlines, "

@@ -41,6 +41,7 @@ def _build_config(config_file: Optional[Path], cli_values: dict):
 
 # options shared by train and compare -------------------------------------------------------------------
 _DATA_HELP = "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth."
+_MASTER_HELP = "MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under it)."
 _MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
                       "lists them); model_config fields of --config override it.")
 
@@ -54,6 +55,7 @@ def train_command(
                                           show_default=False),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD table/netCDF/folder (instead of DATA/mdad).",
                                           show_default=False),
+    master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP, show_default=False),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig settings "
                                                "(command-line options override it).", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", help="Detector: dustrcnn, maskrcnn, fasterrcnn, sppnet "
@@ -107,7 +109,7 @@ def train_command(
 
     setup_logging(logging.WARNING, lightning=True)
     cli_values = dict(
-        data=data, archive=archive, catalog=catalog, model=model, strategy=strategy, max_steps=max_steps,
+        data=data, archive=archive, catalog=catalog, master=master, model=model, strategy=strategy, max_steps=max_steps,
         label_mode=label_mode, schedule=schedule, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         batch_size=batch_size, map_res_deg=map_res_deg, model_preset=model_preset, backbone=backbone, seed=seed,
         train_period=train_period, test_period=test_period, random_period=random_period, val_fraction=val_fraction,
@@ -144,6 +146,7 @@ def evaluate_command(
     data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP + " (default: the run's)", show_default=False),
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
+    master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
     split: str = typer.Option("test", "--split", help="Maps to score: test, val or train."),
     split_file: Optional[str] = typer.Option(None, "--split-file", help="Split manifest (default: the run's "
                                              "split.csv next to the checkpoint, else recomputed)."),
@@ -162,7 +165,8 @@ def evaluate_command(
     if split not in ("test", "val", "train"):
         _fail(f"--split must be test, val or train, got {split!r}")
     try:
-        metrics = evaluate_checkpoint(checkpoint, output, data=data, archive=archive, catalog=catalog, split=split,
+        metrics = evaluate_checkpoint(checkpoint, output, data=data, archive=archive, catalog=catalog, master=master,
+                                      split=split,
                                       split_file=split_file, strategy=strategy, label_mode=label_mode,
                                       score_threshold=score_threshold, n_figures=figures, device=device,
                                       progress=not quiet)
@@ -189,6 +193,7 @@ def compare_command(
     data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP, show_default=False),
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
+    master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
     models: str = typer.Option("dustrcnn,maskrcnn,fasterrcnn,sppnet", "--models", help="Detectors, comma-separated."),
     strategies: str = typer.Option("temporal,random", "--strategies", help="Split strategies, comma-separated."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Steps per run (same for all)."),
@@ -223,7 +228,8 @@ def compare_command(
     if bad:
         _fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
-        base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, max_steps=max_steps,
+        base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
+                                               max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
                                                val_every_n_steps=val_every, seed=seed,
                                                progress=False if quiet else None))

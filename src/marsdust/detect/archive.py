@@ -3,6 +3,8 @@ local worker processes and torchrun ranks; rank 0 (or the calling process) merge
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +22,7 @@ from marsdust.detect.parts import PARTS_DIR, _check_settings, _error_part, _writ
 from marsdust.detect.prepare import _Prepared, prepare_map, working_image
 from marsdust.detect.results import DetectSummary
 from marsdust.detect.settings import DEFAULT_MAX_TILE_PX, DEFAULT_PAD_DEG, DetectSettings
+from marsdust.fileio import remove_stale_temp_files
 from marsdust.mdgm import MapReadError
 
 log = logging.getLogger(__name__)
@@ -185,11 +188,23 @@ def detect_archive(
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
 
-    if rank == 0 and merge and overwrite and out_dir.exists():
-        _clear_outputs(out_dir)
-    model_key = str(Path(checkpoint_or_model).resolve()) if isinstance(checkpoint_or_model, (str, os.PathLike)) else "model"
-    _check_settings(out_dir, {"checkpoint": model_key, "score_threshold": score_threshold,
-                              "mask_threshold": mask_threshold, "pad_deg": pad_deg, "max_tile_px": max_tile_px})
+    with output_lock(out_dir) if world_size == 1 else contextlib.nullcontext():
+        if rank == 0 and merge:
+            _prepare_output_folder(out_dir, overwrite)
+        _check_settings(out_dir, {"checkpoint_sha256": checkpoint_key(checkpoint_or_model),
+                                  "score_threshold": score_threshold, "mask_threshold": mask_threshold,
+                                  "pad_deg": pad_deg, "max_tile_px": max_tile_px})
+        return _run_and_merge(checkpoint_or_model, maps, out_dir, rows, settings, t_start, rank=rank,
+                              world_size=world_size, workers=workers, device=device, batch_size=batch_size,
+                              geotiff=geotiff, quicklook=quicklook, threads=threads, progress=progress, merge=merge,
+                              track=track, table_format=table_format)
+
+
+def _run_and_merge(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], settings: DetectSettings,
+                   t_start: float, *, rank: int, world_size: int, workers: int, device: str, batch_size: int,
+                   geotiff: bool, quicklook: bool, threads: int | None, progress: bool, merge: bool, track: bool,
+                   table_format: str) -> DetectSummary:
+    """This process's share of the maps (or its local workers'), then the merge on rank 0."""
 
     if workers > 1:
         processed = sum(not part_path(out_dir, row["map_id"]).is_file() for row in rows)
@@ -207,6 +222,73 @@ def detect_archive(
     summary.seconds = time.perf_counter() - t_start
     summary.maps_per_second = processed / summary.seconds if summary.seconds > 0 else 0.0
     return summary
+
+
+def checkpoint_key(checkpoint_or_model) -> str:
+    """What a run's parts are keyed on: the SHA-256 of the checkpoint file's content (a model object: ``"model"``).
+
+    Keyed on content, not path, so parts made by a checkpoint later replaced at the same path
+    (a retrained ``best.ckpt``) are not mixed with the new model's.
+    """
+    if not isinstance(checkpoint_or_model, (str, os.PathLike)):
+        return "model"
+    digest = hashlib.sha256()
+    with open(checkpoint_or_model, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+LOCK_FILE = ".detect.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """Hold ``OUT/.detect.lock`` (an exclusive ``flock``) so that two runs never write one folder at once.
+
+    The lock goes with its process, also when that is killed. Local worker processes share their
+    parent's lock; torchrun ranks (each a run over one share) take none.
+
+    Raises
+    ------
+    ValueError
+        Another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"{out_dir}: another marsdust detect ({holder}) is writing to this folder "
+                             f"(lock {path}); wait for it to finish or choose another output folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _prepare_output_folder(out_dir: Path, overwrite: bool) -> None:
+    """Clear earlier outputs (``overwrite``) and the temporary files of a killed run."""
+    if overwrite and out_dir.exists():
+        _clear_outputs(out_dir)
+    for folder in (out_dir, out_dir / PARTS_DIR, out_dir / PARTS_DIR / "masks", out_dir / "geotiff",
+                   out_dir / "quicklook"):
+        if folder.is_dir():
+            removed = remove_stale_temp_files(folder)
+            if removed:
+                log.info("%s: removed %d temporary file(s) of an interrupted run", folder, removed)
 
 
 def _clear_outputs(out_dir: Path) -> None:
@@ -377,8 +459,8 @@ def _torchrun_rank(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], t
         dist.init_process_group(backend=backend, init_method="env://", timeout=datetime.timedelta(hours=72))
         initialised_here = True
     try:
-        if rank == 0 and options["overwrite"] and out_dir.exists():
-            _clear_outputs(out_dir)
+        if rank == 0:
+            _prepare_output_folder(out_dir, options["overwrite"])
         dist.barrier()
         kwargs = {k: options[k] for k in ("batch_size", "device", "score_threshold", "mask_threshold", "pad_deg",
                                           "max_tile_px", "geotiff", "quicklook", "track", "table_format", "threads",

@@ -52,6 +52,9 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         else:
             detections = track_detections(detections)
             tracked = True
+    for column in ("member_id", "sequence_id"):  # the documented columns, also with 0 detections or no tracking
+        if column not in detections.columns:
+            detections[column] = pd.Series("", index=detections.index, dtype="object")
     paths: dict[str, Path] = {}
     paths["detections"] = export.write_table(detections, out_dir / "detections.csv")
     if table_format == "parquet":

@@ -176,6 +176,9 @@ def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:
     ``EOFError``, ``UnpicklingError``, ``RuntimeError`` from the zip reader, ``struct.error``,
     ``UnicodeDecodeError``...), so every ``Exception`` is caught; ``KeyboardInterrupt`` is not.
     """
+    if not _is_torch_file(path):  # checked first: random bytes can read as a pickle of Python objects
+        raise CheckpointError(f"{path}: not a checkpoint: truncated, damaged or another kind of file (neither "
+                              "torch's zip format nor its legacy format)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -195,6 +198,20 @@ def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # noqa: BLE001  (anything a damaged pickle raises)
         raise CheckpointError(f"{path}: damaged, truncated or not a torch checkpoint ({error})") from error
+
+
+_LEGACY_TORCH_PREFIX = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+"""How a legacy (pre-1.6) ``torch.save`` file starts: protocol 2 pickle of torch's magic number."""
+
+
+def _is_torch_file(path: Path) -> bool:
+    """True for a whole zip archive (``torch.save``'s format) or a legacy torch pickle."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as stream:
+        return stream.read(len(_LEGACY_TORCH_PREFIX)) == _LEGACY_TORCH_PREFIX
 
 
 def _holds_python_objects(error: pickle.UnpicklingError) -> bool:

@@ -285,7 +285,9 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
     write_mdad_v10(storms, out / "mdad" / "MDAD.csv")
     write_csv_atomic(storms, out / "truth" / "storms.csv")
     map_table = maps[["map_id", "subphase", "sol", "mars_year", "ls", "path", "haze_tau", "day", "sol_of_year"]]
-    write_csv_atomic(map_table, out / "truth" / "maps.csv")
+    # paths relative to the output folder, so a synthesized dataset can be moved or copied
+    relative = map_table.assign(path=[Path(p).relative_to(out).as_posix() for p in map_table["path"]])
+    write_csv_atomic(relative, out / "truth" / "maps.csv")
     return {"maps": map_table.reset_index(drop=True), "storms": storms}
 
 

@@ -1,0 +1,264 @@
+"""A corpus of bad inputs fed to every command through Typer's CliRunner.
+
+Each bad input must end in one line ``error: ...`` naming the file (and row, column or variable
+where there is one), an exit code != 0 and no traceback; a map that cannot be read is one
+``error`` row of ``maps.csv``, not the end of a ``detect`` run. Inputs are hand-built and tiny.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from marsdust.cli import app
+from marsdust.models import build_model, save_checkpoint
+
+runner = CliRunner()
+TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
+            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=4)
+MASTER_HEADER = "subphase,sol,mem_ID,seq_ID,confidence_flag,area,swathLs,centroid_lon,centroid_lat\n"
+V10_HEADER = "Mars Year,Mission subphase,Sol,Ls,Centroid longitude,Centroid latitude,Area (square km)," \
+             "Confidence interval,Member ID,Sequence ID\n"
+
+
+def assert_one_line_error(result, *words):
+    """Exit code != 0, a single ``error:`` line holding every one of ``words``, no traceback."""
+    output = result.output.strip()
+    assert result.exit_code != 0, output
+    assert "Traceback" not in output, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), output
+    for word in words:
+        assert word in lines[0], (word, output)
+
+
+@pytest.fixture
+def odd_dir(tmp_path):
+    """A folder whose path has spaces and non-ASCII characters."""
+    folder = tmp_path / "données de Mars ☄"
+    folder.mkdir()
+    return folder
+
+
+def blocked_output(folder):
+    """An output path that cannot be written (its parent is a file), also for root."""
+    blocker = folder / "not a folder"
+    blocker.write_text("a file")
+    return blocker / "out.csv"
+
+
+# --- catalog ----------------------------------------------------------------------------------
+V10_ROW = "24,R18,40,150.5,10.0,10.0,120000,100,R18_031,S001\n"
+CATALOG_CASES = {
+    "nan latitude": (V10_ROW.replace("150.5,10.0,10.0", "150.5,10.0,nan"), ("row 3", "Centroid latitude")),
+    "latitude out of range": (V10_ROW.replace("150.5,10.0,10.0", "150.5,10.0,95"), ("row 3", "Centroid latitude")),
+    "longitude out of range": (V10_ROW.replace("150.5,10.0", "150.5,400"), ("row 3", "Centroid longitude")),
+    "Ls out of range": (V10_ROW.replace("150.5", "365"), ("row 3", "'Ls'")),
+    "malformed member id": (V10_ROW.replace("R18_031", "R18-031"), ("row 3", "Member ID")),
+    "member number too large": (V10_ROW.replace("R18_031", "R18_200"), ("row 3", "Member ID")),
+    "negative area": (V10_ROW.replace("120000", "-5"), ("row 3", "Area (square km)")),
+    "empty sol": (V10_ROW.replace(",40,", ",,"), ("row 3", "Sol")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CATALOG_CASES))
+def test_catalog_bad_rows(odd_dir, case):
+    row, words = CATALOG_CASES[case]
+    table = odd_dir / "MDAD v1.0.csv"
+    table.write_text(V10_HEADER + V10_ROW + row, encoding="utf-8")
+    result = runner.invoke(app, ["catalog", str(table), "-o", str(odd_dir / "storms.csv")])
+    assert_one_line_error(result, "MDAD v1.0.csv", *words)
+
+
+def test_catalog_longitudes_0_to_360_are_read(odd_dir):
+    table = odd_dir / "MDAD.csv"
+    table.write_text(V10_HEADER + V10_ROW.replace("150.5,10.0", "150.5,350.0"), encoding="utf-8")
+    result = runner.invoke(app, ["catalog", str(table), "-o", str(odd_dir / "storms.csv")])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(odd_dir / "storms.csv")["lon"].tolist() == [-10.0]
+
+
+def write_tiny_cube(path, variables=("MDAD", "dayList")):
+    import netCDF4
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", 1)
+        ds.createDimension("longitude", 90)
+        ds.createDimension("latitude", 46)
+        ds.createVariable("longitude", "f8", ("longitude",))[:] = -178.0 + 4.0 * np.arange(90)
+        ds.createVariable("latitude", "f8", ("latitude",))[:] = np.linspace(-90, 90, 46)
+        if "MDAD" in variables:
+            ds.createVariable("MDAD", "u1", ("time", "longitude", "latitude"))[:] = 0
+        if "dayList" in variables:
+            ds.createVariable("dayList", str, ("time",))[0] = "D01_day05"
+    return path
+
+
+CUBE_CASES = {
+    "truncated netCDF": ("truncate", ("MDADMY30.nc", "not a readable netCDF")),
+    "zero-byte netCDF": ("empty", ("MDADMY30.nc", "not a readable netCDF")),
+    "cube without MDAD": (("dayList",), ("MDADMY30.nc", "no variable 'MDAD'")),
+    "cube without dayList": (("MDAD",), ("MDADMY30.nc", "no variable 'dayList'")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CUBE_CASES))
+def test_catalog_bad_cubes(odd_dir, case):
+    how, words = CUBE_CASES[case]
+    cube = odd_dir / "MY30" / "MDADMY30.nc"
+    write_tiny_cube(cube, how if isinstance(how, tuple) else ("MDAD", "dayList"))
+    if how == "truncate":
+        cube.write_bytes(cube.read_bytes()[:200])
+    elif how == "empty":
+        cube.write_bytes(b"")
+    (odd_dir / "MY30" / "master.csv").write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv")])
+    assert_one_line_error(result, *words)
+
+
+def test_catalog_unwritable_output(odd_dir):
+    table = odd_dir / "MDAD.csv"
+    table.write_text(V10_HEADER + V10_ROW, encoding="utf-8")
+    result = runner.invoke(app, ["catalog", str(table), "-o", str(blocked_output(odd_dir))])
+    assert_one_line_error(result, "not a folder")
+
+
+# --- index ------------------------------------------------------------------------------------
+def test_index_bad_inputs(odd_dir):
+    result = runner.invoke(app, ["index", str(odd_dir / "no archive"), "-o", str(odd_dir / "i.csv")])
+    assert_one_line_error(result, "no archive")
+    index = odd_dir / "index.csv"
+    index.write_text("map_id,subphase,sol,mars_year,ls,path\nr18_040,R18,40,25,abc,r18_040.png\n")
+    result = runner.invoke(app, ["index", str(index), "-o", str(odd_dir / "i2.csv")])
+    assert_one_line_error(result, "index.csv", "row 2", "'ls'")
+    archive = odd_dir / "archive" / "R18"
+    archive.mkdir(parents=True)
+    (archive / "list_ls.txt").write_text("r18_040 25 150\n")
+    result = runner.invoke(app, ["index", str(odd_dir / "archive"), "-o", str(blocked_output(odd_dir))])
+    assert_one_line_error(result, "not a folder")
+
+
+# --- detect -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    return save_checkpoint(build_model("dustrcnn", map_res_deg=1.6, **TINY), folder / "tiny model.ckpt")
+
+
+def good_map(height=75, width=225):
+    rng = np.random.default_rng(0)
+    return rng.integers(30, 200, (height, width, 3), dtype=np.uint8)
+
+
+BAD_MAPS = {
+    "r18_002": ("zero-byte", lambda p: p.write_bytes(b"")),
+    "r18_003": ("truncated", lambda p: p.write_bytes(_png_bytes(good_map())[:300])),
+    "r18_004": ("mislabelled text", lambda p: p.write_text("this is not an image")),
+    "r18_005": ("grayscale", lambda p: Image.fromarray(good_map()[..., 0], "L").save(p)),
+    "r18_006": ("16-bit", lambda p: Image.fromarray(good_map()[..., 0].astype(np.uint16) * 200).save(p)),
+    "r18_007": ("wrong shape", lambda p: Image.fromarray(good_map(100, 100)).save(p)),
+    "r18_008": ("JPEG named .png", lambda p: Image.fromarray(good_map()).save(p, format="JPEG")),
+}
+
+
+def _png_bytes(rgb):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_detect_bad_maps_are_error_rows_naming_the_file(odd_dir, checkpoint):
+    folder = odd_dir / "archive" / "R18"
+    folder.mkdir(parents=True)
+    Image.fromarray(good_map()).save(folder / "r18_001.png")
+    lines = ["r18_001 25 100"]
+    for map_id, (_, make) in BAD_MAPS.items():
+        make(folder / f"{map_id}.png")
+        lines.append(f"{map_id} 25 {100 + int(map_id[-1])}")
+    (folder / "list_ls.txt").write_text("\n".join(lines) + "\n")
+    out = odd_dir / "out put"
+    result = runner.invoke(app, ["detect", str(checkpoint), str(odd_dir / "archive"), "-o", str(out), "--quiet",
+                                 "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    maps = pd.read_csv(out / "maps.csv", keep_default_na=False).set_index("map_id")
+    jpeg_read = maps.loc["r18_008", "status"] == "ok"  # a JPEG named .png is still an RGB map: read as one
+    bad = [m for m in BAD_MAPS if m != "r18_008" or not jpeg_read]
+    assert maps.loc["r18_001", "status"] == "ok"
+    for map_id in bad:
+        error = maps.loc[map_id, "error"]
+        assert maps.loc[map_id, "status"] == "error" and f"{map_id}.png" in error, (BAD_MAPS[map_id][0], error)
+        assert "\n" not in error
+
+
+@pytest.mark.parametrize("kind", ["foreign", "truncated", "random", "empty"])
+def test_detect_bad_checkpoints(odd_dir, checkpoint, kind):
+    import random
+
+    import torch
+
+    bad = odd_dir / f"{kind} é.ckpt"
+    if kind == "foreign":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    elif kind == "truncated":
+        bad.write_bytes(checkpoint.read_bytes()[:5000])
+    elif kind == "random":
+        bad.write_bytes(random.Random(1).randbytes(3000))
+    else:
+        bad.write_bytes(b"")
+    folder = odd_dir / "archive" / "R18"
+    folder.mkdir(parents=True)
+    Image.fromarray(good_map()).save(folder / "r18_001.png")
+    (folder / "list_ls.txt").write_text("r18_001 25 100\n")
+    result = runner.invoke(app, ["detect", str(bad), str(odd_dir / "archive"), "-o", str(odd_dir / "out"), "--quiet"])
+    assert_one_line_error(result, f"{kind} é.ckpt")
+
+
+def test_detect_unwritable_output_folder(odd_dir, checkpoint):
+    folder = odd_dir / "archive" / "R18"
+    folder.mkdir(parents=True)
+    Image.fromarray(good_map()).save(folder / "r18_001.png")
+    (folder / "list_ls.txt").write_text("r18_001 25 100\n")
+    blocker = odd_dir / "blocker"
+    blocker.write_text("a file")
+    result = runner.invoke(app, ["detect", str(checkpoint), str(odd_dir / "archive"), "-o", str(blocker / "out"),
+                                 "--quiet"])
+    assert_one_line_error(result, "blocker")
+
+
+def test_detect_broken_list_ls(odd_dir, checkpoint):
+    folder = odd_dir / "archive" / "R18"
+    folder.mkdir(parents=True)
+    Image.fromarray(good_map()).save(folder / "r18_001.png")
+    (folder / "list_ls.txt").write_text("r18_001 25 400\n")
+    result = runner.invoke(app, ["detect", str(checkpoint), str(odd_dir / "archive"), "-o", str(odd_dir / "out"),
+                                 "--quiet"])
+    assert_one_line_error(result, "archive")
+
+
+# --- evaluate / train -------------------------------------------------------------------------
+def test_evaluate_foreign_checkpoint(odd_dir):
+    import torch
+
+    bad = odd_dir / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, bad)
+    result = runner.invoke(app, ["evaluate", str(bad), "--data", str(odd_dir), "-o", str(odd_dir / "eval")])
+    assert_one_line_error(result, "foreign.ckpt")
+
+
+def test_train_with_a_missing_catalog_and_a_bad_master(odd_dir):
+    (odd_dir / "archive").mkdir()
+    result = runner.invoke(app, ["train", "--data", str(odd_dir), "-o", str(odd_dir / "run"), "--quiet"])
+    assert_one_line_error(result, "mdad")
+    (odd_dir / "mdad").mkdir()
+    Image.fromarray(good_map()).save(odd_dir / "archive" / "r18_001.png")
+    (odd_dir / "archive" / "list_ls.txt").write_text("r18_001 25 100\n")
+    result = runner.invoke(app, ["train", "--data", str(odd_dir), "--master", str(odd_dir / "nope.csv"),
+                                 "-o", str(odd_dir / "run"), "--quiet"])
+    assert_one_line_error(result, "nope.csv", "master CSV not found")
