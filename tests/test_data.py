@@ -173,3 +173,22 @@ def test_wrong_working_resolution_is_an_error():
     data = DustDataset(index, table, 0.2, load_map=lambda path, res: bright_patch_loader({})(path, 0.4))
     with pytest.raises(ValueError, match="working resolution 0.2"):
         data[0]
+
+
+def test_strong_appearance_jitter_keeps_missing_pixels_black_values_in_range_and_is_seeded():
+    from marsdust.data import AUGMENT_PRESETS, augment_config, jitter_appearance
+
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(0.05, 0.9, size=(30, 90, 3)).astype(np.float32)
+    valid = np.ones((30, 90), dtype=bool)
+    valid[:, 40:45] = False
+    rgb[~valid] = 0.0
+    strong = AUGMENT_PRESETS["strong"]
+    first = jitter_appearance(rgb, valid, np.random.default_rng(7), strong)
+    again = jitter_appearance(rgb, valid, np.random.default_rng(7), strong)
+    assert np.array_equal(first, again)
+    assert (first[~valid] == 0).all() and first.min() >= 0 and first.max() <= 1
+    assert np.abs(first[valid] - rgb[valid]).mean() > 1e-3  # it does change the look
+    assert augment_config("none") is None and augment_config(True) is AUGMENT_PRESETS["basic"]
+    with pytest.raises(ValueError, match="strong"):
+        augment_config("heavy")

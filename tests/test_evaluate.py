@@ -129,3 +129,17 @@ def test_time_inference_reports_median_after_warmup():
     calls = []
     result = time_inference(calls.append, range(5), warmup=2)
     assert len(calls) == 5 and result["n_timed"] == 3 and result["median_ms"] >= 0
+
+
+def test_area_agreement_pairs_storms_and_reports_ratios():
+    from marsdust.evaluate import area_agreement
+
+    grid = MapGrid(60.0, -60.0, 0.8)
+    gt = {"m": {"boxes": np.array([[10, 10, 30, 30], [100, 50, 120, 70]], float), "area_km2": np.array([1e6, 2e6])}}
+    pred = {"m": {"boxes": np.array([[11, 10, 31, 30], [300, 50, 320, 70]], float), "scores": np.array([0.9, 0.9]),
+                  "area_km2": np.array([1.1e6, 5e6])}}
+    result = area_agreement(gt, pred, {"m": grid})
+    assert result["n_matched"] == 1 and result["median_ratio"] == pytest.approx(1.1)
+    assert result["within_25pct"] == 1.0
+    assert area_agreement(gt, {"m": {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "area_km2": np.zeros(0)}},
+                          {"m": grid})["n_matched"] == 0

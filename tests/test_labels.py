@@ -141,3 +141,17 @@ def test_split_at_seam_and_flip():
     flipped = flip_target(pieces, 900)
     np.testing.assert_allclose(flipped["boxes"], [[0, 135, 20, 165], [890, 135, 900, 165]])
     assert flipped["masks"][0][135:165, 0:20].all()
+
+
+def test_paper_boxes_at_centroids_equal_the_catalogues_fixed_boxes_and_keep_every_detection():
+    import pandas as pd
+
+    from marsdust.labels import map_targets, paper_boxes_at
+
+    grid = MapGrid(60.0, -60.0, 0.4)
+    storms = pd.DataFrame({"lon": [10.0, 179.0, -40.0], "lat": [0.0, 20.0, -64.0]})
+    fixed = map_targets(storms, grid, "fixed", with_masks=False)["boxes"]
+    boxes = paper_boxes_at(storms["lon"], storms["lat"], grid)
+    assert len(fixed) == 2 and len(boxes) == 3  # mostly beyond 60°S: the catalogue drops it, a detection keeps it
+    assert np.allclose(boxes[:2], fixed[:2])
+    assert boxes[2, 3] == grid.height  # clipped to the band like the catalogue's

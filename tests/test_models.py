@@ -369,3 +369,39 @@ def test_each_detector_overfits_bright_blobs(name, blob_dataset):
     assert iou > 0.8 and min_score > 0.5, (
         f"{name}: after {step} steps, mean IoU of top detections {iou:.2f}, lowest top score {min_score:.2f}"
     )
+
+
+def test_per_map_input_standardization_ignores_missing_pixels_and_overall_brightness():
+    from marsdust.models.config import MISSING_INPUT_VALUE
+    from marsdust.models.registry import standardize_observed
+
+    torch.manual_seed(0)
+    image = torch.rand(3, 20, 60) * 0.5 + 0.2
+    image[:, :, 10:15] = 0.0  # a missing swath
+    out = standardize_observed(image)
+    observed = out[:, :, list(range(10)) + list(range(15, 60))]
+    assert torch.allclose(observed.mean(dim=(1, 2)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(observed.std(dim=(1, 2), unbiased=False), torch.ones(3), atol=1e-4)
+    assert (out[:, :, 10:15] == MISSING_INPUT_VALUE).all()
+    brighter = image * 1.3 + 0.05 * (image != 0)  # another camera's gain and offset
+    assert torch.allclose(standardize_observed(brighter), out, atol=1e-4)
+    model = build_model("fasterrcnn", **TINY, input_norm="per_map")
+    assert model.transform.per_map and not build_model("fasterrcnn", **TINY).transform.per_map
+
+
+def test_the_validated_score_threshold_travels_from_a_training_checkpoint_to_detect(tmp_path):
+    from marsdust.models import DEFAULT_SCORE_THRESHOLD, resolve_score_threshold, save_checkpoint, stored_score_threshold
+
+    model = build_model("fasterrcnn", **TINY).eval()
+    lightning = tmp_path / "best.ckpt"
+    torch.save({"global_step": 10, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"model_name": "fasterrcnn", "model_config": model.config.to_dict()},
+                "marsdust_score_threshold": 0.35}, lightning)
+    assert stored_score_threshold(lightning) == pytest.approx(0.35)
+    resaved = save_checkpoint(load_model(lightning), tmp_path / "model.ckpt")  # the demo's export keeps it
+    assert stored_score_threshold(resaved) == pytest.approx(0.35)
+    assert resolve_score_threshold(resaved, None)[0] == pytest.approx(0.35)
+    assert resolve_score_threshold(resaved, 0.8) == (0.8, "given")
+    plain = save_checkpoint(model, tmp_path / "plain.ckpt")
+    assert stored_score_threshold(plain) is None
+    assert resolve_score_threshold(plain, None)[0] == DEFAULT_SCORE_THRESHOLD

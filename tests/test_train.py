@@ -22,6 +22,7 @@ from marsdust.models import SMALL_CPU
 from marsdust.train import (
     EpochSampler,
     TrainConfig,
+    best_f1_threshold,
     evaluate_checkpoint,
     lr_factor,
     parse_period,
@@ -428,3 +429,20 @@ LEARN_STEPS = 240
 LEARN_LR = 2e-3
 LEARN_MIN_MAP25 = 0.10
 LEARN_MIN_MAP50 = 0.04
+
+
+def test_best_f1_threshold_is_the_score_that_separates_storms_from_false_alarms():
+    gt = {"boxes": np.array([[10, 10, 40, 40], [100, 10, 130, 40]], float)}
+    pred = {"boxes": np.array([[10, 10, 40, 40], [100, 10, 130, 40], [200, 10, 230, 40]], float),
+            "scores": np.array([0.9, 0.72, 0.3])}
+    threshold, f1 = best_f1_threshold([("m", (150, 450), gt, pred)])
+    assert f1 == pytest.approx(1.0) and 0.3 < threshold <= 0.7
+    assert best_f1_threshold([("m", (150, 450), gt, {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})]) == (None, 0.0)
+
+
+def test_training_prints_plain_progress_lines_when_the_output_is_not_a_terminal(ci_data, tmp_path, capsys):
+    summary = train(tiny_config(ci_data, max_steps=4, val_every_n_steps=2, progress=True), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "train: step 4/4 (100%)" in err and "steps/s" in err and "ETA" in err
+    assert err.count("validate: step") == 2 and "map50" in err
+    assert summary["global_step"] == 4

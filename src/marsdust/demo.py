@@ -48,11 +48,6 @@ DEMO_MAP_RES_DEG = 0.8
 DEMO_LR = 2e-3
 """Peak learning rate of the demo's warm-up + cosine schedule (random init, small detector)."""
 
-DEMO_SCORE_THRESHOLD = 0.2
-"""Score at which the demo's catalog keeps a detection. A detector trained for minutes is not
-confident yet: its storm scores mostly lie between 0.1 and 0.5, below ``marsdust detect``'s
-default of 0.5. The evaluation ranks every detection by score and does not depend on it."""
-
 
 @dataclass
 class DemoResult:
@@ -69,6 +64,7 @@ class DemoResult:
     train_seconds: float
     seconds: float
     tracking: dict | None = None
+    score_threshold: float = 0.5
 
 
 def _clear_if_made_otherwise(folder: Path, settings_file: Path, settings: dict) -> None:
@@ -138,19 +134,20 @@ def _test_index(data_dir: Path, run_dir: Path, report_dir: Path) -> Path:
     return path
 
 
-def _detection_figure(test_index_path: Path, detections_csv: Path, out_png: Path, n_maps: int = 3) -> Path | None:
-    """Maps of the test sols with the storms the detector outlined (the most storms first)."""
+def _detection_figure(test_index_path: Path, detections_csv: Path, catalog: pd.DataFrame, out_png: Path,
+                      n_maps: int = 3) -> Path | None:
+    """The test sols with the most catalogued storms: catalogue outlines and detections together
+    (hits, misses and false alarms in their own colours)."""
     from marsdust.plots import plot_maps_with_outlines
 
     maps = pd.read_csv(test_index_path)
     detections = pd.read_csv(detections_csv)
-    if detections.empty:
+    on_test = catalog[catalog["map_id"].isin(set(maps["map_id"]))]
+    if on_test.empty and detections.empty:
         return None
-    busiest = detections["map_id"].value_counts().index[:n_maps]
-    chosen = maps[maps["map_id"].isin(busiest)]
-    storms = detections.assign(confidence=(100 * detections["score"]).round().astype(int))
-    return plot_maps_with_outlines(chosen, storms, out_png, max_width_px=900, dpi=80,
-                                   what="detected storms (labels: score %)")
+    counts = pd.concat([on_test["map_id"], detections["map_id"]]).value_counts()
+    chosen = maps[maps["map_id"].isin(counts.index[:n_maps])]
+    return plot_maps_with_outlines(chosen, on_test, out_png, max_width_px=900, dpi=80, detections=detections)
 
 
 def _climatology(detections_csv: Path, catalog: pd.DataFrame, test_ids: set, out_dir: Path) -> tuple[list[Path], dict]:
@@ -198,15 +195,25 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
         "",
         "| | mAP25 | mAP50 | mAP75 |",
         "|---|---|---|---|",
-        f"| boxes | {pct(metrics.get('map25'))} | {pct(metrics.get('map50'))} | {pct(metrics.get('map75'))} |",
     ]
+    paper = metrics.get("paper_boxes") or {}
+    if paper:
+        lines.append(f"| the paper's 12° boxes (at each outline's centroid) | {pct(paper.get('map25'))} | "
+                     f"{pct(paper.get('map50'))} | {pct(paper.get('map75'))} |")
+    lines.append(f"| boxes ({metrics.get('label_mode', 'fixed')} labels) | {pct(metrics.get('map25'))} | "
+                 f"{pct(metrics.get('map50'))} | {pct(metrics.get('map75'))} |")
     if segm:
         lines.append(f"| masks | {pct(segm.get('map25'))} | {pct(segm.get('map50'))} | {pct(segm.get('map75'))} |")
+    area = metrics.get("area_agreement") or {}
+    if area.get("n_matched"):
+        lines += ["", f"Matched storms' areas: median detected / catalogued {area['median_ratio']:.2f}, "
+                      f"{100 * area['within_25pct']:.0f}% within ±25% ({area['n_matched']} storms)."]
     time_ms = metrics.get("time_ms_per_map")
     lines += [
         "",
         f"- test maps: {result.n_test_maps}; storms in the catalog on them: {result.n_catalog_storms}; "
-        f"storms the detector outlined (score >= {DEMO_SCORE_THRESHOLD}): {result.n_detected_storms}",
+        f"storms the detector outlined (score >= {result.score_threshold:.2f}, the threshold of best F1 on the "
+        f"validation sols): {result.n_detected_storms}",
         f"- inference: {time_ms:.0f} ms per map (median, CPU)" if time_ms else "- inference time: not measured",
         f"- whole demo: {result.seconds:.0f} s",
         *_tracking_lines(result.tracking),
@@ -245,6 +252,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     """
     from marsdust.detect import detect_archive
     from marsdust.mdad import read_catalog
+    from marsdust.models import resolve_score_threshold
     from marsdust.train import evaluate_checkpoint
 
     t0 = time.perf_counter()
@@ -262,8 +270,13 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
 
     log.info("demo 3/5: detecting storms on the held-out test sols")
     test_index_path = _test_index(data_dir, run_dir, report_dir)
-    detect_archive(model_path, test_index_path, report_dir / "catalog", score_threshold=DEMO_SCORE_THRESHOLD,
-                   progress=progress)
+    detect_dir, detect_settings = report_dir / "catalog", report_dir / "catalog_settings.json"
+    made_by = {"preset": preset, "seed": seed, "max_steps": max_steps}
+    _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
+    score_threshold, threshold_source = resolve_score_threshold(model_path, None)
+    log.info("score threshold %.2f: %s", score_threshold, threshold_source)
+    detect_archive(model_path, test_index_path, detect_dir, score_threshold=score_threshold, progress=progress)
+    write_text_atomic(detect_settings, json.dumps(made_by) + "\n")
 
     log.info("demo 4/5: evaluating against the catalog")
     metrics = evaluate_checkpoint(model_path, report_dir / "eval", data=str(data_dir),
@@ -274,7 +287,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     catalog = read_catalog(data_dir / "mdad")
     detections_csv = report_dir / "catalog" / "detections.csv"
     figures = sorted((report_dir / "eval" / "figures").glob("*.png"))
-    detection_png = _detection_figure(test_index_path, detections_csv, report_dir / "figures" / "detections.png")
+    detection_png = _detection_figure(test_index_path, detections_csv, catalog, report_dir / "figures" / "detections.png")
     if detection_png is not None:
         figures.insert(0, detection_png)
     climatology_pngs, tracking = _climatology(detections_csv, catalog, test_ids, report_dir / "climatology")
@@ -285,7 +298,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         n_catalog_storms=int(catalog["map_id"].isin(test_ids).sum()),
         n_detected_storms=len(pd.read_csv(detections_csv)),
         train_seconds=float(train_summary.get("seconds") or 0.0), seconds=time.perf_counter() - t0,
-        tracking=tracking,
+        tracking=tracking, score_threshold=score_threshold,
     )
     write_text_atomic(result.summary_path, _summary_markdown(result, train_summary, figures, preset))
     return result

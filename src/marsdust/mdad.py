@@ -1066,7 +1066,7 @@ def read_catalog(path: str | os.PathLike, skip_bad: bool = False, master: str | 
         return read_v10_table(path, skip_bad=skip_bad)
     parts, sources = _read_folder(path, skip_bad, master, report)
     for line in sources:
-        log.info("%s: %s", path, line)
+        log.debug("%s: %s", path, line)
     report.emit(strict)
     parts = [p for p in parts if len(p)]
     storms = _sort_storms(pd.concat(parts, ignore_index=True)) if parts else empty_storm_table()

@@ -20,8 +20,54 @@ def _outline_lines(wkt: str):
         yield np.asarray(polygon.exterior.coords)
 
 
+def outline_matches(catalog: pd.DataFrame, detections: pd.DataFrame, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Which catalogued storms were found and which detections found one, by outline overlap on one map.
+
+    Outlines (``polygon_wkt``, lon/lat degrees, split at 180°) are compared by their intersection
+    over union in lon/lat degrees²; pairs with IoU ≥ ``min_iou`` are taken greedily in decreasing
+    IoU, each storm and detection once. Rows without an outline never match.
+
+    Returns
+    -------
+    (found, hit) : bool arrays, one per catalogue row and one per detection row.
+    """
+    from shapely import wkt as shapely_wkt
+
+    def shapes(frame):
+        wkts = frame["polygon_wkt"] if "polygon_wkt" in frame.columns else [None] * len(frame)
+        return [shapely_wkt.loads(w) if isinstance(w, str) and w else None for w in wkts]
+
+    truth, found = shapes(catalog), np.zeros(len(catalog), dtype=bool)
+    detected, hit = shapes(detections), np.zeros(len(detections), dtype=bool)
+    pairs = []
+    for i, a in enumerate(truth):
+        for j, b in enumerate(detected):
+            if a is not None and b is not None and a.intersects(b):
+                union = a.union(b).area
+                pairs.append((a.intersection(b).area / union if union > 0 else 0.0, i, j))
+    for iou, i, j in sorted(pairs, reverse=True):
+        if iou >= min_iou and not found[i] and not hit[j]:
+            found[i], hit[j] = True, True
+    return found, hit
+
+
+def _draw_outlines(ax, rows: pd.DataFrame, colors, labels, styles=None) -> None:
+    """Outlines of storm rows (a centroid marker where there is none), each in its colour and line style."""
+    styles = ["-"] * len(rows) if styles is None else styles
+    for storm, color, label, style in zip(rows.itertuples(), colors, labels, styles):
+        wkt = getattr(storm, "polygon_wkt", None)
+        if isinstance(wkt, str) and wkt:
+            for ring in _outline_lines(wkt):
+                ax.plot(ring[:, 0], ring[:, 1], color=color, lw=0.9, ls=style)
+        else:
+            ax.plot(storm.lon, storm.lat, marker="+", color=color, ms=10)
+        if label:
+            ax.text(storm.lon, storm.lat, label, color="white", fontsize=7, ha="center", va="center")
+
+
 def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, max_width_px: int = 1800,
-                            dpi: int = 100, what: str = "catalog storms") -> Path:
+                            dpi: int = 100, what: str = "catalog storms",
+                            detections: pd.DataFrame | None = None) -> Path:
     """Draw maps stacked vertically with their catalog storm outlines and labels.
 
     Parameters
@@ -37,6 +83,12 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
         Maps are block-averaged to at most this many pixels wide (keeps the file small).
     what : str
         What the outlines are, for the panel titles (e.g. ``"detected storms"``).
+    detections : DataFrame, optional
+        A detections table (``map_id``, ``lon``, ``lat``, ``score``, ``polygon_wkt``) to draw over the
+        catalogue's storms: hits, misses and false alarms in their own colours
+        (:func:`outline_matches`, IoU ≥ 0.5): catalogued storms found in cyan, missed in red
+        (dashed); detections that found a storm in yellow, false alarms in magenta, labelled with
+        their score in percent.
 
     Returns
     -------
@@ -64,22 +116,32 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
         north = 60.0 if rgb.shape[0] * 3 == rgb.shape[1] else 90.0
         ax.imshow(rgb, extent=(-180, 180, -north, north), interpolation="nearest")
         on_map = storms[storms["map_id"] == row.map_id]
-        for storm in on_map.itertuples():
-            wkt = getattr(storm, "polygon_wkt", None)
-            if isinstance(wkt, str) and wkt:
-                for ring in _outline_lines(wkt):
-                    ax.plot(ring[:, 0], ring[:, 1], color="cyan", lw=0.9)
-            else:
-                ax.plot(storm.lon, storm.lat, marker="+", color="cyan", ms=10)
-            ax.text(storm.lon, storm.lat, f"{storm.confidence:.0f}", color="white", fontsize=7, ha="center",
-                    va="center")
+        title = f"{len(on_map)} {what}"
+        if detections is None:
+            _draw_outlines(ax, on_map, ["cyan"] * len(on_map), [f"{c:.0f}" for c in on_map["confidence"]])
+        else:
+            found_here = detections[detections["map_id"] == row.map_id]
+            found, hit = outline_matches(on_map, found_here)
+            _draw_outlines(ax, on_map, np.where(found, "cyan", "red"), [""] * len(on_map),
+                           styles=np.where(found, "-", "--"))
+            _draw_outlines(ax, found_here, np.where(hit, "yellow", "magenta"),
+                           [f"{100 * s:.0f}" for s in found_here["score"]])
+            title = (f"{len(on_map)} catalogued ({int(found.sum())} found, {int((~found).sum())} missed); "
+                     f"{len(found_here)} detected ({int((~hit).sum())} false alarms)")
         ax.set_xlim(-180, 180)
         ax.set_ylim(-north, north)
         ax.set_xticks(range(-180, 181, 60))
         ax.set_yticks(range(-int(north) // 30 * 30, int(north) + 1, 30))
         ax.tick_params(labelsize=7)
-        ax.set_title(f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {len(on_map)} {what}",
-                     fontsize=9)
+        ax.set_title(f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {title}", fontsize=9)
+    if detections is not None:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=c, ls=ls, lw=1.2, label=t) for c, ls, t in (
+            ("cyan", "-", "catalogued, found"), ("red", "--", "catalogued, missed"),
+            ("yellow", "-", "detected, matches a catalogued storm (score %)"), ("magenta", "-", "false alarm (score %)"))]
+        axes[0, 0].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.32), ncol=4, fontsize=7,
+                          frameon=False)
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ import math
 import os
 import random
 import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -132,7 +133,10 @@ class TrainConfig:
     map_res_deg : float
         Working resolution, degrees per pixel (also the detector's ``map_res_deg``).
     label_mode : {"fixed", "area", "outline"}
-        Ground-truth shape (:mod:`marsdust.labels`).
+        Ground-truth shape (:mod:`marsdust.labels`). Default ``outline``: storms are learnt as the
+        catalogue outlines them (the paper's 12° boxes are then drawn at each detection's outline
+        centroid when scoring, see :func:`evaluate_checkpoint`); catalogue rows without an outline
+        (MDAD v1.0 tables) get area-sized boxes.
     strategy : {"temporal", "random"}
         Split strategy (the paper's 1 and 2).
     train_period, test_period, random_period : str or None
@@ -149,7 +153,9 @@ class TrainConfig:
     optimizer, lr, weight_decay, warmup_steps, decay, decay_every_steps, decay_factor, min_lr_ratio, clip_grad_norm
         See :data:`SCHEDULES`; ``lr`` per step, ``warmup_steps`` in optimizer steps.
     batch_size : int
-        Maps per optimizer step per device.
+        Maps per optimizer step per device. Default 4: with BatchNorm (model preset ``small_cpu``)
+        two maps per batch gave far noisier statistics and learnt much less per map seen
+        (benchmarks/README.md, "Training recipe").
     max_steps : int
         Optimizer steps in all.
     val_every_n_steps : int
@@ -168,7 +174,8 @@ class TrainConfig:
         Passed to ``lightning.Trainer`` (``trainer_strategy`` is its ``strategy``: ``auto``,
         ``ddp``, ``ddp_spawn``, ...).
     progress : bool
-        Show a progress bar.
+        Show progress: Lightning's bar on a terminal, plain lines (step, loss, rate, ETA, validation
+        mAP) when standard error is a file or pipe (CI logs, ``make demo > log``).
     """
 
     data: str | None = None
@@ -180,7 +187,7 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)
     backbone: str | None = None
     map_res_deg: float = 0.4
-    label_mode: str = "fixed"
+    label_mode: str = "outline"
     strategy: str = "temporal"
     train_period: str | None = None
     test_period: str | None = None
@@ -198,12 +205,12 @@ class TrainConfig:
     decay_factor: float | None = None
     min_lr_ratio: float | None = None
     clip_grad_norm: float | None = None
-    batch_size: int = 2
+    batch_size: int = 4
     max_steps: int = 300
     val_every_n_steps: int = 50
     ckpt_every_n_steps: int | None = None
     augment: bool = True
-    augment_preset: str = "basic"
+    augment_preset: str = "strong"
     num_workers: int = 2
     threads: int | None = None
     accelerator: str = "auto"
@@ -491,6 +498,13 @@ def validation_map(records: list[tuple]) -> dict[str, float]:
     NaN) when the maps hold no storm, so checkpoint selection always has a number.
     """
     from marsdust.evaluate import coco_map
+
+    result = coco_map(*_records_by_map(records))
+    return {key: float(result[key]) if math.isfinite(result[key]) else 0.0 for key in ("map25", "map50", "map75")}
+
+
+def _records_by_map(records: list[tuple]) -> tuple[dict, dict, dict]:
+    """``(ground_truth, predictions, grids)`` by map id from validation records (60°S–60°N-centred grids)."""
     from marsdust.grid import MapGrid
 
     ground_truth, predictions, grids = {}, {}, {}
@@ -498,8 +512,31 @@ def validation_map(records: list[tuple]) -> dict[str, float]:
         ground_truth[map_id], predictions[map_id] = gt, pred
         res = 360.0 / width
         grids[map_id] = MapGrid(res * height / 2, -res * height / 2, res)
-    result = coco_map(ground_truth, predictions, grids)
-    return {key: float(result[key]) if math.isfinite(result[key]) else 0.0 for key in ("map25", "map50", "map75")}
+    return ground_truth, predictions, grids
+
+
+def best_f1_threshold(records: list[tuple]) -> tuple[float | None, float]:
+    """The score threshold with the highest F1 (IoU ≥ 0.5) on validation records, and that F1.
+
+    ``records`` as for :func:`validation_map`. Thresholds 0.05, 0.10, …, 0.95 are tried
+    (:func:`marsdust.analysis.score_sweep`); the highest F1 wins, the higher threshold on a tie.
+    Returns ``(None, 0.0)`` when no threshold finds any storm.
+    """
+    from marsdust.analysis import score_sweep
+
+    best, best_f1 = None, 0.0
+    for row in score_sweep(*_records_by_map(records), thresholds=SCORE_THRESHOLD_GRID):
+        precision, recall = row["precision"], row["recall"]
+        if not (precision > 0 and recall > 0):  # NaN or 0
+            continue
+        f1 = 2 * precision * recall / (precision + recall)
+        if f1 >= best_f1:
+            best, best_f1 = row["score_threshold"], f1
+    return best, float(best_f1)
+
+
+SCORE_THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""Score thresholds tried when choosing a detector's threshold on validation maps."""
 
 
 def _numpy_state_to_builtins(state: tuple) -> dict:
@@ -588,10 +625,17 @@ def _module_class():
                 records = [r for part in gathered for r in part]
             for key, value in validation_map(records).items():
                 self.log(f"val_{key}", value, prog_bar=key == "map50", sync_dist=False, rank_zero_only=False)
+            threshold, f1 = best_f1_threshold(records)
+            self._val_score_threshold = threshold
+            self.log("val_best_f1", f1, sync_dist=False, rank_zero_only=False)
+            self.log("val_score_threshold", threshold if threshold is not None else float("nan"), sync_dist=False,
+                     rank_zero_only=False)
             self._val_predictions = []
 
         # ---- exact resume: the RNG streams the RPN / RoI samplers draw from
         def on_save_checkpoint(self, checkpoint):
+            if getattr(self, "_val_score_threshold", None) is not None:  # of the validation this checkpoint follows
+                checkpoint["marsdust_score_threshold"] = float(self._val_score_threshold)
             checkpoint["marsdust_rng"] = {
                 "torch": torch.get_rng_state(),
                 "numpy": _numpy_state_to_builtins(np.random.get_state()),
@@ -708,6 +752,64 @@ def _callbacks(run_dir: Path, config: TrainConfig):
     return [best, last, FinalLast(), LearningRateMonitor(logging_interval="step")]
 
 
+def _progress_lines_class():
+    from lightning.pytorch.callbacks import Callback
+
+    class ProgressLines(Callback):
+        """Plain progress lines (step, loss, rate, ETA; validation mAP) for logs that are not a terminal.
+
+        A line every ``every_steps`` steps or ``every_seconds`` seconds, whichever comes first, and one
+        after each validation; rank 0 only. Lightning's bar serves terminals.
+        """
+
+        def __init__(self, every_steps: int, every_seconds: float = 30.0, stream=None):
+            self.every_steps, self.every_seconds = max(1, int(every_steps)), float(every_seconds)
+            self.stream = stream
+            self._t0 = self._last = None
+            self._start_step = 0
+
+        def _print(self, text: str) -> None:
+            print(text, file=self.stream or sys.stderr, flush=True)
+
+        def on_train_start(self, trainer, pl_module):
+            self._t0 = self._last = time.perf_counter()
+            self._start_step = int(trainer.global_step)
+            if trainer.is_global_zero:
+                self._print(f"train: step {trainer.global_step}/{trainer.max_steps}, "
+                            f"{pl_module.model.model_name}, batch {trainer.train_dataloader.batch_size}")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step, now = int(trainer.global_step), time.perf_counter()
+            due = step % self.every_steps == 0 or now - self._last >= self.every_seconds or step >= trainer.max_steps
+            if not (due and trainer.is_global_zero):
+                return
+            self._last = now
+            rate = (step - self._start_step) / max(now - self._t0, 1e-9)
+            eta = (trainer.max_steps - step) / rate if rate > 0 else float("nan")
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            loss_text = f"loss {float(loss):.3f}  " if loss is not None else ""
+            self._print(f"train: step {step}/{trainer.max_steps} ({100 * step / trainer.max_steps:.0f}%)  {loss_text}"
+                        f"{rate:.2f} steps/s  elapsed {_clock(now - self._t0)}  ETA {_clock(eta)}")
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.is_global_zero and not trainer.sanity_checking:
+                metrics = trainer.callback_metrics
+                values = "  ".join(f"{k[4:]} {float(metrics[k]):.3f}" for k in ("val_map50", "val_map75", "val_best_f1")
+                                   if k in metrics)
+                self._print(f"validate: step {trainer.global_step}  {values}")
+
+    return ProgressLines
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) of a duration in seconds; ``?`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train a detector; returns a summary dict (also written to ``RUN_DIR/done.json``).
 
@@ -760,11 +862,15 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         start_step = int(torch.load(last_ckpt, map_location="cpu", weights_only=False).get("global_step", 0))
     # every step flushed: a resumed run finds every row up to its checkpoint
     logger = _continued_csv_logger(run_dir, 1, start_step if resume else None)
+    all_callbacks = _callbacks(run_dir, config) + list(callbacks or [])
+    progress_bar = bool(config.progress) and sys.stderr.isatty()
+    if config.progress and not progress_bar:  # a log file or CI: plain lines instead of a redrawn bar
+        all_callbacks.append(_progress_lines_class()(every_steps=max(10, int(config.max_steps) // 20)))
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
         strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
         max_epochs=-1, val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        logger=logger, callbacks=_callbacks(run_dir, config) + list(callbacks or []), enable_progress_bar=bool(config.progress),
+        logger=logger, callbacks=all_callbacks, enable_progress_bar=progress_bar,
         enable_model_summary=False, log_every_n_steps=1, use_distributed_sampler=False, deterministic=False,
         default_root_dir=str(run_dir),
     )

@@ -30,8 +30,10 @@ def detect_command(
                                 "masks.nc, maps.csv; parts/ while incomplete).", show_default=False),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Maps given to the model at once (useful on a GPU)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N; under torchrun cuda = cuda:LOCAL_RANK)."),
-    score_threshold: float = typer.Option(0.5, "--score-threshold", min=0.0, max=1.0,
-                                          help="Drop detections scoring below this."),
+    score_threshold: Optional[float] = typer.Option(
+        None, "--score-threshold", min=0.0, max=1.0, show_default=False,
+        help="Drop detections scoring below this (default: the threshold chosen on validation maps when the model "
+        "was trained, stored in the checkpoint; 0.5 for a checkpoint without one)."),
     mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0, max=1.0,
                                          help="Mask probability at which a pixel belongs to a storm."),
     pad_deg: float = typer.Option(25.0, "--pad-deg", min=0.0, max=180.0,
@@ -73,6 +75,11 @@ def detect_command(
     if not checkpoint.is_file():
         _fail(f"{checkpoint}: no such checkpoint file")
     try:
+        from marsdust.models import resolve_score_threshold
+
+        score_threshold, threshold_source = resolve_score_threshold(checkpoint, score_threshold)
+        if not quiet:
+            typer.echo(f"score threshold {score_threshold:.3g}: {threshold_source}", err=True)
         summary = detect_archive(
             checkpoint, maps if len(maps) > 1 else maps[0], output, batch_size=batch_size, device=device,
             score_threshold=score_threshold, mask_threshold=mask_threshold, pad_deg=pad_deg, max_tile_px=max_tile_px,

@@ -63,14 +63,14 @@ def train_command(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Split: temporal (paper's strategy 1) or random "
                                            "(strategy 2); default: temporal."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default: 300)."),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth: fixed (paper's 12° boxes), "
-                                             "area, outline (default: fixed)."),
+    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth: outline (catalogue outlines; "
+                                             "the default), fixed (paper's 12° boxes) or area (area-sized boxes)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
                                            "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay (overrides the schedule's)."),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Maps per step per device (default: 2)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Maps per step per device (default: 4)."),
     map_res_deg: Optional[float] = typer.Option(None, "--map-res-deg", help="Working resolution, degrees per pixel "
                                                 "(default: 0.4)."),
     model_preset: Optional[str] = typer.Option(None, "--model-preset", metavar="NAME", help=_MODEL_PRESET_HELP),
@@ -96,6 +96,10 @@ def train_command(
                                                    "the split)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 32-true, bf16-mixed."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
+    augment: Optional[str] = typer.Option(None, "--augment", metavar="NAME",
+                                          help="Augmentation: strong (default: longitude roll and flip, brightness, "
+                                          "contrast, colour balance, gamma, blur, noise, swath steps) or basic (roll, "
+                                          "flip, brightness, contrast)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from checkpoints/last.ckpt."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -115,7 +119,7 @@ def train_command(
         train_period=train_period, test_period=test_period, random_period=random_period, val_fraction=val_fraction,
         split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
         accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
-        precision=precision, augment=False if no_augment else None, progress=False if quiet else None,
+        precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
     )
     try:
         config = _build_config(config_file, cli_values)

@@ -98,7 +98,7 @@ def detect_archive(
     *,
     batch_size: int = 1,
     device: str = "cpu",
-    score_threshold: float = 0.5,
+    score_threshold: float | None = None,
     mask_threshold: float = 0.5,
     pad_deg: float = DEFAULT_PAD_DEG,
     max_tile_px: int = DEFAULT_MAX_TILE_PX,
@@ -130,7 +130,11 @@ def detect_archive(
         Maps given to the model at once (useful on a GPU).
     device : {"cpu", "cuda", "cuda:N"}
         Under torchrun, ``cuda`` means ``cuda:LOCAL_RANK``.
-    score_threshold, mask_threshold, pad_deg, max_tile_px
+    score_threshold : float, optional
+        Drop detections scoring below this; default: the threshold chosen on validation maps and
+        stored in the checkpoint (:func:`marsdust.models.resolve_score_threshold`), else 0.5. The
+        value used is logged and kept in ``DetectSummary.score_threshold``.
+    mask_threshold, pad_deg, max_tile_px
         See :func:`detect_map`.
     geotiff, quicklook : bool
         Also write ``OUT/geotiff/<map_id>.tif`` (probability, Mars CRS) / ``OUT/quicklook/<map_id>.png``.
@@ -173,6 +177,10 @@ def detect_archive(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    from marsdust.models import resolve_score_threshold
+
+    score_threshold, threshold_source = resolve_score_threshold(checkpoint_or_model, score_threshold)
+    (log.debug if threshold_source == "given" else log.info)("score threshold %.3g: %s", score_threshold, threshold_source)
     settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, engine=engine,
                               onnx_model=None if onnx_model is None else os.fspath(onnx_model))
     rows = resolve_maps(maps).to_dict("records")

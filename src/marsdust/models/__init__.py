@@ -12,11 +12,14 @@ Lightning keys).
 
 from marsdust.models.checkpoint import (
     CHECKPOINT_FORMAT,
+    DEFAULT_SCORE_THRESHOLD,
     FORMAT_VERSION,
     CheckpointError,
     load_model,
     read_checkpoint,
+    resolve_score_threshold,
     save_checkpoint,
+    stored_score_threshold,
 )
 from marsdust.models.config import (
     MODEL_PRESET_DESCRIPTIONS,
@@ -39,6 +42,7 @@ from marsdust.models.registry import (
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "DEFAULT_SCORE_THRESHOLD",
     "FORMAT_VERSION",
     "MODEL_PRESETS",
     "MODEL_PRESET_DESCRIPTIONS",
@@ -58,6 +62,8 @@ __all__ = [
     "load_model",
     "preset_overrides",
     "read_checkpoint",
+    "resolve_score_threshold",
     "register_model",
     "save_checkpoint",
+    "stored_score_threshold",
 ]

@@ -66,6 +66,9 @@ def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: A
         raise TypeError(f"save_checkpoint expects a MarsDustDetector from build_model, got {type(model).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = getattr(model, "checkpoint_extra", None) or {}
+    if "score_threshold" not in extra and kept.get("score_threshold") is not None:
+        extra["score_threshold"] = float(kept["score_threshold"])  # a re-saved model keeps its validated threshold
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,6 +133,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if not prefixed:
             raise CheckpointError(f"{path}: Lightning checkpoint without '{LIGHTNING_PREFIX}*' weights")
         extra = {k: raw[k] for k in ("epoch", "global_step") if k in raw}
+        if raw.get("marsdust_score_threshold") is not None:
+            extra["score_threshold"] = float(raw["marsdust_score_threshold"])
         return {
             "model_name": hparams["model_name"],
             "model_config": dict(hparams.get("model_config") or {}),
@@ -167,6 +172,40 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise CheckpointError(f"{path}: weights do not fit detector {content['model_name']!r}: {error}") from error
     model.checkpoint_extra = content["extra"]
     return model.to(map_location).eval()
+
+
+DEFAULT_SCORE_THRESHOLD = 0.5
+"""Score threshold of ``detect`` for a checkpoint that stores none (trained before thresholds were chosen)."""
+
+
+def stored_score_threshold(checkpoint_or_model) -> float | None:
+    """The score threshold chosen on validation maps and stored with a detector, or None.
+
+    Training (:mod:`marsdust.train`) picks, at every validation, the score at which the detections'
+    F1 against the catalogue (IoU ≥ 0.5) is highest, and stores the one of the best checkpoint;
+    :func:`save_checkpoint` keeps it as ``score_threshold=...``.
+
+    Parameters
+    ----------
+    checkpoint_or_model : path or MarsDustDetector
+        A checkpoint file or a model from :func:`load_model`.
+    """
+    if isinstance(checkpoint_or_model, MarsDustDetector):
+        extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
+    else:
+        extra = read_checkpoint(checkpoint_or_model)["extra"]
+    value = extra.get("score_threshold")
+    return None if value is None else float(value)
+
+
+def resolve_score_threshold(checkpoint_or_model, score_threshold: float | None) -> tuple[float, str]:
+    """``(threshold, where it came from)``: the given one, else the stored one, else :data:`DEFAULT_SCORE_THRESHOLD`."""
+    if score_threshold is not None:
+        return float(score_threshold), "given"
+    stored = stored_score_threshold(checkpoint_or_model)
+    if stored is not None:
+        return stored, "chosen on validation maps (best F1 at IoU 0.5), stored in the checkpoint"
+    return DEFAULT_SCORE_THRESHOLD, "default (the checkpoint stores no validated threshold)"
 
 
 def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:

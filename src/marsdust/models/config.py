@@ -288,10 +288,9 @@ STOCK_LIKE = dict(
 #: Overrides of a *small* detector (model preset ``small_cpu``) for minutes of training on a laptop
 #: CPU (the demo, the CPU Table 1 benchmark, the learning test): ResNet-18-FPN with 32 channels,
 #: BatchNorm (several times faster than GroupNorm on small inputs), fewer proposals and sampled
-#: RoIs. Pair it with a coarser working resolution (``map_res_deg=0.8``: 150 x 450 px maps, the
-#: smallest storms still ~7 px across) and a higher learning rate (2e-3). Measured on the ``ci``
-#: preset (2 cores, load 2-4): ~1.4 training steps/s at batch 2; validation mAP50 0.17 after 200
-#: steps, 0.29 after 400 (the numbers of ``tests/test_train.py``).
+#: RoIs, and per-map input standardization (``input_norm="per_map"``). Pair it with a coarser working
+#: resolution (``map_res_deg=0.8``: 150 x 450 px maps, the smallest storms still ~7 px across), a
+#: higher learning rate (2e-3) and batches of 4 maps (BatchNorm). Measurements: benchmarks/README.md.
 SMALL_CPU = dict(
     backbone_weights=None,
     norm="batch",
@@ -304,6 +303,7 @@ SMALL_CPU = dict(
     rpn_post_nms_top_n_test=50,
     box_batch_size_per_image=64,
     rpn_batch_size_per_image=128,
+    input_norm="per_map",
 )
 
 #: Named sets of :class:`DetectorConfig` overrides: ``TrainConfig.model_preset``, ``model_preset:``
@@ -320,7 +320,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 #: One line per preset for ``marsdust models``.
 MODEL_PRESET_DESCRIPTIONS = {
     "compact": "the default: ResNet-18, 128-channel FPN, fewer proposals and RoIs than stock",
-    "small_cpu": "minutes of CPU training: 32-channel FPN, BatchNorm, random init (pair with map_res_deg 0.8)",
+    "small_cpu": "minutes of CPU training: 32-channel FPN, BatchNorm, per-map input standardization, random init "
+                 "(pair with map_res_deg 0.8)",
     "stock_like": "close to torchvision's stock Mask R-CNN sizes (speed comparisons)",
 }
 
