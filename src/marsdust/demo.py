@@ -37,10 +37,9 @@ from marsdust.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-DEMO_MAX_STEPS = 900
-"""Training steps of the demo's detector (batch 2): about 6 minutes for the whole demo on 2 quiet CPU
-cores. Measured 2026-11-30 (``marsdust demo --max-steps N``, seed 0, 2 cores): box mAP50 on the
-held-out sols 8.3% after 300 steps (150 s in all), 15.6% after 600 (255 s), 32.8% after 900 (356 s)."""
+DEMO_MAX_STEPS = 600
+"""Training steps of the demo's detector (batches of 4 maps): minutes on 2 CPU cores (measured in the
+README, "What make demo gives")."""
 
 DEMO_MAP_RES_DEG = 0.8
 """Working resolution of the demo's detector (150 x 450 px maps; the smallest storms ~7 px across)."""
@@ -244,7 +243,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     preset : str
         Synthetic-data preset (``demo`` by default; ``ci`` is smaller and faster).
     max_steps : int
-        Training steps (batch 2).
+        Training steps (batches of 4 maps).
     seed : int
         Seed of the planet, the split and the training.
     progress : bool
