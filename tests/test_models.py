@@ -395,11 +395,13 @@ def test_the_validated_score_threshold_travels_from_a_training_checkpoint_to_det
     model = build_model("fasterrcnn", **TINY).eval()
     lightning = tmp_path / "best.ckpt"
     torch.save({"global_step": 10, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"model_name": "fasterrcnn", "model_config": model.config.to_dict()},
+                "hyper_parameters": {"model_name": "fasterrcnn", "model_config": model.config.to_dict(),
+                                     "label_mode": "outline"},
                 "marsdust_score_threshold": 0.35}, lightning)
     assert stored_score_threshold(lightning) == pytest.approx(0.35)
     resaved = save_checkpoint(load_model(lightning), tmp_path / "model.ckpt")  # the demo's export keeps it
     assert stored_score_threshold(resaved) == pytest.approx(0.35)
+    assert load_model(resaved).checkpoint_extra["label_mode"] == "outline"  # evaluate scores against what it learnt
     assert resolve_score_threshold(resaved, None)[0] == pytest.approx(0.35)
     assert resolve_score_threshold(resaved, 0.8) == (0.8, "given")
     plain = save_checkpoint(model, tmp_path / "plain.ckpt")

@@ -267,7 +267,8 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
         target = map_targets(storms[storms["map_id"] == map_id], result.grid, "fixed")
         factor = result.native_grid.width / result.grid.width
         result.records = [{"x0": b[0] * factor, "y0": b[1] * factor, "x1": b[2] * factor, "y1": b[3] * factor,
-                           "score": 0.9} for b in target["boxes"]]
+                           "score": 0.9, "lon": lon, "lat": lat, "area_km2": area}
+                          for b, lon, lat, area in zip(target["boxes"], target["lon"], target["lat"], target["area_km2"])]
         result.masks = [m.astype(bool) for m in target["masks"]]
         return result
 
@@ -280,6 +281,8 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
     assert metrics["n_gt"] > 0
     assert metrics["map25"] == metrics["map50"] == metrics["map75"] == pytest.approx(1.0)
     assert metrics["segm"]["map50"] == pytest.approx(1.0)
+    assert metrics["paper_boxes"]["map75"] == pytest.approx(1.0)  # 12° boxes at the catalogued centroids
+    assert metrics["area_agreement"]["median_ratio"] == pytest.approx(1.0)
     assert metrics["center_deviation"]["n_matched"] == metrics["n_gt"]
     assert metrics["center_deviation"]["dx_px"]["median"] == pytest.approx(0.0)
     errors = metrics["error_analysis"]  # every storm found, nothing else reported

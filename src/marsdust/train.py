@@ -562,12 +562,12 @@ def _module_class():
         and ``optim`` — what :func:`marsdust.models.load_model` needs to rebuild the detector.
         """
 
-        def __init__(self, model_name: str, model_config: dict, optim: dict):
+        def __init__(self, model_name: str, model_config: dict, optim: dict, label_mode: str | None = None):
             super().__init__()
             model = build_model(model_name, DetectorConfig.from_dict(dict(model_config), source="model_config"))
             self.model = model
             self.save_hyperparameters({"model_name": model_name, "model_config": model.config.to_dict(),
-                                       "optim": dict(optim)})
+                                       "optim": dict(optim), "label_mode": label_mode})
             self.optim = dict(optim)
             self._val_predictions: list[tuple] = []
             self._saved_score_thresh = None
@@ -661,7 +661,7 @@ def _module_class():
 
 def build_module(config: TrainConfig):
     """The LightningModule of a run (a new detector from ``config``)."""
-    return _module_class()(config.model, config.detector_overrides(), config.optim())
+    return _module_class()(config.model, config.detector_overrides(), config.optim(), config.label_mode)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -999,7 +999,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     strategy : {"temporal", "random"}, optional
         Recompute the split with this strategy.
     label_mode : str, optional
-        Ground-truth shape (default: the run's, else ``fixed``).
+        Ground-truth shape (default: the one the checkpoint was trained on, else the run folder's
+        ``config.yaml``, else ``fixed``).
     score_threshold : float
         Detections below this score are not scored (the model's own ``box_score_thresh`` still
         applies); COCO mAP uses the rest, ranked by score.
@@ -1036,7 +1037,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                                     "catalog": catalog or (None if data else run_values.get("catalog")),
                                     "master": master or (None if data or catalog else run_values.get("master"))},
                                    source="evaluation data")
-    label_mode = label_mode or run_values.get("label_mode", "fixed")
+    label_mode = label_mode or model.checkpoint_extra.get("label_mode") or run_values.get("label_mode", "fixed")
     index_df, storms_df = load_tables(config)
     split_df, split_source = evaluation_split(checkpoint, index_df, split_file, run_values, strategy)
     rows = select_split(index_df, split_df, split)

@@ -67,8 +67,9 @@ def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: A
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = getattr(model, "checkpoint_extra", None) or {}
-    if "score_threshold" not in extra and kept.get("score_threshold") is not None:
-        extra["score_threshold"] = float(kept["score_threshold"])  # a re-saved model keeps its validated threshold
+    for key in KEPT_EXTRA:  # a re-saved model keeps what its training recorded
+        if key not in extra and kept.get(key) is not None:
+            extra[key] = kept[key]
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -135,6 +136,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         extra = {k: raw[k] for k in ("epoch", "global_step") if k in raw}
         if raw.get("marsdust_score_threshold") is not None:
             extra["score_threshold"] = float(raw["marsdust_score_threshold"])
+        if hparams.get("label_mode"):
+            extra["label_mode"] = str(hparams["label_mode"])
         return {
             "model_name": hparams["model_name"],
             "model_config": dict(hparams.get("model_config") or {}),
@@ -173,6 +176,10 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model.checkpoint_extra = content["extra"]
     return model.to(map_location).eval()
 
+
+KEPT_EXTRA = ("score_threshold", "label_mode")
+"""What training records beside the weights (``checkpoint_extra``) and a re-saved checkpoint keeps:
+the score threshold chosen on validation maps and the label mode the detector learnt."""
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 """Score threshold of ``detect`` for a checkpoint that stores none (trained before thresholds were chosen)."""
