@@ -98,7 +98,10 @@ def score(checkpoint: Path, data: Path, split_file: Path, out_dir: Path, transfo
 
 
 def add_deltas(rows: list[dict]) -> list[dict]:
-    """Add each row's change from its checkpoint's clean row: ``delta_<metric>`` = condition − clean (fraction; < 0 a loss)."""
+    """Add each row's change from its checkpoint's clean row.
+
+    ``delta_<metric>`` = condition − clean, a fraction (negative: a loss).
+    """
     clean = {r["checkpoint"]: r for r in rows if r["condition"] == CLEAN}
     for row in rows:
         base = clean.get(row["checkpoint"])

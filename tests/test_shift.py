@@ -70,9 +70,9 @@ def test_jpeg_at_top_quality_is_close_and_at_low_quality_is_not():
 def test_shifts_have_the_stated_effect():
     image = sample_map()
     observed = image.valid
-    warm = color_balance(image, (1.15, 1.0, 0.85)).rgb[observed]
-    assert np.allclose(warm[:, 1], image.rgb[observed][:, 1])
-    assert warm[:, 0].mean() > image.rgb[observed][:, 0].mean() > 0 and warm[:, 2].mean() < image.rgb[observed][:, 2].mean()
+    before, warm = image.rgb[observed], color_balance(image, (1.15, 1.0, 0.85)).rgb[observed]
+    assert np.allclose(warm[:, 1], before[:, 1])
+    assert warm[:, 0].mean() > before[:, 0].mean() > 0 and warm[:, 2].mean() < before[:, 2].mean()
     flat = contrast(image, 0.5).rgb[observed]
     assert np.allclose(flat.mean(axis=0), image.rgb[observed].mean(axis=0), atol=1e-5)
     assert np.allclose(flat.std(axis=0), 0.5 * image.rgb[observed].std(axis=0), rtol=1e-3)
@@ -131,8 +131,9 @@ def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, 
                             n_timed=0, progress=False, transform_image=transform)
         return list(given), pd.read_csv(tmp_path / name / "per_map.csv")
 
-    (clean, _), (darker, _), (erased, erased_maps) = (evaluate("clean", None), evaluate("gamma", lambda m: gamma(m, 1.4)),
-                                                      evaluate("erased", erase))
+    clean, _ = evaluate("clean", None)
+    darker, _ = evaluate("gamma", lambda m: gamma(m, 1.4))
+    erased, erased_maps = evaluate("erased", erase)
     assert len(clean) == len(darker) == len(erased) == 2
     assert all(c[2] > 0 and c[1] > d[1] > 0 and c[2] == d[2] for c, d in zip(clean, darker))
     assert all(e[1:] == (0.0, 0) for e in erased) and (erased_maps["valid_fraction"] == 0).all()
