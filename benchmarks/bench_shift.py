@@ -199,14 +199,15 @@ def git_commit() -> str | None:
         return None
 
 
-def report_header(rows: list[dict], data: Path, seed_data: Path, load_start: float, seconds: float) -> str:
-    """The report's title and run conditions (date, commit, load, data, resolutions)."""
+def report_header(rows: list[dict], data: Path, seed_data: Path, commit: str | None, load_start: float,
+                  seconds: float) -> str:
+    """The report's title and run conditions (date, commit the run started at, load, data, resolutions)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     resolutions = sorted({(r["checkpoint"], r["working_res_deg"], r["label_mode"]) for r in rows})
     models = "; ".join(f"{name}: working grid {res}°/px, label mode {mode}" for name, res, mode in resolutions)
     n_maps = rows[0]["n_maps"] if rows else 0
-    return (f"# Appearance shift on the synthetic bench preset\n\n{stamp}, commit {git_commit()}; "
+    return (f"# Appearance shift on the synthetic bench preset\n\n{stamp}, commit {commit}; "
             f"{os.cpu_count()} CPUs, load average {load_start:.1f} at the start, {load:.1f} at the end; "
             f"{seconds / 60:.1f} min. {n_maps} test maps (strategy 1, MY27 Ls180° – MY28 Ls121°) of {data} "
             f"(planet_seed1: {seed_data}). Shifts act on the maps as read (native grid, observed pixels); "
@@ -231,11 +232,11 @@ def main(argv=None) -> list[dict]:
     checkpoints = parse_checkpoints(args.checkpoint)
     data, out = ensure_bench_data(Path(args.data), 0), Path(args.out)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    t0 = time.perf_counter()
+    commit, t0 = git_commit(), time.perf_counter()
     rows = run_shift_benchmark(checkpoints, data, Path(args.seed_data), out, n_maps=args.maps,
                                conditions=args.conditions.split(",") if args.conditions else None,
                                label_mode=args.label_mode, device=args.device)
-    header = report_header(rows, data, Path(args.seed_data), load_start, time.perf_counter() - t0)
+    header = report_header(rows, data, Path(args.seed_data), commit, load_start, time.perf_counter() - t0)
     text = header + markdown(rows)
     write_text_atomic(out / "shift.md", text)
     write_text_atomic(out / "shift.json", json.dumps({"report": header.strip(), "checkpoints": {
