@@ -66,6 +66,7 @@ import torch
 import yaml
 
 from marsdust.fileio import write_table_atomic, write_text_atomic
+from marsdust.mdgm import MapImage
 
 log = logging.getLogger(__name__)
 
@@ -979,7 +980,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                         split: str = "test",
                         split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
                         score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
-                        device: str = "cpu", progress: bool = True) -> dict:
+                        device: str = "cpu", progress: bool = True,
+                        transform_image: Callable[[MapImage], MapImage] | None = None) -> dict:
     """Run a trained detector on a split's maps and score it (``EVAL_DIR/metrics.json``, ``per_map.csv``, figures).
 
     Parameters
@@ -1009,6 +1011,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     n_timed : int
         Maps timed (after 2 warm-up maps) for the median inference time.
     device : str
+    transform_image : callable, optional
+        Applied to every map as read (native grid, float RGB in [0, 1]) before detection, e.g. an
+        appearance shift of :mod:`marsdust.shift`; the scored maps, timing and figures all see its output.
 
     Returns
     -------
@@ -1048,7 +1053,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     ground_truth, predictions, grids, map_ls, per_map, images = {}, {}, {}, {}, [], {}
     valid_masks, paper_truth = {}, {}
     for row in tqdm(rows.itertuples(), total=len(rows), desc=f"evaluate {split}", unit="map", disable=not progress):
-        image = read_map(row.path)
+        image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
         t0 = time.perf_counter()
         result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
                             score_threshold=score_threshold, device=device)
@@ -1069,7 +1074,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     timed_paths = list(rows["path"].iloc[: n_timed + 2])
     timing = None
     if len(timed_paths) > 2:
-        timed_images = [read_map(p) for p in timed_paths]
+        timed_images = [read_map(p) if transform_image is None else transform_image(read_map(p)) for p in timed_paths]
         timing = time_inference(lambda img: detect_map(model, img, score_threshold=0.5, device=device), timed_images)
     metrics = evaluate_detections(ground_truth, predictions, grids, map_ls=map_ls, segm=bool(model.has_masks),
                                   time_ms_per_map=None if timing is None else timing["median_ms"])
