@@ -1,5 +1,7 @@
 """The Typer application every command module registers on."""
 
+from typing import NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -11,6 +13,19 @@ app = typer.Typer(
 )
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``error: MESSAGE`` on one line to stderr and exit with code 2 (no traceback).
+
+    Parameters
+    ----------
+    message : object
+        The error (an exception or text); its whitespace, newlines included, is collapsed.
+    """
+    text = " ".join(str(message).split())
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(code=2)
 
 
 def setup_logging(level: int, *, lightning: bool = False) -> None:

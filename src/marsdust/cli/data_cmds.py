@@ -7,14 +7,8 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app
+from marsdust.cli._app import app, fail
 
-
-def _fail(message: object) -> None:
-    """Print a one-line error and exit with code 2 (no traceback)."""
-    text = " ".join(str(message).split())
-    typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _years(values) -> str:
@@ -55,7 +49,7 @@ def index_command(
         index = index_archive(archive, manifest=manifest)
         save_index(index, output)
     except (MapReadError, ValueError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     problems = problems_table(index)
     shown = 10
     for problem in problems.head(shown).itertuples():
@@ -112,7 +106,7 @@ def catalog_command(
             storms = read_catalog(mdad_path, skip_bad=skip_bad, master=master, strict=strict)
         save_catalog(storms, output)
     except (CatalogError, ValueError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     for line in storms.attrs.get("sources", []):
         typer.echo(f"source: {line}", err=True)
     for text in dict.fromkeys(' '.join(str(w.message).split()) for w in caught):

@@ -11,14 +11,8 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, setup_logging
+from marsdust.cli._app import app, fail, setup_logging
 
-
-def _fail(message: object) -> None:
-    """Print a one-line error and exit with code 2 (no traceback)."""
-    text = " ".join(str(message).split())
-    typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _devices(text: Optional[str]):
@@ -123,9 +117,9 @@ def train_command(
             raise ValueError(f"unknown detector {config.model!r}; available: {', '.join(available_models())}")
         summary = train(config, output, resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(exc)
+        fail(exc)
     except MisconfigurationException as exc:
-        _fail(_trainer_setup_message(exc))
+        fail(_trainer_setup_message(exc))
     if summary["global_rank"] != 0:  # under DDP each process returns here; rank 0 reports
         return
     best = summary["best_val_map50"]
@@ -163,7 +157,7 @@ def evaluate_command(
     from marsdust.train import evaluate_checkpoint
 
     if split not in ("test", "val", "train"):
-        _fail(f"--split must be test, val or train, got {split!r}")
+        fail(f"--split must be test, val or train, got {split!r}")
     try:
         metrics = evaluate_checkpoint(checkpoint, output, data=data, archive=archive, catalog=catalog, master=master,
                                       split=split,
@@ -171,7 +165,7 @@ def evaluate_command(
                                       score_threshold=score_threshold, n_figures=figures, device=device,
                                       progress=not quiet)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
 
     def pct(value):
         return "n/a" if value is None or value != value else f"{100 * value:.1f}"
@@ -223,10 +217,10 @@ def compare_command(
     strategy_names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [m for m in model_names if m not in available_models()]
     if unknown:
-        _fail(f"unknown detector(s) {unknown}; available: {', '.join(available_models())}")
+        fail(f"unknown detector(s) {unknown}; available: {', '.join(available_models())}")
     bad = [s for s in strategy_names if s not in ("temporal", "random")]
     if bad:
-        _fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
+        fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
         base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
                                                max_steps=max_steps,
@@ -235,8 +229,8 @@ def compare_command(
                                                progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     except MisconfigurationException as exc:
-        _fail(_trainer_setup_message(exc))
+        fail(_trainer_setup_message(exc))
     typer.echo(comparison_markdown(result["table"]))
     typer.echo(f"-> {result['markdown']}, {result['csv']}")
