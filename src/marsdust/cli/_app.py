@@ -1,6 +1,7 @@
 """The Typer application every command module registers on."""
 
-from typing import NoReturn
+import contextlib
+from typing import Iterator, NoReturn
 
 import typer
 
@@ -53,3 +54,20 @@ def quiet_lightning() -> None:
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def without_warnings_of(logger_name: str) -> Iterator[None]:
+    """Within the block, drop the WARNING (and lower) lines of logger ``logger_name``; errors still pass.
+
+    For a command that prints the same news itself, so that each thing is said once.
+    """
+    import logging
+
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

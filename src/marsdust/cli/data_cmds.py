@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, fail
+from marsdust.cli._app import app, fail, setup_logging, without_warnings_of
 
 
 
@@ -43,10 +43,14 @@ def index_command(
 
     Maps listed in list_ls.txt but missing, and map files that are not listed, are reported as problems (they are not indexed).
     """
+    import logging
+
     from marsdust.mdgm import MapReadError, index_archive, problems_table, save_index
 
+    setup_logging(logging.WARNING)
     try:
-        index = index_archive(archive, manifest=manifest)
+        with without_warnings_of("marsdust.mdgm"):  # its warning is the problem count, printed below with the list
+            index = index_archive(archive, manifest=manifest)
         save_index(index, output)
     except (MapReadError, ValueError, OSError) as exc:
         fail(exc)
