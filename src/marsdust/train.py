@@ -119,6 +119,8 @@ class TrainConfig:
     master : str or None
         MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under the
         catalog folder, :func:`marsdust.mdad.read_catalog`).
+    strict : bool
+        Stop on MDAD cube/master disagreements instead of one warning (``read_catalog(strict=True)``).
     model : str
         Registered detector (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``).
     model_preset : str or None
@@ -175,6 +177,7 @@ class TrainConfig:
     archive: str | None = None
     catalog: str | None = None
     master: str | None = None
+    strict: bool = False
     model: str = "dustrcnn"
     model_preset: str | None = None
     model_config: dict = field(default_factory=dict)
@@ -322,7 +325,7 @@ def load_tables(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     index_df = index_archive(archive)
     if len(index_df) == 0:
         raise ValueError(f"archive {archive} holds no maps")
-    storms_df = read_catalog(catalog, master=config.master)
+    storms_df = read_catalog(catalog, master=config.master, strict=config.strict)
     return index_df, storms_df
 
 
@@ -870,7 +873,7 @@ def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
                         archive: str | None = None, catalog: str | None = None, master: str | None = None,
-                        split: str = "test",
+                        strict: bool = False, split: str = "test",
                         split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
                         score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
                         device: str = "cpu", progress: bool = True) -> dict:
@@ -886,6 +889,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
     data, archive, catalog, master : str, optional
         The data (as for training; default: the run's ``config.yaml``).
+    strict : bool
+        Stop on MDAD cube/master disagreements instead of one warning (:attr:`TrainConfig.strict`).
     split : {"test", "val", "train"}
         Which maps to score.
     split_file : str, optional
@@ -928,7 +933,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     config = TrainConfig.from_dict({"data": data or run_values.get("data"),
                                     "archive": archive or (None if data else run_values.get("archive")),
                                     "catalog": catalog or (None if data else run_values.get("catalog")),
-                                    "master": master or (None if data or catalog else run_values.get("master"))},
+                                    "master": master or (None if data or catalog else run_values.get("master")),
+                                    "strict": strict},
                                    source="evaluation data")
     label_mode = label_mode or run_values.get("label_mode", "fixed")
     index_df, storms_df = load_tables(config)
@@ -1037,7 +1043,7 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
                 best = run_dir / "checkpoints" / "best.ckpt"
                 checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
                 evaluate_checkpoint(checkpoint, eval_dir, data=base.data, archive=base.archive, catalog=base.catalog,
-                                    master=base.master, progress=progress)
+                                    master=base.master, strict=base.strict, progress=progress)
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")

@@ -9,6 +9,9 @@ import typer
 
 from marsdust.cli._app import app, fail, setup_logging, without_warnings_of
 
+#: Help of ``--strict``, the option of every command that reads the MDAD (catalog, train, evaluate, compare).
+STRICT_HELP = ("Stop on MDAD cube/master disagreements (rows without pixels, swathLs more than 0.5° from the day's "
+               "median Ls, cube days with storms but no row) instead of one warning.")
 
 
 def _years(values) -> str:
@@ -90,11 +93,7 @@ def catalog_command(
         help="The MDAD v1.1 master CSV (columns subphase, sol, mem_ID, seq_ID, confidence_flag, area, swathLs, "
         "centroid_lon, centroid_lat) for every cube, when it is not under MDAD_PATH or there are several.",
     ),
-    strict: bool = typer.Option(
-        False, "--strict",
-        help="Stop on cube/master disagreements (rows without pixels, swathLs more than 0.5° from the day's "
-        "median Ls, cube days with storms but no row) instead of one warning.",
-    ),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
 ) -> None:
     """Read the MDAD storm catalogue into one normalized storm table.
 

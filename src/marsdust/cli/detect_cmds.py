@@ -10,7 +10,6 @@ import typer
 from marsdust.cli._app import app, fail, setup_logging
 
 
-
 @app.command("detect")
 def detect_command(
     checkpoint: Path = typer.Argument(..., help="Trained detector (.ckpt from marsdust train, or a marsdust checkpoint).",

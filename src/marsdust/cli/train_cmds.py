@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from marsdust.cli._app import app, fail, setup_logging
-
+from marsdust.cli.data_cmds import STRICT_HELP
 
 
 def _devices(text: Optional[str]):
@@ -50,6 +50,7 @@ def train_command(
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD table/netCDF/folder (instead of DATA/mdad).",
                                           show_default=False),
     master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP, show_default=False),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig settings "
                                                "(command-line options override it).", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", help="Detector: dustrcnn, maskrcnn, fasterrcnn, sppnet "
@@ -103,7 +104,8 @@ def train_command(
 
     setup_logging(logging.WARNING, lightning=True)
     cli_values = dict(
-        data=data, archive=archive, catalog=catalog, master=master, model=model, strategy=strategy, max_steps=max_steps,
+        data=data, archive=archive, catalog=catalog, master=master, strict=strict or None, model=model,
+        strategy=strategy, max_steps=max_steps,
         label_mode=label_mode, schedule=schedule, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         batch_size=batch_size, map_res_deg=map_res_deg, model_preset=model_preset, backbone=backbone, seed=seed,
         train_period=train_period, test_period=test_period, random_period=random_period, val_fraction=val_fraction,
@@ -141,6 +143,7 @@ def evaluate_command(
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
     master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     split: str = typer.Option("test", "--split", help="Maps to score: test, val or train."),
     split_file: Optional[str] = typer.Option(None, "--split-file", help="Split manifest (default: the run's "
                                              "split.csv next to the checkpoint, else recomputed)."),
@@ -160,7 +163,7 @@ def evaluate_command(
         fail(f"--split must be test, val or train, got {split!r}")
     try:
         metrics = evaluate_checkpoint(checkpoint, output, data=data, archive=archive, catalog=catalog, master=master,
-                                      split=split,
+                                      strict=strict, split=split,
                                       split_file=split_file, strategy=strategy, label_mode=label_mode,
                                       score_threshold=score_threshold, n_figures=figures, device=device,
                                       progress=not quiet)
@@ -188,6 +191,7 @@ def compare_command(
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
     master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     models: str = typer.Option("dustrcnn,maskrcnn,fasterrcnn,sppnet", "--models", help="Detectors, comma-separated."),
     strategies: str = typer.Option("temporal,random", "--strategies", help="Split strategies, comma-separated."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Steps per run (same for all)."),
@@ -223,7 +227,7 @@ def compare_command(
         fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
         base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
-                                               max_steps=max_steps,
+                                               strict=strict or None, max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
                                                val_every_n_steps=val_every, seed=seed,
                                                progress=False if quiet else None))
