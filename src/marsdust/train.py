@@ -644,9 +644,9 @@ def _best_checkpoint_class():
     class BestCheckpoint(ModelCheckpoint):
         """``best.ckpt`` that a resumed run replaces only with a better model.
 
-        ``last.ckpt`` is written at the end of a training step, before the validation of that
-        step, so the best score it carries is the one before that validation (and Lightning drops
-        it altogether when the run folder moved: ``dirpath`` differs). On resume the score of the
+        A ``last.ckpt`` of an earlier version was written before its step's validation, so the best
+        score it carries can be the one before that validation (and Lightning drops it altogether
+        when the run folder moved: ``dirpath`` differs). On resume the score of the
         ``best.ckpt`` on disk is restored when it is higher.
         """
 
@@ -698,17 +698,27 @@ def _callbacks(run_dir: Path, config: TrainConfig):
     best = _best_checkpoint_class()(dirpath=ckpt_dir, filename="best", monitor="val_map50", mode="max", save_top_k=1,
                                     auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
     every = int(config.ckpt_every_n_steps or min(config.val_every_n_steps, config.max_steps))
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
-                           enable_version_counter=False)
+    val_every = min(int(config.val_every_n_steps), int(config.max_steps))
 
-    class FinalLast(Callback):
-        """``last.ckpt`` also at the final step when ``max_steps`` is not a multiple of the interval."""
+    class LastCheckpoint(Callback):
+        """``last.ckpt`` every ``every`` steps and at the final step; after the step's validation when it has one.
+
+        Saved before that validation, a checkpoint would let a run killed during it resume past it:
+        its ``metrics.csv`` row and its chance at ``best.ckpt`` would be lost.
+        """
+
+        def due(self, trainer) -> bool:
+            return trainer.global_step % every == 0 or trainer.global_step >= trainer.max_steps
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step >= trainer.max_steps and trainer.global_step % every != 0:
+            if self.due(trainer) and trainer.global_step % val_every != 0:
                 trainer.save_checkpoint(ckpt_dir / "last.ckpt")
 
-    return [best, last, FinalLast(), LearningRateMonitor(logging_interval="step")]
+        def on_validation_end(self, trainer, pl_module):
+            if self.due(trainer):
+                trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+
+    return [best, LastCheckpoint(), LearningRateMonitor(logging_interval="step")]
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, callbacks: list | None = None) -> dict:
