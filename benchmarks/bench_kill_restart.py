@@ -11,12 +11,12 @@ run's: rows lost, rows duplicated, rows changed.
 ``train``: the synthetic ``ci`` preset and a tiny detector (model preset ``small_cpu`` at
 ``--train-res-deg``, ``--train-steps`` steps, ``last.ckpt`` every ``--ckpt-every`` steps, so most
 kills land between checkpoints). One uninterrupted ``marsdust train``, then per trial a fresh run
-killed at random moments (uniform over the uninterrupted run's wall time) and restarted with
+killed at random moments (at a random step, between checkpoints or in a validation) and restarted with
 ``--resume`` until it finishes. Its final weights (``last.ckpt``, and ``best.ckpt``) must equal the
 uninterrupted run's bit for bit, and its ``metrics.csv`` must hold exactly the uninterrupted run's
 rows: lost, duplicated and changed rows are counted.
 
-    .venv/bin/python benchmarks/bench_kill_restart.py --trials 6 --kills-per-trial 3 --train-trials 4
+    .venv/bin/python benchmarks/bench_kill_restart.py --trials 6 --kills-per-trial 3 --train-trials 3
 
 Writes ``bench_out/kill_restart.md`` (and prints it).
 """
@@ -59,9 +59,20 @@ def detect_command(checkpoint: Path, archive: Path, out: Path) -> list[str]:
             "--threads", "1"]
 
 
-def run_to_completion(command: list[str], rng: random.Random, kills: int, delay_s: tuple[float, float],
-                      restart: list[str] | None = None, on_kill=None) -> int:
-    """Start ``command``; kill it with SIGKILL after a random delay up to ``kills`` times; then let it finish.
+def after_random_delay(rng: random.Random, low_s: float, high_s: float):
+    """A ``wait_to_kill``: wait a random time; True if the process still runs then."""
+    def wait(process: subprocess.Popen) -> bool:
+        try:
+            process.wait(timeout=rng.uniform(low_s, high_s))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    return wait
+
+
+def run_to_completion(command: list[str], kills: int, wait_to_kill, restart: list[str] | None = None,
+                      on_kill=None) -> int:
+    """Start ``command``; up to ``kills`` times SIGKILL it when ``wait_to_kill(process)`` says so; then let it finish.
 
     ``restart`` (default ``command``) is the command of every start after a kill; ``on_kill()`` is
     called after each kill. Returns the number of kills.
@@ -71,9 +82,7 @@ def run_to_completion(command: list[str], rng: random.Random, kills: int, delay_
         current = command if done_kills == 0 or restart is None else restart
         process = subprocess.Popen(current, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done_kills < kills:
-            try:
-                process.wait(timeout=rng.uniform(*delay_s))
-            except subprocess.TimeoutExpired:
+            if wait_to_kill(process):
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 done_kills += 1
@@ -120,8 +129,8 @@ def check_detect(args, rng: random.Random, out: Path) -> dict:
     for trial in range(args.trials):
         trial_dir = out / f"trial{trial}"
         shutil.rmtree(trial_dir, ignore_errors=True)
-        totals["kills"] += run_to_completion(detect_command(checkpoint, archive, trial_dir), rng,
-                                             args.kills_per_trial, (0.5, args.max_delay))
+        totals["kills"] += run_to_completion(detect_command(checkpoint, archive, trial_dir), args.kills_per_trial,
+                                             after_random_delay(rng, 0.5, args.max_delay))
         for ref, name, key in ((reference, "detections.csv", ["map_id", "x0", "y0", "x1", "y1"]),
                                (reference_maps, "maps.csv", ["map_id"])):
             for what, n in compare_rows(ref, pd.read_csv(trial_dir / name), key).items():
@@ -170,6 +179,27 @@ def logged_step(run_dir: Path) -> int | None:
     return int(steps.max()) if len(steps) else None
 
 
+def at_a_random_training_step(rng: random.Random, run_dir: Path, last_step: int, step_seconds: float):
+    """A ``wait_to_kill``: wait until ``metrics.csv`` shows a random later step, then up to 1.5 steps' time more.
+
+    So kills land during training (between checkpoints, in validation), not mostly during start-up.
+    True if the process still runs then.
+    """
+    def wait(process: subprocess.Popen) -> bool:
+        first = (logged_step(run_dir) or 0) + 1
+        if first > last_step:
+            return False
+        target = rng.randint(first, last_step)
+        while process.poll() is None and (logged_step(run_dir) or 0) < target:
+            time.sleep(0.2)
+        try:
+            process.wait(timeout=rng.uniform(0.0, 1.5 * step_seconds))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    return wait
+
+
 def check_train(args, rng: random.Random, out: Path) -> dict:
     """Uninterrupted ``train``, then ``args.train_trials`` runs killed at random and resumed; totals."""
     data = out / "ci"
@@ -194,7 +224,8 @@ def check_train(args, rng: random.Random, out: Path) -> dict:
             totals["kills in training"] += logged_step(run_dir) is not None
 
         totals["kills"] += run_to_completion(
-            train_command(data, config, run_dir, resume=False), rng, args.kills_per_trial, (1.0, reference_seconds),
+            train_command(data, config, run_dir, resume=False), args.kills_per_trial,
+            at_a_random_training_step(rng, run_dir, args.train_steps - 1, reference_seconds / args.train_steps),
             restart=train_command(data, config, run_dir, resume=True), on_kill=note_kill)
         for name, key in (("last", "last equal"), ("best", "best equal")):
             path = f"checkpoints/{name}.ckpt"
@@ -233,7 +264,8 @@ def train_report(args, totals: dict) -> list[str]:
         f"ci preset, model preset small_cpu at {args.train_res_deg:g}°, {args.train_steps} steps (validation every "
         f"{args.val_every}, last.ckpt every {args.ckpt_every}); the uninterrupted run took "
         f"{totals['reference seconds']:.0f} s and logged {totals['rows']} metrics.csv rows. {trials} trials of up to "
-        f"{args.kills_per_trial} SIGKILLs each (1 s to {totals['reference seconds']:.0f} s after each start), "
+        f"{args.kills_per_trial} SIGKILLs each (each once metrics.csv shows a random later step, then up to 1.5 "
+        f"steps' time more), "
         f"restarted with --resume, {totals['seconds']:.0f} s.",
         "",
         "| kills survived | of them after training began | final weights equal (last.ckpt) | best.ckpt equal | "
@@ -256,11 +288,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6, help="detect trials.")
     parser.add_argument("--kills-per-trial", type=int, default=3)
     parser.add_argument("--max-delay", type=float, default=12.0, help="detect: longest wait before a kill, seconds.")
-    parser.add_argument("--train-trials", type=int, default=4)
-    parser.add_argument("--train-steps", type=int, default=24)
+    parser.add_argument("--train-trials", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=16)
     parser.add_argument("--train-res-deg", type=float, default=1.6)
     parser.add_argument("--val-every", type=int, default=8)
-    parser.add_argument("--ckpt-every", type=int, default=5)
+    parser.add_argument("--ckpt-every", type=int, default=4,
+                        help="train: last.ckpt every N steps (dividing --val-every, so that some kills land in "
+                        "the validation that follows a checkpoint).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
