@@ -1,13 +1,22 @@
-"""Kill-restart check of ``marsdust detect``: SIGKILL at random moments, restart, compare with an uninterrupted run.
+"""Kill-restart check of ``marsdust detect`` and ``marsdust train``: SIGKILL at random moments, restart, compare.
 
-Builds a small archive (hand-drawn storms on a 0.8° MOC grid) and a tiny deterministic detector
-(its heads always say "storm", so every map gives boxes; both from ``tests/test_detect.py``), runs ``marsdust detect`` once without
-interruption, then for each trial starts the same command in a fresh folder, kills it with SIGKILL
-after a random delay, and restarts it (killing it again, at random, up to ``--kills-per-trial``
-times) until it finishes. Each finished ``detections.csv`` and ``maps.csv`` is compared row by row
-with the uninterrupted run's: rows lost, rows duplicated, rows changed.
+``detect``: builds a small archive of bright discs on a 0.8° MOC grid (:mod:`marsdust.synth.discs`)
+and a tiny deterministic detector (:func:`marsdust.models.always_storm_detector`: its heads always
+say "storm", so every map gives boxes), runs ``marsdust detect`` once without interruption, then for
+each trial starts the same command in a fresh folder, kills it with SIGKILL after a random delay,
+and restarts it (killing it again, at random, up to ``--kills-per-trial`` times) until it finishes.
+Each finished ``detections.csv`` and ``maps.csv`` is compared row by row with the uninterrupted
+run's: rows lost, rows duplicated, rows changed.
 
-    .venv/bin/python benchmarks/bench_kill_restart.py --trials 6 --kills-per-trial 3
+``train``: the synthetic ``ci`` preset and a tiny detector (model preset ``small_cpu`` at
+``--train-res-deg``, ``--train-steps`` steps, ``last.ckpt`` every ``--ckpt-every`` steps, so most
+kills land between checkpoints). One uninterrupted ``marsdust train``, then per trial a fresh run
+killed at random moments (at a random step, between checkpoints or in a validation) and restarted with
+``--resume`` until it finishes. Its final weights (``last.ckpt``, and ``best.ckpt``) must equal the
+uninterrupted run's bit for bit, and its ``metrics.csv`` must hold exactly the uninterrupted run's
+rows: lost, duplicated and changed rows are counted.
+
+    .venv/bin/python benchmarks/bench_kill_restart.py --trials 6 --kills-per-trial 3 --train-trials 3
 
 Writes ``bench_out/kill_restart.md`` (and prints it).
 """
@@ -18,6 +27,7 @@ import argparse
 import datetime
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,18 +36,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import yaml
 
 from marsdust.grid import MapGrid
+from marsdust.models import always_storm_detector, save_checkpoint
+from marsdust.synth import synthesize
+from marsdust.synth.discs import write_disc_archive
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_detect import confident_checkpoint, write_archive  # noqa: E402  (the kill test's own archive and model)
+CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def build_archive(root: Path, n_maps: int) -> Path:
     """``root/R18/r18_NNN.png`` on a 0.8° MOC grid, one bright disc each, and their ``list_ls.txt``."""
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(25.0 * sol % 360.0 - 180.0, 10.0 - sol % 20, 6.0 + sol % 3)])
             for sol in range(1, n_maps + 1)}
-    return write_archive(root, maps, grid=MapGrid.moc(0.8))
+    return write_disc_archive(root, maps, grid=MapGrid.moc(0.8))
 
 
 def detect_command(checkpoint: Path, archive: Path, out: Path) -> list[str]:
@@ -45,23 +59,40 @@ def detect_command(checkpoint: Path, archive: Path, out: Path) -> list[str]:
             "--threads", "1"]
 
 
-def run_to_completion(command: list[str], rng: random.Random, kills: int, max_delay_s: float) -> int:
-    """Start ``command``; kill it with SIGKILL after a random delay up to ``kills`` times; then let it finish."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def after_random_delay(rng: random.Random, low_s: float, high_s: float):
+    """A ``wait_to_kill``: wait a random time; True if the process still runs then."""
+    def wait(process: subprocess.Popen) -> bool:
+        try:
+            process.wait(timeout=rng.uniform(low_s, high_s))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    return wait
+
+
+def run_to_completion(command: list[str], kills: int, wait_to_kill, restart: list[str] | None = None,
+                      on_kill=None) -> int:
+    """Start ``command``; up to ``kills`` times SIGKILL it when ``wait_to_kill(process)`` says so; then let it finish.
+
+    ``restart`` (default ``command``) is the command of every start after a kill; ``on_kill()`` is
+    called after each kill. Returns the number of kills.
+    """
     done_kills = 0
     while True:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        current = command if done_kills == 0 or restart is None else restart
+        process = subprocess.Popen(current, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done_kills < kills:
-            try:
-                process.wait(timeout=rng.uniform(0.5, max_delay_s))
-            except subprocess.TimeoutExpired:
+            if wait_to_kill(process):
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 done_kills += 1
+                if on_kill is not None:
+                    on_kill()
                 continue
         _, stderr = process.communicate()
         if process.returncode != 0:
-            raise RuntimeError(f"detect failed after {done_kills} kill(s): {stderr.decode(errors='replace')[-500:]}")
+            raise RuntimeError(f"{' '.join(current[2:4])} failed after {done_kills} kill(s): "
+                               f"{stderr.decode(errors='replace')[-500:]}")
         return done_kills
 
 
@@ -70,7 +101,7 @@ def compare_rows(reference: pd.DataFrame, result: pd.DataFrame, key: list[str]) 
     counts_ref = reference.groupby(key).size()
     counts_res = result.groupby(key).size()
     lost = int((counts_ref - counts_res.reindex(counts_ref.index, fill_value=0)).clip(lower=0).sum())
-    duplicated = int((counts_res - 1).clip(lower=0).sum())
+    duplicated = int((counts_res - counts_ref.reindex(counts_res.index, fill_value=0)).clip(lower=0).sum())
     merged = reference.drop_duplicates(key).merge(result.drop_duplicates(key), on=key, suffixes=("", "_r"))
     values = [c for c in reference.columns if c not in key and c != "seconds"]
     changed = 0
@@ -83,46 +114,137 @@ def compare_rows(reference: pd.DataFrame, result: pd.DataFrame, key: list[str]) 
     return {"lost": lost, "duplicated": duplicated, "changed": changed}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_out/kill_restart"))
-    parser.add_argument("--maps", type=int, default=12)
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--kills-per-trial", type=int, default=3)
-    parser.add_argument("--max-delay", type=float, default=12.0, help="Longest wait before a kill, seconds.")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    out = args.out
+def check_detect(args, rng: random.Random, out: Path) -> dict:
+    """Uninterrupted ``detect``, then ``args.trials`` killed-and-restarted ones; totals of the row comparisons."""
     archive = build_archive(out / "archive", args.maps)
-    checkpoint = confident_checkpoint(out / "model.ckpt")
+    checkpoint = save_checkpoint(always_storm_detector(), out / "model.ckpt")
     reference_dir = out / "reference"
     subprocess.run(detect_command(checkpoint, archive, reference_dir) + ["--overwrite"], check=True,
-                   env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL)
+                   env=CHILD_ENV, stdout=subprocess.DEVNULL)
     reference = pd.read_csv(reference_dir / "detections.csv")
     reference_maps = pd.read_csv(reference_dir / "maps.csv")
-    totals = {"kills": 0, "lost": 0, "duplicated": 0, "changed": 0}
+    totals = {"kills": 0, "lost": 0, "duplicated": 0, "changed": 0, "temporary files left": 0,
+              "detections": len(reference)}
     started = time.perf_counter()
     for trial in range(args.trials):
         trial_dir = out / f"trial{trial}"
-        subprocess.run(["rm", "-rf", str(trial_dir)], check=True)
-        totals["kills"] += run_to_completion(detect_command(checkpoint, archive, trial_dir), rng,
-                                             args.kills_per_trial, args.max_delay)
+        shutil.rmtree(trial_dir, ignore_errors=True)
+        totals["kills"] += run_to_completion(detect_command(checkpoint, archive, trial_dir), args.kills_per_trial,
+                                             after_random_delay(rng, 0.5, args.max_delay))
         for ref, name, key in ((reference, "detections.csv", ["map_id", "x0", "y0", "x1", "y1"]),
                                (reference_maps, "maps.csv", ["map_id"])):
             for what, n in compare_rows(ref, pd.read_csv(trial_dir / name), key).items():
                 totals[what] += n
-        leftovers = [p for p in trial_dir.rglob("*") if ".tmp" in p.name]
-        totals.setdefault("temporary files left", 0)
-        totals["temporary files left"] += len(leftovers)
-    load = os.getloadavg()[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = "\n".join([
-        f"# Kill-restart check of marsdust detect ({datetime.date.today()}, commit {commit}, load average {load:.1f})",
+        totals["temporary files left"] += sum(".tmp" in p.name for p in trial_dir.rglob("*"))
+    totals["seconds"] = time.perf_counter() - started
+    return totals
+
+
+def train_command(data: Path, config: Path, run_dir: Path, resume: bool) -> list[str]:
+    return ([sys.executable, "-m", "marsdust", "train", "--data", str(data), "--config", str(config),
+             "-o", str(run_dir), "--quiet"] + (["--resume"] if resume else []))
+
+
+def write_train_config(path: Path, args) -> Path:
+    """The tiny run: model preset small_cpu at ``--train-res-deg``, one thread, no DataLoader workers."""
+    values = {"model_preset": "small_cpu", "map_res_deg": args.train_res_deg, "strategy": "random",
+              "max_steps": args.train_steps, "val_every_n_steps": args.val_every, "ckpt_every_n_steps": args.ckpt_every,
+              "batch_size": 2, "num_workers": 0, "threads": 1, "seed": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoints hold the same global step and bit-identical tensors under the same names."""
+    first, second = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    if first["global_step"] != second["global_step"] or first["state_dict"].keys() != second["state_dict"].keys():
+        return False
+    return all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+
+
+def metrics_rows(path: Path) -> pd.DataFrame:
+    """``metrics.csv`` with a ``logged`` column naming the non-empty columns of each row (train, lr or val row)."""
+    table = pd.read_csv(path)
+    table["logged"] = table.notna().apply(lambda row: "+".join(c for c in table.columns if row[c]), axis=1)
+    return table
+
+
+def logged_step(run_dir: Path) -> int | None:
+    """The last step in ``metrics.csv`` (None before the first row), read after a kill."""
+    try:
+        steps = pd.read_csv(run_dir / "metrics.csv")["step"]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return None
+    return int(steps.max()) if len(steps) else None
+
+
+def at_a_random_training_step(rng: random.Random, run_dir: Path, last_step: int, step_seconds: float):
+    """A ``wait_to_kill``: wait until ``metrics.csv`` shows a random later step, then up to 1.5 steps' time more.
+
+    So kills land during training (between checkpoints, in validation), not mostly during start-up.
+    True if the process still runs then.
+    """
+    def wait(process: subprocess.Popen) -> bool:
+        first = (logged_step(run_dir) or 0) + 1
+        if first > last_step:
+            return False
+        target = rng.randint(first, last_step)
+        while process.poll() is None and (logged_step(run_dir) or 0) < target:
+            time.sleep(0.2)
+        try:
+            process.wait(timeout=rng.uniform(0.0, 1.5 * step_seconds))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    return wait
+
+
+def check_train(args, rng: random.Random, out: Path) -> dict:
+    """Uninterrupted ``train``, then ``args.train_trials`` runs killed at random and resumed; totals."""
+    data = out / "ci"
+    if not (data / "archive").is_dir():
+        synthesize(data, "ci", seed=0, progress=False)
+    config = write_train_config(out / "train.yaml", args)
+    reference_dir = out / "train_reference"
+    shutil.rmtree(reference_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run(train_command(data, config, reference_dir, resume=False), check=True, env=CHILD_ENV,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reference_seconds = time.perf_counter() - t0
+    reference = metrics_rows(reference_dir / "metrics.csv")
+    totals = {"kills": 0, "kills in training": 0, "last equal": 0, "best equal": 0, "lost": 0, "duplicated": 0,
+              "changed": 0, "temporary files left": 0, "rows": len(reference), "reference seconds": reference_seconds}
+    started = time.perf_counter()
+    for trial in range(args.train_trials):
+        run_dir = out / f"train_trial{trial}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+        def note_kill():
+            totals["kills in training"] += logged_step(run_dir) is not None
+
+        totals["kills"] += run_to_completion(
+            train_command(data, config, run_dir, resume=False), args.kills_per_trial,
+            at_a_random_training_step(rng, run_dir, args.train_steps - 1, reference_seconds / args.train_steps),
+            restart=train_command(data, config, run_dir, resume=True), on_kill=note_kill)
+        for name, key in (("last", "last equal"), ("best", "best equal")):
+            path = f"checkpoints/{name}.ckpt"
+            totals[key] += same_weights(reference_dir / path, run_dir / path)
+        for what, n in compare_rows(reference, metrics_rows(run_dir / "metrics.csv"), ["step", "logged"]).items():
+            totals[what] += n
+        totals["temporary files left"] += sum(p.name not in ("best.ckpt", "last.ckpt")
+                                              for p in (run_dir / "checkpoints").iterdir())
+    totals["seconds"] = time.perf_counter() - started
+    return totals
+
+
+def detect_report(args, totals: dict) -> list[str]:
+    return [
+        "## marsdust detect",
         "",
-        f"`{' '.join(sys.argv)}`: {args.maps} maps, {len(reference)} detections in the uninterrupted run, "
-        f"{args.trials} trials of up to {args.kills_per_trial} SIGKILLs each at random moments "
-        f"(0.5–{args.max_delay:g} s after each start), {time.perf_counter() - started:.0f} s.",
+        f"{args.maps} maps, {totals['detections']} detections in the uninterrupted run, {args.trials} trials of up to "
+        f"{args.kills_per_trial} SIGKILLs each at random moments (0.5–{args.max_delay:g} s after each start), "
+        f"{totals['seconds']:.0f} s.",
         "",
         "| kills survived | rows lost | rows duplicated | rows changed | temporary files left |",
         "|---|---|---|---|---|",
@@ -131,8 +253,66 @@ def main() -> None:
         "",
         "Rows are those of detections.csv and maps.csv (maps.csv without its seconds column), compared with the "
         "uninterrupted run's.",
-    ])
-    (out.parent / "kill_restart.md").write_text(report + "\n")
+    ]
+
+
+def train_report(args, totals: dict) -> list[str]:
+    trials = args.train_trials
+    return [
+        "## marsdust train",
+        "",
+        f"ci preset, model preset small_cpu at {args.train_res_deg:g}°, {args.train_steps} steps (validation every "
+        f"{args.val_every}, last.ckpt every {args.ckpt_every}); the uninterrupted run took "
+        f"{totals['reference seconds']:.0f} s and logged {totals['rows']} metrics.csv rows. {trials} trials of up to "
+        f"{args.kills_per_trial} SIGKILLs each (each once metrics.csv shows a random later step, then up to 1.5 "
+        f"steps' time more), "
+        f"restarted with --resume, {totals['seconds']:.0f} s.",
+        "",
+        "| kills survived | of them after training began | final weights equal (last.ckpt) | best.ckpt equal | "
+        "metrics rows lost | rows duplicated | rows changed | temporary files left |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {totals['kills']} | {totals['kills in training']} | {totals['last equal']} of {trials} | "
+        f"{totals['best equal']} of {trials} | {totals['lost']} | {totals['duplicated']} | {totals['changed']} | "
+        f"{totals['temporary files left']} |",
+        "",
+        "Weights equal: the same global step and every tensor of the state dict bit-identical (torch.equal). Rows of "
+        "metrics.csv are keyed on (step, which columns are filled) and compared with the uninterrupted run's.",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_out/kill_restart"))
+    parser.add_argument("--what", choices=("detect", "train", "all"), default="all")
+    parser.add_argument("--maps", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=6, help="detect trials.")
+    parser.add_argument("--kills-per-trial", type=int, default=3)
+    parser.add_argument("--max-delay", type=float, default=12.0, help="detect: longest wait before a kill, seconds.")
+    parser.add_argument("--train-trials", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=16)
+    parser.add_argument("--train-res-deg", type=float, default=1.6)
+    parser.add_argument("--val-every", type=int, default=8)
+    parser.add_argument("--ckpt-every", type=int, default=4,
+                        help="train: last.ckpt every N steps (dividing --val-every, so that some kills land in "
+                        "the validation that follows a checkpoint).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    load_start = os.getloadavg()[0]
+    sections = []
+    if args.what in ("detect", "all"):
+        sections += detect_report(args, check_detect(args, rng, args.out)) + [""]
+    if args.what in ("train", "all"):
+        sections += train_report(args, check_train(args, rng, args.out)) + [""]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    report = "\n".join([
+        f"# Kill-restart check ({datetime.date.today()}, commit {commit}, load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end)",
+        "",
+        f"`{' '.join(sys.argv)}`",
+        "",
+    ] + sections)
+    (args.out.parent / "kill_restart.md").write_text(report)
     print(report)
 
 

@@ -1,5 +1,8 @@
 """`marsdust index` and `marsdust catalog` through Typer's CliRunner."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -29,6 +32,19 @@ def test_index_command(tmp_path):
     out_parquet = tmp_path / "index.parquet"
     assert runner.invoke(app, ["index", str(archive), "-o", str(out_parquet)]).exit_code == 0
     assert len(pd.read_parquet(out_parquet)) == 2
+
+
+def test_index_command_says_each_problem_and_the_count_once(tmp_path):
+    """In a fresh interpreter (pytest's log handlers would hide it): no logger line repeats the command's own."""
+    archive = make_archive(tmp_path / "archive")
+    (archive / "R18" / "r18_099.png").write_bytes((archive / "R18" / "r18_040.png").read_bytes())  # not listed
+    result = subprocess.run([sys.executable, "-m", "marsdust", "index", str(archive), "-o", str(tmp_path / "i.csv")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2, warnings  # one line per problem, nothing else
+    assert sorted(line.split(": ")[2] for line in warnings) == ["missing_map", "unlisted_map"]
+    assert result.stdout.startswith("2 maps, MY25, 2 problem(s)") and len(result.stdout.splitlines()) == 1
 
 
 def test_index_missing_archive_exits_2_without_traceback(tmp_path):

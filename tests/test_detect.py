@@ -3,7 +3,8 @@
 Geometry is tested independently of learning: a tiny detector's ``forward`` is replaced by a fake
 that "detects" the bright (red) blobs of whatever image it is given, so wrap padding, folding back
 into [0, W), areas and outlines can be checked against analytic values. The resumable / multi-process
-tests use a real tiny checkpoint whose weights are set so that it deterministically detects boxes.
+tests use a real tiny checkpoint whose weights are set so that it deterministically detects boxes
+(:func:`marsdust.models.always_storm_detector`) on archives of bright discs (:mod:`marsdust.synth.discs`).
 """
 
 from __future__ import annotations
@@ -21,56 +22,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from marsdust import detect, export
 from marsdust.grid import MARS_RADIUS_KM, MapGrid
-from marsdust.models import build_model, save_checkpoint
+from marsdust.models import TINY_DETECTOR, always_storm_detector, build_model, save_checkpoint
+from marsdust.synth.discs import draw_disc_map, write_disc_archive
 
 NATIVE = MapGrid.moc(0.4)  # 300 x 900 maps
-TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=4)
-BACKGROUND = (70, 60, 50)
-STORM = (255, 230, 200)
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def cap_mask(grid: MapGrid, lon0: float, lat0: float, radius_deg: float) -> np.ndarray:
-    """Pixels whose centre lies within ``radius_deg`` of arc of (lon0, lat0) on the sphere."""
-    lon = np.radians(grid.lon_centers_deg)[None, :]
-    lat = np.radians(grid.lat_centers_deg)[:, None]
-    cos_d = np.sin(lat) * math.sin(math.radians(lat0)) + np.cos(lat) * math.cos(math.radians(lat0)) * np.cos(
-        lon - math.radians(lon0))
-    return cos_d >= math.cos(math.radians(radius_deg))
-
-
 def cap_area_km2(radius_deg: float) -> float:
     return 2 * math.pi * MARS_RADIUS_KM**2 * (1 - math.cos(math.radians(radius_deg)))
-
-
-def draw_map(path: Path, storms=(), missing_cols: slice | None = None, grid: MapGrid = NATIVE) -> Path:
-    rgb = np.empty(grid.shape + (3,), dtype=np.uint8)
-    rgb[:] = BACKGROUND
-    for lon0, lat0, radius in storms:
-        rgb[cap_mask(grid, lon0, lat0, radius)] = STORM
-    if missing_cols is not None:
-        rgb[:, missing_cols] = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb, "RGB").save(path)
-    return path
-
-
-def write_archive(root: Path, maps: dict[str, tuple], grid: MapGrid = NATIVE) -> Path:
-    """``root/R18/r18_NNN.png`` + list_ls.txt; ``maps`` = {map_id: (ls, storms)}."""
-    folder = root / "R18"
-    lines = []
-    for map_id, (ls, storms) in maps.items():
-        draw_map(folder / f"{map_id}.png", storms, grid=grid)
-        lines.append(f"{map_id} 25 {ls}")
-    (folder / "list_ls.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def blob_forward(min_red: float = 0.6, extra_boxes=()):
@@ -111,32 +76,16 @@ def blob_forward(min_red: float = 0.6, extra_boxes=()):
 
 @pytest.fixture(scope="module")
 def blob_model():
-    model = build_model("dustrcnn", map_res_deg=0.8, **TINY).eval()
+    model = build_model("dustrcnn", map_res_deg=0.8, **TINY_DETECTOR).eval()
     model.forward = blob_forward()
     return model
-
-
-def confident_checkpoint(path: Path) -> Path:
-    """A tiny real dustrcnn whose heads always say "storm" (scores ~1, full-box masks): deterministic boxes."""
-    torch.manual_seed(0)
-    model = build_model("dustrcnn", map_res_deg=1.6, **TINY)
-    with torch.no_grad():
-        predictor = model.roi_heads.box_predictor
-        predictor.cls_score.weight.zero_()
-        predictor.cls_score.bias.copy_(torch.tensor([-4.0, 4.0]))
-        predictor.bbox_pred.weight.zero_()
-        predictor.bbox_pred.bias.zero_()
-        mask_logits = model.roi_heads.mask_head.mask_logits
-        mask_logits.weight.zero_()
-        mask_logits.bias.fill_(5.0)
-    return save_checkpoint(model, path)
 
 
 # ------------------------------------------------------------------------------------------------
 # one map: geometry
 # ------------------------------------------------------------------------------------------------
 def test_storm_across_180_is_detected_once_with_the_right_area(tmp_path, blob_model):
-    path = draw_map(tmp_path / "r18_001.png", [(179.0, 20.0, 15.0), (0.0, -30.0, 12.0)])
+    path = draw_disc_map(tmp_path / "r18_001.png", [(179.0, 20.0, 15.0), (0.0, -30.0, 12.0)])
     result = detect.detect_map(blob_model, path, mars_year=25, ls=100.0)
     assert result.map_id == "r18_001"
     assert result.grid.res_deg == pytest.approx(0.8) and result.native_grid == NATIVE
@@ -162,7 +111,7 @@ def test_storm_across_180_is_detected_once_with_the_right_area(tmp_path, blob_mo
 
 
 def test_without_the_wrap_pad_a_seam_storm_falls_in_two(tmp_path, blob_model):
-    path = draw_map(tmp_path / "r18_002.png", [(180.0, 0.0, 6.0)])
+    path = draw_disc_map(tmp_path / "r18_002.png", [(180.0, 0.0, 6.0)])
     padded = detect.detect_map(blob_model, path)
     unpadded = detect.detect_map(blob_model, path, pad_deg=0.0)
     assert padded.n_detections == 1 and unpadded.n_detections == 2
@@ -174,7 +123,7 @@ def test_without_the_wrap_pad_a_seam_storm_falls_in_two(tmp_path, blob_model):
 
 def test_tiles_find_each_storm_once(tmp_path, blob_model):
     storms = [(-150.0, 0.0, 6.0), (-60.0, 30.0, 6.0), (0.5, -10.0, 7.0), (90.0, 40.0, 5.0), (179.0, 0.0, 6.0)]
-    path = draw_map(tmp_path / "r18_003.png", storms)
+    path = draw_disc_map(tmp_path / "r18_003.png", storms)
     whole = detect.detect_map(blob_model, path)
     tiled = detect.detect_map(blob_model, path, max_tile_px=96, tile_overlap_px=40)
     assert len(detect.plan_tiles(150, 512, 96, 40)) >= 10
@@ -185,11 +134,11 @@ def test_tiles_find_each_storm_once(tmp_path, blob_model):
 
 
 def test_detections_mostly_in_missing_data_are_dropped(tmp_path):
-    model = build_model("dustrcnn", map_res_deg=0.8, **TINY).eval()
+    model = build_model("dustrcnn", map_res_deg=0.8, **TINY_DETECTOR).eval()
     # padded working image: 150 rows, pad p columns; missing data at native columns 400..500 -> working 200..250
     pad = detect.pad_columns(450, detect.DEFAULT_PAD_DEG, 0.8)
     model.forward = blob_forward(extra_boxes=[(pad + 205, 40, pad + 245, 80, 0.8), (pad + 240, 40, pad + 280, 80, 0.7)])
-    path = draw_map(tmp_path / "r18_004.png", [(-120.0, 0.0, 5.0)], missing_cols=slice(400, 500))
+    path = draw_disc_map(tmp_path / "r18_004.png", [(-120.0, 0.0, 5.0)], missing_cols=slice(400, 500))
     result = detect.detect_map(model, path)
     scores = sorted(r["score"] for r in result.records)
     # the box wholly in the gap is dropped; the one 75 % observed is kept, its mask cut to observed pixels
@@ -200,8 +149,8 @@ def test_detections_mostly_in_missing_data_are_dropped(tmp_path):
 
 
 def test_model_score_threshold_is_restored_and_real_model_runs(tmp_path):
-    model = build_model("dustrcnn", map_res_deg=1.6, **TINY).eval()
-    path = draw_map(tmp_path / "r18_005.png", [(10.0, 0.0, 10.0)])
+    model = build_model("dustrcnn", map_res_deg=1.6, **TINY_DETECTOR).eval()
+    path = draw_disc_map(tmp_path / "r18_005.png", [(10.0, 0.0, 10.0)])
     result = detect.detect_map(model, path, score_threshold=0.0)
     assert model.roi_heads.score_thresh == model.config.box_score_thresh
     assert result.grid.shape == (75, 225)
@@ -222,7 +171,7 @@ def test_archive_products_read_back(tmp_path, blob_model):
 
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(175.0 + 2 * sol, 10.0, 8.0), (-40.0, -35.0, 5.0)])
             for sol in (1, 2, 3)}
-    archive = write_archive(tmp_path / "archive", maps)
+    archive = write_disc_archive(tmp_path / "archive", maps)
     (archive / "R18" / "r18_004.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with open(archive / "R18" / "list_ls.txt", "a") as handle:
         handle.write("r18_004 25 102.0\n")
@@ -278,7 +227,7 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
 
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(-170.0 + 40 * sol, 5.0, 6.0), (20.0, -30.0 + 3 * sol, 5.0)])
             for sol in range(1, 9)}
-    archive = write_archive(tmp_path / "archive", maps, grid=MapGrid.moc(0.4))
+    archive = write_disc_archive(tmp_path / "archive", maps, grid=MapGrid.moc(0.4))
     umask_before = os.umask(0o022)
     os.umask(umask_before)
     detect.detect_archive(blob_model, archive, tmp_path / "one", batch_size=3, geotiff=True, progress=False)
@@ -302,7 +251,7 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
 
 def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob_model):
     maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
-    archive = write_archive(tmp_path / "archive", maps)
+    archive = write_disc_archive(tmp_path / "archive", maps)
     out = tmp_path / "out"
     detect.detect_archive(blob_model, archive, out, progress=False)
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
@@ -348,8 +297,8 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     grid = MapGrid.moc(0.8)  # 150 x 450 native, 1.6° working grid
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(20.0 * sol - 170.0, 10.0 - sol, 6.0 + sol % 3)])
             for sol in range(1, 13)}
-    archive = write_archive(tmp_path / "archive", maps, grid=grid)
-    ckpt = confident_checkpoint(tmp_path / "model.ckpt")
+    archive = write_disc_archive(tmp_path / "archive", maps, grid=grid)
+    ckpt = save_checkpoint(always_storm_detector(), tmp_path / "model.ckpt")
 
     reference = tmp_path / "reference"
     detect.detect_archive(ckpt, archive, reference, threads=1, progress=False)  # same numerics as OMP_NUM_THREADS=1
@@ -392,7 +341,7 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
 
 def test_fast_mask_pasting_equals_torchvision():
     torch.manual_seed(0)
-    model = build_model("dustrcnn", map_res_deg=0.8, **{**TINY, "box_detections_per_img": 20}).eval()
+    model = build_model("dustrcnn", map_res_deg=0.8, **{**TINY_DETECTOR, "box_detections_per_img": 20}).eval()
     image = torch.rand(3, 150, 512)
     fast = detect.run_model(model, [image], "cpu", 0.0)[0]
     with torch.inference_mode():
@@ -425,7 +374,7 @@ def png_declaring(path: Path, width: int, height: int) -> Path:
 
 def test_decompression_bomb_png_is_one_unreadable_map(tmp_path, blob_model):
     maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
-    archive = write_archive(tmp_path / "archive", maps)
+    archive = write_disc_archive(tmp_path / "archive", maps)
     png_declaring(archive / "R18" / "r18_002.png", 60000, 20000)
     summary = detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
     assert summary.n_errors == 1
@@ -437,7 +386,7 @@ def test_decompression_bomb_png_is_one_unreadable_map(tmp_path, blob_model):
 def test_disk_full_while_writing_parts_names_the_file(tmp_path, blob_model, monkeypatch):
     import errno
 
-    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
+    archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
     real_write_text = Path.write_text
 
     def full_disk(self, *args, **kwargs):
@@ -466,9 +415,9 @@ def test_hdf_error_on_a_full_disk_is_reported_as_disk_full(tmp_path, monkeypatch
 
 def test_resume_is_keyed_on_the_checkpoints_content_not_its_path(tmp_path):
     grid = MapGrid.moc(0.8)
-    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 8.0)]),
+    archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 8.0)]),
                                                    "r18_002": (102.0, [(40.0, 0.0, 8.0)])}, grid=grid)
-    ckpt = confident_checkpoint(tmp_path / "best.ckpt")
+    ckpt = save_checkpoint(always_storm_detector(), tmp_path / "best.ckpt")
     out = tmp_path / "out"
     detect.detect_archive(ckpt, archive, out, threads=1, progress=False)
     (out / "parts" / "r18_002.json").unlink()  # as if killed before the last map
@@ -484,7 +433,7 @@ def test_resume_is_keyed_on_the_checkpoints_content_not_its_path(tmp_path):
 
 
 def test_no_detections_still_has_member_and_sequence_columns(tmp_path, blob_model):
-    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [])})
+    archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [])})
     detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
     columns = pd.read_csv(tmp_path / "out" / "detections.csv").columns
     assert {"member_id", "sequence_id"} <= set(columns)
@@ -493,7 +442,7 @@ def test_no_detections_still_has_member_and_sequence_columns(tmp_path, blob_mode
 def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(tmp_path, blob_model):
     from marsdust.detect.archive import output_lock
 
-    archive = write_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
+    archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
     out = tmp_path / "out"
     stale = [out / "parts" / ".r18_001.json.k1ll3d.tmp.json", out / "parts" / "masks" / ".r18_001.nc.x.tmp.nc",
              out / ".detections.csv.y.tmp.csv"]

@@ -441,6 +441,29 @@ def test_catalog_command_on_the_v11_layout(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_train_strict_stops_on_a_catalog_disagreement_before_training(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    head = v11_head(tmp_path)
+    frame = pd.read_csv(head / "all_years.csv", keep_default_na=False)
+    frame.loc[0, "swathLs"] = 40.0
+    frame.to_csv(head / "all_years.csv", index=False)
+    archive = tmp_path / "archive"
+    (archive / "D01").mkdir(parents=True)
+    Image.fromarray(np.full((30, 90, 3), 100, np.uint8)).save(archive / "D01" / "d01_005.png")
+    (archive / "D01" / "list_ls.txt").write_text("d01_005 30 10.0\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--archive", str(archive), "--catalog", str(head), "--strict",
+                                      "-o", str(run), "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: MDAD consistency: 1 row(s) whose swathLs differs" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not run.exists()  # stopped while reading the tables, before the run folder was made
+
+
 def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path):
     path = tmp_path / "MDAD.csv"
     v10_frame(rows=ROWS + [ROWS[0]]).to_csv(path, index=False)

@@ -326,6 +326,34 @@ def test_interrupted_run_resumed_reaches_the_same_weights_as_an_uninterrupted_on
     pd.testing.assert_series_equal(cut_metrics["train_loss"], whole_metrics["train_loss"])
 
 
+@pytest.mark.slow
+def test_run_killed_during_the_validation_after_a_checkpoint_resumes_with_that_validation(ci_data, tmp_path):
+    """Its metrics.csv row and its best.ckpt must not be lost: last.ckpt of a validation step follows the validation."""
+    import lightning as L
+
+    class CrashInValidation(L.Callback):
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            if trainer.global_step == 3 and batch_idx == 1:
+                raise RuntimeError("simulated crash")
+
+    config = tiny_config(ci_data, map_res_deg=1.6, max_steps=5, val_every_n_steps=3, ckpt_every_n_steps=3,
+                         strategy="random")
+    train(config, tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, tmp_path / "cut", callbacks=[CrashInValidation()])
+    train(config, tmp_path / "cut", resume=True)
+    whole_metrics = pd.read_csv(tmp_path / "whole" / "metrics.csv")
+    cut_metrics = pd.read_csv(tmp_path / "cut" / "metrics.csv")
+    assert "val_map50" in cut_metrics.columns
+    pd.testing.assert_frame_equal(cut_metrics, whole_metrics)
+    for name in ("best", "last"):
+        a = torch.load(tmp_path / f"whole/checkpoints/{name}.ckpt", weights_only=False)
+        b = torch.load(tmp_path / f"cut/checkpoints/{name}.ckpt", weights_only=False)
+        assert a["global_step"] == b["global_step"]
+        for key in a["state_dict"]:
+            assert torch.equal(a["state_dict"][key], b["state_dict"][key]), (name, key)
+
+
 def test_resumed_run_keeps_the_best_score_of_best_ckpt_on_disk(tmp_path):
     """last.ckpt predates its step's validation: the score of best.ckpt on disk must win on resume."""
     from types import SimpleNamespace

@@ -121,6 +121,8 @@ class TrainConfig:
     master : str or None
         MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under the
         catalog folder, :func:`marsdust.mdad.read_catalog`).
+    strict : bool
+        Stop on MDAD cube/master disagreements instead of one warning (``read_catalog(strict=True)``).
     model : str
         Registered detector (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``).
     model_preset : str or None
@@ -183,6 +185,7 @@ class TrainConfig:
     archive: str | None = None
     catalog: str | None = None
     master: str | None = None
+    strict: bool = False
     model: str = "dustrcnn"
     model_preset: str | None = None
     model_config: dict = field(default_factory=dict)
@@ -330,7 +333,7 @@ def load_tables(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     index_df = index_archive(archive)
     if len(index_df) == 0:
         raise ValueError(f"archive {archive} holds no maps")
-    storms_df = read_catalog(catalog, master=config.master)
+    storms_df = read_catalog(catalog, master=config.master, strict=config.strict)
     return index_df, storms_df
 
 
@@ -686,9 +689,9 @@ def _best_checkpoint_class():
     class BestCheckpoint(ModelCheckpoint):
         """``best.ckpt`` that a resumed run replaces only with a better model.
 
-        ``last.ckpt`` is written at the end of a training step, before the validation of that
-        step, so the best score it carries is the one before that validation (and Lightning drops
-        it altogether when the run folder moved: ``dirpath`` differs). On resume the score of the
+        A ``last.ckpt`` of an earlier version was written before its step's validation, so the best
+        score it carries can be the one before that validation (and Lightning drops it altogether
+        when the run folder moved: ``dirpath`` differs). On resume the score of the
         ``best.ckpt`` on disk is restored when it is higher.
         """
 
@@ -740,17 +743,27 @@ def _callbacks(run_dir: Path, config: TrainConfig):
     best = _best_checkpoint_class()(dirpath=ckpt_dir, filename="best", monitor="val_map50", mode="max", save_top_k=1,
                                     auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
     every = int(config.ckpt_every_n_steps or min(config.val_every_n_steps, config.max_steps))
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
-                           enable_version_counter=False)
+    val_every = min(int(config.val_every_n_steps), int(config.max_steps))
 
-    class FinalLast(Callback):
-        """``last.ckpt`` also at the final step when ``max_steps`` is not a multiple of the interval."""
+    class LastCheckpoint(Callback):
+        """``last.ckpt`` every ``every`` steps and at the final step; after the step's validation when it has one.
+
+        Saved before that validation, a checkpoint would let a run killed during it resume past it:
+        its ``metrics.csv`` row and its chance at ``best.ckpt`` would be lost.
+        """
+
+        def due(self, trainer) -> bool:
+            return trainer.global_step % every == 0 or trainer.global_step >= trainer.max_steps
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step >= trainer.max_steps and trainer.global_step % every != 0:
+            if self.due(trainer) and trainer.global_step % val_every != 0:
                 trainer.save_checkpoint(ckpt_dir / "last.ckpt")
 
-    return [best, last, FinalLast(), LearningRateMonitor(logging_interval="step")]
+        def on_validation_end(self, trainer, pl_module):
+            if self.due(trainer):
+                trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+
+    return [best, LastCheckpoint(), LearningRateMonitor(logging_interval="step")]
 
 
 def _progress_lines_class():
@@ -977,7 +990,7 @@ def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
                         archive: str | None = None, catalog: str | None = None, master: str | None = None,
-                        split: str = "test",
+                        strict: bool = False, split: str = "test",
                         split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
                         score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
                         device: str = "cpu", progress: bool = True,
@@ -994,6 +1007,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
     data, archive, catalog, master : str, optional
         The data (as for training; default: the run's ``config.yaml``).
+    strict : bool
+        Stop on MDAD cube/master disagreements instead of one warning (:attr:`TrainConfig.strict`).
     split : {"test", "val", "train"}
         Which maps to score.
     split_file : str, optional
@@ -1040,7 +1055,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     config = TrainConfig.from_dict({"data": data or run_values.get("data"),
                                     "archive": archive or (None if data else run_values.get("archive")),
                                     "catalog": catalog or (None if data else run_values.get("catalog")),
-                                    "master": master or (None if data or catalog else run_values.get("master"))},
+                                    "master": master or (None if data or catalog else run_values.get("master")),
+                                    "strict": strict},
                                    source="evaluation data")
     label_mode = label_mode or model.checkpoint_extra.get("label_mode") or run_values.get("label_mode", "fixed")
     index_df, storms_df = load_tables(config)
@@ -1149,7 +1165,7 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
                 best = run_dir / "checkpoints" / "best.ckpt"
                 checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
                 evaluate_checkpoint(checkpoint, eval_dir, data=base.data, archive=base.archive, catalog=base.catalog,
-                                    master=base.master, progress=progress)
+                                    master=base.master, strict=base.strict, progress=progress)
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")

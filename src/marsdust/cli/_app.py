@@ -1,5 +1,8 @@
 """The Typer application every command module registers on."""
 
+import contextlib
+from typing import Iterator, NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -11,6 +14,19 @@ app = typer.Typer(
 )
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``error: MESSAGE`` on one line to stderr and exit with code 2 (no traceback).
+
+    Parameters
+    ----------
+    message : object
+        The error (an exception or text); its whitespace, newlines included, is collapsed.
+    """
+    text = " ".join(str(message).split())
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(code=2)
 
 
 def setup_logging(level: int, *, lightning: bool = False) -> None:
@@ -38,3 +54,20 @@ def quiet_lightning() -> None:
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def without_warnings_of(logger_name: str) -> Iterator[None]:
+    """Within the block, drop the WARNING (and lower) lines of logger ``logger_name``; errors still pass.
+
+    For a command that prints the same news itself, so that each thing is said once.
+    """
+    import logging
+
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -7,14 +7,11 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app
+from marsdust.cli._app import app, fail, setup_logging, without_warnings_of
 
-
-def _fail(message: object) -> None:
-    """Print a one-line error and exit with code 2 (no traceback)."""
-    text = " ".join(str(message).split())
-    typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(code=2)
+#: Help of ``--strict``, the option of every command that reads the MDAD (catalog, train, evaluate, compare).
+STRICT_HELP = ("Stop on MDAD cube/master disagreements (rows without pixels, swathLs more than 0.5° from the day's "
+               "median Ls, cube days with storms but no row) instead of one warning.")
 
 
 def _years(values) -> str:
@@ -49,13 +46,17 @@ def index_command(
 
     Maps listed in list_ls.txt but missing, and map files that are not listed, are reported as problems (they are not indexed).
     """
+    import logging
+
     from marsdust.mdgm import MapReadError, index_archive, problems_table, save_index
 
+    setup_logging(logging.WARNING)
     try:
-        index = index_archive(archive, manifest=manifest)
+        with without_warnings_of("marsdust.mdgm"):  # its warning is the problem count, printed below with the list
+            index = index_archive(archive, manifest=manifest)
         save_index(index, output)
     except (MapReadError, ValueError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     problems = problems_table(index)
     shown = 10
     for problem in problems.head(shown).itertuples():
@@ -92,11 +93,7 @@ def catalog_command(
         help="The MDAD v1.1 master CSV (columns subphase, sol, mem_ID, seq_ID, confidence_flag, area, swathLs, "
         "centroid_lon, centroid_lat) for every cube, when it is not under MDAD_PATH or there are several.",
     ),
-    strict: bool = typer.Option(
-        False, "--strict",
-        help="Stop on cube/master disagreements (rows without pixels, swathLs more than 0.5° from the day's "
-        "median Ls, cube days with storms but no row) instead of one warning.",
-    ),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
 ) -> None:
     """Read the MDAD storm catalogue into one normalized storm table.
 
@@ -112,7 +109,7 @@ def catalog_command(
             storms = read_catalog(mdad_path, skip_bad=skip_bad, master=master, strict=strict)
         save_catalog(storms, output)
     except (CatalogError, ValueError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     for line in storms.attrs.get("sources", []):
         typer.echo(f"source: {line}", err=True)
     for text in dict.fromkeys(' '.join(str(w.message).split()) for w in caught):

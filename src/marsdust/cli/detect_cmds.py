@@ -7,14 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from marsdust.cli._app import app, setup_logging
-
-
-def _fail(message: object) -> None:
-    """Print a one-line error and exit with code 2 (no traceback)."""
-    text = " ".join(str(message).split())
-    typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(code=2)
+from marsdust.cli._app import app, fail, setup_logging
 
 
 @app.command("detect")
@@ -67,13 +60,13 @@ def detect_command(
 
     setup_logging(logging.WARNING)
     if table_format not in ("csv", "parquet"):
-        _fail(f"--format must be csv or parquet, got {table_format!r}")
+        fail(f"--format must be csv or parquet, got {table_format!r}")
     from marsdust.detect import ENGINES
 
     if engine is not None and engine not in ENGINES:
-        _fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if not checkpoint.is_file():
-        _fail(f"{checkpoint}: no such checkpoint file")
+        fail(f"{checkpoint}: no such checkpoint file")
     try:
         from marsdust.models import resolve_score_threshold
 
@@ -88,7 +81,7 @@ def detect_command(
             onnx_model=None if onnx_model is None else str(onnx_model),
         )
     except (CheckpointError, MapReadError, ValueError, FileNotFoundError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     if not summary.paths:  # a torchrun rank other than 0: rank 0 reports
         return
     products = ", ".join(str(p) for key, p in summary.paths.items())

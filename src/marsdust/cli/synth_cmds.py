@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app
+from marsdust.cli._app import app, fail
 
 
 @app.command()
@@ -27,8 +27,7 @@ def synth(
     try:
         result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite)
     except (ValueError, SynthOutputExistsError) as error:
-        typer.echo(f"error: {' '.join(str(error).split())}", err=True)
-        raise typer.Exit(2)
+        fail(error)
     maps, storms = result["maps"], result["storms"]
     with_storms = storms["map_id"].nunique() if len(storms) else 0
     typer.echo(
@@ -68,8 +67,7 @@ def show(
         chosen = [m.strip() for m in map_ids.split(",")]
         missing = sorted(set(chosen) - set(index["map_id"]))
         if missing:
-            typer.echo(f"error: map ids not in {archive}: {', '.join(missing)}", err=True)
-            raise typer.Exit(2)
+            fail(f"map ids not in {archive}: {', '.join(missing)}")
     else:
         counts = storms.groupby("map_id").size().sort_values(ascending=False, kind="stable")
         chosen = [m for m in counts.index if m in set(index["map_id"])][:maps] or list(index["map_id"][:maps])

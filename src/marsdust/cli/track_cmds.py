@@ -8,8 +8,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app
-from marsdust.cli.data_cmds import _fail
+from marsdust.cli._app import app, fail
 
 INPUT_HELP = ("A storm table (the output of `marsdust catalog`, or a synth truth/storms.csv; .csv or .parquet), "
               "a detections.csv of `marsdust detect`, or an MDAD table, cube or folder.")
@@ -26,7 +25,7 @@ def _read(path: Path, what: str):
     try:
         return read_instances(path)
     except (ValueError, OSError) as exc:
-        _fail(f"{what}: {exc}")
+        fail(f"{what}: {exc}")
 
 
 def _truth_for(instances, truth_path: Path, maps_path: Optional[Path]):
@@ -41,9 +40,9 @@ def _truth_for(instances, truth_path: Path, maps_path: Optional[Path]):
         try:
             maps = pd.read_csv(maps_path)
         except (OSError, ValueError) as exc:
-            _fail(f"--maps {maps_path}: cannot read ({exc})")
+            fail(f"--maps {maps_path}: cannot read ({exc})")
         if "map_id" not in maps.columns:
-            _fail(f"--maps {maps_path}: no map_id column (columns: {', '.join(map(str, maps.columns))})")
+            fail(f"--maps {maps_path}: no map_id column (columns: {', '.join(map(str, maps.columns))})")
         map_ids = maps["map_id"].astype(str)
     return catalog_for(instances, truth, map_ids)
 
@@ -107,7 +106,7 @@ def track_command(
                         max_gap_sols=max_gap_sols, max_ls_gap_deg=max_ls_gap_deg, min_link_km=min_link_km,
                         size_factor=size_factor, min_sequence_sols=min_sequence_sols)
     except ValueError as exc:
-        _fail(f"{input_path}: {exc}")
+        fail(f"{input_path}: {exc}")
     members = members_table(tracked)
     members_path = members_path or _sibling(output, f"_members{output.suffix or '.csv'}")
     write_table_atomic(tracked, output)
@@ -149,5 +148,5 @@ def climatology_command(
     try:
         written = write_climatology(instances, out_dir, truth=catalog, ls_bin_deg=ls_bin_deg, label=label)
     except ValueError as exc:
-        _fail(f"{input_path}: {exc}")
+        fail(f"{input_path}: {exc}")
     typer.echo(f"{len(written)} figures ({', '.join(written)}) with their tables -> {out_dir}")

@@ -11,14 +11,8 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, setup_logging
-
-
-def _fail(message: object) -> None:
-    """Print a one-line error and exit with code 2 (no traceback)."""
-    text = " ".join(str(message).split())
-    typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(code=2)
+from marsdust.cli._app import app, fail, setup_logging
+from marsdust.cli.data_cmds import STRICT_HELP
 
 
 def _devices(text: Optional[str]):
@@ -56,6 +50,7 @@ def train_command(
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD table/netCDF/folder (instead of DATA/mdad).",
                                           show_default=False),
     master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP, show_default=False),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig settings "
                                                "(command-line options override it).", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", help="Detector: dustrcnn, maskrcnn, fasterrcnn, sppnet "
@@ -113,7 +108,8 @@ def train_command(
 
     setup_logging(logging.WARNING, lightning=True)
     cli_values = dict(
-        data=data, archive=archive, catalog=catalog, master=master, model=model, strategy=strategy, max_steps=max_steps,
+        data=data, archive=archive, catalog=catalog, master=master, strict=strict or None, model=model,
+        strategy=strategy, max_steps=max_steps,
         label_mode=label_mode, schedule=schedule, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         batch_size=batch_size, map_res_deg=map_res_deg, model_preset=model_preset, backbone=backbone, seed=seed,
         train_period=train_period, test_period=test_period, random_period=random_period, val_fraction=val_fraction,
@@ -127,9 +123,9 @@ def train_command(
             raise ValueError(f"unknown detector {config.model!r}; available: {', '.join(available_models())}")
         summary = train(config, output, resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(exc)
+        fail(exc)
     except MisconfigurationException as exc:
-        _fail(_trainer_setup_message(exc))
+        fail(_trainer_setup_message(exc))
     if summary["global_rank"] != 0:  # under DDP each process returns here; rank 0 reports
         return
     best = summary["best_val_map50"]
@@ -151,6 +147,7 @@ def evaluate_command(
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
     master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     split: str = typer.Option("test", "--split", help="Maps to score: test, val or train."),
     split_file: Optional[str] = typer.Option(None, "--split-file", help="Split manifest (default: the run's "
                                              "split.csv next to the checkpoint, else recomputed)."),
@@ -167,15 +164,15 @@ def evaluate_command(
     from marsdust.train import evaluate_checkpoint
 
     if split not in ("test", "val", "train"):
-        _fail(f"--split must be test, val or train, got {split!r}")
+        fail(f"--split must be test, val or train, got {split!r}")
     try:
         metrics = evaluate_checkpoint(checkpoint, output, data=data, archive=archive, catalog=catalog, master=master,
-                                      split=split,
+                                      strict=strict, split=split,
                                       split_file=split_file, strategy=strategy, label_mode=label_mode,
                                       score_threshold=score_threshold, n_figures=figures, device=device,
                                       progress=not quiet)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
 
     def pct(value):
         return "n/a" if value is None or value != value else f"{100 * value:.1f}"
@@ -198,6 +195,7 @@ def compare_command(
     archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
     master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     models: str = typer.Option("dustrcnn,maskrcnn,fasterrcnn,sppnet", "--models", help="Detectors, comma-separated."),
     strategies: str = typer.Option("temporal,random", "--strategies", help="Split strategies, comma-separated."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Steps per run (same for all)."),
@@ -227,20 +225,20 @@ def compare_command(
     strategy_names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [m for m in model_names if m not in available_models()]
     if unknown:
-        _fail(f"unknown detector(s) {unknown}; available: {', '.join(available_models())}")
+        fail(f"unknown detector(s) {unknown}; available: {', '.join(available_models())}")
     bad = [s for s in strategy_names if s not in ("temporal", "random")]
     if bad:
-        _fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
+        fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
         base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
-                                               max_steps=max_steps,
+                                               strict=strict or None, max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
                                                val_every_n_steps=val_every, seed=seed,
                                                progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     except MisconfigurationException as exc:
-        _fail(_trainer_setup_message(exc))
+        fail(_trainer_setup_message(exc))
     typer.echo(comparison_markdown(result["table"]))
     typer.echo(f"-> {result['markdown']}, {result['csv']}")

@@ -29,6 +29,7 @@ from marsdust.models.config import (
     DetectorConfig,
     preset_overrides,
 )
+from marsdust.models.known_output import TINY_DETECTOR, always_storm_detector
 from marsdust.models.losses import boundary_loss, box_losses, dice_loss
 from marsdust.models.registry import (
     MODEL_REGISTRY,
@@ -49,9 +50,11 @@ __all__ = [
     "MODEL_REGISTRY",
     "STOCK_LIKE",
     "SMALL_CPU",
+    "TINY_DETECTOR",
     "CheckpointError",
     "DetectorConfig",
     "MarsDustDetector",
+    "always_storm_detector",
     "available_models",
     "boundary_loss",
     "box_losses",
