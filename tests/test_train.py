@@ -440,26 +440,32 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path)
     baseline = evaluate_checkpoint(untrained, tmp_path / "eval0", data=str(ci_data),
                                    split_file=str(tmp_path / "run" / "split.csv"), n_figures=0, n_timed=0,
                                    progress=False)
-    print(f"learning test: trained map25 {trained['map25']:.3f} map50 {trained['map50']:.3f}; "
-          f"untrained map25 {baseline['map25']:.3f} map50 {baseline['map50']:.3f}")
+    paper, paper0 = trained["paper_boxes"]["map50"], baseline["paper_boxes"]["map50"]
+    masks, masks0 = trained["segm"]["map50"], baseline["segm"]["map50"]
+    print(f"learning test: trained map25 {trained['map25']:.3f} 12-degree map50 {paper:.3f} mask map50 {masks:.3f}; "
+          f"untrained {baseline['map25']:.3f} {paper0:.3f} {masks0:.3f}")
     assert trained["n_gt"] > 20
     assert trained["map25"] > LEARN_MIN_MAP25, (trained["map25"], baseline["map25"])
     assert trained["map25"] > 3 * baseline["map25"] + 0.01, (trained["map25"], baseline["map25"])
-    assert trained["map50"] > LEARN_MIN_MAP50, (trained["map50"], baseline["map50"])
-    assert trained["map50"] > baseline["map50"], (trained["map50"], baseline["map50"])
+    assert paper > LEARN_MIN_PAPER_MAP50 and paper > paper0, (paper, paper0)
+    assert masks > LEARN_MIN_MASK_MAP50 and masks > masks0, (masks, masks0)
 
 
-# Measured (2026-11-30, 2 cores, load ~2-4): this tiny configuration at 0.8 deg, warmup_cosine with lr 2e-3,
-# seed 0, temporal split of ci runs ~1.4 steps/s. Validation mAP25/mAP50 over a 400-step run:
-#   step 100: 0.08/0.03;  step 200: 0.29/0.17;  step 300: 0.28/0.12;  step 400: 0.38/0.29
-# (test split after 400 steps: 0.35/0.19). The untrained network scores ~0 (mAP25 < 0.002).
-# LEARN_STEPS keeps the test near 3 minutes; the thresholds sit well below what it reached when
-# measured (see test output) and far above the untrained level, so a broken training loop (no
-# learning, wrong targets or frames) fails.
-LEARN_STEPS = 240
+# Measured (2026-12-04, 2 cores shared with one other job): the default recipe (outline labels, batches of 4,
+# strong augmentation) with the small_cpu detector at 0.8 deg, warmup_cosine with lr 2e-3, LEARN_STEPS steps,
+# temporal split of ci (26 training maps; 13 test maps, 39 storms); 113-175 s for training and evaluation.
+# Test split, seeds 0 / 1 / 2:
+#   box mAP25 (outline extents)      0.293 / 0.620 / 0.334
+#   mAP50 on the paper's 12° boxes   0.200 / 0.313 / 0.063
+#   mask mAP50 (outlines)            0.251 / 0.530 / 0.037
+# Seeds differ a lot after 200 steps on 26 maps, so each threshold sits about 3x below the lowest seed;
+# the untrained network scores ~0 on all three, so a broken training loop (no learning, wrong targets,
+# frames or masks) still fails.
+LEARN_STEPS = 200
 LEARN_LR = 2e-3
 LEARN_MIN_MAP25 = 0.10
-LEARN_MIN_MAP50 = 0.04
+LEARN_MIN_PAPER_MAP50 = 0.02
+LEARN_MIN_MASK_MAP50 = 0.012
 
 
 def test_best_f1_threshold_is_the_score_that_separates_storms_from_false_alarms():
