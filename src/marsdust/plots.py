@@ -87,7 +87,7 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
         A detections table (``map_id``, ``lon``, ``lat``, ``score``, ``polygon_wkt``) to draw over the
         catalogue's storms: hits, misses and false alarms in their own colours
         (:func:`outline_matches`, IoU ≥ 0.5): catalogued storms found in cyan, missed in red
-        (dashed); detections that found a storm in yellow, false alarms in magenta, labelled with
+        (dashed); detections that found a storm in yellow, false alarms in blue, labelled with
         their score in percent.
 
     Returns
@@ -124,7 +124,7 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
             found, hit = outline_matches(on_map, found_here)
             _draw_outlines(ax, on_map, np.where(found, "cyan", "red"), [""] * len(on_map),
                            styles=np.where(found, "-", "--"))
-            _draw_outlines(ax, found_here, np.where(hit, "yellow", "magenta"),
+            _draw_outlines(ax, found_here, np.where(hit, "yellow", "#2f5bff"),
                            [f"{100 * s:.0f}" for s in found_here["score"]])
             title = (f"{len(on_map)} catalogued ({int(found.sum())} found, {int((~found).sum())} missed); "
                      f"{len(found_here)} detected ({int((~hit).sum())} false alarms)")
@@ -137,12 +137,13 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     if detections is not None:
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], color=c, ls=ls, lw=1.2, label=t) for c, ls, t in (
+        handles = [Line2D([], [], color=c, ls=ls, lw=1.5, label=t) for c, ls, t in (
             ("cyan", "-", "catalogued, found"), ("red", "--", "catalogued, missed"),
-            ("yellow", "-", "detected, matches a catalogued storm (score %)"), ("magenta", "-", "false alarm (score %)"))]
-        axes[0, 0].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.32), ncol=4, fontsize=7,
-                          frameon=False)
-    fig.tight_layout()
+            ("yellow", "-", "detected, found a catalogued storm (score %)"), ("#2f5bff", "-", "false alarm (score %)"))]
+        fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    else:
+        fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     from PIL import Image
