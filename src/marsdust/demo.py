@@ -37,7 +37,7 @@ from marsdust.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-DEMO_MAX_STEPS = 600
+DEMO_MAX_STEPS = 800
 """Training steps of the demo's detector (batches of 4 maps): minutes on 2 CPU cores (measured in the
 README, "What make demo gives")."""
 

@@ -40,6 +40,10 @@ def demo(
     typer.echo(f"  test maps {result.n_test_maps}: {result.n_catalog_storms} catalogued storms, "
                f"{result.n_detected_storms} detected")
     typer.echo(f"  box mAP25 {pct(metrics.get('map25'))}  mAP50 {pct(metrics.get('map50'))}  "
-               f"mAP75 {pct(metrics.get('map75'))}")
+               f"mAP75 {pct(metrics.get('map75'))}  ({metrics.get('label_mode', 'fixed')} labels)")
+    paper, masks = metrics.get("paper_boxes") or {}, metrics.get("segm") or {}
+    if paper:
+        typer.echo(f"  the paper's 12° boxes mAP50 {pct(paper.get('map50'))}  mAP75 {pct(paper.get('map75'))}; "
+                   f"masks mAP50 {pct(masks.get('map50'))}")
     typer.echo(f"  trained detector: {result.model_path}")
     typer.echo(f"  report:           {result.summary_path}  (open it; figures in {result.report_dir})")
