@@ -151,9 +151,10 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     with atomic_output(out) as tmp:
         fig.savefig(tmp, dpi=dpi)
         plt.close(fig)
-        with Image.open(tmp) as image:  # 256-colour palette: a noisy map figure shrinks ~3x
-            quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        quantized.save(tmp, format="PNG", optimize=True)
+        if detections is None:  # 256-colour palette: a noisy map figure shrinks ~3x
+            with Image.open(tmp) as image:  # (not with detections: it merges their few blue pixels into cyan)
+                quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+            quantized.save(tmp, format="PNG", optimize=True)
     return out
 
 
