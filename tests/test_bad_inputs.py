@@ -187,6 +187,7 @@ def test_detect_bad_maps_are_error_rows_naming_the_file(odd_dir, checkpoint):
                                  "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
+    assert "score threshold 0.5: default (the checkpoint stores no validated threshold)" in result.output
     maps = pd.read_csv(out / "maps.csv", keep_default_na=False).set_index("map_id")
     jpeg_read = maps.loc["r18_008", "status"] == "ok"  # a JPEG named .png is still an RGB map: read as one
     bad = [m for m in BAD_MAPS if m != "r18_008" or not jpeg_read]
