@@ -71,7 +71,6 @@ def detect_command(
         from marsdust.models import resolve_score_threshold
 
         score_threshold, threshold_source = resolve_score_threshold(checkpoint, score_threshold)
-        typer.echo(f"score threshold {score_threshold:.3g}: {threshold_source}", err=True)
         summary = detect_archive(
             checkpoint, maps if len(maps) > 1 else maps[0], output, batch_size=batch_size, device=device,
             score_threshold=score_threshold, mask_threshold=mask_threshold, pad_deg=pad_deg, max_tile_px=max_tile_px,
@@ -88,3 +87,4 @@ def detect_command(
         f"{summary.n_maps} maps ({summary.n_processed} processed now, {summary.n_errors} unreadable), "
         f"{summary.n_detections} storms, {summary.maps_per_second:.2f} maps/s -> {products}"
     )
+    typer.echo(f"score threshold {score_threshold:.3g}: {threshold_source}")
