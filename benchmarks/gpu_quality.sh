@@ -4,7 +4,7 @@
 #   here, once:   benchmarks/gpu_wheels.sh          (the wheels the GPU image lacks, into .whl/)
 #   on the GPU:   bash benchmarks/gpu_quality.sh    (with .whl carried along)
 #
-# Synthesizes the bench preset, trains and evaluates the variants of benchmarks/configs/quality.yaml
+# bench_quality.py synthesizes the bench preset if missing, trains and evaluates the variants of benchmarks/configs/quality.yaml
 # (QUALITY_VARIANTS to choose; QUALITY_PARALLEL at a time), and leaves in $OUT (or bench_out/gpu_quality):
 # quality.md / quality.json, the variants' logs and metrics (quality_runs.tar.gz), and the best
 # checkpoint of QUALITY_KEEP as float16 weights in parts of 15 MB (reassemble with cat, load with
@@ -22,8 +22,6 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1 | tee "$out/env.txt"
-"$python" -c "from marsdust.synth import synthesize; synthesize('$work/bench', 'bench', seed=0, progress=False)" \
-    || "$python" -c "from marsdust.synth import synthesize; synthesize('$work/bench', 'bench', seed=0)" || exit 1
 variants=${QUALITY_VARIANTS:+--variants $QUALITY_VARIANTS}
 timeout "${QUALITY_TIMEOUT:-420}" "$python" benchmarks/bench_quality.py --accelerator gpu --parallel "${QUALITY_PARALLEL:-8}" \
     --data "$work/bench" --out "$work/q" $variants
