@@ -31,15 +31,41 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from marsdust import mdad_format
 from marsdust.fileio import atomic_output, write_table_atomic
-from marsdust.grid import MARS_RADIUS_KM, MapGrid, normalize_lon
+from marsdust.grid import MARS_RADIUS_KM, MapGrid, normalize_lon, occupied_column_span  # noqa: F401 - re-exported
+from marsdust.mdad_format import (  # noqa: F401 - some are re-exported: callers and tests import them from here
+    DAY_LIST_VARIABLE,
+    LABELS_VARIABLE,
+    LAT_DIM,
+    LON_DIM,
+    MARS_YEAR_VARIABLE,
+    MASTER_COLUMNS,
+    MAX_STORM_LABEL,
+    SOL_OF_YEAR_VARIABLE,
+    TIME_DIM,
+    TIME_LIST_COLUMNS,
+    TIME_LIST_MEDIAN_SOL,
+    TIME_LIST_START_LS,
+    TIME_LIST_VARIABLE,
+    TIME_STAT_DIM,
+    cube_latitudes_deg,
+    cube_to_grid_labels,
+    grid_labels_to_cube,
+    sol_of_year_from_ls,
+    time_list_row,
+)
+from marsdust.mdad_format import MISSING_VALUE as MISSING_LABEL
+from marsdust.mdad_format import SPLIT_OFFSET as SPLIT_LABEL_OFFSET  # noqa: F401 - re-exported
+from marsdust.mdad_format import cube_path as mask_cube_path
+from marsdust.mdad_format import member_cube_value as member_label_value
 from marsdust.naming import parse_map_name
 
 DETECTION_COLUMNS = [
     "map_id", "mars_year", "ls", "lon", "lat", "lon_min", "lon_max", "lat_min", "lat_max",
     "area_km2", "score", "polygon_wkt", "x0", "y0", "x1", "y1",
 ]
-"""Columns of the detections table (DESIGN.md's ``detections.csv`` plus pixel boxes)."""
+"""Columns of the detections table (``detections.csv`` of the command-line contract in README.md, plus pixel boxes)."""
 
 MARS_CRS_CODE = "IAU_2015:49900"
 """PROJ code of the Mars (2015) sphere, planetocentric, east-positive longitudes (R = 3396.19 km)."""
@@ -53,16 +79,6 @@ MARS_SPHERE_WKT = (
 )
 """Explicit WKT2 of the same sphere, used when the installed PROJ database lacks the IAU codes."""
 
-MISSING_LABEL = 255
-"""MDAD v1.1 cube value for a missing MDGM pixel or a pixel outside the map's latitude band."""
-
-MAX_STORM_LABEL = 250
-"""Largest storm label an MDAD v1.1 cube can hold (1–133 members, 134–250 split members "b")."""
-
-SPLIT_LABEL_OFFSET = 133
-"""MDAD v1.1: a split member ``R18_031b`` is stored as 31 + 133 = 164."""
-
-
 # ------------------------------------------------------------------------------------------------
 # detection records from masks
 # ------------------------------------------------------------------------------------------------
@@ -72,37 +88,6 @@ def _check_masks(masks, grid: MapGrid) -> list[np.ndarray]:
         if mask.shape != grid.shape:
             raise ValueError(f"mask {k} has shape {mask.shape}, expected the grid's {grid.shape} (rows, columns)")
     return masks_list
-
-
-def occupied_column_span(columns_occupied: np.ndarray) -> tuple[int, int]:
-    """Westernmost and easternmost occupied columns of a storm, allowing it to wrap across 180°.
-
-    The storm is taken to span everything but the widest circular run of empty columns, so a
-    mask touching both map edges is one storm across 180°.
-
-    Parameters
-    ----------
-    columns_occupied : ndarray of bool, shape (width,)
-
-    Returns
-    -------
-    (start, stop) : tuple of int
-        Pixel columns ``x0 = start`` and ``x1 = stop`` (exclusive), with ``stop`` possibly larger
-        than the width for a storm across 180° (``stop - start`` is its width in pixels).
-    """
-    cols = np.flatnonzero(columns_occupied)
-    width = columns_occupied.size
-    if cols.size == 0:
-        raise ValueError("empty mask: no storm pixels")
-    if cols.size == width:
-        return 0, width
-    gaps = np.diff(cols) - 1
-    wrap_gap = cols[0] + width - cols[-1] - 1
-    k = int(np.argmax(gaps)) if gaps.size else -1
-    if gaps.size and gaps[k] > wrap_gap:
-        start, end = int(cols[k + 1]), int(cols[k])  # the storm crosses 180°
-        return start, end + 1 + width
-    return int(cols[0]), int(cols[-1]) + 1
 
 
 def mask_centroid_lonlat(mask: np.ndarray, grid: MapGrid) -> tuple[float, float]:
@@ -131,30 +116,17 @@ def mask_centroid_lonlat(mask: np.ndarray, grid: MapGrid) -> tuple[float, float]
 def mask_outline(mask: np.ndarray, grid: MapGrid, simplify_px: float = 0.5):
     """Outline of a mask as a shapely (Multi)Polygon in lon/lat degrees, split at 180°.
 
-    Pixel outlines come from :func:`rasterio.features.shapes` (one polygon per connected region,
-    holes kept), are merged with :func:`shapely.unary_union`, simplified by ``simplify_px`` pixels
+    Pixel outlines come from :meth:`MapGrid.mask_to_polygon` (one polygon per connected region,
+    holes kept, merged), are simplified by ``simplify_px`` pixels
     (Douglas-Peucker, topology preserved; 0 disables it) and oriented counter-clockwise (RFC 7946).
     Because the mask lives on a [-180°, 180°) grid, a storm across 180° naturally comes out as
     parts on both sides of the antimeridian, each ending exactly at ±180°.
     """
     import shapely
-    from rasterio.features import shapes
-    from rasterio.transform import Affine
 
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        raise ValueError("empty mask: no storm pixels")
-    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    c0, c1 = occupied_column_span(mask[r0:r1].any(axis=0))
-    if c1 > grid.width:  # across 180°: keep full width so both edge pieces are traced
-        c0, c1 = 0, grid.width
-    window = np.ascontiguousarray(mask[r0:r1, c0:c1]).astype(np.uint8)
-    res = grid.res_deg
-    transform = Affine(res, 0.0, -180.0 + c0 * res, 0.0, -res, grid.lat_north_deg - r0 * res)
-    parts = [shapely.geometry.shape(geom) for geom, value in shapes(window, mask=window.astype(bool), transform=transform)]
-    outline = shapely.unary_union(parts)
+    outline = grid.mask_to_polygon(mask)
     if simplify_px > 0:
-        outline = outline.simplify(simplify_px * res, preserve_topology=True)
+        outline = outline.simplify(simplify_px * grid.res_deg, preserve_topology=True)
     outline = shapely.orient_polygons(outline, exterior_cw=False)
     if outline.geom_type == "GeometryCollection":  # only if simplification produced stray pieces
         polys = [g for g in outline.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
@@ -216,9 +188,7 @@ def detection_records(
     for k, mask in enumerate(masks_list):
         if not mask.any():
             continue  # an empty mask (e.g. lost when resampling) is not a storm
-        rows = np.flatnonzero(mask.any(axis=1))
-        x0, x1 = occupied_column_span(mask.any(axis=0))
-        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        x0, y0, x1, y1 = grid.wrap_aware_bbox(mask)
         lon_deg, lat_deg = mask_centroid_lonlat(mask, grid)
         lon_min = -180.0 + x0 * grid.res_deg
         lon_max = -180.0 + x1 * grid.res_deg
@@ -332,21 +302,6 @@ def write_geojson(df: pd.DataFrame, path: str | os.PathLike, geometry_column: st
 # ------------------------------------------------------------------------------------------------
 # MDAD v1.1 mask cubes (netCDF)
 # ------------------------------------------------------------------------------------------------
-def member_label_value(member_id: str) -> int:
-    """Cube value of an MDAD member id: ``"R18_031"`` → 31, ``"R18_031b"`` → 164.
-
-    Joined ids take the first member's value, as MDAD v1.1 does (``"R18_031+032"`` → 31);
-    parsed by :func:`marsdust.mdad.parse_member_id`, the reader's parser.
-    """
-    from marsdust.mdad import parse_member_id
-
-    value = parse_member_id(member_id).mask_value
-    if value > MAX_STORM_LABEL:
-        raise ValueError(f"member id {member_id!r}: value {value} does not fit the MDAD v1.1 cube "
-                         f"(1–{MAX_STORM_LABEL})")
-    return value
-
-
 def label_image(masks: Sequence[np.ndarray], values: Sequence[int] | None = None) -> np.ndarray:
     """Combine per-storm boolean masks into one uint8 label image (0 = no dust).
 
@@ -371,23 +326,6 @@ def label_image(masks: Sequence[np.ndarray], values: Sequence[int] | None = None
     for mask, value in zip(reversed(list(masks)), reversed(values)):
         labels[np.asarray(mask, dtype=bool)] = value
     return labels
-
-
-def sol_of_year_from_ls(ls_deg) -> np.ndarray:
-    """Approximate sol of the Mars year (0 at Ls 0°, 668.6 sols a year) from Ls, by Kepler's equation.
-
-    Uses eccentricity 0.0934 and perihelion at Ls 251°; good to about one sol, which is what the
-    ``timeList`` sol-of-year columns need when the archive gives no sol-of-year.
-    """
-    ecc, ls_perihelion_deg, sols_per_year = 0.0934, 251.0, 668.6
-
-    def mean_anomaly(ls):
-        nu = np.radians(np.asarray(ls, dtype=np.float64) - ls_perihelion_deg)
-        ecc_anomaly = 2.0 * np.arctan2(np.sqrt(1 - ecc) * np.sin(nu / 2), np.sqrt(1 + ecc) * np.cos(nu / 2))
-        return ecc_anomaly - ecc * np.sin(ecc_anomaly)
-
-    fraction = np.mod((mean_anomaly(ls_deg) - mean_anomaly(0.0)) / (2 * np.pi), 1.0)
-    return fraction * sols_per_year
 
 
 @dataclass
@@ -424,7 +362,7 @@ class MaskStep:
     @property
     def day_name(self) -> str:
         """MDAD ``dayList`` entry, e.g. ``R18_day40``."""
-        return f"{self.subphase.upper()}_day{int(self.sol):02d}"
+        return mdad_format.day_list_entry(self.subphase, self.sol)
 
     @classmethod
     def from_map_id(cls, map_id: str, mars_year: int, ls_deg: float, labels, valid=None, sol_of_year=None):
@@ -458,65 +396,6 @@ def map_mask_step(map_id: str, mars_year: int, ls_deg: float, masks: Sequence[np
         order = np.argsort(-np.asarray(scores, dtype=float), kind="stable") if scores is not None else np.arange(len(masks))
         labels = label_image([masks[i] for i in order], [values[i] for i in order])
     return MaskStep(subphase, sol, mars_year, ls_deg, labels, valid, sol_of_year)
-
-
-def cube_latitudes_deg(res_deg: float) -> np.ndarray:
-    """Point-registered cube latitudes -90 … 90 ascending (180/res + 1 values), as MDAD v1.1 has."""
-    n = int(round(180.0 / res_deg))
-    return -90.0 + np.arange(n + 1) * res_deg
-
-
-def _cube_rows_for_grid(grid: MapGrid) -> tuple[np.ndarray, np.ndarray]:
-    """For each cube latitude point: whether it carries a grid row, and which row it samples.
-
-    A latitude point ``L`` carries the grid row whose *northern edge* is ``L`` (the cell
-    ``[L - res, L]``, the row just south of it), which is how :func:`marsdust.mdad.cube_grid`
-    reads it back. Points with no such row in the band are missing (255): those north of the band,
-    and those on or south of its southern edge (for a MOC map the -60° point, whose cell
-    [-60.4°, -60°] at 0.4° lies outside the map; a copy of the last row there would read back as a
-    storm one row beyond the band).
-    """
-    lat = cube_latitudes_deg(grid.res_deg)
-    rows = np.floor((grid.lat_north_deg - lat) / grid.res_deg + 1e-6).astype(np.int64)
-    in_band = (rows >= 0) & (rows < grid.height)
-    return in_band, np.clip(rows, 0, grid.height - 1)
-
-
-def grid_labels_to_cube(labels: np.ndarray, grid: MapGrid, valid: np.ndarray | None = None) -> np.ndarray:
-    """A ``(height, width)`` label image on ``grid`` → one cube slice ``(longitude, latitude)`` uint8."""
-    labels = np.asarray(labels)
-    if labels.shape != grid.shape:
-        raise ValueError(f"labels shape {labels.shape} does not match the grid's {grid.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > MAX_STORM_LABEL):
-        raise ValueError(f"labels must be in 0..{MAX_STORM_LABEL}, got {labels.min()}..{labels.max()}")
-    out = labels.astype(np.uint8)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != grid.shape:
-            raise ValueError(f"valid mask shape {valid.shape} does not match the grid's {grid.shape}")
-        out = np.where(valid, out, np.uint8(MISSING_LABEL)).astype(np.uint8)
-    in_band, rows = _cube_rows_for_grid(grid)
-    cube_lat_lon = np.full((rows.size, grid.width), MISSING_LABEL, dtype=np.uint8)
-    cube_lat_lon[in_band] = out[rows[in_band]]
-    return np.ascontiguousarray(cube_lat_lon.T)
-
-
-def cube_to_grid_labels(cube_slice: np.ndarray, grid: MapGrid) -> np.ndarray:
-    """Inverse of :func:`grid_labels_to_cube`: a ``(longitude, latitude)`` slice → ``(height, width)`` on ``grid``.
-
-    Row ``i`` takes the cube latitude point at its northern edge.
-    """
-    lat = cube_latitudes_deg(grid.res_deg)
-    if cube_slice.shape != (grid.width, lat.size):
-        raise ValueError(f"cube slice shape {cube_slice.shape} does not match ({grid.width}, {lat.size})")
-    north_edges = grid.lat_north_deg - np.arange(grid.height) * grid.res_deg
-    points = np.rint((north_edges + 90.0) / grid.res_deg).astype(np.int64)
-    return np.ascontiguousarray(np.asarray(cube_slice)[:, points].T)
-
-
-def mask_cube_path(out_dir: str | os.PathLike, mars_year: int) -> Path:
-    """Where MDAD v1.1 keeps a Mars year's cube: ``OUT/MY25/MDADMY25.nc``."""
-    return Path(out_dir) / f"MY{int(mars_year):02d}" / f"MDADMY{int(mars_year):02d}.nc"
 
 
 NETCDF_LOCK = threading.RLock()
@@ -633,21 +512,21 @@ class MaskCubeWriter:
         ds.radius_km = MARS_RADIUS_KM
         if self.attributes:
             ds.setncatts(self.attributes)
-        ds.createDimension("time", None)
-        ds.createDimension("longitude", grid.width)
-        ds.createDimension("latitude", lat.size)
-        ds.createDimension("timeStat", 8)
-        lon_var = ds.createVariable("longitude", "f8", ("longitude",))
+        ds.createDimension(TIME_DIM, None)
+        ds.createDimension(LON_DIM, grid.width)
+        ds.createDimension(LAT_DIM, lat.size)
+        ds.createDimension(TIME_STAT_DIM, TIME_LIST_COLUMNS)
+        lon_var = ds.createVariable(LON_DIM, "f8", (LON_DIM,))
         lon_var[:] = grid.lon_centers_deg
         lon_var.setncatts({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude (cell centre)",
                            "axis": "X", "comment": "planetocentric, east-positive, Mars"})
-        lat_var = ds.createVariable("latitude", "f8", ("latitude",))
+        lat_var = ds.createVariable(LAT_DIM, "f8", (LAT_DIM,))
         lat_var[:] = lat
         lat_var.setncatts({"units": "degrees_north", "standard_name": "latitude",
                            "long_name": "latitude (point-registered)", "axis": "Y",
                            "comment": "latitude point L holds the map pixel whose northern edge is L"})
         mdad = ds.createVariable(
-            "MDAD", "u1", ("time", "longitude", "latitude"), zlib=True, complevel=self.complevel, shuffle=True,
+            LABELS_VARIABLE, "u1", (TIME_DIM, LON_DIM, LAT_DIM), zlib=True, complevel=self.complevel, shuffle=True,
             chunksizes=(1, grid.width, lat.size), fill_value=False,
         )
         mdad.setncatts({
@@ -661,16 +540,16 @@ class MaskCubeWriter:
                 "255 missing MDGM pixel or outside the map's latitude band"
             ),
         })
-        day = ds.createVariable("dayList", str, ("time",))
+        day = ds.createVariable(DAY_LIST_VARIABLE, str, (TIME_DIM,))
         day.long_name = "MDGM of each time step: SUBPHASE_daySOL"
-        times = ds.createVariable("timeList", "f8", ("time", "timeStat"), fill_value=np.nan)
+        times = ds.createVariable(TIME_LIST_VARIABLE, "f8", (TIME_DIM, TIME_STAT_DIM), fill_value=np.nan)
         times.long_name = "start, end, mean, median sol-of-year; start, end, mean, median Ls"
         times.units = "1"
         times.comment = "columns 0-3 sol of the Mars year (sols), columns 4-7 solar longitude Ls (degrees)"
-        soy = ds.createVariable("soy", "f8", ("time",))
+        soy = ds.createVariable(SOL_OF_YEAR_VARIABLE, "f8", (TIME_DIM,))
         soy.long_name = "sol of the Mars year of each time step (timeList column 3, the median)"
         soy.units = "sols"
-        year = ds.createVariable("marsYear", "i2", ("time",))
+        year = ds.createVariable(MARS_YEAR_VARIABLE, "i2", (TIME_DIM,))
         year.long_name = "Mars year"
         year.units = "1"
 
@@ -688,14 +567,14 @@ class MaskCubeWriter:
         if self._ds is None:
             raise RuntimeError("MaskCubeWriter.append called outside its `with` block")
         t = self._count
-        self._ds["MDAD"][t, :, :] = np.asarray(cube_slice, dtype=np.uint8)
-        self._ds["dayList"][t] = str(day_name)
+        self._ds[LABELS_VARIABLE][t, :, :] = np.asarray(cube_slice, dtype=np.uint8)
+        self._ds[DAY_LIST_VARIABLE][t] = str(day_name)
         if time_row is None:
             sol = float(sol_of_year_from_ls(ls_deg)) if sol_of_year is None else float(sol_of_year)
-            time_row = np.array([sol] * 4 + [float(ls_deg)] * 4)
-        self._ds["timeList"][t, :] = np.asarray(time_row, dtype=np.float64)
-        self._ds["soy"][t] = float(time_row[3])
-        self._ds["marsYear"][t] = int(mars_year)
+            time_row = time_list_row(sol, ls_deg)
+        self._ds[TIME_LIST_VARIABLE][t, :] = np.asarray(time_row, dtype=np.float64)
+        self._ds[SOL_OF_YEAR_VARIABLE][t] = float(time_row[TIME_LIST_MEDIAN_SOL])
+        self._ds[MARS_YEAR_VARIABLE][t] = int(mars_year)
         self._count += 1
 
 
@@ -735,21 +614,18 @@ def merge_mask_cube(chunk_paths: Iterable[str | os.PathLike], path: str | os.Pat
     grid = None
     for chunk in chunk_paths:
         with netCDF4.Dataset(chunk) as ds:
-            for name in ("MDAD", "dayList", "timeList", "longitude", "latitude"):
+            for name in (LABELS_VARIABLE, DAY_LIST_VARIABLE, TIME_LIST_VARIABLE, LON_DIM, LAT_DIM):
                 if name not in ds.variables:
                     raise ValueError(f"{chunk}: not a mask cube (no variable {name!r})")
-            lon = ds["longitude"][:]
-            lat = ds["latitude"][:]
-            res = float(360.0 / lon.size)
-            chunk_grid_key = (lon.size, lat.size)
+            chunk_grid_key = (ds[LON_DIM].size, ds[LAT_DIM].size)
             if grid is None:
-                grid_key, grid = chunk_grid_key, MapGrid(90.0, -90.0, res)
+                grid_key, grid = chunk_grid_key, MapGrid.from_width(ds[LON_DIM].size)
             elif chunk_grid_key != grid_key:
                 raise ValueError(f"{chunk}: grid {chunk_grid_key} differs from the first chunk's {grid_key}")
-            times = np.asarray(ds["timeList"][:], dtype=np.float64)
-            years = np.asarray(ds["marsYear"][:]) if "marsYear" in ds.variables else np.zeros(len(times), int)
+            times = np.asarray(ds[TIME_LIST_VARIABLE][:], dtype=np.float64)
+            years = np.asarray(ds[MARS_YEAR_VARIABLE][:]) if MARS_YEAR_VARIABLE in ds.variables else np.zeros(len(times), int)
             for t in range(len(times)):
-                index.append((int(years[t]), float(times[t, 4]), chunk, t))
+                index.append((int(years[t]), float(times[t, TIME_LIST_START_LS]), chunk, t))
     index.sort(key=lambda item: (item[0], item[1]))
     items = index
     if progress:
@@ -759,8 +635,8 @@ def merge_mask_cube(chunk_paths: Iterable[str | os.PathLike], path: str | os.Pat
         for year, ls, chunk, t in items:
             with netCDF4.Dataset(chunk) as ds:
                 ds.set_auto_mask(False)
-                cube.append_cube_slice(ds["MDAD"][t], str(ds["dayList"][t]), year, ls,
-                                       time_row=np.asarray(ds["timeList"][t], dtype=np.float64))
+                cube.append_cube_slice(ds[LABELS_VARIABLE][t], str(ds[DAY_LIST_VARIABLE][t]), year, ls,
+                                       time_row=np.asarray(ds[TIME_LIST_VARIABLE][t], dtype=np.float64))
     return Path(path)
 
 
@@ -775,8 +651,8 @@ def confidence_flag_from_score(score, thresholds=(0.5, 0.75)) -> np.ndarray:
 
 
 def write_master_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write the MDAD v1.1 master CSV (``subphase, sol, mem_ID, seq_ID, confidence_flag, area, swathLs,
-    centroid_lon, centroid_lat``) from a detections table, atomically.
+    """Write the MDAD v1.1 master CSV (:data:`marsdust.mdad_format.MASTER_COLUMNS`: ``subphase, sol, mem_ID,
+    seq_ID, confidence_flag, area, swathLs, centroid_lon, centroid_lat``) from a detections table, atomically.
 
     ``subphase``/``sol`` come from the table or are parsed from ``map_id``; ``mem_ID``/``seq_ID`` from
     ``member_id``/``sequence_id`` (empty when tracking did not run); ``confidence_flag`` from a
@@ -798,17 +674,17 @@ def write_master_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     else:
         confidence = pd.Series(100, index=df.index)
     empty = pd.Series("", index=df.index)
-    master = pd.DataFrame({
-        "subphase": subphase,
-        "sol": sol,
-        "mem_ID": df["member_id"].fillna("") if "member_id" in df.columns else empty,
-        "seq_ID": df["sequence_id"].fillna("") if "sequence_id" in df.columns else empty,
-        "confidence_flag": confidence,
-        "area": df["area_km2"].astype(float),
-        "swathLs": df["ls"].astype(float),
-        "centroid_lon": normalize_lon(df["lon"].to_numpy(dtype=float)),
-        "centroid_lat": df["lat"].astype(float),
-    })
+    master = pd.DataFrame(dict(zip(MASTER_COLUMNS, (
+        subphase,
+        sol,
+        df["member_id"].fillna("") if "member_id" in df.columns else empty,
+        df["sequence_id"].fillna("") if "sequence_id" in df.columns else empty,
+        confidence,
+        df["area_km2"].astype(float),
+        df["ls"].astype(float),
+        normalize_lon(df["lon"].to_numpy(dtype=float)),
+        df["lat"].astype(float),
+    ))))
     return write_table(master, path)
 
 
@@ -834,10 +710,8 @@ def mars_rasterio_crs():
 
 
 def grid_transform(grid: MapGrid):
-    """Affine geotransform (degrees) of a map grid: west edge -180°, north edge ``grid.lat_north_deg``."""
-    from rasterio.transform import Affine
-
-    return Affine(grid.res_deg, 0.0, -180.0, 0.0, -grid.res_deg, grid.lat_north_deg)
+    """Affine geotransform (degrees) of a map grid: west edge -180°, north edge ``grid.lat_north_deg`` (:attr:`MapGrid.affine`)."""
+    return grid.affine
 
 
 def write_geotiff(path: str | os.PathLike, prob_or_mask: np.ndarray, grid: MapGrid,

@@ -87,6 +87,66 @@ def polygon_area_km2(geometry, radius_km: float = MARS_RADIUS_KM) -> float:
     return float(transform(geometry, to_equal_area).area)
 
 
+def occupied_column_span(columns_occupied: np.ndarray, ties_cross_seam: bool = False) -> tuple[int, int]:
+    """Westernmost and easternmost occupied columns of a storm, allowing it to wrap across 180°.
+
+    The storm is taken to span everything but the widest circular run of empty columns, so a
+    mask touching both map edges is one storm across 180°.
+
+    Parameters
+    ----------
+    columns_occupied : ndarray of bool, shape (width,)
+    ties_cross_seam : bool
+        When the widest empty run inside the map is as wide as the run across the 180° seam:
+        False (the detections table's rule) leaves the seam run out, so the span stays inside the
+        map; True (the training targets' rule) leaves the inner run out, so the span crosses 180°.
+
+    Returns
+    -------
+    (start, stop) : tuple of int
+        Pixel columns ``x0 = start`` and ``x1 = stop`` (exclusive), with ``stop`` possibly larger
+        than the width for a storm across 180° (``stop - start`` is its width in pixels).
+
+    Raises
+    ------
+    ValueError
+        If no column is occupied.
+    """
+    cols = np.flatnonzero(columns_occupied)
+    width = columns_occupied.size
+    if cols.size == 0:
+        raise ValueError("empty mask: no storm pixels")
+    if cols.size == width:
+        return 0, width
+    gaps = np.diff(cols) - 1
+    seam_gap = cols[0] + width - cols[-1] - 1
+    if gaps.size:
+        k = int(np.argmax(gaps))
+        if gaps[k] > seam_gap or (ties_cross_seam and gaps[k] == seam_gap):
+            return int(cols[k + 1]), int(cols[k]) + 1 + width  # the storm crosses 180°
+    return int(cols[0]), int(cols[-1]) + 1
+
+
+def wrap_aware_bbox(mask: np.ndarray, ties_cross_seam: bool = False) -> tuple[int, int, int, int]:
+    """Pixel bounding box ``(x0, y0, x1, y1)`` of a ``(H, W)`` mask whose columns wrap at 180°.
+
+    Rows are the first and one past the last occupied row; columns come from
+    :func:`occupied_column_span`, so a mask with pixels at both map edges gets ``x1 > W`` and a
+    mask occupying every column gets ``(0, W)``.
+
+    Raises
+    ------
+    ValueError
+        If the mask is empty.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise ValueError("empty mask: no storm pixels")
+    x0, x1 = occupied_column_span(mask.any(axis=0), ties_cross_seam)
+    return x0, int(rows[0]), x1, int(rows[-1]) + 1
+
+
 @dataclass(frozen=True)
 class MapGrid:
     """A simple-cylindrical global map grid spanning 360° of longitude from 180°W.
@@ -131,6 +191,16 @@ class MapGrid:
         return cls(90.0, -90.0, res_deg)
 
     @classmethod
+    def from_width(cls, width: int, lat_north_deg: float = 90.0, lat_south_deg: float = -90.0) -> "MapGrid":
+        """The grid of ``width`` columns spanning 360° (``res = 360° / width``) over a latitude band.
+
+        The default band is the MARCI global map's (90°S–90°N), the band of MDAD v1.1 cubes.
+        """
+        if width <= 0:
+            raise ValueError(f"map width must be positive, got {width}")
+        return cls(lat_north_deg, lat_south_deg, 360.0 / width)
+
+    @classmethod
     def from_shape(cls, height: int, width: int) -> "MapGrid":
         """Infer the grid of a map from its pixel shape.
 
@@ -142,7 +212,7 @@ class MapGrid:
         res = 360.0 / width
         for north, south in ((60.0, -60.0), (90.0, -90.0)):
             if abs((north - south) / res - height) < 1e-6:
-                return cls(north, south, res)
+                return cls.from_width(width, north, south)
         raise ValueError(
             f"a {height} x {width} map is neither a MOC non-polar map (height = width / 3, "
             f"60°S–60°N) nor a MARCI global map (height = width / 2, 90°S–90°N)"
@@ -198,6 +268,73 @@ class MapGrid:
         """Whether latitudes fall inside the grid's band."""
         lat = np.asarray(lat_deg, dtype=np.float64)
         return (lat >= self.lat_south_deg) & (lat <= self.lat_north_deg)
+
+    # --- georeferencing and outlines -----------------------------------------------------------
+    def window_affine(self, row0: int = 0, col0: int = 0):
+        """Affine geotransform (pixel → lon/lat degrees) of a window whose top-left pixel is ``(row0, col0)``.
+
+        Returns
+        -------
+        affine.Affine
+            ``lon = -180 + (col0 + col) * res``, ``lat = lat_north - (row0 + row) * res`` at pixel
+            corners, as rasterio expects.
+        """
+        from affine import Affine
+
+        res = self.res_deg
+        return Affine(res, 0.0, -180.0 + col0 * res, 0.0, -res, self.lat_north_deg - row0 * res)
+
+    @property
+    def affine(self):
+        """Affine geotransform of the whole map: west edge -180°, north edge :attr:`lat_north_deg`."""
+        return self.window_affine(0, 0)
+
+    def outline_of(self, window_mask: np.ndarray, row0: int = 0, col0: int = 0):
+        """Pixel-edge outline (lon/lat degrees) of the True pixels of a mask window of this grid.
+
+        Parameters
+        ----------
+        window_mask : ndarray of bool, shape (rows, columns)
+            A window of a map on this grid; its top-left pixel is ``(row0, col0)`` of the map.
+        row0, col0 : int
+            Where the window lies on the map.
+
+        Returns
+        -------
+        shapely geometry
+            The union of the polygons :func:`rasterio.features.shapes` traces around the True
+            pixels (holes kept): a Polygon, a MultiPolygon, or empty for an empty window. Pixels
+            never cross the map's edge, so a storm across 180° comes out as parts ending at ±180°.
+        """
+        import shapely
+        from rasterio.features import shapes
+
+        window = np.ascontiguousarray(window_mask, dtype=np.uint8)
+        traced = shapes(window, mask=window.astype(bool), transform=self.window_affine(row0, col0))
+        return shapely.unary_union([shapely.geometry.shape(geometry) for geometry, _ in traced])
+
+    def mask_to_polygon(self, mask: np.ndarray):
+        """Pixel-edge outline (lon/lat degrees) of the True pixels of a ``(height, width)`` map mask.
+
+        The outline is traced on the mask's wrap-aware bounding box (:meth:`wrap_aware_bbox`;
+        the full width for a storm across 180°), so the polygon's vertices are the same whichever
+        map the storm sits on. See :meth:`outline_of`.
+
+        Raises
+        ------
+        ValueError
+            If the mask is empty or not of the grid's shape.
+        """
+        x0, y0, x1, y1 = self.wrap_aware_bbox(mask)
+        if x1 > self.width:  # across 180°: keep full width so both edge pieces are traced
+            x0, x1 = 0, self.width
+        return self.outline_of(np.asarray(mask, dtype=bool)[y0:y1, x0:x1], y0, x0)
+
+    def wrap_aware_bbox(self, mask: np.ndarray, ties_cross_seam: bool = False) -> tuple[int, int, int, int]:
+        """Pixel bounding box ``(x0, y0, x1, y1)`` of a map mask, ``x1 > width`` across 180° (:func:`wrap_aware_bbox`)."""
+        if np.shape(mask) != self.shape:
+            raise ValueError(f"mask shape {np.shape(mask)} does not match grid shape {self.shape}")
+        return wrap_aware_bbox(mask, ties_cross_seam)
 
     # --- areas ---------------------------------------------------------------------------------
     def row_pixel_area_km2(self, radius_km: float = MARS_RADIUS_KM) -> np.ndarray:

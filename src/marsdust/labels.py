@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from marsdust.grid import MARS_RADIUS_KM, MapGrid, polygon_area_km2
+from marsdust.grid import MARS_RADIUS_KM, MapGrid, polygon_area_km2, wrap_aware_bbox
 
 LABEL_MODES = ("fixed", "area", "outline")
 DUST_LABEL = 1
@@ -162,11 +162,9 @@ def rasterize_outline(geometry, grid: MapGrid) -> np.ndarray:
     pixel), every pixel the polygon touches. Longitudes outside [-180, 180) are wrapped.
     """
     from rasterio.features import rasterize
-    from rasterio.transform import Affine
     from shapely import affinity, get_parts
     from shapely.geometry import box as shapely_box
 
-    transform = Affine(grid.res_deg, 0.0, -180.0, 0.0, -grid.res_deg, grid.lat_north_deg)
     shapes = []
     # copies of the polygon shifted by ±360° pick up parts given past the 180° edge; only
     # parts with an area are kept (a copy touching the edge leaves a line that would rasterize)
@@ -176,7 +174,7 @@ def rasterize_outline(geometry, grid: MapGrid) -> np.ndarray:
     if not shapes:
         return np.zeros(grid.shape, dtype=bool)
     for all_touched in (False, True):
-        mask = rasterize(shapes, out_shape=grid.shape, transform=transform, fill=0, all_touched=all_touched, dtype="uint8")
+        mask = rasterize(shapes, out_shape=grid.shape, transform=grid.affine, fill=0, all_touched=all_touched, dtype="uint8")
         if mask.any():
             break
     return mask.astype(bool)
@@ -185,30 +183,11 @@ def rasterize_outline(geometry, grid: MapGrid) -> np.ndarray:
 def mask_bounding_box(mask: np.ndarray) -> np.ndarray:
     """Bounding box ``[x0, y0, x1, y1]`` of a wrapping ``(H, W)`` mask (keeps a box across 180° whole).
 
-    The box leaves out the widest run of empty columns (counted around the seam), so a mask
-    with pixels at both map edges gets ``x1 > W``. An empty mask raises ``ValueError``.
+    The box leaves out the widest run of empty columns (counted around the seam; on a tie with
+    the run across the seam, the inner run), so a mask with pixels at both map edges gets
+    ``x1 > W`` (:func:`marsdust.grid.wrap_aware_bbox`). An empty mask raises ``ValueError``.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        raise ValueError("cannot take the bounding box of an empty mask")
-    width = mask.shape[1]
-    occupied = mask.any(axis=0)
-    if occupied.all():
-        return np.array([0.0, rows[0], float(width), rows[-1] + 1.0])
-    empty = ~occupied
-    # length of the empty run ending at each column, counted circularly
-    start_col = int(np.flatnonzero(occupied)[0])
-    order = np.mod(np.arange(start_col, start_col + width), width)
-    best_len, best_end, run = 0, None, 0
-    for col in order:
-        run = run + 1 if empty[col] else 0
-        if run > best_len:
-            best_len, best_end = run, col
-    if best_end is None:  # cannot happen: some column is empty
-        raise AssertionError("mask has no empty column")
-    x0 = (best_end + 1) % width
-    span = width - best_len
-    return np.array([float(x0), float(rows[0]), float(x0 + span), rows[-1] + 1.0])
+    return np.array(wrap_aware_bbox(mask, ties_cross_seam=True), dtype=np.float64)
 
 
 # --- the targets of one map ------------------------------------------------------------------------

@@ -16,13 +16,9 @@ Public API
 Row numbers in errors are spreadsheet rows: the header is row 1, the first data row is row 2
 (what a user sees in Excel / LibreOffice, and the line number in a CSV without comments).
 
-Cube pixel placement (v1.1). ``longitude`` holds cell centres; ``latitude`` holds
-``180/res + 1`` point-registered values -90 … 90 (1801 at 0.1°). Map row ``i`` (row 0 north)
-is read from the cube latitude point at its *northern edge* (``90 - i * res``), the convention
-of :func:`marsdust.export.grid_labels_to_cube` (which writes 255 at the -90° point and at every
-point whose cell lies outside the map's band; the reader ignores the -90° point). Cubes whose
-latitudes are cell centres (``180/res`` values) are also read. Outlines are the pixel edges of
-the instance's pixels on :meth:`MapGrid.marci` at the cube's resolution, split at 180° (pixels
+Cube pixel placement (v1.1) and member ids follow the rules of :mod:`marsdust.mdad_format`, which
+the writers (:mod:`marsdust.export`, :mod:`marsdust.synth`) use too. Outlines are the pixel edges
+of the instance's pixels on :meth:`MapGrid.marci` at the cube's resolution, split at 180° (pixels
 never cross the map edge, so a storm across 180° comes back as a MultiPolygon).
 """
 
@@ -39,6 +35,24 @@ import numpy as np
 import pandas as pd
 
 from marsdust.grid import MapGrid, normalize_lon
+from marsdust.mdad_format import (  # noqa: F401 - MemberId, cube_grid, MASTER_COLUMNS: re-exported public names
+    CONFIDENCE_LEVELS,
+    DAY_LIST_VARIABLE,
+    LABELS_VARIABLE,
+    MASTER_COLUMNS,
+    MAX_STORM_LABEL,
+    MISSING_VALUE,
+    SPLIT_OFFSET,
+    TIME_LIST_COLUMNS,
+    TIME_LIST_MEDIAN_LS,
+    TIME_LIST_VARIABLE,
+    CatalogError,
+    MemberId,
+    cube_grid,
+    cube_latitudes_deg,
+    mars_year_from_name,
+    parse_member_id,
+)
 from marsdust.naming import make_map_id, parse_map_name
 
 log = logging.getLogger(__name__)
@@ -48,120 +62,6 @@ STORM_COLUMNS = [
     "confidence", "member_id", "sequence_id", "polygon_wkt",
 ]
 """Columns of the storm table, in order (``polygon_wkt`` is missing (None / NaN: test with ``pd.isna``) where no outline is known)."""
-
-CONFIDENCE_LEVELS = (50, 75, 100)
-"""MDAD confidence levels (how distinct the storm edge is), percent."""
-
-SPLIT_OFFSET = 133
-"""Cube value of a split member "b" is its number + 133 (134–250)."""
-
-MISSING_VALUE = 255
-"""Cube value of a missing MDGM pixel (and everything outside a MOC map's band)."""
-
-
-class CatalogError(ValueError):
-    """An MDAD file cannot be read as documented; the message names file, row and column."""
-
-
-# ---------------------------------------------------------------------------------------------
-# member IDs
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MemberId:
-    """A parsed MDAD member ID.
-
-    Attributes
-    ----------
-    text : str
-        The ID as MDAD writes it (``D01_031``, ``D16_001b``, ``D01_031+032``,
-        ``G13_001b+002+017``, ``P08_033+P09_010+011+013``), spaces removed.
-    members : tuple of (subphase, number, split)
-        Every member joined in the ID, in order (``P08_033+P09_010`` →
-        ``(("P08", 33, False), ("P09", 10, False))``); ``split`` marks a split member "b".
-
-    Notes
-    -----
-    MDAD v1.1 stores one value per instance in its cube: that of the *first* member (its number,
-    + 133 for a split member "b"), whatever the day's subphase. ``D01_031+032`` → 31,
-    ``D16_001b`` → 134, ``G13_001b+002+017`` → 134, ``P08_033+P09_010+011+013`` → 33.
-    """
-
-    text: str
-    members: tuple[tuple[str, int, bool], ...]
-
-    @property
-    def subphase(self) -> str:
-        """Subphase of the first member."""
-        return self.members[0][0]
-
-    @property
-    def split(self) -> bool:
-        """True if the first member is a split member "b" (its cube value is number + 133)."""
-        return self.members[0][2]
-
-    @property
-    def groups(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        """Member numbers per subphase, in order (``(("P08", (33,)), ("P09", (10, 11, 13)))``)."""
-        groups: list[tuple[str, list[int]]] = []
-        for subphase, number, _ in self.members:
-            if not groups or groups[-1][0] != subphase:
-                groups.append((subphase, []))
-            groups[-1][1].append(number)
-        return tuple((sp, tuple(nums)) for sp, nums in groups)
-
-    @property
-    def numbers(self) -> tuple[int, ...]:
-        """Every member number of the ID, in order (split members without the +133)."""
-        return tuple(number for _, number, _ in self.members)
-
-    @property
-    def mask_value(self) -> int:
-        """The cube value of this instance: the first member's number (+ 133 if split "b")."""
-        _, number, split = self.members[0]
-        return number + SPLIT_OFFSET if split else number
-
-    def cube_values(self, subphase: str | None = None) -> tuple[int, ...]:
-        """Cube values of this instance: ``(mask_value,)`` on a day of any subphase (first-member rule)."""
-        return (self.mask_value,)
-
-
-_MEMBER_PART = re.compile(r"^(?:([A-Za-z]+\d+)_)?(\d+)([bB]?)$")
-
-
-def parse_member_id(text) -> MemberId:
-    """Parse an MDAD member ID (the one parser of member IDs, for readers and writers alike).
-
-    Accepted forms: ``D01_031``, ``D16_001b`` (split member), ``D01_031+032`` (joined),
-    ``G13_001b+002+017`` (joined, first one split), ``P08_033+P09_010+011+013`` (joined across
-    subphases: a number without a subphase belongs to the subphase before it).
-    Case-insensitive, spaces ignored.
-
-    Raises
-    ------
-    ValueError
-        If ``text`` is not of these forms or a number is outside 1–133 (split: 1–117).
-    """
-    raw = "" if text is None else str(text)
-    cleaned = re.sub(r"\s+", "", raw)
-    members: list[tuple[str, int, bool]] = []
-    for part in cleaned.split("+") if cleaned else [""]:
-        match = _MEMBER_PART.match(part)
-        if not match or (match.group(1) is None and not members):
-            members = []
-            break
-        subphase = match.group(1).upper() if match.group(1) else members[-1][0]
-        members.append((subphase, int(match.group(2)), bool(match.group(3))))
-    if not members:
-        raise ValueError(
-            f"member ID {raw!r} is not of the form SUBPHASE_NNN[b] (e.g. 'D01_031', 'D16_001b', "
-            "'D01_031+032', 'P08_033+P09_010+011+013')"
-        )
-    for _, number, split in members:
-        limit = 250 - SPLIT_OFFSET if split else SPLIT_OFFSET
-        if not 1 <= number <= limit:
-            raise ValueError(f"member ID {raw!r}: member number {number} outside 1–{limit}")
-    return MemberId(cleaned, tuple(members))
-
 
 # ---------------------------------------------------------------------------------------------
 # row validation shared by v1.0 tables and v1.1 master CSVs
@@ -458,56 +358,6 @@ def _decode_strings(values) -> list[str]:
     return [str(v).strip() for v in array]
 
 
-def cube_grid(lon_deg: np.ndarray, lat_deg: np.ndarray, source: str = "cube") -> tuple[MapGrid, np.ndarray, np.ndarray]:
-    """Place cube pixels on a global map grid.
-
-    Parameters
-    ----------
-    lon_deg : ndarray
-        Cube longitudes (cell centres, any convention: normalized to [-180, 180)).
-    lat_deg : ndarray
-        Cube latitudes: ``180/res + 1`` point-registered values (-90 … 90) or ``180/res`` cell centres.
-
-    Returns
-    -------
-    grid : MapGrid
-        :meth:`MapGrid.marci` at the cube's resolution.
-    column_order : ndarray of int
-        Cube longitude index of each map column (west to east).
-    row_index : ndarray of int
-        Cube latitude index of each map row (north to south).
-    """
-    lon = normalize_lon(np.asarray(lon_deg, dtype=np.float64))
-    n_lon = lon.size
-    if n_lon < 2:
-        raise CatalogError(f"{source}: longitude axis has {n_lon} value(s)")
-    res = 360.0 / n_lon
-    grid = MapGrid.marci(res)
-    columns = np.floor((lon + 180.0) / res + 1e-6).astype(np.int64)
-    if not np.array_equal(np.sort(columns), np.arange(n_lon)):
-        raise CatalogError(f"{source}: longitudes are not {n_lon} evenly spaced cell centres covering 360°")
-    column_order = np.empty(n_lon, dtype=np.int64)
-    column_order[columns] = np.arange(n_lon)
-    lat = np.asarray(lat_deg, dtype=np.float64)
-    if lat.size == grid.height + 1:
-        # point-registered: map row i is read from the point at its northern edge (90 - i * res);
-        # the -90° point (row index = height) belongs to no row
-        rows = np.round((grid.lat_north_deg - lat) / res).astype(np.int64)
-    elif lat.size == grid.height:
-        rows = np.floor((grid.lat_north_deg - lat) / res).astype(np.int64)
-    else:
-        raise CatalogError(
-            f"{source}: latitude axis has {lat.size} values; expected {grid.height + 1} point-registered "
-            f"(-90 … 90) or {grid.height} cell centres for {n_lon} longitudes ({res}°)"
-        )
-    row_index = np.full(grid.height, -1, dtype=np.int64)
-    inside = (rows >= 0) & (rows < grid.height)
-    row_index[rows[inside]] = np.nonzero(inside)[0]
-    if (row_index < 0).any():
-        raise CatalogError(f"{source}: latitudes do not cover -90 … 90 at {res}° spacing")
-    return grid, column_order, row_index
-
-
 def _assumed_cube_axes(path: str, n_lon: int, n_lat: int, lon: np.ndarray | None,
                        lat: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Axes of a cube without coordinate variables, as MDAD v1.1 lays them out.
@@ -521,7 +371,7 @@ def _assumed_cube_axes(path: str, n_lon: int, n_lat: int, lon: np.ndarray | None
         lon = -180.0 + res * np.arange(n_lon)
     if lat is None:
         if n_lat == n_lon // 2 + 1:
-            lat = np.linspace(-90.0, 90.0, n_lat)
+            lat = cube_latitudes_deg(res)
         elif n_lat == n_lon // 2:
             lat = -90.0 + res * (np.arange(n_lat) + 0.5)
         else:
@@ -534,13 +384,13 @@ def _assumed_cube_axes(path: str, n_lon: int, n_lat: int, lon: np.ndarray | None
 
 def _median_ls(dataset, variables: dict[str, str], n_steps: int) -> np.ndarray | None:
     """Median Ls per time step (``timeList[:, 7]``, degrees), or None if the cube has no such column."""
-    name = variables.get("timelist")
+    name = variables.get(TIME_LIST_VARIABLE.lower())
     if name is None:
         return None
     values = np.asarray(dataset.variables[name][:], dtype=np.float64)
-    if values.ndim != 2 or values.shape != (n_steps, 8):
+    if values.ndim != 2 or values.shape != (n_steps, TIME_LIST_COLUMNS):
         return None
-    return values[:, 7]
+    return values[:, TIME_LIST_MEDIAN_LS]
 
 
 def _open_cube(nc_path: str | os.PathLike) -> _Cube:
@@ -556,9 +406,10 @@ def _open_cube(nc_path: str | os.PathLike) -> _Cube:
     try:
         dataset.set_auto_mask(False)
         variables = {name.lower(): name for name in dataset.variables}
-        if "mdad" not in variables:
-            raise CatalogError(f"{path}: no variable 'MDAD' (found {list(dataset.variables)}); not an MDAD v1.1 cube")
-        variable = dataset.variables[variables["mdad"]]
+        if LABELS_VARIABLE.lower() not in variables:
+            raise CatalogError(f"{path}: no variable {LABELS_VARIABLE!r} (found {list(dataset.variables)}); "
+                               "not an MDAD v1.1 cube")
+        variable = dataset.variables[variables[LABELS_VARIABLE.lower()]]
         if variable.ndim != 3:
             raise CatalogError(f"{path}: variable MDAD has {variable.ndim} dimensions; expected (time, longitude, latitude)")
         dims = dict(zip(variable.dimensions, variable.shape))
@@ -576,9 +427,8 @@ def _open_cube(nc_path: str | os.PathLike) -> _Cube:
                 raise CatalogError(f"{path}: cannot tell longitude and latitude axes of MDAD{tuple(dims)}")
         if time_dim is None or time_dim in (lon_dim, lat_dim):
             time_dim = next(d for d in dims if d not in (lon_dim, lat_dim))
-        for needed in ("daylist",):
-            if needed not in variables:
-                raise CatalogError(f"{path}: no variable 'dayList' (found {list(dataset.variables)})")
+        if DAY_LIST_VARIABLE.lower() not in variables:
+            raise CatalogError(f"{path}: no variable {DAY_LIST_VARIABLE!r} (found {list(dataset.variables)})")
 
         def coordinate(dim: str, label: str) -> np.ndarray | None:
             if dim in dataset.variables:
@@ -593,7 +443,7 @@ def _open_cube(nc_path: str | os.PathLike) -> _Cube:
         if lon is None or lat is None:
             lon, lat = _assumed_cube_axes(path, dims[lon_dim], dims[lat_dim], lon, lat)
         grid, column_order, row_index = cube_grid(lon, lat, path)
-        day_names = _decode_strings(dataset.variables[variables["daylist"]][:])
+        day_names = _decode_strings(dataset.variables[variables[DAY_LIST_VARIABLE.lower()]][:])
         if len(day_names) != dims[time_dim]:
             raise CatalogError(f"{path}: dayList has {len(day_names)} entries but MDAD has {dims[time_dim]} time steps")
         days = []
@@ -612,43 +462,18 @@ def _open_cube(nc_path: str | os.PathLike) -> _Cube:
 
 def _mask_polygon(mask: np.ndarray, grid: MapGrid):
     """Pixel-edge outline (lon/lat degrees) of the True pixels of a map mask, or None if empty."""
-    from affine import Affine
-    from rasterio import features
-    from shapely.geometry import MultiPolygon, shape
-    from shapely.ops import unary_union
+    from shapely.geometry import MultiPolygon
 
     if not mask.any():
         return None
-    rows = np.nonzero(mask.any(axis=1))[0]
-    cols = np.nonzero(mask.any(axis=0))[0]
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    window = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
-    res = grid.res_deg
-    transform = Affine(res, 0.0, -180.0 + c0 * res, 0.0, -res, grid.lat_north_deg - r0 * res)
-    parts = [shape(geom) for geom, value in features.shapes(window, mask=window.astype(bool), transform=transform)
-             if value == 1]
-    geometry = unary_union(parts)
-    if geometry.geom_type == "Polygon":
-        return geometry
-    polygons = [g for g in getattr(geometry, "geoms", []) if g.geom_type == "Polygon"]
-    return MultiPolygon(polygons)
-
-
-def _year_from_name(path: Path) -> int | None:
-    for text in (path.stem, path.parent.name):
-        match = re.search(r"MY_?(\d+)", text, re.IGNORECASE)
-        if match:
-            return int(match.group(1))
-    return None
+    geometry = grid.mask_to_polygon(mask)
+    return geometry if geometry.geom_type == "Polygon" else MultiPolygon(list(geometry.geoms))
 
 
 # ---------------------------------------------------------------------------------------------
 # catalog files recognised by their columns
 # ---------------------------------------------------------------------------------------------
 _TABLE_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
-MASTER_COLUMNS = ("subphase", "sol", "mem_ID", "seq_ID", "confidence_flag", "area", "swathLs", "centroid_lon",
-                  "centroid_lat")
-"""Columns of an MDAD v1.1 master CSV (one row per storm instance; no Mars year: it comes from the cube)."""
 
 
 def table_kind(path: str | os.PathLike) -> str | None:
@@ -739,8 +564,8 @@ def find_master_csv(nc_path: str | os.PathLike, head: str | os.PathLike | None =
         if len(candidates) == 1:
             return candidates[0]
         if candidates:
-            year = _year_from_name(nc_path)
-            named = [m for m in candidates if year is not None and _year_from_name(m) == year]
+            year = mars_year_from_name(nc_path)
+            named = [m for m in candidates if year is not None and mars_year_from_name(m) == year]
             if len(named) == 1:
                 return named[0]
             names = ", ".join(str(m) for m in candidates)
@@ -802,7 +627,7 @@ def _ls_difference_deg(a: float, b: float) -> float:
 
 
 def _cube_year(nc_path: Path, mars_year: int | None) -> int:
-    year = mars_year if mars_year is not None else _year_from_name(nc_path)
+    year = mars_year if mars_year is not None else mars_year_from_name(nc_path)
     if year is None:
         raise CatalogError(f"{nc_path}: cannot tell the Mars year from the name (expected MY{{yy}}/MDADMY{{yy}}.nc); "
                            "pass mars_year")
@@ -843,7 +668,7 @@ def _steps_with_storms_but_no_rows(cube: _Cube, used: set[int]) -> list[str]:
         if t in used:
             continue
         labels = cube.labels(t)
-        if ((labels >= 1) & (labels <= 250)).any():
+        if ((labels >= 1) & (labels <= MAX_STORM_LABEL)).any():
             names.append(f"{Path(cube.path).name} {make_map_id(subphase, sol)}")
     return names
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.fileio import atomic_output
+from marsdust.grid import MapGrid
 
 
 def _outline_lines(wkt: str):
@@ -103,18 +104,18 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
 
     if len(maps) == 0:
         raise ValueError("plot_maps_with_outlines: no maps to draw")
-    images = []
+    images, grids = [], []
     for row in maps.itertuples():
         rgb = read_map_array(row.path)
+        grids.append(MapGrid.from_shape(rgb.shape[0], rgb.shape[1]))
         step = max(1, int(np.ceil(rgb.shape[1] / max_width_px)))
         images.append(rgb[::step, ::step])
     aspect = images[0].shape[0] / images[0].shape[1]
     width_in = 12.0
     fig, axes = plt.subplots(len(images), 1, figsize=(width_in, len(images) * (width_in * aspect + 0.45)),
                              squeeze=False)
-    for ax, row, rgb in zip(axes[:, 0], maps.itertuples(), images):
-        north = 60.0 if rgb.shape[0] * 3 == rgb.shape[1] else 90.0
-        ax.imshow(rgb, extent=(-180, 180, -north, north), interpolation="nearest")
+    for ax, row, rgb, grid in zip(axes[:, 0], maps.itertuples(), images, grids):
+        ax.imshow(rgb, extent=(-180, 180, grid.lat_south_deg, grid.lat_north_deg), interpolation="nearest")
         on_map = storms[storms["map_id"] == row.map_id]
         title = f"{len(on_map)} {what}"
         if detections is None:

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.grid import MARS_RADIUS_KM
+from marsdust.mdad_format import SOLS_PER_MARS_YEAR, format_member_id, sol_of_year_from_ls
 from marsdust.naming import parse_map_name
 
 REQUIRED_COLUMNS = ("map_id", "mars_year", "ls", "lon", "lat", "area_km2")
@@ -242,7 +243,7 @@ def _assign_ids(out, df, maps, row_position, member_of_row, group_of_member, min
     for member in member_order:
         subphase = str(subphase_at[row_position[first_row[member]]])
         counters[subphase] = counters.get(subphase, 0) + 1
-        member_name[member] = f"{subphase}_{counters[subphase]:03d}"
+        member_name[member] = format_member_id(subphase, counters[subphase])
 
     group_positions: dict[int, set] = {}
     for row, member in enumerate(member_of_row):
@@ -277,11 +278,9 @@ def id_strings(values) -> pd.Series:
 def mars_time_sols(mars_year, ls_deg) -> np.ndarray:
     """Sols since Ls 0 of Mars year 0 (float): a time axis that runs on across Mars-year boundaries.
 
-    Uses the Kepler orbit of :func:`marsdust.synth.calendar.sol_of_year_from_ls` (668.6 sols per
+    Uses the Kepler orbit of :func:`marsdust.mdad_format.sol_of_year_from_ls` (668.6 sols per
     Mars year; a fraction of a degree of Ls from Allison & McEwen 2000).
     """
-    from marsdust.synth.calendar import SOLS_PER_MARS_YEAR, sol_of_year_from_ls
-
     year = np.asarray(mars_year, dtype=float)
     return year * SOLS_PER_MARS_YEAR + np.asarray(sol_of_year_from_ls(np.asarray(ls_deg, dtype=float)), dtype=float)
 

@@ -15,6 +15,15 @@ from marsdust import export
 from marsdust.detect.parts import PARTS_DIR, _read_part, part_path
 from marsdust.detect.results import DetectSummary
 from marsdust.grid import MapGrid
+from marsdust.mdad_format import (
+    DAY_LIST_VARIABLE,
+    LABELS_VARIABLE,
+    LON_DIM,
+    MARS_YEAR_VARIABLE,
+    TIME_LIST_START_LS,
+    TIME_LIST_VARIABLE,
+    format_member_id,
+)
 from marsdust.naming import parse_map_name
 
 log = logging.getLogger(__name__)
@@ -81,7 +90,7 @@ def _detection_member_id(map_id: str, k: int) -> str:
         subphase, _ = parse_map_name(map_id)
     except ValueError:
         return ""
-    return f"{subphase}_{k + 1:03d}"
+    return format_member_id(subphase, k + 1)
 
 
 def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, order_in_map: pd.Series, tracked: bool,
@@ -95,16 +104,16 @@ def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, ord
         return None
     luts = _label_tables(detections, order_in_map, tracked)
     with netCDF4.Dataset(chunks[0][1]) as ds:
-        res_deg = 360.0 / ds.dimensions["longitude"].size
+        width = ds.dimensions[LON_DIM].size
     grid = None
     for north, south in ((90.0, -90.0), (60.0, -60.0)):  # the writer only needs width and resolution
         try:
-            grid = MapGrid(north, south, res_deg)
+            grid = MapGrid.from_width(width, north, south)
             break
         except ValueError:
             continue
     if grid is None:
-        log.warning("%s: %g° working grid does not fit a latitude band; masks.nc not written", out_dir, res_deg)
+        log.warning("%s: %g° working grid does not fit a latitude band; masks.nc not written", out_dir, 360.0 / width)
         return None
     order = sorted(range(len(chunks)), key=lambda i: (chunks[i][0]["mars_year"], chunks[i][0]["ls"], chunks[i][0]["map_id"]))
     from tqdm.auto import tqdm
@@ -115,12 +124,13 @@ def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, ord
             info, chunk = chunks[i]
             with netCDF4.Dataset(chunk) as ds:
                 ds.set_auto_mask(False)
-                labels = np.asarray(ds["MDAD"][0])
+                labels = np.asarray(ds[LABELS_VARIABLE][0])
                 lut = luts.get(info["map_id"])
                 if lut is not None:
                     labels = lut[labels]
-                cube.append_cube_slice(labels, str(ds["dayList"][0]), int(ds["marsYear"][0]), float(ds["timeList"][0, 4]),
-                                       time_row=np.asarray(ds["timeList"][0], dtype=np.float64))
+                cube.append_cube_slice(labels, str(ds[DAY_LIST_VARIABLE][0]), int(ds[MARS_YEAR_VARIABLE][0]),
+                                       float(ds[TIME_LIST_VARIABLE][0, TIME_LIST_START_LS]),
+                                       time_row=np.asarray(ds[TIME_LIST_VARIABLE][0], dtype=np.float64))
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.grid import MapGrid
+from marsdust.mdad_format import MAX_MEMBER_NUMBER, format_member_id, master_csv_path
 from marsdust.naming import make_map_id
 from marsdust.synth.calendar import build_calendar
 from marsdust.synth.imaging import Instruments, SolView, render_sol
@@ -16,7 +17,6 @@ from marsdust.synth.planet import build_planet
 from marsdust.synth.presets import SynthConfig
 from marsdust.synth.storms import Member, background_tau, draw_storm_members
 
-MAX_MEMBER_NUMBER = 133
 MIN_CATALOG_AREA_KM2 = 2.0e4
 """Visible storm pieces smaller than this (e.g. mostly covered by a bigger storm) are not catalogued."""
 CONFIDENCE_CONTRAST = ((35.0, 100), (18.0, 75))
@@ -64,7 +64,7 @@ def assign_ids(members: list[Member], calendar: pd.DataFrame) -> MemberIds:
         spans = {subphase_of[min(s.day, last_day)] for s in member.states}
         for sub in spans:
             used.setdefault(sub, set()).add(number)
-        ids.member_id[member.key] = f"{start_sub}_{number:03d}"
+        ids.member_id[member.key] = format_member_id(start_sub, number)
         ids.number[member.key] = number
         if member.sequence_key is not None:
             if member.sequence_key not in seq_names:
@@ -77,14 +77,7 @@ def assign_ids(members: list[Member], calendar: pd.DataFrame) -> MemberIds:
 
 def _polygon_wkt(mask: np.ndarray, grid: MapGrid, row0: int) -> str:
     """WKT (Multi)Polygon in lon/lat of a mask strip starting at ``row0`` (split at 180° by the map edge)."""
-    from rasterio.features import shapes
-    from affine import Affine
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
-
-    transform = Affine(grid.res_deg, 0.0, -180.0, 0.0, -grid.res_deg, grid.lat_north_deg - row0 * grid.res_deg)
-    parts = [shape(geom) for geom, value in shapes(mask.astype(np.uint8), mask=mask, transform=transform) if value]
-    return unary_union(parts).wkt
+    return grid.outline_of(mask, row0).wkt
 
 
 def _confidence(red: np.ndarray, storm: np.ndarray, any_storm: np.ndarray, valid: np.ndarray, ring_px: int) -> int:
@@ -275,8 +268,7 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
                 bar.update()
         storms_rows += year_rows
         if config.write_cubes:
-            write_master_csv(pd.DataFrame(year_rows, columns=STORM_COLUMNS),
-                             out / "mdad" / f"MY{year}" / f"MDAD_MY{year}_master.csv")
+            write_master_csv(pd.DataFrame(year_rows, columns=STORM_COLUMNS), master_csv_path(out / "mdad", year))
     bar.close()
 
     for subphase, rows in maps.groupby("subphase", sort=False):

@@ -1,7 +1,8 @@
 """Mars calendar of the synthetic archive: Mars years, sols, solar longitude, MOC-like subphases.
 
-Ls comes from a Kepler orbit (eccentricity 0.0934, perihelion at Ls 251°, 668.6 sols per Mars
-year, Ls 0 at sol 0 of each Mars year): accurate to a fraction of a degree against the
+Ls comes from the Kepler orbit of :mod:`marsdust.mdad_format` (eccentricity 0.0934, perihelion at
+Ls 251°, 668.6 sols per Mars year, Ls 0 at sol 0 of each Mars year), the same orbit the MDAD
+cube writer uses for its sol-of-year columns: accurate to a fraction of a degree against the
 Allison & McEwen (2000) formula, which is all a synthetic archive needs.
 """
 
@@ -12,49 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SOLS_PER_MARS_YEAR = 668.6
-"""Mean length of a Mars year in sols."""
-ORBIT_ECCENTRICITY = 0.0934
-LS_PERIHELION_DEG = 251.0
+from marsdust.mdad_format import (  # noqa: F401 - ORBIT_ECCENTRICITY, LS_PERIHELION_DEG: re-exported
+    LS_PERIHELION_DEG,
+    ORBIT_ECCENTRICITY,
+    SOLS_PER_MARS_YEAR,
+    ls_from_sol_of_year,
+    sol_of_year_from_ls,
+)
 
 MOC_SUBPHASE_PLAN: tuple[tuple[str, int], ...] = (("M", 23), ("E", 23), ("R", 23), ("S", 20))
 """MOC-like mission subphases in order: letter and count (M01…M23, E01…E23, R01…R23, S01…S20)."""
-
-
-def _mean_anomaly_rad(ls_deg):
-    """Mean anomaly (radians) of Mars at solar longitude ``ls_deg``."""
-    e = ORBIT_ECCENTRICITY
-    true_anomaly = np.radians(np.asarray(ls_deg, float) - LS_PERIHELION_DEG)
-    eccentric = 2.0 * np.arctan(np.sqrt((1 - e) / (1 + e)) * np.tan(true_anomaly / 2.0))
-    return eccentric - e * np.sin(eccentric)
-
-
-_MEAN_ANOMALY_AT_LS0 = float(_mean_anomaly_rad(0.0))
-
-
-def ls_from_sol_of_year(sol_of_year):
-    """Solar longitude (degrees in [0, 360)) of a (fractional) sol of the Mars year.
-
-    Parameters
-    ----------
-    sol_of_year : float or array_like
-        Sols since Ls 0 of the same Mars year (0 ≤ sol < 668.6).
-    """
-    e = ORBIT_ECCENTRICITY
-    mean = _MEAN_ANOMALY_AT_LS0 + 2.0 * np.pi * np.asarray(sol_of_year, float) / SOLS_PER_MARS_YEAR
-    eccentric = mean.copy()
-    for _ in range(8):  # Newton on Kepler's equation
-        eccentric = eccentric - (eccentric - e * np.sin(eccentric) - mean) / (1 - e * np.cos(eccentric))
-    true_anomaly = 2.0 * np.arctan2(np.sqrt(1 + e) * np.sin(eccentric / 2), np.sqrt(1 - e) * np.cos(eccentric / 2))
-    ls = np.mod(np.degrees(true_anomaly) + LS_PERIHELION_DEG, 360.0)
-    return float(ls) if ls.ndim == 0 else ls
-
-
-def sol_of_year_from_ls(ls_deg):
-    """Sol of the Mars year (float, in [0, 668.6)) at which Ls reaches ``ls_deg``."""
-    mean = _mean_anomaly_rad(ls_deg)
-    sol = np.mod((mean - _MEAN_ANOMALY_AT_LS0) / (2 * np.pi), 1.0) * SOLS_PER_MARS_YEAR
-    return float(sol) if np.ndim(sol) == 0 else sol
 
 
 def subphase_names(plan: tuple[tuple[str, int], ...] = MOC_SUBPHASE_PLAN) -> list[str]:

@@ -4,8 +4,8 @@ guard that keeps a new synthesis from mixing with an earlier one.
 Files follow the real archives' and MDAD's layouts (README, "Real data") and are written atomically
 (temporary file in the same folder, then ``os.replace``). The v1.1 cubes and master CSVs are
 written by :class:`marsdust.export.MaskCubeWriter` and :func:`marsdust.export.write_master_csv`,
-the same writers as detection output (their docstrings and
-:func:`marsdust.export.grid_labels_to_cube` give the layout and the latitude registration).
+the same writers as detection output, following the layout and latitude registration of
+:mod:`marsdust.mdad_format`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.fileio import atomic_output, write_csv_atomic, write_text_atomic
+from marsdust.mdad_format import V10_COLUMNS
 
 SYNTH_OUTPUT_DIRS = ("archive", "mdad", "truth")
 """The subfolders of an output folder that a synthesis writes, owns and (with ``overwrite``) removes."""
@@ -52,12 +53,6 @@ def prepare_output_dir(out_dir, overwrite: bool = False) -> Path:
     return out
 
 
-MDAD_V10_COLUMNS = {
-    "mars_year": "Mars Year", "subphase": "Mission subphase", "sol": "Sol", "ls": "Ls",
-    "lon": "Centroid longitude", "lat": "Centroid latitude", "area_km2": "Area (square km)",
-    "confidence": "Confidence interval", "member_id": "Member ID", "sequence_id": "Sequence ID",
-}
-
 
 def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
     """Write an 8-bit RGB map as PNG.
@@ -81,6 +76,7 @@ def write_list_ls(rows: pd.DataFrame, path: Path) -> None:
 
 
 def write_mdad_v10(storms: pd.DataFrame, path: Path) -> None:
-    """MDAD v1.0 table with the real catalogue's headers (longitudes east-positive, area km²)."""
-    table = storms[list(MDAD_V10_COLUMNS)].rename(columns=MDAD_V10_COLUMNS)
+    """MDAD v1.0 table with the real catalogue's headers (:data:`marsdust.mdad_format.V10_COLUMNS`;
+    longitudes east-positive, area km²)."""
+    table = storms[list(V10_COLUMNS)].rename(columns=V10_COLUMNS)
     write_csv_atomic(table, path)
