@@ -14,7 +14,9 @@ from marsdust.grid import (
     lon_difference_deg,
     lonlat_box_area_km2,
     normalize_lon,
+    occupied_column_span,
     polygon_area_km2,
+    wrap_aware_bbox,
 )
 
 R = 3396.19
@@ -211,3 +213,63 @@ def test_crop_marci_to_moc_band():
         marci.crop_to(image, MapGrid.moc(2.0))
     with pytest.raises(ValueError, match="not inside"):
         moc.crop_rows(70.0, -60.0)
+
+
+# --- geometry owned by MapGrid: affine, width, outlines, wrap-aware boxes ----------------------------
+def test_affine_maps_pixel_corners_to_lonlat():
+    grid = MapGrid.moc(0.5)
+    assert grid.affine @ (0, 0) == (-180.0, 60.0)
+    assert grid.affine @ (grid.width, grid.height) == pytest.approx((180.0, -60.0))
+    assert grid.window_affine(row0=4, col0=10) @ (0, 0) == pytest.approx(grid.affine @ (10, 4))
+
+
+def test_from_width_gives_the_global_band_by_default():
+    assert MapGrid.from_width(3600) == MARCI_GRID
+    assert MapGrid.from_width(3600, 60.0, -60.0) == MOC_GRID
+    assert MapGrid.from_shape(1200, 3600) == MOC_GRID
+    with pytest.raises(ValueError):
+        MapGrid.from_width(0)
+
+
+def test_outline_of_a_mask_straddling_180_is_split_at_the_seam():
+    grid = MapGrid.moc(1.0)
+    mask = np.zeros(grid.shape, bool)
+    mask[10:20, :5] = mask[10:20, -3:] = True  # 177°E … 175°W
+    outline = grid.mask_to_polygon(mask)
+    assert isinstance(outline, MultiPolygon) and len(outline.geoms) == 2
+    east, west = sorted(outline.geoms, key=lambda p: -p.bounds[0])
+    assert east.bounds == pytest.approx((177.0, 40.0, 180.0, 50.0))
+    assert west.bounds == pytest.approx((-180.0, 40.0, -175.0, 50.0))
+    assert polygon_area_km2(outline) == pytest.approx(grid.mask_area_km2(mask), rel=1e-12)
+
+
+def test_outline_of_a_window_lands_where_the_window_lies():
+    grid = MapGrid.moc(1.0)
+    mask = np.zeros(grid.shape, bool)
+    mask[30:33, 100:104] = True
+    whole = grid.mask_to_polygon(mask)
+    assert whole.equals(box(-80.0, 27.0, -76.0, 30.0))
+    assert grid.outline_of(mask[30:40], row0=30).equals(whole)
+    assert grid.outline_of(np.zeros((2, 2), bool)).is_empty
+    with pytest.raises(ValueError):
+        grid.mask_to_polygon(np.zeros(grid.shape, bool))
+
+
+def test_wrap_aware_bbox_keeps_a_storm_across_180_whole():
+    grid = MapGrid.moc(1.0)
+    mask = np.zeros(grid.shape, bool)
+    mask[10:20, :5] = mask[10:20, -3:] = True
+    assert grid.wrap_aware_bbox(mask) == (grid.width - 3, 10, grid.width + 5, 20)
+    mask[:] = False
+    mask[5:7, 40:50] = True
+    assert grid.wrap_aware_bbox(mask) == (40, 5, 50, 7)
+    with pytest.raises(ValueError):
+        grid.wrap_aware_bbox(mask[:, :10])
+
+
+def test_wrap_aware_bbox_ties_between_inner_and_seam_gaps():
+    columns = np.zeros(10, bool)
+    columns[[0, 5]] = True  # four empty columns inside, four across the seam
+    assert occupied_column_span(columns) == (0, 6)
+    assert occupied_column_span(columns, ties_cross_seam=True) == (5, 11)
+    assert wrap_aware_bbox(np.tile(columns, (3, 1)), ties_cross_seam=True) == (5, 0, 11, 3)

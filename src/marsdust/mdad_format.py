@@ -347,7 +347,7 @@ def cube_grid(lon_deg: np.ndarray, lat_deg: np.ndarray, source: str = "cube") ->
     n_lon = lon.size
     if n_lon < 2:
         raise CatalogError(f"{source}: longitude axis has {n_lon} value(s)")
-    grid = MapGrid.global_from_width(n_lon)
+    grid = MapGrid.from_width(n_lon)
     res = grid.res_deg
     columns = np.floor((lon + 180.0) / res + 1e-6).astype(np.int64)
     if not np.array_equal(np.sort(columns), np.arange(n_lon)):
