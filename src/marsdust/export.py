@@ -57,7 +57,7 @@ from marsdust.mdad_format import (  # noqa: F401 - some are re-exported: callers
 )
 from marsdust.mdad_format import MISSING_VALUE as MISSING_LABEL
 from marsdust.mdad_format import SPLIT_OFFSET as SPLIT_LABEL_OFFSET  # noqa: F401 - re-exported
-from marsdust.mdad_format import cube_path as mask_cube_path
+from marsdust.mdad_format import cube_path as mask_cube_path  # noqa: F401 - re-exported
 from marsdust.mdad_format import member_cube_value as member_label_value
 from marsdust.naming import parse_map_name
 

@@ -39,8 +39,8 @@ How one map is processed
    on the map's **native** grid (working-grid pixels times the resampling factor), with ``x0`` in
    ``[0, W_native)`` and ``x1 > W_native`` for a box across 180°.
 
-Products of :func:`detect_archive` (column names as DESIGN.md fixes them)
----------------------------------------------------------------------------
+Products of :func:`detect_archive` (column names as the command-line contract in README.md fixes them)
+-------------------------------------------------------------------------------------------------------
 * ``detections.csv``: ``map_id, mars_year, ls, lon, lat, lon_min, lon_max, lat_min, lat_max,
   area_km2, score, polygon_wkt, x0, y0, x1, y1`` and, when tracked, ``member_id, sequence_id``.
 * ``detections.geojson``: the same rows with their outlines (Mars CRS, see :mod:`marsdust.export`).
