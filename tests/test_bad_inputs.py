@@ -17,8 +17,6 @@ from marsdust.cli import app
 from marsdust.models import build_model, save_checkpoint
 
 runner = CliRunner()
-TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=4)
 MASTER_HEADER = "subphase,sol,mem_ID,seq_ID,confidence_flag,area,swathLs,centroid_lon,centroid_lat\n"
 V10_HEADER = "Mars Year,Mission subphase,Sol,Ls,Centroid longitude,Centroid latitude,Area (square km)," \
              "Confidence interval,Member ID,Sequence ID\n"
@@ -144,9 +142,9 @@ def test_index_bad_inputs(odd_dir):
 
 # --- detect -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_detector):
     folder = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(build_model("dustrcnn", map_res_deg=1.6, **TINY), folder / "tiny model.ckpt")
+    return save_checkpoint(build_model("dustrcnn", map_res_deg=1.6, **tiny_detector), folder / "tiny model.ckpt")
 
 
 def good_map(height=75, width=225):

@@ -25,7 +25,7 @@ import torch
 
 from marsdust import detect, export
 from marsdust.grid import MARS_RADIUS_KM, MapGrid
-from marsdust.models import TINY_DETECTOR, always_storm_detector, build_model, save_checkpoint
+from marsdust.models import always_storm_detector, build_model, save_checkpoint
 from marsdust.synth.discs import draw_disc_map, write_disc_archive
 
 NATIVE = MapGrid.moc(0.4)  # 300 x 900 maps
@@ -75,8 +75,8 @@ def blob_forward(min_red: float = 0.6, extra_boxes=()):
 
 
 @pytest.fixture(scope="module")
-def blob_model():
-    model = build_model("dustrcnn", map_res_deg=0.8, **TINY_DETECTOR).eval()
+def blob_model(tiny_detector):
+    model = build_model("dustrcnn", map_res_deg=0.8, **tiny_detector).eval()
     model.forward = blob_forward()
     return model
 
@@ -133,8 +133,8 @@ def test_tiles_find_each_storm_once(tmp_path, blob_model):
         assert a["area_km2"] == pytest.approx(b["area_km2"]) and a["polygon_wkt"] == b["polygon_wkt"]
 
 
-def test_detections_mostly_in_missing_data_are_dropped(tmp_path):
-    model = build_model("dustrcnn", map_res_deg=0.8, **TINY_DETECTOR).eval()
+def test_detections_mostly_in_missing_data_are_dropped(tiny_detector, tmp_path):
+    model = build_model("dustrcnn", map_res_deg=0.8, **tiny_detector).eval()
     # padded working image: 150 rows, pad p columns; missing data at native columns 400..500 -> working 200..250
     pad = detect.pad_columns(450, detect.DEFAULT_PAD_DEG, 0.8)
     model.forward = blob_forward(extra_boxes=[(pad + 205, 40, pad + 245, 80, 0.8), (pad + 240, 40, pad + 280, 80, 0.7)])
@@ -148,8 +148,8 @@ def test_detections_mostly_in_missing_data_are_dropped(tmp_path):
     assert result.valid_fraction == pytest.approx(1 - 100 / 900)
 
 
-def test_model_score_threshold_is_restored_and_real_model_runs(tmp_path):
-    model = build_model("dustrcnn", map_res_deg=1.6, **TINY_DETECTOR).eval()
+def test_model_score_threshold_is_restored_and_real_model_runs(tiny_detector, tmp_path):
+    model = build_model("dustrcnn", map_res_deg=1.6, **tiny_detector).eval()
     path = draw_disc_map(tmp_path / "r18_005.png", [(10.0, 0.0, 10.0)])
     result = detect.detect_map(model, path, score_threshold=0.0)
     assert model.roi_heads.score_thresh == model.config.box_score_thresh
@@ -339,9 +339,9 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     pd.testing.assert_frame_equal(pd.read_csv(ranks / "detections.csv"), expected)
 
 
-def test_fast_mask_pasting_equals_torchvision():
+def test_fast_mask_pasting_equals_torchvision(tiny_detector):
     torch.manual_seed(0)
-    model = build_model("dustrcnn", map_res_deg=0.8, **{**TINY_DETECTOR, "box_detections_per_img": 20}).eval()
+    model = build_model("dustrcnn", map_res_deg=0.8, **{**tiny_detector, "box_detections_per_img": 20}).eval()
     image = torch.rand(3, 150, 512)
     fast = detect.run_model(model, [image], "cpu", 0.0)[0]
     with torch.inference_mode():

@@ -18,14 +18,17 @@ from marsdust.models import build_model, save_checkpoint
 
 pytest.importorskip("onnxruntime")
 
-TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=10, map_res_deg=0.8)
+
+@pytest.fixture(scope="module")
+def tiny_settings(tiny_detector):
+    """The tiny detector at 0.8° per pixel, keeping up to 10 detections per map."""
+    return {**tiny_detector, "box_detections_per_img": 10, "map_res_deg": 0.8}
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
+def tiny_model(tiny_settings):
     torch.manual_seed(0)
-    return build_model("dustrcnn", **TINY).eval()
+    return build_model("dustrcnn", **tiny_settings).eval()
 
 
 def _map_image(seed: int = 0):
@@ -83,9 +86,9 @@ def test_auto_engine_is_onnx_on_cpu_and_env_overrides(tiny_model, monkeypatch):
         detect.resolve_engine(tiny_model, "cuda", "onnx")
 
 
-def test_cached_onnx_backbone_is_rebuilt_when_weights_change():
+def test_cached_onnx_backbone_is_rebuilt_when_weights_change(tiny_settings):
     torch.manual_seed(2)
-    model = build_model("dustrcnn", **TINY).eval()
+    model = build_model("dustrcnn", **tiny_settings).eval()
     first = detect.onnx_backbone_for(model)
     assert detect.onnx_backbone_for(model) is first
     with torch.no_grad():
@@ -115,8 +118,8 @@ def test_export_onnx_command_writes_a_backbone_detect_uses(tmp_path, tiny_model)
     np.testing.assert_allclose(saved.scores, plain.scores, atol=1e-4)
 
 
-def test_onnx_model_with_other_levels_is_refused(tmp_path, tiny_model):
-    other = build_model("dustrcnn", **{**TINY, "anchor_sizes_native_px": (32.0, 64.0, 128.0, 256.0, 512.0)}).eval()
+def test_onnx_model_with_other_levels_is_refused(tmp_path, tiny_settings, tiny_model):
+    other = build_model("dustrcnn", **{**tiny_settings, "anchor_sizes_native_px": (32.0, 64.0, 128.0, 256.0, 512.0)}).eval()
     path = detect.export_backbone_onnx(other, tmp_path / "other.onnx")
     with pytest.raises(ValueError, match="outputs"):
         detect.OnnxBackbone(tiny_model, path)

@@ -27,9 +27,6 @@ DEVICE = os.environ.get("MARSDUST_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on one)")
 
-TINY = dict(backbone_weights=None, fpn_channels=32, mask_head_channels=16, representation_size=64,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=10, map_res_deg=0.8)
-
 
 @pytest.fixture(autouse=True)
 def _full_float32():
@@ -74,9 +71,10 @@ def _matched(reference: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_archive_detections_on_the_device_match_the_cpu(tmp_path):
+def test_archive_detections_on_the_device_match_the_cpu(tiny_detector, tmp_path):
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(build_model("dustrcnn", **TINY).eval(), tmp_path / "tiny.ckpt")
+    model = build_model("dustrcnn", **{**tiny_detector, "box_detections_per_img": 10, "map_res_deg": 0.8})
+    checkpoint = save_checkpoint(model.eval(), tmp_path / "tiny.ckpt")
     archive = _archive(tmp_path / "archive")
     detect.detect_archive(checkpoint, archive, tmp_path / "cpu", score_threshold=0.0, engine="plain", progress=False)
     detect.detect_archive(checkpoint, archive, tmp_path / "device", score_threshold=0.0, device=DEVICE, batch_size=4,
@@ -90,14 +88,11 @@ def test_archive_detections_on_the_device_match_the_cpu(tmp_path):
     assert (matched.loc[close, "area"] < 0.02).all()
 
 
-def test_training_steps_on_the_device_lower_the_loss_and_the_checkpoint_detects_on_cpu(tmp_path):
-    from marsdust.synth import synthesize
+def test_training_steps_on_the_device_lower_the_loss_and_the_checkpoint_detects_on_cpu(ci_data, tmp_path):
     from marsdust.train import TrainConfig, train
 
-    data = tmp_path / "ci"
-    synthesize(data, "ci", seed=0, progress=False)
     accelerator = "gpu" if DEVICE.startswith("cuda") else "cpu"
-    config = TrainConfig(data=str(data), model_preset="small_cpu", map_res_deg=0.8, max_steps=30,
+    config = TrainConfig(data=str(ci_data), model_preset="small_cpu", map_res_deg=0.8, max_steps=30,
                          val_every_n_steps=30, num_workers=2, progress=False, seed=0, accelerator=accelerator,
                          devices=1)
     summary = train(config, tmp_path / "run")
@@ -109,6 +104,6 @@ def test_training_steps_on_the_device_lower_the_loss_and_the_checkpoint_detects_
 
     model = load_model(summary["best_checkpoint"])  # loads onto the CPU
     assert next(model.parameters()).device.type == "cpu"
-    first_map = next((data / "archive").glob("*/*.png"))
+    first_map = next((ci_data / "archive").glob("*/*.png"))
     result = detect.detect_map(model, first_map, map_id=first_map.stem, mars_year=24, ls=150.0, device="cpu")
     assert result.valid_fraction > 0

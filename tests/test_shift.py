@@ -96,15 +96,6 @@ def test_blur_averages_observed_pixels_only_and_wraps_in_longitude():
     assert wrapped[5, -1, 0] == pytest.approx(wrapped[5, 1, 0]) and wrapped[5, -1, 0] > 0.1  # across 180°
 
 
-@pytest.fixture(scope="module")
-def ci_data(tmp_path_factory):
-    from marsdust.synth import synthesize
-
-    out = tmp_path_factory.mktemp("ci_shift")
-    synthesize(out, "ci", seed=0, progress=False)
-    return out
-
-
 def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, monkeypatch, two_threads):
     """``detect_map`` gets each map as the transform returned it; without a transform, as read."""
     import marsdust.detect as detect

@@ -19,9 +19,9 @@ from marsdust.synth.storms import MDAD_SOURCES, StormClimatology, draw_storm_mem
 
 
 @pytest.fixture(scope="module")
-def ci(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth_ci")
-    result = synthesize(out, "ci", seed=0, progress=False)
+def ci(ci_synthesis):
+    """The session's ``ci`` dataset: its folder and the maps and storms tables synthesize returned."""
+    out, result = ci_synthesis
     return out, result["maps"], result["storms"]
 
 

@@ -1,6 +1,6 @@
 """Training, exact resume, the train/evaluate commands, and the evaluator on model outputs.
 
-All runs use the synthetic ``ci`` preset (written once per session) and a tiny detector
+All runs use the synthetic ``ci`` preset (``ci_data``, written once per session) and a tiny detector
 (ResNet-18 with a 32-channel FPN, BatchNorm — GroupNorm's CPU kernels are ~5x slower) at a
 0.8° working resolution (150 x 450 px maps, the paper's 12° boxes = 15 px), so a step takes a
 fraction of a second on 2 cores.
@@ -37,16 +37,6 @@ RES_DEG = 0.8
 @pytest.fixture(autouse=True)
 def _two_threads(two_threads):
     """Every test here runs torch on 2 threads (see conftest.two_threads)."""
-
-
-@pytest.fixture(scope="session")
-def ci_data(tmp_path_factory):
-    """The ci preset (≈ 61 maps at 0.4° on the paper's calendar), shared by every test here."""
-    from marsdust.synth import synthesize
-
-    out = tmp_path_factory.mktemp("ci_train")
-    synthesize(out, "ci", seed=0, progress=False)
-    return out
 
 
 def tiny_config(data, **changes) -> TrainConfig:
