@@ -265,7 +265,7 @@ def test_ddp_training_on_two_cpu_processes(ci_data, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "marsdust", "train", "--data", str(ci_data), "--config", str(config),
                "--accelerator", "cpu", "--devices", "2", "--trainer-strategy", "ddp", "--max-steps", "4",
-               "--val-every", "2", "--threads", "1", "-o", str(run), "--quiet"]
+               "--val-every", "2", "--threads", "1", "-o", str(run)]  # not --quiet: it hides Lightning's INFO lines
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Starting with 2 processes" in done.stderr

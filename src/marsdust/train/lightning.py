@@ -4,7 +4,7 @@ LightningDataModule, and the run's callbacks and logger.
 * :class:`DetectorModule` — a registered detector (``self.model``) with its optimizer schedule
   (:func:`marsdust.train.config.lr_factor`) and validation: box mAP25/50/75 of the validation maps
   (:func:`validation_map`) and the score threshold of best F1 (:func:`best_f1_threshold`), stored
-  in the checkpoint it is followed by. It also stores and restores the global RNG states (the RPN
+  in the checkpoint that follows it. It also stores and restores the global RNG states (the RPN
   and RoI samplers draw from them), one of the four parts of exact resume.
 * :class:`DustDataModule` — training maps in :class:`~marsdust.train.samplers.EpochSampler` order,
   augmented under :class:`~marsdust.train.samplers.SeededAugmentation`; validation maps sharded over
