@@ -64,8 +64,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--val-every", type=int, default=None)
     args = parser.parse_args(argv)
 
+    from marsdust.compare import compare
     from marsdust.evaluate import comparison_markdown
-    from marsdust.train import compare
 
     data = Path(args.data)
     if not (data / "archive").is_dir() or not (data / "mdad").is_dir():

@@ -243,11 +243,11 @@ def child_map50(options: dict) -> dict:
 
     from marsdust.data import select_split
     from marsdust.detect import detect_map, onnx_backbone_for, resolve_engine
-    from marsdust.evaluate import evaluate_detections
+    from marsdust.evaluate import evaluate_detections, evaluation_split, prediction_entry, run_config_of
     from marsdust.labels import map_targets
     from marsdust.mdgm import read_map
     from marsdust.models import load_model
-    from marsdust.train import TrainConfig, _prediction_entry, _run_config_near, evaluation_split, load_tables
+    from marsdust.train import TrainConfig, load_tables
 
     torch.set_num_threads(options["threads"])
     checkpoint = Path(options["checkpoint"])
@@ -255,7 +255,7 @@ def child_map50(options: dict) -> dict:
     model = load_model(checkpoint).to(device).eval()
     config = TrainConfig.from_dict({"data": options["data"]}, source="bench_detect --data")
     index_df, storms_df = load_tables(config)
-    split_df, split_source = evaluation_split(checkpoint, index_df, None, _run_config_near(checkpoint), None)
+    split_df, split_source = evaluation_split(checkpoint, index_df, None, run_config_of(checkpoint), None)
     rows = select_split(index_df, split_df, "test")
     if options["map_maps"]:
         rows = rows.head(options["map_maps"])
@@ -275,7 +275,7 @@ def child_map50(options: dict) -> dict:
             result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
                                 score_threshold=0.05, device=device, engine=engine)
             seconds[engine].append(time.perf_counter() - t0)
-            predictions[engine][row.map_id] = _prediction_entry(result, result.grid)
+            predictions[engine][row.map_id] = prediction_entry(result, result.grid)
         grid = result.grid
         target = map_targets(storms_by_map.get(row.map_id, empty), grid, "fixed")
         ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}

@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from marsdust.grid import MapGrid
-from marsdust.models import always_storm_detector, save_checkpoint
+from marsdust.models import always_storm_detector, read_training_state, save_checkpoint
 from marsdust.synth import synthesize
 from marsdust.synth.discs import write_disc_archive
 
@@ -157,7 +157,7 @@ def write_train_config(path: Path, args) -> Path:
 
 def same_weights(a: Path, b: Path) -> bool:
     """Whether two checkpoints hold the same global step and bit-identical tensors under the same names."""
-    first, second = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    first, second = (read_training_state(p) for p in (a, b))
     if first["global_step"] != second["global_step"] or first["state_dict"].keys() != second["state_dict"].keys():
         return False
     return all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])

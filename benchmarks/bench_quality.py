@@ -53,7 +53,8 @@ def load_variants(path: Path) -> tuple[dict, dict]:
 
 def run_variant(name: str, settings: dict, data: Path, out: Path) -> dict:
     """Train and evaluate one variant; returns its row (also ``OUT/eval/NAME/row.json``)."""
-    from marsdust.train import TrainConfig, evaluate_checkpoint, train
+    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.train import TrainConfig, train
 
     run_dir, eval_dir = out / "runs" / name, out / "eval" / name
     config = TrainConfig.from_dict({**settings, "data": str(data), "progress": False}, source=f"variant {name}")

@@ -9,7 +9,7 @@ pixels only — before ``marsdust.detect.detect_map``. One more condition, ``pla
 the same test period of a planet synthesized with another seed (``marsdust synth DIR --preset
 bench --seed 1``, written once, about 30 s) against its own catalogue.
 
-Scoring is ``marsdust.train.evaluate_checkpoint`` (``transform_image=``) into
+Scoring is ``marsdust.evaluate.evaluate_checkpoint`` (``transform_image=``) into
 ``OUT/<checkpoint>/<condition>/``. Per checkpoint and condition the table gives box mAP50 and
 mAP75 in the label mode of the evaluation, mAP50 / mAP75 on the paper's 12° boxes, mask mAP50,
 and each one's change from the clean maps (percentage points).
@@ -83,8 +83,8 @@ def write_test_split(data: Path, path: Path, n_maps: int | None) -> tuple[Path, 
 
 def score(checkpoint: Path, data: Path, split_file: Path, out_dir: Path, transform, label_mode: str | None,
           device: str) -> dict:
-    """One evaluation through :func:`marsdust.train.evaluate_checkpoint`; returns the table's metrics."""
-    from marsdust.train import evaluate_checkpoint
+    """One evaluation through :func:`marsdust.evaluate.evaluate_checkpoint`; returns the table's metrics."""
+    from marsdust.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, out_dir, data=str(data), split_file=str(split_file),
                                   label_mode=label_mode, n_figures=0, n_timed=0, progress=False, device=device,

@@ -214,6 +214,18 @@ def test_local_imagenet_weights_are_loaded(tmp_path, caplog):
     assert "ImageNet weights" in caplog.text
 
 
+def test_random_init_is_announced_only_when_it_was_not_asked_for(monkeypatch, tmp_path, caplog):
+    from marsdust.models import backbone
+
+    monkeypatch.setattr(backbone, "hub_cache_path", lambda name: tmp_path / "hub" / f"{name}.pth")  # no weights there
+    monkeypatch.setattr(backbone, "_said_random_init", False)
+    with caplog.at_level(logging.WARNING, logger="marsdust.models.backbone"):
+        build_model("fasterrcnn", **{**TINY, "backbone_weights": None})  # random init asked for: nothing to say
+        assert "random weights" not in caplog.text
+        build_model("fasterrcnn", **{**TINY, "backbone_weights": "auto"})  # ImageNet weights wanted, none found
+    assert "starts from random weights" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------- checkpoints
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)

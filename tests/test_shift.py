@@ -99,8 +99,8 @@ def test_blur_averages_observed_pixels_only_and_wraps_in_longitude():
 def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, monkeypatch, two_threads):
     """``detect_map`` gets each map as the transform returned it; without a transform, as read."""
     import marsdust.detect as detect
+    from marsdust.evaluate import evaluate_checkpoint, runner
     from marsdust.models import SMALL_CPU, build_model, save_checkpoint
-    from marsdust.train import evaluate_checkpoint
 
     real_detect_map, given = detect.detect_map, []
 
@@ -108,7 +108,7 @@ def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, 
         given.append((image.path, float(image.rgb.sum()), int(image.valid.sum())))
         return real_detect_map(model, image, **kwargs)
 
-    monkeypatch.setattr(detect, "detect_map", recording_detect_map)
+    monkeypatch.setattr(runner, "detect_map", recording_detect_map)  # where evaluate_checkpoint looks it up
     checkpoint = save_checkpoint(build_model("dustrcnn", **dict(SMALL_CPU), map_res_deg=0.8), tmp_path / "model.ckpt")
     split = tmp_path / "split.csv"
     pd.DataFrame({"map_id": ["s03_001", "s07_009"], "split": "test"}).to_csv(split, index=False)

@@ -18,12 +18,12 @@ import yaml
 from typer.testing import CliRunner
 
 from marsdust.cli import app
-from marsdust.models import SMALL_CPU
+from marsdust.evaluate import evaluate_checkpoint
+from marsdust.models import SMALL_CPU, read_training_state
 from marsdust.train import (
     EpochSampler,
     TrainConfig,
     best_f1_threshold,
-    evaluate_checkpoint,
     lr_factor,
     parse_period,
     train,
@@ -172,6 +172,43 @@ def test_quiet_lightning_holds_in_a_fresh_interpreter():
     assert shown.strip() == "False"
 
 
+
+def test_train_and_evaluate_load_lightning_only_when_training_needs_it():
+    """``marsdust evaluate`` reads a TrainConfig without paying for Lightning; the moved names are the same objects."""
+    import subprocess
+    import sys
+
+    code = ("import sys, marsdust.train, marsdust.evaluate; print('lightning' in sys.modules); "
+            "from marsdust.train import train; print('lightning' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.split() == ["False", "True"]
+    import marsdust.compare
+    import marsdust.evaluate
+    import marsdust.train
+
+    assert marsdust.train.evaluate_checkpoint is marsdust.evaluate.evaluate_checkpoint
+    assert marsdust.train.evaluation_split is marsdust.evaluate.evaluation_split
+    assert marsdust.train.compare is marsdust.compare.compare
+    with pytest.raises(AttributeError, match="no_such_name"):
+        marsdust.train.no_such_name  # noqa: B018
+
+
+@pytest.mark.slow
+def test_quiet_train_command_silences_lightnings_info_lines(ci_data, tmp_path):
+    """``train --quiet``: no "GPU available: ..." lines, only the result."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model_preset": "small_cpu", "map_res_deg": 1.6, "num_workers": 0}))
+    command = [sys.executable, "-m", "marsdust", "train", "--data", str(ci_data), "--config", str(config),
+               "--accelerator", "cpu", "--max-steps", "1", "--threads", "1", "-o", str(tmp_path / "run"), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "available" not in done.stderr, done.stderr
+    assert "random weights" not in done.stderr, done.stderr  # small_cpu asks for random init
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU that is absent")
 def test_train_asking_for_an_absent_gpu_fails_in_one_line(ci_data, tmp_path):
     result = CliRunner().invoke(app, ["train", "--data", str(ci_data), "--accelerator", "gpu", "--max-steps", "1",
@@ -195,13 +232,13 @@ def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_skips_consumed_batche
 
 
 def test_samplers_shard_every_map_over_ddp_ranks(monkeypatch):
-    import marsdust.train as train_module
+    from marsdust.train import samplers
 
     train_shards, val_shards = [], []
     for rank in range(3):
-        monkeypatch.setattr(train_module, "_world", lambda rank=rank: (rank, 3))
+        monkeypatch.setattr(samplers, "_world", lambda rank=rank: (rank, 3))
         train_shards.append([i for _, i in EpochSampler(10, seed=3, batch_size=2)])
-        val_shards.append(list(train_module.ShardSampler(10)))
+        val_shards.append(list(samplers.ShardSampler(10)))
     assert [len(shard) for shard in train_shards] == [4, 4, 4]  # equal steps on every rank
     assert set().union(*map(set, train_shards)) == set(range(10))  # every map trained on (2 padded repeats)
     assert sorted(i for shard in val_shards for i in shard) == list(range(10))  # each validated once
@@ -218,7 +255,7 @@ def test_ddp_training_on_two_cpu_processes(ci_data, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "marsdust", "train", "--data", str(ci_data), "--config", str(config),
                "--accelerator", "cpu", "--devices", "2", "--trainer-strategy", "ddp", "--max-steps", "4",
-               "--val-every", "2", "--threads", "1", "-o", str(run), "--quiet"]
+               "--val-every", "2", "--threads", "1", "-o", str(run)]  # not --quiet: it hides Lightning's INFO lines
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Starting with 2 processes" in done.stderr
@@ -245,6 +282,7 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
     """The evaluate path (detect_map records on the native grid -> working grid -> COCO) gives mAP 1
     when the "model" returns exactly the catalogue's boxes: the coordinate bookkeeping is right."""
     import marsdust.detect as detect
+    from marsdust.evaluate import runner
     from marsdust.labels import map_targets
     from marsdust.mdad import read_catalog
     from marsdust.models import build_model, save_checkpoint
@@ -262,7 +300,7 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
         result.masks = [m.astype(bool) for m in target["masks"]]
         return result
 
-    monkeypatch.setattr(detect, "detect_map", oracle_detect_map)
+    monkeypatch.setattr(runner, "detect_map", oracle_detect_map)  # where evaluate_checkpoint looks it up
     checkpoint = save_checkpoint(build_model("dustrcnn", **TINY, map_res_deg=RES_DEG), tmp_path / "model.ckpt")
     split = tmp_path / "split.csv"
     pd.DataFrame({"map_id": ["s03_001", "s07_009", "s13_001"], "split": "test"}).to_csv(split, index=False)
@@ -297,13 +335,13 @@ def test_interrupted_run_resumed_reaches_the_same_weights_as_an_uninterrupted_on
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, tmp_path / "cut", callbacks=[Interrupt()])
     assert not (tmp_path / "cut" / "done.json").exists()
-    assert torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=False)["global_step"] == 3
+    assert read_training_state(tmp_path / "cut/checkpoints/last.ckpt")["global_step"] == 3
     with pytest.raises(FileExistsError, match="resume"):
         train(config, tmp_path / "cut")
     resumed = train(config, tmp_path / "cut", resume=True)
     assert resumed["global_step"] == whole["global_step"] == 6
-    a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
-    b = torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=False)
+    a = read_training_state(tmp_path / "whole/checkpoints/last.ckpt")
+    b = read_training_state(tmp_path / "cut/checkpoints/last.ckpt")
     assert a["global_step"] == b["global_step"] == 6
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
@@ -337,8 +375,8 @@ def test_run_killed_during_the_validation_after_a_checkpoint_resumes_with_that_v
     assert "val_map50" in cut_metrics.columns
     pd.testing.assert_frame_equal(cut_metrics, whole_metrics)
     for name in ("best", "last"):
-        a = torch.load(tmp_path / f"whole/checkpoints/{name}.ckpt", weights_only=False)
-        b = torch.load(tmp_path / f"cut/checkpoints/{name}.ckpt", weights_only=False)
+        a = read_training_state(tmp_path / f"whole/checkpoints/{name}.ckpt")
+        b = read_training_state(tmp_path / f"cut/checkpoints/{name}.ckpt")
         assert a["global_step"] == b["global_step"]
         for key in a["state_dict"]:
             assert torch.equal(a["state_dict"][key], b["state_dict"][key]), (name, key)
@@ -348,9 +386,9 @@ def test_resumed_run_keeps_the_best_score_of_best_ckpt_on_disk(tmp_path):
     """last.ckpt predates its step's validation: the score of best.ckpt on disk must win on resume."""
     from types import SimpleNamespace
 
-    from marsdust.train import _callbacks
+    from marsdust.train.lightning import checkpoint_callbacks
 
-    best = _callbacks(tmp_path, tiny_config(tmp_path))[0]
+    best = checkpoint_callbacks(tmp_path, tiny_config(tmp_path))[0]
     best.dirpath = str(tmp_path / "checkpoints")
     (tmp_path / "checkpoints").mkdir()
     torch.save({"callbacks": {best.state_key: {"best_model_score": torch.tensor(0.6)}}},
@@ -363,11 +401,13 @@ def test_resumed_run_keeps_the_best_score_of_best_ckpt_on_disk(tmp_path):
     assert not best.check_monitor_top_k(trainer, torch.tensor(0.4))  # worse than best.ckpt: not saved
     assert best.check_monitor_top_k(trainer, torch.tensor(0.7))
     moved = dict(stale, dirpath=str(tmp_path / "elsewhere"))  # run folder moved: Lightning drops the score
-    fresh = _callbacks(tmp_path, tiny_config(tmp_path))[0]
+    fresh = checkpoint_callbacks(tmp_path, tiny_config(tmp_path))[0]
     fresh.dirpath = best.dirpath
     with pytest.warns(UserWarning, match="dirpath has changed"):
         fresh.load_state_dict(moved)
     assert float(fresh.best_model_score) == pytest.approx(0.6)
+    # the key runs have always stored best.ckpt's state under: runs checkpointed before still resume with their best
+    assert best.state_key.startswith("_best_checkpoint_class.<locals>.BestCheckpoint{'monitor': 'val_map50'")
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -390,7 +430,7 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
     from marsdust.models import DetectorConfig, load_model
 
     # the checkpoint holds every resolved field, not the preset name
-    stored = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)["hyper_parameters"]["model_config"]
+    stored = read_training_state(run / "checkpoints" / "best.ckpt")["hyper_parameters"]["model_config"]
     assert stored == DetectorConfig(**TINY, map_res_deg=RES_DEG).to_dict()
     assert load_model(run / "checkpoints" / "best.ckpt").config.fpn_channels == 32
 

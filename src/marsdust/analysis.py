@@ -73,7 +73,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from marsdust.evaluate import (
+from marsdust.evaluate.metrics import (
     CONFIDENCE_LEVELS,
     SEASONS,
     _array,

@@ -250,9 +250,9 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         Progress bars.
     """
     from marsdust.detect import detect_archive
+    from marsdust.evaluate import evaluate_checkpoint
     from marsdust.mdad import read_catalog
     from marsdust.models import resolve_score_threshold
-    from marsdust.train import evaluate_checkpoint
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

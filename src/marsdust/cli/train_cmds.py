@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, fail, setup_logging
+from marsdust.cli._app import app, fail, quiet_lightning, setup_logging
 from marsdust.cli.data_cmds import STRICT_HELP
 
 
@@ -96,7 +96,7 @@ def train_command(
                                           "contrast, colour balance, gamma, blur, noise, swath steps) or basic (roll, "
                                           "flip, brightness, contrast)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from checkpoints/last.ckpt."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no Lightning INFO lines."),
 ) -> None:
     """Train a detector; the best checkpoint (validation mAP50) goes to OUTPUT/checkpoints/best.ckpt."""
     import logging
@@ -107,6 +107,8 @@ def train_command(
     from marsdust.train import train
 
     setup_logging(logging.WARNING, lightning=True)
+    if quiet:
+        quiet_lightning()  # "GPU available: ...", "TPU available: ...": Lightning's INFO lines
     cli_values = dict(
         data=data, archive=archive, catalog=catalog, master=master, strict=strict or None, model=model,
         strategy=strategy, max_steps=max_steps,
@@ -160,8 +162,8 @@ def evaluate_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a trained detector on a split: mAP25/50/75 (box, and mask where it has masks), breakdowns, dx/dy, time."""
+    from marsdust.evaluate import evaluate_checkpoint
     from marsdust.models import CheckpointError
-    from marsdust.train import evaluate_checkpoint
 
     if split not in ("test", "val", "train"):
         fail(f"--split must be test, val or train, got {split!r}")
@@ -216,9 +218,9 @@ def compare_command(
 
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from marsdust.compare import compare
     from marsdust.evaluate import comparison_markdown
     from marsdust.models import available_models
-    from marsdust.train import compare
 
     setup_logging(logging.INFO, lightning=True)
     model_names = [m.strip() for m in models.split(",") if m.strip()]

@@ -6,7 +6,7 @@
 ('dustrcnn', 128)
 
 See :mod:`marsdust.models.registry` (interface), :mod:`~marsdust.models.config` (every knob and
-the measured speed of the compact default), :mod:`~marsdust.models.checkpoint` (file layout,
+why the defaults are compact), :mod:`~marsdust.models.checkpoint` (file layout,
 Lightning keys).
 """
 
@@ -17,6 +17,7 @@ from marsdust.models.checkpoint import (
     CheckpointError,
     load_model,
     read_checkpoint,
+    read_training_state,
     resolve_score_threshold,
     save_checkpoint,
     stored_score_threshold,
@@ -65,6 +66,7 @@ __all__ = [
     "load_model",
     "preset_overrides",
     "read_checkpoint",
+    "read_training_state",
     "resolve_score_threshold",
     "register_model",
     "save_checkpoint",

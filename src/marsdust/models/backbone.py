@@ -1,8 +1,8 @@
 """ResNet + FPN backbones for the detectors (torchvision building blocks).
 
 ImageNet weights are used only when they are already on disk (a local file the user names, or
-torch's hub cache); nothing is downloaded. Otherwise the backbone starts from random weights and
-says so once through :mod:`logging`.
+torch's hub cache); nothing is downloaded. Otherwise the backbone starts from random weights; when
+that was not asked for (``backbone_weights="auto"`` found no weights) it says so once through :mod:`logging`.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def build_backbone(config: DetectorConfig, norm: str, weights: Path | None) -> B
     if weights is not None:
         _load_imagenet_weights(body, weights, norm)
         log.info("backbone %s: ImageNet weights from %s", config.backbone, weights)
-    elif not _said_random_init and config.backbone_weights != "checkpoint":
+    elif not _said_random_init and config.backbone_weights == "auto":  # None / "none": random init was asked for
         log.warning(
             "backbone %s starts from random weights (no local ImageNet weights; pass backbone_weights=FILE "
             "or put them in %s)",

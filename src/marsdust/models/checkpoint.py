@@ -16,6 +16,11 @@ Lightning checkpoint (what ``marsdust.train`` saves; accepted by ``load_model``)
 
 i.e. call ``self.save_hyperparameters({"model_name": name, "model_config": cfg.to_dict()})`` (other
 hyper-parameters may sit next to them) and keep the detector in ``self.model``.
+
+Every checkpoint marsdust reads goes through this module: :func:`load_model` / :func:`read_checkpoint`
+for the detector, :func:`read_training_state` for a run's whole Lightning state (global step,
+callback states); all load with torch's ``weights_only=True`` unless ``trust_pickle`` is given.
+(ImageNet weights for a backbone are not checkpoints: :mod:`marsdust.models.backbone` reads them.)
 """
 
 from __future__ import annotations
@@ -148,6 +153,35 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         f"{path}: not a marsdust checkpoint (no format '{CHECKPOINT_FORMAT}' and no Lightning "
         "hyper_parameters with model_name/model_config)"
     )
+
+
+def read_training_state(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, Any]:
+    """The whole content of a Lightning checkpoint of a training run, tensors on the CPU.
+
+    What a run resumes from or is inspected by: ``global_step``, ``epoch``, ``callbacks`` (e.g. the
+    best validation score behind ``best.ckpt``), ``state_dict``, ``optimizer_states``, ... To
+    rebuild the detector use :func:`load_model`.
+
+    Parameters
+    ----------
+    path
+        The checkpoint file (``RUN_DIR/checkpoints/last.ckpt`` or ``best.ckpt``).
+    trust_pickle
+        As in :func:`read_checkpoint`: marsdust's own checkpoints never need it.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, damaged or truncated file, a file holding Python objects without
+        ``trust_pickle``, or a file whose content is not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    raw = _torch_load(path, "cpu", trust_pickle)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (holds a {type(raw).__name__}, expected a dict)")
+    return raw
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,

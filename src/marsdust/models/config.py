@@ -3,32 +3,8 @@
 A detector is fully described by its registry name and a :class:`DetectorConfig`; checkpoints
 store both, so :func:`marsdust.models.load_model` rebuilds the right network with no other input.
 
-Why the defaults are *compact* (measured on the 2-core development machine,
-``torch.set_num_threads(2)``, random-init ResNet-18-FPN, 300 x 900 px maps at 0.4 deg):
-
-=====================================  ===================  ===================  ==========
-configuration (random-init ResNet-18)  train step, batch 2  inference, 1 image   parameters
-=====================================  ===================  ===================  ==========
-maskrcnn, stock-like (``STOCK_LIKE``)  6.1 s                0.95 s               30.9 M
-maskrcnn, compact default              2.0 s                0.35 s               14.4 M
-dustrcnn, stock-like                   6.2 s                2.0 s                33.7 M
-dustrcnn, compact default              2.5 s                0.86 s               15.1 M
-sppnet, compact default                2.4 s                0.76 s               12.8 M
-=====================================  ===================  ===================  ==========
-
-(2026-11-30, Adam step included, 300 x 900 px, GroupNorm, while four other engineers shared the
-two cores: treat as ratios; under heavier load all numbers doubled to quadrupled.) The bare
-ResNet-18 forward/backward on two 300 x 900 maps is most of what is left in the compact
-configuration.
-
-Why ``norm="auto"`` stays GroupNorm for random init: GroupNorm's CPU kernels are several
-times slower than BatchNorm only on tiny inputs (64 px test images). On 300 x 900 maps,
-dustrcnn compact default, 2 threads, interleaved runs (2026-11-30, load average 11-14 on 2
-cores, ``OMP_WAIT_POLICY=PASSIVE``): train step (batch 2, Adam) group 5.3-9.3 s vs batch
-6.5-11.7 s, inference (1 map) group 1.4-2.4 s vs batch 1.5-3.8 s, i.e. no gain from BatchNorm;
-GroupNorm also keeps training independent of the batch size (batch 2 per process under DDP).
-(With the default spinning OpenMP threads under that load the same runs took 2-5x longer and
-their ratio swung either way: measure with care on a shared machine.)
+Why the defaults are *compact* and ``norm="auto"`` is GroupNorm for random init: see
+benchmarks/README.md, "Measurements behind defaults".
 
 The time of the stock configuration goes to (a) the 256-channel FPN and RPN convolutions on
 the full-resolution P2 level, (b) 512 sampled RoIs per image through a 12.8M-parameter FC box

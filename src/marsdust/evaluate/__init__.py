@@ -1,0 +1,96 @@
+"""Scoring detections against the catalogue (``marsdust evaluate``).
+
+* :mod:`~marsdust.evaluate.metrics` — the scores of plain per-map dicts: COCO mAP@25/50/75,
+  breakdowns, centre deviations, area agreement, inference time, ``metrics.json`` and the
+  comparison tables of the paper's Table 1 layout; its docstring states every rule.
+* :mod:`~marsdust.evaluate.runner` — :func:`evaluate_checkpoint`: a trained checkpoint run on a
+  split's maps and scored, with the error analysis (:mod:`marsdust.analysis`) and figures.
+
+The runner's names are imported on first use, so that ``marsdust.evaluate`` stays as light as
+its metrics (:mod:`marsdust.analysis` builds on them, and the runner builds on the analysis).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from marsdust.evaluate.metrics import (
+    CONFIDENCE_LEVELS,
+    IOU_THRESHOLDS,
+    MAP_KEYS,
+    NETWORK_NAMES,
+    PAPER_SOURCE,
+    PAPER_TABLE1,
+    SEASONS,
+    STRATEGIES,
+    TABLE_METRICS,
+    align_to_ground_truth,
+    area_agreement,
+    box_iou,
+    box_map_summary,
+    breakdown_by_confidence,
+    breakdown_by_season,
+    breakdown_by_size,
+    center_deviations,
+    coco_map,
+    comparison_markdown,
+    comparison_table,
+    evaluate_detections,
+    read_metrics_json,
+    season_of,
+    size_bin_edges,
+    size_bin_labels,
+    summarize_deviations,
+    time_inference,
+    wrapped_iou,
+    write_comparison_table,
+    write_metrics_json,
+)
+
+_RUNNER_NAMES = ("evaluate_checkpoint", "evaluation_split", "prediction_entry", "run_config_of")
+"""Names of :mod:`marsdust.evaluate.runner` this package exports, imported on first use."""
+
+__all__ = [
+    "CONFIDENCE_LEVELS",
+    "IOU_THRESHOLDS",
+    "MAP_KEYS",
+    "NETWORK_NAMES",
+    "PAPER_SOURCE",
+    "PAPER_TABLE1",
+    "SEASONS",
+    "STRATEGIES",
+    "TABLE_METRICS",
+    "align_to_ground_truth",
+    "area_agreement",
+    "box_iou",
+    "box_map_summary",
+    "breakdown_by_confidence",
+    "breakdown_by_season",
+    "breakdown_by_size",
+    "center_deviations",
+    "coco_map",
+    "comparison_markdown",
+    "comparison_table",
+    "evaluate_detections",
+    "read_metrics_json",
+    "season_of",
+    "size_bin_edges",
+    "size_bin_labels",
+    "summarize_deviations",
+    "time_inference",
+    "wrapped_iou",
+    "write_comparison_table",
+    "write_metrics_json",
+    *_RUNNER_NAMES,
+]
+
+
+def __getattr__(name: str):
+    """The names of :data:`_RUNNER_NAMES`, imported on first use (PEP 562)."""
+    if name not in _RUNNER_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("marsdust.evaluate.runner"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_RUNNER_NAMES))

@@ -1,0 +1,287 @@
+"""Scoring a trained checkpoint on a split (``marsdust evaluate``): :func:`evaluate_checkpoint`.
+
+It runs the detector the way ``marsdust detect`` does (:func:`marsdust.detect.detect_map`) on every
+map of the split, scores the detections against the catalogue with :mod:`marsdust.evaluate.metrics`
+(COCO mAP of the run's labels, of the paper's 12° boxes drawn at each detection's outline centroid,
+masks, breakdowns, centre deviations, area agreement, inference time), writes the error analysis
+of :mod:`marsdust.analysis` and the figures of :mod:`marsdust.plots`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from marsdust import plots
+from marsdust.analysis import write_error_analysis
+from marsdust.data import load_split, select_split
+from marsdust.detect import detect_map
+from marsdust.evaluate.metrics import (
+    area_agreement,
+    box_map_summary,
+    center_deviations,
+    evaluate_detections,
+    season_of,
+    time_inference,
+    write_metrics_json,
+)
+from marsdust.fileio import write_text_atomic
+from marsdust.labels import map_targets, paper_boxes_at
+from marsdust.mdgm import MapImage, read_map
+from marsdust.models import load_model
+from marsdust.train.config import TrainConfig, load_config_yaml, load_tables, split_for
+
+
+def run_config_of(checkpoint: str | os.PathLike) -> dict:
+    """The ``config.yaml`` of the run folder holding ``RUN_DIR/checkpoints/<checkpoint>``, as a dict ({} if none).
+
+    Parameters
+    ----------
+    checkpoint : path
+        A checkpoint of a training run (``RUN_DIR/checkpoints/best.ckpt``) or any other file.
+    """
+    path = Path(checkpoint).resolve().parent.parent / "config.yaml"
+    return load_config_yaml(path) if path.is_file() else {}
+
+
+def evaluation_split(checkpoint: Path, index_df: pd.DataFrame, split_file: str | None, run_values: dict,
+                     strategy: str | None) -> tuple[pd.DataFrame, str]:
+    """Split manifest for an evaluation and where it came from.
+
+    Order: ``split_file``; the run folder's ``split.csv`` next to the checkpoint; recomputed from
+    the run's ``config.yaml`` (or defaults) with ``strategy`` if given.
+    """
+    if split_file:
+        return load_split(split_file), str(split_file)
+    near = checkpoint.resolve().parent.parent / "split.csv"
+    if near.is_file() and strategy in (None, run_values.get("strategy")):
+        return load_split(near), str(near)
+    values = {k: v for k, v in run_values.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    values.pop("split_file", None)
+    if strategy:
+        values["strategy"] = strategy
+    config = TrainConfig.from_dict(values, source="run config")
+    return split_for(config, index_df), f"recomputed ({config.strategy}, seed {config.seed})"
+
+
+def prediction_entry(result, grid) -> dict:
+    """A detection result as :mod:`marsdust.evaluate.metrics` scores it: one map's ``predictions`` entry.
+
+    Parameters
+    ----------
+    result : marsdust.detect.MapResult
+        What :func:`marsdust.detect.detect_map` returned for the map.
+    grid : marsdust.grid.MapGrid
+        The working grid the entry is expressed on (``result.grid``).
+
+    Returns
+    -------
+    dict
+        ``boxes`` (n, 4) xyxy working-grid pixels, ``scores`` (n,), ``masks`` (n, H, W) uint8,
+        ``area_km2`` (n,), and ``paper_boxes`` (n, 4): the paper's 12° boxes centred on each
+        detection's outline centroid (:func:`marsdust.labels.paper_boxes_at`), the way the
+        catalogue's fixed boxes are drawn.
+    """
+    factor = result.native_grid.width / grid.width
+    boxes = np.array([[r["x0"], r["y0"], r["x1"], r["y1"]] for r in result.records], dtype=float).reshape(-1, 4) / factor
+    masks = (np.stack(result.masks).astype(np.uint8) if result.masks
+             else np.zeros((0, grid.height, grid.width), dtype=np.uint8))
+    area_km2 = np.array([r["area_km2"] for r in result.records], dtype=float)
+    lon_deg = np.array([r["lon"] for r in result.records], dtype=float)
+    lat_deg = np.array([r["lat"] for r in result.records], dtype=float)
+    return {"boxes": boxes, "scores": result.scores, "masks": masks, "area_km2": area_km2,
+            "paper_boxes": paper_boxes_at(lon_deg, lat_deg, grid)}
+
+
+@dataclass
+class _SplitDetections:
+    """Ground truth and detections of every map of a split, by ``map_id`` (working grid)."""
+
+    ground_truth: dict = field(default_factory=dict)
+    paper_truth: dict = field(default_factory=dict)  # the catalogue's 12° boxes
+    predictions: dict = field(default_factory=dict)
+    grids: dict = field(default_factory=dict)
+    map_ls: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
+    valid_masks: dict = field(default_factory=dict)
+    per_map: list = field(default_factory=list)  # rows of per_map.csv
+
+
+def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_mode: str, *, split: str,
+                     score_threshold: float, device: str, progress: bool,
+                     transform_image: Callable[[MapImage], MapImage] | None) -> _SplitDetections:
+    """Run the detector on every map of ``rows`` and collect what the scoring needs."""
+    storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
+    empty = storms_df.iloc[0:0]
+    found = _SplitDetections()
+    for row in tqdm(rows.itertuples(), total=len(rows), desc=f"evaluate {split}", unit="map", disable=not progress):
+        image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
+        t0 = time.perf_counter()
+        result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
+                            score_threshold=score_threshold, device=device)
+        seconds = time.perf_counter() - t0
+        grid = result.grid
+        storms = storms_by_map.get(row.map_id, empty)
+        target = map_targets(storms, grid, label_mode)
+        found.ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}
+        found.paper_truth[row.map_id] = {"boxes": map_targets(storms, grid, "fixed", with_masks=False)["boxes"]}
+        found.predictions[row.map_id] = prediction_entry(result, grid)
+        found.grids[row.map_id], found.map_ls[row.map_id] = grid, float(row.ls)
+        found.images[row.map_id] = result.image.rgb if result.image is not None else None
+        found.valid_masks[row.map_id] = result.valid
+        found.per_map.append({"map_id": row.map_id, "mars_year": int(row.mars_year), "ls": float(row.ls),
+                              "n_catalog": int(len(target["boxes"])), "n_detections": int(len(result.records)),
+                              "n_detections_05": int((result.scores >= 0.5).sum()),
+                              "valid_fraction": float(result.valid_fraction), "seconds": seconds})
+    return found
+
+
+def _inference_timing(model, paths: list[str], *, device: str,
+                      transform_image: Callable[[MapImage], MapImage] | None) -> dict | None:
+    """:func:`marsdust.evaluate.metrics.time_inference` on the maps ``paths`` (the first two warm up); None for
+    two maps or fewer."""
+    if len(paths) <= 2:
+        return None
+    images = [read_map(p) if transform_image is None else transform_image(read_map(p)) for p in paths]
+    return time_inference(lambda img: detect_map(model, img, score_threshold=0.5, device=device), images)
+
+
+def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
+    """Up to ``n`` maps for GT-vs-prediction figures: the map with most storms in each season first."""
+    by_season: dict[str, list[tuple[int, str]]] = {}
+    for map_id, gt in ground_truth.items():
+        by_season.setdefault(season_of(map_ls.get(map_id, float("nan"))) or "?", []).append((-len(gt["boxes"]), map_id))
+    ranked = [sorted(v) for _, v in sorted(by_season.items())]
+    chosen: list[str] = []
+    while len(chosen) < n and any(ranked):
+        for entries in ranked:
+            if entries and len(chosen) < n:
+                chosen.append(entries.pop(0)[1])
+    return chosen
+
+
+def _write_figures(model, found: _SplitDetections, metrics: dict, deviations: pd.DataFrame, figures: Path, *,
+                   split: str, n_figures: int) -> None:
+    """Precision–recall curves, centre deviations and ``n_figures`` maps ground truth next to prediction."""
+    name = f"{model.model_name} on {split} maps"
+    plots.plot_pr_curves(metrics["pr_curves"], figures / "pr_curves.png", title=f"precision–recall: {name}")
+    plots.plot_center_deviations(deviations, figures / "center_deviation_hist.png", title=f"centre deviations: {name}")
+    for map_id in _choose_figure_maps(found.ground_truth, found.map_ls, n_figures):
+        rgb = found.images.get(map_id)
+        if rgb is None:
+            continue
+        grid, gt, pred = found.grids[map_id], found.ground_truth[map_id], found.predictions[map_id]
+        keep = pred["scores"] >= 0.5
+        plots.plot_truth_vs_prediction(
+            rgb, grid.res_deg, grid.lat_north_deg, gt["boxes"], pred["boxes"][keep], pred["scores"][keep],
+            figures / f"truth_vs_prediction_{map_id}.png",
+            title=f"{map_id} Ls {found.map_ls[map_id]:.1f}°", gt_labels=[f"CL{int(c)}" for c in gt["confidence"]],
+            pred_masks=pred["masks"][keep] if model.has_masks else None)
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
+                        archive: str | None = None, catalog: str | None = None, master: str | None = None,
+                        strict: bool = False, split: str = "test",
+                        split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
+                        score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
+                        device: str = "cpu", progress: bool = True,
+                        transform_image: Callable[[MapImage], MapImage] | None = None) -> dict:
+    """Run a trained detector on a split's maps and score it (``EVAL_DIR/metrics.json``, ``per_map.csv``, figures).
+
+    Parameters
+    ----------
+    checkpoint : path
+        ``best.ckpt`` / ``last.ckpt`` of a run (or any marsdust checkpoint).
+    out_dir : path
+        ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png`` and
+        the error analysis of :func:`marsdust.analysis.write_error_analysis` (``error_analysis.json``,
+        ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
+    data, archive, catalog, master : str, optional
+        The data (as for training; default: the run's ``config.yaml``).
+    strict : bool
+        Stop on MDAD cube/master disagreements instead of one warning (:attr:`marsdust.train.TrainConfig.strict`).
+    split : {"test", "val", "train"}
+        Which maps to score.
+    split_file : str, optional
+        Split manifest (default: the run's ``split.csv``, else recomputed).
+    strategy : {"temporal", "random"}, optional
+        Recompute the split with this strategy.
+    label_mode : str, optional
+        Ground-truth shape (default: the one the checkpoint was trained on, else the run folder's
+        ``config.yaml``, else ``fixed``).
+    score_threshold : float
+        Detections below this score are not scored (the model's own ``box_score_thresh`` still
+        applies); COCO mAP uses the rest, ranked by score.
+    n_figures : int
+        Maps drawn ground truth next to prediction.
+    n_timed : int
+        Maps timed (after 2 warm-up maps) for the median inference time.
+    device : str
+    transform_image : callable, optional
+        Applied to every map as read (native grid, float RGB in [0, 1]) before detection, e.g. an
+        appearance shift of :mod:`marsdust.shift`; the scored maps, timing and figures all see its output.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json`` (``map25, map50, map75`` box AP fractions, ``segm``,
+        breakdowns, ``pr_curves``, ``center_deviation``, ``time_ms_per_map``, ``error_analysis``
+        (recall and error counts at score 0.5, :func:`marsdust.analysis.compact_summary`), ...).
+    """
+    # the detector, the data and the split (defaults: the run folder's)
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    model = load_model(checkpoint, map_location=device)
+    run_values = run_config_of(checkpoint)
+    config = TrainConfig.from_dict({"data": data or run_values.get("data"),
+                                    "archive": archive or (None if data else run_values.get("archive")),
+                                    "catalog": catalog or (None if data else run_values.get("catalog")),
+                                    "master": master or (None if data or catalog else run_values.get("master")),
+                                    "strict": strict},
+                                   source="evaluation data")
+    label_mode = label_mode or model.checkpoint_extra.get("label_mode") or run_values.get("label_mode", "fixed")
+    index_df, storms_df = load_tables(config)
+    split_df, split_source = evaluation_split(checkpoint, index_df, split_file, run_values, strategy)
+    rows = select_split(index_df, split_df, split)
+    if len(rows) == 0:
+        raise ValueError(f"the {split} split ({split_source}) holds no maps")
+
+    # detections on every map, and the median time of one
+    found = _detect_on_split(model, rows, storms_df, label_mode, split=split, score_threshold=score_threshold,
+                             device=device, progress=progress, transform_image=transform_image)
+    timing = _inference_timing(model, list(rows["path"].iloc[: n_timed + 2]), device=device,
+                               transform_image=transform_image)
+
+    # the scores
+    metrics = evaluate_detections(found.ground_truth, found.predictions, found.grids, map_ls=found.map_ls,
+                                  segm=bool(model.has_masks),
+                                  time_ms_per_map=None if timing is None else timing["median_ms"])
+    paper_predictions = {k: {"boxes": p["paper_boxes"], "scores": p["scores"]} for k, p in found.predictions.items()}
+    metrics["paper_boxes"] = box_map_summary(found.paper_truth, paper_predictions, found.grids)
+    metrics["area_agreement"] = area_agreement(found.ground_truth, found.predictions, found.grids)
+    deviations = center_deviations(found.ground_truth, found.predictions, found.grids)
+    matched = deviations.groupby("map_id").size() if len(deviations) else pd.Series(dtype=int)
+    per_map_df = pd.DataFrame(found.per_map)
+    per_map_df["n_matched_iou50"] = per_map_df["map_id"].map(matched).fillna(0).astype(int)
+    metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
+                    "split_source": split_source, "label_mode": label_mode, "n_maps": len(rows),
+                    "score_threshold": score_threshold, "timing": timing,
+                    "working_res_deg": float(model.config.map_res_deg)})
+
+    # EVAL_DIR: the error analysis (error_analysis.{json,md}, errors_*.csv, galleries), the tables, the figures
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics["error_analysis"] = write_error_analysis(
+        found.ground_truth, found.predictions, found.grids, out_dir, map_ls=found.map_ls, images=found.images,
+        valid_masks=found.valid_masks, title=f"{model.model_name} on {split} maps")
+    write_metrics_json(metrics, out_dir / "metrics.json")
+    write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
+    write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))
+    _write_figures(model, found, metrics, deviations, out_dir / "figures", split=split, n_figures=n_figures)
+    return metrics

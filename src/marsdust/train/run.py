@@ -1,0 +1,146 @@
+"""One training run (``marsdust train``), top to bottom: configuration → data → detector → trainer → fit → summary.
+
+The run folder (``RUN_DIR``) and what exact resume rests on are described in :mod:`marsdust.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+import yaml
+
+from marsdust.data import save_split
+from marsdust.fileio import write_text_atomic
+from marsdust.models import read_training_state
+from marsdust.train.config import TrainConfig, load_tables, split_for
+from marsdust.train.lightning import (
+    ContinuedCSVLogger,
+    DustDataModule,
+    ProgressLines,
+    build_module,
+    checkpoint_callbacks,
+)
+
+
+class _DropAdvertisingTips(logging.Filter):
+    """Drops Lightning's "Tip: ... install litlogger" line: an advertisement, not news about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+_LIGHTNING_TIPS = _DropAdvertisingTips()
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, callbacks: list | None = None) -> dict:
+    """Train a detector; returns a summary dict (also written to ``RUN_DIR/done.json``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    run_dir : path
+        Output folder (see :mod:`marsdust.train`).
+    resume : bool
+        Continue from ``RUN_DIR/checkpoints/last.ckpt`` (exactly; see :mod:`marsdust.train`). The
+        run's ``split.csv`` is reused. Without ``resume`` an existing ``last.ckpt`` is an error.
+    callbacks : list of lightning Callbacks, optional
+        Added to the run's own (checkpoints, learning-rate monitor).
+
+    Returns
+    -------
+    dict
+        ``best_checkpoint``, ``last_checkpoint``, ``best_val_map50``, ``global_step``, ``seconds``,
+        ``steps_per_second``, ``n_train_maps``, ``n_val_maps`` (as in ``done.json``) and ``global_rank``
+        (of this process; under DDP every process returns, and rank 0 is the one to report).
+    """
+    # the configuration: a resumed run keeps its split
+    run_dir = Path(run_dir)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if last_ckpt.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run ({last_ckpt}); pass resume to continue it "
+                              "or choose another output folder")
+    if resume and (run_dir / "split.csv").exists() and not config.split_file:
+        config = dataclasses.replace(config, split_file=str(run_dir / "split.csv"))
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    L.seed_everything(int(config.seed), workers=True, verbose=False)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LIGHTNING_TIPS)  # once: same object
+
+    # the data, the split and the resolved configuration, written to the run folder
+    index_df, storms_df = load_tables(config)
+    split_df = split_for(config, index_df)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (resume and (run_dir / "split.csv").exists()):
+        save_split(split_df, run_dir / "split.csv")
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump({**config.to_dict(), "resolved_optim": config.optim()},
+                                                               sort_keys=False))
+    datamodule = DustDataModule(config, index_df, storms_df, split_df)
+
+    # the detector, and where a resumed run starts
+    module = build_module(config)
+    start_step = 0
+    if resume and last_ckpt.exists():
+        start_step = int(read_training_state(last_ckpt).get("global_step", 0))
+
+    # the trainer: metrics.csv (every step flushed: a resumed run finds every row up to its checkpoint),
+    # checkpoints, progress
+    logger = ContinuedCSVLogger(run_dir, 1, start_step if resume else None)
+    all_callbacks = checkpoint_callbacks(run_dir, config) + list(callbacks or [])
+    progress_bar = bool(config.progress) and sys.stderr.isatty()
+    if config.progress and not progress_bar:  # a log file or CI: plain lines instead of a redrawn bar
+        all_callbacks.append(ProgressLines(every_steps=max(10, int(config.max_steps) // 20)))
+    val_every = min(int(config.val_every_n_steps), int(config.max_steps))
+    trainer = L.Trainer(
+        accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
+        strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
+        max_epochs=-1, val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        logger=logger, callbacks=all_callbacks, enable_progress_bar=progress_bar,
+        enable_model_summary=False, log_every_n_steps=1, use_distributed_sampler=False, deterministic=False,
+        default_root_dir=str(run_dir),
+    )
+
+    # the fit
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning's own pytree helper uses a torch API that torch deprecates; nothing for our users to do
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        # EpochSampler resumes mid-epoch exactly (it skips the batches already consumed)
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+        # validation mAP is computed from the predictions of all ranks, gathered: every rank logs the same value
+        warnings.filterwarnings("ignore", message=r".*self\.log\('val_.*sync_dist=True.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
+    seconds = time.perf_counter() - t0
+
+    # the summary (done.json once the run reached max_steps)
+    best_cb = trainer.checkpoint_callback
+    best_score = None if best_cb is None or best_cb.best_model_score is None else float(best_cb.best_model_score)
+    summary = {
+        "best_checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+        "last_checkpoint": str(last_ckpt),
+        "best_val_map50": best_score,
+        "global_step": int(trainer.global_step),
+        "seconds": seconds,
+        "steps_per_second": (trainer.global_step - start_step) / seconds if seconds > 0 else None,
+        "n_train_maps": len(datamodule.train_set),
+        "n_val_maps": len(datamodule.val_set),
+    }
+    if trainer.is_global_zero and trainer.global_step >= config.max_steps:
+        write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
+    return {**summary, "global_rank": int(trainer.global_rank)}
+
+
+def read_metrics_csv(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """``RUN_DIR/metrics.csv`` as a DataFrame."""
+    return pd.read_csv(Path(run_dir) / "metrics.csv")
