@@ -7,7 +7,7 @@ and random sols. As a yardstick measured in the same run (machines here are shar
 also times PNG-encoding a plain uniform-noise RGB image of the same size with the same writer:
 ``*_vs_reference`` figures are ratios to that time and compare across machines.
 
-Prints the figures and writes them to ``bench_out/synth.json`` (or the path given as argv[1]).
+Prints the figures and writes them to ``bench_out/synth.json`` (or the path given as the one argument).
 Targets: draw ≤ 1 s median per map (planet precomputed once per run); PNG size: 4.6 MB per map
 today (was 8.1 MB; aim ≲ 3 MB, but the smooth ground alone, without texture, clouds or noise,
 already costs ~2.3 MB as PNG).
@@ -16,7 +16,6 @@ Run: ``.venv/bin/python benchmarks/bench_synth.py``
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -114,4 +113,8 @@ def main(out_path: str = "bench_out/synth.json", n_random: int = 8) -> dict:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", nargs="?", default="bench_out/synth.json", help="where the figures go (JSON)")
+    main(parser.parse_args().out)

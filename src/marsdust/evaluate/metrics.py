@@ -105,7 +105,7 @@ def _map_size(map_id: str, entry, grid) -> tuple[int, int, float]:
     masks = _masks(entry)
     if masks is not None and masks.ndim == 3:
         height, width = masks.shape[1:]
-        return height, width, 360.0 / width
+        return height, width, MapGrid.from_width(width).res_deg
     raise ValueError(f"map {map_id}: pass grid= (a MapGrid or a dict of them) or give its ground truth masks, "
                      "so the map's size is known")
 

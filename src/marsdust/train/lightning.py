@@ -99,8 +99,8 @@ def _records_by_map(records: list[tuple]) -> tuple[dict, dict, dict]:
     ground_truth, predictions, grids = {}, {}, {}
     for map_id, (height, width), gt, pred in records:
         ground_truth[map_id], predictions[map_id] = gt, pred
-        res = 360.0 / width
-        grids[map_id] = MapGrid(res * height / 2, -res * height / 2, res)
+        half_span_deg = 180.0 * height / width
+        grids[map_id] = MapGrid.from_width(width, half_span_deg, -half_span_deg)
     return ground_truth, predictions, grids
 
 
