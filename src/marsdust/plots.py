@@ -130,9 +130,9 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
             title = (f"{len(on_map)} catalogued ({int(found.sum())} found, {int((~found).sum())} missed); "
                      f"{len(found_here)} detected ({int((~hit).sum())} false alarms)")
         ax.set_xlim(-180, 180)
-        ax.set_ylim(-north, north)
+        ax.set_ylim(grid.lat_south_deg, grid.lat_north_deg)
         ax.set_xticks(range(-180, 181, 60))
-        ax.set_yticks(range(-int(north) // 30 * 30, int(north) + 1, 30))
+        ax.set_yticks(range(int(np.ceil(grid.lat_south_deg / 30)) * 30, int(grid.lat_north_deg) + 1, 30))
         ax.tick_params(labelsize=7)
         ax.set_title(f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {title}", fontsize=9)
     if detections is not None:
