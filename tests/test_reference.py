@@ -1,0 +1,149 @@
+"""Reference backgrounds built from an archive's earlier maps (marsdust.reference)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from marsdust.reference import (
+    ReferenceBuilder,
+    ReferenceConfig,
+    ReferenceFeeder,
+    build_backgrounds,
+    lower_median,
+    stack_bands,
+)
+
+SHAPE = (6, 12)
+
+
+def _map(value: float, valid: np.ndarray | None = None):
+    rgb = np.full((*SHAPE, 3), value, dtype=np.float32)
+    valid = np.ones(SHAPE, bool) if valid is None else valid
+    rgb[~valid] = 0.0
+    return rgb, valid
+
+
+def test_first_map_of_an_archive_has_a_defined_background_of_zeros():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=5))
+    background = builder.background(100.0, SHAPE)
+    assert background.shape == (*SHAPE, 3) and background.dtype == np.float32
+    assert np.all(background == 0.0) and not np.isnan(background).any()
+
+
+def test_background_is_the_median_of_earlier_observations_ignoring_missing_pixels():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=10))
+    gap = np.ones(SHAPE, bool)
+    gap[:, :4] = False  # a missing swath on one sol
+    for sol, (value, valid) in enumerate([(0.2, None), (0.9, gap), (0.3, None)]):
+        builder.add(float(sol), *_map(value, valid))
+    background = builder.background(3.0, SHAPE)
+    # columns 0-3 saw 0.2 and 0.3 (lower median 0.2); the others 0.2, 0.9, 0.3 (median 0.3)
+    np.testing.assert_allclose(background[:, :4], 0.2, atol=1e-3)
+    np.testing.assert_allclose(background[:, 4:], 0.3, atol=1e-3)
+
+
+def test_a_transient_storm_does_not_enter_the_background():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=10))
+    for sol in range(5):
+        rgb, valid = _map(0.25)
+        if sol == 2:
+            rgb[1:4, 2:6] = 0.8  # a one-sol storm
+        builder.add(float(sol), rgb, valid)
+    np.testing.assert_allclose(builder.background(5.0, SHAPE), 0.25, atol=1e-3)
+
+
+def test_after_a_gap_longer_than_the_window_there_is_no_history():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=5))
+    builder.add(0.0, *_map(0.4))
+    builder.add(1.0, *_map(0.4))
+    assert np.all(builder.background(3.0, SHAPE) > 0)
+    assert np.all(builder.background(30.0, SHAPE) == 0.0)
+    assert len(builder) == 0
+
+
+def test_maps_out_of_time_order_are_refused():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=5))
+    builder.add(10.0, *_map(0.4))
+    with pytest.raises(ValueError, match="time order"):
+        builder.add(4.0, *_map(0.4))
+    with pytest.raises(ValueError, match="time"):
+        builder.background(float("nan"), SHAPE)
+
+
+def test_history_on_another_grid_is_not_used():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=5))
+    builder.add(0.0, np.full((3, 6, 3), 0.5, np.float32), np.ones((3, 6), bool))
+    assert np.all(builder.background(1.0, SHAPE) == 0.0)
+
+
+def test_a_dark_but_observed_pixel_stays_observed():
+    rgb, valid = _map(0.0)  # observed, reflectance 0
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=5))
+    builder.add(0.0, rgb, valid)
+    background = builder.background(1.0, SHAPE)
+    assert np.all(background > 0) and np.all(background < 1e-3)
+
+
+def test_lower_median_ignores_all_zero_samples():
+    samples = np.zeros((3, 1, 2, 3), np.float32)
+    samples[0, 0, 0] = 0.1
+    samples[2, 0, 0] = 0.5
+    median = lower_median(samples)
+    np.testing.assert_allclose(median[0, 0], 0.1)
+    np.testing.assert_allclose(median[0, 1], 0.0)
+
+
+def test_a_storm_straddling_180_degrees_shows_against_its_background_on_both_edges():
+    builder = ReferenceBuilder(ReferenceConfig("prior-median", sols=5))
+    for sol in range(3):
+        builder.add(float(sol), *_map(0.25))
+    rgb, valid = _map(0.25)
+    rgb[2:4, -3:] = 0.7  # east of 180°W...
+    rgb[2:4, :3] = 0.7   # ...and west of it: one storm across the map edge
+    bands = stack_bands(rgb, builder.background(3.0, SHAPE))
+    assert bands.shape == (*SHAPE, 6)
+    difference = bands[..., :3] - bands[..., 3:]
+    assert np.all(difference[2:4, -3:] > 0.4) and np.all(difference[2:4, :3] > 0.4)
+    assert np.allclose(difference[:, 3:-3], 0.0, atol=1e-3)
+
+
+def test_stack_bands_without_a_reference_is_the_map():
+    rgb, _ = _map(0.3)
+    assert stack_bands(rgb, None) is rgb
+
+
+def test_config_reads_names_dicts_and_none_and_refuses_bad_values():
+    assert not ReferenceConfig.from_value(None).enabled
+    assert ReferenceConfig.from_value("prior-median").n_bands == 3
+    config = ReferenceConfig.from_value({"kind": "prior-median", "sols": 7})
+    assert config == ReferenceConfig("prior-median", 7) and ReferenceConfig.from_value(config.to_dict()) == config
+    with pytest.raises(ValueError, match="reference must be one of"):
+        ReferenceConfig("mean")
+    with pytest.raises(ValueError, match="at least 1 sol"):
+        ReferenceConfig("prior-median", sols=0)
+
+
+def _archive(n_maps: int):
+    """An index of daily maps of rising brightness (time from Mars year 26, Ls from the calendar)."""
+    from marsdust.synth.calendar import ls_from_sol_of_year
+
+    sols = np.arange(n_maps, dtype=float) + 100.0
+    index = pd.DataFrame({"map_id": [f"m{i:03d}" for i in range(n_maps)], "mars_year": 26,
+                          "ls": ls_from_sol_of_year(sols), "path": [str(i) for i in range(n_maps)]})
+    images = {str(i): _map(0.1 + 0.01 * i) for i in range(n_maps)}
+    return index, images
+
+
+def test_a_worker_share_or_resumed_run_gets_the_backgrounds_of_a_full_pass():
+    from marsdust.reference import map_time_sols
+
+    index, images = _archive(15)
+    config = ReferenceConfig("prior-median", sols=4)
+    full = build_backgrounds(index, lambda path: images[path], config)
+    times = map_time_sols(index["mars_year"], index["ls"])
+    feeder = ReferenceFeeder(config, times, lambda position: images[index["path"][position]])
+    for position in (9, 10, 11):  # the second half of a run: maps 0-8 were done earlier
+        background = feeder.background(position, SHAPE)
+        np.testing.assert_array_equal(background.astype(np.float16), full[index["map_id"][position]])
+        feeder.add(position, *images[index["path"][position]])
+    assert feeder.extra_reads <= config.sols + 1  # only the window before map 9 was read again
