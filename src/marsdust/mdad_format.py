@@ -422,3 +422,13 @@ def sol_of_year_from_ls(ls_deg):
     mean = _mean_anomaly_rad(ls_deg)
     sol = np.mod((mean - _MEAN_ANOMALY_AT_LS0) / (2 * np.pi), 1.0) * SOLS_PER_MARS_YEAR
     return float(sol) if np.ndim(sol) == 0 else sol
+
+
+def mars_time_sols(mars_year, ls_deg) -> np.ndarray:
+    """Sols since Ls 0 of Mars year 0 (float): a time axis that runs on across Mars-year boundaries.
+
+    Uses the Kepler orbit of :func:`sol_of_year_from_ls` (668.6 sols per
+    Mars year; a fraction of a degree of Ls from Allison & McEwen 2000).
+    """
+    year = np.asarray(mars_year, dtype=float)
+    return year * SOLS_PER_MARS_YEAR + np.asarray(sol_of_year_from_ls(np.asarray(ls_deg, dtype=float)), dtype=float)

@@ -7,7 +7,7 @@ comparison as extra input bands.
 ``prior-median``
     For each working-grid pixel, the per-band (lower) median of the maps of the previous
     ``sols`` sols (strictly earlier than the map, on the absolute Mars time axis of
-    :func:`marsdust.track.mars_time_sols`, so Mars-year and subphase boundaries are invisible)
+    :func:`marsdust.mdad_format.mars_time_sols`, so Mars-year and subphase boundaries are invisible)
     that observed that pixel. Missing swaths, polar night and missing sols simply contribute no
     sample. The median of a short window is the surface under clear sky wherever no storm sat on
     the same pixel for more than half the window.
@@ -131,7 +131,7 @@ class ReferenceBuilder:
         Parameters
         ----------
         time_sol : float
-            The map's time in sols (:func:`marsdust.track.mars_time_sols`); not before the latest map added.
+            The map's time in sols (:func:`marsdust.mdad_format.mars_time_sols`); not before the latest map added.
         shape : (rows, columns)
             The working grid's shape; earlier maps on another grid are not used.
 
@@ -250,7 +250,7 @@ class ReferenceFeeder:
 
 def map_time_sols(mars_year, ls_deg) -> np.ndarray:
     """Each map's time on the absolute Mars time axis in sols (NaN where Ls is unknown)."""
-    from marsdust.track import mars_time_sols
+    from marsdust.mdad_format import mars_time_sols
 
     return np.asarray(mars_time_sols(mars_year, ls_deg), dtype=np.float64)
 

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.grid import MARS_RADIUS_KM
-from marsdust.mdad_format import SOLS_PER_MARS_YEAR, format_member_id, sol_of_year_from_ls
+from marsdust.mdad_format import format_member_id, mars_time_sols
 from marsdust.naming import parse_map_name
 
 REQUIRED_COLUMNS = ("map_id", "mars_year", "ls", "lon", "lat", "area_km2")
@@ -273,16 +273,6 @@ MEMBER_COLUMNS = ["member_id", "sequence_id", "first_map_id", "last_map_id", "fi
 def id_strings(values) -> pd.Series:
     """Member or sequence ids as strings, ``""`` where missing (NaN, None) — as read from a CSV."""
     return pd.Series(values, dtype=object).fillna("").astype(str)
-
-
-def mars_time_sols(mars_year, ls_deg) -> np.ndarray:
-    """Sols since Ls 0 of Mars year 0 (float): a time axis that runs on across Mars-year boundaries.
-
-    Uses the Kepler orbit of :func:`marsdust.mdad_format.sol_of_year_from_ls` (668.6 sols per
-    Mars year; a fraction of a degree of Ls from Allison & McEwen 2000).
-    """
-    year = np.asarray(mars_year, dtype=float)
-    return year * SOLS_PER_MARS_YEAR + np.asarray(sol_of_year_from_ls(np.asarray(ls_deg, dtype=float)), dtype=float)
 
 
 def members_table(tracked: pd.DataFrame) -> pd.DataFrame:

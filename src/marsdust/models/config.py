@@ -20,6 +20,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
+
 #: Native resolution (degrees per pixel) of the MOC MDGMs the paper's anchors refer to.
 NATIVE_RES_DEG = 0.1
 
@@ -119,6 +121,12 @@ class DetectorConfig:
         Weight of MaskerB's boundary loss (dustrcnn).
     spp_levels : tuple of int
         Bin grids of the sppnet box head's spatial pyramid (1x1, 2x2, 4x4).
+    reference : {"none", "prior-median"}
+        Reference bands the detector expects after the map's R, G, B (:mod:`marsdust.reference`):
+        ``prior-median`` adds the clear-sky background of the previous ``reference_sols`` sols
+        (3 bands, so ``in_channels`` is 6). ``detect`` and ``evaluate`` rebuild them from this.
+    reference_sols : int
+        Window of the ``prior-median`` background, sols.
     """
 
     num_classes: int = 1
@@ -157,6 +165,8 @@ class DetectorConfig:
     dice_smooth: float = 1.0
     boundary_loss_weight: float = 1.0
     spp_levels: tuple[int, ...] = (1, 2, 4)
+    reference: str = "none"
+    reference_sols: int = DEFAULT_REFERENCE_SOLS
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -200,6 +210,17 @@ class DetectorConfig:
                 )
         if self.fpn_channels < 8 or self.mask_head_channels < 8:
             raise ValueError("DetectorConfig.fpn_channels and mask_head_channels must be >= 8")
+        reference = self.reference_config  # validates the kind and the window
+        if reference.enabled and self.in_channels != 3 + reference.n_bands:
+            raise ValueError(
+                f"DetectorConfig.reference {reference.kind!r} adds {reference.n_bands} bands to the map's 3: "
+                f"in_channels must be {3 + reference.n_bands}, got {self.in_channels}"
+            )
+
+    @property
+    def reference_config(self) -> ReferenceConfig:
+        """How the reference bands are made (:class:`marsdust.reference.ReferenceConfig`)."""
+        return ReferenceConfig(self.reference, int(self.reference_sols))
 
     # ------------------------------------------------------------------ derived values
     @property
