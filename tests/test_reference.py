@@ -147,3 +147,72 @@ def test_a_worker_share_or_resumed_run_gets_the_backgrounds_of_a_full_pass():
         np.testing.assert_array_equal(background.astype(np.float16), full[index["map_id"][position]])
         feeder.add(position, *images[index["path"][position]])
     assert feeder.extra_reads <= config.sols + 1  # only the window before map 9 was read again
+
+
+# --- end to end: train, evaluate and detect with reference bands -----------------------------------------------
+@pytest.mark.slow
+def test_a_detector_with_reference_bands_trains_and_detect_and_evaluate_rebuild_them(ci_data, tmp_path, two_threads):
+    from marsdust.detect import detect_archive
+    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.mdgm import index_archive
+    from marsdust.models import load_model
+    from marsdust.train import TrainConfig, train
+
+    config = TrainConfig(data=str(ci_data), model_preset="small_cpu", map_res_deg=0.8, num_workers=0, progress=False,
+                         val_every_n_steps=4, max_steps=4, seed=0, reference="prior-median", reference_sols=10)
+    train(config, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = load_model(checkpoint)
+    assert model.config.reference == "prior-median" and model.config.reference_sols == 10
+    assert model.config.in_channels == 6
+
+    metrics = evaluate_checkpoint(checkpoint, tmp_path / "eval", progress=False, n_figures=0)
+    assert metrics["n_maps"] > 0 and "map50" in metrics
+
+    index = index_archive(ci_data / "archive")
+    later = index.iloc[len(index) // 2:]
+    later.to_csv(tmp_path / "later.csv", index=False)
+    one_pass = detect_archive(checkpoint, tmp_path / "later.csv", tmp_path / "alone", score_threshold=0.05,
+                              progress=False, history=ci_data / "archive")
+    two_workers = detect_archive(checkpoint, tmp_path / "later.csv", tmp_path / "workers", score_threshold=0.05,
+                                 progress=False, history=ci_data / "archive", workers=2)
+    assert one_pass.n_maps == two_workers.n_maps == len(later)
+    import pandas as pd
+
+    alone = pd.read_csv(tmp_path / "alone" / "detections.csv")
+    shared = pd.read_csv(tmp_path / "workers" / "detections.csv")
+    assert len(alone) == len(shared)  # a worker's share builds the same backgrounds from the history
+
+
+def test_prepare_map_refuses_band_counts_the_detector_does_not_expect():
+    from marsdust.detect.prepare import prepare_map
+    from marsdust.detect.settings import DetectSettings
+    from marsdust.grid import MapGrid
+    from marsdust.mdgm import MapImage
+
+    grid = MapGrid(60.0, -60.0, 8.0)
+    image = MapImage(np.full((*grid.shape, 3), 0.3, np.float32), np.ones(grid.shape, bool), grid)
+    settings = DetectSettings(0.5, 0.5, 0.0, 4096)
+    with pytest.raises(ValueError, match="expects 6 input bands but gets 3"):
+        prepare_map(image, grid, settings, map_id="m", mars_year=26, ls=10.0, in_channels=6)
+    prepared = prepare_map(image, grid, settings, map_id="m", mars_year=26, ls=10.0, in_channels=6,
+                           extra_bands=np.zeros((*grid.shape, 3), np.float32))
+    assert prepared.tensors[0].shape[0] == 6
+
+
+def test_per_map_standardization_marks_pixels_without_history_as_missing_in_the_reference_bands_only():
+    import torch
+
+    from marsdust.models.config import MISSING_INPUT_VALUE
+    from marsdust.models.registry import standardize_observed
+
+    image = torch.rand(6, 4, 5) * 0.5 + 0.1
+    image[3:, :, :2] = 0.0  # no history in the two western columns
+    image[:3, 0, 4] = 0.0   # one missing map pixel
+    out = standardize_observed(image)
+    assert torch.all(out[3:, :, :2] == MISSING_INPUT_VALUE)
+    assert torch.all(out[:3, 1:, :2] != MISSING_INPUT_VALUE)  # the map itself is observed there
+    assert torch.all(out[:, 0, 4] == MISSING_INPUT_VALUE)
+    assert torch.isfinite(out).all()
+    rgb_only = standardize_observed(image[:3])
+    assert torch.equal(rgb_only, out[:3])  # three-band input: unchanged behaviour

@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 
 from marsdust.fileio import write_csv_atomic
 from marsdust.labels import flip_target, map_targets, roll_target, seam_free_shift, split_at_seam
+from marsdust.reference import ReferenceConfig, build_backgrounds, stack_bands
 
 SPLIT_NAMES = ("train", "val", "test", "unused")
 
@@ -360,7 +361,10 @@ def place_in_frame(rgb, valid, target, width: int, rng: np.random.Generator | No
     """Roll (and with ``augment`` flip and jitter) a map and its target; returns ``(rgb, valid, target)``.
 
     Without augmentation the smallest seam-free roll is used; with it, a random seam-free roll.
-    Boxes are cut at the seam only when no roll frees it.
+    Boxes are cut at the seam only when no roll frees it. ``rgb`` may carry reference bands after
+    its first three (:mod:`marsdust.reference`): they roll and flip with the map, but the
+    photometric jitter is the map's own (a background is a median over many sols, so a sol's
+    camera and processing differences are in the map, not in it).
     """
     random_roll = augment is not None and augment.roll and rng is not None
     shift = seam_free_shift(target["boxes"], width, rng if random_roll else None)
@@ -376,12 +380,14 @@ def place_in_frame(rgb, valid, target, width: int, rng: np.random.Generator | No
         if rng.random() < augment.flip_prob:
             rgb, valid, target = rgb[:, ::-1], valid[:, ::-1], flip_target(target, width)
             flipped = True
+        bands, reference = np.ascontiguousarray(rgb[..., :3]), rgb[..., 3:]
         if augment.brightness > 0 or augment.contrast > 0:
-            rgb = jitter_photometry(np.ascontiguousarray(rgb), np.ascontiguousarray(valid),
-                                    rng.uniform(-augment.brightness, augment.brightness),
-                                    rng.uniform(1.0 - augment.contrast, 1.0 + augment.contrast))
+            bands = jitter_photometry(bands, np.ascontiguousarray(valid),
+                                      rng.uniform(-augment.brightness, augment.brightness),
+                                      rng.uniform(1.0 - augment.contrast, 1.0 + augment.contrast))
         if augment.has_appearance_jitter:
-            rgb = jitter_appearance(np.ascontiguousarray(rgb), np.ascontiguousarray(valid), rng, augment)
+            bands = jitter_appearance(bands, np.ascontiguousarray(valid), rng, augment)
+        rgb = np.concatenate([bands, reference], axis=-1) if reference.shape[-1] else bands
     target["shift_px"] = int(shift)
     target["flipped"] = flipped
     return np.ascontiguousarray(rgb), np.ascontiguousarray(valid), target
@@ -415,8 +421,12 @@ class DustDataset(Dataset):
         Extra keyword arguments of :func:`marsdust.labels.map_targets` (e.g. ``box_size_deg``).
     load_map : callable, optional
         ``load_map(path, res_deg) -> MapImage``; defaults to :func:`marsdust.mdgm.read_map_resampled`.
+    backgrounds : dict, optional
+        ``map_id -> (H, W, 3)`` reference background on the working grid
+        (:func:`marsdust.reference.build_backgrounds`); served as three more bands after R, G, B.
 
-    Items are ``(image, target)``: ``image`` a float32 tensor ``(3, H, W)`` in [0, 1];
+    Items are ``(image, target)``: ``image`` a float32 tensor ``(3, H, W)`` in [0, 1] (``(6, H, W)``
+    with ``backgrounds``);
     ``target`` a dict with tensors ``boxes`` (n, 4) float32, ``labels`` (n,) int64, ``masks``
     (n, H, W) uint8, ``confidence`` (n,) int64, ``area_km2`` (n,) float32, plus ``map_id``
     (str), ``ls`` (float, degrees), ``shift_px`` (int) and ``flipped`` (bool).
@@ -424,7 +434,8 @@ class DustDataset(Dataset):
 
     def __init__(self, index_df: pd.DataFrame, storms_df: pd.DataFrame, map_res_deg: float = 0.4,
                  label_mode: str = "fixed", augment: bool | AugmentConfig = False, cache: bool = True,
-                 *, label_options: dict | None = None, load_map: Callable | None = None):
+                 *, label_options: dict | None = None, load_map: Callable | None = None,
+                 backgrounds: dict[str, np.ndarray] | None = None):
         missing = [c for c in ("map_id", "path") if c not in index_df.columns]
         if missing:
             raise ValueError(f"index table lacks column(s) {missing}; it has {list(index_df.columns)}")
@@ -441,6 +452,11 @@ class DustDataset(Dataset):
         self._storms = {k: g for k, g in storms_df[storms_df["map_id"].isin(wanted)].groupby("map_id", sort=False)}
         self._empty_storms = storms_df.iloc[0:0]
         self._memory: dict[int, tuple] = {}
+        self.backgrounds = backgrounds
+        if backgrounds is not None:
+            lacking = sorted(wanted - set(backgrounds))
+            if lacking:
+                raise ValueError(f"no reference background for {len(lacking)} map(s), e.g. {lacking[:3]}")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -462,7 +478,14 @@ class DustDataset(Dataset):
             raise ValueError(f"map {row['map_id']} ({row['path']}) loaded at {image.grid.res_deg}° per pixel, "
                              f"expected the working resolution {self.map_res_deg}°")
         target = map_targets(self.storms_of(row["map_id"]), image.grid, self.label_mode, **self.label_options)
-        item = (image.rgb.astype(np.float32, copy=False), image.valid, target, image.grid)
+        rgb = image.rgb.astype(np.float32, copy=False)
+        if self.backgrounds is not None:
+            background = self.backgrounds[row["map_id"]]
+            if background.shape[:2] != rgb.shape[:2]:
+                raise ValueError(f"map {row['map_id']} ({row['path']}): reference background of shape "
+                                 f"{background.shape[:2]}, map of shape {rgb.shape[:2]} at the working resolution")
+            rgb = stack_bands(rgb, background.astype(np.float32))
+        item = (rgb, image.valid, target, image.grid)
         if self.cache:
             self._memory[i] = item
         return item
@@ -487,6 +510,24 @@ class DustDataset(Dataset):
         }
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         return image, out
+
+
+def dataset_backgrounds(index_df: pd.DataFrame, map_res_deg: float, reference: ReferenceConfig, *,
+                        progress: bool = False, load_map: Callable | None = None) -> dict[str, np.ndarray] | None:
+    """Reference backgrounds of every map of an archive index at the working resolution (None without a reference).
+
+    The whole archive is history: a test map's background comes from the maps before it, whatever
+    their split (only images are used, never labels).
+    """
+    if not reference.enabled:
+        return None
+    loader = load_map or _default_loader
+
+    def load(path):
+        image = loader(str(path), map_res_deg)
+        return image.rgb, image.valid
+
+    return build_backgrounds(index_df, load, reference, progress=progress)
 
 
 def _item_rng() -> np.random.Generator:

@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from marsdust.fileio import write_text_atomic
+from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +96,22 @@ def _synthesize_once(data_dir: Path, preset: str, seed: int, progress: bool) -> 
     write_text_atomic(done, json.dumps(settings) + "\n")
 
 
-def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed: int, progress: bool) -> dict:
+def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed: int, progress: bool,
+                reference: ReferenceConfig) -> dict:
     """Train the demo detector, or resume / reuse an earlier run in ``run_dir`` made with the same settings."""
     from marsdust.train import TrainConfig, train
 
     settings_file, settings = run_dir / "demo_settings.json", {"preset": preset, "seed": seed, "max_steps": max_steps}
+    if reference.enabled:  # runs without a reference keep the settings file of earlier versions
+        settings["reference"] = reference.to_dict()
     _clear_if_made_otherwise(run_dir, settings_file, settings)
     done = run_dir / "done.json"
     if done.is_file():
         return json.loads(done.read_text())
     config = TrainConfig(data=str(data_dir), model="dustrcnn", model_preset="small_cpu",
                          map_res_deg=DEMO_MAP_RES_DEG, lr=DEMO_LR, strategy="temporal", max_steps=max_steps,
-                         val_every_n_steps=max(max_steps // 3, 1), num_workers=1, seed=seed, progress=progress)
+                         val_every_n_steps=max(max_steps // 3, 1), num_workers=1, seed=seed, progress=progress,
+                         reference=reference.kind, reference_sols=reference.sols)
     write_text_atomic(settings_file, json.dumps(settings) + "\n")
     return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
 
@@ -232,7 +237,8 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", max_steps: int = DEMO_MAX_STEPS,
-             seed: int = 0, progress: bool = True) -> DemoResult:
+             seed: int = 0, progress: bool = True, reference: str = "none",
+             reference_sols: int = DEFAULT_REFERENCE_SOLS) -> DemoResult:
     """Synthesize, train, detect, evaluate and report (see the module docstring).
 
     Parameters
@@ -248,6 +254,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         Seed of the planet, the split and the training.
     progress : bool
         Progress bars.
+    reference, reference_sols
+        Reference bands of the detector (:mod:`marsdust.reference`; default none).
     """
     from marsdust.detect import detect_archive
     from marsdust.evaluate import evaluate_checkpoint
@@ -264,17 +272,21 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     _synthesize_once(data_dir, preset, seed, progress)
 
     log.info("demo 2/5: training DustRCNN for %d steps in %s", max_steps, run_dir)
-    train_summary = _train_once(data_dir, run_dir, preset, max_steps, seed, progress)
+    reference_config = ReferenceConfig(reference, reference_sols)
+    train_summary = _train_once(data_dir, run_dir, preset, max_steps, seed, progress, reference_config)
     _export_model(run_dir, model_path)
 
     log.info("demo 3/5: detecting storms on the held-out test sols")
     test_index_path = _test_index(data_dir, run_dir, report_dir)
     detect_dir, detect_settings = report_dir / "catalog", report_dir / "catalog_settings.json"
     made_by = {"preset": preset, "seed": seed, "max_steps": max_steps}
+    if reference_config.enabled:
+        made_by["reference"] = reference_config.to_dict()
     _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
     score_threshold, threshold_source = resolve_score_threshold(model_path, None)
     log.info("score threshold %.2f: %s", score_threshold, threshold_source)
-    detect_archive(model_path, test_index_path, detect_dir, score_threshold=score_threshold, progress=progress)
+    detect_archive(model_path, test_index_path, detect_dir, score_threshold=score_threshold, progress=progress,
+                   history=data_dir / "archive")
     write_text_atomic(detect_settings, json.dumps(made_by) + "\n")
 
     log.info("demo 4/5: evaluating against the catalog")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from marsdust.cli._app import app, quiet_lightning
+from marsdust.cli._app import app, fail, quiet_lightning
 
 
 @app.command()
@@ -13,6 +13,11 @@ def demo(
     preset: str = typer.Option("demo", help="Synthetic-data preset (demo, or ci for a quicker, rougher run)."),
     max_steps: int = typer.Option(None, help="Training steps (default: the demo's budget, minutes on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
+    reference: str = typer.Option("none", "--reference", metavar="KIND",
+                                  help="Reference bands: none or prior-median (each map's clear-sky background from the "
+                                  "previous --reference-sols sols as three more input bands)."),
+    reference_sols: int = typer.Option(20, "--reference-sols", metavar="N", min=1,
+                                       help="Window of the prior-median background, sols."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Synthesize a small archive, train a compact DustRCNN, detect and evaluate on held-out sols, report.
@@ -23,13 +28,19 @@ def demo(
     import logging
 
     from marsdust.demo import DEMO_MAX_STEPS, run_demo
+    from marsdust.reference import ReferenceConfig
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("marsdust").addHandler(handler)
     logging.getLogger("marsdust").setLevel(logging.INFO)
     quiet_lightning()  # the demo's own lines say what happens
-    result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet)
+    try:
+        ReferenceConfig(reference, reference_sols)
+    except ValueError as exc:
+        fail(exc)
+    result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
+                      reference=reference, reference_sols=reference_sols)
     metrics = result.metrics
 
     def pct(value):

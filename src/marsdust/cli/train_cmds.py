@@ -36,6 +36,10 @@ def _build_config(config_file: Optional[Path], cli_values: dict):
 # options shared by train and compare -------------------------------------------------------------------
 _DATA_HELP = "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth."
 _MASTER_HELP = "MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under it)."
+_REFERENCE_HELP = ("Reference bands: none, or prior-median (each map's clear-sky background, the median of the archive's "
+                   "previous --reference-sols sols, as three more input bands; the checkpoint records it, so detect "
+                   "and evaluate rebuild it). Default: none.")
+_REFERENCE_SOLS_HELP = "Window of the prior-median background in sols (default: 20)."
 _MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
                       "lists them); model_config fields of --config override it.")
 
@@ -95,6 +99,9 @@ def train_command(
                                           help="Augmentation: strong (default: longitude roll and flip, brightness, "
                                           "contrast, colour balance, gamma, blur, noise, swath steps) or basic (roll, "
                                           "flip, brightness, contrast)."),
+    reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
+    reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
+                                                 help=_REFERENCE_SOLS_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from checkpoints/last.ckpt."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no Lightning INFO lines."),
 ) -> None:
@@ -118,6 +125,7 @@ def train_command(
         split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
         accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
         precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
+        reference=reference, reference_sols=reference_sols,
     )
     try:
         config = _build_config(config_file, cli_values)
@@ -207,6 +215,9 @@ def compare_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate every N steps."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
+    reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
+                                                 help=_REFERENCE_SOLS_HELP),
     label: str = typer.Option("ours (synthetic)", "--label", help="Source label of our rows in the table."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -235,8 +246,8 @@ def compare_command(
         base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
                                                strict=strict or None, max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
-                                               val_every_n_steps=val_every, seed=seed,
-                                               progress=False if quiet else None))
+                                               val_every_n_steps=val_every, seed=seed, reference=reference,
+                                               reference_sols=reference_sols, progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(exc)

@@ -14,6 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pandas as pd
+
 from marsdust.detect.decode import decode_map
 from marsdust.detect.engines import OnnxBackbone, resolve_engine, run_model
 from marsdust.detect.inputs import resolve_maps
@@ -115,6 +118,7 @@ def detect_archive(
     progress: bool = True,
     engine: str | None = None,
     onnx_model: str | os.PathLike | None = None,
+    history=None,
 ) -> DetectSummary:
     """Detect storms on every map of an archive and write the catalog products (see :mod:`marsdust.detect`).
 
@@ -146,7 +150,8 @@ def detect_archive(
     overwrite : bool
         Delete earlier parts and products first (else an interrupted run resumes).
     rank, world_size : int, optional
-        This process's share: index rows ``rank::world_size``. Default: ``RANK``/``WORLD_SIZE`` from
+        This process's share: the ``rank``-th of ``world_size`` consecutive stretches of the maps in
+        time order (so a detector with reference bands reads each stretch's history once). Default: ``RANK``/``WORLD_SIZE`` from
         the environment (torchrun), else 0 / 1. With ``world_size > 1`` and torch.distributed
         initialisable from the environment, ranks meet at a barrier and rank 0 merges.
     workers : int
@@ -164,6 +169,11 @@ def detect_archive(
     onnx_model : path, optional
         The backbone written by ``marsdust export-onnx`` for this checkpoint (default: export it to
         a temporary file at the start, ~2 s).
+    history : path, glob or list, optional
+        For a detector with reference bands (:mod:`marsdust.reference`): maps whose images may make
+        the backgrounds (as ``maps``; e.g. the whole archive when ``maps`` is its test sols). Default:
+        the maps being processed. Each map's background comes from the maps of ``history`` and
+        ``maps`` in the ``reference_sols`` sols before it, read once each in time order.
 
     Returns
     -------
@@ -186,6 +196,7 @@ def detect_archive(
     rows = resolve_maps(maps).to_dict("records")
     if not rows:
         raise ValueError(f"{maps}: no maps to process")
+    history_rows = _history_rows(rows, history)
 
     env_world = _env_int("WORLD_SIZE")
     if rank is None and world_size is None and env_world and env_world > 1 and workers == 1:
@@ -205,24 +216,40 @@ def detect_archive(
         return _run_and_merge(checkpoint_or_model, maps, out_dir, rows, settings, t_start, rank=rank,
                               world_size=world_size, workers=workers, device=device, batch_size=batch_size,
                               geotiff=geotiff, quicklook=quicklook, threads=threads, progress=progress, merge=merge,
-                              track=track, table_format=table_format)
+                              track=track, table_format=table_format, history=history, history_rows=history_rows)
+
+
+def _history_rows(rows: list[dict], history) -> list[dict]:
+    """The maps a reference may be built from: ``history`` and ``rows``, once each, in time order."""
+    if history is None:
+        return rows
+    table = pd.concat([resolve_maps(history), pd.DataFrame(rows)], ignore_index=True)
+    table = table.drop_duplicates("map_id", keep="last")
+    return table.sort_values(["mars_year", "ls", "map_id"], kind="stable").to_dict("records")
+
+
+def share_of(rows: list, index: int, count: int) -> list:
+    """The ``index``-th of ``count`` consecutive, nearly equal stretches of ``rows``."""
+    bounds = np.linspace(0, len(rows), count + 1).round().astype(int)
+    return rows[bounds[index]:bounds[index + 1]]
 
 
 def _run_and_merge(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], settings: DetectSettings,
                    t_start: float, *, rank: int, world_size: int, workers: int, device: str, batch_size: int,
                    geotiff: bool, quicklook: bool, threads: int | None, progress: bool, merge: bool, track: bool,
-                   table_format: str) -> DetectSummary:
+                   table_format: str, history, history_rows: list[dict]) -> DetectSummary:
     """This process's share of the maps (or its local workers'), then the merge on rank 0."""
 
     if workers > 1:
         processed = sum(not part_path(out_dir, row["map_id"]).is_file() for row in rows)
         if processed:
-            _spawn_workers(checkpoint_or_model, maps, out_dir, workers, device, batch_size, settings, geotiff, quicklook)
+            _spawn_workers(checkpoint_or_model, maps, out_dir, workers, device, batch_size, settings, geotiff, quicklook,
+                           history)
     else:
-        mine = rows[rank::world_size]
+        mine = share_of(rows, rank, world_size)
         processed = _process_rows(checkpoint_or_model, mine, out_dir, settings, batch_size=batch_size, device=device,
                                   geotiff=geotiff, quicklook=quicklook, threads=threads, progress=progress,
-                                  local_rank=_env_int("LOCAL_RANK"))
+                                  local_rank=_env_int("LOCAL_RANK"), history_rows=history_rows)
     summary = DetectSummary(out_dir, len(rows), processed, 0, 0, 0.0, 0.0)
     if merge and rank == 0:
         summary = merge_parts(out_dir, rows, track=track, table_format=table_format, progress=progress)
@@ -309,7 +336,7 @@ def _clear_outputs(out_dir: Path) -> None:
 
 def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings: DetectSettings, *, batch_size: int,
                   device: str, geotiff: bool, quicklook: bool, threads: int | None, progress: bool,
-                  local_rank: int | None) -> int:
+                  local_rank: int | None, history_rows: list[dict] | None = None) -> int:
     """Process the maps of ``rows`` that have no part yet; returns how many were processed."""
     todo = [row for row in rows if not part_path(out_dir, row["map_id"]).is_file()]
     if len(todo) < len(rows):
@@ -324,8 +351,11 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
     engine = resolve_engine(model, torch_device, settings.engine)
     onnx_backbone = OnnxBackbone(model, settings.onnx_model) if engine == "onnx" else None
     log.info("detect: engine %s on %s", engine, torch_device)
-    if in_channels != 3:
-        raise ValueError(f"the detector expects {in_channels} bands; detect feeds RGB maps (3 bands)")
+    reference = model.config.reference_config
+    if in_channels != 3 + reference.n_bands:
+        raise ValueError(f"the detector expects {in_channels} bands; detect feeds the map's 3"
+                         f"{f' and {reference.n_bands} reference bands' if reference.enabled else ''}")
+    backgrounds = _ReferenceInputs(reference, history_rows or rows, res_deg, settings) if reference.enabled else None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="detect", unit="map", disable=not progress, dynamic_ncols=True)
@@ -369,6 +399,8 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
                 _write_json(part_path(out_dir, row["map_id"]), _error_part(row, str(loaded), 0.0))
                 bar.update(1)
                 continue
+            if backgrounds is not None:
+                loaded = backgrounds.with_background(loaded)
             batch.append(loaded)
             if len(batch) >= batch_size:
                 flush()
@@ -378,7 +410,44 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
             future.result()
             bar.update(1)
     bar.close()
+    if backgrounds is not None:
+        log.info("reference: %d earlier maps read for the backgrounds (%s)", backgrounds.feeder.extra_reads,
+                 reference.describe())
     return len(todo)
+
+
+class _ReferenceInputs:
+    """Adds each map's reference background to its prepared input, building backgrounds in time order."""
+
+    def __init__(self, reference, table: list[dict], res_deg: float, settings: DetectSettings) -> None:
+        from marsdust.reference import ReferenceFeeder, map_time_sols
+
+        times = map_time_sols([row["mars_year"] for row in table], [row["ls"] for row in table])
+        unknown = [row["map_id"] for row, time_sol in zip(table, times) if not np.isfinite(time_sol)]
+        if unknown:
+            raise ValueError(f"the detector uses {reference.kind} backgrounds, which need each map's Mars year and "
+                             f"Ls; {len(unknown)} map(s) have none, e.g. {unknown[:3]} (give an archive folder or "
+                             "index, or a list_ls.txt beside loose maps)")
+        self.table, self.res_deg, self.settings = table, res_deg, settings
+        self.position = {row["map_id"]: i for i, row in enumerate(table)}
+        self.feeder = ReferenceFeeder(reference, times, self._load)
+
+    def _load(self, position: int):
+        image, _ = working_image(self.table[position]["path"], self.res_deg)
+        return image.rgb, image.valid
+
+    def with_background(self, prepared: _Prepared) -> _Prepared:
+        """``prepared`` again, with its background bands (and the map added to the history)."""
+        t0 = time.perf_counter()
+        position = self.position[prepared.map_id]
+        image = prepared.image
+        background = self.feeder.background(position, image.grid.shape)
+        self.feeder.add(position, image.rgb, image.valid)
+        again = prepare_map(image, prepared.native_grid, self.settings, map_id=prepared.map_id,
+                            mars_year=prepared.mars_year, ls=prepared.ls, in_channels=3 + background.shape[-1],
+                            extra_bands=background)
+        again.seconds = prepared.seconds + time.perf_counter() - t0
+        return again
 
 
 def _ignore_rasterio_thread_race_warning() -> None:
@@ -421,28 +490,29 @@ def _decode_and_write(prepared: _Prepared, outputs, settings: DetectSettings, in
 # scale-out
 # ---------------------------------------------------------------------------------------------
 def _worker_main(index: int, checkpoint, maps, out_dir: str, workers: int, device: str, batch_size: int,
-                 settings: DetectSettings, geotiff: bool, quicklook: bool, threads: int) -> None:
+                 settings: DetectSettings, geotiff: bool, quicklook: bool, threads: int, history=None) -> None:
     """One local worker process (torch.multiprocessing.spawn target)."""
     logging.basicConfig(level=logging.WARNING)
-    rows = resolve_maps(maps).to_dict("records")[index::workers]
-    _process_rows(checkpoint, rows, Path(out_dir), settings, batch_size=batch_size, device=device, geotiff=geotiff,
-                  quicklook=quicklook, threads=threads, progress=False,
-                  local_rank=index if device == "cuda" else None)
+    all_rows = resolve_maps(maps).to_dict("records")
+    _process_rows(checkpoint, share_of(all_rows, index, workers), Path(out_dir), settings, batch_size=batch_size,
+                  device=device, geotiff=geotiff, quicklook=quicklook, threads=threads, progress=False,
+                  local_rank=index if device == "cuda" else None, history_rows=_history_rows(all_rows, history))
 
 
 def _spawn_workers(checkpoint_or_model, maps, out_dir: Path, workers: int, device: str, batch_size: int,
-                   settings: DetectSettings, geotiff: bool, quicklook: bool) -> None:
+                   settings: DetectSettings, geotiff: bool, quicklook: bool, history=None) -> None:
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    maps_arg = [os.fspath(m) for m in maps] if isinstance(maps, (list, tuple)) else os.fspath(maps)
+    maps_arg = _picklable_maps(maps)
     log.info("detect: %d local worker processes, %d threads each", workers, threads)
     # fork is much faster to start (no re-import of torch) and safe while this process has not used CUDA
     start_method = "fork" if sys.platform.startswith("linux") and device == "cpu" else "spawn"
     try:
         mp.start_processes(_worker_main, args=(checkpoint_or_model, maps_arg, str(out_dir), workers, device, batch_size,
-                                               settings, geotiff, quicklook, threads),
+                                               settings, geotiff, quicklook, threads,
+                                               None if history is None else _picklable_maps(history)),
                            nprocs=workers, join=True, start_method=start_method)
     except ProcessException as err:  # the child's traceback is in the message: keep its last line
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
@@ -450,8 +520,13 @@ def _spawn_workers(checkpoint_or_model, maps, out_dir: Path, workers: int, devic
                          "run the command again to resume)") from err
 
 
+def _picklable_maps(maps):
+    """A ``maps`` / ``history`` argument as plain strings for a worker process."""
+    return [os.fspath(m) for m in maps] if isinstance(maps, (list, tuple)) else os.fspath(maps)
+
+
 def _torchrun_rank(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], t_start: float, options: dict):
-    """One torchrun rank: process rows ``rank::world_size``, barrier, rank 0 merges."""
+    """One torchrun rank: process its stretch of the rows (:func:`share_of`), barrier, rank 0 merges."""
     import datetime
 
     import torch
@@ -472,7 +547,7 @@ def _torchrun_rank(checkpoint_or_model, maps, out_dir: Path, rows: list[dict], t
         dist.barrier()
         kwargs = {k: options[k] for k in ("batch_size", "device", "score_threshold", "mask_threshold", "pad_deg",
                                           "max_tile_px", "geotiff", "quicklook", "track", "table_format", "threads",
-                                          "progress", "engine", "onnx_model")}
+                                          "progress", "engine", "onnx_model", "history")}
         kwargs["progress"] = kwargs["progress"] and rank == 0
         threads = kwargs.pop("threads")
         if threads is None and not use_cuda:

@@ -6,9 +6,12 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from marsdust.detect.settings import DetectSettings
 from marsdust.grid import MapGrid
 from marsdust.mdgm import MapImage, MapReadError, downsample, read_map_resampled_with_grid
+from marsdust.reference import stack_bands
 
 
 def working_image(map_image_or_path: MapImage | str | os.PathLike, res_deg: float) -> tuple[MapImage, MapGrid]:
@@ -109,13 +112,20 @@ class _Prepared:
 
 
 def prepare_map(image: MapImage, native_grid: MapGrid, settings: DetectSettings, *, map_id: str, mars_year: int,
-                ls: float, in_channels: int = 3, seconds: float = 0.0) -> _Prepared:
-    """Tensor tiles of a working-resolution map (wrap-padded), ready for the model."""
+                ls: float, in_channels: int = 3, seconds: float = 0.0,
+                extra_bands: np.ndarray | None = None) -> _Prepared:
+    """Tensor tiles of a working-resolution map (wrap-padded), ready for the model.
+
+    ``extra_bands`` (``(H, W, k)`` on the working grid, e.g. a reference background,
+    :mod:`marsdust.reference`) follow the map's R, G, B; the detector must expect ``3 + k`` bands.
+    """
     import torch
 
-    if in_channels != 3:
-        raise ValueError(f"map {map_id}: the detector expects {in_channels} bands but detect feeds RGB maps (3 bands)")
-    chw = torch.from_numpy(image.rgb).permute(2, 0, 1)
+    given = 3 if extra_bands is None else 3 + extra_bands.shape[-1]
+    if in_channels != given:
+        raise ValueError(f"map {map_id}: the detector expects {in_channels} input bands but gets {given} "
+                         f"(the map's R, G, B{'' if extra_bands is None else ' and its reference bands'})")
+    chw = torch.from_numpy(np.ascontiguousarray(stack_bands(image.rgb, extra_bands))).permute(2, 0, 1)
     height, width = image.grid.shape
     pad = pad_columns(width, settings.pad_deg, image.grid.res_deg)
     padded = wrap_pad(chw, pad)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 from marsdust.detect.decode import decode_map
 from marsdust.detect.engines import onnx_backbone_for, resolve_engine, run_model
@@ -13,6 +16,8 @@ from marsdust.detect.prepare import prepare_map, working_image
 from marsdust.detect.results import MapResult
 from marsdust.detect.settings import DEFAULT_MAX_TILE_PX, DEFAULT_PAD_DEG, MIN_VALID_FRACTION, DetectSettings
 from marsdust.mdgm import MapImage
+
+log = logging.getLogger(__name__)
 
 
 def detect_map(
@@ -31,6 +36,7 @@ def detect_map(
     device=None,
     engine: str | None = None,
     onnx_model: str | os.PathLike | None = None,
+    background: np.ndarray | None = None,
 ) -> MapResult:
     """Detect dust storms on one map.
 
@@ -62,6 +68,11 @@ def detect_map(
         change).
     onnx_model : path, optional
         A backbone written by ``marsdust export-onnx`` for this model (default: export on first use).
+    background : ndarray, optional
+        For a detector with reference bands (``model.config.reference``): the map's ``(H, W, 3)``
+        background on the working grid (:class:`marsdust.reference.ReferenceBuilder`). Without it
+        the map is treated as the first of an archive (no earlier sols: a background of zeros);
+        :func:`detect_archive` builds backgrounds from the archive itself.
 
     Returns
     -------
@@ -81,11 +92,29 @@ def detect_map(
         map_id = _map_id_from_stem(stem)
     device = _model_device(model) if device is None else device
     prepared = prepare_map(image, native, settings, map_id=map_id, mars_year=mars_year, ls=ls,
-                           in_channels=int(model.config.in_channels))
+                           in_channels=int(model.config.in_channels),
+                           extra_bands=_reference_bands(model, image, background, map_id))
     engine = resolve_engine(model, device, settings.engine)
     backbone = onnx_backbone_for(model, settings.onnx_model) if engine == "onnx" else None
     outputs = run_model(model, prepared.tensors, device, settings.score_threshold, engine, backbone)
     return decode_map(prepared, outputs, settings, seconds=time.perf_counter() - t0)
+
+
+def _reference_bands(model, image, background, map_id: str):
+    """The reference bands a detector expects for ``image`` (None for a detector without reference bands)."""
+    reference = model.config.reference_config
+    if not reference.enabled:
+        if background is not None:
+            raise ValueError(f"map {map_id}: a background was given but the detector has no reference bands")
+        return None
+    if background is None:
+        log.warning("map %s: the detector uses %s backgrounds but none was given; using none (as for the first "
+                    "map of an archive). detect_archive builds them from the archive.", map_id, reference.kind)
+        return np.zeros((*image.grid.shape, reference.n_bands), dtype=np.float32)
+    if background.shape != (*image.grid.shape, reference.n_bands):
+        raise ValueError(f"map {map_id}: background of shape {background.shape}, expected "
+                         f"{(*image.grid.shape, reference.n_bands)} (the working grid, {reference.n_bands} bands)")
+    return background
 
 
 def _model_device(model):

@@ -24,6 +24,7 @@ from marsdust import plots
 from marsdust.analysis import write_error_analysis
 from marsdust.data import load_split, select_split
 from marsdust.detect import detect_map
+from marsdust.detect.prepare import working_image
 from marsdust.evaluate.metrics import (
     area_agreement,
     box_map_summary,
@@ -117,7 +118,8 @@ class _SplitDetections:
 
 def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_mode: str, *, split: str,
                      score_threshold: float, device: str, progress: bool,
-                     transform_image: Callable[[MapImage], MapImage] | None) -> _SplitDetections:
+                     transform_image: Callable[[MapImage], MapImage] | None,
+                     backgrounds: dict | None = None) -> _SplitDetections:
     """Run the detector on every map of ``rows`` and collect what the scoring needs."""
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
@@ -126,7 +128,8 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
         t0 = time.perf_counter()
         result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
-                            score_threshold=score_threshold, device=device)
+                            score_threshold=score_threshold, device=device,
+                            background=None if backgrounds is None else backgrounds[row.map_id])
         seconds = time.perf_counter() - t0
         grid = result.grid
         storms = storms_by_map.get(row.map_id, empty)
@@ -144,14 +147,52 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
     return found
 
 
-def _inference_timing(model, paths: list[str], *, device: str,
-                      transform_image: Callable[[MapImage], MapImage] | None) -> dict | None:
-    """:func:`marsdust.evaluate.metrics.time_inference` on the maps ``paths`` (the first two warm up); None for
+def _inference_timing(model, rows: pd.DataFrame, *, device: str,
+                      transform_image: Callable[[MapImage], MapImage] | None,
+                      backgrounds: dict | None = None) -> dict | None:
+    """:func:`marsdust.evaluate.metrics.time_inference` on the maps of ``rows`` (the first two warm up); None for
     two maps or fewer."""
-    if len(paths) <= 2:
+    if len(rows) <= 2:
         return None
-    images = [read_map(p) if transform_image is None else transform_image(read_map(p)) for p in paths]
-    return time_inference(lambda img: detect_map(model, img, score_threshold=0.5, device=device), images)
+    images = [read_map(p) if transform_image is None else transform_image(read_map(p)) for p in rows["path"]]
+    extra = [None if backgrounds is None else backgrounds[map_id] for map_id in rows["map_id"]]
+
+    def detect(item):
+        image, background = item
+        return detect_map(model, image, score_threshold=0.5, device=device, background=background)
+
+    return time_inference(detect, list(zip(images, extra)))
+
+
+def split_backgrounds(model, index_df: pd.DataFrame, rows: pd.DataFrame,
+                      transform_image: Callable[[MapImage], MapImage] | None = None) -> dict | None:
+    """The reference background of every map of ``rows`` from the archive ``index_df`` (None without reference bands).
+
+    A map's history is every earlier map of the archive, whatever its split (images only). With
+    ``transform_image`` the whole archive is seen through it (the history too), as an archive that
+    looks different would be.
+    """
+    from marsdust.reference import ReferenceFeeder, map_time_sols
+
+    reference = model.config.reference_config
+    if not reference.enabled:
+        return None
+    table = index_df.sort_values(["mars_year", "ls", "map_id"], kind="stable").reset_index(drop=True)
+    res_deg = float(model.config.map_res_deg)
+
+    def load(position: int):
+        image = read_map(table["path"][position])
+        image, _ = working_image(image if transform_image is None else transform_image(image), res_deg)
+        return image.rgb, image.valid
+
+    feeder = ReferenceFeeder(reference, map_time_sols(table["mars_year"], table["ls"]), load)
+    wanted = set(rows["map_id"])
+    backgrounds = {}
+    for position in np.flatnonzero(table["map_id"].isin(wanted).to_numpy()):
+        rgb, valid = load(position)
+        backgrounds[table["map_id"][position]] = feeder.background(position, valid.shape)
+        feeder.add(position, rgb, valid)
+    return backgrounds
 
 
 def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
@@ -254,10 +295,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         raise ValueError(f"the {split} split ({split_source}) holds no maps")
 
     # detections on every map, and the median time of one
+    backgrounds = split_backgrounds(model, index_df, rows, transform_image)
     found = _detect_on_split(model, rows, storms_df, label_mode, split=split, score_threshold=score_threshold,
-                             device=device, progress=progress, transform_image=transform_image)
-    timing = _inference_timing(model, list(rows["path"].iloc[: n_timed + 2]), device=device,
-                               transform_image=transform_image)
+                             device=device, progress=progress, transform_image=transform_image,
+                             backgrounds=backgrounds)
+    timing = _inference_timing(model, rows.iloc[: n_timed + 2], device=device, transform_image=transform_image,
+                               backgrounds=backgrounds)
 
     # the scores
     metrics = evaluate_detections(found.ground_truth, found.predictions, found.grids, map_ls=found.map_ls,

@@ -50,25 +50,39 @@ class NoResizeTransform(GeneralizedRCNNTransform):
 
 
 def standardize_observed(image):
-    """Each band of a ``(C, H, W)`` [0, 1] image standardized by its observed pixels (not 0 in every band).
+    """Each band of a ``(C, H, W)`` [0, 1] image standardized by its observed pixels.
 
-    Observed pixels get mean 0 and standard deviation 1 per band; missing ones get
-    :data:`marsdust.models.config.MISSING_INPUT_VALUE`. An image without observed pixels is all
-    missing; a band without spread is only centred.
+    A pixel is observed where the map (the first three bands) is not 0 in every band; bands beyond
+    the third (reference bands, :mod:`marsdust.reference`) count only where they, too, are not 0
+    in every band (0 = no earlier observation). Observed pixels get mean 0 and standard deviation 1
+    per band; the others get :data:`marsdust.models.config.MISSING_INPUT_VALUE`. An image without
+    observed pixels is all missing; a band without spread is only centred.
     """
+    import torch
+
+    map_bands = min(3, image.shape[0])
+    observed = (image[:map_bands] != 0).any(dim=0)
+    out = _standardize_where(image[:map_bands], observed)
+    if image.shape[0] > map_bands:
+        extra = image[map_bands:]
+        out = torch.cat([out, _standardize_where(extra, observed & (extra != 0).any(dim=0))])
+    return out
+
+
+def _standardize_where(bands, observed):
+    """``bands`` standardized per band over the ``observed`` pixels; the others set to the missing value."""
     import torch
 
     from marsdust.models.config import MISSING_INPUT_VALUE
 
-    observed = (image != 0).any(dim=0)
     count = observed.sum()
     if int(count) == 0:
-        return torch.full_like(image, MISSING_INPUT_VALUE)
-    weight = observed.to(image.dtype)
-    mean = (image * weight).sum(dim=(1, 2)) / count
-    var = (((image - mean[:, None, None]) * weight) ** 2).sum(dim=(1, 2)) / count
+        return torch.full_like(bands, MISSING_INPUT_VALUE)
+    weight = observed.to(bands.dtype)
+    mean = (bands * weight).sum(dim=(1, 2)) / count
+    var = (((bands - mean[:, None, None]) * weight) ** 2).sum(dim=(1, 2)) / count
     std = torch.sqrt(var).clamp_min(1e-3)
-    out = (image - mean[:, None, None]) / std[:, None, None]
+    out = (bands - mean[:, None, None]) / std[:, None, None]
     return torch.where(observed, out, torch.full_like(out, MISSING_INPUT_VALUE))
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
+
 SCHEDULES: dict[str, dict[str, Any]] = {
     "paper": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-3, "warmup_steps": 0, "decay": "step",
               "decay_every_steps": 1000, "decay_factor": 0.1, "min_lr_ratio": 0.0, "clip_grad_norm": 0.0},
@@ -121,6 +123,12 @@ class TrainConfig:
         Planet-respecting augmentation of training maps (:mod:`marsdust.data`).
     augment_preset : str
         Which augmentation (:data:`marsdust.data.AUGMENT_PRESETS`: ``basic``, ``strong``).
+    reference : {"none", "prior-median"}
+        Reference bands (:mod:`marsdust.reference`): ``prior-median`` gives the detector each map's
+        clear-sky background from the archive's previous ``reference_sols`` sols as three more
+        bands. Stored in the detector's config, so ``detect`` and ``evaluate`` rebuild it.
+    reference_sols : int
+        Window of the ``prior-median`` background, sols.
     num_workers : int
         DataLoader worker processes (keep it modest: maps are small and cached).
     threads : int or None
@@ -167,6 +175,8 @@ class TrainConfig:
     ckpt_every_n_steps: int | None = None
     augment: bool = True
     augment_preset: str = "strong"
+    reference: str = "none"
+    reference_sols: int = DEFAULT_REFERENCE_SOLS
     num_workers: int = 2
     threads: int | None = None
     accelerator: str = "auto"
@@ -191,6 +201,12 @@ class TrainConfig:
 
         preset_overrides(self.model_preset)  # an unknown name fails here, listing the valid ones
         augment_config(self.augment_preset)
+        self.reference_config  # an unknown reference or a window under 1 sol fails here
+
+    @property
+    def reference_config(self) -> ReferenceConfig:
+        """The run's reference bands (:class:`marsdust.reference.ReferenceConfig`)."""
+        return ReferenceConfig(self.reference, int(self.reference_sols))
 
     def optim(self) -> dict[str, Any]:
         """The optimizer settings: the schedule preset with every explicitly set field on top."""
@@ -216,6 +232,10 @@ class TrainConfig:
         overrides["map_res_deg"] = float(self.map_res_deg)
         if self.backbone:
             overrides["backbone"] = self.backbone
+        reference = self.reference_config
+        overrides.update(reference=reference.kind, reference_sols=reference.sols)
+        if reference.enabled:
+            overrides["in_channels"] = 3 + reference.n_bands
         return overrides
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ LightningDataModule, and the run's callbacks and logger.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import sys
@@ -31,7 +32,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from marsdust.analysis import score_sweep
-from marsdust.data import DustDataset, collate_fn, select_split
+from marsdust.data import DustDataset, collate_fn, dataset_backgrounds, select_split
 from marsdust.evaluate.metrics import coco_map
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
@@ -39,20 +40,41 @@ from marsdust.models import CheckpointError, DetectorConfig, build_model, read_t
 from marsdust.train.config import TrainConfig, lr_factor
 from marsdust.train.samplers import EpochSampler, SeededAugmentation, ShardSampler
 
+log = logging.getLogger(__name__)
+
 
 # --------------------------------------------------------------------------------------------------
 # the data
 # --------------------------------------------------------------------------------------------------
+def reference_backgrounds(config: TrainConfig, index_df: pd.DataFrame, split_df: pd.DataFrame):
+    """The reference background of every training and validation map (None when the run has no reference).
+
+    Built in one pass in time order over the archive's maps up to the last one needed (the history
+    of a map is every earlier map of the archive, whatever its split; only images are used).
+    """
+    reference = config.reference_config
+    if not reference.enabled:
+        return None
+    needed = set(select_split(index_df, split_df, "train")["map_id"]) | set(select_split(index_df, split_df, "val")["map_id"])
+    t0 = time.perf_counter()
+    backgrounds = dataset_backgrounds(index_df, config.map_res_deg, reference, progress=bool(config.progress) and sys.stderr.isatty())
+    log.info("reference: %s backgrounds of %d maps in %.0f s (%s)", reference.kind, len(backgrounds),
+             time.perf_counter() - t0, reference.describe())
+    return {map_id: background for map_id, background in backgrounds.items() if map_id in needed}
+
+
 class DustDataModule(L.LightningDataModule):
     """Training maps (augmented, resumable order) and validation maps (working resolution, native order)."""
 
     def __init__(self, config: TrainConfig, index_df: pd.DataFrame, storms_df: pd.DataFrame, split_df: pd.DataFrame):
         super().__init__()
         self.config = config
+        backgrounds = reference_backgrounds(config, index_df, split_df)
         self.train_set = DustDataset(select_split(index_df, split_df, "train"), storms_df, config.map_res_deg,
-                                     config.label_mode, augment=config.augment_preset if config.augment else False)
+                                     config.label_mode, augment=config.augment_preset if config.augment else False,
+                                     backgrounds=backgrounds)
         self.val_set = DustDataset(select_split(index_df, split_df, "val"), storms_df, config.map_res_deg,
-                                   config.label_mode, augment=False)
+                                   config.label_mode, augment=False, backgrounds=backgrounds)
         if len(self.train_set) == 0:
             raise ValueError("the training split holds no maps")
         if len(self.val_set) == 0:
