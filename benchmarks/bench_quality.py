@@ -77,10 +77,23 @@ def run_variant(name: str, settings: dict, data: Path, out: Path) -> dict:
         **{f"mask_{k}": segm.get(k) for k in ("map25", "map50", "map75")},
         "area_median_ratio": metrics["area_agreement"]["median_ratio"],
         "area_within_25pct": metrics["area_agreement"]["within_25pct"],
-        "n_gt": metrics.get("n_gt"), "settings": settings,
+        "n_gt": metrics.get("n_gt"), **error_figures(eval_dir), "settings": settings,
     }
     (eval_dir / "row.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
     return row
+
+
+def error_figures(eval_dir: Path) -> dict:
+    """Recall (all storms, and the faint ones: catalogue confidence 50 or 75) and false alarms by cause, at
+    the error analysis's score threshold (``EVAL/error_analysis.json``)."""
+    analysis = json.loads((eval_dir / "error_analysis.json").read_text())
+    by_confidence = analysis["recall"]["by_confidence"]
+    faint = [by_confidence.get(level) or {} for level in ("50", "75")]
+    n_faint = sum(group.get("n_storms", 0) for group in faint)
+    causes = analysis["false_alarms"].get("counts", analysis["false_alarms"])
+    return {"recall": analysis["recall"]["all"]["recall"], "n_faint": n_faint,
+            "recall_faint": sum(group.get("n_found", 0) for group in faint) / n_faint if n_faint else None,
+            "false_alarms": {k: v for k, v in causes.items() if isinstance(v, int)}}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -89,15 +102,18 @@ def markdown(rows: list[dict]) -> str:
         return "—" if value is None or value != value else f"{100 * value:.1f}"
 
     lines = ["| variant | label mode | res ° | steps | train min | steps/s | box mAP50 | box mAP75 | "
-             "12° mAP50 | 12° mAP75 | mask mAP50 | area ratio (median) | area ±25 % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "12° mAP50 | 12° mAP75 | mask mAP50 | area ratio (median) | area ±25 % | recall | recall faint (n) | "
+             "false alarms: bright surface / cloud / all |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["area_median_ratio"]
+        alarms = r.get("false_alarms") or {}
         lines.append(
             f"| {r['variant']} | {r['label_mode']} | {r['map_res_deg']} | {r['steps']} | {r['train_seconds'] / 60:.1f} "
             f"| {r['steps_per_second']:.2f} | {pct(r['box_map50'])} | {pct(r['box_map75'])} | {pct(r['paper_map50'])} "
             f"| {pct(r['paper_map75'])} | {pct(r['mask_map50'])} | {'—' if ratio != ratio else f'{ratio:.2f}'} "
-            f"| {pct(r['area_within_25pct'])} |")
+            f"| {pct(r['area_within_25pct'])} | {pct(r.get('recall'))} | {pct(r.get('recall_faint'))} ({r.get('n_faint', '—')}) "
+            f"| {alarms.get('bright_surface', '—')} / {alarms.get('cloud', '—')} / {sum(alarms.values()) if alarms else '—'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -45,12 +45,18 @@ def detect_command(
         "(the model's own forward). Default: auto, or MARSDUST_DETECT_ENGINE."),
     onnx_model: Optional[Path] = typer.Option(None, "--onnx-model",
                                               help="A backbone exported with marsdust export-onnx (skips the export)."),
+    history: Optional[str] = typer.Option(
+        None, "--history", metavar="MAPS",
+        help="For a checkpoint with reference bands (train --reference): maps the backgrounds may be built from, "
+        "e.g. the whole archive when MAPS is its test sols (default: MAPS themselves)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Detect, outline, measure and track dust storms on every map of an archive.
 
     Resumable: run the same command again after an interruption and only the missing maps are processed.
-    Under torchrun (RANK/WORLD_SIZE set) each rank takes every WORLD_SIZE-th map and rank 0 merges.
+    Under torchrun (RANK/WORLD_SIZE set) each rank takes one of WORLD_SIZE consecutive stretches of the maps in
+    time order, and rank 0 merges. A checkpoint trained with reference bands gets each map's background built
+    from the earlier maps (MAPS, and --history) in time order.
     """
     import logging
 
@@ -76,7 +82,7 @@ def detect_command(
             score_threshold=score_threshold, mask_threshold=mask_threshold, pad_deg=pad_deg, max_tile_px=max_tile_px,
             geotiff=geotiff, quicklook=quicklook, track=not no_track, table_format=table_format, overwrite=overwrite,
             workers=workers, threads=threads, progress=not quiet, engine=engine,
-            onnx_model=None if onnx_model is None else str(onnx_model),
+            onnx_model=None if onnx_model is None else str(onnx_model), history=history,
         )
     except (CheckpointError, MapReadError, ValueError, FileNotFoundError, OSError) as exc:
         fail(exc)
