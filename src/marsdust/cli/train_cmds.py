@@ -36,6 +36,8 @@ def _build_config(config_file: Optional[Path], cli_values: dict):
 # options shared by train and compare -------------------------------------------------------------------
 _DATA_HELP = "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth."
 _MASTER_HELP = "MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under it)."
+_CLASSES_HELP = ("Classes to learn: dust (default) or dust,cloud (water-ice clouds from each map's cloud mask, "
+                 "cloudmask/<SUBPHASE>/<map_id>.nc beside the archive; maps without one train dust only).")
 _MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
                       "lists them); model_config fields of --config override it.")
 
@@ -60,6 +62,9 @@ def train_command(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default: 300)."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth: outline (catalogue outlines; "
                                              "the default), fixed (paper's 12° boxes) or area (area-sized boxes)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
+    cloud_masks: Optional[str] = typer.Option(None, "--cloud-masks", help="Cloud-mask folder (<SUBPHASE>/<map_id>.nc; "
+                                              "default: cloudmask/ beside the archive).", show_default=False),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
                                            "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),
@@ -118,6 +123,7 @@ def train_command(
         split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
         accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
         precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
+        classes=classes, cloud_masks=cloud_masks,
     )
     try:
         config = _build_config(config_file, cli_values)
@@ -207,6 +213,7 @@ def compare_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate every N steps."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
     label: str = typer.Option("ours (synthetic)", "--label", help="Source label of our rows in the table."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -235,7 +242,7 @@ def compare_command(
         base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
                                                strict=strict or None, max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
-                                               val_every_n_steps=val_every, seed=seed,
+                                               val_every_n_steps=val_every, seed=seed, classes=classes,
                                                progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
