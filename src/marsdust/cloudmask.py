@@ -275,13 +275,14 @@ def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN
     Returns
     -------
     dict of ndarray
-        The keys of :func:`marsdust.labels.map_targets`: ``boxes`` (n, 4) float32 xyxy pixels (a box
-        across 180° keeps ``x1 > W``, one wider than the map is ``[0, W]``), ``labels`` all
+        The keys of :func:`marsdust.labels.map_targets`: ``boxes`` (n, 4) float32 xyxy pixels (as
+        :func:`marsdust.labels.mask_bounding_box` gives outlines theirs: a box across 180° keeps
+        ``x1 > W``; one as wide as the map is ``[0, W]``), ``labels`` all
         :data:`CLOUD_LABEL`, ``masks`` (n, H, W) uint8, ``area_km2``, centroid ``lon`` / ``lat``,
         ``confidence`` 0, ``member_id`` "", ``has_outline`` True.
     """
     from marsdust.export import mask_centroid_lonlat
-    from marsdust.labels import empty_target
+    from marsdust.labels import empty_target, mask_bounding_box
 
     components, n = cloud_components(cloudy)
     row_area = grid.row_pixel_area_km2()
@@ -291,7 +292,7 @@ def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN
         area = float(mask.sum(axis=1) @ row_area)
         if area < min_area_km2:
             continue
-        x0, y0, x1, y1 = grid.wrap_aware_bbox(mask)
+        x0, y0, x1, y1 = mask_bounding_box(mask)
         if x1 - x0 >= grid.width:
             x0, x1 = 0, grid.width
         lon, lat = mask_centroid_lonlat(mask, grid)
