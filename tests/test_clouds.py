@@ -144,7 +144,7 @@ def test_classes_option_parses_and_sets_two_detector_classes():
             parse_classes(bad)
     config = TrainConfig.from_dict({"classes": "dust,cloud"})
     assert config.classes == ["dust", "cloud"] and config.detector_overrides()["num_classes"] == 2
-    assert TrainConfig().classes == ["dust"] and TrainConfig().detector_overrides()["num_classes"] == 1
+    assert TrainConfig().classes == ["dust"] and "num_classes" not in TrainConfig().detector_overrides()
 
 
 # ---------------------------------------------------------------- two classes: train, detect, evaluate

@@ -225,7 +225,8 @@ class TrainConfig:
         overrides = preset_overrides(self.model_preset)
         overrides.update(self.model_config)
         overrides["map_res_deg"] = float(self.map_res_deg)
-        overrides["num_classes"] = len(self.classes)
+        if len(self.classes) > 1:  # a one-class run leaves num_classes to the preset (1)
+            overrides["num_classes"] = len(self.classes)
         if self.backbone:
             overrides["backbone"] = self.backbone
         return overrides
