@@ -272,3 +272,18 @@ def test_dust_false_alarms_on_clouds_counts_unmatched_detections_mostly_on_cloud
                       "n_false_alarms": 2, "n_false_alarms_on_clouds": 2, "on_cloud_fraction": 0.5}
     assert dust_false_alarms_on_clouds({"a": storm}, {"a": prediction}, {"a": grid}, {}, 0.5)["n_maps"] == 0
     assert per_class_ap(({"a": storm}, {"a": prediction}), None, {"a": grid})["cloud"] is None
+
+
+def test_cloud_and_storm_figure_draws_a_crop_across_180(tmp_path):
+    from marsdust.plots import plot_cloud_and_storm
+
+    grid = MapGrid.moc(1.6)
+    rgb = np.full(grid.shape + (3,), 0.5)
+    storm = np.zeros(grid.shape, bool)
+    storm[30:40, 2:10] = True
+    cloudy = np.zeros(grid.shape, bool)
+    cloudy[30:40, -12:-4] = True
+    detections = [(storm, "dust", 0.9), (cloudy, "cloud", 0.8)]
+    path = plot_cloud_and_storm(rgb, grid, storm[None], cloudy, detections, tmp_path / "fig.png", center_col=0,
+                                half_width_px=20, title="side by side")
+    assert path.is_file() and path.stat().st_size > 5000

@@ -223,6 +223,46 @@ def _write_figures(model, found: _SplitDetections, metrics: dict, deviations: pd
             pred_masks=pred["masks"][keep] if model.has_masks else None)
 
 
+def _closest_cloud_and_storm(found: _SplitDetections) -> tuple[str, int, int] | None:
+    """``(map_id, centre column, half width px)`` of the map where a catalogued storm and a cloud instance
+    lie closest in longitude (centre columns), or None when no map has both."""
+    best = None
+    for map_id, clouds in found.cloud_truth.items():
+        storms = found.ground_truth[map_id]["boxes"]
+        width = found.grids[map_id].width
+        if not len(storms) or not len(clouds["boxes"]):
+            continue
+        storm_cols = ((storms[:, 0] + storms[:, 2]) / 2) % width
+        cloud_cols = ((clouds["boxes"][:, 0] + clouds["boxes"][:, 2]) / 2) % width
+        apart = (cloud_cols[None, :] - storm_cols[:, None] + width / 2) % width - width / 2
+        i, j = np.unravel_index(np.argmin(np.abs(apart)), apart.shape)
+        if best is None or abs(apart[i, j]) < best[0]:
+            best = (abs(apart[i, j]), map_id, int(round(storm_cols[i] + apart[i, j] / 2)) % width)
+    if best is None:
+        return None
+    distance, map_id, center = best
+    res_deg = found.grids[map_id].res_deg
+    return map_id, center, int(round(max(distance / 2 + 20.0 / res_deg, 30.0 / res_deg)))
+
+
+def _write_cloud_and_storm_figure(found: _SplitDetections, threshold: float, figures: Path) -> None:
+    """``figures/cloud_and_storm.png``: a two-class detector's detections where a cloud and a storm sit side by side."""
+    chosen = _closest_cloud_and_storm(found)
+    if chosen is None:
+        return
+    map_id, center, half = chosen
+    rgb = found.images.get(map_id)
+    if rgb is None:
+        return
+    detections = [(mask.astype(bool), name, float(score))
+                  for name, entry in (("dust", found.predictions[map_id]), ("cloud", found.cloud_predictions[map_id]))
+                  for mask, score in zip(entry["masks"], entry["scores"]) if score >= threshold]
+    plots.plot_cloud_and_storm(rgb, found.grids[map_id], found.ground_truth[map_id]["masks"], found.cloudy[map_id],
+                               detections, figures / "cloud_and_storm.png", center, half,
+                               title=f"{map_id} Ls {found.map_ls[map_id]:.1f}°: catalogue, cloud mask and detections "
+                                     f"at score ≥ {threshold:.2f}")
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
                         archive: str | None = None, catalog: str | None = None, master: str | None = None,
                         strict: bool = False, split: str = "test",
@@ -322,4 +362,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
     write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))
     _write_figures(model, found, metrics, deviations, out_dir / "figures", split=split, n_figures=n_figures)
+    if "cloud" in metrics["classes"] and n_figures > 0:
+        _write_cloud_and_storm_figure(found, resolve_score_threshold(model, None)[0], out_dir / "figures")
     return metrics
