@@ -241,11 +241,11 @@ def draw_catalog(config: SynthConfig, seed: int = 0, res_deg: float = 0.8, every
 
 def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True,
                       overwrite: bool = False) -> dict:
-    """Write ``out_dir/archive``, ``out_dir/mdad`` and ``out_dir/truth`` for one configuration.
+    """Write ``out_dir/archive``, ``out_dir/mdad``, ``out_dir/truth`` and ``out_dir/cloudmask`` for one configuration.
 
     A folder that already holds any of them is refused
     (:class:`marsdust.synth.writer.SynthOutputExistsError`) unless ``overwrite``, which removes
-    those three subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
+    those four subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
     The v1.1 cubes are written with :class:`marsdust.export.MaskCubeWriter`, one per Mars year.
 
     Returns
