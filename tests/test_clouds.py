@@ -287,3 +287,18 @@ def test_cloud_and_storm_figure_draws_a_crop_across_180(tmp_path):
     path = plot_cloud_and_storm(rgb, grid, storm[None], cloudy, detections, tmp_path / "fig.png", center_col=0,
                                 half_width_px=20, title="side by side")
     assert path.is_file() and path.stat().st_size > 5000
+
+
+def test_error_analysis_calls_a_false_alarm_cloud_by_the_cloud_mask_where_the_map_has_one():
+    from marsdust.analysis import error_tables
+
+    grid = MapGrid.moc(1.6)
+    gt = {"boxes": np.array([[100, 40, 120, 50]], float)}
+    prediction = {"boxes": np.array([[10, 10, 30, 20], [60, 40, 70, 50]], float), "scores": np.array([0.9, 0.8])}
+    cloudy = np.zeros(grid.shape, bool)
+    cloudy[10:20, 10:30] = True  # the first false alarm lies on a cloud, the second does not
+    _, with_mask = error_tables({"a": gt}, {"a": prediction}, {"a": grid}, cloud_masks={"a": cloudy})
+    _, without = error_tables({"a": gt}, {"a": prediction}, {"a": grid})
+    assert with_mask["category"].tolist() == ["cloud", "background"]
+    assert with_mask["cloudy_fraction"].tolist() == [1.0, 0.0]
+    assert without["category"].tolist() == ["background", "background"] and "cloudy_fraction" not in without

@@ -357,7 +357,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics["error_analysis"] = write_error_analysis(
         found.ground_truth, found.predictions, found.grids, out_dir, map_ls=found.map_ls, images=found.images,
-        valid_masks=found.valid_masks, title=f"{model.model_name} on {split} maps")
+        valid_masks=found.valid_masks, title=f"{model.model_name} on {split} maps", cloud_masks=found.cloudy)
     write_metrics_json(metrics, out_dir / "metrics.json")
     write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
     write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))
