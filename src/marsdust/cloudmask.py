@@ -192,19 +192,25 @@ def read_cloud_mask_on(path, grid: MapGrid, map_path=None) -> tuple[np.ndarray, 
     from marsdust.mdad import read_cloud_mask
 
     ds = read_cloud_mask(path)
-    what = f"cloud mask {path} does not match map {map_path or '(map)'} ({grid.height} x {grid.width} at {grid.res_deg:g}°, " \
-           f"{grid.lat_south_deg:g}° to {grid.lat_north_deg:g}° N)"
+    what = (f"cloud mask {path} does not match map {map_path or '(map)'} ({grid.height} x {grid.width} at "
+            f"{grid.res_deg:g}°, {grid.lat_south_deg:g}° to {grid.lat_north_deg:g}° N)")
     cloudy, valid = _squeeze(ds["cloudy"].values, what), _squeeze(ds["valid"].values, what)
     lon = np.asarray(ds["longitude"].values, np.float64)
     lat = np.asarray(ds["latitude"].values, np.float64)
     res = _regular_spacing(lon, lat, what)
     rows = (lat > grid.lat_south_deg) & (lat < grid.lat_north_deg)
-    band = grid.lat_north_deg - grid.lat_south_deg
-    if abs(res * lon.size - 360.0) > 0.01 * res or abs(lon[0] - (-180.0 + res / 2)) > 0.1 * res \
-            or abs(rows.sum() * res - band) > 0.01 * res or abs(lat[rows][0] - (grid.lat_north_deg - res / 2)) > 0.1 * res:
+    if not _covers(lon, lat[rows], res, grid):
         raise CloudMaskGridError(f"{what}: the mask has {lat.size} x {lon.size} cells of {res:g}°, latitudes "
                                  f"{lat.min():g}° to {lat.max():g}°, longitudes {lon.min():g}° to {lon.max():g}°")
     return _resample(cloudy[rows], valid[rows], res, grid.res_deg, what)
+
+
+def _covers(lon: np.ndarray, lat_in_band: np.ndarray, res: float, grid: MapGrid) -> bool:
+    """Whether cells of ``res`` degrees at these centres span 360° from 180°W and exactly the grid's latitude band."""
+    band = grid.lat_north_deg - grid.lat_south_deg
+    return (abs(res * lon.size - 360.0) <= 0.01 * res and abs(lon[0] + 180.0 - res / 2) <= 0.1 * res
+            and lat_in_band.size > 0 and abs(lat_in_band.size * res - band) <= 0.01 * res
+            and abs(lat_in_band[0] - (grid.lat_north_deg - res / 2)) <= 0.1 * res)
 
 
 def _squeeze(values: np.ndarray, what: str) -> np.ndarray:

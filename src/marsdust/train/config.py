@@ -287,7 +287,8 @@ def resolve_data_paths(config: TrainConfig) -> tuple[Path, Path]:
 
 
 def cloud_mask_root(config: TrainConfig) -> Path | None:
-    """The cloud-mask tree of a two-class run (``cloud_masks``, else ``cloudmask/`` beside the archive); None for dust only."""
+    """The cloud-mask tree of a two-class run (``cloud_masks``, else ``cloudmask/`` beside the archive);
+    None for a dust-only run."""
     from marsdust.cloudmask import cloud_mask_root as beside_archive
 
     if "cloud" not in config.classes:

@@ -94,8 +94,9 @@ def run_cloud_masks(config: TrainConfig, train_index: pd.DataFrame) -> CloudMask
         return None
     masks = CloudMasks(root)
     found = masks.count(train_index)
-    (log.info if found == len(train_index) else log.warning)("classes %s: %d of %d training maps have a cloud mask under %s; the other %d train the dust class only",
-             ",".join(config.classes), found, len(train_index), root, len(train_index) - found)
+    say = log.info if found == len(train_index) else log.warning
+    say("classes %s: %d of %d training maps have a cloud mask under %s; the other %d train the dust class only",
+        ",".join(config.classes), found, len(train_index), root, len(train_index) - found)
     return masks
 
 
