@@ -10,6 +10,9 @@ checkpoint evaluated on the test maps with ``marsdust evaluate``, and one row wr
   to a 12° box at its outline centroid, against the catalogue's 12° boxes);
 * mask mAP (against the run's label-mode masks: catalogue outlines for ``label_mode: outline``);
 * the median detected / catalogued area ratio of matched storms;
+* dust box mAP50/75 (``per_class``: the dust detections only, what a two-class detector is compared
+  on) and, on the test maps with a cloud mask, the dust false alarms and those of them on clouds
+  at the detector's stored score threshold, with the recall there (``dust_false_alarms_on_clouds``);
 * steps, training wall time, steps per second, device.
 
 Variants run one after another, or ``--parallel N`` at a time (each in its own process: on a GPU
@@ -77,6 +80,10 @@ def run_variant(name: str, settings: dict, data: Path, out: Path) -> dict:
         **{f"mask_{k}": segm.get(k) for k in ("map25", "map50", "map75")},
         "area_median_ratio": metrics["area_agreement"]["median_ratio"],
         "area_within_25pct": metrics["area_agreement"]["within_25pct"],
+        "classes": ",".join(config.classes),
+        **{f"dust_{k}": metrics["per_class"]["dust"][k] for k in ("map50", "map75")},
+        "cloud_map50": (metrics["per_class"]["cloud"] or {}).get("map50"),
+        **_false_alarms_on_clouds(metrics),
         "n_gt": metrics.get("n_gt"), **error_figures(eval_dir), "settings": settings,
     }
     (eval_dir / "row.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
@@ -94,6 +101,12 @@ def error_figures(eval_dir: Path) -> dict:
     return {"recall": analysis["recall"]["all"]["recall"], "n_faint": n_faint,
             "recall_faint": sum(group.get("n_found", 0) for group in faint) / n_faint if n_faint else None,
             "false_alarms": {k: v for k, v in causes.items() if isinstance(v, int)}}
+def _false_alarms_on_clouds(metrics: dict) -> dict:
+    """The row's dust false alarms (all, on clouds) and recall at the stored threshold; None without cloud masks."""
+    found = metrics.get("dust_false_alarms_on_clouds") or {}
+    return {"score_threshold": found.get("score_threshold"), "recall_at_threshold": found.get("recall"),
+            "dust_false_alarms": found.get("n_false_alarms"),
+            "dust_false_alarms_on_clouds": found.get("n_false_alarms_on_clouds")}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -103,8 +116,9 @@ def markdown(rows: list[dict]) -> str:
 
     lines = ["| variant | label mode | res ° | steps | train min | steps/s | box mAP50 | box mAP75 | "
              "12° mAP50 | 12° mAP75 | mask mAP50 | area ratio (median) | area ±25 % | recall | recall faint (n) | "
-             "false alarms: bright surface / cloud / all |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "false alarms: bright surface / cloud / all | classes | dust mAP50 | "
+             "dust mAP75 | dust false alarms on clouds / all (recall, threshold) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["area_median_ratio"]
         alarms = r.get("false_alarms") or {}
@@ -113,8 +127,23 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['steps_per_second']:.2f} | {pct(r['box_map50'])} | {pct(r['box_map75'])} | {pct(r['paper_map50'])} "
             f"| {pct(r['paper_map75'])} | {pct(r['mask_map50'])} | {'—' if ratio != ratio else f'{ratio:.2f}'} "
             f"| {pct(r['area_within_25pct'])} | {pct(r.get('recall'))} | {pct(r.get('recall_faint'))} ({r.get('n_faint', '—')}) "
-            f"| {alarms.get('bright_surface', '—')} / {alarms.get('cloud', '—')} / {sum(alarms.values()) if alarms else '—'} |")
+            f"| {alarms.get('bright_surface', '—')} / {alarms.get('cloud', '—')} / {sum(alarms.values()) if alarms else '—'} "
+            f"| {r.get('classes', 'dust')} | {pct(r.get('dust_map50'))} "
+            f"| {pct(r.get('dust_map75'))} | {_on_clouds_cell(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def _on_clouds_cell(row: dict) -> str:
+    if row.get("dust_false_alarms_on_clouds") is None:
+        return "—"
+    return (f"{row['dust_false_alarms_on_clouds']} / {row['dust_false_alarms']} "
+            f"({100 * row['recall_at_threshold']:.1f} %, {row['score_threshold']:.2f})")
+
+
+def _needs_cloud_masks(common: dict, variants: dict, names: list[str]) -> bool:
+    from marsdust.cloudmask import parse_classes
+
+    return any("cloud" in parse_classes({**common, **variants[n]}.get("classes", "dust")) for n in names)
 
 
 def _child(args) -> None:
@@ -148,11 +177,13 @@ def main(argv=None) -> list[dict]:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; {args.variants_file} has {sorted(variants)}")
     data, out = Path(args.data), Path(args.out)
-    if not (data / "archive").is_dir() or not (data / "mdad").is_dir():
+    missing_clouds = _needs_cloud_masks(common, variants, names) and not (data / "cloudmask").is_dir()
+    if not (data / "archive").is_dir() or not (data / "mdad").is_dir() or missing_clouds:
         from marsdust.synth import synthesize
 
+        # a synthesis from before cloud masks is written again: the same maps and catalog, plus cloudmask/
         print(f"synthesizing the bench preset into {data} ...", flush=True)
-        synthesize(data, "bench", seed=0)
+        synthesize(data, "bench", seed=0, overwrite=missing_clouds)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pending = [n for n in names if not (out / "eval" / n / "row.json").is_file()]

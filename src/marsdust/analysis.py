@@ -44,7 +44,9 @@ Rules decided here
      more in the blue band (MOC's 400–450 nm) than in the red (575–625 nm); dust does the
      opposite. Dark ground is also greyer (higher blue/red) but darker in blue, which the second
      test excludes. Ratios and ranks against the map's own pixels are unchanged by a linear
-     stretch of either band, so the rule carries from synthetic to real MDGMs;
+     stretch of either band, so the rule carries from synthetic to real MDGMs. Where the map
+     has a cloud mask (``cloud_masks``, :mod:`marsdust.cloudmask`) the mask decides instead: at
+     least :data:`CLOUD_MASK_FRACTION` (50%) of the box's pixels are cloudy;
   5. ``bright_surface``: not a cloud by 4, and the median red of the box's valid pixels ranks
      at or above the :data:`BRIGHT_RED_PERCENTILE` (75th) percentile of red over the map's
      valid pixels (ties counted half): a bright albedo region (Tharsis, Arabia, Hellas).
@@ -105,6 +107,8 @@ GAP_MARGIN_DEG = 1.0
 GAP_FRACTION = 0.25
 CLOUD_BLUE_RED_FACTOR = 1.2
 CLOUD_BLUE_PERCENTILE = 50.0
+CLOUD_MASK_FRACTION = 0.5
+"""A false alarm is a ``cloud`` when at least this fraction of its box's pixels are cloudy in the map's cloud mask."""
 BRIGHT_RED_PERCENTILE = 75.0
 MIN_RED_FOR_RATIO = 0.02
 
@@ -143,8 +147,12 @@ def gap_distance_deg(valid: np.ndarray, res_deg: float) -> np.ndarray:
 class _MapContext:
     """What the analysis needs of one map: grid, distance to gaps, red and blue/red pixel statistics."""
 
-    def __init__(self, map_id: str, grid: MapGrid, rgb: np.ndarray | None, valid: np.ndarray | None):
+    def __init__(self, map_id: str, grid: MapGrid, rgb: np.ndarray | None, valid: np.ndarray | None,
+                 cloudy: np.ndarray | None = None):
         self.grid = grid
+        self.cloudy = None if cloudy is None else np.asarray(cloudy, dtype=bool)
+        if self.cloudy is not None:
+            _check_shape(f"cloud_masks[{map_id!r}]", self.cloudy.shape, grid.shape)
         if valid is not None:
             valid = np.asarray(valid, dtype=bool)
             _check_shape(f"valid_masks[{map_id!r}]", valid.shape, grid.shape)
@@ -187,6 +195,8 @@ class _MapContext:
                 out["blue_red_vs_map"] = float(np.nanmedian(blue_red) / self.median_blue_red)
             out["red_percentile"] = _percentile_rank(self.red[rows][:, cols], self.sorted_red)
             out["blue_percentile"] = _percentile_rank(self.blue[rows][:, cols], self.sorted_blue)
+        if self.cloudy is not None:
+            out["cloudy_fraction"] = float(self.cloudy[rows][:, cols].mean())
         return out
 
 
@@ -302,8 +312,11 @@ def false_alarm_category(best_iou: float, crosses_seam: bool, features: Mapping,
         return "localization"
     if crosses_seam or features["near_gap_fraction"] >= GAP_FRACTION:
         return "seam_or_gap"
-    colour = features["blue_red_vs_map"]
-    if colour >= CLOUD_BLUE_RED_FACTOR and features["blue_percentile"] >= CLOUD_BLUE_PERCENTILE:
+    cloudy = features.get("cloudy_fraction")
+    if cloudy is not None:  # the map's cloud mask decides
+        if cloudy >= CLOUD_MASK_FRACTION:
+            return "cloud"
+    elif features["blue_red_vs_map"] >= CLOUD_BLUE_RED_FACTOR and features["blue_percentile"] >= CLOUD_BLUE_PERCENTILE:
         return "cloud"
     if features["red_percentile"] >= BRIGHT_RED_PERCENTILE:
         return "bright_surface"
@@ -369,7 +382,8 @@ def _detection_rows(pred_boxes, scores, iou, found, context, base, score_thresho
                     if false_alarm else None)
         rows.append({**base, "pred_index": d, "score": float(scores[d]), "matched_gt_index": paired.get(d, -1),
                      "best_iou": best_iou, "false_alarm": false_alarm, "category": category, **features})
-    table = pd.concat([pd.DataFrame(rows, columns=_DETECTION_BASE_COLUMNS), geometry], axis=1)
+    columns = _DETECTION_BASE_COLUMNS + (["cloudy_fraction"] if context.cloudy is not None else [])
+    table = pd.concat([pd.DataFrame(rows, columns=columns), geometry], axis=1)
     table[["x0", "y0", "x1", "y1"]] = pred_boxes
     return table
 
@@ -382,7 +396,7 @@ _DETECTION_BASE_COLUMNS = ["map_id", "ls_deg", "season", "pred_index", "score", 
 # --- all maps -----------------------------------------------------------------------------------------------
 def error_tables(ground_truth: Mapping, predictions: Mapping, grids=None, *, map_ls: Mapping | None = None,
                  images: Mapping | None = None, valid_masks: Mapping | None = None, score_threshold: float = 0.5,
-                 match_iou: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 match_iou: float = 0.5, cloud_masks: Mapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per catalogued storm and one per detection, with matches, attributes and error categories.
 
     Parameters
@@ -397,6 +411,9 @@ def error_tables(ground_truth: Mapping, predictions: Mapping, grids=None, *, map
         The maps, for the cloud and bright-surface tests.
     valid_masks : dict map_id -> ndarray (H, W) bool or None, optional
         Observed pixels, for the gap distances and the seam-or-gap test.
+    cloud_masks : dict map_id -> ndarray (H, W) bool, optional
+        Cloudy pixels of the maps that have a cloud mask: their false alarms are ``cloud`` by the
+        mask (``cloudy_fraction`` of the box) instead of by colour.
     score_threshold : float
         Operating point: detections below it do not count as found storms or false alarms.
     match_iou : float
@@ -419,7 +436,8 @@ def error_tables(ground_truth: Mapping, predictions: Mapping, grids=None, *, map
     for map_id in _check_keys(ground_truth, predictions):
         gt = ground_truth[map_id]
         grid = _grid_of(map_id, grids, gt)
-        context = _MapContext(map_id, grid, (images or {}).get(map_id), (valid_masks or {}).get(map_id))
+        context = _MapContext(map_id, grid, (images or {}).get(map_id), (valid_masks or {}).get(map_id),
+                              (cloud_masks or {}).get(map_id))
         map_storms, map_detections = _map_tables(map_id, gt, predictions.get(map_id) or {}, context,
                                                  _map_ls(map_id, gt, map_ls), score_threshold, match_iou)
         storms.append(map_storms)
@@ -521,7 +539,8 @@ def _category_counts(categories: pd.Series, names) -> dict:
 
 
 def analyze_errors(ground_truth: Mapping, predictions: Mapping, grids=None, *, map_ls=None, images=None,
-                   valid_masks=None, score_threshold: float = 0.5, match_iou: float = 0.5, size_bins_km2=None) -> dict:
+                   valid_masks=None, score_threshold: float = 0.5, match_iou: float = 0.5, size_bins_km2=None,
+                   cloud_masks=None) -> dict:
     """The whole error analysis as a dict (the content of ``error_analysis.json``) plus the two tables.
 
     Parameters are those of :func:`error_tables`; ``size_bins_km2`` as in :func:`recall_breakdowns`.
@@ -534,7 +553,8 @@ def analyze_errors(ground_truth: Mapping, predictions: Mapping, grids=None, *, m
         ``rules`` (the thresholds used), and the DataFrames ``storms`` and ``detections``.
     """
     storms, detections = error_tables(ground_truth, predictions, grids, map_ls=map_ls, images=images,
-                                      valid_masks=valid_masks, score_threshold=score_threshold, match_iou=match_iou)
+                                      valid_masks=valid_masks, score_threshold=score_threshold, match_iou=match_iou,
+                                      cloud_masks=cloud_masks)
     missed = storms[~storms["found"]] if len(storms) else storms
     false_alarms = detections[detections["false_alarm"]] if len(detections) else detections
     return {
@@ -545,7 +565,7 @@ def analyze_errors(ground_truth: Mapping, predictions: Mapping, grids=None, *, m
         "false_alarms": _category_counts(false_alarms.get("category", pd.Series(dtype=object)), FALSE_ALARM_CATEGORIES),
         "rules": {"localization_min_iou": LOCALIZATION_MIN_IOU, "gap_margin_deg": GAP_MARGIN_DEG,
                   "gap_fraction": GAP_FRACTION, "cloud_blue_red_factor": CLOUD_BLUE_RED_FACTOR,
-                  "cloud_blue_percentile": CLOUD_BLUE_PERCENTILE,
+                  "cloud_blue_percentile": CLOUD_BLUE_PERCENTILE, "cloud_mask_fraction": CLOUD_MASK_FRACTION,
                   "bright_red_percentile": BRIGHT_RED_PERCENTILE, "distance_bin_edges_deg": list(DISTANCE_BIN_EDGES_DEG),
                   "lat_band_edges_deg": list(LAT_BAND_EDGES_DEG)},
         "storms": storms, "detections": detections,
@@ -588,7 +608,8 @@ def worst_false_alarms(detections: pd.DataFrame) -> pd.DataFrame:
 
 def write_error_analysis(ground_truth: Mapping, predictions: Mapping, grids, out_dir: str | os.PathLike, *,
                          map_ls=None, images=None, valid_masks=None, score_threshold: float = 0.5,
-                         match_iou: float = 0.5, size_bins_km2=None, n_gallery: int = 12, title: str = "") -> dict:
+                         match_iou: float = 0.5, size_bins_km2=None, n_gallery: int = 12, title: str = "",
+                         cloud_masks=None) -> dict:
     """Write the error analysis into ``out_dir`` and return its compact summary.
 
     Writes ``error_analysis.json`` (:func:`analyze_errors` without the tables),
@@ -607,7 +628,8 @@ def write_error_analysis(ground_truth: Mapping, predictions: Mapping, grids, out
 
     out_dir = Path(out_dir)
     analysis = analyze_errors(ground_truth, predictions, grids, map_ls=map_ls, images=images, valid_masks=valid_masks,
-                              score_threshold=score_threshold, match_iou=match_iou, size_bins_km2=size_bins_km2)
+                              score_threshold=score_threshold, match_iou=match_iou, size_bins_km2=size_bins_km2,
+                              cloud_masks=cloud_masks)
     storms, detections = analysis.pop("storms"), analysis.pop("detections")
     misses, false_alarms = worst_misses(storms), worst_false_alarms(detections)
     write_text_atomic(out_dir / "error_analysis.json", json.dumps(_jsonable(analysis), indent=2) + "\n")

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from marsdust.cloudmask import with_clouds
 from marsdust.fileio import write_csv_atomic
 from marsdust.labels import flip_target, map_targets, roll_target, seam_free_shift, split_at_seam
 from marsdust.reference import ReferenceConfig, build_backgrounds, stack_bands
@@ -424,6 +425,9 @@ class DustDataset(Dataset):
     backgrounds : dict, optional
         ``map_id -> (H, W, 3)`` reference background on the working grid
         (:func:`marsdust.reference.build_backgrounds`); served as three more bands after R, G, B.
+    cloud_masks : marsdust.cloudmask.CloudMasks, optional
+        Add each map's water-ice cloud instances (label 2) after its storms; maps without a
+        cloud mask get storms only.
 
     Items are ``(image, target)``: ``image`` a float32 tensor ``(3, H, W)`` in [0, 1] (``(6, H, W)``
     with ``backgrounds``);
@@ -435,7 +439,7 @@ class DustDataset(Dataset):
     def __init__(self, index_df: pd.DataFrame, storms_df: pd.DataFrame, map_res_deg: float = 0.4,
                  label_mode: str = "fixed", augment: bool | AugmentConfig = False, cache: bool = True,
                  *, label_options: dict | None = None, load_map: Callable | None = None,
-                 backgrounds: dict[str, np.ndarray] | None = None):
+                 backgrounds: dict[str, np.ndarray] | None = None, cloud_masks=None):
         missing = [c for c in ("map_id", "path") if c not in index_df.columns]
         if missing:
             raise ValueError(f"index table lacks column(s) {missing}; it has {list(index_df.columns)}")
@@ -448,6 +452,7 @@ class DustDataset(Dataset):
         self.augment = augment if isinstance(augment, AugmentConfig) else augment_config(augment)
         self.cache = cache
         self._load_map = load_map or _default_loader
+        self.cloud_masks = cloud_masks
         wanted = set(self.index["map_id"])
         self._storms = {k: g for k, g in storms_df[storms_df["map_id"].isin(wanted)].groupby("map_id", sort=False)}
         self._empty_storms = storms_df.iloc[0:0]
@@ -478,6 +483,9 @@ class DustDataset(Dataset):
             raise ValueError(f"map {row['map_id']} ({row['path']}) loaded at {image.grid.res_deg}° per pixel, "
                              f"expected the working resolution {self.map_res_deg}°")
         target = map_targets(self.storms_of(row["map_id"]), image.grid, self.label_mode, **self.label_options)
+        clouds = self.cloud_masks.instances(row, image.grid) if self.cloud_masks is not None else None
+        if clouds is not None:
+            target = with_clouds(target, clouds)
         rgb = image.rgb.astype(np.float32, copy=False)
         if self.backgrounds is not None:
             background = self.backgrounds[row["map_id"]]

@@ -63,9 +63,10 @@ from marsdust.naming import parse_map_name
 
 DETECTION_COLUMNS = [
     "map_id", "mars_year", "ls", "lon", "lat", "lon_min", "lon_max", "lat_min", "lat_max",
-    "area_km2", "score", "polygon_wkt", "x0", "y0", "x1", "y1",
+    "area_km2", "score", "polygon_wkt", "x0", "y0", "x1", "y1", "class",
 ]
-"""Columns of the detections table (``detections.csv`` of the command-line contract in README.md, plus pixel boxes)."""
+"""Columns of the detections table (``detections.csv`` of the command-line contract in README.md, plus pixel boxes);
+``class`` is ``dust`` or ``cloud`` (a one-class detector writes ``dust`` everywhere)."""
 
 MARS_CRS_CODE = "IAU_2015:49900"
 """PROJ code of the Mars (2015) sphere, planetocentric, east-positive longitudes (R = 3396.19 km)."""
@@ -143,6 +144,7 @@ def detection_records(
     scores: Sequence[float] | np.ndarray,
     boxes_px: np.ndarray | None = None,
     simplify_px: float = 0.5,
+    classes: Sequence[str] | None = None,
 ) -> list[dict]:
     """Detection table rows (one per storm instance) from per-instance boolean masks.
 
@@ -166,6 +168,8 @@ def detection_records(
         default the masks' own bounding boxes (``x1`` past the width for storms across 180°).
     simplify_px : float
         Outline simplification tolerance in pixels (default half a pixel).
+    classes : sequence of str, optional
+        Class name per mask (``dust`` / ``cloud``); default ``dust`` for every mask.
 
     Returns
     -------
@@ -174,7 +178,7 @@ def detection_records(
         sphere, circular mean in longitude), bounds ``lon_min, lon_max, lat_min, lat_max``
         (pixel edges, degrees; ``lon_max < lon_min`` across 180°), ``area_km2`` (the mask's
         pixels on the sphere, km²), ``score``, ``polygon_wkt`` (outline, lon/lat degrees, split
-        at 180°) and pixel boxes.
+        at 180°), pixel boxes and ``class``.
     """
     masks_list = _check_masks(masks, grid)
     scores_arr = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -210,6 +214,7 @@ def detection_records(
             "score": float(scores_arr[k]),
             "polygon_wkt": outline.wkt if hasattr(outline, "wkt") else str(outline),
             "x0": float(box[0]), "y0": float(box[1]), "x1": float(box[2]), "y1": float(box[3]),
+            "class": "dust" if classes is None else str(classes[k]),
         })
     return records
 
@@ -219,7 +224,7 @@ def detections_frame(records: Iterable[dict]) -> pd.DataFrame:
     df = pd.DataFrame(list(records))
     for column in DETECTION_COLUMNS:
         if column not in df.columns:
-            df[column] = pd.Series(dtype="float64" if column not in ("map_id", "polygon_wkt") else "object")
+            df[column] = pd.Series(dtype="float64" if column not in ("map_id", "polygon_wkt", "class") else "object")
     extra = [c for c in df.columns if c not in DETECTION_COLUMNS]
     return df[DETECTION_COLUMNS + extra]
 

@@ -363,3 +363,65 @@ def plot_error_gallery(panels: list[dict], out_png, title: str = "", score_thres
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return _save_figure(fig, out_png)
+
+
+CLASS_COLORS = {"dust": "orange", "cloud": "deepskyblue"}
+"""Colours of detections by class in :func:`plot_cloud_and_storm`."""
+
+
+def plot_cloud_and_storm(rgb: np.ndarray, grid: MapGrid, storm_masks, cloudy: np.ndarray, detections: list[tuple],
+                         out_png, center_col: int, half_width_px: int, title: str = "") -> Path:
+    """A map crop where a water-ice cloud and a dust storm sit side by side: the catalogue's storm
+    outlines (cyan), the cloud mask's outline (white, dashed) and the detections' outlines coloured
+    by class (:data:`CLASS_COLORS`).
+
+    Parameters
+    ----------
+    rgb : ndarray (H, W, 3) in [0, 1]
+        The map on ``grid`` (the working grid).
+    grid : MapGrid
+    storm_masks : array (n, H, W)
+        The catalogued storms' outlines rasterized on ``grid``.
+    cloudy : bool ndarray (H, W)
+        The map's cloud mask on ``grid``.
+    detections : list of (mask (H, W), class name, score)
+    out_png : path
+    center_col, half_width_px : int
+        The crop: columns ``center_col ± half_width_px``, across 180° where it reaches the map edge.
+    """
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    width = grid.width
+    half = min(int(half_width_px), width // 2)
+    shift = width // 2 - int(center_col)
+    columns = slice(width // 2 - half, width // 2 + half)
+
+    def crop(array):
+        return np.roll(np.asarray(array), shift, axis=1)[:, columns]
+
+    height = rgb.shape[0]
+    fig, ax = plt.subplots(figsize=(min(12.0, 3 + 2 * half * 8 / height), 6))
+    ax.imshow(np.clip(crop(rgb), 0, 1), interpolation="nearest")
+    for mask in storm_masks:
+        ax.contour(crop(mask).astype(float), levels=[0.5], colors="cyan", linewidths=1.2)
+    if np.asarray(cloudy).any():
+        ax.contour(crop(cloudy).astype(float), levels=[0.5], colors="white", linewidths=1.0, linestyles="--")
+    for mask, name, score in detections:
+        part = crop(mask)
+        if not part.any():
+            continue
+        color = CLASS_COLORS.get(name, "magenta")
+        ax.contour(part.astype(float), levels=[0.5], colors=color, linewidths=1.5)
+        rows, cols = np.nonzero(part)
+        ax.text(cols.min(), rows.min(), f"{name} {score:.2f}", color=color, fontsize=7, va="bottom", clip_on=True)
+    left_lon = -180.0 + ((columns.start - shift) % width) * grid.res_deg
+    ax.set_xlabel(f"pixels from {left_lon:.1f}° E ({grid.res_deg:g}° per pixel)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    handles = [Line2D([], [], color="cyan", label="catalogue dust"),
+               Line2D([], [], color="white", ls="--", label="cloud mask"),
+               *(Line2D([], [], color=c, label=f"detected {n}") for n, c in CLASS_COLORS.items())]
+    ax.legend(handles=handles, loc="lower right", fontsize=7, facecolor="0.3", labelcolor="white")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)

@@ -10,17 +10,17 @@ from marsdust.cli._app import app, fail
 
 @app.command()
 def synth(
-    out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/ and truth/."),
+    out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/, truth/ and cloudmask/."),
     preset: str = typer.Option("ci", "--preset", help="ci, demo, bench or full (see `marsdust.synth`)."),
     seed: int = typer.Option(0, "--seed", help="Planet and weather seed (same seed, same files)."),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an earlier synthesis in OUT (removes OUT/archive, OUT/mdad and OUT/truth "
-                                   "only; other files in OUT stay)."),
+        False, "--overwrite", help="Replace an earlier synthesis in OUT (removes OUT/archive, OUT/mdad, OUT/truth and "
+                                   "OUT/cloudmask only; other files in OUT stay)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Write a synthetic MDGM archive and its MDAD catalog (v1.0 table + v1.1 cubes).
+    """Write a synthetic MDGM archive, its MDAD catalog (v1.0 table + v1.1 cubes) and its cloud masks.
 
-    An OUT that already holds archive/, mdad/ or truth/ is refused unless --overwrite.
+    An OUT that already holds archive/, mdad/, truth/ or cloudmask/ is refused unless --overwrite.
     """
     from marsdust.synth import SynthOutputExistsError, synthesize
 

@@ -40,6 +40,8 @@ _REFERENCE_HELP = ("Reference bands: none, or prior-median (each map's clear-sky
                    "previous --reference-sols sols, as three more input bands; the checkpoint records it, so detect "
                    "and evaluate rebuild it). Default: none.")
 _REFERENCE_SOLS_HELP = "Window of the prior-median background in sols (default: 20)."
+_CLASSES_HELP = ("Classes to learn: dust (default) or dust,cloud (water-ice clouds from each map's cloud mask, "
+                 "cloudmask/<SUBPHASE>/<map_id>.nc beside the archive; maps without one train dust only).")
 _MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
                       "lists them); model_config fields of --config override it.")
 
@@ -64,6 +66,9 @@ def train_command(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default: 300)."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth: outline (catalogue outlines; "
                                              "the default), fixed (paper's 12° boxes) or area (area-sized boxes)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
+    cloud_masks: Optional[str] = typer.Option(None, "--cloud-masks", help="Cloud-mask folder (<SUBPHASE>/<map_id>.nc; "
+                                              "default: cloudmask/ beside the archive).", show_default=False),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
                                            "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),
@@ -125,7 +130,7 @@ def train_command(
         split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
         accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
         precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
-        reference=reference, reference_sols=reference_sols,
+        reference=reference, reference_sols=reference_sols, classes=classes, cloud_masks=cloud_masks,
     )
     try:
         config = _build_config(config_file, cli_values)
@@ -218,6 +223,7 @@ def compare_command(
     reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
     reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
                                                  help=_REFERENCE_SOLS_HELP),
+    classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
     label: str = typer.Option("ours (synthetic)", "--label", help="Source label of our rows in the table."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -247,7 +253,8 @@ def compare_command(
                                                strict=strict or None, max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
                                                val_every_n_steps=val_every, seed=seed, reference=reference,
-                                               reference_sols=reference_sols, progress=False if quiet else None))
+                                               reference_sols=reference_sols, classes=classes,
+                                               progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(exc)

@@ -42,13 +42,17 @@ How one map is processed
 Products of :func:`detect_archive` (column names as the command-line contract in README.md fixes them)
 -------------------------------------------------------------------------------------------------------
 * ``detections.csv``: ``map_id, mars_year, ls, lon, lat, lon_min, lon_max, lat_min, lat_max,
-  area_km2, score, polygon_wkt, x0, y0, x1, y1`` and, when tracked, ``member_id, sequence_id``.
+  area_km2, score, polygon_wkt, x0, y0, x1, y1, class`` and, when tracked, ``member_id, sequence_id``.
+  ``class`` is the detector's class name (:func:`marsdust.models.detector_classes`): ``dust``, or
+  ``cloud`` for a two-class detector's water-ice clouds, which follow the dust rows untracked.
 * ``detections.geojson``: the same rows with their outlines (Mars CRS, see :mod:`marsdust.export`).
 * ``masks.nc``: MDAD v1.1 layout cube on the **working grid** (``MDAD(time, longitude, latitude)``
-  uint8, 255 missing); labels are MDAD member numbers when tracked, else the per-map detection
-  number (row order of the map in ``detections.csv``). ``masks_master.csv`` beside it is the
+  uint8, 255 missing), dust only; labels are MDAD member numbers when tracked, else the per-map
+  detection number (row order of the map's dust rows in ``detections.csv``). ``masks_master.csv`` beside it is the
   matching master CSV, so ``marsdust.mdad.read_v11_cube(masks.nc, masks_master.csv, mars_year=..)``
   reads a single-year run back.
+* ``cloud_masks.nc`` (two-class detectors): the clouds in the same layout, labelled by the order
+  of the map's cloud rows.
 * ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error``;
   ``valid_fraction`` is the fraction of the map's working-grid pixels that hold an observation,
   ``seconds`` the map's processing time (decode + its share of the batch inference +

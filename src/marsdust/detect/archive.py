@@ -4,6 +4,7 @@ local worker processes and torchrun ranks; rank 0 (or the calling process) merge
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -20,8 +21,9 @@ import pandas as pd
 from marsdust.detect.decode import decode_map
 from marsdust.detect.engines import OnnxBackbone, resolve_engine, run_model
 from marsdust.detect.inputs import resolve_maps
-from marsdust.detect.merge import merge_parts
-from marsdust.detect.parts import PARTS_DIR, _check_settings, _error_part, _write_json, _write_map_outputs, part_path
+from marsdust.detect.merge import CLOUD_CUBE, merge_parts
+from marsdust.detect.parts import (CLOUD_CHUNKS, PARTS_DIR, _check_settings, _error_part, _write_json,
+                                   _write_map_outputs, part_path)
 from marsdust.detect.prepare import _Prepared, prepare_map, working_image
 from marsdust.detect.results import DetectSummary
 from marsdust.detect.settings import DEFAULT_MAX_TILE_PX, DEFAULT_PAD_DEG, DetectSettings
@@ -318,8 +320,8 @@ def _prepare_output_folder(out_dir: Path, overwrite: bool) -> None:
     """Clear earlier outputs (``overwrite``) and the temporary files of a killed run."""
     if overwrite and out_dir.exists():
         _clear_outputs(out_dir)
-    for folder in (out_dir, out_dir / PARTS_DIR, out_dir / PARTS_DIR / "masks", out_dir / "geotiff",
-                   out_dir / "quicklook"):
+    for folder in (out_dir, out_dir / PARTS_DIR, out_dir / PARTS_DIR / "masks", out_dir / PARTS_DIR / CLOUD_CHUNKS,
+                   out_dir / "geotiff", out_dir / "quicklook"):
         if folder.is_dir():
             removed = remove_stale_temp_files(folder)
             if removed:
@@ -330,7 +332,7 @@ def _clear_outputs(out_dir: Path) -> None:
     for name in (PARTS_DIR, "geotiff", "quicklook"):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     for name in ("detections.csv", "detections.parquet", "detections.geojson", "masks.nc", "masks_master.csv",
-                 "maps.csv"):
+                 "maps.csv", CLOUD_CUBE):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -345,7 +347,10 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
         return 0
     _set_threads(threads)
     torch_device = _resolve_device(device, local_rank)
+    from marsdust.models import detector_classes
+
     model = _load(checkpoint_or_model, torch_device)
+    settings = dataclasses.replace(settings, classes=detector_classes(model))
     res_deg = float(model.config.map_res_deg)
     in_channels = int(model.config.in_channels)
     engine = resolve_engine(model, torch_device, settings.engine)

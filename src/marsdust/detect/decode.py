@@ -66,10 +66,11 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
     height, width = grid.shape
     pad = prepared.pad_px
     valid = image.valid
-    candidates = []  # (score, box canonical [x0, y0, x1, y1], probability map)
+    candidates = []  # (score, box canonical [x0, y0, x1, y1], probability map, class name)
     for tile, out in zip(prepared.tiles, outputs):
         boxes = out["boxes"].numpy().astype(np.float64, copy=False)
         scores = out["scores"].numpy()
+        labels = out["labels"].numpy() if "labels" in out else np.ones(len(scores), np.int64)
         masks = out.get("masks")
         mask_rois = out.get("mask_rois")
         tile_h, tile_w = tile.y1 - tile.y0, tile.x1 - tile.x0
@@ -93,10 +94,10 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
             else:  # box-only detector: the box is the storm
                 _fill_box_folded(prob, tile, (bx0, by0, bx1, by1), pad, width)
             box = np.array([bx0 + tile.x0 - pad, by0 + tile.y0, bx1 + tile.x0 - pad, by1 + tile.y0])
-            candidates.append((score, box, prob))
+            candidates.append((score, box, prob, settings.classes[int(labels[k]) - 1]))
     candidates.sort(key=lambda item: -item[0])
-    kept_masks, kept_scores, kept_boxes, kept_probs = [], [], [], []
-    for score, box, prob in candidates:
+    kept_masks, kept_scores, kept_boxes, kept_probs, kept_classes = [], [], [], [], []
+    for score, box, prob, name in candidates:
         raw = prob >= settings.mask_threshold
         n_raw = np.count_nonzero(raw)
         if n_raw == 0:
@@ -110,10 +111,11 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
         kept_scores.append(score)
         kept_boxes.append(box)
         kept_probs.append(prob)
+        kept_classes.append(name)
     factor = grid.res_deg / prepared.native_grid.res_deg
     native_boxes = np.array([_native_box(b, width, factor) for b in kept_boxes]).reshape(-1, 4)
     records = export.detection_records(prepared.map_id, prepared.mars_year, prepared.ls, grid, kept_masks,
-                                       kept_scores, boxes_px=native_boxes)
+                                       kept_scores, boxes_px=native_boxes, classes=kept_classes)
     probability = None
     if settings.probability:
         probability = np.zeros((height, width), dtype=np.float32)
@@ -121,7 +123,7 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
             np.maximum(probability, prob, out=probability)
     seconds += prepared.seconds + time.perf_counter() - t0
     return MapResult(prepared.map_id, prepared.mars_year, prepared.ls, grid, prepared.native_grid, valid,
-                     float(valid.mean()), records, kept_masks, probability, image, seconds)
+                     float(valid.mean()), records, kept_masks, probability, image, seconds, settings.classes)
 
 
 def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: _Tile, box, pad: int, width: int) -> None:

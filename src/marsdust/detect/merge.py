@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust import export
-from marsdust.detect.parts import PARTS_DIR, _read_part, part_path
+from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, _read_part, part_path
 from marsdust.detect.results import DetectSummary
 from marsdust.grid import MapGrid
 from marsdust.mdad_format import (
@@ -29,6 +29,9 @@ from marsdust.naming import parse_map_name
 log = logging.getLogger(__name__)
 
 
+CLOUD_CUBE = "cloud_masks.nc"
+"""The water-ice cloud detections' cube of a two-class detector (same layout as ``masks.nc``, per-map numbers)."""
+
 MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "seconds", "status", "error"]
 """Columns of ``maps.csv``."""
 
@@ -36,6 +39,10 @@ MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "
 def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool = True, table_format: str = "csv",
                 progress: bool = True) -> DetectSummary:
     """Build ``detections.csv`` / ``.geojson`` / ``masks.nc`` / ``maps.csv`` from the parts of ``rows``, atomically.
+
+    Only dust detections are tracked and go to ``masks.nc`` / ``masks_master.csv``; the water-ice
+    clouds of a two-class detector follow the dust rows of ``detections.csv`` (without member or
+    sequence) and have their own cube, :data:`CLOUD_CUBE`.
 
     Raises
     ------
@@ -51,9 +58,12 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         raise ValueError(f"{out_dir}: {len(missing)} map(s) have no part yet (e.g. {missing[:3]}); run detect again")
     parts = [_read_part(part_path(out_dir, row["map_id"])) for row in rows]
     maps_table = pd.DataFrame([p["map"] for p in parts], columns=MAPS_COLUMNS)
-    records = [dict(rec, _order=k) for p in parts for k, rec in enumerate(p["detections"])]
+    records = [rec for p in parts for rec in _numbered_by_class(p["detections"])]
     detections = export.detections_frame(records)
     order_in_map = detections.pop("_order") if "_order" in detections.columns else pd.Series(dtype="int64")
+    is_cloud = (detections["class"] == "cloud").to_numpy()
+    clouds = detections[is_cloud]
+    detections, order_in_map = detections[~is_cloud], order_in_map[~is_cloud]
     tracked = False
     if track and len(detections):
         if detections["ls"].isna().any():
@@ -64,11 +74,15 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     for column in ("member_id", "sequence_id"):  # the documented columns, also with 0 detections or no tracking
         if column not in detections.columns:
             detections[column] = pd.Series("", index=detections.index, dtype="object")
+    table = pd.concat([detections, clouds.assign(member_id="", sequence_id="")], ignore_index=True) if len(clouds) \
+        else detections
     paths: dict[str, Path] = {}
-    paths["detections"] = export.write_table(detections, out_dir / "detections.csv")
+    paths["detections"] = export.write_table(table, out_dir / "detections.csv")
     if table_format == "parquet":
-        paths["parquet"] = export.write_table(detections, out_dir / "detections.parquet")
-    paths["geojson"] = export.write_geojson(detections, out_dir / "detections.geojson")
+        paths["parquet"] = export.write_table(table, out_dir / "detections.parquet")
+    paths["geojson"] = export.write_geojson(table, out_dir / "detections.geojson")
+    if any(p.get("cloud_mask_chunk") for p in parts):
+        paths["cloud_masks"] = _merge_masks(out_dir, parts, clouds, None, False, progress, chunk_key="cloud_mask_chunk")
     masks = _merge_masks(out_dir, parts, detections, order_in_map, tracked, progress)
     if masks is not None:
         paths["masks"] = masks
@@ -82,7 +96,20 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         bad = maps_table.loc[maps_table["status"] == "error", "map_id"].tolist()
         log.warning("%s: %d map(s) could not be read and were skipped: %s (see maps.csv)", out_dir, n_errors, bad[:10])
     seconds = time.perf_counter() - t0
-    return DetectSummary(out_dir, len(rows), 0, n_errors, len(detections), seconds, 0.0, paths)
+    return DetectSummary(out_dir, len(rows), 0, n_errors, len(table), seconds, 0.0, paths)
+
+
+def _numbered_by_class(records: list[dict]) -> list[dict]:
+    """One map's records with ``_order``: the record's number among the map's records of its class
+    (its label - 1 in that class's mask chunk); records of parts written before classes are dust."""
+    counts: dict[str, int] = {}
+    out = []
+    for record in records:
+        name = record.get("class", "dust")
+        out.append(dict(record, _order=counts.get(name, 0)))
+        out[-1]["class"] = name
+        counts[name] = counts.get(name, 0) + 1
+    return out
 
 
 def _detection_member_id(map_id: str, k: int) -> str:
@@ -93,14 +120,18 @@ def _detection_member_id(map_id: str, k: int) -> str:
     return format_member_id(subphase, k + 1)
 
 
-def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, order_in_map: pd.Series, tracked: bool,
-                 progress: bool) -> Path | None:
-    """Concatenate the per-map mask chunks into ``masks.nc`` (time-ordered), relabelled to members if tracked."""
+def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, order_in_map: pd.Series | None,
+                 tracked: bool, progress: bool, chunk_key: str = "mask_chunk") -> Path | None:
+    """Concatenate the per-map mask chunks into ``masks.nc`` (time-ordered), relabelled to members if tracked.
+
+    ``chunk_key="cloud_mask_chunk"`` merges the cloud chunks into :data:`CLOUD_CUBE` instead.
+    """
     import netCDF4
 
-    chunks = [(p["map"], out_dir / PARTS_DIR / "masks" / p["mask_chunk"]) for p in parts if p.get("mask_chunk")]
+    folder, name = ("masks", "masks.nc") if chunk_key == "mask_chunk" else (CLOUD_CHUNKS, CLOUD_CUBE)
+    chunks = [(p["map"], out_dir / PARTS_DIR / folder / p[chunk_key]) for p in parts if p.get(chunk_key)]
     if not chunks:
-        log.warning("%s: no map gave a mask-cube step; masks.nc not written", out_dir)
+        log.warning("%s: no map gave a mask-cube step; %s not written", out_dir, name)
         return None
     luts = _label_tables(detections, order_in_map, tracked)
     with netCDF4.Dataset(chunks[0][1]) as ds:
@@ -118,9 +149,10 @@ def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, ord
     order = sorted(range(len(chunks)), key=lambda i: (chunks[i][0]["mars_year"], chunks[i][0]["ls"], chunks[i][0]["map_id"]))
     from tqdm.auto import tqdm
 
-    path = out_dir / "masks.nc"
-    with export.MaskCubeWriter(path, grid) as cube:
-        for i in tqdm(order, desc="masks.nc", unit="map", disable=not progress or len(order) < 50):
+    path = out_dir / name
+    title = "marsdust dust storm masks" if chunk_key == "mask_chunk" else "marsdust water-ice cloud masks"
+    with export.MaskCubeWriter(path, grid, title=title) as cube:
+        for i in tqdm(order, desc=name, unit="map", disable=not progress or len(order) < 50):
             info, chunk = chunks[i]
             with netCDF4.Dataset(chunk) as ds:
                 ds.set_auto_mask(False)

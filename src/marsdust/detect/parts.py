@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 PARTS_DIR = "parts"
 SETTINGS_FILE = "settings.json"
+CLOUD_CHUNKS = "cloud_masks"
+"""``OUT/parts/cloud_masks/``: the per-map cloud-mask chunks of a two-class detector."""
 
 
 def _parts_dir(out_dir: Path) -> Path:
@@ -59,19 +61,27 @@ def _error_part(row: dict, message: str, seconds: float) -> dict:
             "detections": [], "mask_chunk": None}
 
 
-def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
-    """Mask chunk, optional GeoTIFF / quick-look, then the part JSON (last: it marks the map done)."""
-    t0 = time.perf_counter()
-    parts = _parts_dir(out_dir)
-    chunk_name = None
+def _write_mask_chunk(result: MapResult, class_name: str, folder: Path) -> str | None:
+    """The cube step of one class's detections on one map (numbered in record order); its file name, or None."""
+    chosen = [k for k, record in enumerate(result.records) if record.get("class", "dust") == class_name]
+    chosen = chosen[:export.MAX_STORM_LABEL]
     try:
         step = export.map_mask_step(result.map_id, result.mars_year, result.ls if np.isfinite(result.ls) else 0.0,
-                                    result.masks[:export.MAX_STORM_LABEL], scores=result.scores[:export.MAX_STORM_LABEL],
+                                    [result.masks[k] for k in chosen], scores=result.scores[chosen],
                                     valid=result.valid)
-        chunk = export.write_mask_chunk(parts / "masks", step, result.grid)
-        chunk_name = chunk.name
+        return export.write_mask_chunk(folder, step, result.grid).name
     except ValueError as err:  # a map id without subphase/sol cannot be a cube time step
         log.warning("%s: no mask-cube step (%s)", result.map_id, err)
+        return None
+
+
+def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
+    """Mask chunks (dust; clouds of a two-class detector), optional GeoTIFF / quick-look, then the part JSON
+    (last: it marks the map done)."""
+    t0 = time.perf_counter()
+    parts = _parts_dir(out_dir)
+    chunk_name = _write_mask_chunk(result, "dust", parts / "masks")
+    cloud_chunk = _write_mask_chunk(result, "cloud", parts / CLOUD_CHUNKS) if "cloud" in result.classes else None
     if geotiff:
         probability = result.probability if result.probability is not None else np.zeros(result.grid.shape, np.float32)
         export.write_geotiff(out_dir / "geotiff" / f"{result.map_id}.tif", probability, result.grid, valid=result.valid)
@@ -86,6 +96,8 @@ def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quickloo
         "detections": result.records,
         "mask_chunk": chunk_name,
     }
+    if cloud_chunk is not None:
+        payload["cloud_mask_chunk"] = cloud_chunk
     _write_json(part_path(out_dir, result.map_id), payload)
     return payload
 

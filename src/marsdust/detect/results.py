@@ -42,6 +42,9 @@ class MapResult:
         The working-resolution map (kept for quick-looks).
     seconds : float
         Processing time of this map (decode + inference share + post-processing), s.
+    classes : tuple of str
+        The detector's class names (``("dust",)`` or ``("dust", "cloud")``); each record's
+        ``class`` is one of them.
     """
 
     map_id: str
@@ -56,6 +59,7 @@ class MapResult:
     probability: np.ndarray | None = None
     image: MapImage | None = None
     seconds: float = 0.0
+    classes: tuple[str, ...] = ("dust",)
 
     @property
     def n_detections(self) -> int:

@@ -34,6 +34,8 @@ class DetectSettings:
     probability: bool = True
     engine: str | None = None
     onnx_model: str | None = None
+    classes: tuple[str, ...] = ("dust",)
+    """Class names by the model's class index - 1 (:func:`marsdust.models.detector_classes`)."""
 
     def __post_init__(self):
         for name in ("score_threshold", "mask_threshold", "min_valid_fraction", "duplicate_iou"):

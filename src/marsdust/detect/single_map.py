@@ -38,7 +38,7 @@ def detect_map(
     onnx_model: str | os.PathLike | None = None,
     background: np.ndarray | None = None,
 ) -> MapResult:
-    """Detect dust storms on one map.
+    """Detect dust storms (and, with a two-class detector, water-ice clouds) on one map.
 
     Parameters
     ----------
@@ -81,10 +81,13 @@ def detect_map(
         ``x0..y1`` the box in pixels of the map's **native** grid), masks and the probability
         raster on the working grid.
     """
+    from marsdust.models import detector_classes
+
     t0 = time.perf_counter()
     settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, tile_overlap_px,
                               min_valid_fraction, engine=engine,
-                              onnx_model=None if onnx_model is None else os.fspath(onnx_model))
+                              onnx_model=None if onnx_model is None else os.fspath(onnx_model),
+                              classes=detector_classes(model))
     res_deg = float(model.config.map_res_deg)
     image, native = working_image(map_image_or_path, res_deg)
     if map_id is None:

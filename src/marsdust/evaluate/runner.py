@@ -4,7 +4,9 @@ It runs the detector the way ``marsdust detect`` does (:func:`marsdust.detect.de
 map of the split, scores the detections against the catalogue with :mod:`marsdust.evaluate.metrics`
 (COCO mAP of the run's labels, of the paper's 12° boxes drawn at each detection's outline centroid,
 masks, breakdowns, centre deviations, area agreement, inference time), writes the error analysis
-of :mod:`marsdust.analysis` and the figures of :mod:`marsdust.plots`.
+of :mod:`marsdust.analysis` and the figures of :mod:`marsdust.plots`. The existing scores are those of
+dust; :mod:`marsdust.evaluate.clouds` adds per-class AP and the dust false alarms on clouds where the
+maps have cloud masks (:mod:`marsdust.cloudmask`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,25 @@ from marsdust.evaluate.metrics import (
 from marsdust.fileio import write_text_atomic
 from marsdust.labels import map_targets, paper_boxes_at
 from marsdust.mdgm import MapImage, read_map
-from marsdust.models import load_model
-from marsdust.train.config import TrainConfig, load_config_yaml, load_tables, split_for
+from marsdust.cloudmask import CloudMasks, cloud_instances, cloud_mask_root
+from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, per_class_ap
+from marsdust.models import detector_classes, load_model, resolve_score_threshold
+from marsdust.train.config import TrainConfig, load_config_yaml, load_tables, resolve_data_paths, split_for
+
+
+def _cloud_scores(model, found) -> dict:
+    """``classes``, ``per_class`` AP and ``dust_false_alarms_on_clouds`` (at the detector's stored
+    threshold; None without cloud masks) for metrics.json (:mod:`marsdust.evaluate.clouds`)."""
+    classes = detector_classes(model)
+    cloud = (found.cloud_truth, found.cloud_predictions) if "cloud" in classes else None
+    on_clouds = None
+    if found.cloudy:
+        threshold, _ = resolve_score_threshold(model, None)
+        on_clouds = dust_false_alarms_on_clouds(found.ground_truth, found.predictions, found.grids, found.cloudy,
+                                                threshold)
+    return {"classes": list(classes), "per_class": per_class_ap((found.ground_truth, found.predictions), cloud,
+                                                                found.grids),
+            "dust_false_alarms_on_clouds": on_clouds}
 
 
 def run_config_of(checkpoint: str | os.PathLike) -> dict:
@@ -73,7 +92,7 @@ def evaluation_split(checkpoint: Path, index_df: pd.DataFrame, split_file: str |
     return split_for(config, index_df), f"recomputed ({config.strategy}, seed {config.seed})"
 
 
-def prediction_entry(result, grid) -> dict:
+def prediction_entry(result, grid, class_name: str | None = None) -> dict:
     """A detection result as :mod:`marsdust.evaluate.metrics` scores it: one map's ``predictions`` entry.
 
     Parameters
@@ -82,6 +101,8 @@ def prediction_entry(result, grid) -> dict:
         What :func:`marsdust.detect.detect_map` returned for the map.
     grid : marsdust.grid.MapGrid
         The working grid the entry is expressed on (``result.grid``).
+    class_name : str, optional
+        Keep only the detections of this class (``dust`` / ``cloud``); default all.
 
     Returns
     -------
@@ -92,13 +113,15 @@ def prediction_entry(result, grid) -> dict:
         catalogue's fixed boxes are drawn.
     """
     factor = result.native_grid.width / grid.width
-    boxes = np.array([[r["x0"], r["y0"], r["x1"], r["y1"]] for r in result.records], dtype=float).reshape(-1, 4) / factor
-    masks = (np.stack(result.masks).astype(np.uint8) if result.masks
+    chosen = [k for k, r in enumerate(result.records) if class_name is None or r.get("class", "dust") == class_name]
+    records = [result.records[k] for k in chosen]
+    boxes = np.array([[r["x0"], r["y0"], r["x1"], r["y1"]] for r in records], dtype=float).reshape(-1, 4) / factor
+    masks = (np.stack([result.masks[k] for k in chosen]).astype(np.uint8) if chosen
              else np.zeros((0, grid.height, grid.width), dtype=np.uint8))
-    area_km2 = np.array([r["area_km2"] for r in result.records], dtype=float)
-    lon_deg = np.array([r["lon"] for r in result.records], dtype=float)
-    lat_deg = np.array([r["lat"] for r in result.records], dtype=float)
-    return {"boxes": boxes, "scores": result.scores, "masks": masks, "area_km2": area_km2,
+    area_km2 = np.array([r["area_km2"] for r in records], dtype=float)
+    lon_deg = np.array([r["lon"] for r in records], dtype=float)
+    lat_deg = np.array([r["lat"] for r in records], dtype=float)
+    return {"boxes": boxes, "scores": result.scores[chosen], "masks": masks, "area_km2": area_km2,
             "paper_boxes": paper_boxes_at(lon_deg, lat_deg, grid)}
 
 
@@ -114,13 +137,18 @@ class _SplitDetections:
     images: dict = field(default_factory=dict)
     valid_masks: dict = field(default_factory=dict)
     per_map: list = field(default_factory=list)  # rows of per_map.csv
+    cloudy: dict = field(default_factory=dict)  # cloudy pixels of the maps with a cloud mask
+    cloud_truth: dict = field(default_factory=dict)  # their cloud instances
+    cloud_predictions: dict = field(default_factory=dict)  # cloud detections (two-class detectors)
 
 
 def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_mode: str, *, split: str,
                      score_threshold: float, device: str, progress: bool,
                      transform_image: Callable[[MapImage], MapImage] | None,
-                     backgrounds: dict | None = None) -> _SplitDetections:
-    """Run the detector on every map of ``rows`` and collect what the scoring needs."""
+                     backgrounds: dict | None = None, clouds: CloudMasks | None = None) -> _SplitDetections:
+    """Run the detector on every map of ``rows`` and collect what the scoring needs (dust; and clouds
+    where ``clouds`` finds a map's cloud mask)."""
+    two_class = "cloud" in detector_classes(model)
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
     found = _SplitDetections()
@@ -136,13 +164,20 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         target = map_targets(storms, grid, label_mode)
         found.ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}
         found.paper_truth[row.map_id] = {"boxes": map_targets(storms, grid, "fixed", with_masks=False)["boxes"]}
-        found.predictions[row.map_id] = prediction_entry(result, grid)
+        found.predictions[row.map_id] = prediction_entry(result, grid, "dust")
+        cloudy = clouds.cloudy(row._asdict(), grid) if clouds is not None else None
+        if cloudy is not None:
+            found.cloudy[row.map_id] = cloudy
+            found.cloud_truth[row.map_id] = cloud_instances(cloudy, grid, clouds.min_area_km2)
+        if two_class:
+            found.cloud_predictions[row.map_id] = prediction_entry(result, grid, "cloud")
         found.grids[row.map_id], found.map_ls[row.map_id] = grid, float(row.ls)
         found.images[row.map_id] = result.image.rgb if result.image is not None else None
         found.valid_masks[row.map_id] = result.valid
         found.per_map.append({"map_id": row.map_id, "mars_year": int(row.mars_year), "ls": float(row.ls),
-                              "n_catalog": int(len(target["boxes"])), "n_detections": int(len(result.records)),
-                              "n_detections_05": int((result.scores >= 0.5).sum()),
+                              "n_catalog": int(len(target["boxes"])),
+                              "n_detections": int(len(found.predictions[row.map_id]["scores"])),
+                              "n_detections_05": int((found.predictions[row.map_id]["scores"] >= 0.5).sum()),
                               "valid_fraction": float(result.valid_fraction), "seconds": seconds})
     return found
 
@@ -228,6 +263,46 @@ def _write_figures(model, found: _SplitDetections, metrics: dict, deviations: pd
             pred_masks=pred["masks"][keep] if model.has_masks else None)
 
 
+def _closest_cloud_and_storm(found: _SplitDetections) -> tuple[str, int, int] | None:
+    """``(map_id, centre column, half width px)`` of the map where a catalogued storm and a cloud instance
+    lie closest in longitude (centre columns), or None when no map has both."""
+    best = None
+    for map_id, clouds in found.cloud_truth.items():
+        storms = found.ground_truth[map_id]["boxes"]
+        width = found.grids[map_id].width
+        if not len(storms) or not len(clouds["boxes"]):
+            continue
+        storm_cols = ((storms[:, 0] + storms[:, 2]) / 2) % width
+        cloud_cols = ((clouds["boxes"][:, 0] + clouds["boxes"][:, 2]) / 2) % width
+        apart = (cloud_cols[None, :] - storm_cols[:, None] + width / 2) % width - width / 2
+        i, j = np.unravel_index(np.argmin(np.abs(apart)), apart.shape)
+        if best is None or abs(apart[i, j]) < best[0]:
+            best = (abs(apart[i, j]), map_id, int(round(storm_cols[i] + apart[i, j] / 2)) % width)
+    if best is None:
+        return None
+    distance, map_id, center = best
+    res_deg = found.grids[map_id].res_deg
+    return map_id, center, int(round(max(distance / 2 + 20.0 / res_deg, 30.0 / res_deg)))
+
+
+def _write_cloud_and_storm_figure(found: _SplitDetections, threshold: float, figures: Path) -> None:
+    """``figures/cloud_and_storm.png``: a two-class detector's detections where a cloud and a storm sit side by side."""
+    chosen = _closest_cloud_and_storm(found)
+    if chosen is None:
+        return
+    map_id, center, half = chosen
+    rgb = found.images.get(map_id)
+    if rgb is None:
+        return
+    detections = [(mask.astype(bool), name, float(score))
+                  for name, entry in (("dust", found.predictions[map_id]), ("cloud", found.cloud_predictions[map_id]))
+                  for mask, score in zip(entry["masks"], entry["scores"]) if score >= threshold]
+    plots.plot_cloud_and_storm(rgb, found.grids[map_id], found.ground_truth[map_id]["masks"], found.cloudy[map_id],
+                               detections, figures / "cloud_and_storm.png", center, half,
+                               title=f"{map_id} Ls {found.map_ls[map_id]:.1f}°: catalogue, cloud mask and detections "
+                                     f"at score ≥ {threshold:.2f}")
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
                         archive: str | None = None, catalog: str | None = None, master: str | None = None,
                         strict: bool = False, split: str = "test",
@@ -285,7 +360,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                                     "archive": archive or (None if data else run_values.get("archive")),
                                     "catalog": catalog or (None if data else run_values.get("catalog")),
                                     "master": master or (None if data or catalog else run_values.get("master")),
-                                    "strict": strict},
+                                    "strict": strict, "cloud_masks": run_values.get("cloud_masks")},
                                    source="evaluation data")
     label_mode = label_mode or model.checkpoint_extra.get("label_mode") or run_values.get("label_mode", "fixed")
     index_df, storms_df = load_tables(config)
@@ -296,9 +371,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
 
     # detections on every map, and the median time of one
     backgrounds = split_backgrounds(model, index_df, rows, transform_image)
+    clouds = CloudMasks(config.cloud_masks or cloud_mask_root(resolve_data_paths(config)[0]))
     found = _detect_on_split(model, rows, storms_df, label_mode, split=split, score_threshold=score_threshold,
                              device=device, progress=progress, transform_image=transform_image,
-                             backgrounds=backgrounds)
+                             backgrounds=backgrounds, clouds=clouds)
     timing = _inference_timing(model, rows.iloc[: n_timed + 2], device=device, transform_image=transform_image,
                                backgrounds=backgrounds)
 
@@ -317,14 +393,17 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                     "split_source": split_source, "label_mode": label_mode, "n_maps": len(rows),
                     "score_threshold": score_threshold, "timing": timing,
                     "working_res_deg": float(model.config.map_res_deg)})
+    metrics.update(_cloud_scores(model, found))
 
     # EVAL_DIR: the error analysis (error_analysis.{json,md}, errors_*.csv, galleries), the tables, the figures
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics["error_analysis"] = write_error_analysis(
         found.ground_truth, found.predictions, found.grids, out_dir, map_ls=found.map_ls, images=found.images,
-        valid_masks=found.valid_masks, title=f"{model.model_name} on {split} maps")
+        valid_masks=found.valid_masks, title=f"{model.model_name} on {split} maps", cloud_masks=found.cloudy)
     write_metrics_json(metrics, out_dir / "metrics.json")
     write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
     write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))
     _write_figures(model, found, metrics, deviations, out_dir / "figures", split=split, n_figures=n_figures)
+    if "cloud" in metrics["classes"] and n_figures > 0:
+        _write_cloud_and_storm_figure(found, resolve_score_threshold(model, None)[0], out_dir / "figures")
     return metrics

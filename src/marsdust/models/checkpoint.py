@@ -143,6 +143,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             extra["score_threshold"] = float(raw["marsdust_score_threshold"])
         if hparams.get("label_mode"):
             extra["label_mode"] = str(hparams["label_mode"])
+        if hparams.get("classes"):
+            extra["classes"] = [str(c) for c in hparams["classes"]]
         return {
             "model_name": hparams["model_name"],
             "model_config": dict(hparams.get("model_config") or {}),
@@ -211,9 +213,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval()
 
 
-KEPT_EXTRA = ("score_threshold", "label_mode")
+KEPT_EXTRA = ("score_threshold", "label_mode", "classes")
 """What training records beside the weights (``checkpoint_extra``) and a re-saved checkpoint keeps:
-the score threshold chosen on validation maps and the label mode the detector learnt."""
+the score threshold chosen on validation maps, the label mode and the class names the detector learnt."""
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 """Score threshold of ``detect`` for a checkpoint that stores none (trained before thresholds were chosen)."""
@@ -237,6 +239,25 @@ def stored_score_threshold(checkpoint_or_model) -> float | None:
         extra = read_checkpoint(checkpoint_or_model)["extra"]
     value = extra.get("score_threshold")
     return None if value is None else float(value)
+
+
+def detector_classes(checkpoint_or_model) -> tuple[str, ...]:
+    """Class names of a detector by class index - 1 (``("dust",)`` or ``("dust", "cloud")``).
+
+    What training recorded (``classes``); a checkpoint that records none (trained before classes
+    existed) is a one-class dust detector, or names its classes by :data:`marsdust.cloudmask.CLASSES`.
+    """
+    from marsdust.cloudmask import CLASSES
+
+    if isinstance(checkpoint_or_model, MarsDustDetector):
+        extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
+        num_classes = checkpoint_or_model.config.num_classes
+    else:
+        content = read_checkpoint(checkpoint_or_model)
+        extra, num_classes = content["extra"], int(content["model_config"].get("num_classes", 1))
+    if extra.get("classes"):
+        return tuple(str(c) for c in extra["classes"])
+    return tuple(CLASSES[k] if k < len(CLASSES) else f"class{k + 1}" for k in range(num_classes))
 
 
 def resolve_score_threshold(checkpoint_or_model, score_threshold: float | None) -> tuple[float, str]:

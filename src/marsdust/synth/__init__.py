@@ -1,14 +1,17 @@
 """Synthetic Mars: the built-in dataset every test, benchmark and demo of marsdust runs on.
 
 :func:`synthesize` writes, under ``OUT`` (refusing an ``OUT`` that already holds an earlier
-synthesis unless ``overwrite=True``, which replaces just these three folders):
+synthesis unless ``overwrite=True``, which replaces just these four folders):
 
 * ``OUT/archive/<SUBPHASE>/<subphase>_<sol>.png`` — one 8-bit RGB MOC-like daily global map per
   sol (60°S–60°N, simple cylindrical) plus ``list_ls.txt`` per subphase;
 * ``OUT/mdad/MDAD.csv`` — the MDAD v1.0 table (all years) and ``OUT/mdad/MY<yy>/MDADMY<yy>.nc``
   + ``MDAD_MY<yy>_master.csv`` — the v1.1 cubes (outlines) for every Mars year;
 * ``OUT/truth/storms.csv`` (the storm table with ``polygon_wkt``, the member's source region and
-  optical depth) and ``OUT/truth/maps.csv`` (the written maps with their haze optical depth).
+  optical depth) and ``OUT/truth/maps.csv`` (the written maps with their haze optical depth);
+* ``OUT/cloudmask/<SUBPHASE>/<map_id>.nc`` — each map's water-ice cloud mask in the MARCI
+  cloud-mask format (:mod:`marsdust.cloudmask`): cloudy where the drawn cloud opacity exceeds
+  0.2, at 0.8°, -999 where the map has no observation (``SynthConfig.write_cloud_masks``).
 
 The catalog is the truth the simulator drew: every storm instance visible on a written sol, its
 area measured on the visible pixels of its drawn outline (``MapGrid.mask_area_km2``), its centroid
@@ -64,7 +67,7 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     Parameters
     ----------
     out_dir : path
-        Output folder (created); gets ``archive/``, ``mdad/`` and ``truth/``.
+        Output folder (created); gets ``archive/``, ``mdad/``, ``truth/`` and ``cloudmask/``.
     preset : {"ci", "demo", "bench", "full"} or SynthConfig
         A named preset or a custom configuration.
     seed : int
@@ -72,8 +75,8 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     progress : bool
         Show a progress bar.
     overwrite : bool
-        Replace an earlier synthesis in ``out_dir``: remove its ``archive/``, ``mdad/`` and
-        ``truth/`` (and nothing else) before writing.
+        Replace an earlier synthesis in ``out_dir``: remove its ``archive/``, ``mdad/``,
+        ``truth/`` and ``cloudmask/`` (and nothing else) before writing.
 
     Returns
     -------
@@ -82,8 +85,8 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     Raises
     ------
     SynthOutputExistsError
-        (a :class:`FileExistsError`) ``out_dir`` already holds ``archive/``, ``mdad/`` or
-        ``truth/`` and ``overwrite`` is False: the old maps would stay behind, unlisted, among
+        (a :class:`FileExistsError`) ``out_dir`` already holds ``archive/``, ``mdad/``,
+        ``truth/`` or ``cloudmask/`` and ``overwrite`` is False: the old maps would stay behind, unlisted, among
         the new ones. Nothing is written or removed.
     ValueError
         Unknown preset name.

@@ -190,6 +190,23 @@ class Simulation:
         return SolResult(row, view, storms, labels)
 
 
+def write_sol_cloud_mask(result: SolResult, grid: MapGrid, out: Path) -> Path:
+    """Write the cloud mask of one drawn sol under ``out/cloudmask`` (:mod:`marsdust.cloudmask`).
+
+    Cloudy where the drawn opacity exceeds :data:`~marsdust.cloudmask.CLOUD_OPACITY_THRESHOLD`, at
+    :data:`~marsdust.cloudmask.CLOUD_MASK_RES_DEG` (or the map's resolution where that is coarser).
+    """
+    from marsdust.cloudmask import (CLOUD_MASK_DIR, CLOUD_MASK_RES_DEG, CLOUD_OPACITY_THRESHOLD, cloud_mask_path,
+                                    cloud_mask_values, write_cloud_mask)
+
+    factor = max(1, int(round(CLOUD_MASK_RES_DEG / grid.res_deg)))
+    values = cloud_mask_values(result.view.cloud, result.view.valid, factor)
+    return write_cloud_mask(cloud_mask_path(out / CLOUD_MASK_DIR, result.row["subphase"], result.row["map_id"]),
+                            values, grid.rescaled(factor),
+                            {"source": "marsdust.synth (the water-ice cloud opacity the simulator drew)",
+                             "opacity_threshold": CLOUD_OPACITY_THRESHOLD})
+
+
 def draw_catalog(config: SynthConfig, seed: int = 0, res_deg: float = 0.8, every: int = 1,
                  progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The maps and storm catalog a configuration would write, drawn on a coarse grid, nothing written.
@@ -224,11 +241,11 @@ def draw_catalog(config: SynthConfig, seed: int = 0, res_deg: float = 0.8, every
 
 def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True,
                       overwrite: bool = False) -> dict:
-    """Write ``out_dir/archive``, ``out_dir/mdad`` and ``out_dir/truth`` for one configuration.
+    """Write ``out_dir/archive``, ``out_dir/mdad``, ``out_dir/truth`` and ``out_dir/cloudmask`` for one configuration.
 
     A folder that already holds any of them is refused
     (:class:`marsdust.synth.writer.SynthOutputExistsError`) unless ``overwrite``, which removes
-    those three subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
+    those four subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
     The v1.1 cubes are written with :class:`marsdust.export.MaskCubeWriter`, one per Mars year.
 
     Returns
@@ -260,6 +277,8 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
             for row in year_maps.to_dict("records"):
                 result = simulation.draw(row)
                 write_png(result.view.rgb, Path(row["path"]))
+                if config.write_cloud_masks:
+                    write_sol_cloud_mask(result, grid, out)
                 year_rows += result.storms
                 if config.write_cubes:
                     valid = result.view.valid

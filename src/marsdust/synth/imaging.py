@@ -162,6 +162,8 @@ class SolView:
         The storms drawn on this sol.
     fields : list of StormField or None
         Their drawn fields (None when outside the map).
+    cloud : float32 (H, W) or None
+        The water-ice cloud opacity drawn (0–1, :func:`cloud_opacity`), missing pixels included.
     """
 
     rgb: np.ndarray
@@ -169,6 +171,7 @@ class SolView:
     owner: np.ndarray
     states: list
     fields: list
+    cloud: np.ndarray | None = None
 
 
 def valid_mask(grid: MapGrid, config: ImagingConfig, day: int, ls_deg: float, rng: np.random.Generator):
@@ -350,4 +353,4 @@ def render_sol(planet: Planet, instruments: Instruments, states: list[StormState
     rows_off, cols_off = rng.integers(0, 64), rng.integers(0, 512)
     blue += imaging.noise_std * instruments.noise[rows_off:rows_off + grid.height, cols_off:cols_off + grid.width]
     rgb = to_rgb8(red, blue, valid, imaging)
-    return SolView(rgb=rgb, valid=valid, owner=owner, states=list(states), fields=fields)
+    return SolView(rgb=rgb, valid=valid, owner=owner, states=list(states), fields=fields, cloud=cloud)

@@ -28,6 +28,9 @@ class SynthConfig:
     planet, storms, imaging, clouds : configs of each part
     write_cubes : bool
         Also write the MDAD v1.1 netCDF cubes + master CSVs.
+    write_cloud_masks : bool
+        Also write each map's water-ice cloud mask (``cloudmask/<SUBPHASE>/<map_id>.nc``, see
+        :mod:`marsdust.cloudmask`).
     """
 
     name: str = "custom"
@@ -41,6 +44,7 @@ class SynthConfig:
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     clouds: CloudConfig = field(default_factory=CloudConfig)
     write_cubes: bool = True
+    write_cloud_masks: bool = True
 
 
 def _dense_storms() -> StormClimatology:

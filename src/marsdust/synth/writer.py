@@ -19,7 +19,7 @@ import pandas as pd
 from marsdust.fileio import atomic_output, write_csv_atomic, write_text_atomic
 from marsdust.mdad_format import V10_COLUMNS
 
-SYNTH_OUTPUT_DIRS = ("archive", "mdad", "truth")
+SYNTH_OUTPUT_DIRS = ("archive", "mdad", "truth", "cloudmask")
 """The subfolders of an output folder that a synthesis writes, owns and (with ``overwrite``) removes."""
 
 

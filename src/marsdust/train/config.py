@@ -139,6 +139,12 @@ class TrainConfig:
     progress : bool
         Show progress: Lightning's bar on a terminal, plain lines (step, loss, rate, ETA, validation
         mAP) when standard error is a file or pipe (CI logs, ``make demo > log``).
+    classes : list of str
+        Classes the detector learns: ``["dust"]`` (default) or ``["dust", "cloud"]`` (also written
+        ``"dust,cloud"``); water-ice clouds (label 2) come from the maps' cloud masks
+        (:mod:`marsdust.cloudmask`). The checkpoint records them.
+    cloud_masks : str or None
+        The cloud-mask tree (``<SUBPHASE>/<map_id>.nc``; default: ``cloudmask/`` beside the archive).
     """
 
     data: str | None = None
@@ -185,8 +191,13 @@ class TrainConfig:
     trainer_strategy: str = "auto"
     precision: str = "32-true"
     progress: bool = True
+    classes: list = field(default_factory=lambda: ["dust"])
+    cloud_masks: str | None = None
 
     def __post_init__(self):
+        from marsdust.cloudmask import parse_classes
+
+        self.classes = list(parse_classes(self.classes))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         if self.strategy not in ("temporal", "random"):
@@ -230,6 +241,8 @@ class TrainConfig:
         overrides = preset_overrides(self.model_preset)
         overrides.update(self.model_config)
         overrides["map_res_deg"] = float(self.map_res_deg)
+        if len(self.classes) > 1:  # a one-class run leaves num_classes to the preset (1)
+            overrides["num_classes"] = len(self.classes)
         if self.backbone:
             overrides["backbone"] = self.backbone
         reference = self.reference_config
@@ -291,6 +304,16 @@ def resolve_data_paths(config: TrainConfig) -> tuple[Path, Path]:
         if not path.exists():
             raise FileNotFoundError(f"{what} {path} does not exist")
     return archive, catalog
+
+
+def cloud_mask_root(config: TrainConfig) -> Path | None:
+    """The cloud-mask tree of a two-class run (``cloud_masks``, else ``cloudmask/`` beside the archive);
+    None for a dust-only run."""
+    from marsdust.cloudmask import cloud_mask_root as beside_archive
+
+    if "cloud" not in config.classes:
+        return None
+    return Path(config.cloud_masks) if config.cloud_masks else beside_archive(resolve_data_paths(config)[0])
 
 
 def load_tables(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

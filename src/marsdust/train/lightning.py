@@ -32,12 +32,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from marsdust.analysis import score_sweep
+from marsdust.cloudmask import CloudMasks
 from marsdust.data import DustDataset, collate_fn, dataset_backgrounds, select_split
 from marsdust.evaluate.metrics import coco_map
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
+from marsdust.labels import DUST_LABEL
 from marsdust.models import CheckpointError, DetectorConfig, build_model, read_training_state
-from marsdust.train.config import TrainConfig, lr_factor
+from marsdust.train.config import TrainConfig, cloud_mask_root, lr_factor
 from marsdust.train.samplers import EpochSampler, SeededAugmentation, ShardSampler
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,12 @@ class DustDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         backgrounds = reference_backgrounds(config, index_df, split_df)
+        clouds = run_cloud_masks(config, select_split(index_df, split_df, "train"))
         self.train_set = DustDataset(select_split(index_df, split_df, "train"), storms_df, config.map_res_deg,
                                      config.label_mode, augment=config.augment_preset if config.augment else False,
-                                     backgrounds=backgrounds)
+                                     backgrounds=backgrounds, cloud_masks=clouds)
         self.val_set = DustDataset(select_split(index_df, split_df, "val"), storms_df, config.map_res_deg,
-                                   config.label_mode, augment=False, backgrounds=backgrounds)
+                                   config.label_mode, augment=False, backgrounds=backgrounds, cloud_masks=clouds)
         if len(self.train_set) == 0:
             raise ValueError("the training split holds no maps")
         if len(self.val_set) == 0:
@@ -100,6 +103,19 @@ class DustDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return torch.utils.data.DataLoader(self.val_set, batch_size=self.config.batch_size,
                                            sampler=ShardSampler(len(self.val_set)), **self._loader_kwargs())
+
+
+def run_cloud_masks(config: TrainConfig, train_index: pd.DataFrame) -> CloudMasks | None:
+    """The cloud masks of a two-class run (None for dust only), saying once how many training maps have one."""
+    root = cloud_mask_root(config)
+    if root is None:
+        return None
+    masks = CloudMasks(root)
+    found = masks.count(train_index)
+    say = log.info if found == len(train_index) else log.warning
+    say("classes %s: %d of %d training maps have a cloud mask under %s; the other %d train the dust class only",
+        ",".join(config.classes), found, len(train_index), root, len(train_index) - found)
+    return masks
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,12 +187,13 @@ class DetectorModule(L.LightningModule):
     and ``optim`` — what :func:`marsdust.models.load_model` needs to rebuild the detector.
     """
 
-    def __init__(self, model_name: str, model_config: dict, optim: dict, label_mode: str | None = None):
+    def __init__(self, model_name: str, model_config: dict, optim: dict, label_mode: str | None = None,
+                 classes: tuple[str, ...] = ("dust",)):
         super().__init__()
         model = build_model(model_name, DetectorConfig.from_dict(dict(model_config), source="model_config"))
         self.model = model
         self.save_hyperparameters({"model_name": model_name, "model_config": model.config.to_dict(),
-                                   "optim": dict(optim), "label_mode": label_mode})
+                                   "optim": dict(optim), "label_mode": label_mode, "classes": list(classes)})
         self.optim = dict(optim)
         self._val_predictions: list[tuple] = []
         self._saved_score_thresh = None
@@ -221,10 +238,13 @@ class DetectorModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, targets = batch
         outputs = self.model(images)
-        for image, target, output in zip(images, targets, outputs):
-            gt = {"boxes": target["boxes"].cpu().numpy(), "confidence": target["confidence"].cpu().numpy(),
-                  "area_km2": target["area_km2"].cpu().numpy(), "ls": target["ls"]}
-            pred = {"boxes": output["boxes"].detach().cpu().numpy(), "scores": output["scores"].detach().cpu().numpy()}
+        for image, target, output in zip(images, targets, outputs):  # dust only: the checkpoint is chosen on storms
+            dust = (target["labels"] == DUST_LABEL).cpu().numpy()
+            found = (output["labels"] == DUST_LABEL).detach().cpu().numpy()
+            gt = {"boxes": target["boxes"].cpu().numpy()[dust], "confidence": target["confidence"].cpu().numpy()[dust],
+                  "area_km2": target["area_km2"].cpu().numpy()[dust], "ls": target["ls"]}
+            pred = {"boxes": output["boxes"].detach().cpu().numpy()[found],
+                    "scores": output["scores"].detach().cpu().numpy()[found]}
             self._val_predictions.append((target["map_id"], tuple(image.shape[-2:]), gt, pred))
 
     def on_validation_epoch_end(self):
@@ -270,7 +290,8 @@ class DetectorModule(L.LightningModule):
 
 def build_module(config: TrainConfig):
     """The LightningModule of a run (a new detector from ``config``)."""
-    return DetectorModule(config.model, config.detector_overrides(), config.optim(), config.label_mode)
+    return DetectorModule(config.model, config.detector_overrides(), config.optim(), config.label_mode,
+                          tuple(config.classes))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,365 @@
+"""Water-ice cloud masks beside an MDGM archive: layout, writing, reading onto a map's grid, cloud instances.
+
+Water-ice clouds (aphelion cloud belt, orographic clouds over the volcanoes, polar hoods) are bright,
+lobate and seasonal like dust storms. A detector learns to tell them apart when it is trained on a
+second class, ``cloud`` (label :data:`CLOUD_LABEL` = 2, dust = 1), whose instances come from cloud
+masks in the MARCI cloud-mask format (Wang & Gonzalez Abad: variable ``cloudmask`` with -999 where
+there is no observation, 0 clear, > 0 cloudy, 1-D ``longitude`` / ``latitude``), read by
+:func:`marsdust.mdad.read_cloud_mask`.
+
+Layout
+------
+One file per map, in a folder tree that mirrors the archive's subphase folders::
+
+    DATA/archive/R18/r18_040.png        the map
+    DATA/cloudmask/R18/r18_040.nc       its cloud mask (the map id as file stem)
+
+:func:`cloud_mask_root` gives ``DATA/cloudmask`` for an archive ``DATA/archive`` (any other folder
+can be given instead) and :func:`find_cloud_mask` the file of one map, or None where the map has no
+mask (e.g. the MOC years, which have no MARCI masks). The tree lies outside the archive, so the
+archive indexer never sees it.
+
+The synthetic Mars (:mod:`marsdust.synth`) writes the mask of the clouds it drew: a pixel is cloudy
+where the drawn cloud opacity exceeds :data:`CLOUD_OPACITY_THRESHOLD`; the mask is written at
+:data:`CLOUD_MASK_RES_DEG` (coarser than the maps, as real MARCI masks are) by majority over the
+valid pixels of each block, -999 where fewer than half of a block's pixels were observed.
+
+Reading a mask for a map (:func:`read_cloud_mask_on`) checks that it covers the map (all 360° of
+longitude on a regular grid whose cells line up with the map's, latitudes spanning the map's band;
+otherwise :class:`CloudMaskGridError` naming both files) and resamples it to the working grid:
+repeated cells where the working grid is finer, majority of valid cells where it is coarser.
+
+Cloud instances (:func:`cloud_instances`) are the connected cloudy regions (4-connected, connected
+across 180°) of at least :data:`MIN_CLOUD_AREA_KM2`, as boxes and masks in the conventions of
+:mod:`marsdust.labels` (a box across 180° is kept whole).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from marsdust.grid import MapGrid
+
+CLOUD_LABEL = 2
+"""Class index of a water-ice cloud (dust storms are 1, torchvision's background 0)."""
+CLASSES = ("dust", "cloud")
+"""Class names by class index - 1: what ``--classes`` accepts, in the order their labels run."""
+CLOUD_OPACITY_THRESHOLD = 0.2
+"""Drawn cloud opacity (0–1) above which a synthetic pixel is cloudy (its blue rises by ≥ 0.044 reflectance)."""
+CLOUD_MASK_RES_DEG = 0.8
+"""Resolution at which the synthetic Mars writes cloud masks (degrees per cell; maps coarser than this keep theirs)."""
+MIN_CLOUD_AREA_KM2 = 1.0e5
+"""Smallest cloud instance trained on, km² (about the smallest catalogued dust storm)."""
+CLOUD_MASK_DIR = "cloudmask"
+"""Name of the cloud-mask tree beside an archive (``DATA/cloudmask`` for ``DATA/archive``)."""
+INVALID = -999
+"""``cloudmask`` value where the mask has no observation."""
+
+
+class CloudMaskGridError(ValueError):
+    """A cloud mask whose grid does not fit its map (coverage, spacing or alignment)."""
+
+
+def parse_classes(classes) -> tuple[str, ...]:
+    """Class names of a run from ``"dust,cloud"`` or a list; ``dust`` must come first.
+
+    Raises
+    ------
+    ValueError
+        An unknown or repeated name, or a list that does not start with ``dust``.
+    """
+    names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c).strip() for c in classes]
+    names = [n for n in names if n]
+    if names != list(CLASSES[: len(names)]) or not names:
+        raise ValueError(f"classes must be 'dust' or 'dust,cloud' (in that order), got {classes!r}")
+    return tuple(names)
+
+
+# --- layout -----------------------------------------------------------------------------------------
+def cloud_mask_root(archive) -> Path:
+    """``DATA/cloudmask`` for an archive folder ``DATA/archive`` (or a tar / manifest file in ``DATA``)."""
+    archive = Path(archive)
+    return archive.parent / CLOUD_MASK_DIR
+
+
+def cloud_mask_path(root, subphase: str, map_id: str) -> Path:
+    """Where the cloud mask of one map lives: ``ROOT/<SUBPHASE>/<map_id>.nc``."""
+    return Path(root) / str(subphase).upper() / f"{map_id}.nc"
+
+
+def find_cloud_mask(root, row) -> Path | None:
+    """The cloud-mask file of an archive-index row (``subphase``, ``map_id``), or None if it has none."""
+    if root is None:
+        return None
+    path = cloud_mask_path(root, row["subphase"], row["map_id"])
+    return path if path.is_file() else None
+
+
+# --- writing ----------------------------------------------------------------------------------------
+def cloud_mask_values(opacity: np.ndarray, valid: np.ndarray, factor: int,
+                      threshold: float = CLOUD_OPACITY_THRESHOLD) -> np.ndarray:
+    """MARCI-style ``cloudmask`` values of a drawn cloud opacity, ``factor`` times coarser.
+
+    A block is cloudy (1) where at least half of its valid pixels have opacity above
+    ``threshold``, clear (0) otherwise, and :data:`INVALID` where fewer than half of its pixels
+    are valid. ``factor`` must divide both sides.
+
+    Returns
+    -------
+    int16 ndarray (H / factor, W / factor), north first.
+    """
+    cloudy = (np.asarray(opacity) > threshold) & valid
+    n_valid = _block_sum(valid, factor)
+    n_cloudy = _block_sum(cloudy, factor)
+    values = (2 * n_cloudy >= np.maximum(n_valid, 1)).astype(np.int16)
+    values[2 * n_valid < factor * factor] = INVALID
+    return values
+
+
+def _block_sum(mask: np.ndarray, factor: int) -> np.ndarray:
+    height, width = mask.shape
+    if height % factor or width % factor:
+        raise ValueError(f"block size {factor} does not divide a {height} x {width} mask")
+    return mask.reshape(height // factor, factor, width // factor, factor).sum(axis=(1, 3), dtype=np.int64)
+
+
+def write_cloud_mask(path, values: np.ndarray, grid: MapGrid, attributes: dict | None = None) -> Path:
+    """Write one map's cloud mask in the MARCI cloud-mask format, atomically, zlib-compressed.
+
+    Parameters
+    ----------
+    values : int16 ndarray ``grid.shape``
+        ``cloudmask`` values, north first: :data:`INVALID`, 0 clear, > 0 cloudy.
+    grid : MapGrid
+        The mask's grid (cell centres become ``latitude`` (descending) and ``longitude``).
+    attributes : dict, optional
+        Global attributes (e.g. the opacity threshold of a synthetic mask).
+    """
+    import netCDF4
+
+    from marsdust.fileio import atomic_output
+
+    values = np.asarray(values)
+    if values.shape != grid.shape:
+        raise ValueError(f"{path}: cloud mask shape {values.shape} does not match its grid {grid.shape}")
+    path = Path(path)
+    with atomic_output(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+        ds.title = "water-ice cloud mask (MARCI cloud-mask layout: -999 no observation, 0 clear, > 0 cloudy)"
+        if attributes:
+            ds.setncatts(attributes)
+        ds.createDimension("latitude", grid.height)
+        ds.createDimension("longitude", grid.width)
+        lat = ds.createVariable("latitude", "f8", ("latitude",))
+        lat[:] = grid.lat_centers_deg
+        lat.units = "degrees_north"
+        lon = ds.createVariable("longitude", "f8", ("longitude",))
+        lon[:] = grid.lon_centers_deg
+        lon.units = "degrees_east"
+        mask = ds.createVariable("cloudmask", "i2", ("latitude", "longitude"), zlib=True, complevel=4, shuffle=True)
+        mask.setncatts({"long_name": "water-ice cloud mask", "flag_values": np.array([INVALID, 0, 1], np.int16),
+                        "flag_meanings": "no_observation clear cloudy"})
+        mask[:] = values.astype(np.int16)
+    return path
+
+
+# --- reading onto a map's grid ------------------------------------------------------------------------
+def read_cloud_mask_on(path, grid: MapGrid, map_path=None) -> tuple[np.ndarray, np.ndarray]:
+    """A cloud-mask file resampled to a map's (working) grid.
+
+    Parameters
+    ----------
+    path : path
+        The cloud-mask netCDF (:func:`marsdust.mdad.read_cloud_mask` reads it).
+    grid : MapGrid
+        The grid to put it on (the map at the working resolution).
+    map_path : path, optional
+        The map's file, named in errors.
+
+    Returns
+    -------
+    cloudy, valid : bool ndarray ``grid.shape``
+
+    Raises
+    ------
+    CloudMaskGridError
+        The mask does not cover 360° of longitude and the map's latitude band on a regular grid
+        whose cells line up with the map's, or its resolution is not a whole multiple or fraction
+        of the grid's.
+    """
+    from marsdust.mdad import read_cloud_mask
+
+    ds = read_cloud_mask(path)
+    what = (f"cloud mask {path} does not match map {map_path or '(map)'} ({grid.height} x {grid.width} at "
+            f"{grid.res_deg:g}°, {grid.lat_south_deg:g}° to {grid.lat_north_deg:g}° N)")
+    cloudy, valid = _squeeze(ds["cloudy"].values, what), _squeeze(ds["valid"].values, what)
+    lon = np.asarray(ds["longitude"].values, np.float64)
+    lat = np.asarray(ds["latitude"].values, np.float64)
+    res = _regular_spacing(lon, lat, what)
+    rows = (lat > grid.lat_south_deg) & (lat < grid.lat_north_deg)
+    if not _covers(lon, lat[rows], res, grid):
+        raise CloudMaskGridError(f"{what}: the mask has {lat.size} x {lon.size} cells of {res:g}°, latitudes "
+                                 f"{lat.min():g}° to {lat.max():g}°, longitudes {lon.min():g}° to {lon.max():g}°")
+    return _resample(cloudy[rows], valid[rows], res, grid.res_deg, what)
+
+
+def _covers(lon: np.ndarray, lat_in_band: np.ndarray, res: float, grid: MapGrid) -> bool:
+    """Whether cells of ``res`` degrees at these centres span 360° from 180°W and exactly the grid's latitude band."""
+    band = grid.lat_north_deg - grid.lat_south_deg
+    return (abs(res * lon.size - 360.0) <= 0.01 * res and abs(lon[0] + 180.0 - res / 2) <= 0.1 * res
+            and lat_in_band.size > 0 and abs(lat_in_band.size * res - band) <= 0.01 * res
+            and abs(lat_in_band[0] - (grid.lat_north_deg - res / 2)) <= 0.1 * res)
+
+
+def _squeeze(values: np.ndarray, what: str) -> np.ndarray:
+    if values.ndim > 2:
+        if int(np.prod(values.shape[:-2])) != 1:
+            raise CloudMaskGridError(f"{what}: the mask holds {values.shape[:-2]} time steps, one map needs one")
+        values = values.reshape(values.shape[-2:])
+    return values
+
+
+def _regular_spacing(lon: np.ndarray, lat: np.ndarray, what: str) -> float:
+    if lon.size < 2 or lat.size < 2:
+        raise CloudMaskGridError(f"{what}: the mask has {lat.size} x {lon.size} cells")
+    res = float(np.median(np.diff(lon)))
+    steps = np.concatenate([np.diff(lon), -np.diff(lat)])
+    if res <= 0 or np.abs(steps - res).max() > 0.01 * res:
+        raise CloudMaskGridError(f"{what}: its longitudes and latitudes are not one regular grid")
+    return res
+
+
+def _resample(cloudy: np.ndarray, valid: np.ndarray, res: float, target_res: float, what: str):
+    ratio = target_res / res
+    if abs(ratio - round(ratio)) < 1e-4 and round(ratio) >= 1:
+        factor = int(round(ratio))
+        n_valid = _block_sum(valid, factor)
+        n_cloudy = _block_sum(cloudy & valid, factor)
+        block_valid = 2 * n_valid >= factor * factor
+        return block_valid & (2 * n_cloudy >= np.maximum(n_valid, 1)), block_valid
+    repeat = 1.0 / ratio
+    if abs(repeat - round(repeat)) < 1e-4:
+        k = int(round(repeat))
+        return (np.repeat(np.repeat(cloudy, k, axis=0), k, axis=1),
+                np.repeat(np.repeat(valid, k, axis=0), k, axis=1))
+    raise CloudMaskGridError(f"{what}: the mask's {res:g}° cells are not a whole multiple or fraction of "
+                             f"{target_res:g}°")
+
+
+# --- cloud instances ------------------------------------------------------------------------------
+def cloud_components(cloudy: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected cloudy regions, 4-connected and connected across 180° (first and last columns).
+
+    Returns
+    -------
+    labels : int32 ndarray (H, W)
+        0 clear, 1..n one region each.
+    n : int
+    """
+    from scipy.ndimage import label
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pieces, n_pieces = label(np.asarray(cloudy, bool))
+    if n_pieces == 0:
+        return pieces.astype(np.int32), 0
+    west, east = pieces[:, 0], pieces[:, -1]
+    across = (west > 0) & (east > 0)
+    links = coo_matrix((np.ones(int(across.sum())), (west[across], east[across])), shape=(n_pieces + 1, n_pieces + 1))
+    _, component = connected_components(links, directed=False)
+    # component numbers of the pieces 1..n, renumbered 1..m in order of first appearance
+    _, first = np.unique(component[1:], return_inverse=True)
+    lookup = np.concatenate([[0], first + 1]).astype(np.int32)
+    return lookup[pieces], int(first.max()) + 1
+
+
+def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN_CLOUD_AREA_KM2) -> dict:
+    """Detection targets of a map's clouds: one per connected cloudy region of at least ``min_area_km2``.
+
+    Returns
+    -------
+    dict of ndarray
+        The keys of :func:`marsdust.labels.map_targets`: ``boxes`` (n, 4) float32 xyxy pixels (as
+        :func:`marsdust.labels.mask_bounding_box` gives outlines theirs: a box across 180° keeps
+        ``x1 > W``; one as wide as the map is ``[0, W]``), ``labels`` all
+        :data:`CLOUD_LABEL`, ``masks`` (n, H, W) uint8, ``area_km2``, centroid ``lon`` / ``lat``,
+        ``confidence`` 0, ``member_id`` "", ``has_outline`` True.
+    """
+    from marsdust.export import mask_centroid_lonlat
+    from marsdust.labels import empty_target, mask_bounding_box
+
+    components, n = cloud_components(cloudy)
+    row_area = grid.row_pixel_area_km2()
+    instances = []
+    for k in range(1, n + 1):
+        mask = components == k
+        area = float(mask.sum(axis=1) @ row_area)
+        if area < min_area_km2:
+            continue
+        x0, y0, x1, y1 = mask_bounding_box(mask)
+        if x1 - x0 >= grid.width:
+            x0, x1 = 0, grid.width
+        lon, lat = mask_centroid_lonlat(mask, grid)
+        instances.append((np.array([x0, y0, x1, y1], np.float32), mask, area, lon, lat))
+    if not instances:
+        return empty_target(grid)
+    count = len(instances)
+    return {
+        "boxes": np.stack([i[0] for i in instances]),
+        "labels": np.full(count, CLOUD_LABEL, dtype=np.int64),
+        "confidence": np.zeros(count, dtype=np.int64),
+        "area_km2": np.array([i[2] for i in instances], dtype=np.float64),
+        "lon": np.array([i[3] for i in instances], dtype=np.float64),
+        "lat": np.array([i[4] for i in instances], dtype=np.float64),
+        "member_id": np.full(count, "", dtype=object),
+        "has_outline": np.ones(count, dtype=bool),
+        "masks": np.stack([i[1] for i in instances]).astype(np.uint8),
+    }
+
+
+def with_clouds(target: dict, clouds: dict) -> dict:
+    """A map's dust target followed by its cloud instances (every per-instance array concatenated)."""
+    out = dict(target)
+    for key, value in clouds.items():
+        out[key] = np.concatenate([target[key], value]) if key in target else value
+    return out
+
+
+class CloudMasks:
+    """The cloud masks of an archive's maps on the working grid (one :meth:`target` per map).
+
+    Parameters
+    ----------
+    root : path or None
+        The cloud-mask tree (:func:`cloud_mask_root`); None: no map has a mask.
+    min_area_km2 : float
+        Smallest cloud instance.
+    """
+
+    def __init__(self, root, min_area_km2: float = MIN_CLOUD_AREA_KM2):
+        self.root = None if root is None else Path(root)
+        self.min_area_km2 = float(min_area_km2)
+
+    def path_of(self, row) -> Path | None:
+        """The mask file of an index row, or None."""
+        return find_cloud_mask(self.root, row)
+
+    def count(self, index_df: pd.DataFrame) -> int:
+        """How many maps of an index table have a cloud mask."""
+        return sum(self.path_of(row) is not None for _, row in index_df.iterrows())
+
+    def cloudy(self, row, grid: MapGrid) -> np.ndarray | None:
+        """The map's cloudy pixels on ``grid`` (False where the mask has no observation), or None without a mask."""
+        path = self.path_of(row)
+        if path is None:
+            return None
+        cloudy, _ = read_cloud_mask_on(path, grid, row.get("path") if hasattr(row, "get") else None)
+        return cloudy
+
+    def instances(self, row, grid: MapGrid) -> dict | None:
+        """The map's cloud instances (:func:`cloud_instances`), or None without a mask."""
+        cloudy = self.cloudy(row, grid)
+        return None if cloudy is None else cloud_instances(cloudy, grid, self.min_area_km2)
+
