@@ -290,7 +290,8 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
     storms = read_catalog(ci_data / "mdad")
     real_detect_map = detect.detect_map
 
-    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), score_threshold=0.5, device=None):
+    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), score_threshold=0.5, device=None,
+                         background=None):
         result = real_detect_map(model, image, map_id=map_id, mars_year=mars_year, ls=ls, score_threshold=1.0)
         target = map_targets(storms[storms["map_id"] == map_id], result.grid, "fixed")
         factor = result.native_grid.width / result.grid.width

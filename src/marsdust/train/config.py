@@ -246,9 +246,9 @@ class TrainConfig:
         if self.backbone:
             overrides["backbone"] = self.backbone
         reference = self.reference_config
-        overrides.update(reference=reference.kind, reference_sols=reference.sols)
-        if reference.enabled:
-            overrides["in_channels"] = 3 + reference.n_bands
+        if reference.enabled:  # without one the detector's config stays as it always was
+            overrides.update(reference=reference.kind, reference_sols=reference.sols,
+                             in_channels=3 + reference.n_bands)
         return overrides
 
     def to_dict(self) -> dict[str, Any]:
