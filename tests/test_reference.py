@@ -135,12 +135,12 @@ def _archive(n_maps: int):
 
 
 def test_a_worker_share_or_resumed_run_gets_the_backgrounds_of_a_full_pass():
-    from marsdust.reference import map_time_sols
+    from marsdust.mdad_format import mars_time_sols
 
     index, images = _archive(15)
     config = ReferenceConfig("prior-median", sols=4)
     full = build_backgrounds(index, lambda path: images[path], config)
-    times = map_time_sols(index["mars_year"], index["ls"])
+    times = mars_time_sols(index["mars_year"], index["ls"])
     feeder = ReferenceFeeder(config, times, lambda position: images[index["path"][position]])
     for position in (9, 10, 11):  # the second half of a run: maps 0-8 were done earlier
         background = feeder.background(position, SHAPE)
@@ -216,3 +216,21 @@ def test_per_map_standardization_marks_pixels_without_history_as_missing_in_the_
     assert torch.isfinite(out).all()
     rgb_only = standardize_observed(image[:3])
     assert torch.equal(rgb_only, out[:3])  # three-band input: unchanged behaviour
+
+
+def test_a_dataset_without_a_background_for_one_of_its_maps_names_it():
+    from marsdust.data import DustDataset
+
+    index = pd.DataFrame({"map_id": ["m000", "m001"], "mars_year": 26, "ls": [10.0, 10.5], "path": ["a", "b"]})
+    storms = pd.DataFrame({"map_id": pd.Series([], dtype=str)})
+    with pytest.raises(ValueError, match=r"no reference background for 1 map\(s\), e.g. \['m001'\]"):
+        DustDataset(index, storms, 0.8, backgrounds={"m000": np.zeros((2, 2, 3), np.float16)})
+
+
+def test_detect_refuses_maps_without_a_time_when_the_detector_needs_backgrounds():
+    from marsdust.detect.archive import _ReferenceInputs
+    from marsdust.detect.settings import DetectSettings
+
+    rows = [{"map_id": "loose_map", "mars_year": 0, "ls": float("nan"), "path": "loose_map.png"}]
+    with pytest.raises(ValueError, match=r"need each map's Mars year and Ls; 1 map\(s\) have none, e.g. \['loose_map'\]"):
+        _ReferenceInputs(ReferenceConfig("prior-median"), rows, 0.8, DetectSettings(0.5, 0.5, 0.0, 4096))

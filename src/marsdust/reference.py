@@ -148,7 +148,6 @@ class ReferenceBuilder:
             return np.zeros((*shape, REFERENCE_BANDS), dtype=np.float32)
         return lower_median(np.stack(stack))
 
-
     def add(self, time_sol: float, rgb: np.ndarray, valid: np.ndarray) -> None:
         """Add a map (``(H, W, 3)`` [0, 1] reflectance, ``valid`` its observed pixels) to the history."""
         self._check_order(time_sol)
@@ -248,13 +247,6 @@ class ReferenceFeeder:
             self.builder.add(float(self.time_sols[position]), rgb, valid)
 
 
-def map_time_sols(mars_year, ls_deg) -> np.ndarray:
-    """Each map's time on the absolute Mars time axis in sols (NaN where Ls is unknown)."""
-    from marsdust.mdad_format import mars_time_sols
-
-    return np.asarray(mars_time_sols(mars_year, ls_deg), dtype=np.float64)
-
-
 def build_backgrounds(index_df, load_map: Callable[[str], tuple[np.ndarray, np.ndarray]], config: ReferenceConfig,
                       *, progress: bool = False) -> dict[str, np.ndarray]:
     """The background of every map of an archive index, in one pass in time order.
@@ -276,7 +268,9 @@ def build_backgrounds(index_df, load_map: Callable[[str], tuple[np.ndarray, np.n
     """
     from tqdm.auto import tqdm
 
-    table = index_df.assign(_time=map_time_sols(index_df["mars_year"], index_df["ls"]))
+    from marsdust.mdad_format import mars_time_sols
+
+    table = index_df.assign(_time=mars_time_sols(index_df["mars_year"], index_df["ls"]))
     table = table.sort_values(["_time", "map_id"], kind="stable")
     builder = ReferenceBuilder(config)
     backgrounds: dict[str, np.ndarray] = {}

@@ -425,9 +425,10 @@ class _ReferenceInputs:
     """Adds each map's reference background to its prepared input, building backgrounds in time order."""
 
     def __init__(self, reference, table: list[dict], res_deg: float, settings: DetectSettings) -> None:
-        from marsdust.reference import ReferenceFeeder, map_time_sols
+        from marsdust.mdad_format import mars_time_sols
+        from marsdust.reference import ReferenceFeeder
 
-        times = map_time_sols([row["mars_year"] for row in table], [row["ls"] for row in table])
+        times = mars_time_sols([row["mars_year"] for row in table], [row["ls"] for row in table])
         unknown = [row["map_id"] for row, time_sol in zip(table, times) if not np.isfinite(time_sol)]
         if unknown:
             raise ValueError(f"the detector uses {reference.kind} backgrounds, which need each map's Mars year and "

@@ -207,7 +207,8 @@ def split_backgrounds(model, index_df: pd.DataFrame, rows: pd.DataFrame,
     ``transform_image`` the whole archive is seen through it (the history too), as an archive that
     looks different would be.
     """
-    from marsdust.reference import ReferenceFeeder, map_time_sols
+    from marsdust.mdad_format import mars_time_sols
+    from marsdust.reference import ReferenceFeeder
 
     reference = model.config.reference_config
     if not reference.enabled:
@@ -220,7 +221,7 @@ def split_backgrounds(model, index_df: pd.DataFrame, rows: pd.DataFrame,
         image, _ = working_image(image if transform_image is None else transform_image(image), res_deg)
         return image.rgb, image.valid
 
-    feeder = ReferenceFeeder(reference, map_time_sols(table["mars_year"], table["ls"]), load)
+    feeder = ReferenceFeeder(reference, mars_time_sols(table["mars_year"], table["ls"]), load)
     wanted = set(rows["map_id"])
     backgrounds = {}
     for position in np.flatnonzero(table["map_id"].isin(wanted).to_numpy()):
