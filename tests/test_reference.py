@@ -234,3 +234,22 @@ def test_detect_refuses_maps_without_a_time_when_the_detector_needs_backgrounds(
     rows = [{"map_id": "loose_map", "mars_year": 0, "ls": float("nan"), "path": "loose_map.png"}]
     with pytest.raises(ValueError, match=r"need each map's Mars year and Ls; 1 map\(s\) have none, e.g. \['loose_map'\]"):
         _ReferenceInputs(ReferenceConfig("prior-median"), rows, 0.8, DetectSettings(0.5, 0.5, 0.0, 4096))
+
+
+def test_detect_map_refuses_a_background_of_the_wrong_shape_or_for_a_detector_without_reference_bands(tiny_detector):
+    from marsdust.grid import MapGrid
+    from marsdust.mdgm import MapImage
+    from marsdust.models import build_model
+    from marsdust.detect import detect_map
+
+    grid = MapGrid(60.0, -60.0, 1.6)
+    image = MapImage(np.full((*grid.shape, 3), 0.3, np.float32), np.ones(grid.shape, bool), grid)
+    plain = build_model("dustrcnn", map_res_deg=1.6, **tiny_detector).eval()
+    with pytest.raises(ValueError, match="map m: a background was given but the detector has no reference bands"):
+        detect_map(plain, image, map_id="m", background=np.zeros((*grid.shape, 3), np.float32))
+    with_reference = build_model("dustrcnn", map_res_deg=1.6, reference="prior-median", in_channels=6,
+                                **tiny_detector).eval()
+    with pytest.raises(ValueError, match=r"map m: background of shape \(2, 2, 3\), expected \(75, 225, 3\)"):
+        detect_map(with_reference, image, map_id="m", background=np.zeros((2, 2, 3), np.float32))
+    result = detect_map(with_reference, image, map_id="m", background=np.zeros((*grid.shape, 3), np.float32))
+    assert result.grid.shape == grid.shape

@@ -71,15 +71,24 @@ def _load(model_or_checkpoint, device):
     return model.to(device).eval()
 
 
-def _prefetch(rows: list[dict], res_deg: float, settings: DetectSettings, lookahead: int, loaders: int) -> Iterator:
-    """Yield ``(row, prepared or exception)`` in order, decoding up to ``lookahead`` maps ahead in threads."""
+def _prefetch(rows: list[dict], res_deg: float, settings: DetectSettings, lookahead: int, loaders: int,
+              tiles: bool = True) -> Iterator:
+    """Yield ``(row, prepared or exception)`` in order, decoding up to ``lookahead`` maps ahead in threads.
+
+    With ``tiles=False`` the maps are read but not cut into tensor tiles (a reference detector's
+    input is stacked later, once its background is known: :class:`_ReferenceInputs`).
+    """
 
     def load(row):
         t0 = time.perf_counter()
         try:
             image, native = working_image(row["path"], res_deg)
-            prepared = prepare_map(image, native, settings, map_id=row["map_id"], mars_year=row["mars_year"],
-                                   ls=row["ls"], seconds=0.0)
+            if tiles:
+                prepared = prepare_map(image, native, settings, map_id=row["map_id"], mars_year=row["mars_year"],
+                                       ls=row["ls"], seconds=0.0)
+            else:
+                prepared = _Prepared(row["map_id"], int(row["mars_year"]), float(row["ls"]), image, native, 0, [], [],
+                                     0.0)
             prepared.seconds = time.perf_counter() - t0
             return prepared
         except (MapReadError, OSError) as err:
@@ -397,7 +406,8 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
             pending_writes = [f for f in pending_writes if not f.done()]
 
         lookahead = max(2 * batch_size, host_threads) + 1
-        for row, loaded in _prefetch(todo, res_deg, settings, lookahead=lookahead, loaders=host_threads):
+        for row, loaded in _prefetch(todo, res_deg, settings, lookahead=lookahead, loaders=host_threads,
+                                     tiles=backgrounds is None):
             if isinstance(loaded, Exception):
                 n_errors += 1
                 log.error("%s: skipped, cannot read map %s: %s", row["map_id"], row["path"], loaded)
@@ -443,7 +453,8 @@ class _ReferenceInputs:
         return image.rgb, image.valid
 
     def with_background(self, prepared: _Prepared) -> _Prepared:
-        """``prepared`` again, with its background bands (and the map added to the history)."""
+        """``prepared`` (a map read but not yet tiled) cut into tiles with its background bands; the map joins
+        the history."""
         t0 = time.perf_counter()
         position = self.position[prepared.map_id]
         image = prepared.image
