@@ -12,7 +12,9 @@ checkpoint evaluated on the test maps with ``marsdust evaluate``, and one row wr
 * the median detected / catalogued area ratio of matched storms;
 * dust box mAP50/75 (``per_class``: the dust detections only, what a two-class detector is compared
   on) and, on the test maps with a cloud mask, the dust false alarms and those of them on clouds
-  at the detector's stored score threshold, with the recall there (``dust_false_alarms_on_clouds``);
+  at the detector's stored score threshold, with the recall there (``dust_false_alarms_on_clouds``),
+  and a second table of every variant's dust false alarms on clouds at the *first* variant's recall
+  (from each evaluation's ladder of thresholds), so one class and two compare at the same recall;
 * steps, training wall time, steps per second, device.
 
 Variants run one after another, or ``--parallel N`` at a time (each in its own process: on a GPU
@@ -84,6 +86,7 @@ def run_variant(name: str, settings: dict, data: Path, out: Path) -> dict:
         **{f"dust_{k}": metrics["per_class"]["dust"][k] for k in ("map50", "map75")},
         "cloud_map50": (metrics["per_class"]["cloud"] or {}).get("map50"),
         **_false_alarms_on_clouds(metrics),
+        "dust_false_alarms_on_clouds_by_threshold": metrics.get("dust_false_alarms_on_clouds_by_threshold"),
         "n_gt": metrics.get("n_gt"), **error_figures(eval_dir), "settings": settings,
     }
     (eval_dir / "row.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
@@ -138,6 +141,27 @@ def _on_clouds_cell(row: dict) -> str:
         return "—"
     return (f"{row['dust_false_alarms_on_clouds']} / {row['dust_false_alarms']} "
             f"({100 * row['recall_at_threshold']:.1f} %, {row['score_threshold']:.2f})")
+
+
+def at_baseline_recall(rows: list[dict]) -> str:
+    """Markdown: each row's dust false alarms on clouds at the first row's recall (its stored threshold), read
+    from the rows' threshold ladders ("" when the first row has no cloud-mask figures)."""
+    from marsdust.evaluate.clouds import on_clouds_at_recall
+
+    if not rows or rows[0].get("recall_at_threshold") is None:
+        return ""
+    recall = rows[0]["recall_at_threshold"]
+    lines = [f"\nDust false alarms on clouds at the recall of `{rows[0]['variant']}` ({100 * recall:.1f} %, IoU 0.5 "
+             "against the run's labels), each detector at the highest score threshold (0.05 steps) that reaches it:\n",
+             "| variant | threshold | recall | dust false alarms | of them on clouds |", "|---|---|---|---|---|"]
+    for row in rows:
+        entry = on_clouds_at_recall(row.get("dust_false_alarms_on_clouds_by_threshold") or [], recall)
+        if entry is None:
+            lines.append(f"| {row['variant']} | — | does not reach it | — | — |")
+            continue
+        lines.append(f"| {row['variant']} | {entry['score_threshold']:.2f} | {100 * entry['recall']:.1f} "
+                     f"| {entry['n_false_alarms']} | {entry['n_false_alarms_on_clouds']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _needs_cloud_masks(common: dict, variants: dict, names: list[str]) -> bool:
@@ -212,7 +236,7 @@ def main(argv=None) -> list[dict]:
     header = (f"# Detection quality per recipe on the synthetic bench preset\n\n{stamp}; {os.cpu_count()} CPUs, "
               f"load average at the end {load:.1f}; parallel {args.parallel}; test split of each variant's strategy "
               "(strategy 1: MY27 Ls180 – MY28 Ls121).\n\n")
-    text = header + markdown(rows)
+    text = header + markdown(rows) + at_baseline_recall(rows)
     (out / "quality.md").write_text(text)
     (out / "quality.json").write_text(json.dumps({"date": stamp, "rows": rows}, indent=2, default=str) + "\n")
     print(text)

@@ -135,6 +135,22 @@ def test_cloud_instances_are_connected_across_180_and_small_ones_dropped():
     assert abs(target["lon"][0]) > 170
 
 
+def test_cloud_regions_wider_than_the_limit_are_no_instance():
+    from marsdust.train import TrainConfig
+
+    grid = MapGrid.moc(1.6)
+    cloudy = np.zeros(grid.shape, bool)
+    cloudy[5:10, :] = True  # a polar hood all around the planet
+    cloudy[40:50, 100:150] = True  # 80° wide
+    assert len(cloud_instances(cloudy, grid)["boxes"]) == 2
+    narrow = cloud_instances(cloudy, grid, max_width_deg=90)
+    assert narrow["boxes"].tolist() == [[100, 40, 150, 50]]
+    assert len(cloud_instances(cloudy, grid, max_width_deg=79)["boxes"]) == 0
+    for bad in (0, -5, 400):
+        with pytest.raises(ValueError, match="cloud_max_width_deg must be in"):
+            TrainConfig(cloud_max_width_deg=bad)
+
+
 def test_classes_option_parses_and_sets_two_detector_classes():
     from marsdust.train import TrainConfig
 
@@ -246,11 +262,15 @@ def test_evaluate_reports_per_class_ap_and_dust_false_alarms_on_clouds(ci_data, 
     assert metrics["per_class"]["dust"]["map50"] == metrics["map50"]  # the existing scores are dust's
     on_clouds = metrics["dust_false_alarms_on_clouds"]
     assert on_clouds["n_maps"] == 2 and on_clouds["n_false_alarms_on_clouds"] <= on_clouds["n_false_alarms"]
+    ladder = metrics["dust_false_alarms_on_clouds_by_threshold"]
+    assert len(ladder) == 19 and all(entry["n_maps"] == 2 for entry in ladder)
+    assert [entry["n_detections"] for entry in ladder] == sorted((entry["n_detections"] for entry in ladder), reverse=True)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_class"]["cloud"] is not None
 
 
 def test_dust_false_alarms_on_clouds_counts_unmatched_detections_mostly_on_cloudy_pixels():
-    from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, per_class_ap
+    from marsdust.evaluate.clouds import (dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold,
+                                          on_clouds_at_recall, per_class_ap)
 
     grid = MapGrid.moc(1.6)
     cloudy = np.zeros(grid.shape, bool)
@@ -272,6 +292,14 @@ def test_dust_false_alarms_on_clouds_counts_unmatched_detections_mostly_on_cloud
                       "n_false_alarms": 2, "n_false_alarms_on_clouds": 2, "on_cloud_fraction": 0.5}
     assert dust_false_alarms_on_clouds({"a": storm}, {"a": prediction}, {"a": grid}, {}, 0.5)["n_maps"] == 0
     assert per_class_ap(({"a": storm}, {"a": prediction}), None, {"a": grid})["cloud"] is None
+
+    ladder = false_alarms_on_clouds_by_threshold({"a": storm}, {"a": prediction}, {"a": grid}, {"a": cloudy},
+                                                 thresholds=(0.95, 0.75, 0.5, 0.2))
+    assert [entry["score_threshold"] for entry in ladder] == [0.2, 0.5, 0.75, 0.95]
+    assert [entry["n_false_alarms_on_clouds"] for entry in ladder] == [2, 2, 1, 0]
+    assert [entry["recall"] for entry in ladder] == [1.0, 1.0, 1.0, 0.0]
+    assert on_clouds_at_recall(ladder, 1.0)["score_threshold"] == 0.75  # the highest threshold still finding it
+    assert on_clouds_at_recall(ladder[3:], 0.5) is None
 
 
 def test_cloud_and_storm_figure_draws_a_crop_across_180(tmp_path):

@@ -10,7 +10,9 @@ with no catalogued storm (greedy by box IoU ≥ 0.5, wrap-aware, as :func:`marsd
 pairs them) and whose outline lies mostly — at least :data:`ON_CLOUD_FRACTION` of its pixels — on
 cloudy pixels of the map's cloud mask. Counted on the maps with a cloud mask, with the recall at
 the same threshold beside it, so a one-class and a two-class detector can be compared at the same
-recall.
+recall. :func:`false_alarms_on_clouds_by_threshold` repeats it over a ladder of thresholds, and
+:func:`on_clouds_at_recall` reads that ladder at a given recall (a detector's false alarms at another
+detector's recall).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from marsdust.evaluate.metrics import box_map_summary
 
 ON_CLOUD_FRACTION = 0.5
 """A dust false alarm is on a cloud when at least this fraction of its outline's pixels are cloudy."""
+
+THRESHOLD_LADDER = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""Score thresholds of :func:`false_alarms_on_clouds_by_threshold` (0.05 to 0.95)."""
 
 
 def per_class_ap(dust: tuple[Mapping, Mapping], cloud: tuple[Mapping, Mapping] | None, grids: Mapping) -> dict:
@@ -93,3 +98,17 @@ def _cloudy_fraction(prediction: Mapping, index: int, cloudy: np.ndarray, grid) 
         outline[max(int(np.floor(y0)), 0):int(np.ceil(y1)), columns] = True
     n = np.count_nonzero(outline)
     return float(np.count_nonzero(outline & cloudy) / n) if n else 0.0
+
+
+def false_alarms_on_clouds_by_threshold(ground_truth: Mapping, predictions: Mapping, grids: Mapping, cloudy: Mapping,
+                                        thresholds=THRESHOLD_LADDER) -> list[dict]:
+    """:func:`dust_false_alarms_on_clouds` at each of ``thresholds`` (a list of its dicts, thresholds ascending)."""
+    return [dust_false_alarms_on_clouds(ground_truth, predictions, grids, cloudy, threshold)
+            for threshold in sorted(thresholds)]
+
+
+def on_clouds_at_recall(ladder: list[dict], recall: float) -> dict | None:
+    """The entry of a :func:`false_alarms_on_clouds_by_threshold` ladder at the highest threshold whose recall
+    is still at least ``recall`` (None when no threshold reaches it)."""
+    reaching = [entry for entry in ladder if entry["recall"] >= recall - 1e-9]
+    return max(reaching, key=lambda entry: entry["score_threshold"]) if reaching else None

@@ -40,24 +40,27 @@ from marsdust.fileio import write_text_atomic
 from marsdust.labels import map_targets, paper_boxes_at
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_instances, cloud_mask_root
-from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, per_class_ap
+from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
 from marsdust.models import detector_classes, load_model, resolve_score_threshold
 from marsdust.train.config import TrainConfig, load_config_yaml, load_tables, resolve_data_paths, split_for
 
 
 def _cloud_scores(model, found) -> dict:
-    """``classes``, ``per_class`` AP and ``dust_false_alarms_on_clouds`` (at the detector's stored
-    threshold; None without cloud masks) for metrics.json (:mod:`marsdust.evaluate.clouds`)."""
+    """``classes``, ``per_class`` AP, ``dust_false_alarms_on_clouds`` (at the detector's stored threshold) and
+    ``dust_false_alarms_on_clouds_by_threshold`` (0.05 to 0.95, to compare detectors at one recall) for
+    metrics.json (:mod:`marsdust.evaluate.clouds`); the last two None without cloud masks."""
     classes = detector_classes(model)
     cloud = (found.cloud_truth, found.cloud_predictions) if "cloud" in classes else None
-    on_clouds = None
+    on_clouds = ladder = None
     if found.cloudy:
         threshold, _ = resolve_score_threshold(model, None)
         on_clouds = dust_false_alarms_on_clouds(found.ground_truth, found.predictions, found.grids, found.cloudy,
                                                 threshold)
+        ladder = false_alarms_on_clouds_by_threshold(found.ground_truth, found.predictions, found.grids,
+                                                     found.cloudy)
     return {"classes": list(classes), "per_class": per_class_ap((found.ground_truth, found.predictions), cloud,
                                                                 found.grids),
-            "dust_false_alarms_on_clouds": on_clouds}
+            "dust_false_alarms_on_clouds": on_clouds, "dust_false_alarms_on_clouds_by_threshold": ladder}
 
 
 def run_config_of(checkpoint: str | os.PathLike) -> dict:
@@ -168,7 +171,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         cloudy = clouds.cloudy(row._asdict(), grid) if clouds is not None else None
         if cloudy is not None:
             found.cloudy[row.map_id] = cloudy
-            found.cloud_truth[row.map_id] = cloud_instances(cloudy, grid, clouds.min_area_km2)
+            found.cloud_truth[row.map_id] = cloud_instances(cloudy, grid, clouds.min_area_km2, clouds.max_width_deg)
         if two_class:
             found.cloud_predictions[row.map_id] = prediction_entry(result, grid, "cloud")
         found.grids[row.map_id], found.map_ls[row.map_id] = grid, float(row.ls)
@@ -372,7 +375,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
 
     # detections on every map, and the median time of one
     backgrounds = split_backgrounds(model, index_df, rows, transform_image)
-    clouds = CloudMasks(config.cloud_masks or cloud_mask_root(resolve_data_paths(config)[0]))
+    clouds = CloudMasks(config.cloud_masks or cloud_mask_root(resolve_data_paths(config)[0]),
+                        max_width_deg=run_values.get("cloud_max_width_deg"))
     found = _detect_on_split(model, rows, storms_df, label_mode, split=split, score_threshold=score_threshold,
                              device=device, progress=progress, transform_image=transform_image,
                              backgrounds=backgrounds, clouds=clouds)
