@@ -31,7 +31,10 @@ repeated cells where the working grid is finer, majority of valid cells where it
 
 Cloud instances (:func:`cloud_instances`) are the connected cloudy regions (4-connected, connected
 across 180°) of at least :data:`MIN_CLOUD_AREA_KM2`, as boxes and masks in the conventions of
-:mod:`marsdust.labels` (a box across 180° is kept whole).
+:mod:`marsdust.labels` (a box across 180° is kept whole). Optionally (``max_width_deg``, the
+run setting ``cloud_max_width_deg``) regions wider than a limit in longitude are no instance: a
+cloud belt or polar hood around the planet has no box a detector can regress to; its pixels stay
+cloudy for the dust-false-alarm test.
 """
 
 from __future__ import annotations
@@ -275,8 +278,10 @@ def cloud_components(cloudy: np.ndarray) -> tuple[np.ndarray, int]:
     return lookup[pieces], int(first.max()) + 1
 
 
-def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN_CLOUD_AREA_KM2) -> dict:
-    """Detection targets of a map's clouds: one per connected cloudy region of at least ``min_area_km2``.
+def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN_CLOUD_AREA_KM2,
+                    max_width_deg: float | None = None) -> dict:
+    """Detection targets of a map's clouds: one per connected cloudy region of at least ``min_area_km2``
+    (and, with ``max_width_deg``, at most that wide in longitude).
 
     Returns
     -------
@@ -299,6 +304,8 @@ def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN
         if area < min_area_km2:
             continue
         x0, y0, x1, y1 = mask_bounding_box(mask)
+        if max_width_deg is not None and (x1 - x0) * grid.res_deg > max_width_deg + 1e-9:
+            continue
         if x1 - x0 >= grid.width:
             x0, x1 = 0, grid.width
         lon, lat = mask_centroid_lonlat(mask, grid)
@@ -336,11 +343,14 @@ class CloudMasks:
         The cloud-mask tree (:func:`cloud_mask_root`); None: no map has a mask.
     min_area_km2 : float
         Smallest cloud instance.
+    max_width_deg : float, optional
+        Widest cloud instance in longitude (None: no limit).
     """
 
-    def __init__(self, root, min_area_km2: float = MIN_CLOUD_AREA_KM2):
+    def __init__(self, root, min_area_km2: float = MIN_CLOUD_AREA_KM2, max_width_deg: float | None = None):
         self.root = None if root is None else Path(root)
         self.min_area_km2 = float(min_area_km2)
+        self.max_width_deg = None if max_width_deg is None else float(max_width_deg)
 
     def path_of(self, row) -> Path | None:
         """The mask file of an index row, or None."""
@@ -361,5 +371,5 @@ class CloudMasks:
     def instances(self, row, grid: MapGrid) -> dict | None:
         """The map's cloud instances (:func:`cloud_instances`), or None without a mask."""
         cloudy = self.cloudy(row, grid)
-        return None if cloudy is None else cloud_instances(cloudy, grid, self.min_area_km2)
+        return None if cloudy is None else cloud_instances(cloudy, grid, self.min_area_km2, self.max_width_deg)
 

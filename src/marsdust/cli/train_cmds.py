@@ -69,6 +69,9 @@ def train_command(
     classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
     cloud_masks: Optional[str] = typer.Option(None, "--cloud-masks", help="Cloud-mask folder (<SUBPHASE>/<map_id>.nc; "
                                               "default: cloudmask/ beside the archive).", show_default=False),
+    cloud_max_width_deg: Optional[float] = typer.Option(None, "--cloud-max-width-deg", help="Cloud regions wider "
+                                                        "than this (degrees of longitude: belts, polar hoods) are no "
+                                                        "cloud instance (default: no limit).", show_default=False),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
                                            "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),
@@ -131,6 +134,7 @@ def train_command(
         accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
         precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
         reference=reference, reference_sols=reference_sols, classes=classes, cloud_masks=cloud_masks,
+        cloud_max_width_deg=cloud_max_width_deg,
     )
     try:
         config = _build_config(config_file, cli_values)

@@ -145,6 +145,10 @@ class TrainConfig:
         (:mod:`marsdust.cloudmask`). The checkpoint records them.
     cloud_masks : str or None
         The cloud-mask tree (``<SUBPHASE>/<map_id>.nc``; default: ``cloudmask/`` beside the archive).
+    cloud_max_width_deg : float or None
+        Cloud regions wider than this in longitude (degrees) are no cloud instance (belts, polar
+        hoods: :func:`marsdust.cloudmask.cloud_instances`); None: no limit. ``evaluate`` reads it
+        from the run.
     """
 
     data: str | None = None
@@ -193,6 +197,7 @@ class TrainConfig:
     progress: bool = True
     classes: list = field(default_factory=lambda: ["dust"])
     cloud_masks: str | None = None
+    cloud_max_width_deg: float | None = None
 
     def __post_init__(self):
         from marsdust.cloudmask import parse_classes
@@ -207,6 +212,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.cloud_max_width_deg is not None and not 0 < float(self.cloud_max_width_deg) <= 360:
+            raise ValueError(f"cloud_max_width_deg must be in (0, 360] degrees or None, got {self.cloud_max_width_deg}")
         from marsdust.data import augment_config
         from marsdust.models.config import preset_overrides
 

@@ -110,7 +110,7 @@ def run_cloud_masks(config: TrainConfig, train_index: pd.DataFrame) -> CloudMask
     root = cloud_mask_root(config)
     if root is None:
         return None
-    masks = CloudMasks(root)
+    masks = CloudMasks(root, max_width_deg=config.cloud_max_width_deg)
     found = masks.count(train_index)
     say = log.info if found == len(train_index) else log.warning
     say("classes %s: %d of %d training maps have a cloud mask under %s; the other %d train the dust class only",
