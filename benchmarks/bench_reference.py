@@ -40,7 +40,7 @@ def _detector(reference: str, sols: int):
 
     torch.manual_seed(0)
     bands = {"reference": reference, "reference_sols": sols, "in_channels": 6} if reference != "none" else {}
-    return build_model("dustrcnn", map_res_deg=0.8, backbone_weights=None, **{**SMALL_CPU, **bands}).eval()
+    return build_model("dustrcnn", map_res_deg=0.8, **{**SMALL_CPU, **bands}).eval()
 
 
 def _detect_seconds_per_map(model, index_csv: Path, out: Path, threshold: float, n_maps: int) -> tuple[float, int]:
