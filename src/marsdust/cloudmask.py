@@ -56,6 +56,10 @@ CLOUD_MASK_RES_DEG = 0.8
 """Resolution at which the synthetic Mars writes cloud masks (degrees per cell; maps coarser than this keep theirs)."""
 MIN_CLOUD_AREA_KM2 = 1.0e5
 """Smallest cloud instance trained on, km² (about the smallest catalogued dust storm)."""
+MAX_CLOUD_WIDTH_DEG = 90.0
+"""Widest cloud instance a two-class run trains on by default, degrees of longitude (``cloud_max_width_deg``):
+wider regions are belts and hoods around the planet, which no anchor box regresses to (measured in
+benchmarks/README.md)."""
 CLOUD_MASK_DIR = "cloudmask"
 """Name of the cloud-mask tree beside an archive (``DATA/cloudmask`` for ``DATA/archive``)."""
 INVALID = -999

@@ -71,7 +71,7 @@ def train_command(
                                               "default: cloudmask/ beside the archive).", show_default=False),
     cloud_max_width_deg: Optional[float] = typer.Option(None, "--cloud-max-width-deg", help="Cloud regions wider "
                                                         "than this (degrees of longitude: belts, polar hoods) are no "
-                                                        "cloud instance (default: no limit).", show_default=False),
+                                                        "cloud instance (default: 90; 360: no limit).", show_default=False),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
                                            "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),

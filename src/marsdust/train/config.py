@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from marsdust.cloudmask import MAX_CLOUD_WIDTH_DEG
 from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
 
 SCHEDULES: dict[str, dict[str, Any]] = {
@@ -146,9 +147,10 @@ class TrainConfig:
     cloud_masks : str or None
         The cloud-mask tree (``<SUBPHASE>/<map_id>.nc``; default: ``cloudmask/`` beside the archive).
     cloud_max_width_deg : float or None
-        Cloud regions wider than this in longitude (degrees) are no cloud instance (belts, polar
-        hoods: :func:`marsdust.cloudmask.cloud_instances`); None: no limit. ``evaluate`` reads it
-        from the run.
+        Cloud regions wider than this in longitude (degrees; default
+        :data:`marsdust.cloudmask.MAX_CLOUD_WIDTH_DEG`, 90) are no cloud instance (belts, polar
+        hoods: :func:`marsdust.cloudmask.cloud_instances`); None or 360: no limit. ``evaluate``
+        reads it from the run (runs from before it: no limit).
     """
 
     data: str | None = None
@@ -197,7 +199,7 @@ class TrainConfig:
     progress: bool = True
     classes: list = field(default_factory=lambda: ["dust"])
     cloud_masks: str | None = None
-    cloud_max_width_deg: float | None = None
+    cloud_max_width_deg: float | None = MAX_CLOUD_WIDTH_DEG
 
     def __post_init__(self):
         from marsdust.cloudmask import parse_classes
