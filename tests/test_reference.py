@@ -253,3 +253,33 @@ def test_detect_map_refuses_a_background_of_the_wrong_shape_or_for_a_detector_wi
         detect_map(with_reference, image, map_id="m", background=np.zeros((2, 2, 3), np.float32))
     result = detect_map(with_reference, image, map_id="m", background=np.zeros((*grid.shape, 3), np.float32))
     assert result.grid.shape == grid.shape
+
+
+def test_reference_dropout_shows_some_training_maps_without_history():
+    from marsdust.data import DustDataset
+
+    index = pd.DataFrame({"map_id": [f"m{i:03d}" for i in range(40)], "mars_year": 26, "ls": 10.0, "path": "x"})
+    storms = pd.DataFrame({"map_id": pd.Series([], dtype=str), "lon": pd.Series([], dtype=float),
+                           "lat": pd.Series([], dtype=float)})
+    rgb = np.full((8, 16, 3), 0.3, np.float32)
+    background = np.full((8, 16, 3), 0.25, np.float16)
+
+    def load(path, res_deg):
+        from marsdust.grid import MapGrid
+        from marsdust.mdgm import MapImage
+
+        return MapImage(rgb, np.ones((8, 16), bool), MapGrid.from_width(16, 90.0 * 8 / 16, -90.0 * 8 / 16))
+
+    def reference_bands_zero(dropout, augment):
+        dataset = DustDataset(index, storms, 22.5, augment=augment, load_map=load, reference_dropout=dropout,
+                              backgrounds={m: background for m in index["map_id"]})
+        return [bool((dataset[i][0][3:] == 0).all()) for i in range(len(dataset))]
+
+    assert not any(reference_bands_zero(0.0, "basic"))
+    dropped = reference_bands_zero(0.5, "basic")
+    assert 5 <= sum(dropped) <= 35  # about half of 40
+    assert not any(reference_bands_zero(0.5, False))  # never without augmentation (validation, evaluation)
+    from marsdust.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"reference_dropout must be a probability in \[0, 1\], got 1.5"):
+        TrainConfig(reference_dropout=1.5)

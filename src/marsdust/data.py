@@ -428,6 +428,10 @@ class DustDataset(Dataset):
     cloud_masks : marsdust.cloudmask.CloudMasks, optional
         Add each map's water-ice cloud instances (label 2) after its storms; maps without a
         cloud mask get storms only.
+    reference_dropout : float
+        With augmentation and ``backgrounds``: the probability that an item's background is
+        replaced by "no history" (0 in every band, what the first map of an archive or a lone map
+        gets), so the detector also learns to work without one.
 
     Items are ``(image, target)``: ``image`` a float32 tensor ``(3, H, W)`` in [0, 1] (``(6, H, W)``
     with ``backgrounds``);
@@ -439,7 +443,8 @@ class DustDataset(Dataset):
     def __init__(self, index_df: pd.DataFrame, storms_df: pd.DataFrame, map_res_deg: float = 0.4,
                  label_mode: str = "fixed", augment: bool | AugmentConfig = False, cache: bool = True,
                  *, label_options: dict | None = None, load_map: Callable | None = None,
-                 backgrounds: dict[str, np.ndarray] | None = None, cloud_masks=None):
+                 backgrounds: dict[str, np.ndarray] | None = None, cloud_masks=None,
+                 reference_dropout: float = 0.0):
         missing = [c for c in ("map_id", "path") if c not in index_df.columns]
         if missing:
             raise ValueError(f"index table lacks column(s) {missing}; it has {list(index_df.columns)}")
@@ -458,6 +463,7 @@ class DustDataset(Dataset):
         self._empty_storms = storms_df.iloc[0:0]
         self._memory: dict[int, tuple] = {}
         self.backgrounds = backgrounds
+        self.reference_dropout = float(reference_dropout)
         if backgrounds is not None:
             lacking = sorted(wanted - set(backgrounds))
             if lacking:
@@ -504,6 +510,9 @@ class DustDataset(Dataset):
         rgb, valid, target, grid = self.load(i)
         rng = _item_rng() if self.augment is not None else None
         rgb, valid, target = place_in_frame(rgb, valid, target, grid.width, rng, self.augment)
+        if rng is not None and self.reference_dropout > 0 and rgb.shape[-1] > 3 and rng.random() < self.reference_dropout:
+            rgb = rgb.copy()
+            rgb[..., 3:] = 0.0  # as a map without history
         row = self.index.iloc[i]
         out = {
             "boxes": torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4),

@@ -110,6 +110,10 @@ def train_command(
     reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
     reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
                                                  help=_REFERENCE_SOLS_HELP),
+    reference_dropout: Optional[float] = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
+                                                      help="Probability that a training map is shown without its "
+                                                           "background, so the detector also works on maps with no "
+                                                           "history (default: 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from checkpoints/last.ckpt."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no Lightning INFO lines."),
 ) -> None:
@@ -133,7 +137,8 @@ def train_command(
         split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
         accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
         precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
-        reference=reference, reference_sols=reference_sols, classes=classes, cloud_masks=cloud_masks,
+        reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout,
+        classes=classes, cloud_masks=cloud_masks,
         cloud_max_width_deg=cloud_max_width_deg,
     )
     try:

@@ -128,6 +128,10 @@ class TrainConfig:
         Reference bands (:mod:`marsdust.reference`): ``prior-median`` gives the detector each map's
         clear-sky background from the archive's previous ``reference_sols`` sols as three more
         bands. Stored in the detector's config, so ``detect`` and ``evaluate`` rebuild it.
+    reference_dropout : float
+        Probability that a training map is shown without its background (as a map with no
+        history: the first sols of an archive, a lone map), so a reference detector also works
+        there; 0 = always with it.
     reference_sols : int
         Window of the ``prior-median`` background, sols.
     num_workers : int
@@ -189,6 +193,7 @@ class TrainConfig:
     augment_preset: str = "strong"
     reference: str = "none"
     reference_sols: int = DEFAULT_REFERENCE_SOLS
+    reference_dropout: float = 0.0
     num_workers: int = 2
     threads: int | None = None
     accelerator: str = "auto"
@@ -214,6 +219,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= float(self.reference_dropout) <= 1.0:
+            raise ValueError(f"reference_dropout must be a probability in [0, 1], got {self.reference_dropout}")
         if self.cloud_max_width_deg is not None and not 0 < float(self.cloud_max_width_deg) <= 360:
             raise ValueError(f"cloud_max_width_deg must be in (0, 360] degrees or None, got {self.cloud_max_width_deg}")
         from marsdust.data import augment_config

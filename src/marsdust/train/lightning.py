@@ -75,7 +75,8 @@ class DustDataModule(L.LightningDataModule):
         clouds = run_cloud_masks(config, select_split(index_df, split_df, "train"))
         self.train_set = DustDataset(select_split(index_df, split_df, "train"), storms_df, config.map_res_deg,
                                      config.label_mode, augment=config.augment_preset if config.augment else False,
-                                     backgrounds=backgrounds, cloud_masks=clouds)
+                                     backgrounds=backgrounds, cloud_masks=clouds,
+                                     reference_dropout=config.reference_dropout)
         self.val_set = DustDataset(select_split(index_df, split_df, "val"), storms_df, config.map_res_deg,
                                    config.label_mode, augment=False, backgrounds=backgrounds, cloud_masks=clouds)
         if len(self.train_set) == 0:
