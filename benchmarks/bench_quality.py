@@ -155,7 +155,11 @@ def at_baseline_recall(rows: list[dict]) -> str:
              "against the run's labels), each detector at the highest score threshold (0.05 steps) that reaches it:\n",
              "| variant | threshold | recall | dust false alarms | of them on clouds |", "|---|---|---|---|---|"]
     for row in rows:
-        entry = on_clouds_at_recall(row.get("dust_false_alarms_on_clouds_by_threshold") or [], recall)
+        ladder = row.get("dust_false_alarms_on_clouds_by_threshold")
+        if not ladder:  # evaluated before the ladder was recorded: delete its row.json to evaluate it again
+            lines.append(f"| {row['variant']} | — | not recorded | — | — |")
+            continue
+        entry = on_clouds_at_recall(ladder, recall)
         if entry is None:
             lines.append(f"| {row['variant']} | — | does not reach it | — | — |")
             continue
