@@ -283,3 +283,20 @@ def test_reference_dropout_shows_some_training_maps_without_history():
 
     with pytest.raises(ValueError, match=r"reference_dropout must be a probability in \[0, 1\], got 1.5"):
         TrainConfig(reference_dropout=1.5)
+
+
+def test_detect_warns_about_maps_without_history(ci_data, tmp_path, tiny_detector, caplog):
+    import logging
+
+    from marsdust.detect import detect_archive
+    from marsdust.mdgm import index_archive
+    from marsdust.models import build_model
+
+    index = index_archive(ci_data / "archive").sort_values(["mars_year", "ls"]).head(3)
+    index.to_csv(tmp_path / "first.csv", index=False)
+    model = build_model("dustrcnn", map_res_deg=0.8, reference="prior-median", in_channels=6, **tiny_detector).eval()
+    with caplog.at_level(logging.WARNING, logger="marsdust"):
+        detect_archive(model, tmp_path / "first.csv", tmp_path / "out", score_threshold=0.99, progress=False,
+                       track=False)
+    warned = [r.getMessage() for r in caplog.records if "had no earlier map" in r.getMessage()]
+    assert len(warned) == 1 and index["map_id"].iloc[0] in warned[0]  # the archive's first map has no history

@@ -428,6 +428,12 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
     if backgrounds is not None:
         log.info("reference: %d earlier maps read for the backgrounds (%s)", backgrounds.feeder.extra_reads,
                  reference.describe())
+        lacking = backgrounds.without_history
+        if lacking:
+            log.warning("reference: %d map(s) had no earlier map in the %d sols before them (e.g. %s): the detector "
+                        "compares each map with its history and finds few storms without one (the first sols of "
+                        "an archive, after a gap; --history gives more)", len(lacking), reference.sols,
+                        ", ".join(lacking[:3]))
     return len(todo)
 
 
@@ -447,6 +453,7 @@ class _ReferenceInputs:
         self.table, self.res_deg, self.settings = table, res_deg, settings
         self.position = {row["map_id"]: i for i, row in enumerate(table)}
         self.feeder = ReferenceFeeder(reference, times, self._load)
+        self.without_history: list[str] = []  # maps whose background observed no pixel
 
     def _load(self, position: int):
         image, _ = working_image(self.table[position]["path"], self.res_deg)
@@ -459,6 +466,8 @@ class _ReferenceInputs:
         position = self.position[prepared.map_id]
         image = prepared.image
         background = self.feeder.background(position, image.grid.shape)
+        if not background.any():
+            self.without_history.append(prepared.map_id)
         self.feeder.add(position, image.rgb, image.valid)
         again = prepare_map(image, prepared.native_grid, self.settings, map_id=prepared.map_id,
                             mars_year=prepared.mars_year, ls=prepared.ls, in_channels=3 + background.shape[-1],
