@@ -375,5 +375,9 @@ class CloudMasks:
     def instances(self, row, grid: MapGrid) -> dict | None:
         """The map's cloud instances (:func:`cloud_instances`), or None without a mask."""
         cloudy = self.cloudy(row, grid)
-        return None if cloudy is None else cloud_instances(cloudy, grid, self.min_area_km2, self.max_width_deg)
+        return None if cloudy is None else self.instances_in(cloudy, grid)
+
+    def instances_in(self, cloudy: np.ndarray, grid: MapGrid) -> dict:
+        """The cloud instances of cloudy pixels already read (:meth:`cloudy`), by these masks' size rules."""
+        return cloud_instances(cloudy, grid, self.min_area_km2, self.max_width_deg)
 

@@ -39,7 +39,7 @@ from marsdust.evaluate.metrics import (
 from marsdust.fileio import write_text_atomic
 from marsdust.labels import map_targets, paper_boxes_at
 from marsdust.mdgm import MapImage, read_map
-from marsdust.cloudmask import CloudMasks, cloud_instances, cloud_mask_root
+from marsdust.cloudmask import CloudMasks, cloud_mask_root
 from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
 from marsdust.models import detector_classes, load_model, resolve_score_threshold
 from marsdust.train.config import TrainConfig, load_config_yaml, load_tables, resolve_data_paths, split_for
@@ -171,7 +171,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         cloudy = clouds.cloudy(row._asdict(), grid) if clouds is not None else None
         if cloudy is not None:
             found.cloudy[row.map_id] = cloudy
-            found.cloud_truth[row.map_id] = cloud_instances(cloudy, grid, clouds.min_area_km2, clouds.max_width_deg)
+            found.cloud_truth[row.map_id] = clouds.instances_in(cloudy, grid)
         if two_class:
             found.cloud_predictions[row.map_id] = prediction_entry(result, grid, "cloud")
         found.grids[row.map_id], found.map_ls[row.map_id] = grid, float(row.ls)
