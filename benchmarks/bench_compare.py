@@ -42,7 +42,8 @@ def machine() -> dict:
     return info
 
 
-def base_config(config: str | None, data: Path, max_steps: int, val_every: int | None = None):
+def base_config(config: str | None, data: Path, max_steps: int, val_every: int | None = None,
+                reference: str | None = None, reference_dropout: float | None = None):
     """The TrainConfig shared by every run: the ``--config`` YAML with the command line on top."""
     from marsdust.train import TrainConfig, load_config_yaml
 
@@ -50,6 +51,10 @@ def base_config(config: str | None, data: Path, max_steps: int, val_every: int |
     values.update(data=str(data), max_steps=max_steps)
     if val_every:
         values["val_every_n_steps"] = val_every
+    if reference is not None:
+        values["reference"] = reference
+    if reference_dropout is not None:
+        values["reference_dropout"] = reference_dropout
     return TrainConfig.from_dict(values, source=config or "bench_compare")
 
 
@@ -62,6 +67,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="bench_out/compare")
     parser.add_argument("--config", default=None, help="YAML TrainConfig settings shared by all runs")
     parser.add_argument("--val-every", type=int, default=None)
+    parser.add_argument("--reference", default=None, choices=["none", "prior-median"],
+                        help="reference bands of every run (default: the --config file's, else train's default)")
+    parser.add_argument("--reference-dropout", type=float, default=None, metavar="P")
     args = parser.parse_args(argv)
 
     from marsdust.compare import compare
@@ -73,7 +81,7 @@ def main(argv=None) -> dict:
 
         print(f"synthesizing the bench preset into {data} ...", flush=True)
         synthesize(data, "bench", seed=0)
-    base = base_config(args.config, data, args.max_steps, args.val_every)
+    base = base_config(args.config, data, args.max_steps, args.val_every, args.reference, args.reference_dropout)
     t0 = time.perf_counter()
     result = compare(args.out, base, [m for m in args.models.split(",") if m],
                      [s for s in args.strategies.split(",") if s], our_label="ours (synthetic bench)")
@@ -81,7 +89,8 @@ def main(argv=None) -> dict:
     markdown = comparison_markdown(result["table"])
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     header = (f"# Table 1 on the synthetic bench preset\n\n{stamp}; budget {args.max_steps} steps per run, "
-              f"batch {base.batch_size}, schedule {base.schedule}; machine {machine()['platform']}, "
+              f"batch {base.batch_size}, schedule {base.schedule}, reference {base.reference_config.describe()}"
+              f"{f' (dropout {base.reference_dropout:g})' if base.reference_config.enabled else ''}; machine {machine()['platform']}, "
               f"{os.cpu_count()} CPUs; wall time of this call {seconds / 60:.1f} min\n\n")
     out = Path(args.out)
     (out / "table1.md").write_text(header + markdown)

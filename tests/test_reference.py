@@ -234,6 +234,59 @@ def test_detect_refuses_maps_without_a_time_when_the_detector_needs_backgrounds(
     rows = [{"map_id": "loose_map", "mars_year": 0, "ls": float("nan"), "path": "loose_map.png"}]
     with pytest.raises(ValueError, match=r"need each map's Mars year and Ls; 1 map\(s\) have none, e.g. \['loose_map'\]"):
         _ReferenceInputs(ReferenceConfig("prior-median"), rows, 0.8, DetectSettings(0.5, 0.5, 0.0, 4096))
+    with pytest.raises(ValueError, match="--reference-dropout"):  # says which detector would take them
+        _ReferenceInputs(ReferenceConfig("prior-median"), rows, 0.8, DetectSettings(0.5, 0.5, 0.0, 4096))
+
+
+def test_a_detector_trained_without_history_too_detects_loose_maps_with_no_background(ci_data, tmp_path,
+                                                                                      tiny_detector, caplog):
+    import logging
+    import shutil
+
+    from marsdust.detect import detect_archive
+    from marsdust.mdgm import index_archive
+    from marsdust.models import build_model, stored_reference_dropout
+
+    index = index_archive(ci_data / "archive").sort_values(["mars_year", "ls"])
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for path in index["path"].iloc[10:12]:  # no list_ls.txt: no Mars year, no Ls
+        shutil.copy(path, loose)
+    model = build_model("dustrcnn", map_res_deg=0.8, reference="prior-median", in_channels=6, **tiny_detector).eval()
+    with pytest.raises(ValueError, match="need each map's Mars year and Ls"):
+        detect_archive(model, loose, tmp_path / "refused", score_threshold=0.99, progress=False, track=False)
+
+    model.checkpoint_extra = {"reference_dropout": 0.2}
+    assert stored_reference_dropout(model) == 0.2
+    with caplog.at_level(logging.WARNING, logger="marsdust"):
+        summary = detect_archive(model, loose, tmp_path / "out", score_threshold=0.99, progress=False, track=False)
+    assert summary.n_maps == 2
+    maps = pd.read_csv(tmp_path / "out" / "maps.csv")
+    assert len(maps) == 2 and maps["status"].eq("ok").all()
+    warned = [r.getMessage() for r in caplog.records if "no Mars year and Ls" in r.getMessage()]
+    assert len(warned) == 1 and "2 map(s)" in warned[0]
+
+
+def test_untimed_maps_get_a_background_of_zeros_and_timed_ones_their_history():
+    from marsdust.detect.archive import _ReferenceInputs
+    from marsdust.detect.prepare import prepare_map
+    from marsdust.detect.settings import DetectSettings
+    from marsdust.grid import MapGrid
+    from marsdust.mdgm import MapImage
+
+    grid = MapGrid(60.0, -60.0, 8.0)
+    rows = [{"map_id": f"m{i}", "mars_year": 26, "ls": float(i), "path": f"m{i}.png"} for i in range(2)]
+    rows.append({"map_id": "loose", "mars_year": 0, "ls": float("nan"), "path": "loose.png"})
+    settings = DetectSettings(0.5, 0.5, 0.0, 4096)
+    inputs = _ReferenceInputs(ReferenceConfig("prior-median"), rows, 8.0, settings, works_without_history=True)
+    bands = {}
+    for row in rows:
+        image = MapImage(np.full((*grid.shape, 3), 0.4, np.float32), np.ones(grid.shape, bool), grid)
+        read = prepare_map(image, grid, settings, map_id=row["map_id"], mars_year=row["mars_year"], ls=row["ls"])
+        bands[row["map_id"]] = inputs.with_background(read).tensors[0][3:]
+    assert inputs.without_history == ["m0", "loose"]
+    assert float(bands["m1"].min()) == pytest.approx(0.4, abs=1e-3)  # m0 is m1's history (float16)
+    assert float(bands["loose"].abs().max()) == 0.0
 
 
 def test_detect_map_refuses_a_background_of_the_wrong_shape_or_for_a_detector_without_reference_bands(tiny_detector):

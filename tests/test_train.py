@@ -74,11 +74,14 @@ def test_model_preset_is_applied_first_and_explicit_fields_override_it():
     from marsdust.models import MODEL_PRESETS, STOCK_LIKE, DetectorConfig
 
     assert set(MODEL_PRESETS) == {"compact", "small_cpu", "stock_like"}
+    reference_bands = {"reference": "prior-median", "reference_sols": 20, "in_channels": 6}  # the default reference
     assert TrainConfig().detector_overrides() == TrainConfig(model_preset="compact").detector_overrides() == \
-        {"map_res_deg": 0.4}
-    assert DetectorConfig(**TrainConfig(model_preset="stock_like").detector_overrides()) == DetectorConfig(**STOCK_LIKE)
+        {"map_res_deg": 0.4, **reference_bands}
+    assert TrainConfig(reference="none").detector_overrides() == {"map_res_deg": 0.4}
+    stock_like = TrainConfig(model_preset="stock_like", reference="none")
+    assert DetectorConfig(**stock_like.detector_overrides()) == DetectorConfig(**STOCK_LIKE)
     config = TrainConfig(model_preset="small_cpu", model_config={"fpn_channels": 64, "map_res_deg": 0.2},
-                         map_res_deg=RES_DEG, backbone="resnet34")
+                         map_res_deg=RES_DEG, backbone="resnet34", reference="none")
     assert config.detector_overrides() == {**SMALL_CPU, "fpn_channels": 64, "map_res_deg": RES_DEG,
                                            "backbone": "resnet34"}
     assert MODEL_PRESETS["small_cpu"] == TINY  # detector_overrides worked on a copy
@@ -514,3 +517,22 @@ def test_training_prints_plain_progress_lines_when_the_output_is_not_a_terminal(
     assert "train: step 4/4 (100%)" in err and "steps/s" in err and "ETA" in err
     assert err.count("validate: step") == 2 and "map50" in err
     assert summary["global_step"] == 4
+
+
+def test_a_checkpoint_records_how_it_was_trained_to_work_without_history_and_its_cloud_width_limit(tmp_path):
+    from marsdust.models import load_model, read_checkpoint, save_checkpoint, stored_reference_dropout
+    from marsdust.train import TrainConfig
+    from marsdust.train.lightning import build_module
+
+    for dropout, width in ((0.3, 120.0), (0.0, None)):
+        config = TrainConfig(model="fasterrcnn", model_preset="small_cpu", map_res_deg=0.8, reference="prior-median",
+                             reference_dropout=dropout, cloud_max_width_deg=width)
+        module = build_module(config)
+        path = tmp_path / f"run_{dropout}.ckpt"  # the layout of a Lightning checkpoint of the run
+        torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+        extra = read_checkpoint(path)["extra"]
+        assert extra["cloud_max_width_deg"] == width  # None: no limit, recorded as such
+        assert stored_reference_dropout(path) == dropout
+        resaved = save_checkpoint(load_model(path), tmp_path / f"model_{dropout}.ckpt")  # a copied detector keeps both
+        assert stored_reference_dropout(resaved) == dropout
+        assert read_checkpoint(resaved)["extra"]["cloud_max_width_deg"] == width

@@ -97,13 +97,14 @@ def _synthesize_once(data_dir: Path, preset: str, seed: int, progress: bool) -> 
 
 
 def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed: int, progress: bool,
-                reference: ReferenceConfig) -> dict:
+                reference: ReferenceConfig, reference_dropout: float) -> dict:
     """Train the demo detector, or resume / reuse an earlier run in ``run_dir`` made with the same settings."""
     from marsdust.train import TrainConfig, train
 
     settings_file, settings = run_dir / "demo_settings.json", {"preset": preset, "seed": seed, "max_steps": max_steps}
     if reference.enabled:  # runs without a reference keep the settings file of earlier versions
         settings["reference"] = reference.to_dict()
+        settings["reference_dropout"] = float(reference_dropout)
     _clear_if_made_otherwise(run_dir, settings_file, settings)
     done = run_dir / "done.json"
     if done.is_file():
@@ -111,9 +112,24 @@ def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed
     config = TrainConfig(data=str(data_dir), model="dustrcnn", model_preset="small_cpu",
                          map_res_deg=DEMO_MAP_RES_DEG, lr=DEMO_LR, strategy="temporal", max_steps=max_steps,
                          val_every_n_steps=max(max_steps // 3, 1), num_workers=1, seed=seed, progress=progress,
-                         reference=reference.kind, reference_sols=reference.sols)
+                         reference=reference.kind, reference_sols=reference.sols,
+                         reference_dropout=reference_dropout)
     write_text_atomic(settings_file, json.dumps(settings) + "\n")
     return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
+
+
+def _demo_reference(reference: str | None, reference_sols: int | None,
+                    reference_dropout: float | None) -> tuple[ReferenceConfig, float]:
+    """The demo's reference setting: what is given, else the training defaults."""
+    from marsdust.train import TrainConfig
+
+    defaults = TrainConfig()
+    config = ReferenceConfig(defaults.reference if reference is None else reference,
+                             defaults.reference_sols if reference_sols is None else reference_sols)
+    dropout = defaults.reference_dropout if reference_dropout is None else float(reference_dropout)
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"reference_dropout must be a probability in [0, 1], got {dropout}")
+    return config, dropout if config.enabled else 0.0
 
 
 def _export_model(run_dir: Path, model_path: Path) -> None:
@@ -237,8 +253,8 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", max_steps: int = DEMO_MAX_STEPS,
-             seed: int = 0, progress: bool = True, reference: str = "none",
-             reference_sols: int = DEFAULT_REFERENCE_SOLS) -> DemoResult:
+             seed: int = 0, progress: bool = True, reference: str | None = None,
+             reference_sols: int | None = None, reference_dropout: float | None = None) -> DemoResult:
     """Synthesize, train, detect, evaluate and report (see the module docstring).
 
     Parameters
@@ -254,8 +270,9 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         Seed of the planet, the split and the training.
     progress : bool
         Progress bars.
-    reference, reference_sols
-        Reference bands of the detector (:mod:`marsdust.reference`; default none).
+    reference, reference_sols, reference_dropout
+        Reference bands of the detector (:mod:`marsdust.reference`) and how often training hides them;
+        None takes :class:`marsdust.train.TrainConfig`'s default.
     """
     from marsdust.detect import detect_archive
     from marsdust.evaluate import evaluate_checkpoint
@@ -272,8 +289,9 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     _synthesize_once(data_dir, preset, seed, progress)
 
     log.info("demo 2/5: training DustRCNN for %d steps in %s", max_steps, run_dir)
-    reference_config = ReferenceConfig(reference, reference_sols)
-    train_summary = _train_once(data_dir, run_dir, preset, max_steps, seed, progress, reference_config)
+    reference_config, reference_dropout = _demo_reference(reference, reference_sols, reference_dropout)
+    train_summary = _train_once(data_dir, run_dir, preset, max_steps, seed, progress, reference_config,
+                                reference_dropout)
     _export_model(run_dir, model_path)
 
     log.info("demo 3/5: detecting storms on the held-out test sols")
@@ -282,6 +300,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     made_by = {"preset": preset, "seed": seed, "max_steps": max_steps}
     if reference_config.enabled:
         made_by["reference"] = reference_config.to_dict()
+        made_by["reference_dropout"] = reference_dropout
     _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
     score_threshold, threshold_source = resolve_score_threshold(model_path, None)
     log.info("score threshold %.2f: %s", score_threshold, threshold_source)

@@ -13,11 +13,14 @@ def demo(
     preset: str = typer.Option("demo", help="Synthetic-data preset (demo, or ci for a quicker, rougher run)."),
     max_steps: int = typer.Option(None, help="Training steps (default: the demo's budget, minutes on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
-    reference: str = typer.Option("none", "--reference", metavar="KIND",
+    reference: str = typer.Option(None, "--reference", metavar="KIND",
                                   help="Reference bands: none or prior-median (each map's clear-sky background from the "
-                                  "previous --reference-sols sols as three more input bands)."),
-    reference_sols: int = typer.Option(20, "--reference-sols", metavar="N", min=1,
-                                       help="Window of the prior-median background, sols."),
+                                  "previous --reference-sols sols as three more input bands). Default: train's."),
+    reference_sols: int = typer.Option(None, "--reference-sols", metavar="N", min=1,
+                                       help="Window of the prior-median background, sols. Default: train's."),
+    reference_dropout: float = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
+                                            help="Probability that a training map is shown without its background, "
+                                            "so the detector also works without history. Default: train's."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Synthesize a small archive, train a compact DustRCNN, detect and evaluate on held-out sols, report.
@@ -28,7 +31,7 @@ def demo(
     import logging
 
     from marsdust.demo import DEMO_MAX_STEPS, run_demo
-    from marsdust.reference import ReferenceConfig
+    from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -36,11 +39,11 @@ def demo(
     logging.getLogger("marsdust").setLevel(logging.INFO)
     quiet_lightning()  # the demo's own lines say what happens
     try:
-        ReferenceConfig(reference, reference_sols)
+        ReferenceConfig(reference or "none", reference_sols or DEFAULT_REFERENCE_SOLS)
     except ValueError as exc:
         fail(exc)
     result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
-                      reference=reference, reference_sols=reference_sols)
+                      reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout)
     metrics = result.metrics
 
     def pct(value):

@@ -36,10 +36,13 @@ def _build_config(config_file: Optional[Path], cli_values: dict):
 # options shared by train and compare -------------------------------------------------------------------
 _DATA_HELP = "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth."
 _MASTER_HELP = "MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under it)."
-_REFERENCE_HELP = ("Reference bands: none, or prior-median (each map's clear-sky background, the median of the archive's "
-                   "previous --reference-sols sols, as three more input bands; the checkpoint records it, so detect "
-                   "and evaluate rebuild it). Default: none.")
+_REFERENCE_HELP = ("Reference bands: prior-median (the default: each map's clear-sky background, the median of the "
+                   "archive's previous --reference-sols sols, as three more input bands; the checkpoint records it, so "
+                   "detect and evaluate rebuild it), or none (the map alone).")
 _REFERENCE_SOLS_HELP = "Window of the prior-median background in sols (default: 20)."
+_REFERENCE_DROPOUT_HELP = ("Probability that a training map is shown without its background, so the detector also "
+                           "works on maps with no history: a lone map, the first sols of an archive (default: 0.2; "
+                           "a prior-median detector trained with 0 finds almost nothing without history).")
 _CLASSES_HELP = ("Classes to learn: dust (default) or dust,cloud (water-ice clouds from each map's cloud mask, "
                  "cloudmask/<SUBPHASE>/<map_id>.nc beside the archive; maps without one train dust only).")
 _MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
@@ -111,9 +114,7 @@ def train_command(
     reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
                                                  help=_REFERENCE_SOLS_HELP),
     reference_dropout: Optional[float] = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
-                                                      help="Probability that a training map is shown without its "
-                                                           "background, so the detector also works on maps with no "
-                                                           "history (default: 0)."),
+                                                      help=_REFERENCE_DROPOUT_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from checkpoints/last.ckpt."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no Lightning INFO lines."),
 ) -> None:
@@ -232,6 +233,8 @@ def compare_command(
     reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
     reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
                                                  help=_REFERENCE_SOLS_HELP),
+    reference_dropout: Optional[float] = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
+                                                      help=_REFERENCE_DROPOUT_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
     label: str = typer.Option("ours (synthetic)", "--label", help="Source label of our rows in the table."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -262,7 +265,8 @@ def compare_command(
                                                strict=strict or None, max_steps=max_steps,
                                                model_preset=model_preset, schedule=schedule, batch_size=batch_size,
                                                val_every_n_steps=val_every, seed=seed, reference=reference,
-                                               reference_sols=reference_sols, classes=classes,
+                                               reference_sols=reference_sols, reference_dropout=reference_dropout,
+                                               classes=classes,
                                                progress=False if quiet else None))
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:

@@ -369,7 +369,12 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
     if in_channels != 3 + reference.n_bands:
         raise ValueError(f"the detector expects {in_channels} bands; detect feeds the map's 3"
                          f"{f' and {reference.n_bands} reference bands' if reference.enabled else ''}")
-    backgrounds = _ReferenceInputs(reference, history_rows or rows, res_deg, settings) if reference.enabled else None
+    backgrounds = None
+    if reference.enabled:
+        from marsdust.models import stored_reference_dropout
+
+        backgrounds = _ReferenceInputs(reference, history_rows or rows, res_deg, settings,
+                                       works_without_history=stored_reference_dropout(model) > 0)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="detect", unit="map", disable=not progress, dynamic_ncols=True)
@@ -428,31 +433,47 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
     if backgrounds is not None:
         log.info("reference: %d earlier maps read for the backgrounds (%s)", backgrounds.feeder.extra_reads,
                  reference.describe())
-        lacking = backgrounds.without_history
+        lacking = [map_id for map_id in backgrounds.without_history if map_id not in backgrounds.untimed]
         if lacking:
-            log.warning("reference: %d map(s) had no earlier map in the %d sols before them (e.g. %s): the detector "
-                        "compares each map with its history and finds few storms without one (the first sols of "
-                        "an archive, after a gap; --history gives more)", len(lacking), reference.sols,
-                        ", ".join(lacking[:3]))
+            consequence = ("it was also trained without history, and finds fewer storms without one"
+                           if stored_reference_dropout(model) > 0 else
+                           "the detector compares each map with its history and finds few storms without one")
+            log.warning("reference: %d map(s) had no earlier map in the %d sols before them (e.g. %s): %s (the first "
+                        "sols of an archive, after a gap; --history gives more)", len(lacking), reference.sols,
+                        ", ".join(lacking[:3]), consequence)
     return len(todo)
 
 
 class _ReferenceInputs:
-    """Adds each map's reference background to its prepared input, building backgrounds in time order."""
+    """Adds each map's reference background to its prepared input, building backgrounds in time order.
 
-    def __init__(self, reference, table: list[dict], res_deg: float, settings: DetectSettings) -> None:
+    Maps without a Mars year and Ls (loose files without a ``list_ls.txt``) have no place in time and
+    so no history: a detector trained to work without one (``reference_dropout > 0``) gets a
+    background of zeros for them, as for the first map of an archive; any other refuses them.
+    """
+
+    def __init__(self, reference, table: list[dict], res_deg: float, settings: DetectSettings,
+                 works_without_history: bool = False) -> None:
         from marsdust.mdad_format import mars_time_sols
         from marsdust.reference import ReferenceFeeder
 
-        times = mars_time_sols([row["mars_year"] for row in table], [row["ls"] for row in table])
-        unknown = [row["map_id"] for row, time_sol in zip(table, times) if not np.isfinite(time_sol)]
-        if unknown:
+        times = np.asarray(mars_time_sols([row["mars_year"] for row in table], [row["ls"] for row in table]))
+        timed = np.flatnonzero(np.isfinite(times))
+        self.untimed = [row["map_id"] for row, time_sol in zip(table, times) if not np.isfinite(time_sol)]
+        if self.untimed and not works_without_history:
             raise ValueError(f"the detector uses {reference.kind} backgrounds, which need each map's Mars year and "
-                             f"Ls; {len(unknown)} map(s) have none, e.g. {unknown[:3]} (give an archive folder or "
-                             "index, or a list_ls.txt beside loose maps)")
-        self.table, self.res_deg, self.settings = table, res_deg, settings
-        self.position = {row["map_id"]: i for i, row in enumerate(table)}
-        self.feeder = ReferenceFeeder(reference, times, self._load)
+                             f"Ls; {len(self.untimed)} map(s) have none, e.g. {self.untimed[:3]} (give an archive "
+                             "folder or index, or a list_ls.txt beside loose maps; a detector trained with "
+                             "--reference-dropout also takes maps without history)")
+        if self.untimed:
+            log.warning("reference: %d map(s) have no Mars year and Ls (e.g. %s), so no history: they are detected "
+                        "without a background, as the detector also learnt to", len(self.untimed),
+                        ", ".join(self.untimed[:3]))
+        self.table = [table[i] for i in timed]
+        self.res_deg, self.settings = res_deg, settings
+        self.position = {row["map_id"]: i for i, row in enumerate(self.table)}
+        self.feeder = ReferenceFeeder(reference, times[timed], self._load)
+        self.n_bands = reference.n_bands
         self.without_history: list[str] = []  # maps whose background observed no pixel
 
     def _load(self, position: int):
@@ -463,12 +484,15 @@ class _ReferenceInputs:
         """``prepared`` (a map read but not yet tiled) cut into tiles with its background bands; the map joins
         the history."""
         t0 = time.perf_counter()
-        position = self.position[prepared.map_id]
         image = prepared.image
-        background = self.feeder.background(position, image.grid.shape)
+        position = self.position.get(prepared.map_id)
+        if position is None:  # no place in time
+            background = np.zeros((*image.grid.shape, self.n_bands), dtype=np.float32)
+        else:
+            background = self.feeder.background(position, image.grid.shape)
+            self.feeder.add(position, image.rgb, image.valid)
         if not background.any():
             self.without_history.append(prepared.map_id)
-        self.feeder.add(position, image.rgb, image.valid)
         again = prepare_map(image, prepared.native_grid, self.settings, map_id=prepared.map_id,
                             mars_year=prepared.mars_year, ls=prepared.ls, in_channels=3 + background.shape[-1],
                             extra_bands=background)

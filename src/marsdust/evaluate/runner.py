@@ -375,8 +375,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
 
     # detections on every map, and the median time of one
     backgrounds = split_backgrounds(model, index_df, rows, transform_image)
+    recorded = model.checkpoint_extra  # the checkpoint's own record first: it travels with a copied checkpoint
+    max_width_deg = (recorded["cloud_max_width_deg"] if "cloud_max_width_deg" in recorded
+                     else run_values.get("cloud_max_width_deg"))
     clouds = CloudMasks(config.cloud_masks or cloud_mask_root(resolve_data_paths(config)[0]),
-                        max_width_deg=run_values.get("cloud_max_width_deg"))
+                        max_width_deg=max_width_deg)
     found = _detect_on_split(model, rows, storms_df, label_mode, split=split, score_threshold=score_threshold,
                              device=device, progress=progress, transform_image=transform_image,
                              backgrounds=backgrounds, clouds=clouds)

@@ -21,6 +21,7 @@ from marsdust.models.checkpoint import (
     read_training_state,
     resolve_score_threshold,
     save_checkpoint,
+    stored_reference_dropout,
     stored_score_threshold,
 )
 from marsdust.models.config import (
@@ -72,5 +73,6 @@ __all__ = [
     "detector_classes",
     "register_model",
     "save_checkpoint",
+    "stored_reference_dropout",
     "stored_score_threshold",
 ]

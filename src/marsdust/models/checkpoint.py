@@ -73,7 +73,7 @@ def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: A
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = getattr(model, "checkpoint_extra", None) or {}
     for key in KEPT_EXTRA:  # a re-saved model keeps what its training recorded
-        if key not in extra and kept.get(key) is not None:
+        if key not in extra and key in kept:
             extra[key] = kept[key]
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -145,6 +145,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             extra["label_mode"] = str(hparams["label_mode"])
         if hparams.get("classes"):
             extra["classes"] = [str(c) for c in hparams["classes"]]
+        if hparams.get("reference_dropout"):
+            extra["reference_dropout"] = float(hparams["reference_dropout"])
+        if "cloud_max_width_deg" in hparams:  # None: no limit
+            width = hparams["cloud_max_width_deg"]
+            extra["cloud_max_width_deg"] = None if width is None else float(width)
         return {
             "model_name": hparams["model_name"],
             "model_config": dict(hparams.get("model_config") or {}),
@@ -213,9 +218,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval()
 
 
-KEPT_EXTRA = ("score_threshold", "label_mode", "classes")
+KEPT_EXTRA = ("score_threshold", "label_mode", "classes", "reference_dropout", "cloud_max_width_deg")
 """What training records beside the weights (``checkpoint_extra``) and a re-saved checkpoint keeps:
-the score threshold chosen on validation maps, the label mode and the class names the detector learnt."""
+the score threshold chosen on validation maps, the label mode and the class names the detector learnt,
+how often it saw a map without its reference background (``reference_dropout``, so whether it works
+without history) and the widest cloud region it counted as a cloud instance."""
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 """Score threshold of ``detect`` for a checkpoint that stores none (trained before thresholds were chosen)."""
@@ -239,6 +246,22 @@ def stored_score_threshold(checkpoint_or_model) -> float | None:
         extra = read_checkpoint(checkpoint_or_model)["extra"]
     value = extra.get("score_threshold")
     return None if value is None else float(value)
+
+
+def _extra(checkpoint_or_model) -> dict:
+    if isinstance(checkpoint_or_model, MarsDustDetector):
+        return getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
+    return read_checkpoint(checkpoint_or_model)["extra"]
+
+
+def stored_reference_dropout(checkpoint_or_model) -> float:
+    """How often training showed the detector a map without its reference background (0 to 1).
+
+    A detector with reference bands trained with ``reference_dropout > 0`` has also learnt to find
+    storms on a map with no history (a lone map, the first sols of an archive); one trained with
+    0 (or recorded before the setting existed) finds almost none there.
+    """
+    return float(_extra(checkpoint_or_model).get("reference_dropout") or 0.0)
 
 
 def detector_classes(checkpoint_or_model) -> tuple[str, ...]:

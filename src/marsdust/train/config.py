@@ -124,14 +124,20 @@ class TrainConfig:
         Planet-respecting augmentation of training maps (:mod:`marsdust.data`).
     augment_preset : str
         Which augmentation (:data:`marsdust.data.AUGMENT_PRESETS`: ``basic``, ``strong``).
-    reference : {"none", "prior-median"}
-        Reference bands (:mod:`marsdust.reference`): ``prior-median`` gives the detector each map's
-        clear-sky background from the archive's previous ``reference_sols`` sols as three more
-        bands. Stored in the detector's config, so ``detect`` and ``evaluate`` rebuild it.
+    reference : {"prior-median", "none"}
+        Reference bands (:mod:`marsdust.reference`): ``prior-median`` (the default) gives the
+        detector each map's clear-sky background from the archive's previous ``reference_sols``
+        sols as three more bands; ``none``, the map alone. Stored in the detector's config, so
+        ``detect`` and ``evaluate`` rebuild it. The default because the detector then compares a
+        map with its own history instead of learning one planet's surface: on another synthetic
+        planet it keeps its accuracy where the map-only detector loses about 12 points of 12°
+        mAP50 (benchmarks/README.md, "Reference channels").
     reference_dropout : float
         Probability that a training map is shown without its background (as a map with no
         history: the first sols of an archive, a lone map), so a reference detector also works
-        there; 0 = always with it.
+        there (default 0.2; 0 = always with it, and then it finds almost nothing without history).
+        The checkpoint records it, and ``detect`` gives a detector trained with it maps that
+        have no Mars year and Ls.
     reference_sols : int
         Window of the ``prior-median`` background, sols.
     num_workers : int
@@ -191,9 +197,9 @@ class TrainConfig:
     ckpt_every_n_steps: int | None = None
     augment: bool = True
     augment_preset: str = "strong"
-    reference: str = "none"
+    reference: str = "prior-median"
     reference_sols: int = DEFAULT_REFERENCE_SOLS
-    reference_dropout: float = 0.0
+    reference_dropout: float = 0.2
     num_workers: int = 2
     threads: int | None = None
     accelerator: str = "auto"

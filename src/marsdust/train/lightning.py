@@ -189,12 +189,15 @@ class DetectorModule(L.LightningModule):
     """
 
     def __init__(self, model_name: str, model_config: dict, optim: dict, label_mode: str | None = None,
-                 classes: tuple[str, ...] = ("dust",)):
+                 classes: tuple[str, ...] = ("dust",), reference_dropout: float = 0.0,
+                 cloud_max_width_deg: float | None = None):
         super().__init__()
         model = build_model(model_name, DetectorConfig.from_dict(dict(model_config), source="model_config"))
         self.model = model
         self.save_hyperparameters({"model_name": model_name, "model_config": model.config.to_dict(),
-                                   "optim": dict(optim), "label_mode": label_mode, "classes": list(classes)})
+                                   "optim": dict(optim), "label_mode": label_mode, "classes": list(classes),
+                                   "reference_dropout": float(reference_dropout),
+                                   "cloud_max_width_deg": cloud_max_width_deg})
         self.optim = dict(optim)
         self._val_predictions: list[tuple] = []
         self._saved_score_thresh = None
@@ -292,7 +295,9 @@ class DetectorModule(L.LightningModule):
 def build_module(config: TrainConfig):
     """The LightningModule of a run (a new detector from ``config``)."""
     return DetectorModule(config.model, config.detector_overrides(), config.optim(), config.label_mode,
-                          tuple(config.classes))
+                          tuple(config.classes),
+                          reference_dropout=config.reference_dropout if config.reference_config.enabled else 0.0,
+                          cloud_max_width_deg=config.cloud_max_width_deg)
 
 
 # --------------------------------------------------------------------------------------------------
