@@ -302,6 +302,33 @@ def test_dust_false_alarms_on_clouds_counts_unmatched_detections_mostly_on_cloud
     assert on_clouds_at_recall(ladder[3:], 0.5) is None
 
 
+def test_the_one_pass_ladder_gives_what_each_threshold_gives_alone():
+    from marsdust.evaluate.clouds import THRESHOLD_LADDER, dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold
+
+    rng = np.random.default_rng(3)
+    grid = MapGrid.moc(1.6)
+    truth, predictions, grids, cloudy = {}, {}, {}, {}
+
+    def boxes(n):
+        x0, y0 = rng.uniform(0, grid.width - 1, n), rng.uniform(0, grid.height - 12, n)
+        return np.stack([x0, y0, x0 + rng.uniform(4, 30, n), y0 + rng.uniform(4, 12, n)], axis=1)
+
+    for k in range(12):
+        storms = boxes(int(rng.integers(0, 4)))
+        near = storms[rng.random(len(storms)) < 0.7]  # found, a little off
+        found = np.concatenate([near + rng.normal(0, 1.5, near.shape), boxes(int(rng.integers(0, 5)))])
+        map_id = f"m{k}"
+        truth[map_id] = {"boxes": storms}
+        predictions[map_id] = {"boxes": found, "scores": rng.uniform(0, 1, len(found))}
+        grids[map_id] = grid
+        if k % 4:  # every fourth map has no cloud mask
+            cloudy[map_id] = rng.random(grid.shape) < rng.uniform(0.1, 0.9)
+    ladder = false_alarms_on_clouds_by_threshold(truth, predictions, grids, cloudy)
+    alone = [dust_false_alarms_on_clouds(truth, predictions, grids, cloudy, t) for t in sorted(THRESHOLD_LADDER)]
+    assert ladder == alone
+    assert sum(entry["n_false_alarms_on_clouds"] for entry in ladder) > 0 and ladder[0]["n_storms"] > 5
+
+
 def test_cloud_and_storm_figure_draws_a_crop_across_180(tmp_path):
     from marsdust.plots import plot_cloud_and_storm
 

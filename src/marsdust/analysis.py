@@ -286,6 +286,23 @@ def _scores(prediction, n_boxes: int, map_id: str) -> np.ndarray:
     return scores
 
 
+def detection_storm_iou(ground_truth: Mapping, prediction: Mapping, grid, map_id: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``(iou, scores)`` of one map: the wrap-aware box IoU (detections × storms) and the detections'
+    scores, what :func:`error_tables` pairs detections and storms on."""
+    gt_boxes, pred_boxes = _boxes(ground_truth), _boxes(prediction)
+    scores = _scores(prediction, len(pred_boxes), map_id)
+    iou = wrapped_iou(pred_boxes, gt_boxes, grid.width) if len(pred_boxes) and len(gt_boxes) \
+        else np.zeros((len(pred_boxes), len(gt_boxes)))
+    return iou, scores
+
+
+def pairs_at_threshold(iou: np.ndarray, scores: np.ndarray, score_threshold: float,
+                       match_iou: float = 0.5) -> dict[int, int]:
+    """The pairs of :func:`error_tables` at one operating point: storm index -> detection index, greedy
+    among the detections scoring at least ``score_threshold``."""
+    return _pairs(iou, np.flatnonzero(scores >= score_threshold), match_iou)
+
+
 def _pairs(iou: np.ndarray, use: np.ndarray, match_iou: float) -> dict[int, int]:
     """Greedy pairs (evaluate's rule) among detections ``use``: gt index -> detection index."""
     return {g: int(use[p]) for p, g in _greedy_pairs(iou[use], match_iou)}
@@ -325,13 +342,9 @@ def false_alarm_category(best_iou: float, crosses_seam: bool, features: Mapping,
 
 def _map_tables(map_id, gt, prediction, context: _MapContext, ls_deg, score_threshold, match_iou):
     """(storm rows, detection rows) of one map."""
-    grid = context.grid
     gt_boxes, pred_boxes = _boxes(gt), _boxes(prediction)
-    scores = _scores(prediction, len(pred_boxes), map_id)
-    iou = wrapped_iou(pred_boxes, gt_boxes, grid.width) if len(pred_boxes) and len(gt_boxes) \
-        else np.zeros((len(pred_boxes), len(gt_boxes)))
-    kept = np.flatnonzero(scores >= score_threshold)
-    found = _pairs(iou, kept, match_iou)
+    iou, scores = detection_storm_iou(gt, prediction, context.grid, map_id)
+    found = pairs_at_threshold(iou, scores, score_threshold, match_iou)
     found_any = _pairs(iou, np.arange(len(pred_boxes)), match_iou)
     base = {"map_id": map_id, "ls_deg": ls_deg, "season": season_of(ls_deg)}
     storms = _storm_rows(gt, gt_boxes, iou, scores, found, found_any, context, base, score_threshold, match_iou)

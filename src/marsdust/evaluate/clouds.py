@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from marsdust.analysis import error_tables
+from marsdust.analysis import detection_storm_iou, error_tables, pairs_at_threshold
 from marsdust.evaluate.metrics import box_map_summary
 
 ON_CLOUD_FRACTION = 0.5
@@ -101,10 +101,37 @@ def _cloudy_fraction(prediction: Mapping, index: int, cloudy: np.ndarray, grid) 
 
 
 def false_alarms_on_clouds_by_threshold(ground_truth: Mapping, predictions: Mapping, grids: Mapping, cloudy: Mapping,
-                                        thresholds=THRESHOLD_LADDER) -> list[dict]:
-    """:func:`dust_false_alarms_on_clouds` at each of ``thresholds`` (a list of its dicts, thresholds ascending)."""
-    return [dust_false_alarms_on_clouds(ground_truth, predictions, grids, cloudy, threshold)
-            for threshold in sorted(thresholds)]
+                                        thresholds=THRESHOLD_LADDER, match_iou: float = 0.5) -> list[dict]:
+    """:func:`dust_false_alarms_on_clouds` at each of ``thresholds`` (a list of its dicts, thresholds ascending).
+
+    The same numbers from one pass over the maps: each map's IoU matrix and each detection's cloudy
+    fraction are computed once, only the greedy pairing is redone per threshold.
+    """
+    map_ids = [m for m in ground_truth if m in cloudy]
+    maps = []
+    for map_id in map_ids:
+        iou, scores = detection_storm_iou(ground_truth[map_id], predictions[map_id], grids[map_id], map_id)
+        maps.append((map_id, iou, scores, {}))
+    ladder = []
+    for threshold in sorted(thresholds):
+        n_storms = n_found = n_kept = n_false = n_on_clouds = 0
+        for map_id, iou, scores, fractions in maps:
+            pairs = pairs_at_threshold(iou, scores, threshold, match_iou)
+            paired = set(pairs.values())
+            false_alarms = [d for d in np.flatnonzero(scores >= threshold) if d not in paired]
+            for d in false_alarms:
+                if d not in fractions:
+                    fractions[d] = _cloudy_fraction(predictions[map_id], int(d), cloudy[map_id], grids[map_id])
+            n_storms += iou.shape[1]
+            n_found += len(pairs)
+            n_kept += int(np.count_nonzero(scores >= threshold))
+            n_false += len(false_alarms)
+            n_on_clouds += sum(fractions[d] >= ON_CLOUD_FRACTION for d in false_alarms)
+        ladder.append({"score_threshold": float(threshold), "n_maps": len(map_ids), "n_storms": n_storms,
+                       "recall": n_found / n_storms if n_storms else float("nan"), "n_detections": n_kept,
+                       "n_false_alarms": n_false, "n_false_alarms_on_clouds": int(n_on_clouds),
+                       "on_cloud_fraction": ON_CLOUD_FRACTION})
+    return ladder
 
 
 def on_clouds_at_recall(ladder: list[dict], recall: float) -> dict | None:
