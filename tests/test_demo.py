@@ -55,3 +55,16 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
     assert (out / "data" / "synth_done.json").stat().st_mtime_ns == synth_stamp
     assert json.loads((out / "run" / "done.json").read_text())["global_step"] == 5
     assert "trained for 5 steps" in (out / "report" / "summary.md").read_text()
+
+
+def test_the_demo_trains_the_map_alone_unless_told_and_then_takes_the_training_reference_defaults():
+    from marsdust.demo import _demo_reference
+    from marsdust.train import TrainConfig
+
+    config, dropout = _demo_reference(None, None, None)
+    assert config.kind == "none" and dropout == 0.0  # its sparse archive gives a 20-sol window no history
+    config, dropout = _demo_reference("prior-median", None, None)
+    defaults = TrainConfig()
+    assert (config.kind, config.sols, dropout) == ("prior-median", defaults.reference_sols, defaults.reference_dropout)
+    with pytest.raises(ValueError, match="reference_dropout must be a probability"):
+        _demo_reference("prior-median", 20, 1.5)

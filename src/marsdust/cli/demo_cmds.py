@@ -15,7 +15,8 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
     reference: str = typer.Option(None, "--reference", metavar="KIND",
                                   help="Reference bands: none or prior-median (each map's clear-sky background from the "
-                                  "previous --reference-sols sols as three more input bands). Default: train's."),
+                                  "previous --reference-sols sols as three more input bands). Default: none, "
+                                  "because the demo archive is too sparse for a 20-sol window."),
     reference_sols: int = typer.Option(None, "--reference-sols", metavar="N", min=1,
                                        help="Window of the prior-median background, sols. Default: train's."),
     reference_dropout: float = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
