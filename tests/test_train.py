@@ -485,16 +485,18 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path)
     assert masks > LEARN_MIN_MASK_MAP50 and masks > masks0, (masks, masks0)
 
 
-# Measured (2026-12-04, 2 cores shared with one other job): the default recipe (outline labels, batches of 4,
-# strong augmentation) with the small_cpu detector at 0.8 deg, warmup_cosine with lr 2e-3, LEARN_STEPS steps,
-# temporal split of ci (26 training maps; 13 test maps, 39 storms); 113-175 s for training and evaluation.
-# Test split, seeds 0 / 1 / 2:
-#   box mAP25 (outline extents)      0.293 / 0.620 / 0.334
-#   mAP50 on the paper's 12° boxes   0.200 / 0.313 / 0.063
-#   mask mAP50 (outlines)            0.251 / 0.530 / 0.037
-# Seeds differ a lot after 200 steps on 26 maps, so each threshold sits about 3x below the lowest seed;
-# the untrained network scores ~0 on all three, so a broken training loop (no learning, wrong targets,
-# frames or masks) still fails.
+# Measured (2026-12-06 07:47-07:52 UTC, 2 quiet cores, code of commit 58ac9d2): the default recipe
+# (outline labels, batches of 4, strong augmentation, reference bands with dropout 0.2) with the small_cpu
+# detector at 0.8 deg, warmup_cosine with lr 2e-3, LEARN_STEPS steps, temporal split of ci (26 training maps; 13 test maps,
+# 39 storms); 84-95 s for training and evaluation. The ci maps lie 43 sols apart, so no map has an
+# earlier one in the 20-sol window: the reference bands are "no history" throughout. Test split, seeds 0 / 1 / 2:
+#   box mAP25 (outline extents)      0.472 / 0.541 / 0.319
+#   mAP50 on the paper's 12° boxes   0.167 / 0.109 / 0.122
+#   mask mAP50 (outlines)            0.293 / 0.246 / 0.184
+# (The map-only recipe, 2026-12-04: 0.293 / 0.620 / 0.334, 0.200 / 0.313 / 0.063, 0.251 / 0.530 / 0.037.)
+# Seeds differ a lot after 200 steps on 26 maps, so each threshold sits at least 3x below the lowest seed
+# of either recipe; the untrained network scores 0.000 on all three, so a broken training loop (no
+# learning, wrong targets, frames or masks) still fails.
 LEARN_STEPS = 200
 LEARN_LR = 2e-3
 LEARN_MIN_MAP25 = 0.10
