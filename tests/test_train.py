@@ -433,10 +433,12 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
     assert "val_map50" in pd.read_csv(run / "metrics.csv").columns
     from marsdust.models import DetectorConfig, load_model
 
-    # the checkpoint holds every resolved field, not the preset name
+    # the checkpoint holds every resolved field, not the preset name, and the default reference bands
     stored = read_training_state(run / "checkpoints" / "best.ckpt")["hyper_parameters"]["model_config"]
-    assert stored == DetectorConfig(**TINY, map_res_deg=RES_DEG).to_dict()
+    assert stored == DetectorConfig(**TINY, map_res_deg=RES_DEG, reference="prior-median", reference_sols=20,
+                                    in_channels=6).to_dict()
     assert load_model(run / "checkpoints" / "best.ckpt").config.fpn_channels == 32
+    assert load_model(run / "checkpoints" / "best.ckpt").checkpoint_extra["reference_dropout"] == 0.2
 
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(run / "checkpoints" / "best.ckpt"), "--data", str(ci_data),
