@@ -57,14 +57,14 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
     assert "trained for 5 steps" in (out / "report" / "summary.md").read_text()
 
 
-def test_the_demo_trains_the_map_alone_unless_told_and_then_takes_the_training_reference_defaults():
+def test_the_demo_reference_defaults_fit_its_sparse_archive_and_given_values_win():
     from marsdust.demo import _demo_reference
-    from marsdust.train import TrainConfig
 
     config, dropout = _demo_reference(None, None, None)
-    assert config.kind == "none" and dropout == 0.0  # its sparse archive gives a 20-sol window no history
-    config, dropout = _demo_reference("prior-median", None, None)
-    defaults = TrainConfig()
-    assert (config.kind, config.sols, dropout) == ("prior-median", defaults.reference_sols, defaults.reference_dropout)
+    assert (config.kind, config.sols, dropout) == ("prior-median", 60, 0.0)  # pairs of sols 36 sols apart
+    config, dropout = _demo_reference("prior-median", 20, 0.2)
+    assert (config.kind, config.sols, dropout) == ("prior-median", 20, 0.2)
+    config, dropout = _demo_reference("none", None, None)
+    assert config.kind == "none" and dropout == 0.0
     with pytest.raises(ValueError, match="reference_dropout must be a probability"):
         _demo_reference("prior-median", 20, 1.5)

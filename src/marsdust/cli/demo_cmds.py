@@ -15,13 +15,15 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
     reference: str = typer.Option(None, "--reference", metavar="KIND",
                                   help="Reference bands: none or prior-median (each map's clear-sky background from the "
-                                  "previous --reference-sols sols as three more input bands). Default: none, "
-                                  "because the demo archive is too sparse for a 20-sol window."),
+                                  "previous --reference-sols sols as three more input bands). Default: "
+                                  "prior-median."),
     reference_sols: int = typer.Option(None, "--reference-sols", metavar="N", min=1,
-                                       help="Window of the prior-median background, sols. Default: train's."),
+                                       help="Window of the prior-median background, sols. Default: 60, since the "
+                                       "demo archive holds pairs of sols about 36 sols apart (train's: 20)."),
     reference_dropout: float = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
                                             help="Probability that a training map is shown without its background, "
-                                            "so the detector also works without history. Default: train's."),
+                                            "so the detector also works without history. Default: 0 (train's: "
+                                            "0.2; the demo's short training does not learn both)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Synthesize a small archive, train a compact DustRCNN, detect and evaluate on held-out sols, report.
