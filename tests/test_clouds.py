@@ -302,7 +302,25 @@ def test_dust_false_alarms_on_clouds_counts_unmatched_detections_mostly_on_cloud
     assert on_clouds_at_recall(ladder[3:], 0.5) is None
 
 
-def test_the_one_pass_ladder_gives_what_each_threshold_gives_alone():
+def _on_clouds_by_error_tables(ground_truth, predictions, grids, cloudy, score_threshold):
+    """The dust false alarms on clouds counted from the full error analysis's tables (the test's oracle)."""
+    from marsdust.analysis import error_tables
+    from marsdust.evaluate.clouds import ON_CLOUD_FRACTION, _cloudy_fraction
+
+    map_ids = [m for m in ground_truth if m in cloudy]
+    storms, detections = error_tables({m: ground_truth[m] for m in map_ids}, {m: predictions[m] for m in map_ids},
+                                      {m: grids[m] for m in map_ids}, score_threshold=score_threshold)
+    kept = detections[detections["score"] >= score_threshold]
+    false_alarms = kept[kept["false_alarm"]]
+    on_clouds = sum(_cloudy_fraction(predictions[row.map_id], int(row.pred_index), cloudy[row.map_id],
+                                     grids[row.map_id]) >= ON_CLOUD_FRACTION for row in false_alarms.itertuples())
+    return {"score_threshold": float(score_threshold), "n_maps": len(map_ids), "n_storms": int(len(storms)),
+            "recall": float(storms["found"].mean()), "n_detections": int(len(kept)),
+            "n_false_alarms": int(len(false_alarms)), "n_false_alarms_on_clouds": int(on_clouds),
+            "on_cloud_fraction": ON_CLOUD_FRACTION}
+
+
+def test_the_one_pass_ladder_gives_what_the_error_analysis_gives_at_each_threshold():
     from marsdust.evaluate.clouds import THRESHOLD_LADDER, dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold
 
     rng = np.random.default_rng(3)
@@ -324,8 +342,9 @@ def test_the_one_pass_ladder_gives_what_each_threshold_gives_alone():
         if k % 4:  # every fourth map has no cloud mask
             cloudy[map_id] = rng.random(grid.shape) < rng.uniform(0.1, 0.9)
     ladder = false_alarms_on_clouds_by_threshold(truth, predictions, grids, cloudy)
-    alone = [dust_false_alarms_on_clouds(truth, predictions, grids, cloudy, t) for t in sorted(THRESHOLD_LADDER)]
+    alone = [_on_clouds_by_error_tables(truth, predictions, grids, cloudy, t) for t in sorted(THRESHOLD_LADDER)]
     assert ladder == alone
+    assert ladder[9] == dust_false_alarms_on_clouds(truth, predictions, grids, cloudy, sorted(THRESHOLD_LADDER)[9])
     assert sum(entry["n_false_alarms_on_clouds"] for entry in ladder) > 0 and ladder[0]["n_storms"] > 5
 
 

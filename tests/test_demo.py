@@ -58,13 +58,21 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
 
 
 def test_the_demo_reference_defaults_fit_its_sparse_archive_and_given_values_win():
-    from marsdust.demo import _demo_reference
+    from marsdust.demo import demo_reference
 
-    config, dropout = _demo_reference(None, None, None)
+    config, dropout = demo_reference(None, None, None)
     assert (config.kind, config.sols, dropout) == ("prior-median", 60, 0.0)  # pairs of sols 36 sols apart
-    config, dropout = _demo_reference("prior-median", 20, 0.2)
+    config, dropout = demo_reference("prior-median", 20, 0.2)
     assert (config.kind, config.sols, dropout) == ("prior-median", 20, 0.2)
-    config, dropout = _demo_reference("none", None, None)
+    config, dropout = demo_reference("none", None, None)
     assert config.kind == "none" and dropout == 0.0
     with pytest.raises(ValueError, match="reference_dropout must be a probability"):
-        _demo_reference("prior-median", 20, 1.5)
+        demo_reference("prior-median", 20, 1.5)
+
+
+def test_demo_command_stops_on_a_bad_reference_before_any_work(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "-o", str(out), "--reference", "yesterday", "--quiet"])
+    assert result.exit_code == 2
+    assert "reference must be one of none, prior-median, got 'yesterday'" in result.output
+    assert not (out / "data").exists()  # nothing synthesized

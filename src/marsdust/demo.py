@@ -137,7 +137,7 @@ def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed
     return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
 
 
-def _demo_reference(reference: str | None, reference_sols: int | None,
+def demo_reference(reference: str | None, reference_sols: int | None,
                     reference_dropout: float | None) -> tuple[ReferenceConfig, float]:
     """The demo's reference setting: what is given, else :data:`DEMO_REFERENCE`, :data:`DEMO_REFERENCE_SOLS`
     and :data:`DEMO_REFERENCE_DROPOUT`."""
@@ -308,7 +308,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     _synthesize_once(data_dir, preset, seed, progress)
 
     log.info("demo 2/5: training DustRCNN for %d steps in %s", max_steps, run_dir)
-    reference_config, reference_dropout = _demo_reference(reference, reference_sols, reference_dropout)
+    reference_config, reference_dropout = demo_reference(reference, reference_sols, reference_dropout)
     train_summary = _train_once(data_dir, run_dir, preset, max_steps, seed, progress, reference_config,
                                 reference_dropout)
     _export_model(run_dir, model_path)

@@ -33,8 +33,7 @@ def demo(
     """
     import logging
 
-    from marsdust.demo import DEMO_MAX_STEPS, run_demo
-    from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
+    from marsdust.demo import DEMO_MAX_STEPS, demo_reference, run_demo
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -42,7 +41,7 @@ def demo(
     logging.getLogger("marsdust").setLevel(logging.INFO)
     quiet_lightning()  # the demo's own lines say what happens
     try:
-        ReferenceConfig(reference or "none", reference_sols or DEFAULT_REFERENCE_SOLS)
+        demo_reference(reference, reference_sols, reference_dropout)  # a bad setting stops before any work
     except ValueError as exc:
         fail(exc)
     result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,

@@ -436,7 +436,7 @@ def _process_rows(checkpoint_or_model, rows: list[dict], out_dir: Path, settings
         lacking = [map_id for map_id in backgrounds.without_history if map_id not in backgrounds.untimed]
         if lacking:
             consequence = ("it was also trained without history, and finds fewer storms without one"
-                           if stored_reference_dropout(model) > 0 else
+                           if backgrounds.works_without_history else
                            "the detector compares each map with its history and finds few storms without one")
             log.warning("reference: %d map(s) had no earlier map in the %d sols before them (e.g. %s): %s (the first "
                         "sols of an archive, after a gap; --history gives more)", len(lacking), reference.sols,
@@ -473,7 +473,7 @@ class _ReferenceInputs:
         self.res_deg, self.settings = res_deg, settings
         self.position = {row["map_id"]: i for i, row in enumerate(self.table)}
         self.feeder = ReferenceFeeder(reference, times[timed], self._load)
-        self.n_bands = reference.n_bands
+        self.n_bands, self.works_without_history = reference.n_bands, works_without_history
         self.without_history: list[str] = []  # maps whose background observed no pixel
 
     def _load(self, position: int):

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from marsdust.analysis import detection_storm_iou, error_tables, pairs_at_threshold
+from marsdust.analysis import detection_storm_iou, pairs_at_threshold
 from marsdust.evaluate.metrics import box_map_summary
 
 ON_CLOUD_FRACTION = 0.5
@@ -71,19 +71,8 @@ def dust_false_alarms_on_clouds(ground_truth: Mapping, predictions: Mapping, gri
         at the threshold, NaN without storms), ``n_detections`` (≥ threshold), ``n_false_alarms``,
         ``n_false_alarms_on_clouds``, ``on_cloud_fraction`` (the rule's pixel fraction).
     """
-    map_ids = [m for m in ground_truth if m in cloudy]
-    gt = {m: ground_truth[m] for m in map_ids}
-    pred = {m: predictions[m] for m in map_ids}
-    storms, detections = error_tables(gt, pred, {m: grids[m] for m in map_ids}, score_threshold=score_threshold,
-                                      match_iou=match_iou)
-    kept = detections[detections["score"] >= score_threshold] if len(detections) else detections
-    false_alarms = kept[kept["false_alarm"]] if len(kept) else kept
-    on_clouds = sum(_cloudy_fraction(pred[row.map_id], int(row.pred_index), cloudy[row.map_id], grids[row.map_id])
-                    >= ON_CLOUD_FRACTION for row in false_alarms.itertuples())
-    return {"score_threshold": float(score_threshold), "n_maps": len(map_ids), "n_storms": int(len(storms)),
-            "recall": float(storms["found"].mean()) if len(storms) else float("nan"),
-            "n_detections": int(len(kept)), "n_false_alarms": int(len(false_alarms)),
-            "n_false_alarms_on_clouds": int(on_clouds), "on_cloud_fraction": ON_CLOUD_FRACTION}
+    return false_alarms_on_clouds_by_threshold(ground_truth, predictions, grids, cloudy, (score_threshold,),
+                                               match_iou)[0]
 
 
 def _cloudy_fraction(prediction: Mapping, index: int, cloudy: np.ndarray, grid) -> float:
@@ -104,8 +93,8 @@ def false_alarms_on_clouds_by_threshold(ground_truth: Mapping, predictions: Mapp
                                         thresholds=THRESHOLD_LADDER, match_iou: float = 0.5) -> list[dict]:
     """:func:`dust_false_alarms_on_clouds` at each of ``thresholds`` (a list of its dicts, thresholds ascending).
 
-    The same numbers from one pass over the maps: each map's IoU matrix and each detection's cloudy
-    fraction are computed once, only the greedy pairing is redone per threshold.
+    One pass over the maps: each map's IoU matrix and each detection's cloudy fraction are computed
+    once, only the greedy pairing of :func:`marsdust.analysis.error_tables` is redone per threshold.
     """
     map_ids = [m for m in ground_truth if m in cloudy]
     maps = []
@@ -118,13 +107,14 @@ def false_alarms_on_clouds_by_threshold(ground_truth: Mapping, predictions: Mapp
         for map_id, iou, scores, fractions in maps:
             pairs = pairs_at_threshold(iou, scores, threshold, match_iou)
             paired = set(pairs.values())
-            false_alarms = [d for d in np.flatnonzero(scores >= threshold) if d not in paired]
+            kept = np.flatnonzero(scores >= threshold)
+            false_alarms = [d for d in kept if d not in paired]
             for d in false_alarms:
                 if d not in fractions:
                     fractions[d] = _cloudy_fraction(predictions[map_id], int(d), cloudy[map_id], grids[map_id])
             n_storms += iou.shape[1]
             n_found += len(pairs)
-            n_kept += int(np.count_nonzero(scores >= threshold))
+            n_kept += len(kept)
             n_false += len(false_alarms)
             n_on_clouds += sum(fractions[d] >= ON_CLOUD_FRACTION for d in false_alarms)
         ladder.append({"score_threshold": float(threshold), "n_maps": len(map_ids), "n_storms": n_storms,
