@@ -18,19 +18,15 @@ import xarray as xr
 
 from marsdust.cloudmask import (
     CLOUD_LABEL,
-    INVALID,
-    CloudMaskGridError,
     CloudMasks,
     cloud_components,
     cloud_instances,
     cloud_mask_path,
     cloud_mask_values,
     parse_classes,
-    read_cloud_mask_on,
-    write_cloud_mask,
 )
+from marsdust.formats.cloud_mask import INVALID, CloudMaskGridError, read_cloud_mask, read_cloud_mask_on, write_cloud_mask
 from marsdust.grid import MapGrid
-from marsdust.mdad import read_cloud_mask
 
 RES_DEG = 1.6
 
@@ -84,18 +80,6 @@ def test_synth_writes_cloud_masks_that_read_back_as_the_drawn_opacity_above_the_
     above = (block > 0.2) & view.valid.reshape(150, 2, 450, 2)
     expected = 2 * above.sum(axis=(1, 3)) >= np.maximum(view.valid.reshape(150, 2, 450, 2).sum(axis=(1, 3)), 1)
     np.testing.assert_array_equal(cloudy, expected & valid)
-
-
-def test_cloud_mask_resamples_to_coarser_and_finer_grids(tmp_path):
-    grid = MapGrid.moc(0.8)
-    values = np.zeros(grid.shape, np.int16)
-    values[10:20, 100:140] = 1
-    values[:, :2] = INVALID
-    path = write_cloud_mask(tmp_path / "m.nc", values, grid)
-    coarse, coarse_valid = read_cloud_mask_on(path, MapGrid.moc(1.6))
-    assert coarse.shape == (75, 225) and coarse[5:10, 50:70].all() and not coarse_valid[:, 0].any()
-    fine, _ = read_cloud_mask_on(path, MapGrid.moc(0.4))
-    assert fine.shape == (300, 900) and fine[20:40, 200:280].all() and fine.sum() == 4 * values.clip(0).sum()
 
 
 def test_cloud_mask_whose_grid_does_not_fit_its_map_is_an_error_naming_both_files(ci_data, tmp_path):

@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 import torch
 
-from marsdust import detect, export
+from marsdust import detect
 from marsdust.grid import MARS_RADIUS_KM, MapGrid
 from marsdust.models import always_storm_detector, build_model, save_checkpoint
+from marsdust.outlines import DETECTION_COLUMNS
 from marsdust.synth.discs import draw_disc_map, write_disc_archive
 
 NATIVE = MapGrid.moc(0.4)  # 300 x 900 maps
@@ -155,7 +156,7 @@ def test_model_score_threshold_is_restored_and_real_model_runs(tiny_detector, tm
     assert model.roi_heads.score_thresh == model.config.box_score_thresh
     assert result.grid.shape == (75, 225)
     for record in result.records:
-        assert set(export.DETECTION_COLUMNS) <= set(record)
+        assert set(DETECTION_COLUMNS) <= set(record)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def test_archive_products_read_back(tmp_path, blob_model):
     import shapely
     import xarray as xr
 
-    from marsdust import mdad
+    from marsdust.mdad import read_v11_cube
 
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(175.0 + 2 * sol, 10.0, 8.0), (-40.0, -35.0, 5.0)])
             for sol in (1, 2, 3)}
@@ -207,7 +208,7 @@ def test_archive_products_read_back(tmp_path, blob_model):
         first = cube["MDAD"].isel(time=0).values  # (longitude, latitude)
         member_values = sorted(int(m.split("_")[1]) for m in table.loc[table["map_id"] == "r18_001", "member_id"])
         assert sorted(set(np.unique(first)) - {0, 255}) == member_values
-    catalog = mdad.read_v11_cube(out / "masks.nc", out / "masks_master.csv", mars_year=25)
+    catalog = read_v11_cube(out / "masks.nc", out / "masks_master.csv", mars_year=25)
     merged = catalog.merge(table, on=["map_id", "member_id"], suffixes=("_cat", "_det"))
     assert len(merged) == len(table) == len(catalog)
     np.testing.assert_allclose(merged["area_km2_cat"], merged["area_km2_det"], rtol=1e-6)

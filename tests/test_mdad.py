@@ -1,4 +1,8 @@
-"""marsdust.mdad: v1.0 tables, v1.1 cubes + master CSV, folders, member IDs, cloud masks, bad input."""
+"""marsdust.mdad, the catalog front door: files and folders → the storm table, v1.1 cubes joined to their master
+CSVs with outlines, the consistency checks, the ``catalog`` command.
+
+The formats themselves are tested by module in ``tests/formats/`` (``test_mdad_table.py``, ``test_mdad_cube.py``).
+"""
 
 import netCDF4
 import numpy as np
@@ -6,210 +10,28 @@ import pandas as pd
 import pytest
 from shapely import wkt
 
-from marsdust.grid import MapGrid, polygon_area_km2
-from marsdust.mdad import (
-    STORM_COLUMNS,
-    CatalogError,
-    MemberId,
-    instance_mask,
-    parse_member_id,
-    read_catalog,
-    read_cloud_mask,
-)
+from marsdust.formats.mdad_cube import instance_mask
+from marsdust.formats.mdad_table import read_v10_table
+from marsdust.grid import polygon_area_km2
+from marsdust.mdad import read_catalog
+from marsdust.mdad_format import STORM_COLUMNS, V10_COLUMNS, CatalogError
 
-REAL_HEADERS = ["Mars Year", "Mission subphase", "Sol", "Ls", "Centroid longitude", "Centroid latitude",
-                "Area (square km)", "Confidence interval", "Member ID", "Sequence ID"]
-ALIAS_HEADERS = ["MY", "subphase", "sol", "swathLs", "centroid_lon", "centroid_lat", "area", "confidence_flag",
-                 "mem_ID", "seq_ID"]
-ROWS = [
-    [24, "R18", 40, 150.5, 350.0, 10.0, 120000.0, 100, "R18_031", "S001"],
-    [24, "R18", 41, 151.0, -170.0, 12.0, 90000.0, 75, "R18_031+032", ""],
-    [25, "S20", 1, 2.0, 10.0, -5.0, 5000.0, 50, "S20_001b", np.nan],
-]
+from mdad_cube_files import GRID, cube_days, master_frame, write_cube, write_cube_dir
+
+REAL_HEADERS = list(V10_COLUMNS.values())
 
 
-def v10_frame(headers=REAL_HEADERS, rows=ROWS):
-    return pd.DataFrame(rows, columns=headers)
-
-
-# --- member IDs -------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "text, numbers, groups, mask_value",
-    [
-        ("D01_031", (31,), (("D01", (31,)),), 31),
-        ("D01_031+032", (31, 32), (("D01", (31, 32)),), 31),
-        ("D16_001b", (1,), (("D16", (1,)),), 134),
-        ("G13_001b+002+017", (1, 2, 17), (("G13", (1, 2, 17)),), 134),
-        ("P08_033+P09_010+011+013", (33, 10, 11, 13), (("P08", (33,)), ("P09", (10, 11, 13))), 33),
-        ("M17_050+M18_001", (50, 1), (("M17", (50,)), ("M18", (1,))), 50),
-        (" r18_005 ", (5,), (("R18", (5,)),), 5),
-    ],
-)
-def test_parse_member_id_first_member_rule(text, numbers, groups, mask_value):
-    """MDAD v1.1: every member number is kept; the cube value is the first member's, on any day."""
-    member = parse_member_id(text)
-    assert isinstance(member, MemberId)
-    assert member.numbers == numbers and member.groups == groups
-    assert member.mask_value == mask_value
-    assert member.cube_values("M18") == member.cube_values("P09") == (mask_value,)
-
-
-@pytest.mark.parametrize("text", ["", "D01", "D01_", "031", "D01_031+", "D01-031", "D01_000", "D01_140", "D01_120b",
-                                  "D01_031+b", "D01_031++032", "031+D01_032", None])
-def test_parse_member_id_rejects(text):
-    with pytest.raises(ValueError, match="member"):
-        parse_member_id(text)
-
-
-# --- v1.0 tables ------------------------------------------------------------------------------
-def check_v10(df):
-    assert list(df.columns) == STORM_COLUMNS
-    assert list(df["map_id"]) == ["r18_040", "r18_041", "s20_001"]
-    np.testing.assert_allclose(df["lon"], [-10.0, -170.0, 10.0])
-    assert list(df["confidence"]) == [100, 75, 50]
-    assert list(df["member_id"]) == ["R18_031", "R18_031+032", "S20_001b"]
-    assert list(df["sequence_id"]) == ["S001", "", ""]
-    assert df["mars_year"].dtype == np.int64 and df["sol"].dtype == np.int64
-    assert df["polygon_wkt"].isna().all()
-
-
-def test_v10_csv_real_headers(tmp_path):
+def test_v10_table_through_the_front_door(tmp_path):
     path = tmp_path / "MDAD.csv"
-    v10_frame().to_csv(path, index=False)
-    check_v10(read_catalog(path))
+    pd.DataFrame([[24, "R18", 40, 150.5, 350.0, 10.0, 120000.0, 100, "R18_031", "S001"],
+                  [25, "S20", 1, 2.0, 10.0, -5.0, 5000.0, 50, "S20_001b", ""]], columns=REAL_HEADERS).to_csv(path, index=False)
+    pd.testing.assert_frame_equal(read_catalog(path), read_v10_table(path))
 
 
-def test_v10_csv_aliases_with_odd_case_and_spaces(tmp_path):
-    path = tmp_path / "MDAD.csv"
-    headers = [h.upper() if i % 2 else f"  {h} " for i, h in enumerate(ALIAS_HEADERS)]
-    v10_frame(headers).to_csv(path, index=False)
-    check_v10(read_catalog(path))
-
-
-def test_v10_xlsx(tmp_path):
-    path = tmp_path / "MDAD.xlsx"
-    v10_frame().to_excel(path, index=False)
-    check_v10(read_catalog(path))
-
-
-BAD_CASES = [
-    (5, 95.0, "Centroid latitude", "latitude"),
-    (4, np.nan, "Centroid longitude", "longitude"),
-    (8, "R18-031", "Member ID", "member ID"),
-    (7, 60, "Confidence interval", "confidence"),
-    (2, "x", "Sol", "sol"),
-]
-
-
-@pytest.mark.parametrize("column, value, header, words", BAD_CASES, ids=[c[2] for c in BAD_CASES])
-def test_v10_bad_value_names_file_row_column(tmp_path, column, value, header, words):
-    rows = [list(r) for r in ROWS]
-    rows[1][column] = value
-    path = tmp_path / "MDAD.csv"
-    v10_frame(rows=rows).to_csv(path, index=False)
-    with pytest.raises(CatalogError, match=words) as info:
-        read_catalog(path)
-    message = str(info.value)
-    assert "MDAD.csv" in message and "row 3" in message and header in message
-
-
-def test_v10_skip_bad_drops_rows_with_one_warning(tmp_path):
-    rows = [list(r) for r in ROWS]
-    rows[0][5] = -91.0
-    rows[2][8] = "??"
-    path = tmp_path / "MDAD.csv"
-    v10_frame(rows=rows).to_csv(path, index=False)
-    with pytest.warns(UserWarning, match=r"dropped 2 bad row\(s\) \(spreadsheet rows 2, 4\)") as record:
-        df = read_catalog(path, skip_bad=True)
-    assert len([w for w in record if "dropped" in str(w.message)]) == 1
-    assert list(df["map_id"]) == ["r18_041"]
-
-
-def test_v10_missing_column_lists_found(tmp_path):
-    path = tmp_path / "MDAD.csv"
-    v10_frame().drop(columns=["Centroid latitude"]).to_csv(path, index=False)
-    with pytest.raises(CatalogError, match=r"MDAD\.csv: missing required column.*lat.*found columns.*Centroid longitude"):
-        read_catalog(path)
-
-
-# --- v1.1 cubes -------------------------------------------------------------------------------
-RES = 4.0
-GRID = MapGrid.marci(RES)  # 45 x 90
-
-
-def write_cube(path, day_names, label_maps, lat_values=None, dims=("time", "longitude", "latitude"),
-               coordinates=True, ls_values=None):
-    """Write an MDAD v1.1 cube: map row i goes to the latitude point at its northern edge.
-
-    ``timeList`` columns 4-7 (Ls start, end, mean, median) hold ``ls_values`` (default: 10°, 20°, …).
-    """
-    height, width = GRID.shape
-    lat = np.linspace(-90.0, 90.0, height + 1) if lat_values is None else lat_values
-    lon = GRID.lon_centers_deg
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension(dims[0], len(day_names))
-        ds.createDimension(dims[1], width)
-        ds.createDimension(dims[2], lat.size)
-        ds.createDimension("stat", 8)
-        if coordinates:
-            ds.createVariable(dims[1], "f8", (dims[1],))[:] = lon
-            ds.createVariable(dims[2], "f8", (dims[2],))[:] = lat
-        cube = ds.createVariable("MDAD", "u1", dims)
-        for t, labels in enumerate(label_maps):
-            slab = np.full((width, lat.size), 255, np.uint8)
-            if lat.size == height + 1:
-                # point k (lat -90 + k*res) is the northern edge of map row height - k
-                slab[:, 1:] = labels[::-1].T
-            else:
-                slab[:] = labels[::-1].T
-            cube[t] = slab
-        names = ds.createVariable("dayList", str, (dims[0],))
-        for t, name in enumerate(day_names):
-            names[t] = name
-        ls = 10.0 * (np.arange(len(day_names)) + 1) if ls_values is None else np.asarray(ls_values, float)
-        times = np.zeros((len(day_names), 8))
-        times[:, 4:] = ls[:, None]
-        ds.createVariable("timeList", "f8", (dims[0], "stat"))[:] = times
-
-
-def cube_days():
-    """Two days: D01 sol 5 (storm across 180°, split 'b' member, merged member) and P09 sol 10."""
-    day0 = np.zeros(GRID.shape, np.uint8)
-    day0[:8] = 255  # missing polar strip
-    day0[10:13, 0:3] = 31  # west edge ...
-    day0[10:13, 88:90] = 31  # ... and east edge: one storm across 180°
-    day0[20:22, 40:45] = 31 + 133  # split member D01_031b
-    day0[30, 30] = 5
-    day0[30, 32] = 6  # merged D01_005+006
-    day1 = np.zeros(GRID.shape, np.uint8)
-    day1[15:18, 50:55] = 10
-    day1[15:18, 56:58] = 11
-    day1[15:18, 60:61] = 33  # P08_033+P09_010+011 on a P09 day: the first member's value is its outline
-    return ["D01_day05", "P09_day10"], [day0, day1]
-
-
-def master_frame():
-    return pd.DataFrame({
-        "subphase": ["D01", "D01", "D01", "P09"],
-        "sol": [5, 5, 5, 10],
-        "mem_ID": ["D01_031", "D01_031b", "D01_005+006", "P08_033+P09_010+011"],
-        "seq_ID": ["S1", "", "", "S2"],
-        "confidence_flag": [100, 75, 50, 100],
-        "area": [1e5, 2e5, 3e4, 1e5],
-        "swathLs": [10.0, 10.0, 10.0, 20.0],
-        "centroid_lon": [179.0, 0.0, -40.0, 30.0],
-        "centroid_lat": [10.0, 0.0, -30.0, -10.0],
-    })
-
-
+# --- v1.1 cubes with their master CSV ---------------------------------------------------------
 @pytest.fixture
 def cube_dir(tmp_path):
-    folder = tmp_path / "mdad" / "MY30"
-    days, maps = cube_days()
-    write_cube(folder / "MDADMY30.nc", days, maps)
-    master_frame().to_csv(folder / "MDAD_MY30_master.csv", index=False)
-    return folder
+    return write_cube_dir(tmp_path / "mdad" / "MY30")
 
 
 def test_v11_cube_rows_and_outlines(cube_dir):
@@ -234,62 +56,6 @@ def test_v11_cube_rows_and_outlines(cube_dir):
     assert by_member.loc["D01_031", "map_id"] == "d01_005"
     assert by_member.loc["D01_031", "lon"] == pytest.approx(179.0)
     assert by_member.loc["D01_031", "ls"] == pytest.approx(10.0)
-
-
-def test_instance_mask(cube_dir):
-    mask, grid = instance_mask(cube_dir / "MDADMY30.nc", "D01_day05", "D01_031b")
-    assert grid == GRID and mask.dtype == bool and mask.shape == GRID.shape
-    expected = np.zeros(GRID.shape, bool)
-    expected[20:22, 40:45] = True
-    np.testing.assert_array_equal(mask, expected)
-    with pytest.raises(CatalogError, match="no time step"):
-        instance_mask(cube_dir / "MDADMY30.nc", "d01_006", "D01_031")
-
-
-def test_cube_axes_found_by_size_and_cell_centred_latitudes(tmp_path):
-    days, maps = cube_days()
-    folder = tmp_path / "MY30"
-    write_cube(folder / "MDADMY30.nc", days, maps, dims=("t", "x", "y"),
-               lat_values=GRID.lat_centers_deg[::-1].copy())
-    master_frame().to_csv(folder / "MDAD_MY30_master.csv", index=False)
-    mask, _ = instance_mask(folder / "MDADMY30.nc", "d01_005", "D01_031b")
-    assert mask[20:22, 40:45].all() and mask.sum() == 10
-
-
-def test_cube_without_coordinate_variables_is_read_in_the_mdad_layout(tmp_path, caplog):
-    days, maps = cube_days()
-    folder = tmp_path / "MY30"
-    write_cube(folder / "MDADMY30.nc", days, maps, dims=("soy", "dim_x", "dim_y"), coordinates=False)
-    master_frame().to_csv(folder / "MDAD_MY30_master.csv", index=False)
-    mask, grid = instance_mask(folder / "MDADMY30.nc", "d01_005", "D01_031b")
-    assert grid == GRID and mask[20:22, 40:45].all() and mask.sum() == 10
-    assert "no longitude/latitude coordinate variables" in caplog.text
-    across = read_catalog(folder / "MDADMY30.nc").set_index("member_id").loc["D01_031", "polygon_wkt"]
-    assert wkt.loads(across).bounds == pytest.approx((-180.0, 38.0, 180.0, 50.0))
-
-
-def test_cube_without_coordinates_and_an_odd_latitude_count_is_refused(tmp_path):
-    path = tmp_path / "MDADMY30.nc"
-    with netCDF4.Dataset(path, "w") as ds:
-        for name, size in (("soy", 1), ("lon", GRID.width), ("lat", GRID.height + 3)):  # axes named, no values
-            ds.createDimension(name, size)
-        ds.createVariable("MDAD", "u1", ("soy", "lon", "lat"))[:] = 0
-        ds.createVariable("dayList", str, ("soy",))[0] = "D01_day05"
-    with pytest.raises(CatalogError, match=r"MDADMY30.nc: no latitude coordinate, and 48 latitudes fit neither"):
-        instance_mask(path, "d01_005", "D01_031b")
-
-
-def test_cube_export_convention_round_trip(tmp_path):
-    """Cubes written by marsdust.export read back onto the same pixels."""
-    export = pytest.importorskip("marsdust.export")
-    days, maps = cube_days()
-    slab = export.grid_labels_to_cube(np.where(maps[0] == 255, 0, maps[0]), GRID)
-    folder = tmp_path / "MY30"
-    write_cube(folder / "MDADMY30.nc", days[:1], [maps[0]])
-    with netCDF4.Dataset(folder / "MDADMY30.nc", "a") as ds:
-        ds["MDAD"][0] = slab
-    mask, _ = instance_mask(folder / "MDADMY30.nc", "d01_005", "D01_031")
-    np.testing.assert_array_equal(mask, maps[0] == 31)
 
 
 def test_folder_prefers_cubes_for_their_years(cube_dir):
@@ -464,13 +230,6 @@ def test_train_strict_stops_on_a_catalog_disagreement_before_training(tmp_path):
     assert not run.exists()  # stopped while reading the tables, before the run folder was made
 
 
-def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path):
-    path = tmp_path / "MDAD.csv"
-    v10_frame(rows=ROWS + [ROWS[0]]).to_csv(path, index=False)
-    with pytest.warns(UserWarning, match=r"dropped 1 exact duplicate row\(s\) \(spreadsheet rows 5\)"):
-        assert len(read_catalog(path)) == 3
-
-
 def test_netcdf_without_expected_variables(tmp_path):
     folder = tmp_path / "MY30"
     folder.mkdir()
@@ -495,31 +254,3 @@ def test_not_netcdf_and_empty_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(CatalogError, match="no MDAD table"):
         read_catalog(empty)
-
-
-# --- cloud masks ------------------------------------------------------------------------------
-def test_read_cloud_mask(tmp_path):
-    path = tmp_path / "cloud.nc"
-    lon = np.array([0.0, 90.0, 180.0, 270.0])
-    lat = np.array([-45.0, 45.0])
-    values = np.array([[-999, 0, 3, 1], [0, 0, -999, 2]], dtype=np.int16)  # (lat, lon)
-    with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("longitude", 4)
-        ds.createDimension("latitude", 2)
-        ds.createVariable("longitude", "f8", ("longitude",))[:] = lon
-        ds.createVariable("latitude", "f8", ("latitude",))[:] = lat
-        ds.createVariable("cloudmask", "i2", ("longitude", "latitude"))[:] = values.T
-    ds = read_cloud_mask(path)
-    np.testing.assert_allclose(ds["longitude"], [-180.0, -90.0, 0.0, 90.0])
-    np.testing.assert_allclose(ds["latitude"], [45.0, -45.0])
-    assert ds["cloudy"].dims == ("latitude", "longitude")
-    # north row (45°N), lon -180, -90, 0, 90 -> original columns 180, 270, 0, 90
-    np.testing.assert_array_equal(ds["valid"].values[0], [False, True, True, True])
-    np.testing.assert_array_equal(ds["cloudy"].values[0], [False, True, False, False])
-    np.testing.assert_array_equal(ds["cloudy"].values[1], [True, True, False, False])
-    bad = tmp_path / "bad.nc"
-    with netCDF4.Dataset(bad, "w") as nc:
-        nc.createDimension("x", 2)
-        nc.createVariable("cloud", "i2", ("x",))[:] = 0
-    with pytest.raises(CatalogError, match="no variable 'cloudmask'"):
-        read_cloud_mask(bad)

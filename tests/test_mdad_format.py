@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from marsdust import export, mdad, mdad_format
+from marsdust import mdad, mdad_format, outlines
+from marsdust.formats import mdad_cube
 from marsdust.grid import MapGrid
 from marsdust.naming import parse_map_name
 
@@ -32,12 +33,52 @@ def test_split_and_merged_member_ids_take_the_first_members_cube_value():
             mdad_format.cube_value_member(bad)
 
 
-def test_public_names_stay_where_they_were():
-    assert mdad.parse_member_id is mdad_format.parse_member_id
-    assert mdad.MemberId is mdad_format.MemberId and mdad.CatalogError is mdad_format.CatalogError
-    assert export.member_label_value("R18_031b") == 164
-    assert export.MISSING_LABEL == mdad.MISSING_VALUE == 255
-    assert export.SPLIT_LABEL_OFFSET == mdad.SPLIT_OFFSET == 133
+def test_cube_values_have_one_name_each():
+    """The encoding constants and the member-id codec live in mdad_format only, under their own names."""
+    assert mdad_format.member_cube_value("R18_031b") == 164
+    assert mdad_format.MISSING_VALUE == 255
+    assert mdad_format.SPLIT_OFFSET == 133
+    for module in (mdad, mdad_cube, outlines):  # the writers' old second spellings are gone
+        assert not {"MISSING_LABEL", "SPLIT_LABEL_OFFSET", "mask_cube_path", "member_label_value"} & set(vars(module))
+    assert not hasattr(mdad, "MemberId") and not hasattr(mdad, "cube_grid")  # no re-exports from the front door
+
+
+def test_member_cube_values_follow_mdad():
+    assert mdad_format.member_cube_value("R18_031") == 31
+    assert mdad_format.member_cube_value("R18_031b") == 164
+    # joined ids: the first member's value, the rule the reader applies (one parser for both)
+    assert mdad_format.member_cube_value("R18_031+032") == 31
+    assert mdad_format.member_cube_value("G13_001b+002+017") == 134
+    with pytest.raises(ValueError):
+        mdad_format.member_cube_value("R18_200")
+
+
+@pytest.mark.parametrize(
+    "text, numbers, groups, mask_value",
+    [
+        ("D01_031", (31,), (("D01", (31,)),), 31),
+        ("D01_031+032", (31, 32), (("D01", (31, 32)),), 31),
+        ("D16_001b", (1,), (("D16", (1,)),), 134),
+        ("G13_001b+002+017", (1, 2, 17), (("G13", (1, 2, 17)),), 134),
+        ("P08_033+P09_010+011+013", (33, 10, 11, 13), (("P08", (33,)), ("P09", (10, 11, 13))), 33),
+        ("M17_050+M18_001", (50, 1), (("M17", (50,)), ("M18", (1,))), 50),
+        (" r18_005 ", (5,), (("R18", (5,)),), 5),
+    ],
+)
+def test_parse_member_id_first_member_rule(text, numbers, groups, mask_value):
+    """MDAD v1.1: every member number is kept; the cube value is the first member's, on any day."""
+    member = mdad_format.parse_member_id(text)
+    assert isinstance(member, mdad_format.MemberId)
+    assert member.numbers == numbers and member.groups == groups
+    assert member.mask_value == mask_value
+    assert member.cube_values("M18") == member.cube_values("P09") == (mask_value,)
+
+
+@pytest.mark.parametrize("text", ["", "D01", "D01_", "031", "D01_031+", "D01-031", "D01_000", "D01_140", "D01_120b",
+                                  "D01_031+b", "D01_031++032", "031+D01_032", None])
+def test_parse_member_id_rejects(text):
+    with pytest.raises(ValueError, match="member"):
+        mdad_format.parse_member_id(text)
 
 
 def test_day_list_entry_and_cube_names_read_back():
@@ -78,20 +119,20 @@ def test_cube_slice_round_trips_through_the_latitude_registration(grid):
     assert (np.delete(on_global, np.arange(top.start, top.stop), axis=0) == mdad_format.MISSING_VALUE).all()
 
 
-def test_cube_written_by_the_exporter_reads_back_with_the_same_storms(tmp_path):
+def test_cube_written_by_the_writer_reads_back_with_the_same_storms(tmp_path):
     grid = MapGrid.moc(1.0)
     members = ["R18_001", "R18_002b", "R18_003+004"]
     masks = [np.zeros(grid.shape, bool) for _ in members]
     masks[0][10:20, 30:40] = True
     masks[1][50:60, :5] = masks[1][50:60, -4:] = True  # across 180°
     masks[2][100:110, 200:230] = True
-    step = export.map_mask_step("r18_040", 25, 100.0, masks, member_ids=members)
-    cube = export.write_mask_cube(mdad_format.cube_path(tmp_path, 25), [step], grid)
-    labels, global_grid = mdad.cube_labels(cube, "r18_040")
+    step = mdad_cube.map_mask_step("r18_040", 25, 100.0, masks, member_ids=members)
+    cube = mdad_cube.write_mask_cube(mdad_format.cube_path(tmp_path, 25), [step], grid)
+    labels, global_grid = mdad_cube.cube_labels(cube, "r18_040")
     band = global_grid.crop_rows(grid.lat_north_deg, grid.lat_south_deg)
     assert np.array_equal(global_grid.lat_centers_deg[band], grid.lat_centers_deg)
     for member_id, mask in zip(members, masks):
-        back, _ = mdad.instance_mask(cube, "r18_040", member_id)
+        back, _ = mdad_cube.instance_mask(cube, "r18_040", member_id)
         assert (back[band] == mask).all() and not back[:band.start].any() and not back[band.stop:].any()
         assert global_grid.mask_area_km2(back) == pytest.approx(grid.mask_area_km2(mask), rel=1e-12)
     assert (labels[band] == step.labels).all()

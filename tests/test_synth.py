@@ -182,7 +182,8 @@ def test_any_synth_folder_counts_as_an_earlier_synthesis(tmp_path):
 def test_readers_read_the_output_back(ci):
     from shapely import wkt
 
-    from marsdust.mdad import read_catalog, read_v10_table
+    from marsdust.formats.mdad_table import read_v10_table
+    from marsdust.mdad import read_catalog
     from marsdust.mdgm import index_archive
 
     out, maps, storms = ci

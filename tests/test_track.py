@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from marsdust import export, track
+from marsdust import track
 from marsdust.grid import MapGrid
+from marsdust.outlines import detection_records, detections_frame
 
 GRID = MapGrid.moc(0.5)
 LS_PER_SOL = 0.55
@@ -28,9 +29,9 @@ def detections(storms_per_sol, first_sol=40, subphase="r18", mars_year=25, ls0=1
         if not storms:
             continue
         masks = [disk_mask(*storm) for storm in storms]
-        records = export.detection_records(f"{subphase}_{first_sol + k:03d}", mars_year, ls0 + LS_PER_SOL * k,
-                                           GRID, masks, [0.9] * len(masks))
-        frames.append(export.detections_frame(records))
+        records = detection_records(f"{subphase}_{first_sol + k:03d}", mars_year, ls0 + LS_PER_SOL * k,
+                                    GRID, masks, [0.9] * len(masks))
+        frames.append(detections_frame(records))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -103,5 +104,5 @@ def test_ids_are_numbered_per_subphase_and_mars_year_without_sols():
 def test_bad_input_is_reported():
     with pytest.raises(ValueError, match="lacks columns"):
         track.track(pd.DataFrame({"map_id": ["r18_040"]}))
-    empty = track.track(export.detections_frame([]))
+    empty = track.track(detections_frame([]))
     assert "member_id" in empty.columns and len(empty) == 0

@@ -1,11 +1,11 @@
-"""Water-ice cloud masks beside an MDGM archive: layout, writing, reading onto a map's grid, cloud instances.
+"""Water-ice cloud masks beside an MDGM archive: layout, synthetic mask values, cloud instances.
 
 Water-ice clouds (aphelion cloud belt, orographic clouds over the volcanoes, polar hoods) are bright,
 lobate and seasonal like dust storms. A detector learns to tell them apart when it is trained on a
 second class, ``cloud`` (label :data:`CLOUD_LABEL` = 2, dust = 1), whose instances come from cloud
 masks in the MARCI cloud-mask format (Wang & Gonzalez Abad: variable ``cloudmask`` with -999 where
-there is no observation, 0 clear, > 0 cloudy, 1-D ``longitude`` / ``latitude``), read by
-:func:`marsdust.mdad.read_cloud_mask`.
+there is no observation, 0 clear, > 0 cloudy, 1-D ``longitude`` / ``latitude``). The files are
+read and written by :mod:`marsdust.formats.cloud_mask`.
 
 Layout
 ------
@@ -19,15 +19,15 @@ can be given instead) and :func:`find_cloud_mask` the file of one map, or None w
 mask (e.g. the MOC years, which have no MARCI masks). The tree lies outside the archive, so the
 archive indexer never sees it.
 
-The synthetic Mars (:mod:`marsdust.synth`) writes the mask of the clouds it drew: a pixel is cloudy
-where the drawn cloud opacity exceeds :data:`CLOUD_OPACITY_THRESHOLD`; the mask is written at
-:data:`CLOUD_MASK_RES_DEG` (coarser than the maps, as real MARCI masks are) by majority over the
-valid pixels of each block, -999 where fewer than half of a block's pixels were observed.
+The synthetic Mars (:mod:`marsdust.synth`) writes the mask of the clouds it drew
+(:func:`cloud_mask_values`): a pixel is cloudy where the drawn cloud opacity exceeds
+:data:`CLOUD_OPACITY_THRESHOLD`; the mask is written at :data:`CLOUD_MASK_RES_DEG` (coarser than
+the maps, as real MARCI masks are) by majority over the valid pixels of each block, -999 where
+fewer than half of a block's pixels were observed.
 
-Reading a mask for a map (:func:`read_cloud_mask_on`) checks that it covers the map (all 360° of
-longitude on a regular grid whose cells line up with the map's, latitudes spanning the map's band;
-otherwise :class:`CloudMaskGridError` naming both files) and resamples it to the working grid:
-repeated cells where the working grid is finer, majority of valid cells where it is coarser.
+A map's mask is read onto its working grid by
+:func:`marsdust.formats.cloud_mask.read_cloud_mask_on` (:meth:`CloudMasks.cloudy`), which checks
+that it covers the map and resamples it.
 
 Cloud instances (:func:`cloud_instances`) are the connected cloudy regions (4-connected, connected
 across 180°) of at least :data:`MIN_CLOUD_AREA_KM2`, as boxes and masks in the conventions of
@@ -44,7 +44,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from marsdust.formats.cloud_mask import INVALID, block_majority, read_cloud_mask_on
 from marsdust.grid import MapGrid
+from marsdust.outlines import mask_centroid_lonlat
 
 CLOUD_LABEL = 2
 """Class index of a water-ice cloud (dust storms are 1, torchvision's background 0)."""
@@ -62,12 +64,6 @@ wider regions are belts and hoods around the planet, which no anchor box regress
 benchmarks/README.md)."""
 CLOUD_MASK_DIR = "cloudmask"
 """Name of the cloud-mask tree beside an archive (``DATA/cloudmask`` for ``DATA/archive``)."""
-INVALID = -999
-"""``cloudmask`` value where the mask has no observation."""
-
-
-class CloudMaskGridError(ValueError):
-    """A cloud mask whose grid does not fit its map (coverage, spacing or alignment)."""
 
 
 def parse_classes(classes) -> tuple[str, ...]:
@@ -105,154 +101,22 @@ def find_cloud_mask(root, row) -> Path | None:
     return path if path.is_file() else None
 
 
-# --- writing ----------------------------------------------------------------------------------------
+# --- synthetic masks --------------------------------------------------------------------------------
 def cloud_mask_values(opacity: np.ndarray, valid: np.ndarray, factor: int,
                       threshold: float = CLOUD_OPACITY_THRESHOLD) -> np.ndarray:
     """MARCI-style ``cloudmask`` values of a drawn cloud opacity, ``factor`` times coarser.
 
-    A block is cloudy (1) where at least half of its valid pixels have opacity above
-    ``threshold``, clear (0) otherwise, and :data:`INVALID` where fewer than half of its pixels
-    are valid. ``factor`` must divide both sides.
+    A pixel is cloudy where it is valid and its opacity is above ``threshold``; blocks follow
+    :func:`marsdust.formats.cloud_mask.block_majority`: cloudy (1) where at least half of a
+    block's valid pixels are cloudy, clear (0) otherwise, and :data:`~marsdust.formats.cloud_mask.INVALID`
+    where fewer than half of its pixels are valid. ``factor`` must divide both sides.
 
     Returns
     -------
     int16 ndarray (H / factor, W / factor), north first.
     """
-    cloudy = (np.asarray(opacity) > threshold) & valid
-    n_valid = _block_sum(valid, factor)
-    n_cloudy = _block_sum(cloudy, factor)
-    values = (2 * n_cloudy >= np.maximum(n_valid, 1)).astype(np.int16)
-    values[2 * n_valid < factor * factor] = INVALID
-    return values
-
-
-def _block_sum(mask: np.ndarray, factor: int) -> np.ndarray:
-    height, width = mask.shape
-    if height % factor or width % factor:
-        raise ValueError(f"block size {factor} does not divide a {height} x {width} mask")
-    return mask.reshape(height // factor, factor, width // factor, factor).sum(axis=(1, 3), dtype=np.int64)
-
-
-def write_cloud_mask(path, values: np.ndarray, grid: MapGrid, attributes: dict | None = None) -> Path:
-    """Write one map's cloud mask in the MARCI cloud-mask format, atomically, zlib-compressed.
-
-    Parameters
-    ----------
-    values : int16 ndarray ``grid.shape``
-        ``cloudmask`` values, north first: :data:`INVALID`, 0 clear, > 0 cloudy.
-    grid : MapGrid
-        The mask's grid (cell centres become ``latitude`` (descending) and ``longitude``).
-    attributes : dict, optional
-        Global attributes (e.g. the opacity threshold of a synthetic mask).
-    """
-    import netCDF4
-
-    from marsdust.fileio import atomic_output
-
-    values = np.asarray(values)
-    if values.shape != grid.shape:
-        raise ValueError(f"{path}: cloud mask shape {values.shape} does not match its grid {grid.shape}")
-    path = Path(path)
-    with atomic_output(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
-        ds.title = "water-ice cloud mask (MARCI cloud-mask layout: -999 no observation, 0 clear, > 0 cloudy)"
-        if attributes:
-            ds.setncatts(attributes)
-        ds.createDimension("latitude", grid.height)
-        ds.createDimension("longitude", grid.width)
-        lat = ds.createVariable("latitude", "f8", ("latitude",))
-        lat[:] = grid.lat_centers_deg
-        lat.units = "degrees_north"
-        lon = ds.createVariable("longitude", "f8", ("longitude",))
-        lon[:] = grid.lon_centers_deg
-        lon.units = "degrees_east"
-        mask = ds.createVariable("cloudmask", "i2", ("latitude", "longitude"), zlib=True, complevel=4, shuffle=True)
-        mask.setncatts({"long_name": "water-ice cloud mask", "flag_values": np.array([INVALID, 0, 1], np.int16),
-                        "flag_meanings": "no_observation clear cloudy"})
-        mask[:] = values.astype(np.int16)
-    return path
-
-
-# --- reading onto a map's grid ------------------------------------------------------------------------
-def read_cloud_mask_on(path, grid: MapGrid, map_path=None) -> tuple[np.ndarray, np.ndarray]:
-    """A cloud-mask file resampled to a map's (working) grid.
-
-    Parameters
-    ----------
-    path : path
-        The cloud-mask netCDF (:func:`marsdust.mdad.read_cloud_mask` reads it).
-    grid : MapGrid
-        The grid to put it on (the map at the working resolution).
-    map_path : path, optional
-        The map's file, named in errors.
-
-    Returns
-    -------
-    cloudy, valid : bool ndarray ``grid.shape``
-
-    Raises
-    ------
-    CloudMaskGridError
-        The mask does not cover 360° of longitude and the map's latitude band on a regular grid
-        whose cells line up with the map's, or its resolution is not a whole multiple or fraction
-        of the grid's.
-    """
-    from marsdust.mdad import read_cloud_mask
-
-    ds = read_cloud_mask(path)
-    what = (f"cloud mask {path} does not match map {map_path or '(map)'} ({grid.height} x {grid.width} at "
-            f"{grid.res_deg:g}°, {grid.lat_south_deg:g}° to {grid.lat_north_deg:g}° N)")
-    cloudy, valid = _squeeze(ds["cloudy"].values, what), _squeeze(ds["valid"].values, what)
-    lon = np.asarray(ds["longitude"].values, np.float64)
-    lat = np.asarray(ds["latitude"].values, np.float64)
-    res = _regular_spacing(lon, lat, what)
-    rows = (lat > grid.lat_south_deg) & (lat < grid.lat_north_deg)
-    if not _covers(lon, lat[rows], res, grid):
-        raise CloudMaskGridError(f"{what}: the mask has {lat.size} x {lon.size} cells of {res:g}°, latitudes "
-                                 f"{lat.min():g}° to {lat.max():g}°, longitudes {lon.min():g}° to {lon.max():g}°")
-    return _resample(cloudy[rows], valid[rows], res, grid.res_deg, what)
-
-
-def _covers(lon: np.ndarray, lat_in_band: np.ndarray, res: float, grid: MapGrid) -> bool:
-    """Whether cells of ``res`` degrees at these centres span 360° from 180°W and exactly the grid's latitude band."""
-    band = grid.lat_north_deg - grid.lat_south_deg
-    return (abs(res * lon.size - 360.0) <= 0.01 * res and abs(lon[0] + 180.0 - res / 2) <= 0.1 * res
-            and lat_in_band.size > 0 and abs(lat_in_band.size * res - band) <= 0.01 * res
-            and abs(lat_in_band[0] - (grid.lat_north_deg - res / 2)) <= 0.1 * res)
-
-
-def _squeeze(values: np.ndarray, what: str) -> np.ndarray:
-    if values.ndim > 2:
-        if int(np.prod(values.shape[:-2])) != 1:
-            raise CloudMaskGridError(f"{what}: the mask holds {values.shape[:-2]} time steps, one map needs one")
-        values = values.reshape(values.shape[-2:])
-    return values
-
-
-def _regular_spacing(lon: np.ndarray, lat: np.ndarray, what: str) -> float:
-    if lon.size < 2 or lat.size < 2:
-        raise CloudMaskGridError(f"{what}: the mask has {lat.size} x {lon.size} cells")
-    res = float(np.median(np.diff(lon)))
-    steps = np.concatenate([np.diff(lon), -np.diff(lat)])
-    if res <= 0 or np.abs(steps - res).max() > 0.01 * res:
-        raise CloudMaskGridError(f"{what}: its longitudes and latitudes are not one regular grid")
-    return res
-
-
-def _resample(cloudy: np.ndarray, valid: np.ndarray, res: float, target_res: float, what: str):
-    ratio = target_res / res
-    if abs(ratio - round(ratio)) < 1e-4 and round(ratio) >= 1:
-        factor = int(round(ratio))
-        n_valid = _block_sum(valid, factor)
-        n_cloudy = _block_sum(cloudy & valid, factor)
-        block_valid = 2 * n_valid >= factor * factor
-        return block_valid & (2 * n_cloudy >= np.maximum(n_valid, 1)), block_valid
-    repeat = 1.0 / ratio
-    if abs(repeat - round(repeat)) < 1e-4:
-        k = int(round(repeat))
-        return (np.repeat(np.repeat(cloudy, k, axis=0), k, axis=1),
-                np.repeat(np.repeat(valid, k, axis=0), k, axis=1))
-    raise CloudMaskGridError(f"{what}: the mask's {res:g}° cells are not a whole multiple or fraction of "
-                             f"{target_res:g}°")
+    cloudy, block_valid = block_majority((np.asarray(opacity) > threshold) & valid, valid, factor)
+    return np.where(block_valid, cloudy, INVALID).astype(np.int16)
 
 
 # --- cloud instances ------------------------------------------------------------------------------
@@ -296,7 +160,6 @@ def cloud_instances(cloudy: np.ndarray, grid: MapGrid, min_area_km2: float = MIN
         :data:`CLOUD_LABEL`, ``masks`` (n, H, W) uint8, ``area_km2``, centroid ``lon`` / ``lat``,
         ``confidence`` 0, ``member_id`` "", ``has_outline`` True.
     """
-    from marsdust.export import mask_centroid_lonlat
     from marsdust.labels import empty_target, mask_bounding_box
 
     components, n = cloud_components(cloudy)

@@ -129,3 +129,20 @@ def write_table_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         else:
             table.to_csv(tmp, index=False)
     return path
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a product table as CSV (``.csv``) or Parquet (``.parquet``/``.pq``), chosen by extension, atomically.
+
+    Unlike :func:`write_table_atomic`, any other extension is refused.
+
+    Raises
+    ------
+    ValueError
+        ``path`` has another extension.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"{path}: unknown table format {suffix!r}; use .csv, .parquet or .pq")
+    return write_table_atomic(table, path)

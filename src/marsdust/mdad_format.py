@@ -1,7 +1,8 @@
 """The MDAD file format in one place: the rules its readers and writers share.
 
-:mod:`marsdust.mdad` reads MDAD; :mod:`marsdust.export` and :mod:`marsdust.synth` write it. Both
-sides take every rule of the format from here, so what is written reads back by construction.
+The format modules :mod:`marsdust.formats.mdad_table` and :mod:`marsdust.formats.mdad_cube` read and
+write MDAD (the catalog front door :mod:`marsdust.mdad` and :mod:`marsdust.synth` go through them).
+Both sides take every rule of the format from here, so what is written reads back by construction.
 
 Contents
 --------
@@ -11,8 +12,8 @@ Contents
   member "b" (number + :data:`SPLIT_OFFSET`), 255 a missing pixel.
 * Names: the ``dayList`` entry of a map (:func:`day_list_entry`), where a Mars year's cube and
   master CSV live (:func:`cube_path`, :func:`master_csv_path`, :func:`mars_year_from_name`), the
-  columns of the v1.1 master CSV (:data:`MASTER_COLUMNS`) and of the v1.0 table
-  (:data:`V10_COLUMNS`).
+  columns of the storm table the readers give (:data:`STORM_COLUMNS`), of the v1.1 master CSV
+  (:data:`MASTER_COLUMNS`) and of the v1.0 table (:data:`V10_COLUMNS`).
 * The v1.1 netCDF cube layout: variable and dimension names, the ``timeList`` columns
   (:func:`time_list_row`) and the latitude registration of map rows on the cube's
   point-registered latitudes (:func:`grid_labels_to_cube` writes it, :func:`cube_grid` places a
@@ -194,6 +195,13 @@ def cube_value_member(value: int) -> tuple[int, bool]:
 # ---------------------------------------------------------------------------------------------
 # names and table columns
 # ---------------------------------------------------------------------------------------------
+STORM_COLUMNS = [
+    "map_id", "subphase", "sol", "mars_year", "ls", "lon", "lat", "area_km2",
+    "confidence", "member_id", "sequence_id", "polygon_wkt",
+]
+"""Columns of the storm table every MDAD reader gives, in order (``polygon_wkt`` is missing (None / NaN: test
+with ``pd.isna``) where no outline is known)."""
+
 MASTER_COLUMNS = ("subphase", "sol", "mem_ID", "seq_ID", "confidence_flag", "area", "swathLs", "centroid_lon",
                   "centroid_lat")
 """Columns of an MDAD v1.1 master CSV (one row per storm instance; no Mars year: it comes from the cube)."""

@@ -101,7 +101,8 @@ def catalog_command(
     """
     import warnings
 
-    from marsdust.mdad import CatalogError, read_catalog, save_catalog
+    from marsdust.mdad import read_catalog, save_catalog
+    from marsdust.mdad_format import CatalogError
 
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -34,7 +34,7 @@ How one map is processed
    where the map has no observation). Detections whose thresholded mask lies mostly in missing
    data (valid fraction < ``min_valid_fraction`` = 0.5) or that are empty are dropped; remaining
    duplicates (mask IoU > ``duplicate_iou`` = 0.5, e.g. from two tiles) keep the higher score.
-6. **Records** via :func:`marsdust.export.detection_records` on the working grid: centroid, bounds,
+6. **Records** via :func:`marsdust.outlines.detection_records` on the working grid: centroid, bounds,
    area on the sphere, outline split at 180°; the ``x0, y0, x1, y1`` columns are the detector's box
    on the map's **native** grid (working-grid pixels times the resampling factor), with ``x0`` in
    ``[0, W_native)`` and ``x1 > W_native`` for a box across 180°.
@@ -45,7 +45,7 @@ Products of :func:`detect_archive` (column names as the command-line contract in
   area_km2, score, polygon_wkt, x0, y0, x1, y1, class`` and, when tracked, ``member_id, sequence_id``.
   ``class`` is the detector's class name (:func:`marsdust.models.detector_classes`): ``dust``, or
   ``cloud`` for a two-class detector's water-ice clouds, which follow the dust rows untracked.
-* ``detections.geojson``: the same rows with their outlines (Mars CRS, see :mod:`marsdust.export`).
+* ``detections.geojson``: the same rows with their outlines (Mars CRS, see :mod:`marsdust.formats.geojson`).
 * ``masks.nc``: MDAD v1.1 layout cube on the **working grid** (``MDAD(time, longitude, latitude)``
   uint8, 255 missing), dust only; labels are MDAD member numbers when tracked, else the per-map
   detection number (row order of the map's dust rows in ``detections.csv``). ``masks_master.csv`` beside it is the

@@ -9,10 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from marsdust import export
 from marsdust.detect.prepare import _Prepared, _Tile
 from marsdust.detect.results import MapResult
 from marsdust.detect.settings import DetectSettings
+from marsdust.outlines import detection_records
 
 
 def _mask_patch(mask_roi, box) -> tuple[int, int, np.ndarray]:
@@ -114,8 +114,8 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
         kept_classes.append(name)
     factor = grid.res_deg / prepared.native_grid.res_deg
     native_boxes = np.array([_native_box(b, width, factor) for b in kept_boxes]).reshape(-1, 4)
-    records = export.detection_records(prepared.map_id, prepared.mars_year, prepared.ls, grid, kept_masks,
-                                       kept_scores, boxes_px=native_boxes, classes=kept_classes)
+    records = detection_records(prepared.map_id, prepared.mars_year, prepared.ls, grid, kept_masks,
+                                kept_scores, boxes_px=native_boxes, classes=kept_classes)
     probability = None
     if settings.probability:
         probability = np.zeros((height, width), dtype=np.float32)

@@ -11,20 +11,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from marsdust import export
 from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, _read_part, part_path
 from marsdust.detect.results import DetectSummary
-from marsdust.grid import MapGrid
-from marsdust.mdad_format import (
-    DAY_LIST_VARIABLE,
-    LABELS_VARIABLE,
-    LON_DIM,
-    MARS_YEAR_VARIABLE,
-    TIME_LIST_START_LS,
-    TIME_LIST_VARIABLE,
-    format_member_id,
-)
+from marsdust.fileio import write_table
+from marsdust.formats.geojson import write_geojson
+from marsdust.formats.mdad_cube import chunk_grid, merge_mask_chunks, write_master_csv
+from marsdust.mdad_format import MAX_STORM_LABEL, format_member_id, member_cube_value
 from marsdust.naming import parse_map_name
+from marsdust.outlines import detections_frame
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +53,7 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     parts = [_read_part(part_path(out_dir, row["map_id"])) for row in rows]
     maps_table = pd.DataFrame([p["map"] for p in parts], columns=MAPS_COLUMNS)
     records = [rec for p in parts for rec in _numbered_by_class(p["detections"])]
-    detections = export.detections_frame(records)
+    detections = detections_frame(records)
     order_in_map = detections.pop("_order") if "_order" in detections.columns else pd.Series(dtype="int64")
     is_cloud = (detections["class"] == "cloud").to_numpy()
     clouds = detections[is_cloud]
@@ -77,10 +71,10 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     table = pd.concat([detections, clouds.assign(member_id="", sequence_id="")], ignore_index=True) if len(clouds) \
         else detections
     paths: dict[str, Path] = {}
-    paths["detections"] = export.write_table(table, out_dir / "detections.csv")
+    paths["detections"] = write_table(table, out_dir / "detections.csv")
     if table_format == "parquet":
-        paths["parquet"] = export.write_table(table, out_dir / "detections.parquet")
-    paths["geojson"] = export.write_geojson(table, out_dir / "detections.geojson")
+        paths["parquet"] = write_table(table, out_dir / "detections.parquet")
+    paths["geojson"] = write_geojson(table, out_dir / "detections.geojson")
     if any(p.get("cloud_mask_chunk") for p in parts):
         paths["cloud_masks"] = _merge_masks(out_dir, parts, clouds, None, False, progress, chunk_key="cloud_mask_chunk")
     masks = _merge_masks(out_dir, parts, detections, order_in_map, tracked, progress)
@@ -89,8 +83,8 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         master = detections.copy()
         if not tracked:  # label k+1 of a map is its (k+1)-th detection: name it like an MDAD member
             master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map)]
-        paths["masks_master"] = export.write_master_csv(master, out_dir / "masks_master.csv")
-    paths["maps"] = export.write_table(maps_table, out_dir / "maps.csv")
+        paths["masks_master"] = write_master_csv(master, out_dir / "masks_master.csv")
+    paths["maps"] = write_table(maps_table, out_dir / "maps.csv")
     n_errors = int((maps_table["status"] == "error").sum())
     if n_errors:
         bad = maps_table.loc[maps_table["status"] == "error", "map_id"].tolist()
@@ -126,44 +120,20 @@ def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, ord
 
     ``chunk_key="cloud_mask_chunk"`` merges the cloud chunks into :data:`CLOUD_CUBE` instead.
     """
-    import netCDF4
-
     folder, name = ("masks", "masks.nc") if chunk_key == "mask_chunk" else (CLOUD_CHUNKS, CLOUD_CUBE)
     chunks = [(p["map"], out_dir / PARTS_DIR / folder / p[chunk_key]) for p in parts if p.get(chunk_key)]
     if not chunks:
         log.warning("%s: no map gave a mask-cube step; %s not written", out_dir, name)
         return None
     luts = _label_tables(detections, order_in_map, tracked)
-    with netCDF4.Dataset(chunks[0][1]) as ds:
-        width = ds.dimensions[LON_DIM].size
-    grid = None
-    for north, south in ((90.0, -90.0), (60.0, -60.0)):  # the writer only needs width and resolution
-        try:
-            grid = MapGrid.from_width(width, north, south)
-            break
-        except ValueError:
-            continue
+    grid = chunk_grid(chunks[0][1])
     if grid is None:
-        log.warning("%s: %g° working grid does not fit a latitude band; masks.nc not written", out_dir, 360.0 / width)
+        log.warning("%s: the grid of %s fits no latitude band; %s not written", out_dir, chunks[0][1].name, name)
         return None
-    order = sorted(range(len(chunks)), key=lambda i: (chunks[i][0]["mars_year"], chunks[i][0]["ls"], chunks[i][0]["map_id"]))
-    from tqdm.auto import tqdm
-
-    path = out_dir / name
+    chunks.sort(key=lambda chunk: (chunk[0]["mars_year"], chunk[0]["ls"], chunk[0]["map_id"]))
     title = "marsdust dust storm masks" if chunk_key == "mask_chunk" else "marsdust water-ice cloud masks"
-    with export.MaskCubeWriter(path, grid, title=title) as cube:
-        for i in tqdm(order, desc=name, unit="map", disable=not progress or len(order) < 50):
-            info, chunk = chunks[i]
-            with netCDF4.Dataset(chunk) as ds:
-                ds.set_auto_mask(False)
-                labels = np.asarray(ds[LABELS_VARIABLE][0])
-                lut = luts.get(info["map_id"])
-                if lut is not None:
-                    labels = lut[labels]
-                cube.append_cube_slice(labels, str(ds[DAY_LIST_VARIABLE][0]), int(ds[MARS_YEAR_VARIABLE][0]),
-                                       float(ds[TIME_LIST_VARIABLE][0, TIME_LIST_START_LS]),
-                                       time_row=np.asarray(ds[TIME_LIST_VARIABLE][0], dtype=np.float64))
-    return path
+    return merge_mask_chunks([(chunk, luts.get(info["map_id"])) for info, chunk in chunks], out_dir / name, grid,
+                             title=title, progress=progress)
 
 
 def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bool) -> dict[str, np.ndarray]:
@@ -171,7 +141,7 @@ def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bo
     if not tracked or len(detections) == 0:
         return {}
     try:
-        values = [export.member_label_value(m) for m in detections["member_id"]]
+        values = [member_cube_value(m) for m in detections["member_id"]]
     except ValueError as err:
         log.warning("masks.nc keeps per-map detection numbers: a member number does not fit the cube (%s)", err)
         return {}
@@ -180,6 +150,6 @@ def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bo
         lut = luts.get(map_id)
         if lut is None:
             lut = luts[map_id] = np.arange(256, dtype=np.uint8)
-        if int(k) + 1 <= export.MAX_STORM_LABEL:
+        if int(k) + 1 <= MAX_STORM_LABEL:
             lut[int(k) + 1] = value
     return luts

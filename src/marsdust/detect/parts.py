@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from marsdust import export
+from marsdust.formats.geotiff import write_geotiff
+from marsdust.formats.mdad_cube import map_mask_step, write_mask_chunk
+from marsdust.formats.quicklook import write_quicklook_png
+from marsdust.mdad_format import MAX_STORM_LABEL
 from marsdust.fileio import write_text_atomic
 from marsdust.detect.results import MapResult
 
@@ -64,12 +67,11 @@ def _error_part(row: dict, message: str, seconds: float) -> dict:
 def _write_mask_chunk(result: MapResult, class_name: str, folder: Path) -> str | None:
     """The cube step of one class's detections on one map (numbered in record order); its file name, or None."""
     chosen = [k for k, record in enumerate(result.records) if record.get("class", "dust") == class_name]
-    chosen = chosen[:export.MAX_STORM_LABEL]
+    chosen = chosen[:MAX_STORM_LABEL]
     try:
-        step = export.map_mask_step(result.map_id, result.mars_year, result.ls if np.isfinite(result.ls) else 0.0,
-                                    [result.masks[k] for k in chosen], scores=result.scores[chosen],
-                                    valid=result.valid)
-        return export.write_mask_chunk(folder, step, result.grid).name
+        step = map_mask_step(result.map_id, result.mars_year, result.ls if np.isfinite(result.ls) else 0.0,
+                             [result.masks[k] for k in chosen], scores=result.scores[chosen], valid=result.valid)
+        return write_mask_chunk(folder, step, result.grid).name
     except ValueError as err:  # a map id without subphase/sol cannot be a cube time step
         log.warning("%s: no mask-cube step (%s)", result.map_id, err)
         return None
@@ -84,9 +86,9 @@ def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quickloo
     cloud_chunk = _write_mask_chunk(result, "cloud", parts / CLOUD_CHUNKS) if "cloud" in result.classes else None
     if geotiff:
         probability = result.probability if result.probability is not None else np.zeros(result.grid.shape, np.float32)
-        export.write_geotiff(out_dir / "geotiff" / f"{result.map_id}.tif", probability, result.grid, valid=result.valid)
+        write_geotiff(out_dir / "geotiff" / f"{result.map_id}.tif", probability, result.grid, valid=result.valid)
     if quicklook and result.image is not None:
-        export.write_quicklook_png(out_dir / "quicklook" / f"{result.map_id}.png", result.image.rgb,
+        write_quicklook_png(out_dir / "quicklook" / f"{result.map_id}.png", result.image.rgb,
                                    [r["polygon_wkt"] for r in result.records], grid=result.grid, title=result.map_id)
     seconds = result.seconds + time.perf_counter() - t0
     payload = {

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust import export
 from marsdust.grid import MapGrid
 from marsdust.mdgm import MapImage
+from marsdust.outlines import detections_frame
 
 
 @dataclass
@@ -33,7 +33,7 @@ class MapResult:
     valid_fraction : float
         ``valid.mean()``: the fraction of the map that was observed.
     records : list of dict
-        One per detected storm, keys :data:`marsdust.export.DETECTION_COLUMNS`, in descending score.
+        One per detected storm, keys :data:`marsdust.outlines.DETECTION_COLUMNS`, in descending score.
     masks : list of ndarray of bool, ``grid.shape``
         One per record (same order), thresholded and restricted to valid pixels.
     probability : ndarray of float32, ``grid.shape``, or None
@@ -72,8 +72,8 @@ class MapResult:
         return np.array([r["score"] for r in self.records], dtype=np.float64)
 
     def frame(self) -> pd.DataFrame:
-        """The records as a detections DataFrame (:func:`marsdust.export.detections_frame`)."""
-        return export.detections_frame(self.records)
+        """The records as a detections DataFrame (:func:`marsdust.outlines.detections_frame`)."""
+        return detections_frame(self.records)
 
 
 @dataclass

@@ -197,7 +197,8 @@ def write_sol_cloud_mask(result: SolResult, grid: MapGrid, out: Path) -> Path:
     :data:`~marsdust.cloudmask.CLOUD_MASK_RES_DEG` (or the map's resolution where that is coarser).
     """
     from marsdust.cloudmask import (CLOUD_MASK_DIR, CLOUD_MASK_RES_DEG, CLOUD_OPACITY_THRESHOLD, cloud_mask_path,
-                                    cloud_mask_values, write_cloud_mask)
+                                    cloud_mask_values)
+    from marsdust.formats.cloud_mask import write_cloud_mask
 
     factor = max(1, int(round(CLOUD_MASK_RES_DEG / grid.res_deg)))
     values = cloud_mask_values(result.view.cloud, result.view.valid, factor)
@@ -246,7 +247,7 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
     A folder that already holds any of them is refused
     (:class:`marsdust.synth.writer.SynthOutputExistsError`) unless ``overwrite``, which removes
     those four subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
-    The v1.1 cubes are written with :class:`marsdust.export.MaskCubeWriter`, one per Mars year.
+    The v1.1 cubes are written with :class:`marsdust.formats.mdad_cube.MaskCubeWriter`, one per Mars year.
 
     Returns
     -------
@@ -258,8 +259,11 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
 
     from tqdm.auto import tqdm
 
-    from marsdust.export import MaskCubeWriter, MaskStep, mask_cube_path, write_master_csv
-    from marsdust.synth.writer import prepare_output_dir, write_csv_atomic, write_list_ls, write_mdad_v10, write_png
+    from marsdust.fileio import write_csv_atomic
+    from marsdust.formats.mdad_cube import MaskCubeWriter, MaskStep, write_master_csv
+    from marsdust.formats.mdad_table import write_v10_table
+    from marsdust.mdad_format import cube_path
+    from marsdust.synth.writer import prepare_output_dir, write_list_ls, write_png
 
     out = prepare_output_dir(out_dir, overwrite)
     simulation = Simulation(config, seed, out_dir=out)
@@ -269,7 +273,7 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
     bar = tqdm(total=len(maps), desc=f"synth {config.name}", unit="map", disable=not progress)
     # maps are in time order, so each Mars year is one contiguous run: one cube per year
     for year, year_maps in maps.groupby("mars_year", sort=False):
-        cube = (MaskCubeWriter(mask_cube_path(out / "mdad", year), grid, title=CUBE_TITLE, complevel=1,
+        cube = (MaskCubeWriter(cube_path(out / "mdad", year), grid, title=CUBE_TITLE, complevel=1,
                                attributes={"source": CUBE_SOURCE})
                 if config.write_cubes else nullcontext())
         year_rows: list[dict] = []
@@ -293,7 +297,7 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
     for subphase, rows in maps.groupby("subphase", sort=False):
         write_list_ls(rows, out / "archive" / subphase / "list_ls.txt")
     storms = pd.DataFrame(storms_rows, columns=STORM_COLUMNS)
-    write_mdad_v10(storms, out / "mdad" / "MDAD.csv")
+    write_v10_table(storms, out / "mdad" / "MDAD.csv")
     write_csv_atomic(storms, out / "truth" / "storms.csv")
     map_table = maps[["map_id", "subphase", "sol", "mars_year", "ls", "path", "haze_tau", "day", "sol_of_year"]]
     # paths relative to the output folder, so a synthesized dataset can be moved or copied

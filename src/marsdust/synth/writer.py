@@ -1,11 +1,12 @@
-"""Writers of the synthetic archive (MDGM folders + list_ls.txt) and the MDAD v1.0 table, and the
-guard that keeps a new synthesis from mixing with an earlier one.
+"""Writers of the synthetic archive (MDGM folders + list_ls.txt), and the guard that keeps a new synthesis
+from mixing with an earlier one.
 
 Files follow the real archives' and MDAD's layouts (README, "Real data") and are written atomically
-(temporary file in the same folder, then ``os.replace``). The v1.1 cubes and master CSVs are
-written by :class:`marsdust.export.MaskCubeWriter` and :func:`marsdust.export.write_master_csv`,
-the same writers as detection output, following the layout and latitude registration of
-:mod:`marsdust.mdad_format`.
+(temporary file in the same folder, then ``os.replace``). The MDAD files are written by the format
+modules, the same writers as detection output: the v1.0 table by
+:func:`marsdust.formats.mdad_table.write_v10_table`, the v1.1 cubes and master CSVs by
+:class:`marsdust.formats.mdad_cube.MaskCubeWriter` and :func:`marsdust.formats.mdad_cube.write_master_csv`,
+following the layout and latitude registration of :mod:`marsdust.mdad_format`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.fileio import atomic_output, write_csv_atomic, write_text_atomic
-from marsdust.mdad_format import V10_COLUMNS
+from marsdust.fileio import atomic_output, write_text_atomic
 
 SYNTH_OUTPUT_DIRS = ("archive", "mdad", "truth", "cloudmask")
 """The subfolders of an output folder that a synthesis writes, owns and (with ``overwrite``) removes."""
@@ -73,10 +73,3 @@ def write_list_ls(rows: pd.DataFrame, path: Path) -> None:
     """``list_ls.txt``: header, then ``name  mars_year  ls`` per map (name = file stem)."""
     lines = ["# name mars_year ls"] + [f"{r.map_id}  {int(r.mars_year)}  {r.ls:.3f}" for r in rows.itertuples()]
     write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def write_mdad_v10(storms: pd.DataFrame, path: Path) -> None:
-    """MDAD v1.0 table with the real catalogue's headers (:data:`marsdust.mdad_format.V10_COLUMNS`;
-    longitudes east-positive, area km²)."""
-    table = storms[list(V10_COLUMNS)].rename(columns=V10_COLUMNS)
-    write_csv_atomic(table, path)
