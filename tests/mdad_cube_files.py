@@ -80,7 +80,9 @@ def master_frame():
 
 
 def write_cube_dir(folder):
-    """``folder/MDADMY30.nc`` (:func:`cube_days`) and ``folder/MDAD_MY30_master.csv`` (:func:`master_frame`); returns ``folder``."""
+    """Write ``folder/MDADMY30.nc`` (:func:`cube_days`) and ``folder/MDAD_MY30_master.csv`` (:func:`master_frame`).
+
+    Returns ``folder``."""
     days, maps = cube_days()
     write_cube(folder / "MDADMY30.nc", days, maps)
     master_frame().to_csv(folder / "MDAD_MY30_master.csv", index=False)

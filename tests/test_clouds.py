@@ -25,7 +25,13 @@ from marsdust.cloudmask import (
     cloud_mask_values,
     parse_classes,
 )
-from marsdust.formats.cloud_mask import INVALID, CloudMaskGridError, read_cloud_mask, read_cloud_mask_on, write_cloud_mask
+from marsdust.formats.cloud_mask import (
+    INVALID,
+    CloudMaskGridError,
+    read_cloud_mask,
+    read_cloud_mask_on,
+    write_cloud_mask,
+)
 from marsdust.grid import MapGrid
 
 RES_DEG = 1.6

@@ -23,8 +23,9 @@ REAL_HEADERS = list(V10_COLUMNS.values())
 
 def test_v10_table_through_the_front_door(tmp_path):
     path = tmp_path / "MDAD.csv"
-    pd.DataFrame([[24, "R18", 40, 150.5, 350.0, 10.0, 120000.0, 100, "R18_031", "S001"],
-                  [25, "S20", 1, 2.0, 10.0, -5.0, 5000.0, 50, "S20_001b", ""]], columns=REAL_HEADERS).to_csv(path, index=False)
+    rows = [[24, "R18", 40, 150.5, 350.0, 10.0, 120000.0, 100, "R18_031", "S001"],
+            [25, "S20", 1, 2.0, 10.0, -5.0, 5000.0, 50, "S20_001b", ""]]
+    pd.DataFrame(rows, columns=REAL_HEADERS).to_csv(path, index=False)
     pd.testing.assert_frame_equal(read_catalog(path), read_v10_table(path))
 
 

@@ -146,24 +146,14 @@ def detection_records(
     for k, mask in enumerate(masks_list):
         if not mask.any():
             continue  # an empty mask (e.g. lost when resampling) is not a storm
-        x0, y0, x1, y1 = grid.wrap_aware_bbox(mask)
-        lon_deg, lat_deg = mask_centroid_lonlat(mask, grid)
-        lon_min = -180.0 + x0 * grid.res_deg
-        lon_max = -180.0 + x1 * grid.res_deg
-        if lon_max > 180.0 + 1e-9:
-            lon_max -= 360.0
+        bounds, bbox_px = _mask_bounds(mask, grid)
         outline = mask_outline(mask, grid, simplify_px)
-        box = boxes_px[k] if boxes_px is not None else (x0, y0, x1, y1)
+        box = boxes_px[k] if boxes_px is not None else bbox_px
         records.append({
             "map_id": str(map_id),
             "mars_year": int(mars_year),
             "ls": float(ls),
-            "lon": lon_deg,
-            "lat": lat_deg,
-            "lon_min": float(lon_min),
-            "lon_max": float(lon_max),
-            "lat_min": float(grid.lat_north_deg - y1 * grid.res_deg),
-            "lat_max": float(grid.lat_north_deg - y0 * grid.res_deg),
+            **bounds,
             "area_km2": grid.mask_area_km2(mask),
             "score": float(scores_arr[k]),
             "polygon_wkt": outline.wkt if hasattr(outline, "wkt") else str(outline),
@@ -171,6 +161,26 @@ def detection_records(
             "class": "dust" if classes is None else str(classes[k]),
         })
     return records
+
+
+def _mask_bounds(mask: np.ndarray, grid: MapGrid) -> tuple[dict, tuple[int, int, int, int]]:
+    """Centroid ``lon``, ``lat`` and bounds ``lon_min, lon_max, lat_min, lat_max`` (pixel edges, degrees;
+    ``lon_max < lon_min`` across 180°) of one mask, and its wrap-aware pixel box."""
+    x0, y0, x1, y1 = grid.wrap_aware_bbox(mask)
+    lon_deg, lat_deg = mask_centroid_lonlat(mask, grid)
+    lon_min = -180.0 + x0 * grid.res_deg
+    lon_max = -180.0 + x1 * grid.res_deg
+    if lon_max > 180.0 + 1e-9:
+        lon_max -= 360.0
+    bounds = {
+        "lon": lon_deg,
+        "lat": lat_deg,
+        "lon_min": float(lon_min),
+        "lon_max": float(lon_max),
+        "lat_min": float(grid.lat_north_deg - y1 * grid.res_deg),
+        "lat_max": float(grid.lat_north_deg - y0 * grid.res_deg),
+    }
+    return bounds, (x0, y0, x1, y1)
 
 
 def detections_frame(records: Iterable[dict]) -> pd.DataFrame:

@@ -249,7 +249,8 @@ def test_merge_relabels_each_chunk_through_its_table_and_refuses_another_grid(tm
         assert set(np.unique(a["MDAD"].values[0])) == {0, 7, 140, 255}
     coarse = write_mask_chunk(tmp_path / "coarse", MaskStep("R18", 42, 25, 101.0, np.zeros((75, 225), np.uint8)),
                               MapGrid.moc(1.6))
-    with pytest.raises(ValueError, match=r"R18_day42: cube slice shape \(225, 113\) does not match the cube's \(720, 361\)"):
+    message = r"R18_day42: cube slice shape \(225, 113\) does not match the cube's \(720, 361\)"
+    with pytest.raises(ValueError, match=message):
         merge_mask_chunks([(chunks[0], None), (coarse, None)], tmp_path / "mixed.nc", chunk_grid(chunks[0]))
     assert not (tmp_path / "mixed.nc").exists()
 

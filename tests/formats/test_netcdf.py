@@ -1,4 +1,4 @@
-"""marsdust.formats.netcdf: opening netCDF files raw with clear errors, and the one rule for longitude / latitude axes."""
+"""marsdust.formats.netcdf: opening netCDF files raw with clear errors; the one rule for longitude / latitude axes."""
 
 from __future__ import annotations
 

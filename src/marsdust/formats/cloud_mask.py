@@ -80,7 +80,8 @@ def read_cloud_mask(path: str | os.PathLike):
         raise CatalogError(f"{path}: longitude and latitude must be 1-D")
     lon_dim, lat_dim = find_lon_lat_dims(dict(zip(dims, values.shape)), lon.size, lat.size)
     if lon_dim is None or lat_dim is None:
-        raise CatalogError(f"{path}: cloudmask dims {dims} do not match longitude ({lon.size}) and latitude ({lat.size})")
+        raise CatalogError(f"{path}: cloudmask dims {dims} do not match longitude ({lon.size}) and "
+                           f"latitude ({lat.size})")
     other = [d for d in dims if d not in (lon_dim, lat_dim)]
     values = values.transpose([dims.index(d) for d in other + [lat_dim, lon_dim]])
     lon = normalize_lon(lon)

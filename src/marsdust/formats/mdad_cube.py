@@ -254,7 +254,8 @@ def open_cube(nc_path: str | os.PathLike) -> Iterator[MdadCube]:
                                "not an MDAD v1.1 cube")
         variable = dataset.variables[variables[LABELS_VARIABLE.lower()]]
         if variable.ndim != 3:
-            raise CatalogError(f"{path}: variable MDAD has {variable.ndim} dimensions; expected (time, longitude, latitude)")
+            raise CatalogError(f"{path}: variable MDAD has {variable.ndim} dimensions; "
+                               "expected (time, longitude, latitude)")
         lon_dim, lat_dim, time_dim = _cube_dims(variable, path)
         if DAY_LIST_VARIABLE.lower() not in variables:
             raise CatalogError(f"{path}: no variable {DAY_LIST_VARIABLE!r} (found {list(dataset.variables)})")
@@ -312,7 +313,9 @@ def instance_mask(nc_path: str | os.PathLike, map_id: str, member_id: str) -> tu
 # master CSV
 # ---------------------------------------------------------------------------------------------
 def read_master_csv(path: Path, skip_bad: bool = False) -> pd.DataFrame:
-    """The rows of an MDAD v1.1 master CSV, validated as a v1.0 table's (:func:`marsdust.formats.mdad_table.normalize_rows`).
+    """The rows of an MDAD v1.1 master CSV, validated as a v1.0 table's are.
+
+    Headers and values follow :func:`marsdust.formats.mdad_table.normalize_rows`.
 
     Returns
     -------
@@ -344,7 +347,7 @@ class MaskStep:
     ls_deg : float
         Solar longitude of the map, degrees.
     labels : ndarray, uint8-compatible, shape ``grid.shape``
-        0 no dust, 1–250 storm labels (see :func:`label_image`). Which numbering: the per-map
+        0 no dust, 1–250 storm labels (see :func:`marsdust.outlines.label_image`). Which numbering: the per-map
         detection number (1, 2, … in score order) when tracking did not run, the member number
         within its subphase (``R18_031`` → 31, ``…b`` → +133) when it did.
     valid : ndarray of bool, shape ``grid.shape``, optional
@@ -379,7 +382,7 @@ def map_mask_step(map_id: str, mars_year: int, ls_deg: float, masks: Sequence[np
     """One map's cube step from its storm masks (the usual way to feed :class:`MaskCubeWriter`).
 
     Labels: without ``member_ids``, storm ``k`` (0-based, in the order given — the order of this
-    map's :func:`detection_records` rows) gets label ``k + 1``; with ``member_ids`` (tracked
+    map's :func:`marsdust.outlines.detection_records` rows) gets label ``k + 1``; with ``member_ids`` (tracked
     detections) each storm gets its MDAD member number (:func:`member_cube_value`). Where masks
     overlap, the higher ``scores`` wins. An empty ``masks`` gives an all-zero (no dust) step.
     """
@@ -404,7 +407,8 @@ class MaskCubeWriter:
     """Stream an MDAD v1.1 mask cube to netCDF one map at a time (memory: one map).
 
     Use as a context manager; the file appears at ``path`` only when the block ends without
-    error (temporary file + :func:`os.replace`)::
+    error (temporary file + :func:`os.replace`), and :data:`marsdust.formats.netcdf.NETCDF_LOCK`
+    is held from open to close (``detect`` writes from several threads)::
 
         with MaskCubeWriter("MY25/MDADMY25.nc", grid) as cube:
             for step in steps:

@@ -257,7 +257,8 @@ def _drop_duplicate_rows(out: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def sort_storms(df: pd.DataFrame) -> pd.DataFrame:
-    """A storm table in :data:`~marsdust.mdad_format.STORM_COLUMNS` order, sorted by (mars_year, ls, map_id, member_id)."""
+    """A storm table in :data:`~marsdust.mdad_format.STORM_COLUMNS` order, sorted by (mars_year, ls, map_id,
+    member_id)."""
     df = df.sort_values(["mars_year", "ls", "map_id", "member_id"], kind="stable").reset_index(drop=True)
     return df[STORM_COLUMNS]
 
