@@ -68,9 +68,6 @@ _LOADED_ON_FIRST_USE = {
                      "DustDataModule", "LastCheckpoint", "ProgressLines", "best_f1_threshold", "best_score_on_disk",
                      "build_module", "checkpoint_callbacks", "validation_map"), "marsdust.train.lightning"),
     **dict.fromkeys(("train", "read_metrics_csv"), "marsdust.train.run"),
-    # moved to marsdust.evaluate and marsdust.compare; importable from here as before
-    **dict.fromkeys(("evaluate_checkpoint", "evaluation_split"), "marsdust.evaluate.runner"),
-    "compare": "marsdust.compare",
 }
 """Names of this package -> the module that defines them, imported when a name is first used."""
 
