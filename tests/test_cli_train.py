@@ -193,3 +193,16 @@ def test_help_lists_the_command_s_own_options_first_then_the_settings_by_group()
         assert shown.index("--reference-dropout") > shown.index("─ Reference ─")
         assert "[default: (300)]" in shown  # the field's default, where the option reads None when not given
         assert "[none|prior-median]" in shown  # the field's choices
+
+
+def test_the_options_are_built_when_their_command_needs_them_without_torch():
+    """The CLI starts without reading TrainConfig, and reading it for ``train --help`` leaves torch unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, click, typer; from marsdust.cli import app; "
+            "command = typer.main.get_command(app).commands['train']; "
+            "print('marsdust.train.config' in sys.modules); command.get_params(click.Context(command)); "
+            "print('marsdust.train.config' in sys.modules, 'torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.split() == ["False", "True", "False"]

@@ -7,7 +7,7 @@ command the values that were given. An option left out is None there, so a YAML 
 (``--config``) or the TrainConfig default decides it.
 
 The options are built when the command first lists its parameters (parsing or ``--help``), not
-when the CLI starts: reading TrainConfig imports torch, which the other commands do not need.
+when the CLI starts: reading TrainConfig imports numpy and pandas, which a command's start does not need.
 """
 
 from __future__ import annotations
