@@ -43,11 +43,6 @@ def _with_tracks(instances: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["mars_year", "ls", "map_id", "lon"], kind="stable").reset_index(drop=True)
 
 
-def ls_lat_table(instances: pd.DataFrame) -> pd.DataFrame:
-    """Instances for the Ls–latitude figure: :data:`INSTANCE_COLUMNS`, in time order."""
-    return _with_tracks(instances)[INSTANCE_COLUMNS]
-
-
 def area_per_map(instances: pd.DataFrame) -> pd.DataFrame:
     """Total storm area per map: ``map_id, mars_year, ls, n_storms, total_area_km2`` in time order.
 

@@ -56,16 +56,16 @@ DEMO_REFERENCE_SOLS = 60
 
 The ``demo`` archive is sparse: pairs of consecutive sols about 36 sols apart. In a 20-sol window
 half its maps have no earlier map and the other half only the sol before, which shows the same
-storms, so there is no clear-sky background to compare with (20 sols with dropout 0.2: box mAP50 0.54
-on the test sols; the map alone: 0.56). A 60-sol window reaches the previous pair, and the lower
-median of the window's maps is the clear sky: box mAP50 0.65 without dropout (each measured once on
-2 cores, 2026-12-06). Real daily maps, and the ``bench`` preset, have a map on most sols."""
+storms, so there is no clear-sky background to compare with, and the reference bands add nothing
+to the map alone. A 60-sol window reaches the previous pair, and the lower median of the window's
+maps is the clear sky (the README's "What make demo gives" compares the settings). Real daily
+maps, and the ``bench`` preset, have a map on most sols."""
 
 DEMO_REFERENCE_DROPOUT = 0.0
-"""How often the demo's training hides the background: never. At the demo's 800 steps the detector
-does not yet learn both modes (on ``bench`` at 600 steps dropout 0.2 cost 9 points of 12° mAP50), and
-every test map has history. So ``marsdust detect demo_out/model.ckpt`` refuses loose maps without a
-Mars year and Ls, saying why; ``marsdust train``'s default (0.2) takes them."""
+"""How often the demo's training hides the background: never. A run of the demo's length does not
+yet learn both modes (with and without a background; benchmarks/README.md, "Reference channels"),
+and every test map has history. So ``marsdust detect demo_out/model.ckpt`` refuses loose maps
+without a Mars year and Ls, saying why; ``marsdust train``'s default (0.2) takes them."""
 
 
 @dataclass
@@ -115,15 +115,24 @@ def _synthesize_once(data_dir: Path, preset: str, seed: int, progress: bool) -> 
     write_text_atomic(done, json.dumps(settings) + "\n")
 
 
+def _model_settings(preset: str, seed: int, max_steps: int, reference: ReferenceConfig,
+                    reference_dropout: float) -> dict:
+    """What the demo's detector is made with, as its training run and its detections record it: a folder made
+    with other settings is made afresh."""
+    settings = {"preset": preset, "seed": seed, "max_steps": max_steps}
+    if reference.enabled:  # runs without a reference keep the settings file of earlier versions
+        settings["reference"] = reference.to_dict()
+        settings["reference_dropout"] = float(reference_dropout)
+    return settings
+
+
 def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed: int, progress: bool,
                 reference: ReferenceConfig, reference_dropout: float) -> dict:
     """Train the demo detector, or resume / reuse an earlier run in ``run_dir`` made with the same settings."""
     from marsdust.train import TrainConfig, train
 
-    settings_file, settings = run_dir / "demo_settings.json", {"preset": preset, "seed": seed, "max_steps": max_steps}
-    if reference.enabled:  # runs without a reference keep the settings file of earlier versions
-        settings["reference"] = reference.to_dict()
-        settings["reference_dropout"] = float(reference_dropout)
+    settings_file = run_dir / "demo_settings.json"
+    settings = _model_settings(preset, seed, max_steps, reference, reference_dropout)
     _clear_if_made_otherwise(run_dir, settings_file, settings)
     done = run_dir / "done.json"
     if done.is_file():
@@ -171,6 +180,24 @@ def _test_index(data_dir: Path, run_dir: Path, report_dir: Path) -> Path:
     return path
 
 
+def _detect_test_sols(data_dir: Path, run_dir: Path, report_dir: Path, model_path: Path, made_by: dict,
+                      progress: bool) -> tuple[Path, float]:
+    """Detect storms on the run's test sols into ``report/catalog`` (afresh when an earlier model made them),
+    at the model's stored score threshold; returns the test maps' index file and that threshold."""
+    from marsdust.detect import detect_archive
+    from marsdust.models import resolve_score_threshold
+
+    test_index_path = _test_index(data_dir, run_dir, report_dir)
+    detect_dir, detect_settings = report_dir / "catalog", report_dir / "catalog_settings.json"
+    _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
+    score_threshold, threshold_source = resolve_score_threshold(model_path, None)
+    log.info("score threshold %.2f: %s", score_threshold, threshold_source)
+    detect_archive(model_path, test_index_path, detect_dir, score_threshold=score_threshold, progress=progress,
+                   history=data_dir / "archive")
+    write_text_atomic(detect_settings, json.dumps(made_by) + "\n")
+    return test_index_path, score_threshold
+
+
 def _detection_figure(test_index_path: Path, detections_csv: Path, catalog: pd.DataFrame, out_png: Path,
                       n_maps: int = 3) -> Path | None:
     """The test sols with the most catalogued storms: catalogue outlines and detections together
@@ -197,6 +224,17 @@ def _climatology(detections_csv: Path, catalog: pd.DataFrame, test_ids: set, out
     truth = catalog_for(detections, catalog, test_ids)
     written = write_climatology(detections, out_dir, truth=truth, label="detections")
     return [png for png, _ in written.values()], tracking_scores(detections, truth)
+
+
+def _report_figures(report_dir: Path, test_index_path: Path, detections_csv: Path, catalog: pd.DataFrame,
+                    test_ids: set) -> tuple[list[Path], dict]:
+    """The report's figures (detections, the evaluation's, climatology) and the detections' tracking scores."""
+    figures = sorted((report_dir / "eval" / "figures").glob("*.png"))
+    detection_png = _detection_figure(test_index_path, detections_csv, catalog, report_dir / "figures" / "detections.png")
+    if detection_png is not None:
+        figures.insert(0, detection_png)
+    climatology_pngs, tracking = _climatology(detections_csv, catalog, test_ids, report_dir / "climatology")
+    return figures + climatology_pngs, tracking
 
 
 def _tracking_lines(tracking: dict | None) -> list[str]:
@@ -293,10 +331,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         None takes the demo's: ``prior-median`` over 60 sols, no dropout (:data:`DEMO_REFERENCE_SOLS`
         says why).
     """
-    from marsdust.detect import detect_archive
     from marsdust.evaluate import evaluate_checkpoint
     from marsdust.mdad import read_catalog
-    from marsdust.models import resolve_score_threshold
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -314,18 +350,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     _export_model(run_dir, model_path)
 
     log.info("demo 3/5: detecting storms on the held-out test sols")
-    test_index_path = _test_index(data_dir, run_dir, report_dir)
-    detect_dir, detect_settings = report_dir / "catalog", report_dir / "catalog_settings.json"
-    made_by = {"preset": preset, "seed": seed, "max_steps": max_steps}
-    if reference_config.enabled:
-        made_by["reference"] = reference_config.to_dict()
-        made_by["reference_dropout"] = reference_dropout
-    _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
-    score_threshold, threshold_source = resolve_score_threshold(model_path, None)
-    log.info("score threshold %.2f: %s", score_threshold, threshold_source)
-    detect_archive(model_path, test_index_path, detect_dir, score_threshold=score_threshold, progress=progress,
-                   history=data_dir / "archive")
-    write_text_atomic(detect_settings, json.dumps(made_by) + "\n")
+    made_by = _model_settings(preset, seed, max_steps, reference_config, reference_dropout)
+    test_index_path, score_threshold = _detect_test_sols(data_dir, run_dir, report_dir, model_path, made_by, progress)
 
     log.info("demo 4/5: evaluating against the catalog")
     metrics = evaluate_checkpoint(model_path, report_dir / "eval", data=str(data_dir),
@@ -335,12 +361,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     test_ids = set(pd.read_csv(test_index_path)["map_id"])
     catalog = read_catalog(data_dir / "mdad")
     detections_csv = report_dir / "catalog" / "detections.csv"
-    figures = sorted((report_dir / "eval" / "figures").glob("*.png"))
-    detection_png = _detection_figure(test_index_path, detections_csv, catalog, report_dir / "figures" / "detections.png")
-    if detection_png is not None:
-        figures.insert(0, detection_png)
-    climatology_pngs, tracking = _climatology(detections_csv, catalog, test_ids, report_dir / "climatology")
-    figures += climatology_pngs
+    figures, tracking = _report_figures(report_dir, test_index_path, detections_csv, catalog, test_ids)
     result = DemoResult(
         out_dir=out_dir, model_path=model_path, report_dir=report_dir, summary_path=report_dir / "summary.md",
         metrics=metrics, n_test_maps=len(test_ids),

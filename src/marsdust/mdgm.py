@@ -428,14 +428,6 @@ def _is_tar_name(name: str) -> bool:
     return name.lower().endswith(_TAR_SUFFIXES)
 
 
-def _tar_stem(name: str) -> str:
-    lower = name.lower()
-    for suffix in sorted(_TAR_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 

@@ -1,7 +1,9 @@
 """Commands of the train stage: ``marsdust train``, ``marsdust evaluate``, ``marsdust compare``.
 
 Settings come, lowest priority first, from :class:`marsdust.train.TrainConfig` defaults, a YAML file
-(``--config run.yaml``; a run's own ``RUN_DIR/config.yaml`` works) and the command-line options.
+(``--config run.yaml``; a run's own ``RUN_DIR/config.yaml`` works) and the command-line options. ``train``
+and ``compare`` take one option per TrainConfig setting, generated from the field's own description
+(:mod:`marsdust.cli.config_options`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,8 @@ from typing import Optional
 import typer
 
 from marsdust.cli._app import app, fail, quiet_lightning, setup_logging
+from marsdust.cli.config_options import config_command, given_settings
 from marsdust.cli.data_cmds import STRICT_HELP
-
-
-def _devices(text: Optional[str]):
-    if text is None:
-        return None
-    text = text.strip()
-    if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
-        return int(text)
-    return text
-
 
 def _build_config(config_file: Optional[Path], cli_values: dict):
     """TrainConfig from defaults < YAML file < command-line options that were given (not None)."""
@@ -33,90 +26,24 @@ def _build_config(config_file: Optional[Path], cli_values: dict):
     return TrainConfig.from_dict(values, source=str(config_file) if config_file else "command line")
 
 
-# options shared by train and compare -------------------------------------------------------------------
+def _quiet_if_asked(cli_values: dict) -> None:
+    """``--quiet`` (``progress=False``): besides the progress bars, Lightning's INFO lines go ("GPU available: ...")."""
+    if cli_values.get("progress") is False:
+        quiet_lightning()
+
+
 _DATA_HELP = "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth."
 _MASTER_HELP = "MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under it)."
-_REFERENCE_HELP = ("Reference bands: prior-median (the default: each map's clear-sky background, the median of the "
-                   "archive's previous --reference-sols sols, as three more input bands; the checkpoint records it, so "
-                   "detect and evaluate rebuild it), or none (the map alone).")
-_REFERENCE_SOLS_HELP = "Window of the prior-median background in sols (default: 20)."
-_REFERENCE_DROPOUT_HELP = ("Probability that a training map is shown without its background, so the detector also "
-                           "works on maps with no history: a lone map, the first sols of an archive (default: 0.2; "
-                           "a prior-median detector trained with 0 finds almost nothing without history).")
-_CLASSES_HELP = ("Classes to learn: dust (default) or dust,cloud (water-ice clouds from each map's cloud mask, "
-                 "cloudmask/<SUBPHASE>/<map_id>.nc beside the archive; maps without one train dust only).")
-_MODEL_PRESET_HELP = ("Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models "
-                      "lists them); model_config fields of --config override it.")
+_CONFIG_HELP = "YAML file of TrainConfig settings (command-line options override it)."
 
 
-@app.command("train")
+@app.command("train", cls=config_command())
 def train_command(
+    ctx: typer.Context,
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (checkpoints/best.ckpt, checkpoints/last.ckpt, "
                                 "metrics.csv, split.csv, config.yaml).", show_default=False),
-    data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP, show_default=False),
-    archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive).",
-                                          show_default=False),
-    catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD table/netCDF/folder (instead of DATA/mdad).",
-                                          show_default=False),
-    master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP, show_default=False),
-    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig settings "
-                                               "(command-line options override it).", show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", help="Detector: dustrcnn, maskrcnn, fasterrcnn, sppnet "
-                                        "(default: dustrcnn)."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Split: temporal (paper's strategy 1) or random "
-                                           "(strategy 2); default: temporal."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps (default: 300)."),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth: outline (catalogue outlines; "
-                                             "the default), fixed (paper's 12° boxes) or area (area-sized boxes)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
-    cloud_masks: Optional[str] = typer.Option(None, "--cloud-masks", help="Cloud-mask folder (<SUBPHASE>/<map_id>.nc; "
-                                              "default: cloudmask/ beside the archive).", show_default=False),
-    cloud_max_width_deg: Optional[float] = typer.Option(None, "--cloud-max-width-deg", help="Cloud regions wider "
-                                                        "than this (degrees of longitude: belts, polar hoods) are no "
-                                                        "cloud instance (default: 90; 360: no limit).", show_default=False),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset: warmup_cosine (AdamW 1e-3, "
-                                           "warm-up + cosine; default) or paper (Adam 1e-4, x0.1 every 1000 steps)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay (overrides the schedule's)."),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Maps per step per device (default: 4)."),
-    map_res_deg: Optional[float] = typer.Option(None, "--map-res-deg", help="Working resolution, degrees per pixel "
-                                                "(default: 0.4)."),
-    model_preset: Optional[str] = typer.Option(None, "--model-preset", metavar="NAME", help=_MODEL_PRESET_HELP),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet18, resnet34 or resnet50."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, order and augmentation (default: 0)."),
-    train_period: Optional[str] = typer.Option(None, "--train-period", help="Temporal split training period, e.g. "
-                                               "'MY25 0 - MY27 180'."),
-    test_period: Optional[str] = typer.Option(None, "--test-period", help="Temporal split test period, e.g. "
-                                              "'MY27 180 - MY28 121]' (']' keeps the end)."),
-    random_period: Optional[str] = typer.Option(None, "--random-period", help="Random split: the maps shuffled."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Temporal split: share of the training "
-                                                 "period used for validation."),
-    split_file: Optional[str] = typer.Option(None, "--split-file", help="Use this split.csv instead of computing one."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate (mAP50) every N steps "
-                                            "(default: 50)."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers (default: 2)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads."),
-    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices: auto, N, or a list like 0,1."),
-    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1, help="Nodes (multi-node DDP)."),
-    trainer_strategy: Optional[str] = typer.Option(None, "--trainer-strategy", "--ddp-strategy",
-                                                   help="Lightning strategy: auto, ddp, ddp_spawn, ... (--strategy is "
-                                                   "the split)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 32-true, bf16-mixed."),
-    no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
-    augment: Optional[str] = typer.Option(None, "--augment", metavar="NAME",
-                                          help="Augmentation: strong (default: longitude roll and flip, brightness, "
-                                          "contrast, colour balance, gamma, blur, noise, swath steps) or basic (roll, "
-                                          "flip, brightness, contrast)."),
-    reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
-    reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
-                                                 help=_REFERENCE_SOLS_HELP),
-    reference_dropout: Optional[float] = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
-                                                      help=_REFERENCE_DROPOUT_HELP),
+    config_file: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from checkpoints/last.ckpt."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no Lightning INFO lines."),
 ) -> None:
     """Train a detector; the best checkpoint (validation mAP50) goes to OUTPUT/checkpoints/best.ckpt."""
     import logging
@@ -127,21 +54,8 @@ def train_command(
     from marsdust.train import train
 
     setup_logging(logging.WARNING, lightning=True)
-    if quiet:
-        quiet_lightning()  # "GPU available: ...", "TPU available: ...": Lightning's INFO lines
-    cli_values = dict(
-        data=data, archive=archive, catalog=catalog, master=master, strict=strict or None, model=model,
-        strategy=strategy, max_steps=max_steps,
-        label_mode=label_mode, schedule=schedule, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        batch_size=batch_size, map_res_deg=map_res_deg, model_preset=model_preset, backbone=backbone, seed=seed,
-        train_period=train_period, test_period=test_period, random_period=random_period, val_fraction=val_fraction,
-        split_file=split_file, val_every_n_steps=val_every, num_workers=num_workers, threads=threads,
-        accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, trainer_strategy=trainer_strategy,
-        precision=precision, augment=False if no_augment else None, augment_preset=augment, progress=False if quiet else None,
-        reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout,
-        classes=classes, cloud_masks=cloud_masks,
-        cloud_max_width_deg=cloud_max_width_deg,
-    )
+    cli_values = given_settings(ctx)
+    _quiet_if_asked(cli_values)
     try:
         config = _build_config(config_file, cli_values)
         if config.model not in available_models():
@@ -212,35 +126,20 @@ def evaluate_command(
                f"-> {output / 'error_analysis.md'}")
 
 
-@app.command("compare")
+@app.command("compare", cls=config_command(exclude=("model", "strategy")))
 def compare_command(
+    ctx: typer.Context,
     output: Path = typer.Option(..., "-o", "--output", help="Comparison folder (table1.md, table1.csv, runs/, eval/).",
                                 show_default=False),
-    data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP, show_default=False),
-    archive: Optional[str] = typer.Option(None, "--archive", help="MDGM archive (instead of DATA/archive)."),
-    catalog: Optional[str] = typer.Option(None, "--catalog", help="MDAD catalog (instead of DATA/mdad)."),
-    master: Optional[str] = typer.Option(None, "--master", help=_MASTER_HELP),
-    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
+    config_file: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP + " All runs share it.",
+                                               show_default=False),
     models: str = typer.Option("dustrcnn,maskrcnn,fasterrcnn,sppnet", "--models", help="Detectors, comma-separated."),
     strategies: str = typer.Option("temporal,random", "--strategies", help="Split strategies, comma-separated."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Steps per run (same for all)."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML TrainConfig settings shared by all runs."),
-    model_preset: Optional[str] = typer.Option(None, "--model-preset", metavar="NAME", help=_MODEL_PRESET_HELP),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Optimizer preset (warmup_cosine or paper)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Validate every N steps."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    reference: Optional[str] = typer.Option(None, "--reference", metavar="KIND", help=_REFERENCE_HELP),
-    reference_sols: Optional[int] = typer.Option(None, "--reference-sols", metavar="N", min=1,
-                                                 help=_REFERENCE_SOLS_HELP),
-    reference_dropout: Optional[float] = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
-                                                      help=_REFERENCE_DROPOUT_HELP),
-    classes: Optional[str] = typer.Option(None, "--classes", help=_CLASSES_HELP),
     label: str = typer.Option("ours (synthetic)", "--label", help="Source label of our rows in the table."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train and evaluate each detector under each strategy with the same budget; write the paper's Table 1 layout.
 
+    Every run takes the same settings (the options below), only --models and --strategies vary.
     Resumable: finished runs and evaluations are kept, interrupted runs continue from last.ckpt.
     """
     import logging
@@ -252,6 +151,8 @@ def compare_command(
     from marsdust.models import available_models
 
     setup_logging(logging.INFO, lightning=True)
+    cli_values = given_settings(ctx)
+    _quiet_if_asked(cli_values)
     model_names = [m.strip() for m in models.split(",") if m.strip()]
     strategy_names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [m for m in model_names if m not in available_models()]
@@ -261,13 +162,7 @@ def compare_command(
     if bad:
         fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
-        base = _build_config(config_file, dict(data=data, archive=archive, catalog=catalog, master=master,
-                                               strict=strict or None, max_steps=max_steps,
-                                               model_preset=model_preset, schedule=schedule, batch_size=batch_size,
-                                               val_every_n_steps=val_every, seed=seed, reference=reference,
-                                               reference_sols=reference_sols, reference_dropout=reference_dropout,
-                                               classes=classes,
-                                               progress=False if quiet else None))
+        base = _build_config(config_file, cli_values)
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(exc)

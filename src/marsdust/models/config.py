@@ -284,10 +284,11 @@ STOCK_LIKE = dict(
 
 #: Overrides of a *small* detector (model preset ``small_cpu``) for minutes of training on a laptop
 #: CPU (the demo, the CPU Table 1 benchmark, the learning test): ResNet-18-FPN with 32 channels,
-#: BatchNorm (several times faster than GroupNorm on small inputs), fewer proposals and sampled
-#: RoIs, and per-map input standardization (``input_norm="per_map"``). Pair it with a coarser working
-#: resolution (``map_res_deg=0.8``: 150 x 450 px maps, the smallest storms still ~7 px across), a
-#: higher learning rate (2e-3) and batches of 4 maps (BatchNorm). Measurements: benchmarks/README.md.
+#: BatchNorm, fewer proposals and sampled RoIs, and per-map input standardization
+#: (``input_norm="per_map"``). Pair it with a coarser working resolution (``map_res_deg=0.8``:
+#: 150 x 450 px maps, the smallest storms still ~7 px across), a higher learning rate (2e-3) and
+#: batches of 4 maps: BatchNorm takes its statistics over the batch, and two maps are too few
+#: (benchmarks/README.md, "Training recipe").
 SMALL_CPU = dict(
     backbone_weights=None,
     norm="batch",

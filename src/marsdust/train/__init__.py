@@ -40,9 +40,10 @@ unchanged (e.g. ``devices=4, trainer_strategy="ddp"``; several nodes under SLURM
 Each rank trains on its own shard of every epoch's permutation; validation predictions are
 gathered from all ranks before the COCO evaluation, so every rank logs the same mAP.
 
-Importing this package does not import Lightning: the names of :mod:`~marsdust.train.lightning`
-and :mod:`~marsdust.train.run` are loaded on first use, so reading a :class:`TrainConfig` (as
-``marsdust evaluate`` does) stays quick.
+Importing this package imports neither torch nor Lightning: the names of
+:mod:`~marsdust.train.samplers`, :mod:`~marsdust.train.lightning` and :mod:`~marsdust.train.run` are
+loaded on first use, so reading a :class:`TrainConfig` (as ``marsdust evaluate`` does, and ``marsdust
+train --help``) stays quick.
 """
 
 from __future__ import annotations
@@ -61,16 +62,13 @@ from marsdust.train.config import (
     resolve_data_paths,
     split_for,
 )
-from marsdust.train.samplers import EpochSampler, SeededAugmentation, ShardSampler
 
 _LOADED_ON_FIRST_USE = {
+    **dict.fromkeys(("EpochSampler", "SeededAugmentation", "ShardSampler"), "marsdust.train.samplers"),
     **dict.fromkeys(("SCORE_THRESHOLD_GRID", "BestCheckpoint", "ContinuedCSVLogger", "DetectorModule",
                      "DustDataModule", "LastCheckpoint", "ProgressLines", "best_f1_threshold", "best_score_on_disk",
                      "build_module", "checkpoint_callbacks", "validation_map"), "marsdust.train.lightning"),
     **dict.fromkeys(("train", "read_metrics_csv"), "marsdust.train.run"),
-    # moved to marsdust.evaluate and marsdust.compare; importable from here as before
-    **dict.fromkeys(("evaluate_checkpoint", "evaluation_split"), "marsdust.evaluate.runner"),
-    "compare": "marsdust.compare",
 }
 """Names of this package -> the module that defines them, imported when a name is first used."""
 
@@ -78,9 +76,6 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "OPTIM_FIELDS",
     "SCHEDULES",
-    "EpochSampler",
-    "SeededAugmentation",
-    "ShardSampler",
     "TrainConfig",
     "load_config_yaml",
     "load_tables",

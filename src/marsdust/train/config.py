@@ -8,12 +8,32 @@ Schedules (``TrainConfig.schedule``)
 ``warmup_cosine``
     For random-initialised backbones (no ImageNet weights here): AdamW, lr 1e-3, weight decay 1e-4,
     linear warm-up over ``warmup_steps`` (default 5 % of the run, at least 10 steps), then cosine
-    decay to 5 % of the peak at ``max_steps``; gradients clipped at norm 10. It learns clearly faster
-    than ``paper`` in a short run (see benchmarks/README.md, "Measurements behind defaults"), so it
-    is the default; the paper's schedule is one flag away (``--schedule paper``).
+    decay to 5 % of the peak at ``max_steps``; gradients clipped at norm 10. The default, because the
+    paper's lr 1e-4 barely moves a randomly initialised network in a run of a few hundred steps
+    (the paper fine-tuned pretrained weights for many thousand iterations; benchmarks/README.md,
+    "Measurements behind defaults"); the paper's schedule is one flag away (``--schedule paper``).
 
 Every field can also be set individually (``lr``, ``weight_decay``, ``warmup_steps``, ...): the
 preset fills only what is left unset (None).
+
+Command-line options
+--------------------
+Each :class:`TrainConfig` field describes its own option of ``marsdust train`` and ``marsdust
+compare`` in its metadata (``dataclasses.fields(TrainConfig)[i].metadata``), from which
+:mod:`marsdust.cli.config_options` generates them:
+
+``help``
+    The option's help text.
+``group``
+    Its help panel, one of :data:`SETTING_GROUPS` (``--help`` lists them in that order).
+``flags``
+    Its option names (``("--val-every",)``); empty for a field set in the YAML file only.
+``choices``, ``metavar``, ``min``, ``max`` (optional)
+    The values shown in ``--help`` and the numeric bounds the command line enforces.
+``flag_value`` (bool fields)
+    The option is a switch that sets the field to this value (``--no-augment``: ``augment=False``).
+``parse`` (optional)
+    Turns the option's text into the field's value (:func:`parse_devices`).
 """
 
 from __future__ import annotations
@@ -30,7 +50,8 @@ import pandas as pd
 import yaml
 
 from marsdust.cloudmask import MAX_CLOUD_WIDTH_DEG
-from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
+from marsdust.labels import LABEL_MODES
+from marsdust.reference import DEFAULT_REFERENCE_SOLS, REFERENCE_KINDS, ReferenceConfig
 
 SCHEDULES: dict[str, dict[str, Any]] = {
     "paper": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-3, "warmup_steps": 0, "decay": "step",
@@ -44,6 +65,18 @@ DEFAULT_SCHEDULE = "warmup_cosine"
 
 OPTIM_FIELDS = ("optimizer", "lr", "weight_decay", "warmup_steps", "decay", "decay_every_steps", "decay_factor",
                 "min_lr_ratio", "clip_grad_norm")
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+"""Values of ``TrainConfig.optimizer`` (and of a schedule's ``optimizer``)."""
+
+DECAYS = ("step", "cosine", "none")
+"""Values of ``TrainConfig.decay``: the learning-rate decay after warm-up."""
+
+SPLIT_STRATEGIES = ("temporal", "random")
+"""Values of ``TrainConfig.strategy``: the paper's split strategies 1 and 2."""
+
+SETTING_GROUPS = ("Data", "Model", "Split", "Training", "Reference", "Hardware", "Advanced")
+"""Help panels of the generated command-line options, in the order ``--help`` shows them."""
 
 
 def lr_factor(step: int, optim: dict[str, Any]) -> float:
@@ -61,6 +94,23 @@ def lr_factor(step: int, optim: dict[str, Any]) -> float:
         floor = float(optim.get("min_lr_ratio", 0.0))
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
+
+
+def parse_devices(text: str) -> int | str:
+    """``--devices`` text as Lightning takes it: a whole number (``"2"``, ``"-1"``) as an int, anything
+    else (``"auto"``, ``"0,1"``) as the text, stripped."""
+    text = text.strip()
+    if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
+        return int(text)
+    return text
+
+
+def _option(help: str, group: str, *flags: str, **details: Any) -> dict[str, Any]:
+    """The metadata of a :class:`TrainConfig` field: its command-line description (see the module docs)."""
+    return {"help": help, "group": group, "flags": flags, **details}
+
+
+_OVERRIDES_SCHEDULE = " (overrides the schedule's)"
 
 
 @dataclass
@@ -111,8 +161,8 @@ class TrainConfig:
     optimizer, lr, weight_decay, warmup_steps, decay, decay_every_steps, decay_factor, min_lr_ratio, clip_grad_norm
         See :data:`SCHEDULES`; ``lr`` per step, ``warmup_steps`` in optimizer steps.
     batch_size : int
-        Maps per optimizer step per device. Default 4: with BatchNorm (model preset ``small_cpu``)
-        two maps per batch gave far noisier statistics and learnt much less per map seen
+        Maps per optimizer step per device. Default 4: BatchNorm (model preset ``small_cpu``)
+        takes its statistics over the batch, and over two maps they are too noisy to learn from
         (benchmarks/README.md, "Training recipe").
     max_steps : int
         Optimizer steps in all.
@@ -129,9 +179,8 @@ class TrainConfig:
         detector each map's clear-sky background from the archive's previous ``reference_sols``
         sols as three more bands; ``none``, the map alone. Stored in the detector's config, so
         ``detect`` and ``evaluate`` rebuild it. The default because the detector then compares a
-        map with its own history instead of learning one planet's surface: on another synthetic
-        planet it keeps its accuracy where the map-only detector loses about 12 points of 12°
-        mAP50 (benchmarks/README.md, "Reference channels").
+        map with its own history instead of learning one planet's surface, so it carries over to a
+        planet (or an archive) it was not trained on (benchmarks/README.md, "Reference channels").
     reference_dropout : float
         Probability that a training map is shown without its background (as a map with no
         history: the first sols of an archive, a lone map), so a reference detector also works
@@ -163,54 +212,125 @@ class TrainConfig:
         reads it from the run (runs from before it: no limit).
     """
 
-    data: str | None = None
-    archive: str | None = None
-    catalog: str | None = None
-    master: str | None = None
-    strict: bool = False
-    model: str = "dustrcnn"
-    model_preset: str | None = None
-    model_config: dict = field(default_factory=dict)
-    backbone: str | None = None
-    map_res_deg: float = 0.4
-    label_mode: str = "outline"
-    strategy: str = "temporal"
-    train_period: str | None = None
-    test_period: str | None = None
-    random_period: str | None = None
-    val_fraction: float | None = None
-    split_file: str | None = None
-    seed: int = 0
-    schedule: str = DEFAULT_SCHEDULE
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    warmup_steps: int | None = None
-    decay: str | None = None
-    decay_every_steps: int | None = None
-    decay_factor: float | None = None
-    min_lr_ratio: float | None = None
-    clip_grad_norm: float | None = None
-    batch_size: int = 4
-    max_steps: int = 300
-    val_every_n_steps: int = 50
-    ckpt_every_n_steps: int | None = None
-    augment: bool = True
-    augment_preset: str = "strong"
-    reference: str = "prior-median"
-    reference_sols: int = DEFAULT_REFERENCE_SOLS
-    reference_dropout: float = 0.2
-    num_workers: int = 2
-    threads: int | None = None
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    num_nodes: int = 1
-    trainer_strategy: str = "auto"
-    precision: str = "32-true"
-    progress: bool = True
-    classes: list = field(default_factory=lambda: ["dust"])
-    cloud_masks: str | None = None
-    cloud_max_width_deg: float | None = MAX_CLOUD_WIDTH_DEG
+    data: str | None = field(default=None, metadata=_option(
+        "Folder holding archive/ (MDGM archive) and mdad/ (MDAD catalog), e.g. the output of marsdust synth.",
+        "Data", "--data"))
+    archive: str | None = field(default=None, metadata=_option(
+        "MDGM archive (instead of DATA/archive).", "Data", "--archive"))
+    catalog: str | None = field(default=None, metadata=_option(
+        "MDAD table/netCDF/folder (instead of DATA/mdad).", "Data", "--catalog"))
+    master: str | None = field(default=None, metadata=_option(
+        "MDAD v1.1 master CSV for every cube of the catalog (default: found by its columns under it).",
+        "Data", "--master"))
+    strict: bool = field(default=False, metadata=_option(
+        "Stop on MDAD cube/master disagreements (rows without pixels, swathLs more than 0.5° from the day's "
+        "median Ls, cube days with storms but no row) instead of one warning.", "Data", "--strict", flag_value=True))
+    model: str = field(default="dustrcnn", metadata=_option(
+        "Detector: dustrcnn, maskrcnn, fasterrcnn or sppnet (marsdust models lists them).", "Model", "--model"))
+    model_preset: str | None = field(default=None, metadata=_option(
+        "Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models lists "
+        "them); model_config fields of --config override it.", "Model", "--model-preset", metavar="NAME"))
+    model_config: dict = field(default_factory=dict, metadata=_option(
+        "DetectorConfig fields to override, on top of the model preset (a mapping: --config file only).", "Model"))
+    backbone: str | None = field(default=None, metadata=_option(
+        "resnet18, resnet34 or resnet50 (default: the model preset's).", "Model", "--backbone"))
+    map_res_deg: float = field(default=0.4, metadata=_option(
+        "Working resolution, degrees per pixel.", "Model", "--map-res-deg"))
+    label_mode: str = field(default="outline", metadata=_option(
+        "Ground truth: outline (catalogue outlines), fixed (the paper's 12° boxes) or area (area-sized boxes).",
+        "Data", "--label-mode", choices=LABEL_MODES))
+    strategy: str = field(default="temporal", metadata=_option(
+        "Split: temporal (the paper's strategy 1) or random (strategy 2).", "Split", "--strategy",
+        choices=SPLIT_STRATEGIES))
+    train_period: str | None = field(default=None, metadata=_option(
+        "Temporal split training period, e.g. 'MY25 0 - MY27 180'.", "Split", "--train-period"))
+    test_period: str | None = field(default=None, metadata=_option(
+        "Temporal split test period, e.g. 'MY27 180 - MY28 121]' (']' keeps the end).", "Split", "--test-period"))
+    random_period: str | None = field(default=None, metadata=_option(
+        "Random split: the period whose maps are shuffled, e.g. 'MY25 0 - MY28 121]'.", "Split", "--random-period"))
+    val_fraction: float | None = field(default=None, metadata=_option(
+        "Temporal split: share of the training period used for validation (default: the paper's).", "Split",
+        "--val-fraction"))
+    split_file: str | None = field(default=None, metadata=_option(
+        "Use this split.csv instead of computing one.", "Split", "--split-file"))
+    seed: int = field(default=0, metadata=_option(
+        "Seed of split, weights, order and augmentation.", "Training", "--seed"))
+    schedule: str = field(default=DEFAULT_SCHEDULE, metadata=_option(
+        "Optimizer preset: warmup_cosine (AdamW 1e-3, warm-up + cosine) or paper (Adam 1e-4, x0.1 every "
+        "1000 steps).", "Training", "--schedule", choices=tuple(SCHEDULES)))
+    optimizer: str | None = field(default=None, metadata=_option(
+        "Optimizer" + _OVERRIDES_SCHEDULE + ".", "Advanced", "--optimizer", choices=OPTIMIZERS))
+    lr: float | None = field(default=None, metadata=_option(
+        "Peak learning rate" + _OVERRIDES_SCHEDULE + ".", "Training", "--lr"))
+    weight_decay: float | None = field(default=None, metadata=_option(
+        "Weight decay" + _OVERRIDES_SCHEDULE + ".", "Training", "--weight-decay"))
+    warmup_steps: int | None = field(default=None, metadata=_option(
+        "Linear warm-up steps; -1: 5 % of the run, at least 10" + _OVERRIDES_SCHEDULE + ".", "Training",
+        "--warmup-steps"))
+    decay: str | None = field(default=None, metadata=_option(
+        "Learning-rate decay after the warm-up" + _OVERRIDES_SCHEDULE + ".", "Advanced", "--decay",
+        choices=DECAYS))
+    decay_every_steps: int | None = field(default=None, metadata=_option(
+        "Step decay: multiply the learning rate by the decay factor every this many steps" + _OVERRIDES_SCHEDULE
+        + ".", "Advanced", "--decay-every-steps"))
+    decay_factor: float | None = field(default=None, metadata=_option(
+        "Step decay factor" + _OVERRIDES_SCHEDULE + ".", "Advanced", "--decay-factor"))
+    min_lr_ratio: float | None = field(default=None, metadata=_option(
+        "Cosine decay: the last learning rate as a share of the peak" + _OVERRIDES_SCHEDULE + ".", "Advanced",
+        "--min-lr-ratio"))
+    clip_grad_norm: float | None = field(default=None, metadata=_option(
+        "Clip gradients at this norm, 0: not at all" + _OVERRIDES_SCHEDULE + ".", "Advanced", "--clip-grad-norm"))
+    batch_size: int = field(default=4, metadata=_option(
+        "Maps per step per device.", "Training", "--batch-size", min=1))
+    max_steps: int = field(default=300, metadata=_option(
+        "Optimizer steps.", "Training", "--max-steps", min=1))
+    val_every_n_steps: int = field(default=50, metadata=_option(
+        "Validate (mAP50) every N steps.", "Training", "--val-every", min=1))
+    ckpt_every_n_steps: int | None = field(default=None, metadata=_option(
+        "Save checkpoints/last.ckpt every N steps (default: as often as validation) and at the end.", "Advanced",
+        "--ckpt-every", min=1))
+    augment: bool = field(default=True, metadata=_option(
+        "Train without augmentation.", "Training", "--no-augment", flag_value=False))
+    augment_preset: str = field(default="strong", metadata=_option(
+        "Augmentation: strong (longitude roll and flip, brightness, contrast, colour balance, gamma, blur, noise, "
+        "swath steps) or basic (roll, flip, brightness, contrast).", "Training", "--augment", metavar="NAME"))
+    reference: str = field(default="prior-median", metadata=_option(
+        "Reference bands: prior-median (each map's clear-sky background, the median of the archive's previous "
+        "--reference-sols sols, as three more input bands; the checkpoint records it, so detect and evaluate "
+        "rebuild it) or none (the map alone).", "Reference", "--reference", choices=REFERENCE_KINDS))
+    reference_sols: int = field(default=DEFAULT_REFERENCE_SOLS, metadata=_option(
+        "Window of the prior-median background in sols.", "Reference", "--reference-sols", metavar="N", min=1))
+    reference_dropout: float = field(default=0.2, metadata=_option(
+        "Probability that a training map is shown without its background, so the detector also works on maps "
+        "with no history: a lone map, the first sols of an archive (a prior-median detector trained with 0 finds "
+        "almost nothing without history).", "Reference", "--reference-dropout", metavar="P", min=0.0, max=1.0))
+    num_workers: int = field(default=2, metadata=_option(
+        "DataLoader workers.", "Hardware", "--num-workers", min=0))
+    threads: int | None = field(default=None, metadata=_option(
+        "Torch CPU threads (default: torch's).", "Hardware", "--threads", min=1))
+    accelerator: str = field(default="auto", metadata=_option(
+        "Lightning accelerator: auto, cpu, gpu.", "Hardware", "--accelerator"))
+    devices: Any = field(default="auto", metadata=_option(
+        "Lightning devices: auto, N, or a list like 0,1.", "Hardware", "--devices", parse=parse_devices))
+    num_nodes: int = field(default=1, metadata=_option(
+        "Nodes (multi-node DDP).", "Hardware", "--num-nodes", min=1))
+    trainer_strategy: str = field(default="auto", metadata=_option(
+        "Lightning strategy: auto, ddp, ddp_spawn, ... (--strategy is the split).", "Hardware",
+        "--trainer-strategy", "--ddp-strategy"))
+    precision: str = field(default="32-true", metadata=_option(
+        "Lightning precision, e.g. 32-true, bf16-mixed.", "Hardware", "--precision"))
+    progress: bool = field(default=True, metadata=_option(
+        "No progress bar, no Lightning INFO lines.", "Training", "--quiet", flag_value=False))
+    classes: list = field(default_factory=lambda: ["dust"], metadata=_option(
+        "Classes to learn: dust or dust,cloud (water-ice clouds from each map's cloud mask, "
+        "cloudmask/<SUBPHASE>/<map_id>.nc beside the archive; maps without one train dust only).", "Data",
+        "--classes"))
+    cloud_masks: str | None = field(default=None, metadata=_option(
+        "Cloud-mask folder (<SUBPHASE>/<map_id>.nc; default: cloudmask/ beside the archive).", "Data",
+        "--cloud-masks"))
+    cloud_max_width_deg: float | None = field(default=MAX_CLOUD_WIDTH_DEG, metadata=_option(
+        "Cloud regions wider than this (degrees of longitude: belts, polar hoods) are no cloud instance "
+        "(360: no limit).", "Data", "--cloud-max-width-deg"))
 
     def __post_init__(self):
         from marsdust.cloudmask import parse_classes
@@ -218,7 +338,7 @@ class TrainConfig:
         self.classes = list(parse_classes(self.classes))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
-        if self.strategy not in ("temporal", "random"):
+        if self.strategy not in SPLIT_STRATEGIES:
             raise ValueError(f"strategy must be 'temporal' or 'random', got {self.strategy!r}")
         for name in ("batch_size", "max_steps", "val_every_n_steps", "num_nodes"):
             if int(getattr(self, name)) < 1:
@@ -250,9 +370,9 @@ class TrainConfig:
         if values["warmup_steps"] is None or values["warmup_steps"] < 0:
             values["warmup_steps"] = max(10, int(round(0.05 * self.max_steps)))
         values["max_steps"] = int(self.max_steps)
-        if values["optimizer"] not in ("adam", "adamw", "sgd"):
+        if values["optimizer"] not in OPTIMIZERS:
             raise ValueError(f"optimizer must be adam, adamw or sgd, got {values['optimizer']!r}")
-        if values["decay"] not in ("step", "cosine", "none"):
+        if values["decay"] not in DECAYS:
             raise ValueError(f"decay must be step, cosine or none, got {values['decay']!r}")
         return values
 

@@ -63,8 +63,25 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         ``steps_per_second``, ``n_train_maps``, ``n_val_maps`` (as in ``done.json``) and ``global_rank``
         (of this process; under DDP every process returns, and rank 0 is the one to report).
     """
-    # the configuration: a resumed run keeps its split
     run_dir = Path(run_dir)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    config = _run_config(config, run_dir, resume)
+    datamodule = _write_run_files(config, run_dir, resume)
+    module = build_module(config)
+    start_step = int(read_training_state(last_ckpt).get("global_step", 0)) if resume and last_ckpt.exists() else 0
+    trainer = _trainer(config, run_dir, start_step if resume else None, callbacks)
+    seconds = _fit(trainer, module, datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
+    summary = _summary(trainer, run_dir, datamodule, seconds, start_step)
+    if trainer.is_global_zero and trainer.global_step >= config.max_steps:
+        write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
+    return {**summary, "global_rank": int(trainer.global_rank)}
+
+
+def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
+    """The configuration the run uses (a resumed run keeps its split); seeds and threads set as it asks.
+
+    Raises ``FileExistsError`` for a folder that holds a run already, unless resuming it.
+    """
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     if last_ckpt.exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a run ({last_ckpt}); pass resume to continue it "
@@ -75,8 +92,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         torch.set_num_threads(int(config.threads))
     L.seed_everything(int(config.seed), workers=True, verbose=False)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LIGHTNING_TIPS)  # once: same object
+    return config
 
-    # the data, the split and the resolved configuration, written to the run folder
+
+def _write_run_files(config: TrainConfig, run_dir: Path, resume: bool) -> DustDataModule:
+    """The run's data and split, with ``split.csv`` (unless resumed) and the resolved ``config.yaml`` written."""
     index_df, storms_df = load_tables(config)
     split_df = split_for(config, index_df)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,23 +104,19 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         save_split(split_df, run_dir / "split.csv")
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump({**config.to_dict(), "resolved_optim": config.optim()},
                                                                sort_keys=False))
-    datamodule = DustDataModule(config, index_df, storms_df, split_df)
+    return DustDataModule(config, index_df, storms_df, split_df)
 
-    # the detector, and where a resumed run starts
-    module = build_module(config)
-    start_step = 0
-    if resume and last_ckpt.exists():
-        start_step = int(read_training_state(last_ckpt).get("global_step", 0))
 
-    # the trainer: metrics.csv (every step flushed: a resumed run finds every row up to its checkpoint),
-    # checkpoints, progress
-    logger = ContinuedCSVLogger(run_dir, 1, start_step if resume else None)
+def _trainer(config: TrainConfig, run_dir: Path, resume_step: int | None, callbacks: list | None) -> L.Trainer:
+    """The Lightning trainer: ``metrics.csv`` (every step flushed: a resumed run, from ``resume_step``, finds every
+    row up to its checkpoint), checkpoints, progress (a bar on a terminal, plain lines in a log)."""
+    logger = ContinuedCSVLogger(run_dir, 1, resume_step)
     all_callbacks = checkpoint_callbacks(run_dir, config) + list(callbacks or [])
     progress_bar = bool(config.progress) and sys.stderr.isatty()
     if config.progress and not progress_bar:  # a log file or CI: plain lines instead of a redrawn bar
         all_callbacks.append(ProgressLines(every_steps=max(10, int(config.max_steps) // 20)))
     val_every = min(int(config.val_every_n_steps), int(config.max_steps))
-    trainer = L.Trainer(
+    return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
         strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
         max_epochs=-1, val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
@@ -109,7 +125,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         default_root_dir=str(run_dir),
     )
 
-    # the fit
+
+def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: DustDataModule, ckpt_path: str | None) -> float:
+    """``trainer.fit`` without the warnings that are no news for this run; returns its duration, seconds."""
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -120,15 +138,17 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
         # validation mAP is computed from the predictions of all ranks, gathered: every rank logs the same value
         warnings.filterwarnings("ignore", message=r".*self\.log\('val_.*sync_dist=True.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
-    seconds = time.perf_counter() - t0
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return time.perf_counter() - t0
 
-    # the summary (done.json once the run reached max_steps)
+
+def _summary(trainer: L.Trainer, run_dir: Path, datamodule: DustDataModule, seconds: float, start_step: int) -> dict:
+    """What ``done.json`` records of a fitted run (``start_step``: where a resumed run began)."""
     best_cb = trainer.checkpoint_callback
     best_score = None if best_cb is None or best_cb.best_model_score is None else float(best_cb.best_model_score)
-    summary = {
+    return {
         "best_checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
-        "last_checkpoint": str(last_ckpt),
+        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "best_val_map50": best_score,
         "global_step": int(trainer.global_step),
         "seconds": seconds,
@@ -136,9 +156,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         "n_train_maps": len(datamodule.train_set),
         "n_val_maps": len(datamodule.val_set),
     }
-    if trainer.is_global_zero and trainer.global_step >= config.max_steps:
-        write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
-    return {**summary, "global_rank": int(trainer.global_rank)}
 
 
 def read_metrics_csv(run_dir: str | os.PathLike) -> pd.DataFrame:
