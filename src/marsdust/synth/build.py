@@ -312,15 +312,16 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
 
     from marsdust.synth.writer import prepare_output_dir, write_csv_atomic, write_list_ls, write_mdad_v10
 
+    simulation = Simulation(config, seed, out_dir=out_dir)
+    grids = cube_grids(simulation)  # checked before anything is written
     out = prepare_output_dir(out_dir, overwrite)
-    simulation = Simulation(config, seed, out_dir=out)
     maps = simulation.maps
 
     storms_rows: list[dict] = []
     bar = tqdm(total=len(maps), desc=f"synth {config.name}", unit="map", disable=not progress)
     # maps are in time order, so each Mars year is one contiguous run: one cube per year
     for year, year_maps in maps.groupby("mars_year", sort=False):
-        storms_rows += write_year(simulation, year, year_maps, out, bar.update)
+        storms_rows += write_year(simulation, year_maps, out, grids.get(year), bar.update)
     bar.close()
 
     for subphase, rows in maps.groupby("subphase", sort=False):
@@ -341,32 +342,45 @@ def map_columns(config: SynthConfig) -> list[str]:
     return columns + ["camera"] if {epoch.camera.name for epoch in config.cameras} != {"moc"} else columns
 
 
-def write_year(simulation: Simulation, year: int, year_maps: pd.DataFrame, out: Path, done=lambda: None) -> list[dict]:
+def cube_grids(simulation: Simulation) -> dict[int, MapGrid]:
+    """The grid of each Mars year's v1.1 cube: the grid of the year's maps whose ``cubes`` flag is on.
+
+    Years without such maps get no cube (no key). Raises ValueError for a year whose cube maps
+    come from cameras on different grids (one cube has one grid).
+    """
+    grids: dict[int, MapGrid] = {}
+    maps = simulation.maps
+    for year, cameras in maps[maps["cubes"]].groupby("mars_year")["camera"]:
+        year_grids = {simulation.imagers[camera].grid for camera in cameras.unique()}
+        if len(year_grids) > 1:
+            raise ValueError(f"MY{year}: maps of cameras on different grids ({', '.join(sorted(cameras.unique()))}) "
+                             "cannot share one MDAD v1.1 cube; turn write_cubes off for one camera's epoch")
+        grids[int(year)] = year_grids.pop()
+    return grids
+
+
+def write_year(simulation: Simulation, year_maps: pd.DataFrame, out: Path, cube_grid: MapGrid | None,
+               done=lambda: None) -> list[dict]:
     """Draw and write the maps (and cloud masks) of one Mars year, its v1.1 cube and master CSV.
 
-    The cube and master CSV hold the year's maps whose ``cubes`` flag is on (none: no cube);
-    they must share one grid. ``done()`` is called after each map. Returns the year's catalog rows.
+    The cube (on ``cube_grid``; None: no cube) and the master CSV hold the year's maps whose
+    ``cubes`` flag is on. ``done()`` is called after each map. Returns the year's catalog rows.
     """
     from contextlib import nullcontext
 
     from marsdust.export import MaskCubeWriter, MaskStep, mask_cube_path, write_master_csv
 
-    cube_maps = year_maps[year_maps["cubes"]]
-    grids = {simulation.imagers[camera].grid for camera in cube_maps["camera"].unique()}
-    if len(grids) > 1:
-        raise ValueError(f"MY{year}: maps of cameras on different grids ({sorted(cube_maps['camera'].unique())}) "
-                         "cannot share one MDAD v1.1 cube; write cubes for one of them only")
-    cube = (MaskCubeWriter(mask_cube_path(out / "mdad", year), grids.pop(), title=CUBE_TITLE, complevel=1,
-                           attributes={"source": CUBE_SOURCE}) if grids else nullcontext())
+    year = int(year_maps["mars_year"].iloc[0])
+    cube = (MaskCubeWriter(mask_cube_path(out / "mdad", year), cube_grid, title=CUBE_TITLE, complevel=1,
+                           attributes={"source": CUBE_SOURCE}) if cube_grid is not None else nullcontext())
     year_rows: list[dict] = []
     cube_rows: list[dict] = []
     with cube:
         for row in year_maps.to_dict("records"):
             result = simulation.draw(row)
-            grid = simulation.grid_of(row)
             simulation.imagers[row["camera"]].camera.map_format.write(result.view.rgb, Path(row["path"]))
             if simulation.config.write_cloud_masks:
-                write_sol_cloud_mask(result, grid, out)
+                write_sol_cloud_mask(result, simulation.grid_of(row), out)
             year_rows += result.storms
             if row["cubes"]:
                 cube_rows += result.storms
@@ -374,7 +388,7 @@ def write_year(simulation: Simulation, year: int, year_maps: pd.DataFrame, out: 
                 cube.append(MaskStep(row["subphase"], row["sol"], row["mars_year"], row["ls"],
                                      np.where(valid, result.labels, 0), valid, row["sol_of_year"]))
             done()
-    if len(cube_maps):
+    if cube_grid is not None:
         write_master_csv(pd.DataFrame(cube_rows, columns=STORM_COLUMNS), master_csv_path(out / "mdad", year))
     return year_rows
 
