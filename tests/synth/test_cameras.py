@@ -49,6 +49,21 @@ def test_marci_maps_are_global_jpegs_and_moc_maps_keep_their_band(twocam):
             assert rgb.shape == (300, 900, 3) and image.grid == MapGrid.moc(0.4)
 
 
+def test_marci_maps_get_global_cloud_masks(twocam):
+    from marsdust.cloudmask import cloud_mask_path, read_cloud_mask_on
+    from marsdust.mdad import read_cloud_mask
+
+    out, maps, _ = twocam
+    assert all(cloud_mask_path(out / "cloudmask", s, m).is_file() for s, m in zip(maps.subphase, maps.map_id))
+    row = maps[maps.camera == "marci"].iloc[0]
+    path = cloud_mask_path(out / "cloudmask", row.subphase, row.map_id)
+    assert read_cloud_mask(path)["cloudy"].shape == (225, 450)  # 90°S–90°N at 0.8°
+    cloudy, valid = read_cloud_mask_on(path, MapGrid.marci(0.4))
+    assert cloudy.shape == valid.shape == (450, 900)
+    map_valid = read_map(row.path).valid
+    assert (~map_valid).mean() > 0.02 and (valid == map_valid).mean() > 0.97  # unobserved where the map is
+
+
 def test_marci_years_are_named_after_mro_subphases_and_the_moc_years_keep_their_calendar():
     config = twocam_ci_config()
     calendar = Simulation(config, seed=0).calendar

@@ -59,7 +59,9 @@ Presets
     Ls130, pairs of consecutive sols every 45 sols (≈ 250 maps, about half of each camera), storm
     rate as ``demo``, seasonal polar caps. The v1.0 table lists the storms of every year; v1.1
     cubes exist for MY28–MY32 only (their MARCI maps). Data for training on one camera and
-    testing on the other.
+    testing on the other: ``marsdust train --data OUT --train-period 'MY25 0 - MY28 121]'
+    --test-period 'MY29 0 - MY32 360]'`` trains on MOC maps and tests on MARCI maps (the default
+    splits cover the MOC years only). Written in ≈ 40 s.
 ``twocam_ci``
     ``twocam`` for tests: one sol every 90 sols (≈ 64 maps), storm rate as ``ci``; a few seconds.
 
