@@ -40,6 +40,7 @@ def main(out_path: str = "bench_out/synth.json", n_random: int = 8) -> dict:
 
     config = full_config()
     grid = MapGrid.moc(config.res_deg)
+    imaging = config.cameras[0].camera.imaging
     calendar = build_calendar(config.calendar)
     members, catalog_draw_s = _timed(draw_storm_members, calendar, config.storms, 0)
     ids = assign_ids(members, calendar)
@@ -72,7 +73,7 @@ def main(out_path: str = "bench_out/synth.json", n_random: int = 8) -> dict:
         alive = by_day.get(day, [])
         states = [s for s, _ in alive]
         haze = background_tau(config.storms, row["mars_year"], row["ls"])
-        view, seconds = _timed(render_sol, planet, instruments, states, day, row["ls"], haze, config.imaging,
+        view, seconds = _timed(render_sol, planet, instruments, states, day, row["ls"], haze, imaging,
                                config.clouds, 0)
         render_s.append(seconds)
         _, seconds = _timed(catalog_sol, view, grid, [m.key for _, m in alive], [m.source for _, m in alive], ids,

@@ -43,3 +43,20 @@ def test_synth_overwrite_replaces_only_the_synth_folders(tmp_path):
     assert not any(Path(p).is_absolute() for p in truth_paths)  # the dataset can be moved or copied
     assert all((out / p).is_file() for p in truth_paths)
     assert "wrote" in result.output
+
+
+def test_synth_writes_a_two_camera_archive_and_show_draws_its_marci_maps(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "twocam"
+    result = runner.invoke(app, ["synth", str(out), "--preset", "twocam_ci", "--quiet"])
+    assert result.exit_code == 0, result.output
+    maps = pd.read_csv(out / "truth" / "maps.csv")
+    marci = maps[maps["camera"] == "marci"]["map_id"].head(2).tolist()
+    assert len(marci) == 2 and all(p.endswith(".jpg") for p in maps[maps["camera"] == "marci"]["path"])
+    figure = tmp_path / "marci.png"
+    result = runner.invoke(app, ["show", str(out), "--map-ids", ",".join(marci), "-o", str(figure)])
+    assert result.exit_code == 0, result.output
+    with Image.open(figure) as image:
+        width, height = image.size
+    assert width > 600 and height > 0.8 * width  # two global maps (2:1) stacked

@@ -65,6 +65,51 @@ def test_pixel_black_in_one_band_only_is_valid(tmp_path):
     assert image.valid.sum() == 1 and image.valid[0, 0]
 
 
+def gap_map(height=180, width=360):
+    """A MARCI-shaped map: red ground, a dark province, black gaps (a lens, a band, one dropped line)."""
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = (190, 110, 60)
+    rgb[:, 200:260] = (40, 28, 22)  # dark ground, luma ≈ 31
+    valid = np.ones((height, width), bool)
+    rows = np.arange(height)[:, None]
+    valid[np.abs(np.arange(width)[None, :] - 100) < 12 * np.sin(np.pi * (rows + 0.5) / height)] = False
+    valid[:20] = False  # polar night
+    valid[120, 150:300] = False  # a dropped line
+    rgb[~valid] = 0
+    return rgb, valid
+
+
+def test_missing_pixels_of_a_jpeg_are_near_black_by_luma_and_read_as_zero(tmp_path):
+    from marsdust.mdgm import LOSSY_MISSING_LUMA, read_map_pixels, valid_mask
+
+    rgb, valid = gap_map()
+    path = write(tmp_path / "B05_day03.jpg", rgb, quality=90)
+    decoded, lossy = read_map_pixels(path)
+    assert lossy and (decoded[~valid] != 0).any()  # JPEG noise: the exact rule would see observations
+    assert (decoded[~valid].max(axis=-1) > LOSSY_MISSING_LUMA).any()  # chroma bleed: so would "every band small"
+    image = read_map(path)
+    assert image.grid == MapGrid.marci(1.0)
+    np.testing.assert_array_equal(image.valid, valid_mask(decoded, lossy=True))
+    assert (image.valid == valid).mean() > 0.999 and image.valid[:20].sum() == 0
+    assert image.valid[:, 200:260][valid[:, 200:260]].all()  # dark ground stays observed
+    assert image.rgb[~image.valid].max() == 0.0
+    coarse = read_map_resampled(path, 2.0)
+    assert not coarse.valid[:10].any() and coarse.rgb[~coarse.valid].max() == 0.0
+    assert np.abs(coarse.rgb[12:, 150:180] - np.array([190, 110, 60]) / 255).max() < 0.06
+
+
+def test_the_lossy_rule_applies_to_jpeg_compressed_tiffs_only(tmp_path):
+    from marsdust.mdgm import read_map_pixels
+
+    rgb, valid = gap_map()
+    assert read_map_pixels(write(tmp_path / "j.tif", rgb, compression="jpeg"))[1]
+    assert not read_map_pixels(write(tmp_path / "d.tif", rgb, compression="tiff_deflate"))[1]
+    near_black = np.zeros((30, 90, 3), np.uint8)
+    near_black[0, 0] = (9, 9, 9)  # luma 9: an observation in a lossless map, missing in a JPEG
+    assert read_map(write(tmp_path / "n.png", near_black)).valid[0, 0]
+    assert (read_map(tmp_path / "j.tif").valid == valid).mean() > 0.999
+
+
 def test_rgba_drops_alpha_and_palette_expands(tmp_path):
     rgb = tiny_map()
     rgba = np.dstack([rgb, np.full((30, 90), 255, np.uint8)])

@@ -4,6 +4,9 @@ Public API
 ----------
 * :class:`MapImage` — one map in memory (float32 RGB in [0, 1], validity mask, grid, path).
 * :func:`read_map` — PNG / JPEG / TIFF / GeoTIFF file, or ``TARFILE::MEMBER`` inside a tar.
+* :func:`read_map_pixels`, :func:`read_map_array` — the 8-bit pixels only (and whether the file
+  is lossy-compressed).
+* :func:`valid_mask` — which pixels hold an observation (the missing-pixel rule).
 * :func:`read_map_resampled`, :func:`downsample` — block averages to a coarser grid (the
   detectors' working resolution), counting only valid pixels.
 * :func:`index_archive` — archive folder / tars / flat folder + manifest / saved index CSV →
@@ -13,7 +16,10 @@ Public API
 * :class:`MapReadError` — a :class:`ValueError` for any map that cannot be read as expected.
 
 Conventions: maps are 8-bit RGB, simple cylindrical, row 0 at the northern edge, column 0 at
-180°W (see :mod:`marsdust.grid`). Black (0, 0, 0) marks a missing observation. Images with an
+180°W (see :mod:`marsdust.grid`). Black (0, 0, 0) marks a missing observation: exactly black in
+a lossless file (PNG, uncompressed or deflate TIFF); in a lossy one (JPEG, or TIFF with JPEG
+compression, as many MARCI maps are) a pixel whose luma is at most :data:`LOSSY_MISSING_LUMA`
+(:func:`valid_mask`), and its bands are set to 0 when read. Images with an
 alpha channel (RGBA / LA) have the alpha dropped (MDGMs carry no transparency; some tools add
 an opaque alpha when re-saving). Palette images are expanded to RGB. Grayscale images are
 rejected: the red and blue bands carry different information (dust vs water-ice clouds).
@@ -49,6 +55,18 @@ TAR_SEPARATOR = "::"
 """Separator between a tar file and a member inside it in map paths: ``R18.tar::r18_040.png``."""
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+LOSSY_MISSING_LUMA = 16
+"""A pixel of a lossy (JPEG-compressed) map is missing where its luma (Rec. 601, JPEG's own Y:
+0.299 R + 0.587 G + 0.114 B, 8-bit) is at most this.
+
+JPEG's 8 × 8 blocks turn the exact black of a gap into near-black noise next to its edges, and
+its half-resolution chroma bleeds the colour of the ground into the black pixels beside it (red
+up to ≈ 40 on a pixel whose luma stays below 10), so neither "exactly black" nor "every band
+small" finds the missing pixels. Luma is kept at full resolution: on the synthetic MARCI maps
+(quality 90) missing pixels decode to luma ≤ 17 and observed ground to ≥ 24; real MDGM ground is
+never that dark in all bands."""
+_LOSSY_TIFF_COMPRESSIONS = ("jpeg", "tiff_jpeg")
 
 
 class MapReadError(ValueError):
@@ -149,13 +167,16 @@ def _to_rgb_u8(array: np.ndarray, mode: str, where: str) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
-def _decode_with_pil(data: bytes | str, where: str) -> np.ndarray:
+def _decode_with_pil(data: bytes | str, where: str) -> tuple[np.ndarray, bool]:
+    """The uint8 (H, W, 3) pixels and whether the file is lossy (JPEG, or TIFF with JPEG compression)."""
     from PIL import Image, UnidentifiedImageError
 
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
         with Image.open(source) as image:
             image.load()  # forces full decode: truncated files fail here
+            lossy = image.format == "JPEG" or (
+                image.format == "TIFF" and image.info.get("compression") in _LOSSY_TIFF_COMPRESSIONS)
             mode = image.mode
             if mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -164,7 +185,7 @@ def _decode_with_pil(data: bytes | str, where: str) -> np.ndarray:
                 raise MapReadError(f"{where}: expected an 8-bit RGB image, got a grayscale image (mode LA)")
             if mode not in ("RGB", "RGBA"):
                 array = np.asarray(image)
-                return _to_rgb_u8(array, mode, where)
+                return _to_rgb_u8(array, mode, where), lossy
             array = np.asarray(image)
     except MapReadError:
         raise
@@ -174,35 +195,49 @@ def _decode_with_pil(data: bytes | str, where: str) -> np.ndarray:
         raise MapReadError(f"{where}: not a readable PNG/JPEG/TIFF image ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise MapReadError(f"{where}: corrupt or truncated image ({exc})") from exc
-    return _to_rgb_u8(array, mode, where)
+    return _to_rgb_u8(array, mode, where), lossy
 
 
-def _decode_with_rasterio(data: bytes | str, where: str) -> np.ndarray:
-    """GeoTIFFs PIL cannot decode (e.g. some compressions) through GDAL."""
+def _decode_with_rasterio(data: bytes | str, where: str) -> tuple[np.ndarray, bool]:
+    """GeoTIFFs PIL cannot decode (e.g. some compressions) through GDAL; also whether JPEG-compressed."""
     import rasterio
     from rasterio.io import MemoryFile
 
     try:
         if isinstance(data, (bytes, bytearray)):
             with MemoryFile(data) as memfile, memfile.open() as dataset:
-                bands = dataset.read()
+                bands, compression = dataset.read(), dataset.compression
         else:
             with rasterio.open(data) as dataset:
-                bands = dataset.read()
+                bands, compression = dataset.read(), dataset.compression
     except rasterio.errors.RasterioError as exc:
         raise MapReadError(f"{where}: corrupt or unreadable TIFF ({exc})") from exc
     if bands.shape[0] not in (3, 4):
         raise MapReadError(f"{where}: expected an 8-bit RGB image (3 bands), got {bands.shape[0]} band(s)")
-    return _to_rgb_u8(np.moveaxis(bands, 0, -1), f"{bands.shape[0]}-band GeoTIFF", where)
+    lossy = compression is not None and compression.name.lower() == "jpeg"
+    return _to_rgb_u8(np.moveaxis(bands, 0, -1), f"{bands.shape[0]}-band GeoTIFF", where), lossy
 
 
 def read_map_array(path: str | os.PathLike) -> np.ndarray:
-    """Decode a map file to a uint8 ``(H, W, 3)`` array without building float RGB.
+    """Decode a map file to a uint8 ``(H, W, 3)`` array without building float RGB (:func:`read_map_pixels`)."""
+    return read_map_pixels(path)[0]
+
+
+def read_map_pixels(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """Decode a map file to a uint8 ``(H, W, 3)`` array, and tell whether the file is lossy.
+
+    Missing pixels come back as decoded: exact black in a lossless file, near-black noise in a
+    lossy one (:func:`valid_mask` with ``lossy`` tells them apart).
 
     Parameters
     ----------
     path : str or path-like
         Image file (PNG, JPEG, TIFF, GeoTIFF) or ``TARFILE::MEMBER``.
+
+    Returns
+    -------
+    (rgb_u8, lossy)
+        The pixels, and True for a JPEG or a JPEG-compressed TIFF.
 
     Raises
     ------
@@ -242,12 +277,19 @@ def _grid_for_shape(height: int, width: int, grid: MapGrid | None, where: str) -
     return grid
 
 
-def map_image_from_array(rgb_u8: np.ndarray, grid: MapGrid | None = None, path: str = "") -> MapImage:
-    """Build a :class:`MapImage` from a uint8 ``(H, W, 3)`` array (grid inferred from shape if None)."""
+def map_image_from_array(rgb_u8: np.ndarray, grid: MapGrid | None = None, path: str = "",
+                         lossy: bool = False) -> MapImage:
+    """Build a :class:`MapImage` from a uint8 ``(H, W, 3)`` array (grid inferred from shape if None).
+
+    ``lossy``: the array was decoded from a lossy file; missing pixels are found by
+    :func:`valid_mask`'s lossy rule and set to 0 in all bands.
+    """
     height, width = rgb_u8.shape[:2]
     grid = _grid_for_shape(height, width, grid, path or "array")
+    valid = valid_mask(rgb_u8, lossy)
     rgb = np.multiply(rgb_u8, np.float32(1.0 / 255.0), dtype=np.float32)
-    valid = valid_mask(rgb_u8)
+    if lossy:
+        rgb[~valid] = 0.0
     return MapImage(rgb=rgb, valid=valid, grid=grid, path=path)
 
 
@@ -265,7 +307,8 @@ def read_map(path: str | os.PathLike, grid: MapGrid | None = None) -> MapImage:
     Returns
     -------
     MapImage
-        float32 RGB in [0, 1], validity mask (not black in all bands), grid and path.
+        float32 RGB in [0, 1], validity mask (:func:`valid_mask`: not black in all bands; for a
+        JPEG, luma above :data:`LOSSY_MISSING_LUMA`), grid and path.
 
     Raises
     ------
@@ -274,7 +317,8 @@ def read_map(path: str | os.PathLike, grid: MapGrid | None = None) -> MapImage:
         given ``grid``'s shape.
     """
     where = os.fspath(path)
-    return map_image_from_array(read_map_array(where), grid, where)
+    rgb_u8, lossy = read_map_pixels(where)
+    return map_image_from_array(rgb_u8, grid, where, lossy)
 
 
 def _block_sum(array: np.ndarray, factor: int, row_dtype, out_dtype) -> np.ndarray:
@@ -318,9 +362,16 @@ def _block_average(rgb: np.ndarray, valid: np.ndarray, factor: int, scale: float
     return sums, valid_out
 
 
-def valid_mask(rgb_u8: np.ndarray) -> np.ndarray:
-    """True where a uint8 ``(H, W, 3)`` image is not black in all three bands."""
-    return (rgb_u8[..., 0] | rgb_u8[..., 1] | rgb_u8[..., 2]) != 0
+def valid_mask(rgb_u8: np.ndarray, lossy: bool = False) -> np.ndarray:
+    """Pixels of a uint8 ``(H, W, 3)`` map that hold an observation.
+
+    Lossless maps (``lossy=False``): every pixel not exactly black (0, 0, 0). Lossy maps (JPEG):
+    every pixel whose luma 0.299 R + 0.587 G + 0.114 B exceeds :data:`LOSSY_MISSING_LUMA`.
+    """
+    if not lossy:
+        return (rgb_u8[..., 0] | rgb_u8[..., 1] | rgb_u8[..., 2]) != 0
+    luma_x1000 = rgb_u8[..., 0] * np.uint32(299) + rgb_u8[..., 1] * np.uint32(587) + rgb_u8[..., 2] * np.uint32(114)
+    return luma_x1000 > 1000 * LOSSY_MISSING_LUMA
 
 
 def _integer_factor(grid: MapGrid, res_deg: float, where: str) -> int:
@@ -398,12 +449,14 @@ def read_map_resampled_with_grid(
         resolution or the native shape does not divide into blocks.
     """
     where = os.fspath(path)
-    rgb_u8 = read_map_array(where)
+    rgb_u8, lossy = read_map_pixels(where)
     native = _grid_for_shape(rgb_u8.shape[0], rgb_u8.shape[1], grid, where)
     factor = _integer_factor(native, float(res_deg), where)
     if factor == 1:
-        return map_image_from_array(rgb_u8, native, where), native
-    valid = valid_mask(rgb_u8)
+        return map_image_from_array(rgb_u8, native, where, lossy), native
+    valid = valid_mask(rgb_u8, lossy)
+    if lossy:
+        rgb_u8 = np.where(valid[..., None], rgb_u8, np.uint8(0))  # block sums count valid pixels only
     rgb, valid_out = _block_average(rgb_u8, valid, factor, 1.0 / 255.0)
     return MapImage(rgb=rgb, valid=valid_out, grid=native.rescaled(factor), path=where), native
 

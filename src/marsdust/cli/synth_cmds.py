@@ -11,7 +11,8 @@ from marsdust.cli._app import app, fail
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/, truth/ and cloudmask/."),
-    preset: str = typer.Option("ci", "--preset", help="ci, demo, bench or full (see `marsdust.synth`)."),
+    preset: str = typer.Option("ci", "--preset", help="ci, demo, bench, full, twocam or twocam_ci (the keys of "
+                                                      "`marsdust.synth.presets.PRESETS`; see `marsdust.synth`)."),
     seed: int = typer.Option(0, "--seed", help="Planet and weather seed (same seed, same files)."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier synthesis in OUT (removes OUT/archive, OUT/mdad, OUT/truth and "

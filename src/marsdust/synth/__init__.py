@@ -4,11 +4,15 @@
 synthesis unless ``overwrite=True``, which replaces just these four folders):
 
 * ``OUT/archive/<SUBPHASE>/<subphase>_<sol>.png`` — one 8-bit RGB MOC-like daily global map per
-  sol (60°S–60°N, simple cylindrical) plus ``list_ls.txt`` per subphase;
+  sol (60°S–60°N, simple cylindrical) plus ``list_ls.txt`` per subphase; in the MARCI years of a
+  two-camera preset, ``OUT/archive/<SUBPHASE>/<SUBPHASE>_day<NN>.jpg`` — MARCI-like global maps
+  (90°S–90°N, JPEG; :mod:`marsdust.synth.cameras` says what differs);
 * ``OUT/mdad/MDAD.csv`` — the MDAD v1.0 table (all years) and ``OUT/mdad/MY<yy>/MDADMY<yy>.nc``
-  + ``MDAD_MY<yy>_master.csv`` — the v1.1 cubes (outlines) for every Mars year;
+  + ``MDAD_MY<yy>_master.csv`` — the v1.1 cubes (outlines) for every Mars year (two-camera
+  presets: the MARCI years only, as the real MDAD);
 * ``OUT/truth/storms.csv`` (the storm table with ``polygon_wkt``, the member's source region and
-  optical depth) and ``OUT/truth/maps.csv`` (the written maps with their haze optical depth);
+  optical depth) and ``OUT/truth/maps.csv`` (the written maps with their haze optical depth, and
+  the ``camera`` of each in a two-camera archive);
 * ``OUT/cloudmask/<SUBPHASE>/<map_id>.nc`` — each map's water-ice cloud mask in the MARCI
   cloud-mask format (:mod:`marsdust.cloudmask`): cloudy where the drawn cloud opacity exceeds
   0.2, at 0.8°, -999 where the map has no observation (``SynthConfig.write_cloud_masks``).
@@ -49,6 +53,17 @@ Presets
     writing images: the fraction is the same at 0.8° and 0.4°). The MY25 global dust event
     starts at Ls 185 from Hellas. A native map draws in ~0.2 s and is a ~4.6 MB PNG (≈ 12 GB in
     all); ``benchmarks/bench_synth.py`` measures both.
+``twocam``
+    Both cameras on one planet and one weather, MY24 Ls150 – MY32 Ls359 at 0.4°: MOC maps (PNG,
+    60°S–60°N, 300 × 900) until MY28 Ls121, MARCI maps (JPEG, 90°S–90°N, 450 × 900) from MY28
+    Ls130, pairs of consecutive sols every 45 sols (≈ 250 maps, about half of each camera), storm
+    rate as ``demo``, seasonal polar caps. The v1.0 table lists the storms of every year; v1.1
+    cubes exist for MY28–MY32 only (their MARCI maps). Data for training on one camera and
+    testing on the other: ``marsdust train --data OUT --train-period 'MY25 0 - MY28 121]'
+    --test-period 'MY29 0 - MY32 360]'`` trains on MOC maps and tests on MARCI maps (the default
+    splits cover the MOC years only). Written in ≈ 40 s.
+``twocam_ci``
+    ``twocam`` for tests: one sol every 90 sols (≈ 64 maps), storm rate as ``ci``; a few seconds.
 
 ``draw_catalog(config, seed, res_deg=0.8, every=1)`` returns the maps and storm catalog a preset
 would write without writing anything (seconds for ``full``).
@@ -68,7 +83,7 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     ----------
     out_dir : path
         Output folder (created); gets ``archive/``, ``mdad/``, ``truth/`` and ``cloudmask/``.
-    preset : {"ci", "demo", "bench", "full"} or SynthConfig
+    preset : {"ci", "demo", "bench", "full", "twocam", "twocam_ci"} or SynthConfig
         A named preset or a custom configuration.
     seed : int
         Planet and weather seed: the same seed writes identical files.

@@ -1,4 +1,8 @@
-"""Run the synthetic Mars over a calendar and write its archive, MDAD and truth tables."""
+"""Run the synthetic Mars over a calendar and write its archive, MDAD and truth tables.
+
+One weather and one planet run over the whole calendar; each sol that gets a map is imaged by the
+camera whose epoch covers it (``SynthConfig.cameras``), on that camera's grid, in its format.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import pandas as pd
 from marsdust.grid import MapGrid
 from marsdust.mdad_format import MAX_MEMBER_NUMBER, format_member_id, master_csv_path
 from marsdust.naming import make_map_id
-from marsdust.synth.calendar import build_calendar
+from marsdust.synth.calendar import build_calendar, first_day_at
+from marsdust.synth.cameras import Camera
 from marsdust.synth.imaging import Instruments, SolView, render_sol
-from marsdust.synth.planet import build_planet
+from marsdust.synth.planet import Planet, PlanetConfig, build_planet
 from marsdust.synth.presets import SynthConfig
 from marsdust.synth.storms import Member, background_tau, draw_storm_members
 
@@ -25,14 +30,29 @@ CUBE_TITLE = "marsdust synthetic Mars: MDAD v1.1 storm masks (the simulator's tr
 CUBE_SOURCE = "marsdust.synth (synthetic Mars; the labels are the storms it drew, not detector output)"
 
 
+def epoch_of_day(config: SynthConfig, calendar: pd.DataFrame) -> np.ndarray:
+    """Index into ``config.cameras`` of the epoch imaging each calendar day, -1 where none does.
+
+    Epoch ``k`` runs from its start to its end (or the next epoch's start, whichever comes first).
+    """
+    epochs = config.cameras
+    starts = [first_day_at(calendar, epoch.start) for epoch in epochs]
+    stops = starts[1:] + [len(calendar)]
+    index = np.full(len(calendar), -1)
+    for k, (epoch, first, stop) in enumerate(zip(epochs, starts, stops)):
+        last = stop if epoch.end is None else min(stop, first_day_at(calendar, epoch.end))
+        index[first:last] = k
+    return index
+
+
 def selected_days(config: SynthConfig, calendar: pd.DataFrame, seed: int) -> np.ndarray:
-    """Days (calendar rows) that get a map."""
+    """Days (calendar rows) that get a map: the preset's stride, less missing sols, on sols some camera images."""
     days = calendar["day"].to_numpy()
     chosen = days[(days % config.sol_stride) < config.sols_per_run]
     if config.missing_sol_fraction > 0:
         rng = np.random.default_rng([seed, 51])
         chosen = chosen[rng.random(chosen.size) >= config.missing_sol_fraction]
-    return chosen
+    return chosen[epoch_of_day(config, calendar)[chosen] >= 0]
 
 
 @dataclass
@@ -152,42 +172,74 @@ class SolResult:
     labels: np.ndarray
 
 
-class Simulation:
-    """The synthetic Mars of one configuration and seed on one grid: calendar, weather, planet.
+@dataclass
+class Imager:
+    """What one camera needs every sol, drawn once: its grid, the planet's ground on it, its instruments."""
 
-    ``maps`` lists the sols that get a map (``selected_days``); :meth:`draw` draws one of them.
-    ``res_deg`` overrides the configuration's resolution (e.g. a coarse grid to draw the
-    catalog of a native-resolution preset quickly: same weather, same sols).
+    camera: Camera
+    grid: MapGrid
+    planet: Planet
+    instruments: Instruments
+
+    @classmethod
+    def build(cls, camera: Camera, res_deg: float, planet: PlanetConfig, seed: int) -> "Imager":
+        """The camera's grid at ``res_deg`` with planet ``seed``'s ground and noise on it."""
+        grid = camera.grid(res_deg)
+        return cls(camera, grid, build_planet(grid, planet, seed), Instruments.draw(grid, seed))
+
+
+class Simulation:
+    """The synthetic Mars of one configuration and seed: calendar, weather, planet, cameras.
+
+    ``maps`` lists the sols that get a map (``selected_days``), with the ``camera`` that images
+    each, its file ``path`` and ``file_stem``, and whether it goes into the v1.1 cubes
+    (``cubes``); :meth:`draw` draws one of them. ``imagers`` holds each camera's grid, ground and
+    instruments by camera name. ``res_deg`` overrides the configuration's resolution (e.g. a
+    coarse grid to draw the catalog of a native-resolution preset quickly: same weather, same sols).
     """
 
     def __init__(self, config: SynthConfig, seed: int = 0, res_deg: float | None = None, out_dir=None):
         self.config, self.seed = config, seed
-        self.grid = MapGrid.moc(res_deg or config.res_deg)
-        self.calendar = build_calendar(config.calendar, seed)
+        self.calendar = build_calendar(config.calendar, seed,
+                                       tuple((epoch.start, epoch.camera.subphase_plan) for epoch in config.cameras))
         self.members = draw_storm_members(self.calendar, config.storms, seed)
         self.ids = assign_ids(self.members, self.calendar)
         self.by_day: dict[int, list] = {}
         for member in self.members:
             for state in member.states:
                 self.by_day.setdefault(state.day, []).append((state, member))
-        self.planet = build_planet(self.grid, config.planet, seed)
-        self.instruments = Instruments.draw(self.grid, seed)
-        maps = self.calendar.iloc[selected_days(config, self.calendar, seed)].copy()
+        self.imagers = {epoch.camera.name: Imager.build(epoch.camera, res_deg or config.res_deg, config.planet, seed)
+                        for epoch in config.cameras}
+        self.maps = self._map_table(Path(out_dir) if out_dir is not None else Path("."))
+
+    def _map_table(self, out: Path) -> pd.DataFrame:
+        config = self.config
+        days = selected_days(config, self.calendar, self.seed)
+        maps = self.calendar.iloc[days].copy()
+        epochs = [config.cameras[k] for k in epoch_of_day(config, self.calendar)[days]]
         maps["map_id"] = [make_map_id(s, n) for s, n in zip(maps["subphase"], maps["sol"])]
-        out = Path(out_dir) if out_dir is not None else Path(".")
-        maps["path"] = [str(out / "archive" / s / f"{m}.png") for s, m in zip(maps["subphase"], maps["map_id"])]
+        names = [e.camera.map_file_name(s, n) for e, s, n in zip(epochs, maps["subphase"], maps["sol"])]
+        maps["path"] = [str(out / "archive" / s / name) for s, name in zip(maps["subphase"], names)]
         maps["haze_tau"] = [round(background_tau(config.storms, y, ls), 4)
                             for y, ls in zip(maps["mars_year"], maps["ls"])]
-        self.maps = maps
+        maps["camera"] = [e.camera.name for e in epochs]
+        maps["file_stem"] = [Path(name).stem for name in names]
+        maps["cubes"] = [config.write_cubes and e.write_cubes for e in epochs]
+        return maps
 
     def draw(self, row: dict) -> SolResult:
-        """Render and catalogue the sol of one ``maps`` row (a dict)."""
+        """Render and catalogue the sol of one ``maps`` row (a dict) with its camera."""
+        imager = self.imagers[row["camera"]]
         alive = self.by_day.get(row["day"], [])
-        view = render_sol(self.planet, self.instruments, [s for s, _ in alive], row["day"], row["ls"],
-                          row["haze_tau"], self.config.imaging, self.config.clouds, self.seed)
-        storms, labels = catalog_sol(view, self.grid, [m.key for _, m in alive], [m.source for _, m in alive],
+        view = render_sol(imager.planet, imager.instruments, [s for s, _ in alive], row["day"], row["ls"],
+                          row["haze_tau"], imager.camera.imaging, self.config.clouds, self.seed)
+        storms, labels = catalog_sol(view, imager.grid, [m.key for _, m in alive], [m.source for _, m in alive],
                                      self.ids, row)
         return SolResult(row, view, storms, labels)
+
+    def grid_of(self, row: dict) -> MapGrid:
+        """The grid of the map of one ``maps`` row."""
+        return self.imagers[row["camera"]].grid
 
 
 def write_sol_cloud_mask(result: SolResult, grid: MapGrid, out: Path) -> Path:
@@ -237,7 +289,7 @@ def draw_catalog(config: SynthConfig, seed: int = 0, res_deg: float = 0.8, every
         rows += result.storms
         counts.append(len(result.storms))
     maps["n_storms"] = counts
-    return maps.drop(columns="path").reset_index(drop=True), pd.DataFrame(rows, columns=STORM_COLUMNS)
+    return maps.drop(columns=["path", "file_stem"]).reset_index(drop=True), pd.DataFrame(rows, columns=STORM_COLUMNS)
 
 
 def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: bool = True,
@@ -247,63 +299,102 @@ def synthesize_config(config: SynthConfig, out_dir, seed: int = 0, progress: boo
     A folder that already holds any of them is refused
     (:class:`marsdust.synth.writer.SynthOutputExistsError`) unless ``overwrite``, which removes
     those four subfolders first and nothing else (:func:`marsdust.synth.writer.prepare_output_dir`).
-    The v1.1 cubes are written with :class:`marsdust.formats.mdad_cube.MaskCubeWriter`, one per Mars year.
+    The v1.1 cubes are written with :class:`marsdust.formats.mdad_cube.MaskCubeWriter`, one per Mars year
+    that has maps of an epoch with cubes (:func:`write_year`).
 
     Returns
     -------
     dict
-        ``maps`` (the written maps: map_id, subphase, sol, mars_year, ls, path, haze_tau) and
-        ``storms`` (the truth storm table, with ``polygon_wkt``) as DataFrames.
+        ``maps`` (the written maps: map_id, subphase, sol, mars_year, ls, path, haze_tau, day,
+        sol_of_year, and ``camera`` when a camera other than MOC is configured) and ``storms``
+        (the truth storm table, with ``polygon_wkt``) as DataFrames.
     """
-    from contextlib import nullcontext
-
     from tqdm.auto import tqdm
 
     from marsdust.fileio import write_csv_atomic
-    from marsdust.formats.mdad_cube import MaskCubeWriter, MaskStep, write_master_csv
     from marsdust.formats.mdad_table import write_v10_table
-    from marsdust.mdad_format import cube_path
-    from marsdust.synth.writer import prepare_output_dir, write_list_ls, write_png
+    from marsdust.synth.writer import prepare_output_dir, write_list_ls
 
+    simulation = Simulation(config, seed, out_dir=out_dir)
+    grids = cube_grids(simulation)  # checked before anything is written
     out = prepare_output_dir(out_dir, overwrite)
-    simulation = Simulation(config, seed, out_dir=out)
-    grid, maps = simulation.grid, simulation.maps
+    maps = simulation.maps
 
     storms_rows: list[dict] = []
     bar = tqdm(total=len(maps), desc=f"synth {config.name}", unit="map", disable=not progress)
     # maps are in time order, so each Mars year is one contiguous run: one cube per year
     for year, year_maps in maps.groupby("mars_year", sort=False):
-        cube = (MaskCubeWriter(cube_path(out / "mdad", year), grid, title=CUBE_TITLE, complevel=1,
-                               attributes={"source": CUBE_SOURCE})
-                if config.write_cubes else nullcontext())
-        year_rows: list[dict] = []
-        with cube:
-            for row in year_maps.to_dict("records"):
-                result = simulation.draw(row)
-                write_png(result.view.rgb, Path(row["path"]))
-                if config.write_cloud_masks:
-                    write_sol_cloud_mask(result, grid, out)
-                year_rows += result.storms
-                if config.write_cubes:
-                    valid = result.view.valid
-                    cube.append(MaskStep(row["subphase"], row["sol"], row["mars_year"], row["ls"],
-                                         np.where(valid, result.labels, 0), valid, row["sol_of_year"]))
-                bar.update()
-        storms_rows += year_rows
-        if config.write_cubes:
-            write_master_csv(pd.DataFrame(year_rows, columns=STORM_COLUMNS), master_csv_path(out / "mdad", year))
+        storms_rows += write_year(simulation, year_maps, out, grids.get(year), bar.update)
     bar.close()
 
     for subphase, rows in maps.groupby("subphase", sort=False):
-        write_list_ls(rows, out / "archive" / subphase / "list_ls.txt")
+        write_list_ls(rows, out / "archive" / subphase / "list_ls.txt", name_column="file_stem")
     storms = pd.DataFrame(storms_rows, columns=STORM_COLUMNS)
     write_v10_table(storms, out / "mdad" / "MDAD.csv")
     write_csv_atomic(storms, out / "truth" / "storms.csv")
-    map_table = maps[["map_id", "subphase", "sol", "mars_year", "ls", "path", "haze_tau", "day", "sol_of_year"]]
+    map_table = maps[map_columns(config)]
     # paths relative to the output folder, so a synthesized dataset can be moved or copied
     relative = map_table.assign(path=[Path(p).relative_to(out).as_posix() for p in map_table["path"]])
     write_csv_atomic(relative, out / "truth" / "maps.csv")
     return {"maps": map_table.reset_index(drop=True), "storms": storms}
+
+
+def map_columns(config: SynthConfig) -> list[str]:
+    """Columns of ``truth/maps.csv``: ``camera`` is added when a camera other than MOC is configured."""
+    columns = ["map_id", "subphase", "sol", "mars_year", "ls", "path", "haze_tau", "day", "sol_of_year"]
+    return columns + ["camera"] if {epoch.camera.name for epoch in config.cameras} != {"moc"} else columns
+
+
+def cube_grids(simulation: Simulation) -> dict[int, MapGrid]:
+    """The grid of each Mars year's v1.1 cube: the grid of the year's maps whose ``cubes`` flag is on.
+
+    Years without such maps get no cube (no key). Raises ValueError for a year whose cube maps
+    come from cameras on different grids (one cube has one grid).
+    """
+    grids: dict[int, MapGrid] = {}
+    maps = simulation.maps
+    for year, cameras in maps[maps["cubes"]].groupby("mars_year")["camera"]:
+        year_grids = {simulation.imagers[camera].grid for camera in cameras.unique()}
+        if len(year_grids) > 1:
+            raise ValueError(f"MY{year}: maps of cameras on different grids ({', '.join(sorted(cameras.unique()))}) "
+                             "cannot share one MDAD v1.1 cube; turn write_cubes off for one camera's epoch")
+        grids[int(year)] = year_grids.pop()
+    return grids
+
+
+def write_year(simulation: Simulation, year_maps: pd.DataFrame, out: Path, cube_grid: MapGrid | None,
+               done=lambda: None) -> list[dict]:
+    """Draw and write the maps (and cloud masks) of one Mars year, its v1.1 cube and master CSV.
+
+    The cube (on ``cube_grid``; None: no cube) and the master CSV hold the year's maps whose
+    ``cubes`` flag is on. ``done()`` is called after each map. Returns the year's catalog rows.
+    """
+    from contextlib import nullcontext
+
+    from marsdust.formats.mdad_cube import MaskCubeWriter, MaskStep, write_master_csv
+    from marsdust.mdad_format import cube_path
+
+    year = int(year_maps["mars_year"].iloc[0])
+    cube = (MaskCubeWriter(cube_path(out / "mdad", year), cube_grid, title=CUBE_TITLE, complevel=1,
+                           attributes={"source": CUBE_SOURCE}) if cube_grid is not None else nullcontext())
+    year_rows: list[dict] = []
+    cube_rows: list[dict] = []
+    with cube:
+        for row in year_maps.to_dict("records"):
+            result = simulation.draw(row)
+            simulation.imagers[row["camera"]].camera.map_format.write(result.view.rgb, Path(row["path"]))
+            if simulation.config.write_cloud_masks:
+                write_sol_cloud_mask(result, simulation.grid_of(row), out)
+            year_rows += result.storms
+            if row["cubes"]:
+                cube_rows += result.storms
+                valid = result.view.valid
+                cube.append(MaskStep(row["subphase"], row["sol"], row["mars_year"], row["ls"],
+                                     np.where(valid, result.labels, 0), valid, row["sol_of_year"]))
+            done()
+    if cube_grid is not None:
+        write_master_csv(pd.DataFrame(cube_rows, columns=STORM_COLUMNS), master_csv_path(out / "mdad", year))
+    return year_rows
 
 
 STORM_COLUMNS = ["map_id", "subphase", "sol", "mars_year", "ls", "lon", "lat", "area_km2", "confidence", "member_id",

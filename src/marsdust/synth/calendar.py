@@ -1,4 +1,8 @@
-"""Mars calendar of the synthetic archive: Mars years, sols, solar longitude, MOC-like subphases.
+"""Mars calendar of the synthetic archive: Mars years, sols, solar longitude, mission subphases.
+
+Subphases are named after the missions' own: MGS MOC ``M01``…``S20`` (:data:`MOC_SUBPHASE_PLAN`),
+MRO ``P01``…, ``B01``…, ``G01``…, ``D01``… (:data:`MRO_SUBPHASE_PLAN`); a calendar imaged by
+both names each part after its own mission (:func:`build_calendar`'s ``subphase_plans``).
 
 Ls comes from the Kepler orbit of :mod:`marsdust.mdad_format` (eccentricity 0.0934, perihelion at
 Ls 251°, 668.6 sols per Mars year, Ls 0 at sol 0 of each Mars year), the same orbit the MDAD
@@ -23,6 +27,11 @@ from marsdust.mdad_format import (  # noqa: F401 - ORBIT_ECCENTRICITY, LS_PERIHE
 
 MOC_SUBPHASE_PLAN: tuple[tuple[str, int], ...] = (("M", 23), ("E", 23), ("R", 23), ("S", 20))
 """MOC-like mission subphases in order: letter and count (M01…M23, E01…E23, R01…R23, S01…S20)."""
+
+
+MRO_SUBPHASE_PLAN: tuple[tuple[str, int], ...] = (("P", 22), ("B", 22), ("G", 22), ("D", 22), ("F", 22), ("J", 22))
+"""MRO mission subphases in order (primary science phase P01…P22 from MY28 Ls ≈ 132, then the
+extended missions B, G, D, F, J, 22 subphases of about one month each)."""
 
 
 def subphase_names(plan: tuple[tuple[str, int], ...] = MOC_SUBPHASE_PLAN) -> list[str]:
@@ -52,8 +61,20 @@ class CalendarConfig:
     subphase_sols: int = 30
 
 
-def build_calendar(config: CalendarConfig, seed: int = 0) -> pd.DataFrame:
+def build_calendar(config: CalendarConfig, seed: int = 0,
+                   subphase_plans: tuple = ((None, MOC_SUBPHASE_PLAN),)) -> pd.DataFrame:
     """Every sol of the mission, one row each.
+
+    Parameters
+    ----------
+    config : CalendarConfig
+    seed : int
+        Seed of the subphase lengths.
+    subphase_plans : tuple of (start, plan)
+        From ``start`` (``(mars_year, ls_deg)``: the first sol at or after it; None for the first
+        sol of the calendar, which the first plan must have) on, subphases are named by ``plan``
+        from its first name (:func:`subphase_names`), until the next start. Default: the MOC
+        plan throughout.
 
     Returns
     -------
@@ -86,16 +107,34 @@ def build_calendar(config: CalendarConfig, seed: int = 0) -> pd.DataFrame:
         }
     )
     rng = np.random.default_rng([seed, 7])
-    names = subphase_names()
+    starts = [first_day_at(table, start) for start, _ in subphase_plans]
+    if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"subphase plans must start at the calendar's first sol and follow each other in time, got "
+                         f"starts {[start for start, _ in subphase_plans]} (days {starts})")
     subphase, sol_in = [], []
-    k = 0
-    while len(subphase) < len(table):
-        n = int(config.subphase_sols + rng.integers(-2, 3))
-        if k >= len(names):
-            raise ValueError("calendar needs more subphases than the naming plan provides")
-        subphase += [names[k]] * n
-        sol_in += list(range(1, n + 1))
-        k += 1
-    table["subphase"] = subphase[: len(table)]
-    table["sol"] = sol_in[: len(table)]
+    for (_, plan), first, stop in zip(subphase_plans, starts, starts[1:] + [len(table)]):
+        names, k = subphase_names(plan), 0
+        while len(subphase) < stop:
+            n = int(config.subphase_sols + rng.integers(-2, 3))
+            if k >= len(names):
+                raise ValueError("calendar needs more subphases than the naming plan provides")
+            subphase += [names[k]] * n
+            sol_in += list(range(1, n + 1))
+            k += 1
+        del subphase[stop:], sol_in[stop:]
+    table["subphase"] = subphase
+    table["sol"] = sol_in
     return table
+
+
+def first_day_at(calendar: pd.DataFrame, start: tuple[int, float] | None) -> int:
+    """``day`` of the first sol at or after ``start`` = ``(mars_year, ls_deg)`` (None: the first sol).
+
+    A start after the calendar's last sol gives ``len(calendar)``.
+    """
+    if start is None:
+        return 0
+    mars_year, ls_deg = start
+    year = calendar["mars_year"].to_numpy()
+    after = (year > mars_year) | ((year == mars_year) & (calendar["ls"].to_numpy() >= ls_deg))
+    return int(np.argmax(after)) if after.any() else len(calendar)

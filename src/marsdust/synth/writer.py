@@ -69,7 +69,20 @@ def write_png(rgb: np.ndarray, path: Path, compress_level: int = 1) -> None:
                                               compress_type=zlib.Z_RLE)
 
 
-def write_list_ls(rows: pd.DataFrame, path: Path) -> None:
-    """``list_ls.txt``: header, then ``name  mars_year  ls`` per map (name = file stem)."""
-    lines = ["# name mars_year ls"] + [f"{r.map_id}  {int(r.mars_year)}  {r.ls:.3f}" for r in rows.itertuples()]
+def write_jpeg(rgb: np.ndarray, path: Path, quality: int) -> None:
+    """Write an 8-bit RGB map as baseline JPEG at ``quality`` (Pillow's 1–95 scale, 4:2:0 chroma)."""
+    from PIL import Image
+
+    with atomic_output(path) as tmp:
+        Image.fromarray(rgb, mode="RGB").save(tmp, format="JPEG", quality=quality, subsampling="4:2:0")
+
+
+def write_list_ls(rows: pd.DataFrame, path: Path, name_column: str = "map_id") -> None:
+    """``list_ls.txt``: header, then ``name  mars_year  ls`` per map.
+
+    The name is the map file's stem, taken from ``rows[name_column]`` (the map id for MOC-style
+    file names like ``r18_040.png``; a ``B05_day03.jpg`` map needs its own column).
+    """
+    lines = ["# name mars_year ls"] + [f"{name}  {int(year)}  {ls:.3f}"
+                                       for name, year, ls in zip(rows[name_column], rows["mars_year"], rows["ls"])]
     write_text_atomic(path, "\n".join(lines) + "\n")
