@@ -181,7 +181,8 @@ def test_ground_texture_has_another_spectrum_than_the_main_generators():
 
     grid = MapGrid.moc(0.4)
     for seed in (0, 1):
-        second, main = spectral_slope(build_ground(grid, seed=seed).red, 0.4), spectral_slope(build_planet(grid, seed=seed).red, 0.4)
+        second = spectral_slope(build_ground(grid, seed=seed).red, 0.4)
+        main = spectral_slope(build_planet(grid, seed=seed).red, 0.4)
         assert second < main - 0.3, (second, main)
 
 

@@ -47,6 +47,8 @@ the same writers (:mod:`marsdust.synth.writer`, :class:`marsdust.export.MaskCube
 Either layout: ``moc`` (60°S–60°N) or ``marci`` (global). The default archive is 60 maps at 0.4°
 (30 pairs of consecutive sols over MY27 Ls 180° – MY28 Ls 121°, the default temporal split's test
 period), about two catalogued storms per map, written in seconds.
+``benchmarks/second_look_figure.py`` draws ``docs/img/second_look.png``: a main-generator map above
+a second-look map, with their catalogue outlines.
 """
 
 from __future__ import annotations
@@ -57,14 +59,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.synth.second_look.simulation import LAYOUTS, SecondLookConfig, SecondLookSimulation, layout_grid
+from marsdust.grid import MapGrid
+from marsdust.synth.second_look.scene import SolScene
+from marsdust.synth.second_look.simulation import SecondLookConfig, SecondLookSimulation, layout_grid
 
 CUBE_TITLE = "marsdust second-look synthetic Mars: MDAD v1.1 storm masks (the simulator's truth)"
 CUBE_SOURCE = "marsdust.synth.second_look (independent synthetic Mars for testing; labels are the storms it drew)"
 CLOUD_MASK_SOURCE = "marsdust.synth.second_look (the water-ice cloud opacity the second look drew)"
 
 
-def write_cloud_mask_of(scene, row: dict, grid, out: Path) -> Path:
+def write_cloud_mask_of(scene: SolScene, row: dict, grid: MapGrid, out: Path) -> Path:
     """Write one sol's cloud mask under ``out/cloudmask`` (:mod:`marsdust.cloudmask` layout and threshold)."""
     from marsdust.cloudmask import (CLOUD_MASK_DIR, CLOUD_MASK_RES_DEG, CLOUD_OPACITY_THRESHOLD, cloud_mask_path,
                                     cloud_mask_values, write_cloud_mask)
@@ -78,13 +82,13 @@ def write_cloud_mask_of(scene, row: dict, grid, out: Path) -> Path:
 
 def write_year(simulation: SecondLookSimulation, year: int, year_maps: pd.DataFrame, out: Path, bar) -> list[dict]:
     """Draw and write the maps of one Mars year (and its cube and master CSV); returns its catalog rows."""
-    from marsdust.export import MaskCubeWriter, MaskStep, mask_cube_path, write_master_csv
-    from marsdust.mdad_format import master_csv_path
+    from marsdust.export import MaskCubeWriter, MaskStep, write_master_csv
+    from marsdust.mdad_format import cube_path, master_csv_path
     from marsdust.synth.build import STORM_COLUMNS
     from marsdust.synth.writer import write_png
 
     config, grid = simulation.config, simulation.grid
-    cube = (MaskCubeWriter(mask_cube_path(out / "mdad", year), grid, title=CUBE_TITLE, complevel=1,
+    cube = (MaskCubeWriter(cube_path(out / "mdad", year), grid, title=CUBE_TITLE, complevel=1,
                            attributes={"source": CUBE_SOURCE}) if config.write_cubes else nullcontext())
     rows: list[dict] = []
     with cube:
@@ -164,4 +168,4 @@ def synthesize_second_look(out_dir, layout: str = "moc", n_maps: int = 60, res_d
     return {"maps": maps.reset_index(drop=True), "storms": storms}
 
 
-__all__ = ["synthesize_second_look", "SecondLookConfig", "LAYOUTS"]
+__all__ = ["synthesize_second_look", "SecondLookConfig"]

@@ -145,7 +145,7 @@ def nearest_units(nuclei: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray):
 
 
 @dataclass(frozen=True)
-class UnitProperties:
+class ProvinceProperties:
     """Per-province red reflectance and green/red, blue/red ratios (arrays of ``province_count``)."""
 
     albedo: np.ndarray
@@ -153,7 +153,7 @@ class UnitProperties:
     blue_ratio: np.ndarray
 
     @classmethod
-    def draw(cls, nuclei: np.ndarray, config: GroundConfig, rng: np.random.Generator) -> "UnitProperties":
+    def draw(cls, nuclei: np.ndarray, config: GroundConfig, rng: np.random.Generator) -> "ProvinceProperties":
         lat = np.degrees(np.arcsin(nuclei[:, 2]))
         p_bright = np.clip(config.bright_fraction + config.north_bias * np.tanh(lat / 25.0), 0.05, 0.95)
         bright = rng.random(len(nuclei)) < p_bright
@@ -214,7 +214,7 @@ def build_ground(grid: MapGrid, config: GroundConfig = GroundConfig(), seed: int
     """
     rng = np.random.default_rng([seed, 101])
     province_nuclei = random_unit_vectors(config.province_count, rng)
-    provinces = UnitProperties.draw(province_nuclei, config, rng)
+    provinces = ProvinceProperties.draw(province_nuclei, config, rng)
     unit_nuclei = random_unit_vectors(config.unit_count, rng)
     unit_step = rng.normal(0.0, config.unit_albedo_std, config.unit_count).astype(np.float32)
     lat = grid.lat_centers_deg.astype(np.float32)[:, None]

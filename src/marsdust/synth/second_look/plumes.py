@@ -72,7 +72,8 @@ def front_density(state: PlumeState, along: np.ndarray, across: np.ndarray) -> n
     half_angle = np.float32(min(state.length_km / (2.0 * radius), 1.3))
     lobes = np.zeros_like(s)
     for m, (amp, phase) in enumerate(zip(rng.uniform(0.3, 1.0, 4), rng.uniform(0, 2 * np.pi, 4)), start=2):
-        lobes += np.float32(amp / m) * np.sin(np.float32(m * np.pi / half_angle) * phi + np.float32(phase + 0.35 * state.age))
+        shift = np.float32(phase + 0.35 * state.age)
+        lobes += np.float32(amp / m) * np.sin(np.float32(m * np.pi / half_angle) * phi + shift)
     s = s + np.float32(0.35 * state.width_km) * lobes
     t = np.abs(phi) / half_angle
     envelope = np.where(t < 0.75, 1.0, np.cos(np.clip((t - 0.75) / 0.45, 0.0, 1.0) * (np.pi / 2)) ** 2)
@@ -86,7 +87,8 @@ def front_density(state: PlumeState, along: np.ndarray, across: np.ndarray) -> n
 def puff_density(state: PlumeState, along: np.ndarray, across: np.ndarray) -> np.ndarray:
     """Density of a plume of puffs at (along, across) km from its centre, along = direction of drift."""
     rng = np.random.default_rng([state.shape_seed, 2])
-    slots, lateral, size = rng.uniform(0.0, 1.0, MAX_PUFFS), rng.normal(0.0, 0.5, MAX_PUFFS), rng.uniform(0.5, 1.4, MAX_PUFFS)
+    slots, lateral = rng.uniform(0.0, 1.0, MAX_PUFFS), rng.normal(0.0, 0.5, MAX_PUFFS)
+    size = rng.uniform(0.5, 1.4, MAX_PUFFS)
     count = min(MAX_PUFFS, 3 + state.age + int(rng.integers(0, 3)))
     length, width = np.float32(state.length_km), np.float32(state.width_km)
     total = np.zeros_like(along)

@@ -42,8 +42,8 @@ class SecondLookWorld:
 
     @classmethod
     def build(cls, grid: MapGrid, config: AppearanceConfig, seed: int) -> "SecondLookWorld":
-        return cls(grid, config, seed, build_ground(grid, config.ground, seed), SkyTextures.draw(grid, config.sky, seed),
-                   PlumeTextures.draw(seed))
+        ground = build_ground(grid, config.ground, seed)
+        return cls(grid, config, seed, ground, SkyTextures.draw(grid, config.sky, seed), PlumeTextures.draw(seed))
 
 
 @dataclass

@@ -67,7 +67,7 @@ def second_look_calendar(config: SecondLookConfig, seed: int) -> pd.DataFrame:
 
 
 def map_days(n_days: int, n_maps: int) -> np.ndarray:
-    """``n_maps`` days out of ``n_days``: pairs of consecutive sols spread evenly (an odd count ends with a single sol)."""
+    """``n_maps`` days out of ``n_days``: pairs of consecutive sols spread evenly (an odd count ends with one sol)."""
     if n_maps < 1:
         raise ValueError(f"n_maps must be at least 1, got {n_maps}")
     n_pairs = -(-n_maps // 2)

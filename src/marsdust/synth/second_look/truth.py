@@ -26,6 +26,7 @@ import pandas as pd
 
 from marsdust.grid import MapGrid
 from marsdust.mdad_format import MAX_MEMBER_NUMBER, format_member_id
+from marsdust.synth.planet import KM_PER_DEG
 from marsdust.synth.second_look.scene import SolScene
 from marsdust.synth.second_look.weather import StormMember
 
@@ -131,7 +132,7 @@ def visible_storm(scene: SolScene, index: int, grid: MapGrid) -> CatalogEntry | 
     if area < MIN_AREA_KM2:
         return None
     lon, lat = centroid_lonlat(visible, box.rows, box.cols, grid)
-    band_px = max(1, int(round(EDGE_BAND_KM / (grid.res_deg * 59.27))))
+    band_px = max(1, int(round(EDGE_BAND_KM / (grid.res_deg * KM_PER_DEG))))
     red = scene.rgb[..., 0][box.index].astype(np.float32)
     confidence = edge_confidence(red, visible, owner >= 0, valid, band_px)
     return CatalogEntry(state.member_key, box.rows, box.cols, visible, area, lon, lat, confidence)
@@ -151,7 +152,8 @@ def entry_row(entry: CatalogEntry, ids: MemberIds, origin: str, tau: float, row:
     }
 
 
-def sol_catalog(scene: SolScene, origins: dict[int, str], ids: MemberIds, row: dict, grid: MapGrid) -> tuple[list[dict], np.ndarray]:
+def sol_catalog(scene: SolScene, origins: dict[int, str], ids: MemberIds, row: dict,
+                grid: MapGrid) -> tuple[list[dict], np.ndarray]:
     """Catalog rows of one drawn sol and its MDAD label image (uint8 (H, W); 255 where unobserved)."""
     labels = np.zeros(grid.shape, np.uint8)
     rows_out = []

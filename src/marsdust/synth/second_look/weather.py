@@ -138,7 +138,8 @@ def front_activity(ls_deg: float, hemisphere: int, config: WeatherConfig) -> flo
     window = config.front_seasons[0 if hemisphere > 0 else 1]
     activity = tapered_window(ls_deg, window)
     if hemisphere > 0:
-        activity *= 1.0 - config.pause_depth * float(np.exp(-((lon_difference_deg(ls_deg, config.pause_ls_deg) / 15.0) ** 2)))
+        from_pause = lon_difference_deg(ls_deg, config.pause_ls_deg) / 15.0
+        activity *= 1.0 - config.pause_depth * float(np.exp(-(from_pause**2)))
     return max(activity, config.quiet_activity)
 
 
@@ -204,7 +205,8 @@ def plume_track(key: int, day: int, lon: float, lat: float, heading: float, life
     return member
 
 
-def flushing_chain(front: StormMember, first_key: int, config: WeatherConfig, rng: np.random.Generator) -> list[StormMember]:
+def flushing_chain(front: StormMember, first_key: int, config: WeatherConfig,
+                   rng: np.random.Generator) -> list[StormMember]:
     """Two plumes that carry a frontal storm's dust toward the equator, one after the other."""
     last = front.states[-1]
     hemisphere = 1 if last.lat_deg > 0 else -1
