@@ -60,3 +60,19 @@ def test_synth_writes_a_two_camera_archive_and_show_draws_its_marci_maps(tmp_pat
     with Image.open(figure) as image:
         width, height = image.size
     assert width > 600 and height > 0.8 * width  # two global maps (2:1) stacked
+
+
+def test_synth_look2_preset_writes_the_second_looks_test_archive(tmp_path):
+    from marsdust.mdgm import index_archive
+
+    out = tmp_path / "look2"
+    result = runner.invoke(app, ["synth", str(out), "--preset", "look2_marci", "--quiet"])
+    assert result.exit_code == 0, result.output
+    index = index_archive(out / "archive")
+    assert len(index) == 60 and index["subphase"].str.startswith("L").all()
+    assert (out / "truth" / "split.csv").is_file()  # every map a test map: never trained on
+    from PIL import Image
+
+    with Image.open(out / index["path"].iloc[0] if not Path(index["path"].iloc[0]).is_absolute()
+                    else index["path"].iloc[0]) as image:
+        assert image.size[0] == 2 * image.size[1]  # the global MARCI layout

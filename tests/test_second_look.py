@@ -56,7 +56,8 @@ def storm_contrasts(maps: pd.DataFrame, storms: pd.DataFrame, root: Path | None 
 
 def test_archive_and_catalog_read_back_like_any_synth_output(look):
     from marsdust.data import load_split, select_split
-    from marsdust.mdad import read_catalog, read_v10_table
+    from marsdust.formats.mdad_table import read_v10_table
+    from marsdust.mdad import read_catalog
     from marsdust.mdgm import index_archive
 
     out, maps, storms = look

@@ -50,8 +50,8 @@ def test_marci_maps_are_global_jpegs_and_moc_maps_keep_their_band(twocam):
 
 
 def test_marci_maps_get_global_cloud_masks(twocam):
-    from marsdust.cloudmask import cloud_mask_path, read_cloud_mask_on
-    from marsdust.mdad import read_cloud_mask
+    from marsdust.cloudmask import cloud_mask_path
+    from marsdust.formats.cloud_mask import read_cloud_mask, read_cloud_mask_on
 
     out, maps, _ = twocam
     assert all(cloud_mask_path(out / "cloudmask", s, m).is_file() for s, m in zip(maps.subphase, maps.map_id))
@@ -148,7 +148,7 @@ def test_jpeg_maps_read_back_with_the_drawn_missing_pixels(simulation, tmp_path)
 
 
 def test_twocam_catalog_has_table_rows_for_all_years_and_cubes_for_marci_years_only(twocam):
-    from marsdust.mdad import read_v10_table
+    from marsdust.formats.mdad_table import read_v10_table
 
     out, maps, storms = twocam
     table = read_v10_table(out / "mdad" / "MDAD.csv")

@@ -12,7 +12,9 @@ from marsdust.cli._app import app, fail
 def synth(
     out: Path = typer.Argument(..., help="Output folder: gets archive/, mdad/, truth/ and cloudmask/."),
     preset: str = typer.Option("ci", "--preset", help="ci, demo, bench, full, twocam or twocam_ci (the keys of "
-                                                      "`marsdust.synth.presets.PRESETS`; see `marsdust.synth`)."),
+                                                      "`marsdust.synth.presets.PRESETS`; see `marsdust.synth`), "
+                                                      "or look2 / look2_marci: the independently modelled second "
+                                                      "look, MOC or global MARCI layout, for testing only."),
     seed: int = typer.Option(0, "--seed", help="Planet and weather seed (same seed, same files)."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier synthesis in OUT (removes OUT/archive, OUT/mdad, OUT/truth and "

@@ -74,6 +74,11 @@ from __future__ import annotations
 from marsdust.synth.presets import PRESETS, SynthConfig, get_preset
 from marsdust.synth.writer import SYNTH_OUTPUT_DIRS, SynthOutputExistsError
 
+SECOND_LOOK_PRESETS = {"look2": "moc", "look2_marci": "marci"}
+"""Test-only archives drawn by the independently modelled second look (:mod:`marsdust.synth.second_look`):
+preset name → map layout. Never train on them: they measure whether a detector carries over to a look it
+has not seen."""
+
 
 def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progress: bool = True,
                overwrite: bool = False) -> dict:
@@ -83,8 +88,9 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     ----------
     out_dir : path
         Output folder (created); gets ``archive/``, ``mdad/``, ``truth/`` and ``cloudmask/``.
-    preset : {"ci", "demo", "bench", "full", "twocam", "twocam_ci"} or SynthConfig
-        A named preset or a custom configuration.
+    preset : {"ci", "demo", "bench", "full", "twocam", "twocam_ci", "look2", "look2_marci"} or SynthConfig
+        A named preset or a custom configuration; ``look2*`` write the second look's test archive
+        (:data:`SECOND_LOOK_PRESETS`).
     seed : int
         Planet and weather seed: the same seed writes identical files.
     progress : bool
@@ -108,8 +114,13 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     """
     from marsdust.synth.build import synthesize_config
 
+    if isinstance(preset, str) and preset in SECOND_LOOK_PRESETS:
+        from marsdust.synth.second_look import synthesize_second_look
+
+        return synthesize_second_look(out_dir, layout=SECOND_LOOK_PRESETS[preset], seed=seed, progress=progress,
+                                      overwrite=overwrite)
     config = get_preset(preset) if isinstance(preset, str) else preset
     return synthesize_config(config, out_dir, seed=seed, progress=progress, overwrite=overwrite)
 
 
-__all__ = ["synthesize", "SynthConfig", "get_preset", "PRESETS", "SynthOutputExistsError", "SYNTH_OUTPUT_DIRS"]
+__all__ = ["synthesize", "SynthConfig", "get_preset", "PRESETS", "SECOND_LOOK_PRESETS", "SynthOutputExistsError", "SYNTH_OUTPUT_DIRS"]

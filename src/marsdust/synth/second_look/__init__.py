@@ -31,8 +31,8 @@ confidence         storm vs ring contrast                              red contr
 =================  ==================================================  ==========================================
 
 :func:`synthesize_second_look` writes the same files as :func:`marsdust.synth.synthesize`, with
-the same writers (:mod:`marsdust.synth.writer`, :class:`marsdust.export.MaskCubeWriter`,
-:func:`marsdust.export.write_master_csv`, :func:`marsdust.cloudmask.write_cloud_mask`), so
+the same writers (:mod:`marsdust.synth.writer`, :class:`marsdust.formats.mdad_cube.MaskCubeWriter`,
+:func:`marsdust.formats.mdad_cube.write_master_csv`, :func:`marsdust.formats.cloud_mask.write_cloud_mask`), so
 ``marsdust index``, ``catalog``, ``evaluate`` and ``detect`` read it like any synth output:
 
 * ``OUT/archive/<SUBPHASE>/<subphase>_<sol>.png`` + ``list_ls.txt`` (subphases ``L01``, ``L02``, …);
@@ -71,7 +71,8 @@ CLOUD_MASK_SOURCE = "marsdust.synth.second_look (the water-ice cloud opacity the
 def write_cloud_mask_of(scene: SolScene, row: dict, grid: MapGrid, out: Path) -> Path:
     """Write one sol's cloud mask under ``out/cloudmask`` (:mod:`marsdust.cloudmask` layout and threshold)."""
     from marsdust.cloudmask import (CLOUD_MASK_DIR, CLOUD_MASK_RES_DEG, CLOUD_OPACITY_THRESHOLD, cloud_mask_path,
-                                    cloud_mask_values, write_cloud_mask)
+                                    cloud_mask_values)
+    from marsdust.formats.cloud_mask import write_cloud_mask
 
     factor = max(1, int(round(CLOUD_MASK_RES_DEG / grid.res_deg)))
     values = cloud_mask_values(scene.cloud, scene.valid, factor)
@@ -82,7 +83,7 @@ def write_cloud_mask_of(scene: SolScene, row: dict, grid: MapGrid, out: Path) ->
 
 def write_year(simulation: SecondLookSimulation, year: int, year_maps: pd.DataFrame, out: Path, bar) -> list[dict]:
     """Draw and write the maps of one Mars year (and its cube and master CSV); returns its catalog rows."""
-    from marsdust.export import MaskCubeWriter, MaskStep, write_master_csv
+    from marsdust.formats.mdad_cube import MaskCubeWriter, MaskStep, write_master_csv
     from marsdust.mdad_format import cube_path, master_csv_path
     from marsdust.synth.build import STORM_COLUMNS
     from marsdust.synth.writer import write_png
@@ -146,7 +147,9 @@ def synthesize_second_look(out_dir, layout: str = "moc", n_maps: int = 60, res_d
     from tqdm.auto import tqdm
 
     from marsdust.synth.build import STORM_COLUMNS
-    from marsdust.synth.writer import prepare_output_dir, write_csv_atomic, write_list_ls, write_mdad_v10
+    from marsdust.fileio import write_csv_atomic
+    from marsdust.formats.mdad_table import write_v10_table
+    from marsdust.synth.writer import prepare_output_dir, write_list_ls
 
     grid = layout_grid(layout, res_deg)
     simulation = SecondLookSimulation(grid, n_maps, seed, config, out_dir=Path(out_dir))  # validates first
@@ -159,7 +162,7 @@ def synthesize_second_look(out_dir, layout: str = "moc", n_maps: int = 60, res_d
     for subphase, sub_maps in maps.groupby("subphase", sort=False):
         write_list_ls(sub_maps, out / "archive" / subphase / "list_ls.txt")
     storms = pd.DataFrame(rows, columns=STORM_COLUMNS)
-    write_mdad_v10(storms, out / "mdad" / "MDAD.csv")
+    write_v10_table(storms, out / "mdad" / "MDAD.csv")
     write_csv_atomic(storms, out / "truth" / "storms.csv")
     relative = maps.assign(path=[Path(p).relative_to(out).as_posix() for p in maps["path"]])
     write_csv_atomic(relative, out / "truth" / "maps.csv")
