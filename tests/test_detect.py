@@ -232,7 +232,7 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
     archive = write_disc_archive(tmp_path / "archive", maps, grid=MapGrid.moc(0.4))
     umask_before = os.umask(0o022)
     os.umask(umask_before)
-    three_maps = detect.DetectExecution(batch_size=3, execution=QUIET)
+    three_maps = detect.DetectExecution(batch_size=3, progress=False)
     detect.detect_archive(blob_model, archive, detect.DetectOutputs(tmp_path / "one", geotiff=True),
                           execution=three_maps)
     monkeypatch.setattr(detect.pipeline, "_host_threads", lambda device, batch_size: 4)

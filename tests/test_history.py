@@ -71,7 +71,8 @@ def test_the_time_axis_runs_on_across_mars_years():
 def test_maps_without_a_time_are_refused_naming_them_unless_the_detector_works_without_history(caplog):
     rows = [{"map_id": "loose_map", "mars_year": 0, "ls": float("nan"), "path": "loose_map.png"}]
     config = ReferenceConfig("prior-median")
-    with pytest.raises(ValueError, match=r"need each map's Mars year and Ls; 1 map\(s\) have none, e.g. \['loose_map'\]"):
+    needs_a_time = r"need each map's Mars year and Ls; 1 map\(s\) have none, e.g. \['loose_map'\]"
+    with pytest.raises(ValueError, match=needs_a_time):
         MapHistory(config, rows, lambda path: _map(0.4))
     with pytest.raises(ValueError, match="--reference-dropout"):  # says which detector would take them
         MapHistory(config, rows, lambda path: _map(0.4))

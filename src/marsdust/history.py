@@ -132,13 +132,15 @@ class MapHistory:
 
     @classmethod
     def for_detector(cls, model, maps, load_map: LoadMap) -> "MapHistory":
-        """The history of a detector with reference bands: its ``reference_config``, its checkpoint's no-history rule."""
+        """The history of a detector with reference bands: its ``reference_config`` and its checkpoint's
+        no-history rule (:func:`works_without_history`)."""
         return cls(model.config.reference_config, maps, load_map, works_without=works_without_history(model))
 
     def background(self, map_id: str, shape: tuple[int, int]) -> np.ndarray:
-        """The ``(rows, columns, 3)`` float32 background of ``map_id`` on a working grid of ``shape`` (history read as needed).
+        """The ``(rows, columns, 3)`` float32 background of ``map_id`` on a working grid of ``shape``.
 
-        Zeros for an untimed map and where no earlier map of the window observed a pixel.
+        History maps not served are read as needed. Zeros for an untimed map and where no earlier map
+        of the window observed a pixel.
         """
         position = self.position.get(map_id)
         if position is None:

@@ -62,7 +62,7 @@ def detect_archive(checkpoint_or_model, maps, outputs: DetectOutputs | str | os.
         Inference options (default ``DetectSettings(score_threshold=None)``). A score threshold of None
         is the one chosen on validation maps and stored in the checkpoint
         (:func:`marsdust.models.resolve_score_threshold`), else 0.5; the value used is logged and
-        kept in ``DetectSummary.score_threshold``.
+        recorded in ``OUT/parts/settings.json`` (a resumed run must use the same).
     execution : DetectExecution, optional
         Device, batch size, worker processes, threads and this process's share (default
         ``DetectExecution()``: CPU, one map at a time, one process). Under torchrun (``WORLD_SIZE`` > 1

@@ -58,7 +58,8 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a & b) / union if union else 0.0
 
 
-def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectSettings, seconds: float = 0.0) -> MapResult:
+def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectSettings,
+               seconds: float = 0.0) -> MapResult:
     """Turn the model outputs of one map's tiles into a :class:`MapResult` (see :mod:`marsdust.detect`, steps 5-6)."""
     t0 = time.perf_counter()
     image = prepared.image

@@ -16,7 +16,7 @@ from marsdust.naming import make_map_id, parse_map_name
 
 
 def map_id_from_stem(stem: str) -> str:
-    """The map id of a file stem: ``<subphase>_<sol>`` as :func:`marsdust.naming.make_map_id` writes it, else the stem."""
+    """The map id of a file stem (``<subphase>_<sol>``, :func:`marsdust.naming.make_map_id`), else the stem itself."""
     try:
         return make_map_id(*parse_map_name(stem))
     except ValueError:

@@ -68,7 +68,8 @@ class ReadyDetector:
     res_deg: float
 
     @classmethod
-    def load(cls, checkpoint_or_model, settings: DetectSettings, device: str, local_rank: int | None) -> "ReadyDetector":
+    def load(cls, checkpoint_or_model, settings: DetectSettings, device: str,
+             local_rank: int | None) -> "ReadyDetector":
         """Load a checkpoint (or take a built detector) onto ``device``; ``settings`` get the detector's classes."""
         from marsdust.models import detector_classes, load_model
 
@@ -124,7 +125,8 @@ def map_history(detector: ReadyDetector, history_rows: list[dict]) -> MapHistory
 
 
 def with_background(prepared: PreparedMap, history: MapHistory, settings: DetectSettings) -> PreparedMap:
-    """``prepared`` (a map read but not yet tiled) cut into tiles with its background bands; the map joins the history."""
+    """``prepared`` (a map read but not yet tiled) cut into tiles with its background bands; the map joins
+    the history."""
     t0 = time.perf_counter()
     image = prepared.image
     background = history.background(prepared.map_id, image.grid.shape)
