@@ -111,16 +111,17 @@ def child_ours(options: dict) -> dict:
     import pandas as pd
     import torch
 
-    from marsdust.detect import detect_archive, resolve_engine
+    from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive, resolve_engine
     from marsdust.models import load_model
 
     torch.set_num_threads(options["threads"])
     out_dir = Path(options["out_dir"])
     device = options["device"]
     t0 = time.perf_counter()
-    detect_archive(options["checkpoint"], options["archive"], out_dir, overwrite=True, progress=False,
-                   threads=options["threads"], score_threshold=options["score_threshold"],
-                   engine=options["engine"], device=device, batch_size=options["batch_size"])
+    detect_archive(options["checkpoint"], options["archive"], DetectOutputs(out_dir, overwrite=True),
+                   settings=DetectSettings(options["score_threshold"], engine=options["engine"]),
+                   execution=DetectExecution(device, options["batch_size"], threads=options["threads"],
+                                             progress=False))
     wall = time.perf_counter() - t0
     maps = pd.read_csv(out_dir / "maps.csv")
     seconds = maps["seconds"].to_numpy(float)
@@ -242,7 +243,7 @@ def child_map50(options: dict) -> dict:
     import torch
 
     from marsdust.data import select_split
-    from marsdust.detect import detect_map, onnx_backbone_for, resolve_engine
+    from marsdust.detect import DetectSettings, detect_map, onnx_backbone_for, resolve_engine
     from marsdust.evaluate import evaluate_detections, evaluation_split, prediction_entry, run_config_of
     from marsdust.labels import map_targets
     from marsdust.mdgm import read_map
@@ -273,7 +274,7 @@ def child_map50(options: dict) -> dict:
         for engine in (fast_engine, "plain"):
             t0 = time.perf_counter()
             result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
-                                score_threshold=0.05, device=device, engine=engine)
+                                settings=DetectSettings(0.05, engine=engine), device=device)
             seconds[engine].append(time.perf_counter() - t0)
             predictions[engine][row.map_id] = prediction_entry(result, result.grid)
         grid = result.grid

@@ -38,14 +38,14 @@ def time_counts(counts: list[int], paths: list[str], repeats: int) -> list[dict]
     """Median seconds per map of ``detect_map`` with the detector forced to report each count."""
     import torch
 
-    from marsdust.detect import detect_map
+    from marsdust.detect import DetectSettings, detect_map
     from marsdust.mdgm import read_map
     from marsdust.models import build_model
 
     torch.manual_seed(0)
     model = build_model("dustrcnn", backbone_weights=None).eval()
     images = [read_map(path) for path in paths]
-    detect_map(model, images[0], score_threshold=0.0)  # warm-up: ONNX export and session start
+    detect_map(model, images[0], settings=DetectSettings(0.0))  # warm-up: ONNX export and session start
     rows = []
     for count in counts:
         model.roi_heads.detections_per_img = int(count)
@@ -53,7 +53,7 @@ def time_counts(counts: list[int], paths: list[str], repeats: int) -> list[dict]
         for image in images:
             for _ in range(repeats):
                 start = time.perf_counter()
-                result = detect_map(model, image, score_threshold=0.0)
+                result = detect_map(model, image, settings=DetectSettings(0.0))
                 seconds.append(time.perf_counter() - start)
             found.append(len(result.records))
         rows.append({"max_detections": int(count), "detections_per_map": float(np.mean(found)),

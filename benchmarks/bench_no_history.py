@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     import marsdust.evaluate.runner as runner
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
 
     from_archive = runner.split_backgrounds
 
@@ -55,8 +55,8 @@ def main(argv=None) -> dict:
         results[name] = {}
         for case, backgrounds in (("with history", from_archive), ("no history", no_history)):
             runner.split_backgrounds = backgrounds
-            metrics = evaluate_checkpoint(path, out / name / case.replace(" ", "_"), n_figures=0, n_timed=0,
-                                          progress=False)
+            metrics = evaluate_checkpoint(path, out / name / case.replace(" ", "_"),
+                                          EvaluateOptions(n_figures=0, n_timed=0, progress=False))
             results[name][case] = _scores(metrics)
             print(f"{name} {case}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in results[name][case].items()
                                                   if v is not None), flush=True)

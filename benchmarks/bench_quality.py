@@ -58,7 +58,7 @@ def load_variants(path: Path) -> tuple[dict, dict]:
 
 def run_variant(name: str, settings: dict, data: Path, out: Path) -> dict:
     """Train and evaluate one variant; returns its row (also ``OUT/eval/NAME/row.json``)."""
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.train import TrainConfig, train
 
     run_dir, eval_dir = out / "runs" / name, out / "eval" / name
@@ -70,8 +70,8 @@ def run_variant(name: str, settings: dict, data: Path, out: Path) -> dict:
         summary = train(config, run_dir, resume=resume)
         summary["wall_seconds"] = time.perf_counter() - t0
     device = "cuda" if config.accelerator == "gpu" else "cpu"
-    metrics = evaluate_checkpoint(summary["best_checkpoint"], eval_dir, n_figures=2, n_timed=0, progress=False,
-                                  device=device)
+    metrics = evaluate_checkpoint(summary["best_checkpoint"], eval_dir,
+                                  EvaluateOptions(n_figures=2, n_timed=0, progress=False, device=device))
     segm = metrics.get("segm") or {}
     row = {
         "variant": name, "model": config.model, "label_mode": config.label_mode, "strategy": config.strategy,

@@ -6,7 +6,7 @@ seed): one without reference bands, one with ``prior-median`` backgrounds of the
 ``--sols`` sols (six input bands). Runs alternate (plain, reference, plain, ...) ``--repeats``
 times each, so a change of load hits both; the report gives the median seconds per map of each,
 their ratio, and the reference's own work per map measured apart: building the background from
-the window's maps and adding the map to the history (:class:`marsdust.reference.ReferenceFeeder`,
+the window's maps and adding the map to the history (:class:`marsdust.history.MapHistory`,
 maps already in memory at the working resolution).
 
 A random detector's scores are meaningless: every detection below ``--score-threshold`` (0.99 by
@@ -46,11 +46,11 @@ def _detector(reference: str, sols: int):
 def _detect_seconds_per_map(model, index_csv: Path, out: Path, threshold: float, n_maps: int) -> tuple[float, int]:
     import pandas as pd
 
-    from marsdust.detect import detect_archive
+    from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive
 
     t0 = time.perf_counter()
-    detect_archive(model, str(index_csv), out, score_threshold=threshold, overwrite=True, progress=False,
-                   track=False)
+    detect_archive(model, str(index_csv), DetectOutputs(out, track=False, overwrite=True),
+                   settings=DetectSettings(threshold), execution=DetectExecution(progress=False))
     seconds = time.perf_counter() - t0
     detections = pd.read_csv(out / "detections.csv") if (out / "detections.csv").is_file() else []
     return seconds / n_maps, len(detections)
@@ -59,17 +59,18 @@ def _detect_seconds_per_map(model, index_csv: Path, out: Path, threshold: float,
 def _feeder_ms_per_map(index, sols: int) -> float:
     """Median ms of background + add per map, maps preloaded at 0.8°."""
     from marsdust.detect.prepare import working_image
-    from marsdust.mdad_format import mars_time_sols
-    from marsdust.reference import ReferenceConfig, ReferenceFeeder
+    from marsdust.history import MapHistory
+    from marsdust.reference import ReferenceConfig
 
-    images = [working_image(path, 0.8)[0] for path in index["path"]]
-    feeder = ReferenceFeeder(ReferenceConfig("prior-median", sols), mars_time_sols(index["mars_year"], index["ls"]),
-                             lambda position: (images[position].rgb, images[position].valid))
+    images = {path: working_image(path, 0.8)[0] for path in index["path"]}
+    history = MapHistory(ReferenceConfig("prior-median", sols), index,
+                         lambda path: (images[path].rgb, images[path].valid))
     times = []
-    for position, image in enumerate(images):
+    for map_id in history.map_ids:
+        image = images[history.paths[map_id]]
         t0 = time.perf_counter()
-        feeder.background(position, image.grid.shape)
-        feeder.add(position, image.rgb, image.valid)
+        history.background(map_id, image.grid.shape)
+        history.add(map_id, image.rgb, image.valid)
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
 

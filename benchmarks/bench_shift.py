@@ -84,11 +84,11 @@ def write_test_split(data: Path, path: Path, n_maps: int | None) -> tuple[Path, 
 def score(checkpoint: Path, data: Path, split_file: Path, out_dir: Path, transform, label_mode: str | None,
           device: str) -> dict:
     """One evaluation through :func:`marsdust.evaluate.evaluate_checkpoint`; returns the table's metrics."""
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, out_dir, data=str(data), split_file=str(split_file),
-                                  label_mode=label_mode, n_figures=0, n_timed=0, progress=False, device=device,
-                                  transform_image=transform)
+    metrics = evaluate_checkpoint(checkpoint, out_dir, EvaluateOptions(
+        data=str(data), split_file=str(split_file), label_mode=label_mode, n_figures=0, n_timed=0, progress=False,
+        device=device, transform_image=transform))
     segm = metrics.get("segm") or {}
     return {"label_mode": metrics["label_mode"], "n_maps": metrics["n_maps"], "n_gt": metrics.get("n_gt"),
             "working_res_deg": metrics["working_res_deg"],

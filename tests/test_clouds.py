@@ -203,11 +203,12 @@ def test_maps_without_cloud_masks_train_dust_only_and_the_run_says_how_many(ci_d
 
 
 def test_two_class_detect_writes_the_class_column_and_a_cloud_cube(ci_data, tmp_path, two_class_checkpoint):
-    from marsdust.detect import detect_archive
+    from marsdust.detect import DetectExecution, DetectSettings, detect_archive
 
     maps, _ = _few_maps(ci_data, tmp_path)
     out = tmp_path / "out"
-    summary = detect_archive(two_class_checkpoint, maps, out, score_threshold=0.0, progress=False)
+    summary = detect_archive(two_class_checkpoint, maps, out, settings=DetectSettings(0.0),
+                             execution=DetectExecution(progress=False))
     detections = pd.read_csv(out / "detections.csv", keep_default_na=False)
     assert set(detections["class"]) <= {"dust", "cloud"} and "cloud_masks" in summary.paths
     dust = detections[detections["class"] == "dust"]
@@ -224,7 +225,7 @@ def test_two_class_detect_writes_the_class_column_and_a_cloud_cube(ci_data, tmp_
 
 
 def test_one_class_checkpoints_write_dust_in_every_row_and_no_cloud_cube(ci_data, tmp_path):
-    from marsdust.detect import detect_archive
+    from marsdust.detect import DetectExecution, DetectSettings, detect_archive
     from marsdust.models import build_model, detector_classes, save_checkpoint
 
     # the compact default detector, random weights: it finds (junk) storms at score 0, unlike the tiny one
@@ -232,20 +233,21 @@ def test_one_class_checkpoints_write_dust_in_every_row_and_no_cloud_cube(ci_data
     checkpoint = save_checkpoint(model, tmp_path / "one.ckpt")  # stores no class names, as checkpoints before classes
     assert detector_classes(checkpoint) == ("dust",)
     maps, _ = _few_maps(ci_data, tmp_path, n=2)
-    detect_archive(checkpoint, maps, tmp_path / "out", score_threshold=0.0, progress=False)
+    detect_archive(checkpoint, maps, tmp_path / "out", settings=DetectSettings(0.0),
+                   execution=DetectExecution(progress=False))
     detections = pd.read_csv(tmp_path / "out" / "detections.csv")
     assert len(detections) and (detections["class"] == "dust").all()
     assert not (tmp_path / "out" / "cloud_masks.nc").exists()
 
 
 def test_evaluate_reports_per_class_ap_and_dust_false_alarms_on_clouds(ci_data, tmp_path, two_class_checkpoint):
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
 
     _, index = _few_maps(ci_data, tmp_path, n=2)
     split = tmp_path / "split.csv"
     pd.DataFrame({"map_id": index["map_id"], "split": "test"}).to_csv(split, index=False)
-    metrics = evaluate_checkpoint(two_class_checkpoint, tmp_path / "eval", data=str(ci_data), split_file=str(split),
-                                  n_figures=0, n_timed=0, progress=False)
+    metrics = evaluate_checkpoint(two_class_checkpoint, tmp_path / "eval", EvaluateOptions(
+        data=str(ci_data), split_file=str(split), n_figures=0, n_timed=0, progress=False))
     assert metrics["classes"] == ["dust", "cloud"]
     for name in ("dust", "cloud"):
         assert {"map50", "map75", "n_gt", "n_pred"} <= set(metrics["per_class"][name])

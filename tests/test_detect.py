@@ -30,6 +30,8 @@ from marsdust.outlines import DETECTION_COLUMNS
 from marsdust.synth.discs import draw_disc_map, write_disc_archive
 
 NATIVE = MapGrid.moc(0.4)  # 300 x 900 maps
+QUIET = detect.DetectExecution(progress=False)
+ONE_THREAD = detect.DetectExecution(threads=1, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,7 +116,7 @@ def test_storm_across_180_is_detected_once_with_the_right_area(tmp_path, blob_mo
 def test_without_the_wrap_pad_a_seam_storm_falls_in_two(tmp_path, blob_model):
     path = draw_disc_map(tmp_path / "r18_002.png", [(180.0, 0.0, 6.0)])
     padded = detect.detect_map(blob_model, path)
-    unpadded = detect.detect_map(blob_model, path, pad_deg=0.0)
+    unpadded = detect.detect_map(blob_model, path, settings=detect.DetectSettings(pad_deg=0.0))
     assert padded.n_detections == 1 and unpadded.n_detections == 2
     # same pixels either way: one storm of the whole area, or two halves
     total = sum(r["area_km2"] for r in unpadded.records)
@@ -126,7 +128,7 @@ def test_tiles_find_each_storm_once(tmp_path, blob_model):
     storms = [(-150.0, 0.0, 6.0), (-60.0, 30.0, 6.0), (0.5, -10.0, 7.0), (90.0, 40.0, 5.0), (179.0, 0.0, 6.0)]
     path = draw_disc_map(tmp_path / "r18_003.png", storms)
     whole = detect.detect_map(blob_model, path)
-    tiled = detect.detect_map(blob_model, path, max_tile_px=96, tile_overlap_px=40)
+    tiled = detect.detect_map(blob_model, path, settings=detect.DetectSettings(max_tile_px=96, tile_overlap_px=40))
     assert len(detect.plan_tiles(150, 512, 96, 40)) >= 10
     assert whole.n_detections == tiled.n_detections == len(storms)
     key = lambda r: round(r["lon"], 3)  # noqa: E731
@@ -152,7 +154,7 @@ def test_detections_mostly_in_missing_data_are_dropped(tiny_detector, tmp_path):
 def test_model_score_threshold_is_restored_and_real_model_runs(tiny_detector, tmp_path):
     model = build_model("dustrcnn", map_res_deg=1.6, **tiny_detector).eval()
     path = draw_disc_map(tmp_path / "r18_005.png", [(10.0, 0.0, 10.0)])
-    result = detect.detect_map(model, path, score_threshold=0.0)
+    result = detect.detect_map(model, path, settings=detect.DetectSettings(score_threshold=0.0))
     assert model.roi_heads.score_thresh == model.config.box_score_thresh
     assert result.grid.shape == (75, 225)
     for record in result.records:
@@ -177,8 +179,8 @@ def test_archive_products_read_back(tmp_path, blob_model):
     with open(archive / "R18" / "list_ls.txt", "a") as handle:
         handle.write("r18_004 25 102.0\n")
     out = tmp_path / "out"
-    summary = detect.detect_archive(blob_model, archive, out, geotiff=True, quicklook=True, table_format="parquet",
-                                    progress=False)
+    outputs = detect.DetectOutputs(out, table_format="parquet", geotiff=True, quicklook=True)
+    summary = detect.detect_archive(blob_model, archive, outputs, execution=QUIET)
     assert summary.n_maps == 4 and summary.n_errors == 1 and summary.n_detections == 6
 
     table = pd.read_csv(out / "detections.csv")
@@ -231,10 +233,12 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
     archive = write_disc_archive(tmp_path / "archive", maps, grid=MapGrid.moc(0.4))
     umask_before = os.umask(0o022)
     os.umask(umask_before)
-    detect.detect_archive(blob_model, archive, tmp_path / "one", batch_size=3, geotiff=True, progress=False)
-    monkeypatch.setattr(detect.archive, "_host_threads", lambda device, batch_size: 4)
-    detect.detect_archive(blob_model, archive, tmp_path / "four", batch_size=3, geotiff=True, quicklook=True,
-                          progress=False)
+    three_maps = detect.DetectExecution(batch_size=3, progress=False)
+    detect.detect_archive(blob_model, archive, detect.DetectOutputs(tmp_path / "one", geotiff=True),
+                          execution=three_maps)
+    monkeypatch.setattr(detect.pipeline, "_host_threads", lambda device, batch_size: 4)
+    detect.detect_archive(blob_model, archive, detect.DetectOutputs(tmp_path / "four", geotiff=True, quicklook=True),
+                          execution=three_maps)
     assert os.umask(umask_before) == umask_before  # the writers' umask reads left it as it was
 
     one, four = (pd.read_csv(tmp_path / name / "detections.csv") for name in ("one", "four"))
@@ -254,14 +258,15 @@ def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob
     maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
     archive = write_disc_archive(tmp_path / "archive", maps)
     out = tmp_path / "out"
-    detect.detect_archive(blob_model, archive, out, progress=False)
+    detect.detect_archive(blob_model, archive, out, execution=QUIET)
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
-    summary = detect.detect_archive(blob_model, archive, out, progress=False)
+    summary = detect.detect_archive(blob_model, archive, out, execution=QUIET)
     assert summary.n_processed == 0 and summary.n_detections == 2
     assert stamp == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
     with pytest.raises(ValueError, match="other settings.*score_threshold"):
-        detect.detect_archive(blob_model, archive, out, score_threshold=0.3, progress=False)
-    summary = detect.detect_archive(blob_model, archive, out, score_threshold=0.3, overwrite=True, progress=False)
+        detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(0.3), execution=QUIET)
+    summary = detect.detect_archive(blob_model, archive, detect.DetectOutputs(out, overwrite=True),
+                                    settings=detect.DetectSettings(0.3), execution=QUIET)
     assert summary.n_processed == 2
 
 
@@ -302,7 +307,7 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     ckpt = save_checkpoint(always_storm_detector(), tmp_path / "model.ckpt")
 
     reference = tmp_path / "reference"
-    detect.detect_archive(ckpt, archive, reference, threads=1, progress=False)  # same numerics as OMP_NUM_THREADS=1
+    detect.detect_archive(ckpt, archive, reference, execution=ONE_THREAD)  # same numerics as OMP_NUM_THREADS=1
     expected = pd.read_csv(reference / "detections.csv")
     assert len(expected) >= 12 and expected["map_id"].nunique() >= 10
 
@@ -377,7 +382,7 @@ def test_decompression_bomb_png_is_one_unreadable_map(tmp_path, blob_model):
     maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
     archive = write_disc_archive(tmp_path / "archive", maps)
     png_declaring(archive / "R18" / "r18_002.png", 60000, 20000)
-    summary = detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
+    summary = detect.detect_archive(blob_model, archive, tmp_path / "out", execution=QUIET)
     assert summary.n_errors == 1
     table = pd.read_csv(tmp_path / "out" / "maps.csv").set_index("map_id")
     assert table.loc["r18_002", "status"] == "error" and "r18_002.png" in table.loc["r18_002", "error"]
@@ -397,7 +402,7 @@ def test_disk_full_while_writing_parts_names_the_file(tmp_path, blob_model, monk
 
     monkeypatch.setattr(Path, "write_text", full_disk)
     with pytest.raises(OSError, match=r"parts/.*: cannot write, the disk is full") as info:
-        detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
+        detect.detect_archive(blob_model, archive, tmp_path / "out", execution=QUIET)
     assert type(info.value).__name__ == "DiskFullError"
     assert not list((tmp_path / "out").rglob("*.tmp*"))  # no temporary file left behind
 
@@ -420,22 +425,22 @@ def test_resume_is_keyed_on_the_checkpoints_content_not_its_path(tmp_path):
                                                    "r18_002": (102.0, [(40.0, 0.0, 8.0)])}, grid=grid)
     ckpt = save_checkpoint(always_storm_detector(), tmp_path / "best.ckpt")
     out = tmp_path / "out"
-    detect.detect_archive(ckpt, archive, out, threads=1, progress=False)
+    detect.detect_archive(ckpt, archive, out, execution=ONE_THREAD)
     (out / "parts" / "r18_002.json").unlink()  # as if killed before the last map
     moved = tmp_path / "moved.ckpt"
     moved.write_bytes(ckpt.read_bytes())
-    assert detect.detect_archive(moved, archive, out, threads=1, progress=False).n_processed == 1  # same model
+    assert detect.detect_archive(moved, archive, out, execution=ONE_THREAD).n_processed == 1  # same model
     retrained = torch.load(ckpt, weights_only=False)
     key = next(k for k in retrained["state_dict"] if k.endswith("cls_score.bias"))
     retrained["state_dict"][key] = retrained["state_dict"][key] + 0.5
     torch.save(retrained, ckpt)  # a retrained best.ckpt at the same path
     with pytest.raises(ValueError, match="other settings.*checkpoint_sha256"):
-        detect.detect_archive(ckpt, archive, out, threads=1, progress=False)
+        detect.detect_archive(ckpt, archive, out, execution=ONE_THREAD)
 
 
 def test_no_detections_still_has_member_and_sequence_columns(tmp_path, blob_model):
     archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [])})
-    detect.detect_archive(blob_model, archive, tmp_path / "out", progress=False)
+    detect.detect_archive(blob_model, archive, tmp_path / "out", execution=QUIET)
     columns = pd.read_csv(tmp_path / "out" / "detections.csv").columns
     assert {"member_id", "sequence_id"} <= set(columns)
 
@@ -450,9 +455,9 @@ def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(t
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half written")
-    detect.detect_archive(blob_model, archive, out, progress=False)
+    detect.detect_archive(blob_model, archive, out, execution=QUIET)
     assert not any(path.exists() for path in stale)
     with output_lock(out):  # another detect holds the folder
         with pytest.raises(ValueError, match=r"another marsdust detect \(pid \d+\) is writing to this folder"):
-            detect.detect_archive(blob_model, archive, out, progress=False)
-    assert detect.detect_archive(blob_model, archive, out, progress=False).n_processed == 0  # released
+            detect.detect_archive(blob_model, archive, out, execution=QUIET)
+    assert detect.detect_archive(blob_model, archive, out, execution=QUIET).n_processed == 0  # released

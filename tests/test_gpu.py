@@ -76,9 +76,10 @@ def test_archive_detections_on_the_device_match_the_cpu(tiny_detector, tmp_path)
     model = build_model("dustrcnn", **{**tiny_detector, "box_detections_per_img": 10, "map_res_deg": 0.8})
     checkpoint = save_checkpoint(model.eval(), tmp_path / "tiny.ckpt")
     archive = _archive(tmp_path / "archive")
-    detect.detect_archive(checkpoint, archive, tmp_path / "cpu", score_threshold=0.0, engine="plain", progress=False)
-    detect.detect_archive(checkpoint, archive, tmp_path / "device", score_threshold=0.0, device=DEVICE, batch_size=4,
-                          progress=False)
+    detect.detect_archive(checkpoint, archive, tmp_path / "cpu", settings=detect.DetectSettings(0.0, engine="plain"),
+                          execution=detect.DetectExecution(progress=False))
+    detect.detect_archive(checkpoint, archive, tmp_path / "device", settings=detect.DetectSettings(0.0),
+                          execution=detect.DetectExecution(DEVICE, batch_size=4, progress=False))
     cpu, device = (pd.read_csv(tmp_path / name / "detections.csv") for name in ("cpu", "device"))
     assert len(cpu) >= 20
     assert abs(len(device) - len(cpu)) <= 0.05 * len(cpu)

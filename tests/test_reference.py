@@ -4,14 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from marsdust.reference import (
-    ReferenceBuilder,
-    ReferenceConfig,
-    ReferenceFeeder,
-    build_backgrounds,
-    lower_median,
-    stack_bands,
-)
+from marsdust.reference import ReferenceBuilder, ReferenceConfig, lower_median, stack_bands
 
 SHAPE = (6, 12)
 
@@ -123,37 +116,11 @@ def test_config_reads_names_dicts_and_none_and_refuses_bad_values():
         ReferenceConfig("prior-median", sols=0)
 
 
-def _archive(n_maps: int):
-    """An index of daily maps of rising brightness (time from Mars year 26, Ls from the calendar)."""
-    from marsdust.synth.calendar import ls_from_sol_of_year
-
-    sols = np.arange(n_maps, dtype=float) + 100.0
-    index = pd.DataFrame({"map_id": [f"m{i:03d}" for i in range(n_maps)], "mars_year": 26,
-                          "ls": ls_from_sol_of_year(sols), "path": [str(i) for i in range(n_maps)]})
-    images = {str(i): _map(0.1 + 0.01 * i) for i in range(n_maps)}
-    return index, images
-
-
-def test_a_worker_share_or_resumed_run_gets_the_backgrounds_of_a_full_pass():
-    from marsdust.mdad_format import mars_time_sols
-
-    index, images = _archive(15)
-    config = ReferenceConfig("prior-median", sols=4)
-    full = build_backgrounds(index, lambda path: images[path], config)
-    times = mars_time_sols(index["mars_year"], index["ls"])
-    feeder = ReferenceFeeder(config, times, lambda position: images[index["path"][position]])
-    for position in (9, 10, 11):  # the second half of a run: maps 0-8 were done earlier
-        background = feeder.background(position, SHAPE)
-        np.testing.assert_array_equal(background.astype(np.float16), full[index["map_id"][position]])
-        feeder.add(position, *images[index["path"][position]])
-    assert feeder.extra_reads <= config.sols + 1  # only the window before map 9 was read again
-
-
 # --- end to end: train, evaluate and detect with reference bands -----------------------------------------------
 @pytest.mark.slow
 def test_a_detector_with_reference_bands_trains_and_detect_and_evaluate_rebuild_them(ci_data, tmp_path, two_threads):
-    from marsdust.detect import detect_archive
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.detect import DetectExecution, DetectSettings, detect_archive
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.mdgm import index_archive
     from marsdust.models import load_model
     from marsdust.train import TrainConfig, train
@@ -166,16 +133,17 @@ def test_a_detector_with_reference_bands_trains_and_detect_and_evaluate_rebuild_
     assert model.config.reference == "prior-median" and model.config.reference_sols == 10
     assert model.config.in_channels == 6
 
-    metrics = evaluate_checkpoint(checkpoint, tmp_path / "eval", progress=False, n_figures=0)
+    metrics = evaluate_checkpoint(checkpoint, tmp_path / "eval", EvaluateOptions(progress=False, n_figures=0))
     assert metrics["n_maps"] > 0 and "map50" in metrics
 
     index = index_archive(ci_data / "archive")
     later = index.iloc[len(index) // 2:]
     later.to_csv(tmp_path / "later.csv", index=False)
-    one_pass = detect_archive(checkpoint, tmp_path / "later.csv", tmp_path / "alone", score_threshold=0.05,
-                              progress=False, history=ci_data / "archive")
-    two_workers = detect_archive(checkpoint, tmp_path / "later.csv", tmp_path / "workers", score_threshold=0.05,
-                                 progress=False, history=ci_data / "archive", workers=2)
+    settings = DetectSettings(score_threshold=0.05)
+    one_pass = detect_archive(checkpoint, tmp_path / "later.csv", tmp_path / "alone", settings=settings,
+                              execution=DetectExecution(progress=False), history=ci_data / "archive")
+    two_workers = detect_archive(checkpoint, tmp_path / "later.csv", tmp_path / "workers", settings=settings,
+                                 execution=DetectExecution(progress=False, workers=2), history=ci_data / "archive")
     assert one_pass.n_maps == two_workers.n_maps == len(later)
     import pandas as pd
 
@@ -227,23 +195,12 @@ def test_a_dataset_without_a_background_for_one_of_its_maps_names_it():
         DustDataset(index, storms, 0.8, backgrounds={"m000": np.zeros((2, 2, 3), np.float16)})
 
 
-def test_detect_refuses_maps_without_a_time_when_the_detector_needs_backgrounds():
-    from marsdust.detect.archive import _ReferenceInputs
-    from marsdust.detect.settings import DetectSettings
-
-    rows = [{"map_id": "loose_map", "mars_year": 0, "ls": float("nan"), "path": "loose_map.png"}]
-    with pytest.raises(ValueError, match=r"need each map's Mars year and Ls; 1 map\(s\) have none, e.g. \['loose_map'\]"):
-        _ReferenceInputs(ReferenceConfig("prior-median"), rows, 0.8, DetectSettings(0.5, 0.5, 0.0, 4096))
-    with pytest.raises(ValueError, match="--reference-dropout"):  # says which detector would take them
-        _ReferenceInputs(ReferenceConfig("prior-median"), rows, 0.8, DetectSettings(0.5, 0.5, 0.0, 4096))
-
-
 def test_a_detector_trained_without_history_too_detects_loose_maps_with_no_background(ci_data, tmp_path,
                                                                                       tiny_detector, caplog):
     import logging
     import shutil
 
-    from marsdust.detect import detect_archive
+    from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive
     from marsdust.mdgm import index_archive
     from marsdust.models import build_model, stored_reference_dropout
 
@@ -253,40 +210,21 @@ def test_a_detector_trained_without_history_too_detects_loose_maps_with_no_backg
     for path in index["path"].iloc[10:12]:  # no list_ls.txt: no Mars year, no Ls
         shutil.copy(path, loose)
     model = build_model("dustrcnn", map_res_deg=0.8, reference="prior-median", in_channels=6, **tiny_detector).eval()
+    settings, quiet = DetectSettings(score_threshold=0.99), DetectExecution(progress=False)
     with pytest.raises(ValueError, match="need each map's Mars year and Ls"):
-        detect_archive(model, loose, tmp_path / "refused", score_threshold=0.99, progress=False, track=False)
+        detect_archive(model, loose, DetectOutputs(tmp_path / "refused", track=False), settings=settings,
+                       execution=quiet)
 
     model.checkpoint_extra = {"reference_dropout": 0.2}
     assert stored_reference_dropout(model) == 0.2
     with caplog.at_level(logging.WARNING, logger="marsdust"):
-        summary = detect_archive(model, loose, tmp_path / "out", score_threshold=0.99, progress=False, track=False)
+        summary = detect_archive(model, loose, DetectOutputs(tmp_path / "out", track=False), settings=settings,
+                                 execution=quiet)
     assert summary.n_maps == 2
     maps = pd.read_csv(tmp_path / "out" / "maps.csv")
     assert len(maps) == 2 and maps["status"].eq("ok").all()
     warned = [r.getMessage() for r in caplog.records if "no Mars year and Ls" in r.getMessage()]
     assert len(warned) == 1 and "2 map(s)" in warned[0]
-
-
-def test_untimed_maps_get_a_background_of_zeros_and_timed_ones_their_history():
-    from marsdust.detect.archive import _ReferenceInputs
-    from marsdust.detect.prepare import prepare_map
-    from marsdust.detect.settings import DetectSettings
-    from marsdust.grid import MapGrid
-    from marsdust.mdgm import MapImage
-
-    grid = MapGrid(60.0, -60.0, 8.0)
-    rows = [{"map_id": f"m{i}", "mars_year": 26, "ls": float(i), "path": f"m{i}.png"} for i in range(2)]
-    rows.append({"map_id": "loose", "mars_year": 0, "ls": float("nan"), "path": "loose.png"})
-    settings = DetectSettings(0.5, 0.5, 0.0, 4096)
-    inputs = _ReferenceInputs(ReferenceConfig("prior-median"), rows, 8.0, settings, works_without_history=True)
-    bands = {}
-    for row in rows:
-        image = MapImage(np.full((*grid.shape, 3), 0.4, np.float32), np.ones(grid.shape, bool), grid)
-        read = prepare_map(image, grid, settings, map_id=row["map_id"], mars_year=row["mars_year"], ls=row["ls"])
-        bands[row["map_id"]] = inputs.with_background(read).tensors[0][3:]
-    assert inputs.without_history == ["m0", "loose"]
-    assert float(bands["m1"].min()) == pytest.approx(0.4, abs=1e-3)  # m0 is m1's history (float16)
-    assert float(bands["loose"].abs().max()) == 0.0
 
 
 def test_detect_map_refuses_a_background_of_the_wrong_shape_or_for_a_detector_without_reference_bands(tiny_detector):
@@ -341,7 +279,7 @@ def test_reference_dropout_shows_some_training_maps_without_history():
 def test_detect_warns_about_maps_without_history(ci_data, tmp_path, tiny_detector, caplog):
     import logging
 
-    from marsdust.detect import detect_archive
+    from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive
     from marsdust.mdgm import index_archive
     from marsdust.models import build_model
 
@@ -349,7 +287,7 @@ def test_detect_warns_about_maps_without_history(ci_data, tmp_path, tiny_detecto
     index.to_csv(tmp_path / "first.csv", index=False)
     model = build_model("dustrcnn", map_res_deg=0.8, reference="prior-median", in_channels=6, **tiny_detector).eval()
     with caplog.at_level(logging.WARNING, logger="marsdust"):
-        detect_archive(model, tmp_path / "first.csv", tmp_path / "out", score_threshold=0.99, progress=False,
-                       track=False)
+        detect_archive(model, tmp_path / "first.csv", DetectOutputs(tmp_path / "out", track=False),
+                       settings=DetectSettings(score_threshold=0.99), execution=DetectExecution(progress=False))
     warned = [r.getMessage() for r in caplog.records if "had no earlier map" in r.getMessage()]
     assert len(warned) == 1 and index["map_id"].iloc[0] in warned[0]  # the archive's first map has no history

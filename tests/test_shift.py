@@ -1,5 +1,6 @@
 """Appearance shifts of :mod:`marsdust.shift`: observed pixels only, values in [0, 1], identity at zero severity,
-deterministic; and ``evaluate_checkpoint(transform_image=...)`` detects on the shifted maps."""
+deterministic; and ``evaluate_checkpoint`` with ``EvaluateOptions(transform_image=...)`` detects on the
+shifted maps."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_blur_averages_observed_pixels_only_and_wraps_in_longitude():
 def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, monkeypatch, two_threads):
     """``detect_map`` gets each map as the transform returned it; without a transform, as read."""
     import marsdust.detect as detect
-    from marsdust.evaluate import evaluate_checkpoint, runner
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint, runner
     from marsdust.models import SMALL_CPU, build_model, save_checkpoint
 
     real_detect_map, given = detect.detect_map, []
@@ -118,8 +119,9 @@ def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, 
 
     def evaluate(name, transform):
         given.clear()
-        evaluate_checkpoint(checkpoint, tmp_path / name, data=str(ci_data), split_file=str(split), n_figures=0,
-                            n_timed=0, progress=False, transform_image=transform)
+        evaluate_checkpoint(checkpoint, tmp_path / name, EvaluateOptions(
+            data=str(ci_data), split_file=str(split), n_figures=0, n_timed=0, progress=False,
+            transform_image=transform))
         return list(given), pd.read_csv(tmp_path / name / "per_map.csv")
 
     clean, _ = evaluate("clean", None)

@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from marsdust.cli import app
-from marsdust.evaluate import evaluate_checkpoint
+from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
 from marsdust.models import SMALL_CPU, read_training_state
 from marsdust.train import (
     EpochSampler,
@@ -294,9 +294,10 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
     storms = read_catalog(ci_data / "mdad")
     real_detect_map = detect.detect_map
 
-    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), score_threshold=0.5, device=None,
+    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), settings=None, device=None,
                          background=None):
-        result = real_detect_map(model, image, map_id=map_id, mars_year=mars_year, ls=ls, score_threshold=1.0)
+        result = real_detect_map(model, image, map_id=map_id, mars_year=mars_year, ls=ls,
+                                 settings=detect.DetectSettings(score_threshold=1.0))
         target = map_targets(storms[storms["map_id"] == map_id], result.grid, "fixed")
         factor = result.native_grid.width / result.grid.width
         result.records = [{"x0": b[0] * factor, "y0": b[1] * factor, "x1": b[2] * factor, "y1": b[3] * factor,
@@ -309,8 +310,8 @@ def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect
     checkpoint = save_checkpoint(build_model("dustrcnn", **TINY, map_res_deg=RES_DEG), tmp_path / "model.ckpt")
     split = tmp_path / "split.csv"
     pd.DataFrame({"map_id": ["s03_001", "s07_009", "s13_001"], "split": "test"}).to_csv(split, index=False)
-    metrics = evaluate_checkpoint(checkpoint, tmp_path / "eval", data=str(ci_data), split_file=str(split),
-                                  n_figures=1, n_timed=1, progress=False)
+    metrics = evaluate_checkpoint(checkpoint, tmp_path / "eval", EvaluateOptions(
+        data=str(ci_data), split_file=str(split), n_figures=1, n_timed=1, progress=False))
     assert metrics["n_gt"] > 0
     assert metrics["map25"] == metrics["map50"] == metrics["map75"] == pytest.approx(1.0)
     assert metrics["segm"]["map50"] == pytest.approx(1.0)
@@ -472,11 +473,10 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path)
                          lr=LEARN_LR)
     untrained = save_checkpoint(build_module(config).model, tmp_path / "untrained.ckpt")
     summary = train(config, tmp_path / "run")
-    trained = evaluate_checkpoint(summary["best_checkpoint"], tmp_path / "eval", n_figures=0, n_timed=0,
-                                  progress=False)
-    baseline = evaluate_checkpoint(untrained, tmp_path / "eval0", data=str(ci_data),
-                                   split_file=str(tmp_path / "run" / "split.csv"), n_figures=0, n_timed=0,
-                                   progress=False)
+    trained = evaluate_checkpoint(summary["best_checkpoint"], tmp_path / "eval",
+                                  EvaluateOptions(n_figures=0, n_timed=0, progress=False))
+    baseline = evaluate_checkpoint(untrained, tmp_path / "eval0", EvaluateOptions(
+        data=str(ci_data), split_file=str(tmp_path / "run" / "split.csv"), n_figures=0, n_timed=0, progress=False))
     paper, paper0 = trained["paper_boxes"]["map50"], baseline["paper_boxes"]["map50"]
     masks, masks0 = trained["segm"]["map50"], baseline["segm"]["map50"]
     print(f"learning test: trained map25 {trained['map25']:.3f} 12-degree map50 {paper:.3f} mask map50 {masks:.3f}; "

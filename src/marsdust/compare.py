@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from marsdust.evaluate import comparison_table, evaluate_checkpoint, write_comparison_table
+from marsdust.evaluate import EvaluateOptions, comparison_table, evaluate_checkpoint, write_comparison_table
 from marsdust.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
                     train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
                 best = run_dir / "checkpoints" / "best.ckpt"
                 checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
-                evaluate_checkpoint(checkpoint, eval_dir, data=base.data, archive=base.archive, catalog=base.catalog,
-                                    master=base.master, strict=base.strict, progress=progress)
+                evaluate_checkpoint(checkpoint, eval_dir, EvaluateOptions(
+                    data=base.data, archive=base.archive, catalog=base.catalog, master=base.master,
+                    strict=base.strict, progress=progress))
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")

@@ -8,11 +8,12 @@ Splits (the paper's section 5.3)
 * Strategy 2, ``"random"``: maps of MY25 Ls0° – MY28 Ls121° shuffled with a seed and cut
   52 / 24 / 24 % into train / validation / test.
 
-Periods are half-open ``[start, end)`` in (Mars year, Ls) order, except that a period marked
-``end_inclusive`` (the defaults ending at MY28 Ls121°, the end of the MOC archive) keeps its
-last instant. Maps outside every period are written as ``"unused"``. Maps without storms stay
-in the data (they teach the detector what a quiet Mars looks like). A split is saved as
-``split.csv`` (``map_id, split, mars_year, ls``) so a run can be reproduced and re-loaded.
+Periods are half-open ``[start, end)`` on the Mars time axis of
+:func:`marsdust.mdad_format.mars_time_sols`, except that a period marked ``end_inclusive`` (the
+defaults ending at MY28 Ls121°, the end of the MOC archive) keeps its last instant. Maps outside
+every period are written as ``"unused"``. Maps without storms stay in the data (they teach the
+detector what a quiet Mars looks like). A split is saved as ``split.csv`` (``map_id, split,
+mars_year, ls``) so a run can be reproduced and re-loaded.
 
 Frames and augmentation
 -----------------------
@@ -46,7 +47,9 @@ from torch.utils.data import Dataset
 from marsdust.cloudmask import with_clouds
 from marsdust.fileio import write_csv_atomic
 from marsdust.labels import flip_target, map_targets, roll_target, seam_free_shift, split_at_seam
-from marsdust.reference import ReferenceConfig, build_backgrounds, stack_bands
+from marsdust.history import MapHistory
+from marsdust.mdad_format import mars_time_sols
+from marsdust.reference import ReferenceConfig, stack_bands
 
 SPLIT_NAMES = ("train", "val", "test", "unused")
 
@@ -69,22 +72,18 @@ class Period:
         for name, ls in (("start_ls", self.start_ls), ("end_ls", self.end_ls)):
             if not 0.0 <= ls <= 360.0:
                 raise ValueError(f"period {name} must be an Ls in [0, 360] degrees, got {ls}")
-        if _time_key(self.end_my, self.end_ls) <= _time_key(self.start_my, self.start_ls):
+        if mars_time_sols(self.end_my, self.end_ls) <= mars_time_sols(self.start_my, self.start_ls):
             raise ValueError(f"period {self.describe()} ends before it starts")
 
     def contains(self, mars_year, ls) -> np.ndarray:
         """Boolean array: which (Mars year, Ls) instants fall in the period."""
-        key = _time_key(np.asarray(mars_year, dtype=np.float64), np.asarray(ls, dtype=np.float64))
-        start, end = _time_key(self.start_my, self.start_ls), _time_key(self.end_my, self.end_ls)
+        key = mars_time_sols(mars_year, ls)
+        start, end = mars_time_sols(self.start_my, self.start_ls), mars_time_sols(self.end_my, self.end_ls)
         return (key >= start) & ((key <= end) if self.end_inclusive else (key < end))
 
     def describe(self) -> str:
         """Human-readable span, e.g. ``MY25 Ls0° – MY27 Ls180°``."""
         return f"MY{self.start_my} Ls{self.start_ls:g}° – MY{self.end_my} Ls{self.end_ls:g}°"
-
-
-def _time_key(mars_year, ls):
-    return np.asarray(mars_year, dtype=np.float64) * 360.0 + np.asarray(ls, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def make_split(index_df: pd.DataFrame, strategy: str | None = None, config: Spli
 def _coverage(index_df: pd.DataFrame) -> str:
     if len(index_df) == 0:
         return "the index is empty"
-    key = _time_key(index_df["mars_year"], index_df["ls"])
+    key = mars_time_sols(index_df["mars_year"], index_df["ls"])
     first, last = index_df.iloc[int(np.argmin(key))], index_df.iloc[int(np.argmax(key))]
     return (f"the index covers MY{int(first['mars_year'])} Ls{float(first['ls']):.1f}° – "
             f"MY{int(last['mars_year'])} Ls{float(last['ls']):.1f}° ({len(index_df)} maps)")
@@ -424,7 +423,7 @@ class DustDataset(Dataset):
         ``load_map(path, res_deg) -> MapImage``; defaults to :func:`marsdust.mdgm.read_map_resampled`.
     backgrounds : dict, optional
         ``map_id -> (H, W, 3)`` reference background on the working grid
-        (:func:`marsdust.reference.build_backgrounds`); served as three more bands after R, G, B.
+        (:func:`dataset_backgrounds`); served as three more bands after R, G, B.
     cloud_masks : marsdust.cloudmask.CloudMasks, optional
         Add each map's water-ice cloud instances (label 2) after its storms; maps without a
         cloud mask get storms only.
@@ -534,7 +533,8 @@ def dataset_backgrounds(index_df: pd.DataFrame, map_res_deg: float, reference: R
     """Reference backgrounds of every map of an archive index at the working resolution (None without a reference).
 
     The whole archive is history: a test map's background comes from the maps before it, whatever
-    their split (only images are used, never labels).
+    their split (only images are used, never labels); built by :class:`marsdust.history.MapHistory`,
+    which refuses maps without a Mars year and Ls (there is no detector yet that works without history).
     """
     if not reference.enabled:
         return None
@@ -544,7 +544,7 @@ def dataset_backgrounds(index_df: pd.DataFrame, map_res_deg: float, reference: R
         image = loader(str(path), map_res_deg)
         return image.rgb, image.valid
 
-    return build_backgrounds(index_df, load, reference, progress=progress)
+    return MapHistory(reference, index_df, load).backgrounds(progress=progress)
 
 
 def _item_rng() -> np.random.Generator:

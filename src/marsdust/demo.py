@@ -180,24 +180,6 @@ def _test_index(data_dir: Path, run_dir: Path, report_dir: Path) -> Path:
     return path
 
 
-def _detect_test_sols(data_dir: Path, run_dir: Path, report_dir: Path, model_path: Path, made_by: dict,
-                      progress: bool) -> tuple[Path, float]:
-    """Detect storms on the run's test sols into ``report/catalog`` (afresh when an earlier model made them),
-    at the model's stored score threshold; returns the test maps' index file and that threshold."""
-    from marsdust.detect import detect_archive
-    from marsdust.models import resolve_score_threshold
-
-    test_index_path = _test_index(data_dir, run_dir, report_dir)
-    detect_dir, detect_settings = report_dir / "catalog", report_dir / "catalog_settings.json"
-    _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
-    score_threshold, threshold_source = resolve_score_threshold(model_path, None)
-    log.info("score threshold %.2f: %s", score_threshold, threshold_source)
-    detect_archive(model_path, test_index_path, detect_dir, score_threshold=score_threshold, progress=progress,
-                   history=data_dir / "archive")
-    write_text_atomic(detect_settings, json.dumps(made_by) + "\n")
-    return test_index_path, score_threshold
-
-
 def _detection_figure(test_index_path: Path, detections_csv: Path, catalog: pd.DataFrame, out_png: Path,
                       n_maps: int = 3) -> Path | None:
     """The test sols with the most catalogued storms: catalogue outlines and detections together
@@ -308,6 +290,24 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
     return "\n".join(lines) + "\n"
 
 
+def _detect_test_sols(data_dir: Path, run_dir: Path, report_dir: Path, model_path: Path, made_by: dict,
+                      progress: bool) -> tuple[Path, float]:
+    """``report/catalog/``: the detector on the held-out test sols (the whole archive as history), unless the same
+    model made it already; returns the test index and the score threshold used (the checkpoint's)."""
+    from marsdust.detect import DetectExecution, DetectSettings, detect_archive
+    from marsdust.models import resolve_score_threshold
+
+    test_index_path = _test_index(data_dir, run_dir, report_dir)
+    detect_dir, detect_settings = report_dir / "catalog", report_dir / "catalog_settings.json"
+    _clear_if_made_otherwise(detect_dir, detect_settings, made_by)  # detections of an earlier model are not resumed
+    score_threshold, threshold_source = resolve_score_threshold(model_path, None)
+    log.info("score threshold %.2f: %s", score_threshold, threshold_source)
+    detect_archive(model_path, test_index_path, detect_dir, settings=DetectSettings(score_threshold=score_threshold),
+                   execution=DetectExecution(progress=progress), history=data_dir / "archive")
+    write_text_atomic(detect_settings, json.dumps(made_by) + "\n")
+    return test_index_path, score_threshold
+
+
 def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", max_steps: int = DEMO_MAX_STEPS,
              seed: int = 0, progress: bool = True, reference: str | None = None,
              reference_sols: int | None = None, reference_dropout: float | None = None) -> DemoResult:
@@ -331,7 +331,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         None takes the demo's: ``prior-median`` over 60 sols, no dropout (:data:`DEMO_REFERENCE_SOLS`
         says why).
     """
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.mdad import read_catalog
 
     t0 = time.perf_counter()
@@ -354,8 +354,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     test_index_path, score_threshold = _detect_test_sols(data_dir, run_dir, report_dir, model_path, made_by, progress)
 
     log.info("demo 4/5: evaluating against the catalog")
-    metrics = evaluate_checkpoint(model_path, report_dir / "eval", data=str(data_dir),
-                                  split_file=str(run_dir / "split.csv"), progress=progress)
+    metrics = evaluate_checkpoint(model_path, report_dir / "eval", EvaluateOptions(
+        data=str(data_dir), split_file=str(run_dir / "split.csv"), progress=progress))
 
     log.info("demo 5/5: writing the report")
     test_ids = set(pd.read_csv(test_index_path)["map_id"])

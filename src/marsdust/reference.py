@@ -23,20 +23,16 @@ detector learns the difference itself; its first convolution is linear in both).
 
 Maps must be fed in time order. :class:`ReferenceBuilder` keeps the window's maps in memory at the
 working resolution (``sols`` maps of ``H × W × 3`` float16), so each map is read once however long
-the window; :class:`ReferenceFeeder` serves a time-sorted table of maps of which only some are
-processed (a worker's share, a resumed run), reading the window's other maps once where needed.
+the window. :class:`marsdust.history.MapHistory` walks an archive's maps in time order with one
+and serves training, evaluation and detection their backgrounds.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 REFERENCE_KINDS = ("none", "prior-median")
 """Names accepted by ``--reference``."""
@@ -189,95 +185,3 @@ def stack_bands(rgb: np.ndarray, background: np.ndarray | None) -> np.ndarray:
     if background is None:
         return rgb
     return np.concatenate([rgb, background.astype(rgb.dtype, copy=False)], axis=-1)
-
-
-class ReferenceFeeder:
-    """Backgrounds for some maps of a time-sorted table, reading the window's other maps once where needed.
-
-    Parameters
-    ----------
-    config : ReferenceConfig
-    time_sols : sequence of float
-        Time of every map of the table (sorted, non-decreasing).
-    load_map : callable
-        ``load_map(position) -> (rgb, valid)`` at the working resolution, for a map of the table
-        that is needed as history but was not added by the caller; may raise to mean unreadable
-        (that map then contributes nothing).
-
-    Notes
-    -----
-    Call :meth:`background` for the maps to process in table order and :meth:`add` with each one's
-    image once read. Maps of the window not processed here (done in an earlier run, another
-    worker's) are read through ``load_map`` the first time they are needed, so a worker or a resumed
-    run reads at most ``sols`` extra maps per stretch of maps it processes.
-    """
-
-    def __init__(self, config: ReferenceConfig, time_sols: Sequence[float],
-                 load_map: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
-        self.builder = ReferenceBuilder(config)
-        self.time_sols = np.asarray(time_sols, dtype=np.float64)
-        if len(self.time_sols) > 1 and np.any(np.diff(self.time_sols) < 0):
-            raise ValueError("a reference needs the maps sorted in time")
-        self._load_map = load_map
-        self._next = 0  # first table position not yet added or skipped
-        self.extra_reads = 0
-
-    def background(self, position: int, shape: tuple[int, int]) -> np.ndarray:
-        """The background of the map at ``position`` (history read as needed)."""
-        time_sol = float(self.time_sols[position])
-        window_start = time_sol - self.builder.config.sols
-        while self._next < position:
-            earlier = self._next
-            self._next += 1
-            if self.time_sols[earlier] < window_start - 1e-9:
-                continue
-            try:
-                rgb, valid = self._load_map(earlier)
-            except Exception as err:  # noqa: BLE001 - an unreadable map is simply no history
-                log.warning("reference: map %d of the table not used as history (%s)", earlier, err)
-                continue
-            self.extra_reads += 1
-            self.builder.add(float(self.time_sols[earlier]), rgb, valid)
-        return self.builder.background(time_sol, shape)
-
-    def add(self, position: int, rgb: np.ndarray, valid: np.ndarray) -> None:
-        """Add the map at ``position`` (just processed) to the history."""
-        if position >= self._next:
-            self._next = position + 1
-            self.builder.add(float(self.time_sols[position]), rgb, valid)
-
-
-def build_backgrounds(index_df, load_map: Callable[[str], tuple[np.ndarray, np.ndarray]], config: ReferenceConfig,
-                      *, progress: bool = False) -> dict[str, np.ndarray]:
-    """The background of every map of an archive index, in one pass in time order.
-
-    Parameters
-    ----------
-    index_df : DataFrame
-        ``map_id, mars_year, ls, path`` (any order; sorted here in time).
-    load_map : callable
-        ``load_map(path) -> (rgb, valid)`` at the working resolution.
-    config : ReferenceConfig
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    dict
-        ``map_id -> (H, W, 3) float16`` background (0 where there is no history).
-    """
-    from tqdm.auto import tqdm
-
-    from marsdust.mdad_format import mars_time_sols
-
-    table = index_df.assign(_time=mars_time_sols(index_df["mars_year"], index_df["ls"]))
-    table = table.sort_values(["_time", "map_id"], kind="stable")
-    builder = ReferenceBuilder(config)
-    backgrounds: dict[str, np.ndarray] = {}
-    rows = table[["map_id", "path", "_time"]].itertuples(index=False)
-    for map_id, path, time_sol in tqdm(rows, total=len(table), desc="reference backgrounds", disable=not progress,
-                                       unit="map"):
-        rgb, valid = load_map(path)
-        backgrounds[map_id] = builder.background(float(time_sol), valid.shape).astype(np.float16)
-        builder.add(float(time_sol), rgb, valid)
-    return backgrounds

@@ -28,7 +28,7 @@ import numpy as np
 from marsdust.mdgm import MapImage
 
 ImageTransform = Callable[[MapImage], MapImage]
-"""A function from a map as read to a map of the same grid (e.g. ``evaluate_checkpoint(transform_image=...)``)."""
+"""A function from a map as read to a map of the same grid (e.g. ``EvaluateOptions(transform_image=...)``)."""
 
 
 def with_observed_rgb(image: MapImage, rgb: np.ndarray) -> MapImage:

@@ -301,11 +301,11 @@ def members_table(tracked: pd.DataFrame) -> pd.DataFrame:
                                                                    "last_map_id") else "float64")
                              for c in MEMBER_COLUMNS})
     df = tracked.reset_index(drop=True).copy()
-    df["_time_deg"] = df["mars_year"].astype(float) * 360.0 + df["ls"].astype(float)
+    df["_ls_continued_deg"] = df["mars_year"].astype(float) * 360.0 + df["ls"].astype(float)  # for ls_span_deg
     df["_time_sols"] = mars_time_sols(df["mars_year"], df["ls"])
     df["_sol"] = df["sol"].astype(float) if "sol" in df.columns else -1.0
     df["_sequence"] = id_strings(df["sequence_id"]).to_numpy() if "sequence_id" in df.columns else ""
-    df = df.sort_values(["_time_deg", "map_id", "lon"], kind="stable")
+    df = df.sort_values(["_time_sols", "map_id", "lon"], kind="stable")
     rows = [_member_row(member_id, member) for member_id, member in df.groupby("member_id", sort=False)]
     return pd.DataFrame(rows, columns=MEMBER_COLUMNS)
 
@@ -323,7 +323,7 @@ def _member_row(member_id, member: pd.DataFrame) -> dict:
         "first_map_id": first["map_id"], "last_map_id": last["map_id"], "first_mars_year": int(first["mars_year"]),
         "first_sol": int(first["_sol"]), "last_sol": int(last["_sol"]),
         "ls_first_deg": float(first["ls"]), "ls_last_deg": float(last["ls"]),
-        "ls_span_deg": round(float(last["_time_deg"] - first["_time_deg"]), 4),
+        "ls_span_deg": round(float(last["_ls_continued_deg"] - first["_ls_continued_deg"]), 4),
         "duration_sols": int(round(float(last["_time_sols"] - first["_time_sols"]))) + 1,
         "n_instances": len(member), "n_maps": int(member["map_id"].nunique()),
         "path_length_km": round(float(steps_km.sum()), 1), "max_area_km2": float(member["area_km2"].max()),

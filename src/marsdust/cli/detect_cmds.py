@@ -60,7 +60,7 @@ def detect_command(
     """
     import logging
 
-    from marsdust.detect import detect_archive
+    from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive
     from marsdust.mdgm import MapReadError
     from marsdust.models import CheckpointError
 
@@ -77,13 +77,13 @@ def detect_command(
         from marsdust.models import resolve_score_threshold
 
         score_threshold, threshold_source = resolve_score_threshold(checkpoint, score_threshold)
-        summary = detect_archive(
-            checkpoint, maps if len(maps) > 1 else maps[0], output, batch_size=batch_size, device=device,
-            score_threshold=score_threshold, mask_threshold=mask_threshold, pad_deg=pad_deg, max_tile_px=max_tile_px,
-            geotiff=geotiff, quicklook=quicklook, track=not no_track, table_format=table_format, overwrite=overwrite,
-            workers=workers, threads=threads, progress=not quiet, engine=engine,
-            onnx_model=None if onnx_model is None else str(onnx_model), history=history,
-        )
+        settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, engine=engine,
+                                  onnx_model=None if onnx_model is None else str(onnx_model))
+        outputs = DetectOutputs(output, table_format, geotiff=geotiff, quicklook=quicklook, track=not no_track,
+                                overwrite=overwrite)
+        execution = DetectExecution(device, batch_size, workers, threads, progress=not quiet)
+        summary = detect_archive(checkpoint, maps if len(maps) > 1 else maps[0], outputs, settings=settings,
+                                 execution=execution, history=history)
     except (CheckpointError, MapReadError, ValueError, FileNotFoundError, OSError) as exc:
         fail(exc)
     if not summary.paths:  # a torchrun rank other than 0: rank 0 reports

@@ -21,7 +21,7 @@ def export_onnx_command(
 
     Proposal selection, the RoI heads and post-processing stay in PyTorch. ``marsdust detect`` on CPU exports
     the same thing to a temporary file by itself; a saved file is used with
-    ``detect_archive(..., onnx_model=FILE)``.
+    ``detect_archive(..., settings=DetectSettings(onnx_model=FILE))``.
     """
     import torch
 

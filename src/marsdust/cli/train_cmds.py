@@ -99,17 +99,17 @@ def evaluate_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a trained detector on a split: mAP25/50/75 (box, and mask where it has masks), breakdowns, dx/dy, time."""
-    from marsdust.evaluate import evaluate_checkpoint
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.models import CheckpointError
 
     if split not in ("test", "val", "train"):
         fail(f"--split must be test, val or train, got {split!r}")
     try:
-        metrics = evaluate_checkpoint(checkpoint, output, data=data, archive=archive, catalog=catalog, master=master,
-                                      strict=strict, split=split,
-                                      split_file=split_file, strategy=strategy, label_mode=label_mode,
-                                      score_threshold=score_threshold, n_figures=figures, device=device,
-                                      progress=not quiet)
+        options = EvaluateOptions(data=data, archive=archive, catalog=catalog, master=master, strict=strict,
+                                  split=split, split_file=split_file, strategy=strategy, label_mode=label_mode,
+                                  score_threshold=score_threshold, n_figures=figures, device=device,
+                                  progress=not quiet)
+        metrics = evaluate_checkpoint(checkpoint, output, options)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         fail(exc)
 

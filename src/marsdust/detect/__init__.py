@@ -4,7 +4,9 @@ Public API
 ----------
 * :func:`detect_map` — one map (a :class:`marsdust.mdgm.MapImage` or a file) → :class:`MapResult`
   (detection records, masks and a probability raster on the working grid).
-* :func:`detect_archive` — single maps, globs, an archive folder / tar, or an index CSV →
+* :func:`detect_archive` — single maps, globs, an archive folder / tar, or an index CSV, with its
+  options as three objects (:class:`DetectSettings`: what is detected; :class:`DetectOutputs`: what
+  is written; :class:`DetectExecution`: device, batches, processes) →
   ``OUT/detections.csv`` (+ ``.parquet``), ``OUT/detections.geojson``, ``OUT/masks.nc`` (+
   ``OUT/masks_master.csv``), ``OUT/maps.csv``, optional ``OUT/geotiff/`` and ``OUT/quicklook/``;
   resumable, and spread over several processes (``workers``) or torchrun ranks.
@@ -67,15 +69,17 @@ A corrupt map (:class:`marsdust.mdgm.MapReadError`) gets a part with ``status = 
 
 Speed: ``benchmarks/README.md`` holds the measured figures (where one map's time goes, what was tried
 and kept, the latest end-to-end result against stock torchvision Mask R-CNN) and
-``benchmarks/bench_detect.py`` measures them again. The engine (:data:`ENGINES`, ``engine=`` or
+``benchmarks/bench_detect.py`` measures them again. The engine (:data:`ENGINES`, ``DetectSettings.engine`` or
 ``$MARSDUST_DETECT_ENGINE``) decides how the model runs: ``auto`` runs the dense part in ONNX Runtime on
 CPU and the eager fast path on a GPU; ``plain`` is the model's own forward (the accuracy reference).
 
 Modules, in the order data flows: :mod:`~marsdust.detect.settings` and :mod:`~marsdust.detect.results`
-(the types), :mod:`~marsdust.detect.prepare` → :mod:`~marsdust.detect.engines` →
+(the types), :mod:`~marsdust.detect.prepare` (:class:`PreparedMap`) → :mod:`~marsdust.detect.engines` →
 :mod:`~marsdust.detect.decode` → :mod:`~marsdust.detect.single_map` for one map;
-:mod:`~marsdust.detect.inputs` → :mod:`~marsdust.detect.parts` → :mod:`~marsdust.detect.merge` →
-:mod:`~marsdust.detect.archive` for an archive.
+:mod:`~marsdust.detect.inputs` → :mod:`~marsdust.detect.pipeline` (load, batch and write steps of one
+process's share) → :mod:`~marsdust.detect.parts` → :mod:`~marsdust.detect.merge` →
+:mod:`~marsdust.detect.archive` (workers, torchrun ranks, the merge) for an archive. A detector with
+reference bands gets its backgrounds from :class:`marsdust.history.MapHistory`.
 """
 
 from marsdust.detect.archive import detect_archive
@@ -93,27 +97,31 @@ from marsdust.detect.engines import (
 from marsdust.detect.inputs import resolve_maps
 from marsdust.detect.merge import MAPS_COLUMNS, merge_parts
 from marsdust.detect.parts import PARTS_DIR, SETTINGS_FILE, part_path
-from marsdust.detect.prepare import pad_columns, plan_tiles, prepare_map, working_image, wrap_pad
+from marsdust.detect.prepare import PreparedMap, Tile, pad_columns, plan_tiles, prepare_map, working_image, wrap_pad
 from marsdust.detect.results import DetectSummary, MapResult
 from marsdust.detect.settings import (
     DEFAULT_MAX_TILE_PX,
     DEFAULT_PAD_DEG,
     DUPLICATE_IOU,
     MIN_VALID_FRACTION,
+    TABLE_FORMATS,
+    DetectExecution,
+    DetectOutputs,
     DetectSettings,
 )
 from marsdust.detect.single_map import detect_map
 
 __all__ = [
     # one map
-    "detect_map", "MapResult", "DetectSettings", "working_image", "prepare_map", "pad_columns", "wrap_pad",
-    "plan_tiles", "decode_map",
+    "detect_map", "MapResult", "DetectSettings", "working_image", "prepare_map", "PreparedMap", "Tile", "pad_columns",
+    "wrap_pad", "plan_tiles", "decode_map",
     # engines
     "ENGINES", "ENGINE_ENV", "default_engine", "resolve_engine", "run_model", "OnnxBackbone", "onnx_backbone_for",
     "export_backbone_onnx",
     # archives
-    "detect_archive", "DetectSummary", "resolve_maps", "part_path", "merge_parts",
+    "detect_archive", "DetectOutputs", "DetectExecution", "DetectSummary", "resolve_maps", "part_path",
+    "merge_parts",
     # constants
     "DEFAULT_PAD_DEG", "DEFAULT_MAX_TILE_PX", "MIN_VALID_FRACTION", "DUPLICATE_IOU", "MAPS_COLUMNS", "PARTS_DIR",
-    "SETTINGS_FILE",
+    "SETTINGS_FILE", "TABLE_FORMATS",
 ]

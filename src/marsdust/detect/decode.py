@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from marsdust.detect.prepare import _Prepared, _Tile
+from marsdust.detect.prepare import PreparedMap, Tile
 from marsdust.detect.results import MapResult
 from marsdust.detect.settings import DetectSettings
 from marsdust.outlines import detection_records
@@ -58,7 +58,8 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a & b) / union if union else 0.0
 
 
-def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSettings, seconds: float = 0.0) -> MapResult:
+def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectSettings,
+               seconds: float = 0.0) -> MapResult:
     """Turn the model outputs of one map's tiles into a :class:`MapResult` (see :mod:`marsdust.detect`, steps 5-6)."""
     t0 = time.perf_counter()
     image = prepared.image
@@ -126,7 +127,7 @@ def decode_map(prepared: _Prepared, outputs: Sequence[dict], settings: DetectSet
                      float(valid.mean()), records, kept_masks, probability, image, seconds, settings.classes)
 
 
-def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: _Tile, box, pad: int, width: int) -> None:
+def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: Tile, box, pad: int, width: int) -> None:
     """Max-merge one detection's tile-sized mask probabilities (inside its box) into map columns."""
     th, tw = tile_mask.shape
     c0 = max(int(math.floor(box[0])) - 1, 0)
@@ -141,7 +142,7 @@ def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: _Tile, box, pad
         np.maximum(target, tile_mask[r0:r1, src0 - tile.x0:src1 - tile.x0], out=target)
 
 
-def _paste_patch_folded(prob: np.ndarray, patch: np.ndarray, row0: int, col0: int, tile: _Tile, tile_h: int,
+def _paste_patch_folded(prob: np.ndarray, patch: np.ndarray, row0: int, col0: int, tile: Tile, tile_h: int,
                         tile_w: int, pad: int, width: int) -> None:
     """Max-merge a box-sized probability patch (top-left at tile pixel ``row0, col0``) into map columns."""
     r0, c0 = max(row0, 0), max(col0, 0)
@@ -155,7 +156,7 @@ def _paste_patch_folded(prob: np.ndarray, patch: np.ndarray, row0: int, col0: in
         np.maximum(target, source, out=target)
 
 
-def _fill_box_folded(prob: np.ndarray, tile: _Tile, box, pad: int, width: int) -> None:
+def _fill_box_folded(prob: np.ndarray, tile: Tile, box, pad: int, width: int) -> None:
     c0 = int(round(box[0])) + tile.x0
     c1 = max(int(round(box[2])) + tile.x0, c0 + 1)
     r0 = int(round(box[1])) + tile.y0

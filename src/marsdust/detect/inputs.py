@@ -1,5 +1,6 @@
 """The maps of a run: files, globs, archive folders / tars and index tables → one table
-``map_id, mars_year, ls, path`` (:func:`resolve_maps`)."""
+``map_id, mars_year, ls, path`` (:func:`resolve_maps`); with ``--history``, the maps its
+reference backgrounds may be built from (:func:`history_maps`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from marsdust.mdgm import index_archive, parse_list_ls
 from marsdust.naming import make_map_id, parse_map_name
 
 
-def _map_id_from_stem(stem: str) -> str:
+def map_id_from_stem(stem: str) -> str:
+    """The map id of a file stem (``<subphase>_<sol>``, :func:`marsdust.naming.make_map_id`), else the stem itself."""
     try:
         return make_map_id(*parse_map_name(stem))
     except ValueError:
@@ -41,7 +43,7 @@ def _single_map_rows(paths: Iterable[str]) -> list[dict]:
             listed[folder] = entries
         stem = Path(path).name.rsplit(".", 1)[0]
         year, ls = listed[folder].get(stem.lower(), (0, float("nan")))
-        rows.append({"map_id": _map_id_from_stem(stem), "mars_year": int(year), "ls": float(ls), "path": path})
+        rows.append({"map_id": map_id_from_stem(stem), "mars_year": int(year), "ls": float(ls), "path": path})
     return rows
 
 
@@ -96,3 +98,25 @@ def resolve_maps(maps) -> pd.DataFrame:
         raise ValueError(f"map id {first['map_id'].iloc[0]!r} names two files: {list(first['path'])}")
     table = table.astype({"mars_year": "int64", "ls": "float64"})
     return table.sort_values(["mars_year", "ls", "map_id"], kind="stable").reset_index(drop=True)
+
+
+def history_maps(rows: list[dict], history=None) -> list[dict]:
+    """The maps a reference background may be built from: those of ``history`` and ``rows``, once each.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The run's maps (:func:`resolve_maps` records); they win over a ``history`` map of the same id.
+    history : path, glob or list, optional
+        More maps, as :func:`resolve_maps` takes them (e.g. the whole archive when ``rows`` are its
+        test sols). None: ``rows`` alone.
+
+    Returns
+    -------
+    list of dict
+        ``map_id, mars_year, ls, path`` records (:class:`marsdust.history.MapHistory` orders them in time).
+    """
+    if history is None:
+        return rows
+    table = pd.concat([resolve_maps(history), pd.DataFrame(rows)], ignore_index=True)
+    return table.drop_duplicates("map_id", keep="last").to_dict("records")

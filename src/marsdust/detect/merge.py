@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, _read_part, part_path
+from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, part_path, read_part
 from marsdust.detect.results import DetectSummary
 from marsdust.fileio import write_table
 from marsdust.formats.geojson import write_geojson
@@ -50,7 +50,7 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     missing = [row["map_id"] for row in rows if not part_path(out_dir, row["map_id"]).is_file()]
     if missing:
         raise ValueError(f"{out_dir}: {len(missing)} map(s) have no part yet (e.g. {missing[:3]}); run detect again")
-    parts = [_read_part(part_path(out_dir, row["map_id"])) for row in rows]
+    parts = [read_part(part_path(out_dir, row["map_id"])) for row in rows]
     maps_table = pd.DataFrame([p["map"] for p in parts], columns=MAPS_COLUMNS)
     records = [rec for p in parts for rec in _numbered_by_class(p["detections"])]
     detections = detections_frame(records)

@@ -35,12 +35,16 @@ def part_path(out_dir: str | os.PathLike, map_id: str) -> Path:
     return _parts_dir(Path(out_dir)) / f"{map_id}.json"
 
 
-def _write_json(path: Path, payload: dict) -> None:
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as JSON to ``path`` atomically (NaN allowed)."""
     write_text_atomic(path, json.dumps(payload, allow_nan=True))
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuse to resume a run made with other settings (the parts would not be comparable)."""
+def check_settings(out_dir: Path, settings: dict) -> None:
+    """Refuse to resume a run made with other settings (the parts would not be comparable).
+
+    The first run records ``settings`` in ``OUT/parts/settings.json``; a later run must bring the same.
+    """
     path = _parts_dir(out_dir) / SETTINGS_FILE
     if path.is_file():
         try:
@@ -54,10 +58,11 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
                 "use --overwrite to start afresh or another output folder"
             )
         return
-    _write_json(path, settings)
+    write_json(path, settings)
 
 
-def _error_part(row: dict, message: str, seconds: float) -> dict:
+def error_part(row: dict, message: str, seconds: float) -> dict:
+    """The part of an unreadable map (``status = error`` in ``maps.csv``, no detections)."""
     return {"map": {"map_id": row["map_id"], "mars_year": int(row["mars_year"]), "ls": float(row["ls"]),
                     "valid_fraction": float("nan"), "n_detections": 0, "seconds": seconds,
                     "status": "error", "error": message},
@@ -77,7 +82,7 @@ def _write_mask_chunk(result: MapResult, class_name: str, folder: Path) -> str |
         return None
 
 
-def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
+def write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook: bool) -> dict:
     """Mask chunks (dust; clouds of a two-class detector), optional GeoTIFF / quick-look, then the part JSON
     (last: it marks the map done)."""
     t0 = time.perf_counter()
@@ -100,11 +105,12 @@ def _write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quickloo
     }
     if cloud_chunk is not None:
         payload["cloud_mask_chunk"] = cloud_chunk
-    _write_json(part_path(out_dir, result.map_id), payload)
+    write_json(part_path(out_dir, result.map_id), payload)
     return payload
 
 
-def _read_part(path: Path) -> dict:
+def read_part(path: Path) -> dict:
+    """A part file's content; an unreadable one is a ValueError naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

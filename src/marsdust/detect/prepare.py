@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,8 +56,17 @@ def wrap_pad(image_chw, pad_px: int):
 
 
 @dataclass
-class _Tile:
-    """A window of the padded image: pixel ranges and the core it owns detections in."""
+class Tile:
+    """A window of the padded image and the core it owns detections in.
+
+    Attributes
+    ----------
+    y0, y1, x0, x1 : int
+        Rows ``[y0, y1)`` and columns ``[x0, x1)`` of the padded image (working-grid pixels).
+    core_y, core_x : (float, float)
+        The core: detections whose box centre lies in ``core_y × core_x`` (padded-image pixels,
+        infinite at the image's edges) belong to this tile.
+    """
 
     y0: int
     y1: int
@@ -83,7 +92,7 @@ def _axis_tiles(length: int, max_len: int, overlap: int) -> list[tuple[int, int,
     return out
 
 
-def plan_tiles(height: int, width: int, max_tile_px: int, overlap_px: int) -> list[_Tile]:
+def plan_tiles(height: int, width: int, max_tile_px: int, overlap_px: int) -> list[Tile]:
     """Overlapping tiles covering a ``height x width`` image, each at most ``max_tile_px`` a side.
 
     Cores (where a tile owns detection centres) partition the image: the boundary between two
@@ -92,28 +101,46 @@ def plan_tiles(height: int, width: int, max_tile_px: int, overlap_px: int) -> li
     tiles = []
     for y0, y1, cy0, cy1 in _axis_tiles(height, max_tile_px, overlap_px):
         for x0, x1, cx0, cx1 in _axis_tiles(width, max_tile_px, overlap_px):
-            tiles.append(_Tile(y0, y1, x0, x1, (cy0, cy1), (cx0, cx1)))
+            tiles.append(Tile(y0=y0, y1=y1, x0=x0, x1=x1, core_y=(cy0, cy1), core_x=(cx0, cx1)))
     return tiles
 
 
 @dataclass
-class _Prepared:
-    """One map ready for the model: its padded tensor's tiles and what is needed to decode them."""
+class PreparedMap:
+    """One map on its way through the model: read, then (:func:`prepare_map`) cut into tensor tiles.
+
+    Attributes
+    ----------
+    map_id, mars_year, ls
+        The map's identity in the records (Ls in degrees).
+    image : MapImage
+        The map at the working resolution.
+    native_grid : MapGrid
+        The grid of the map's file (boxes are written in its pixels).
+    pad_px : int
+        Columns copied across 180° on each side (:func:`pad_columns`).
+    tiles : list of Tile
+        Windows of the padded image (:func:`plan_tiles`); empty while the map is only read.
+    tensors : list of torch.Tensor
+        The ``(C, h, w)`` input of each tile.
+    seconds : float
+        Time spent on the map so far (reading and preparing), seconds.
+    """
 
     map_id: str
     mars_year: int
     ls: float
     image: MapImage
     native_grid: MapGrid
-    pad_px: int
-    tiles: list[_Tile]
-    tensors: list
-    seconds: float
+    pad_px: int = 0
+    tiles: list[Tile] = field(default_factory=list)
+    tensors: list = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def prepare_map(image: MapImage, native_grid: MapGrid, settings: DetectSettings, *, map_id: str, mars_year: int,
                 ls: float, in_channels: int = 3, seconds: float = 0.0,
-                extra_bands: np.ndarray | None = None) -> _Prepared:
+                extra_bands: np.ndarray | None = None) -> PreparedMap:
     """Tensor tiles of a working-resolution map (wrap-padded), ready for the model.
 
     ``extra_bands`` (``(H, W, k)`` on the working grid, e.g. a reference background,
@@ -136,4 +163,5 @@ def prepare_map(image: MapImage, native_grid: MapGrid, settings: DetectSettings,
     tensors = [padded[:, t.y0:t.y1, t.x0:t.x1] for t in tiles]
     if len(tiles) > 1:
         tensors = [t.contiguous() for t in tensors]
-    return _Prepared(map_id, int(mars_year), float(ls), image, native_grid, pad, tiles, tensors, seconds)
+    return PreparedMap(map_id=map_id, mars_year=int(mars_year), ls=float(ls), image=image, native_grid=native_grid,
+                       pad_px=pad, tiles=tiles, tensors=tensors, seconds=seconds)

@@ -1,8 +1,11 @@
-"""Options of a detect run: :class:`DetectSettings` and the defaults it starts from."""
+"""Options of a detect run: what is detected (:class:`DetectSettings`), what is written
+(:class:`DetectOutputs`) and how the run is executed (:class:`DetectExecution`), with their defaults."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from marsdust.detect.engines import ENGINES
 
@@ -19,12 +22,45 @@ MIN_VALID_FRACTION = 0.5
 DUPLICATE_IOU = 0.5
 """Two kept detections whose masks overlap more than this IoU are one storm (higher score wins)."""
 
+TABLE_FORMATS = ("csv", "parquet")
+"""Formats of the detections table: ``parquet`` writes ``detections.parquet`` besides ``detections.csv``."""
+
 
 @dataclass(frozen=True)
 class DetectSettings:
-    """Inference options shared by :func:`detect_map` and :func:`detect_archive`."""
+    """Inference options shared by :func:`detect_map` and :func:`detect_archive` (see :mod:`marsdust.detect`).
 
-    score_threshold: float = 0.5
+    Attributes
+    ----------
+    score_threshold : float, optional
+        Detections scoring below this are dropped (and never get masks). None means the detector's
+        own: the threshold chosen on validation maps and stored in its checkpoint, else 0.5
+        (:func:`marsdust.models.resolve_score_threshold`); :func:`detect_archive` starts from None,
+        :func:`detect_map` from 0.5.
+    mask_threshold : float
+        Mask probability at which a pixel belongs to the storm.
+    pad_deg : float
+        Longitude copied across 180° on each side, degrees (rounded up to a multiple-of-32 width).
+    max_tile_px, tile_overlap_px : int
+        Tiling of the padded working-resolution image, pixels (overlap default: the pad, at least 32).
+    min_valid_fraction : float
+        Detections whose mask has a smaller fraction of observed pixels are dropped.
+    duplicate_iou : float
+        Kept detections overlapping more than this mask IoU are one storm (the higher score wins).
+    probability : bool
+        Keep the storm-probability raster of each map (``MapResult.probability``).
+    engine : {"auto", "onnx", "torch", "plain"}, optional
+        How to run the model (:data:`marsdust.detect.ENGINES`; default ``$MARSDUST_DETECT_ENGINE`` or
+        ``auto``: ONNX Runtime for the backbone on CPU, exported once per model and re-exported if its
+        weights change; PyTorch on a GPU).
+    onnx_model : path, optional
+        A backbone written by ``marsdust export-onnx`` for the detector (default: exported on first use).
+    classes : tuple of str
+        Class names by the model's class index - 1 (:func:`marsdust.models.detector_classes`; set from
+        the detector when it runs).
+    """
+
+    score_threshold: float | None = 0.5
     mask_threshold: float = 0.5
     pad_deg: float = DEFAULT_PAD_DEG
     max_tile_px: int = DEFAULT_MAX_TILE_PX
@@ -35,12 +71,13 @@ class DetectSettings:
     engine: str | None = None
     onnx_model: str | None = None
     classes: tuple[str, ...] = ("dust",)
-    """Class names by the model's class index - 1 (:func:`marsdust.models.detector_classes`)."""
 
     def __post_init__(self):
+        if self.onnx_model is not None:
+            object.__setattr__(self, "onnx_model", os.fspath(self.onnx_model))
         for name in ("score_threshold", "mask_threshold", "min_valid_fraction", "duplicate_iou"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.pad_deg < 0 or self.pad_deg > 180:
             raise ValueError(f"pad_deg must be in [0, 180] degrees, got {self.pad_deg}")
@@ -48,3 +85,78 @@ class DetectSettings:
             raise ValueError(f"max_tile_px must be >= 64 pixels, got {self.max_tile_px}")
         if self.engine is not None and self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+
+
+@dataclass(frozen=True)
+class DetectOutputs:
+    """What :func:`detect_archive` writes besides ``detections.csv``, ``detections.geojson``, ``masks.nc`` and
+    ``maps.csv``, and where.
+
+    Attributes
+    ----------
+    out_dir : path
+        Output folder (created); holds ``parts/`` while the run is incomplete.
+    table_format : {"csv", "parquet"}
+        ``parquet`` also writes ``detections.parquet`` (:data:`TABLE_FORMATS`).
+    geotiff, quicklook : bool
+        Also write ``OUT/geotiff/<map_id>.tif`` (storm probability, Mars CRS) / ``OUT/quicklook/<map_id>.png``.
+    track : bool
+        Link detections into MDAD members and sequences (:func:`marsdust.track.track`); skipped with a
+        warning when some map has no Ls.
+    overwrite : bool
+        Delete earlier parts and products first (else an interrupted run resumes).
+    """
+
+    out_dir: Path
+    table_format: str = "csv"
+    geotiff: bool = False
+    quicklook: bool = False
+    track: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
+        if self.table_format not in TABLE_FORMATS:
+            raise ValueError(f"table format must be 'csv' or 'parquet', got {self.table_format!r}")
+
+
+@dataclass(frozen=True)
+class DetectExecution:
+    """How :func:`detect_archive` runs: where, how many maps at once, in how many processes.
+
+    Attributes
+    ----------
+    device : {"cpu", "cuda", "cuda:N"}
+        Under torchrun, ``cuda`` means ``cuda:LOCAL_RANK``.
+    batch_size : int
+        Maps given to the model at once (useful on a GPU); maps are read ahead by
+        ``max(2 batch_size, reader threads) + 1``.
+    workers : int
+        Local processes (``torch.multiprocessing``) for a machine without torchrun; each gets
+        ``cpu_count // workers`` threads; the calling process merges.
+    threads : int, optional
+        Torch CPU threads (default: all cores, unless ``OMP_NUM_THREADS`` is set).
+    rank, world_size : int, optional
+        This process's share: the ``rank``-th of ``world_size`` consecutive stretches of the maps in
+        time order (so a detector with reference bands reads each stretch's history once). Default:
+        ``RANK``/``WORLD_SIZE`` from the environment (torchrun), else 0 / 1.
+    merge : bool
+        Build the final products (False: only write parts).
+    progress : bool
+        Show a tqdm bar with maps/s and ETA.
+    """
+
+    device: str = "cpu"
+    batch_size: int = 1
+    workers: int = 1
+    threads: int | None = None
+    rank: int | None = None
+    world_size: int | None = None
+    merge: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")

@@ -3,8 +3,9 @@
 * :mod:`~marsdust.evaluate.metrics` — the scores of plain per-map dicts: COCO mAP@25/50/75,
   breakdowns, centre deviations, area agreement, inference time, ``metrics.json`` and the
   comparison tables of the paper's Table 1 layout; its docstring states every rule.
-* :mod:`~marsdust.evaluate.runner` — :func:`evaluate_checkpoint`: a trained checkpoint run on a
-  split's maps and scored, with the error analysis (:mod:`marsdust.analysis`) and figures.
+* :mod:`~marsdust.evaluate.runner` — :func:`evaluate_checkpoint` (its options an
+  :class:`EvaluateOptions`): a trained checkpoint run on a split's maps and scored, with the error
+  analysis (:mod:`marsdust.analysis`) and figures.
 
 The runner's names are imported on first use, so that ``marsdust.evaluate`` stays as light as
 its metrics (:mod:`marsdust.analysis` builds on them, and the runner builds on the analysis).
@@ -47,7 +48,7 @@ from marsdust.evaluate.metrics import (
     write_metrics_json,
 )
 
-_RUNNER_NAMES = ("evaluate_checkpoint", "evaluation_split", "prediction_entry", "run_config_of")
+_RUNNER_NAMES = ("EvaluateOptions", "evaluate_checkpoint", "evaluation_split", "prediction_entry", "run_config_of")
 """Names of :mod:`marsdust.evaluate.runner` this package exports, imported on first use."""
 
 __all__ = [

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from marsdust import plots
 from marsdust.analysis import write_error_analysis
 from marsdust.data import load_split, select_split
-from marsdust.detect import detect_map
+from marsdust.detect import DetectSettings, detect_map
 from marsdust.detect.prepare import working_image
 from marsdust.evaluate.metrics import (
     area_agreement,
@@ -37,6 +37,7 @@ from marsdust.evaluate.metrics import (
     write_metrics_json,
 )
 from marsdust.fileio import write_text_atomic
+from marsdust.history import MapHistory
 from marsdust.labels import map_targets, paper_boxes_at
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_mask_root
@@ -159,7 +160,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
         t0 = time.perf_counter()
         result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
-                            score_threshold=score_threshold, device=device,
+                            settings=DetectSettings(score_threshold=score_threshold), device=device,
                             background=None if backgrounds is None else backgrounds[row.map_id])
         seconds = time.perf_counter() - t0
         grid = result.grid
@@ -197,7 +198,8 @@ def _inference_timing(model, rows: pd.DataFrame, *, device: str,
 
     def detect(item):
         image, background = item
-        return detect_map(model, image, score_threshold=0.5, device=device, background=background)
+        return detect_map(model, image, settings=DetectSettings(score_threshold=0.5), device=device,
+                          background=background)
 
     return time_inference(detect, list(zip(images, extra)))
 
@@ -206,32 +208,21 @@ def split_backgrounds(model, index_df: pd.DataFrame, rows: pd.DataFrame,
                       transform_image: Callable[[MapImage], MapImage] | None = None) -> dict | None:
     """The reference background of every map of ``rows`` from the archive ``index_df`` (None without reference bands).
 
-    A map's history is every earlier map of the archive, whatever its split (images only). With
+    A map's history is every earlier map of the archive, whatever its split (images only), served by
+    :class:`marsdust.history.MapHistory` under the detector's no-history rule. With
     ``transform_image`` the whole archive is seen through it (the history too), as an archive that
     looks different would be.
     """
-    from marsdust.mdad_format import mars_time_sols
-    from marsdust.reference import ReferenceFeeder
-
-    reference = model.config.reference_config
-    if not reference.enabled:
+    if not model.config.reference_config.enabled:
         return None
-    table = index_df.sort_values(["mars_year", "ls", "map_id"], kind="stable").reset_index(drop=True)
     res_deg = float(model.config.map_res_deg)
 
-    def load(position: int):
-        image = read_map(table["path"][position])
+    def load(path: str):
+        image = read_map(path)
         image, _ = working_image(image if transform_image is None else transform_image(image), res_deg)
         return image.rgb, image.valid
 
-    feeder = ReferenceFeeder(reference, mars_time_sols(table["mars_year"], table["ls"]), load)
-    wanted = set(rows["map_id"])
-    backgrounds = {}
-    for position in np.flatnonzero(table["map_id"].isin(wanted).to_numpy()):
-        rgb, valid = load(position)
-        backgrounds[table["map_id"][position]] = feeder.background(position, valid.shape)
-        feeder.add(position, rgb, valid)
-    return backgrounds
+    return MapHistory.for_detector(model, index_df, load).backgrounds(rows["map_id"])
 
 
 def _choose_figure_maps(ground_truth: dict, map_ls: dict, n: int) -> list[str]:
@@ -307,23 +298,12 @@ def _write_cloud_and_storm_figure(found: _SplitDetections, threshold: float, fig
                                      f"at score ≥ {threshold:.2f}")
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, data: str | None = None,
-                        archive: str | None = None, catalog: str | None = None, master: str | None = None,
-                        strict: bool = False, split: str = "test",
-                        split_file: str | None = None, strategy: str | None = None, label_mode: str | None = None,
-                        score_threshold: float = 0.05, n_figures: int = 4, n_timed: int = 10,
-                        device: str = "cpu", progress: bool = True,
-                        transform_image: Callable[[MapImage], MapImage] | None = None) -> dict:
-    """Run a trained detector on a split's maps and score it (``EVAL_DIR/metrics.json``, ``per_map.csv``, figures).
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How :func:`evaluate_checkpoint` scores a checkpoint (each default is ``marsdust evaluate``'s).
 
-    Parameters
+    Attributes
     ----------
-    checkpoint : path
-        ``best.ckpt`` / ``last.ckpt`` of a run (or any marsdust checkpoint).
-    out_dir : path
-        ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png`` and
-        the error analysis of :func:`marsdust.analysis.write_error_analysis` (``error_analysis.json``,
-        ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
     data, archive, catalog, master : str, optional
         The data (as for training; default: the run's ``config.yaml``).
     strict : bool
@@ -345,9 +325,96 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     n_timed : int
         Maps timed (after 2 warm-up maps) for the median inference time.
     device : str
+        ``cpu`` or ``cuda``.
+    progress : bool
+        Show a progress bar.
     transform_image : callable, optional
         Applied to every map as read (native grid, float RGB in [0, 1]) before detection, e.g. an
-        appearance shift of :mod:`marsdust.shift`; the scored maps, timing and figures all see its output.
+        appearance shift of :mod:`marsdust.shift`; the scored maps, their history, timing and figures
+        all see its output.
+    """
+
+    data: str | None = None
+    archive: str | None = None
+    catalog: str | None = None
+    master: str | None = None
+    strict: bool = False
+    split: str = "test"
+    split_file: str | None = None
+    strategy: str | None = None
+    label_mode: str | None = None
+    score_threshold: float = 0.05
+    n_figures: int = 4
+    n_timed: int = 10
+    device: str = "cpu"
+    progress: bool = True
+    transform_image: Callable[[MapImage], MapImage] | None = None
+
+
+@dataclass
+class _EvaluationData:
+    """The data an evaluation scores: the archive's tables, the split's maps and where the split came from."""
+
+    config: TrainConfig
+    run_values: dict
+    label_mode: str
+    index_df: pd.DataFrame
+    storms_df: pd.DataFrame
+    rows: pd.DataFrame
+    split_source: str
+
+
+def _evaluation_data(model, checkpoint: Path, options: EvaluateOptions) -> _EvaluationData:
+    """The data, label mode and split maps of an evaluation (defaults: the run folder's)."""
+    run_values = run_config_of(checkpoint)
+    data, catalog = options.data, options.catalog
+    config = TrainConfig.from_dict({"data": data or run_values.get("data"),
+                                    "archive": options.archive or (None if data else run_values.get("archive")),
+                                    "catalog": catalog or (None if data else run_values.get("catalog")),
+                                    "master": options.master or (None if data or catalog else run_values.get("master")),
+                                    "strict": options.strict, "cloud_masks": run_values.get("cloud_masks")},
+                                   source="evaluation data")
+    label_mode = (options.label_mode or model.checkpoint_extra.get("label_mode")
+                  or run_values.get("label_mode", "fixed"))
+    index_df, storms_df = load_tables(config)
+    split_df, split_source = evaluation_split(checkpoint, index_df, options.split_file, run_values, options.strategy)
+    rows = select_split(index_df, split_df, options.split)
+    if len(rows) == 0:
+        raise ValueError(f"the {options.split} split ({split_source}) holds no maps")
+    return _EvaluationData(config, run_values, label_mode, index_df, storms_df, rows, split_source)
+
+
+def _split_detections(model, data: _EvaluationData, options: EvaluateOptions) -> tuple[_SplitDetections, dict | None]:
+    """Detections on every map of the split (with their reference backgrounds and cloud masks), and the timing."""
+    backgrounds = split_backgrounds(model, data.index_df, data.rows, options.transform_image)
+    recorded = model.checkpoint_extra  # the checkpoint's own record first: it travels with a copied checkpoint
+    max_width_deg = (recorded["cloud_max_width_deg"] if "cloud_max_width_deg" in recorded
+                     else data.run_values.get("cloud_max_width_deg"))
+    clouds = CloudMasks(data.config.cloud_masks or cloud_mask_root(resolve_data_paths(data.config)[0]),
+                        max_width_deg=max_width_deg)
+    found = _detect_on_split(model, data.rows, data.storms_df, data.label_mode, split=options.split,
+                             score_threshold=options.score_threshold, device=options.device,
+                             progress=options.progress, transform_image=options.transform_image,
+                             backgrounds=backgrounds, clouds=clouds)
+    timing = _inference_timing(model, data.rows.iloc[: options.n_timed + 2], device=options.device,
+                               transform_image=options.transform_image, backgrounds=backgrounds)
+    return found, timing
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
+                        options: EvaluateOptions | None = None) -> dict:
+    """Run a trained detector on a split's maps and score it (``EVAL_DIR/metrics.json``, ``per_map.csv``, figures).
+
+    Parameters
+    ----------
+    checkpoint : path
+        ``best.ckpt`` / ``last.ckpt`` of a run (or any marsdust checkpoint).
+    out_dir : path
+        ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png`` and
+        the error analysis of :func:`marsdust.analysis.write_error_analysis` (``error_analysis.json``,
+        ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
+    options : EvaluateOptions, optional
+        The data, split, thresholds, figures and device (default ``EvaluateOptions()``).
 
     Returns
     -------
@@ -356,35 +423,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         breakdowns, ``pr_curves``, ``center_deviation``, ``time_ms_per_map``, ``error_analysis``
         (recall and error counts at score 0.5, :func:`marsdust.analysis.compact_summary`), ...).
     """
-    # the detector, the data and the split (defaults: the run folder's)
+    options = EvaluateOptions() if options is None else options
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    model = load_model(checkpoint, map_location=device)
-    run_values = run_config_of(checkpoint)
-    config = TrainConfig.from_dict({"data": data or run_values.get("data"),
-                                    "archive": archive or (None if data else run_values.get("archive")),
-                                    "catalog": catalog or (None if data else run_values.get("catalog")),
-                                    "master": master or (None if data or catalog else run_values.get("master")),
-                                    "strict": strict, "cloud_masks": run_values.get("cloud_masks")},
-                                   source="evaluation data")
-    label_mode = label_mode or model.checkpoint_extra.get("label_mode") or run_values.get("label_mode", "fixed")
-    index_df, storms_df = load_tables(config)
-    split_df, split_source = evaluation_split(checkpoint, index_df, split_file, run_values, strategy)
-    rows = select_split(index_df, split_df, split)
-    if len(rows) == 0:
-        raise ValueError(f"the {split} split ({split_source}) holds no maps")
-
-    # detections on every map, and the median time of one
-    backgrounds = split_backgrounds(model, index_df, rows, transform_image)
-    recorded = model.checkpoint_extra  # the checkpoint's own record first: it travels with a copied checkpoint
-    max_width_deg = (recorded["cloud_max_width_deg"] if "cloud_max_width_deg" in recorded
-                     else run_values.get("cloud_max_width_deg"))
-    clouds = CloudMasks(config.cloud_masks or cloud_mask_root(resolve_data_paths(config)[0]),
-                        max_width_deg=max_width_deg)
-    found = _detect_on_split(model, rows, storms_df, label_mode, split=split, score_threshold=score_threshold,
-                             device=device, progress=progress, transform_image=transform_image,
-                             backgrounds=backgrounds, clouds=clouds)
-    timing = _inference_timing(model, rows.iloc[: n_timed + 2], device=device, transform_image=transform_image,
-                               backgrounds=backgrounds)
+    model = load_model(checkpoint, map_location=options.device)
+    data = _evaluation_data(model, checkpoint, options)
+    found, timing = _split_detections(model, data, options)
+    split = options.split
 
     # the scores
     metrics = evaluate_detections(found.ground_truth, found.predictions, found.grids, map_ls=found.map_ls,
@@ -398,8 +442,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     per_map_df = pd.DataFrame(found.per_map)
     per_map_df["n_matched_iou50"] = per_map_df["map_id"].map(matched).fillna(0).astype(int)
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
-                    "split_source": split_source, "label_mode": label_mode, "n_maps": len(rows),
-                    "score_threshold": score_threshold, "timing": timing,
+                    "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
+                    "score_threshold": options.score_threshold, "timing": timing,
                     "working_res_deg": float(model.config.map_res_deg)})
     metrics.update(_cloud_scores(model, found))
 
@@ -411,7 +455,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     write_metrics_json(metrics, out_dir / "metrics.json")
     write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
     write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))
-    _write_figures(model, found, metrics, deviations, out_dir / "figures", split=split, n_figures=n_figures)
-    if "cloud" in metrics["classes"] and n_figures > 0:
+    _write_figures(model, found, metrics, deviations, out_dir / "figures", split=split, n_figures=options.n_figures)
+    if "cloud" in metrics["classes"] and options.n_figures > 0:
         _write_cloud_and_storm_figure(found, resolve_score_threshold(model, None)[0], out_dir / "figures")
     return metrics
