@@ -185,13 +185,13 @@ def test_train_and_evaluate_load_lightning_only_when_training_needs_it():
             "from marsdust.train import train; print('lightning' in sys.modules)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.split() == ["False", "True"]
-    import marsdust.compare
     import marsdust.evaluate
+    import marsdust.evaluate.compare
     import marsdust.train
 
     assert marsdust.train.evaluate_checkpoint is marsdust.evaluate.evaluate_checkpoint
     assert marsdust.train.evaluation_split is marsdust.evaluate.evaluation_split
-    assert marsdust.train.compare is marsdust.compare.compare
+    assert marsdust.train.compare is marsdust.evaluate.compare.compare
     with pytest.raises(AttributeError, match="no_such_name"):
         marsdust.train.no_such_name  # noqa: B018
 

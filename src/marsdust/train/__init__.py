@@ -6,7 +6,7 @@ YAML file, the optimizer schedules, the run's data and split), :mod:`~marsdust.t
 the LightningDataModule, the callbacks and the ``metrics.csv`` logger) and
 :mod:`~marsdust.train.run` (:func:`train`, one run top to bottom). Scoring a trained checkpoint
 (``marsdust evaluate``) is :func:`marsdust.evaluate.evaluate_checkpoint`; the paper's Table 1
-(``marsdust compare``) is :func:`marsdust.compare.compare`.
+(``marsdust compare``) is :func:`marsdust.evaluate.compare.compare`.
 
 Run folder (``RUN_DIR``)
 ------------------------
@@ -64,13 +64,13 @@ from marsdust.train.config import (
 from marsdust.train.samplers import EpochSampler, SeededAugmentation, ShardSampler
 
 _LOADED_ON_FIRST_USE = {
-    **dict.fromkeys(("SCORE_THRESHOLD_GRID", "BestCheckpoint", "ContinuedCSVLogger", "DetectorModule",
+    **dict.fromkeys(("BestCheckpoint", "ContinuedCSVLogger", "DetectorModule",
                      "DustDataModule", "LastCheckpoint", "ProgressLines", "best_f1_threshold", "best_score_on_disk",
                      "build_module", "checkpoint_callbacks", "validation_map"), "marsdust.train.lightning"),
     **dict.fromkeys(("train", "read_metrics_csv"), "marsdust.train.run"),
-    # moved to marsdust.evaluate and marsdust.compare; importable from here as before
+    # moved to marsdust.evaluate; importable from here as before
     **dict.fromkeys(("evaluate_checkpoint", "evaluation_split"), "marsdust.evaluate.runner"),
-    "compare": "marsdust.compare",
+    "compare": "marsdust.evaluate.compare",
 }
 """Names of this package -> the module that defines them, imported when a name is first used."""
 
