@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from marsdust.evaluate.tracking import catalog_for, format_scores, tracking_scores
 from marsdust.fileio import write_text_atomic
 from marsdust.synth import get_preset
 from marsdust.synth.build import draw_catalog
 from marsdust.track import read_instances, track
-from marsdust.evaluate.tracking import catalog_for, format_scores, tracking_scores
 
 GLOBAL_EVENT = (25, 180.0, 270.0)
 """Mars year and Ls window of the synthetic MY25 global dust event (onset at Ls 185°)."""

@@ -190,8 +190,8 @@ def _detection_figure(test_index_path: Path, detections_csv: Path, catalog: pd.D
 def _climatology(detections_csv: Path, catalog: pd.DataFrame, test_ids: set, out_dir: Path) -> tuple[list[Path], dict]:
     """Climatology figures of the detections (against the catalog on the test sols) and their tracking scores."""
     from marsdust.climatology import write_climatology
-    from marsdust.track import read_instances
     from marsdust.evaluate.tracking import catalog_for, tracking_scores
+    from marsdust.track import read_instances
 
     detections = read_instances(detections_csv)
     truth = catalog_for(detections, catalog, test_ids)

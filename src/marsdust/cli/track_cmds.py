@@ -96,9 +96,9 @@ def track_command(
 
     The scores: pairwise link precision/recall/F1, member purity and completeness, IDF1, sequence precision/recall (definitions in marsdust.evaluate.tracking).
     """
+    from marsdust.evaluate.tracking import format_scores, tracking_scores
     from marsdust.fileio import write_table_atomic, write_text_atomic
     from marsdust.track import members_table, track
-    from marsdust.evaluate.tracking import format_scores, tracking_scores
 
     instances = _read(input_path, "INPUT")
     try:

@@ -12,9 +12,10 @@ Rules decided here
 * **Matching** is :mod:`marsdust.evaluate.matching`'s (the rule of the centre deviations and of
   ``per_map.csv``'s ``n_matched_iou50``): wrapped box IoU
   (:func:`~marsdust.evaluate.matching.wrapped_iou`), then pairs with IoU ≥ ``match_iou`` (0.5)
-  taken greedily in decreasing IoU, each storm and each detection used once. A storm is **found** when it is paired with a detection of score
-  ≥ ``score_threshold`` (0.5); **found at any score** when it is paired in the same matching
-  over every detection given (the best recall any threshold could reach).
+  taken greedily in decreasing IoU, each storm and each detection used once. A storm is
+  **found** when it is paired with a detection of score ≥ ``score_threshold`` (0.5); **found at
+  any score** when it is paired in the same matching over every detection given (the best
+  recall any threshold could reach).
 * **Storm attributes** (one row per catalogued storm): centre ``lon_deg, lat_deg`` (box centre),
   ``area_km2`` and ``confidence`` from the catalogue, ``season`` (Ls quarter,
   :func:`~marsdust.evaluate.metrics.season_of`), ``lat_band`` (:data:`LAT_BAND_EDGES_DEG`, by centre
@@ -543,8 +544,9 @@ def score_sweep(ground_truth: Mapping, predictions: Mapping, grids=None, thresho
     thresholds = sorted(thresholds)
     n_gt, n_det, n_true = 0, np.zeros(len(thresholds), int), np.zeros(len(thresholds), int)
     for map_id in check_map_keys(ground_truth, predictions):
-        gt = ground_truth[map_id]
-        iou, scores = detection_storm_iou(gt, predictions.get(map_id) or {}, _grid_of(map_id, grids, gt).width, map_id)
+        gt, prediction = ground_truth[map_id], predictions.get(map_id) or {}
+        both = len(entry_boxes(gt)) and len(entry_boxes(prediction))  # a map's size matters only then
+        iou, scores = detection_storm_iou(gt, prediction, _grid_of(map_id, grids, gt).width if both else 0, map_id)
         n_gt += iou.shape[1]
         for k, (_, kept, pairs) in enumerate(threshold_ladder(iou, scores, thresholds, match_iou)):
             n_det[k] += len(kept)
