@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--reference-dropout", type=float, default=None, metavar="P")
     args = parser.parse_args(argv)
 
-    from marsdust.compare import compare
+    from marsdust.evaluate.compare import compare
     from marsdust.evaluate import comparison_markdown
 
     data = Path(args.data)

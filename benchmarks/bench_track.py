@@ -3,7 +3,7 @@
 For each synthetic preset (``bench``, ``full`` by default) the catalog is drawn without writing
 any map (:func:`marsdust.synth.build.draw_catalog`; at the preset's own resolution it is the
 catalog ``marsdust synth`` writes, see ``tests/test_synth.py``), its member and sequence ids are
-removed, the tracker links its instances again, and :func:`marsdust.track_metrics.tracking_scores`
+removed, the tracker links its instances again, and :func:`marsdust.evaluate.tracking.tracking_scores`
 holds the result against the catalog's ids. The failures are then sorted:
 
 * **merges** (a tracked member holding instances of several catalogued members): between members
@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from marsdust.evaluate.tracking import catalog_for, format_scores, tracking_scores
 from marsdust.fileio import write_text_atomic
 from marsdust.synth import get_preset
 from marsdust.synth.build import draw_catalog
 from marsdust.track import read_instances, track
-from marsdust.track_metrics import catalog_for, format_scores, tracking_scores
 
 GLOBAL_EVENT = (25, 180.0, 270.0)
 """Mars year and Ls window of the synthetic MY25 global dust event (onset at Ls 185°)."""

@@ -273,3 +273,13 @@ def test_wrap_aware_bbox_ties_between_inner_and_seam_gaps():
     assert occupied_column_span(columns) == (0, 6)
     assert occupied_column_span(columns, ties_cross_seam=True) == (5, 11)
     assert wrap_aware_bbox(np.tile(columns, (3, 1)), ties_cross_seam=True) == (5, 0, 11, 3)
+
+
+def test_wrapped_columns_of_a_pixel_span_wrap_at_180():
+    from marsdust.grid import wrapped_columns
+
+    assert wrapped_columns(2.5, 5.2, 10).tolist() == [2, 3, 4, 5]  # every column the span touches
+    assert wrapped_columns(8.0, 12.0, 10).tolist() == [8, 9, 0, 1]  # across 180°, west to east
+    assert wrapped_columns(-2.0, 1.0, 10).tolist() == [8, 9, 0]
+    assert wrapped_columns(3.0, 3.0, 10).tolist() == [3]  # at least the column of x0
+    assert wrapped_columns(-3.0, 20.0, 10).tolist() == [7, 8, 9, 0, 1, 2, 3, 4, 5, 6]  # each column once

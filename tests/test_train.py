@@ -178,7 +178,7 @@ def test_quiet_lightning_holds_in_a_fresh_interpreter():
 
 def test_train_and_evaluate_load_lightning_only_when_training_needs_it():
     """``marsdust evaluate`` reads a TrainConfig without paying for Lightning; scoring and comparing live in
-    their own homes (``marsdust.evaluate``, ``marsdust.compare``), not in ``marsdust.train``."""
+    their own homes (``marsdust.evaluate``, ``marsdust.evaluate.compare``), not in ``marsdust.train``."""
     import subprocess
     import sys
 
@@ -186,12 +186,12 @@ def test_train_and_evaluate_load_lightning_only_when_training_needs_it():
             "from marsdust.train import train; print('lightning' in sys.modules)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.split() == ["False", "True"]
-    import marsdust.compare
     import marsdust.evaluate
+    import marsdust.evaluate.compare
     import marsdust.train
 
     assert callable(marsdust.evaluate.evaluate_checkpoint) and callable(marsdust.evaluate.evaluation_split)
-    assert callable(marsdust.compare.compare)
+    assert callable(marsdust.evaluate.compare.compare)
     for moved in ("evaluate_checkpoint", "evaluation_split", "compare", "no_such_name"):
         with pytest.raises(AttributeError, match=moved):
             getattr(marsdust.train, moved)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.fileio import write_csv_atomic
-from marsdust.plots import _pyplot, _save_figure
+from marsdust.plots import load_pyplot, save_figure
 from marsdust.track import id_strings, members_table, track
 
 INSTANCE_COLUMNS = ["map_id", "mars_year", "ls", "lon", "lat", "area_km2", "member_id", "sequence_id"]
@@ -97,13 +97,13 @@ def _no_data(ax, text: str = "no storms") -> None:
 
 
 def _year_colors(years) -> dict:
-    cmap = _pyplot().get_cmap("tab10")
+    cmap = load_pyplot().get_cmap("tab10")
     return {year: cmap(k % 10) for k, year in enumerate(sorted(years))}
 
 
 def plot_ls_lat(table: pd.DataFrame, out_png, title: str = "") -> Path:
     """Storm instances by Ls (x) and latitude (y), one panel per Mars year; size and colour by area."""
-    plt = _pyplot()
+    plt = load_pyplot()
     years = sorted(int(y) for y in table["mars_year"].unique()) or [None]
     fig, axes = plt.subplots(len(years), 1, figsize=(9, 1.0 + 2.0 * len(years)), sharex=True, squeeze=False,
                              layout="constrained")
@@ -130,12 +130,12 @@ def plot_ls_lat(table: pd.DataFrame, out_png, title: str = "") -> Path:
         bar = fig.colorbar(scatter, ax=axes[:, 0].tolist(), shrink=0.6, pad=0.01)
         bar.set_label("log10 area (km²)", fontsize=8)
     fig.suptitle(title or f"storm instances by Ls and latitude ({len(table)} instances)", fontsize=9)
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_area_per_sol(per_map: pd.DataFrame, out_png, title: str = "") -> Path:
     """Total storm area per map (10⁶ km²) over Ls, one line per Mars year."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.8))
     colors = _year_colors(per_map["mars_year"].unique())
     for year, rows in per_map.groupby("mars_year"):
@@ -152,12 +152,12 @@ def plot_area_per_sol(per_map: pd.DataFrame, out_png, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.set_title(title or "total storm area per sol (maps with storms)", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_member_histograms(members: pd.DataFrame, out_png, title: str = "") -> Path:
     """Histograms of member duration (sols) and largest area (km², log bins)."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, (ax_life, ax_area) = plt.subplots(1, 2, figsize=(9, 3.6))
     if len(members):
         durations = members["duration_sols"].to_numpy(dtype=int)
@@ -178,7 +178,7 @@ def plot_member_histograms(members: pd.DataFrame, out_png, title: str = "") -> P
         ax.tick_params(labelsize=7)
     fig.suptitle(title or f"member lifetimes and sizes ({len(members)} members)", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _path_segments(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +191,7 @@ def _path_segments(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def plot_sequence_paths(paths: pd.DataFrame, out_png, title: str = "") -> Path:
     """The centroid path of every sequence on a lon/lat map (start marked with a circle)."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.2))
     cmap = plt.get_cmap("tab20")
     for k, (sequence_id, rows) in enumerate(paths.groupby("sequence_id", sort=False)):
@@ -212,12 +212,12 @@ def plot_sequence_paths(paths: pd.DataFrame, out_png, title: str = "") -> Path:
     n_sequences = paths["sequence_id"].nunique() if len(paths) else 0
     ax.set_title(title or f"sequence paths ({n_sequences} sequences; circle = first instance)", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_counts_per_ls_bin(counts: pd.DataFrame, out_png, title: str = "") -> Path:
     """Found and catalogued instances per Ls bin, one panel per Mars year."""
-    plt = _pyplot()
+    plt = load_pyplot()
     years = sorted(int(y) for y in counts["mars_year"].unique()) or [None]
     fig, axes = plt.subplots(len(years), 1, figsize=(9, 1.2 + 1.9 * len(years)), sharex=True, squeeze=False)
     for ax, year in zip(axes[:, 0], years):
@@ -239,7 +239,7 @@ def plot_counts_per_ls_bin(counts: pd.DataFrame, out_png, title: str = "") -> Pa
     axes[-1, 0].set_xlabel("Ls (°)")
     fig.suptitle(title or "detected versus catalogued storm instances per Ls bin", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def write_climatology(instances: pd.DataFrame, out_dir, *, truth: pd.DataFrame | None = None,

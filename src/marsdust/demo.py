@@ -13,7 +13,7 @@ Reads top to bottom like the pipeline it runs:
    figures);
 5. write a **report** folder and print where it is, with the climatology figures of the detected
    storms against the catalog's (:mod:`marsdust.climatology`) and the tracking scores of their
-   members and sequences (:mod:`marsdust.track_metrics`).
+   members and sequences (:mod:`marsdust.evaluate.tracking`).
 
 Every step is the library function a notebook would call; an interrupted demo started again
 with the same output folder picks up where it stopped (the data, the training run and the
@@ -199,8 +199,8 @@ def _detection_figure(test_index_path: Path, detections_csv: Path, catalog: pd.D
 def _climatology(detections_csv: Path, catalog: pd.DataFrame, test_ids: set, out_dir: Path) -> tuple[list[Path], dict]:
     """Climatology figures of the detections (against the catalog on the test sols) and their tracking scores."""
     from marsdust.climatology import write_climatology
+    from marsdust.evaluate.tracking import catalog_for, tracking_scores
     from marsdust.track import read_instances
-    from marsdust.track_metrics import catalog_for, tracking_scores
 
     detections = read_instances(detections_csv)
     truth = catalog_for(detections, catalog, test_ids)
@@ -230,7 +230,7 @@ def _tracking_lines(tracking: dict | None) -> list[str]:
     links, ident, seq = tracking["links"], tracking["identity"], tracking["sequences"]
     return [
         f"- tracking against the catalog ({tracking['instances']['n_matched']} detections matched to catalogued "
-        f"storms; `marsdust.track_metrics`): link F1 {pct(links['f1'])}, IDF1 {pct(ident['idf1'])}, "
+        f"storms; `marsdust.evaluate.tracking`): link F1 {pct(links['f1'])}, IDF1 {pct(ident['idf1'])}, "
         f"sequence recall {pct(seq['recall'])} of {seq['n_truth']}",
     ]
 

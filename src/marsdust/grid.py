@@ -127,6 +127,23 @@ def occupied_column_span(columns_occupied: np.ndarray, ties_cross_seam: bool = F
     return int(cols[0]), int(cols[-1]) + 1
 
 
+def wrapped_columns(x0: float, x1: float, width: int) -> np.ndarray:
+    """Map columns of the pixels a span ``[x0, x1)`` of pixel x touches, west to east, wrapping at 180°.
+
+    ``x`` may run past the map edges (a box across 180° kept whole has ``x0 < 0`` or
+    ``x1 > width``): column ``c`` is map column ``c mod width``. The span touches at least the
+    column of ``x0``; a span of ``width`` columns or more gives every column once, starting at
+    the column of ``x0``.
+
+    Returns
+    -------
+    ndarray of int, shape (n,), 1 <= n <= width
+    """
+    start = int(np.floor(x0))
+    stop = min(max(int(np.ceil(x1)), start + 1), start + int(width))
+    return np.arange(start, stop) % int(width)
+
+
 def wrap_aware_bbox(mask: np.ndarray, ties_cross_seam: bool = False) -> tuple[int, int, int, int]:
     """Pixel bounding box ``(x0, y0, x1, y1)`` of a ``(H, W)`` mask whose columns wrap at 180°.
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from marsdust.evaluate.matching import outline_matches
 from marsdust.fileio import atomic_output
-from marsdust.grid import MapGrid
+from marsdust.grid import MapGrid, wrapped_columns
 
 
 def _outline_lines(wkt: str):
@@ -19,37 +20,6 @@ def _outline_lines(wkt: str):
     polygons = getattr(geometry, "geoms", [geometry])
     for polygon in polygons:
         yield np.asarray(polygon.exterior.coords)
-
-
-def outline_matches(catalog: pd.DataFrame, detections: pd.DataFrame, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Which catalogued storms were found and which detections found one, by outline overlap on one map.
-
-    Outlines (``polygon_wkt``, lon/lat degrees, split at 180°) are compared by their intersection
-    over union in lon/lat degrees²; pairs with IoU ≥ ``min_iou`` are taken greedily in decreasing
-    IoU, each storm and detection once. Rows without an outline never match.
-
-    Returns
-    -------
-    (found, hit) : bool arrays, one per catalogue row and one per detection row.
-    """
-    from shapely import wkt as shapely_wkt
-
-    def shapes(frame):
-        wkts = frame["polygon_wkt"] if "polygon_wkt" in frame.columns else [None] * len(frame)
-        return [shapely_wkt.loads(w) if isinstance(w, str) and w else None for w in wkts]
-
-    truth, found = shapes(catalog), np.zeros(len(catalog), dtype=bool)
-    detected, hit = shapes(detections), np.zeros(len(detections), dtype=bool)
-    pairs = []
-    for i, a in enumerate(truth):
-        for j, b in enumerate(detected):
-            if a is not None and b is not None and a.intersects(b):
-                union = a.union(b).area
-                pairs.append((a.intersection(b).area / union if union > 0 else 0.0, i, j))
-    for iou, i, j in sorted(pairs, reverse=True):
-        if iou >= min_iou and not found[i] and not hit[j]:
-            found[i], hit[j] = True, True
-    return found, hit
 
 
 def _draw_outlines(ax, rows: pd.DataFrame, colors, labels, styles=None) -> None:
@@ -87,29 +57,18 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     detections : DataFrame, optional
         A detections table (``map_id``, ``lon``, ``lat``, ``score``, ``polygon_wkt``) to draw over the
         catalogue's storms: hits, misses and false alarms in their own colours
-        (:func:`outline_matches`, IoU ≥ 0.5): catalogued storms found in cyan, missed in red
-        (dashed); detections that found a storm in yellow, false alarms in blue, labelled with
-        their score in percent.
+        (:func:`marsdust.evaluate.matching.outline_matches`, IoU ≥ 0.5): catalogued storms found in
+        cyan, missed in red (dashed); detections that found a storm in yellow, false alarms in blue,
+        labelled with their score in percent.
 
     Returns
     -------
     Path of the written figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from marsdust.mdgm import read_map_array
-
     if len(maps) == 0:
         raise ValueError("plot_maps_with_outlines: no maps to draw")
-    images, grids = [], []
-    for row in maps.itertuples():
-        rgb = read_map_array(row.path)
-        grids.append(MapGrid.from_shape(rgb.shape[0], rgb.shape[1]))
-        step = max(1, int(np.ceil(rgb.shape[1] / max_width_px)))
-        images.append(rgb[::step, ::step])
+    plt = load_pyplot()
+    images, grids = _map_thumbnails(maps, max_width_px)
     aspect = images[0].shape[0] / images[0].shape[1]
     width_in = 12.0
     fig, axes = plt.subplots(len(images), 1, figsize=(width_in, len(images) * (width_in * aspect + 0.45)),
@@ -117,50 +76,83 @@ def plot_maps_with_outlines(maps: pd.DataFrame, storms: pd.DataFrame, out_png, m
     for ax, row, rgb, grid in zip(axes[:, 0], maps.itertuples(), images, grids):
         ax.imshow(rgb, extent=(-180, 180, grid.lat_south_deg, grid.lat_north_deg), interpolation="nearest")
         on_map = storms[storms["map_id"] == row.map_id]
-        title = f"{len(on_map)} {what}"
         if detections is None:
             _draw_outlines(ax, on_map, ["cyan"] * len(on_map), [f"{c:.0f}" for c in on_map["confidence"]])
+            title = f"{len(on_map)} {what}"
         else:
-            found_here = detections[detections["map_id"] == row.map_id]
-            found, hit = outline_matches(on_map, found_here)
-            _draw_outlines(ax, on_map, np.where(found, "cyan", "red"), [""] * len(on_map),
-                           styles=np.where(found, "-", "--"))
-            _draw_outlines(ax, found_here, np.where(hit, "yellow", "#2f5bff"),
-                           [f"{100 * s:.0f}" for s in found_here["score"]])
-            title = (f"{len(on_map)} catalogued ({int(found.sum())} found, {int((~found).sum())} missed); "
-                     f"{len(found_here)} detected ({int((~hit).sum())} false alarms)")
-        ax.set_xlim(-180, 180)
-        ax.set_ylim(grid.lat_south_deg, grid.lat_north_deg)
-        ax.set_xticks(range(-180, 181, 60))
-        ax.set_yticks(range(int(np.ceil(grid.lat_south_deg / 30)) * 30, int(grid.lat_north_deg) + 1, 30))
-        ax.tick_params(labelsize=7)
-        ax.set_title(f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {title}", fontsize=9)
+            title = _draw_found_and_missed(ax, on_map, detections[detections["map_id"] == row.map_id])
+        _frame_map_panel(ax, grid, f"{row.map_id}  MY{int(row.mars_year)}  Ls {row.ls:.1f}°  —  {title}")
     if detections is not None:
-        from matplotlib.lines import Line2D
-
-        handles = [Line2D([], [], color=c, ls=ls, lw=1.5, label=t) for c, ls, t in (
-            ("cyan", "-", "catalogued, found"), ("red", "--", "catalogued, missed"),
-            ("yellow", "-", "detected, found a catalogued storm (score %)"), ("#2f5bff", "-", "false alarm (score %)"))]
-        fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+        _add_found_and_missed_legend(fig)
     else:
         fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    return _save_map_figure(fig, out_png, dpi, palette=detections is None)
+
+
+def _map_thumbnails(maps: pd.DataFrame, max_width_px: int) -> tuple[list[np.ndarray], list[MapGrid]]:
+    """Each map of ``maps`` read and subsampled to at most ``max_width_px`` columns, with its native grid."""
+    from marsdust.mdgm import read_map_array
+
+    images, grids = [], []
+    for row in maps.itertuples():
+        rgb = read_map_array(row.path)
+        grids.append(MapGrid.from_shape(rgb.shape[0], rgb.shape[1]))
+        step = max(1, int(np.ceil(rgb.shape[1] / max_width_px)))
+        images.append(rgb[::step, ::step])
+    return images, grids
+
+
+def _draw_found_and_missed(ax, on_map: pd.DataFrame, found_here: pd.DataFrame) -> str:
+    """One map's catalogued storms (found / missed) and detections (hit / false alarm); returns the panel's counts."""
+    found, hit = outline_matches(on_map, found_here)
+    _draw_outlines(ax, on_map, np.where(found, "cyan", "red"), [""] * len(on_map), styles=np.where(found, "-", "--"))
+    _draw_outlines(ax, found_here, np.where(hit, "yellow", "#2f5bff"), [f"{100 * s:.0f}" for s in found_here["score"]])
+    return (f"{len(on_map)} catalogued ({int(found.sum())} found, {int((~found).sum())} missed); "
+            f"{len(found_here)} detected ({int((~hit).sum())} false alarms)")
+
+
+def _frame_map_panel(ax, grid: MapGrid, title: str) -> None:
+    """Whole-map limits, 60° / 30° ticks and the title of one panel."""
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(grid.lat_south_deg, grid.lat_north_deg)
+    ax.set_xticks(range(-180, 181, 60))
+    ax.set_yticks(range(int(np.ceil(grid.lat_south_deg / 30)) * 30, int(grid.lat_north_deg) + 1, 30))
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=9)
+
+
+def _add_found_and_missed_legend(fig) -> None:
+    """The legend of the found / missed / false-alarm colours above the panels, and the layout under it."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, ls=ls, lw=1.5, label=t) for c, ls, t in (
+        ("cyan", "-", "catalogued, found"), ("red", "--", "catalogued, missed"),
+        ("yellow", "-", "detected, found a catalogued storm (score %)"), ("#2f5bff", "-", "false alarm (score %)"))]
+    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+
+
+def _save_map_figure(fig, out_png, dpi: int, palette: bool) -> Path:
+    """Save atomically and close; with ``palette`` as a 256-colour PNG (a noisy map figure shrinks ~3x; not with
+    detections: it merges their few blue pixels into cyan)."""
     from PIL import Image
 
+    plt = load_pyplot()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp:
         fig.savefig(tmp, dpi=dpi)
         plt.close(fig)
-        if detections is None:  # 256-colour palette: a noisy map figure shrinks ~3x
-            with Image.open(tmp) as image:  # (not with detections: it merges their few blue pixels into cyan)
+        if palette:
+            with Image.open(tmp) as image:
                 quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
             quantized.save(tmp, format="PNG", optimize=True)
     return out
 
 
-# --- evaluation figures (marsdust evaluate) --------------------------------------------------------
-def _pyplot():
+# --- shared by every figure ------------------------------------------------------------------------
+def load_pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,9 +161,9 @@ def _pyplot():
     return plt
 
 
-def _save_figure(fig, out_png, dpi: int = 100) -> Path:
+def save_figure(fig, out_png, dpi: int = 100) -> Path:
     """Save a matplotlib figure atomically (temp file in the same folder, then rename) and close it."""
-    plt = _pyplot()
+    plt = load_pyplot()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp:
@@ -180,6 +172,7 @@ def _save_figure(fig, out_png, dpi: int = 100) -> Path:
     return out
 
 
+# --- evaluation figures (marsdust evaluate) --------------------------------------------------------
 def plot_pr_curves(pr_curves: dict, out_png, title: str = "") -> Path:
     """Precision–recall curves at each IoU threshold (the ``pr_curves`` entry of ``metrics.json``).
 
@@ -191,7 +184,7 @@ def plot_pr_curves(pr_curves: dict, out_png, title: str = "") -> Path:
     out_png : path
     title : str
     """
-    plt = _pyplot()
+    plt = load_pyplot()
     recall = np.asarray(pr_curves["recall"], dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for threshold, values in pr_curves["precision"].items():
@@ -207,7 +200,7 @@ def plot_pr_curves(pr_curves: dict, out_png, title: str = "") -> Path:
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title(title or "precision–recall (COCO, 101 recall points)", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_center_deviations(deviations: pd.DataFrame, out_png, title: str = "") -> Path:
@@ -220,7 +213,7 @@ def plot_center_deviations(deviations: pd.DataFrame, out_png, title: str = "") -
     out_png : path
     title : str
     """
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(8, 6))
     panels = (("dx_px", "dx (px, + east)"), ("dy_px", "dy (px, + south)"),
               ("dlon_deg", "Δlon (deg, + east)"), ("dlat_deg", "Δlat (deg, + north)"))
@@ -239,7 +232,7 @@ def plot_center_deviations(deviations: pd.DataFrame, out_png, title: str = "") -
         ax.tick_params(labelsize=7)
     fig.suptitle(title or "centre deviation of matched detections from the catalogue", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _draw_boxes(ax, boxes, width_px: int, res_deg: float, north_deg: float, color: str, labels=None) -> None:
@@ -278,7 +271,7 @@ def plot_truth_vs_prediction(rgb: np.ndarray, res_deg: float, north_deg: float, 
     pred_masks : array (n, H, W) of bool, optional
         Predicted storm masks, drawn as a translucent overlay.
     """
-    plt = _pyplot()
+    plt = load_pyplot()
     height, width = rgb.shape[:2]
     extent = (-180.0, 180.0, north_deg - height * res_deg, north_deg)
     fig, axes = plt.subplots(1, 2, figsize=(14, 14 * height / width / 2 + 0.8))
@@ -296,7 +289,7 @@ def plot_truth_vs_prediction(rgb: np.ndarray, res_deg: float, north_deg: float, 
         axes[1].imshow(overlay, extent=extent, interpolation="nearest")
     _draw_boxes(axes[1], pred_boxes, width, res_deg, north_deg, "yellow", [f"{s:.2f}" for s in scores])
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _draw_pixel_boxes(ax, boxes, color: str, lw: float = 1.0, ls: str = "-", labels=None) -> None:
@@ -320,7 +313,7 @@ def plot_error_gallery(panels: list[dict], out_png, title: str = "", score_thres
     Parameters
     ----------
     panels : list of dict
-        As :func:`marsdust.analysis.gallery_panels` builds them: ``rgb`` (h, w, 3) crop in [0, 1];
+        As :func:`marsdust.evaluate.errors.gallery_panels` builds them: ``rgb`` (h, w, 3) crop in [0, 1];
         ``catalog_boxes``, ``detection_boxes`` (n, 4) xyxy in crop pixels; ``detection_scores``
         (n,); ``subject_box`` (4,) the storm or detection the panel is about; ``title``.
     out_png : path
@@ -333,7 +326,7 @@ def plot_error_gallery(panels: list[dict], out_png, title: str = "", score_thres
     """
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
+    plt = load_pyplot()
     n_columns = max(1, min(n_columns, len(panels)))
     n_rows = max(1, -(-len(panels) // n_columns))
     fig, axes = plt.subplots(n_rows, n_columns, figsize=(3.6 * n_columns, 3.6 * n_rows + 0.9), squeeze=False)
@@ -362,7 +355,7 @@ def plot_error_gallery(panels: list[dict], out_png, title: str = "", score_thres
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 CLASS_COLORS = {"dust": "orange", "cloud": "deepskyblue"}
@@ -391,14 +384,12 @@ def plot_cloud_and_storm(rgb: np.ndarray, grid: MapGrid, storm_masks, cloudy: np
     """
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
-    width = grid.width
-    half = min(int(half_width_px), width // 2)
-    shift = width // 2 - int(center_col)
-    columns = slice(width // 2 - half, width // 2 + half)
+    plt = load_pyplot()
+    half = min(int(half_width_px), grid.width // 2)
+    columns = wrapped_columns(int(center_col) - half, int(center_col) + half, grid.width)
 
     def crop(array):
-        return np.roll(np.asarray(array), shift, axis=1)[:, columns]
+        return np.asarray(array)[:, columns]
 
     height = rgb.shape[0]
     fig, ax = plt.subplots(figsize=(min(12.0, 3 + 2 * half * 8 / height), 6))
@@ -415,7 +406,7 @@ def plot_cloud_and_storm(rgb: np.ndarray, grid: MapGrid, storm_masks, cloudy: np
         ax.contour(part.astype(float), levels=[0.5], colors=color, linewidths=1.5)
         rows, cols = np.nonzero(part)
         ax.text(cols.min(), rows.min(), f"{name} {score:.2f}", color=color, fontsize=7, va="bottom", clip_on=True)
-    left_lon = -180.0 + ((columns.start - shift) % width) * grid.res_deg
+    left_lon = -180.0 + columns[0] * grid.res_deg
     ax.set_xlabel(f"pixels from {left_lon:.1f}° E ({grid.res_deg:g}° per pixel)", fontsize=8)
     ax.tick_params(labelsize=7)
     handles = [Line2D([], [], color="cyan", label="catalogue dust"),
@@ -424,4 +415,4 @@ def plot_cloud_and_storm(rgb: np.ndarray, grid: MapGrid, storm_masks, cloudy: np
     ax.legend(handles=handles, loc="lower right", fontsize=7, facecolor="0.3", labelcolor="white")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)

@@ -16,8 +16,9 @@ How linking works (explainable on purpose)
    ``(0, max_ls_gap_deg]`` (default ``1° × max_gap_sols``: Mars moves 0.42–0.66° of Ls per sol,
    so 1° means one or two sols).
 2. A storm on map B may continue a member whose last instance is on a map that B follows, if
-   their outlines overlap (``polygon_wkt``; outlines are split at 180° the same way on every map,
-   so overlap works across the antimeridian) or if their centroids are closer than
+   their outlines overlap (``polygon_wkt``: outline IoU above 0,
+   :func:`marsdust.evaluate.matching.outline_iou`; outlines are split at 180° the same way on
+   every map, so overlap works across the antimeridian) or if their centroids are closer than
    ``min_link_km + size_factor * r_eq`` on the sphere, with ``r_eq = sqrt(area / pi)`` the
    equivalent radius of the larger of the two storms (big storms may move their centroid more).
    Centroid distances are great-circle distances, so 179°E and 179°W are 2° apart.
@@ -45,6 +46,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from marsdust.evaluate.matching import outline_iou
 from marsdust.grid import MARS_RADIUS_KM
 from marsdust.mdad_format import format_member_id, mars_time_sols
 from marsdust.naming import parse_map_name
@@ -89,22 +91,6 @@ def _follows(maps: pd.DataFrame, earlier: int, later: int, max_gap_sols: int, ma
     if sub_a == sub_b and not (math.isnan(sol_a) or math.isnan(sol_b)):
         return 0 < sol_b - sol_a <= max_gap_sols
     return 0.0 < maps["time_deg"].iat[later] - maps["time_deg"].iat[earlier] <= max_ls_gap_deg
-
-
-def _overlap_matrix(prev_wkt, new_wkt) -> np.ndarray:
-    """Whether outlines overlap with positive area (False where an outline is missing)."""
-    import shapely
-
-    def parse(values):
-        return np.array([shapely.from_wkt(v) if isinstance(v, str) and v.strip() else None for v in values], dtype=object)
-
-    prev_geoms, new_geoms = parse(prev_wkt), parse(new_wkt)
-    known = np.array([g is not None for g in prev_geoms])[:, None] & np.array([g is not None for g in new_geoms])[None, :]
-    out = np.zeros(known.shape, dtype=bool)
-    if known.any():
-        i, j = np.nonzero(known)
-        out[i, j] = shapely.area(shapely.intersection(prev_geoms[i], new_geoms[j])) > 0
-    return out
 
 
 def track(
@@ -154,68 +140,93 @@ def track(
 
     df = detections.reset_index(drop=True)
     maps = _map_table(df)
-    position_of = dict(zip(maps["map_id"], maps["position"]))
-    row_position = df["map_id"].map(position_of).to_numpy()
-    lon = df["lon"].to_numpy(dtype=float)
-    lat = df["lat"].to_numpy(dtype=float)
-    area = df["area_km2"].to_numpy(dtype=float)
-    wkt = df["polygon_wkt"].to_numpy(dtype=object) if "polygon_wkt" in df.columns else np.full(len(df), None, dtype=object)
-    order = np.argsort(row_position, kind="stable")
-    rows_by_position = np.split(order, np.searchsorted(row_position[order], np.arange(1, len(maps))))
+    linker = _Linker(df, maps, max_gap_sols, max_ls_gap_deg, min_link_km, size_factor)
+    linker.link_maps()
+    group_of_member = _sequence_groups(len(linker.last_row_of_member), linker.partner_edges)
+    return _assign_ids(out, df, maps, linker.row_position, linker.member_of_row, group_of_member, min_sequence_sols)
 
-    member_of_row = np.full(len(df), -1, dtype=np.int64)
-    last_row_of_member: list[int] = []
-    partner_edges: list[tuple[int, int]] = []  # (member, member) joined by a merge or a split
 
-    def start_member(row: int) -> None:
-        member_of_row[row] = len(last_row_of_member)
-        last_row_of_member.append(row)
+class _Linker:
+    """Steps 2–4 of the module docstring over the maps in time order: which instance continues which member."""
 
-    time_deg = maps["time_deg"].to_numpy()
-    # members still worth checking: last seen within a generous Ls window (keeps this linear in time)
-    window_deg = max_ls_gap_deg + 2.0 * max_gap_sols
-    recent: list[int] = []
-    for position, new_rows in enumerate(rows_by_position):
-        recent = [m for m in recent if time_deg[position] - time_deg[row_position[last_row_of_member[m]]] <= window_deg]
-        active = [
-            m for m in recent
-            if row_position[last_row_of_member[m]] < position
-            and _follows(maps, int(row_position[last_row_of_member[m]]), position, max_gap_sols, max_ls_gap_deg)
-        ]
-        n_before = len(last_row_of_member)
+    def __init__(self, df: pd.DataFrame, maps: pd.DataFrame, max_gap_sols: int, max_ls_gap_deg: float,
+                 min_link_km: float, size_factor: float):
+        self.maps, self.max_gap_sols, self.max_ls_gap_deg = maps, max_gap_sols, max_ls_gap_deg
+        self.min_link_km, self.size_factor = min_link_km, size_factor
+        position_of = dict(zip(maps["map_id"], maps["position"]))
+        self.row_position = df["map_id"].map(position_of).to_numpy()
+        self.lon = df["lon"].to_numpy(dtype=float)
+        self.lat = df["lat"].to_numpy(dtype=float)
+        self.area = df["area_km2"].to_numpy(dtype=float)
+        self.wkt = (df["polygon_wkt"].to_numpy(dtype=object) if "polygon_wkt" in df.columns
+                    else np.full(len(df), None, dtype=object))
+        order = np.argsort(self.row_position, kind="stable")
+        self.rows_by_position = np.split(order, np.searchsorted(self.row_position[order], np.arange(1, len(maps))))
+        self.member_of_row = np.full(len(df), -1, dtype=np.int64)
+        self.last_row_of_member: list[int] = []
+        self.partner_edges: list[tuple[int, int]] = []  # (member, member) joined by a merge or a split
+
+    def start_member(self, row: int) -> None:
+        self.member_of_row[row] = len(self.last_row_of_member)
+        self.last_row_of_member.append(row)
+
+    def link_maps(self) -> None:
+        """Each map's instances continue the members of the maps it follows, or start members."""
+        time_deg = self.maps["time_deg"].to_numpy()
+        # members still worth checking: last seen within a generous Ls window (keeps this linear in time)
+        window_deg = self.max_ls_gap_deg + 2.0 * self.max_gap_sols
+        recent: list[int] = []
+        for position, new_rows in enumerate(self.rows_by_position):
+            recent = [m for m in recent
+                      if time_deg[position] - time_deg[self.row_position[self.last_row_of_member[m]]] <= window_deg]
+            n_before = len(self.last_row_of_member)
+            self.link_map(position, new_rows, recent)
+            recent.extend(range(n_before, len(self.last_row_of_member)))
+
+    def link_map(self, position: int, new_rows: np.ndarray, recent: list[int]) -> None:
+        """The instances of the map at ``position``: continue an active member (steps 2–3) or start one."""
+        last_position = [int(self.row_position[self.last_row_of_member[m]]) for m in recent]
+        active = [m for m, last in zip(recent, last_position)
+                  if last < position and _follows(self.maps, last, position, self.max_gap_sols, self.max_ls_gap_deg)]
         if not active or len(new_rows) == 0:
             for row in new_rows:
-                start_member(row)
-            recent.extend(range(n_before, len(last_row_of_member)))
-            continue
-        prev_rows = np.array([last_row_of_member[m] for m in active])
-        distance_km = great_circle_km(lon[prev_rows][:, None], lat[prev_rows][:, None], lon[new_rows][None, :], lat[new_rows][None, :])
+                self.start_member(row)
+            return
+        pairs, losers = self.assign(active, new_rows)
+        for i, j in pairs:
+            member = active[i]
+            self.member_of_row[new_rows[j]] = member
+            self.last_row_of_member[member] = new_rows[j]
+        used_new = {j for _, j in pairs}
+        for j, row in enumerate(new_rows):
+            if j not in used_new:
+                self.start_member(row)
+        for i, j in losers:  # merge or split partners: same sequence group
+            self.partner_edges.append((active[i], int(self.member_of_row[new_rows[j]])))
+
+    def assign(self, active: list[int], new_rows: np.ndarray) -> tuple[list, list]:
+        """``(pairs, losers)``: the one-to-one links (active member index, new instance index) of step 3 and
+        the candidate pairs that lost (step 4)."""
+        prev_rows = np.array([self.last_row_of_member[m] for m in active])
+        lon, lat, area = self.lon, self.lat, self.area
+        distance_km = great_circle_km(lon[prev_rows][:, None], lat[prev_rows][:, None], lon[new_rows][None, :],
+                                      lat[new_rows][None, :])
         radius_km = np.sqrt(np.maximum(area[prev_rows][:, None], area[new_rows][None, :]) / np.pi)
-        overlap = _overlap_matrix(wkt[prev_rows], wkt[new_rows])
-        valid = overlap | (distance_km <= min_link_km + size_factor * radius_km)
-        pairs = sorted(
+        overlap = outline_iou(self.wkt[prev_rows], self.wkt[new_rows]) > 0
+        valid = overlap | (distance_km <= self.min_link_km + self.size_factor * radius_km)
+        candidates = sorted(
             zip(*np.nonzero(valid)),
             key=lambda ij: (not overlap[ij], -area[prev_rows[ij[0]]] * area[new_rows[ij[1]]], distance_km[ij]),
         )
-        used_prev, used_new, losers = set(), set(), []
-        for i, j in pairs:
+        used_prev, used_new, pairs, losers = set(), set(), [], []
+        for i, j in candidates:
             if i in used_prev or j in used_new:
                 losers.append((i, j))
                 continue
             used_prev.add(i)
             used_new.add(j)
-            member = active[i]
-            member_of_row[new_rows[j]] = member
-            last_row_of_member[member] = new_rows[j]
-        for j, row in enumerate(new_rows):
-            if j not in used_new:
-                start_member(row)
-        for i, j in losers:  # merge or split partners: same sequence group
-            partner_edges.append((active[i], int(member_of_row[new_rows[j]])))
-        recent.extend(range(n_before, len(last_row_of_member)))
-
-    group_of_member = _sequence_groups(len(last_row_of_member), partner_edges)
-    return _assign_ids(out, df, maps, row_position, member_of_row, group_of_member, min_sequence_sols)
+            pairs.append((i, j))
+        return pairs, losers
 
 
 def _sequence_groups(n_members: int, partner_edges: list[tuple[int, int]]) -> np.ndarray:

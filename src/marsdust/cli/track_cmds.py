@@ -29,10 +29,10 @@ def _read(path: Path, what: str):
 
 
 def _truth_for(instances, truth_path: Path, maps_path: Optional[Path]):
-    """The truth catalog restricted to the maps of ``instances`` (see :func:`marsdust.track_metrics.catalog_for`)."""
+    """The truth catalog restricted to the maps of ``instances`` (see :func:`marsdust.evaluate.tracking.catalog_for`)."""
     import pandas as pd
 
-    from marsdust.track_metrics import catalog_for
+    from marsdust.evaluate.tracking import catalog_for
 
     truth = _read(truth_path, "--truth")
     map_ids = None
@@ -84,21 +84,21 @@ def track_command(
         help="Distinct maps a group of members joined by merges and splits must cover to be a sequence "
         "(MDAD: 3)."),
     min_iou: float = typer.Option(
-        0.1, "--min-iou",  # marsdust.track_metrics.DEFAULT_MIN_IOU (not imported: --help stays instant)
+        0.1, "--min-iou",  # marsdust.evaluate.tracking.DEFAULT_MIN_IOU (not imported: --help stays instant)
         help="With --truth: outline IoU from which a tracked instance matches a catalogued one."),
     max_center_km: float = typer.Option(
-        300.0, "--max-center-km",  # marsdust.track_metrics.DEFAULT_MAX_CENTER_KM
+        300.0, "--max-center-km",  # marsdust.evaluate.tracking.DEFAULT_MAX_CENTER_KM
         help="With --truth, on maps where outlines are missing: centroid distance (km) up to which instances match."),
 ) -> None:
     """Link storm instances from sol to sol into members and sequences; with --truth, score the result.
 
     An instance continues a member of a map that follows closely enough (--max-gap-sols) if their outlines overlap or their centroids are near (--min-link-km + --size-factor x radius); pairs are assigned one-to-one, overlaps and large storms first; the losing partners of a merge or split join the same sequence.
 
-    The scores: pairwise link precision/recall/F1, member purity and completeness, IDF1, sequence precision/recall (definitions in marsdust.track_metrics).
+    The scores: pairwise link precision/recall/F1, member purity and completeness, IDF1, sequence precision/recall (definitions in marsdust.evaluate.tracking).
     """
+    from marsdust.evaluate.tracking import format_scores, tracking_scores
     from marsdust.fileio import write_table_atomic, write_text_atomic
     from marsdust.track import members_table, track
-    from marsdust.track_metrics import format_scores, tracking_scores
 
     instances = _read(input_path, "INPUT")
     try:

@@ -146,7 +146,7 @@ def compare_command(
 
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from marsdust.compare import compare
+    from marsdust.evaluate.compare import compare
     from marsdust.evaluate import comparison_markdown
     from marsdust.models import available_models
 

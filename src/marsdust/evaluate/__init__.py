@@ -1,41 +1,51 @@
-"""Scoring detections against the catalogue (``marsdust evaluate``).
+"""Scoring detections against the catalogue (``marsdust evaluate``), the error analysis, Table 1, tracking scores.
 
+Modules, from the inputs up (each docstring states its rules):
+
+* :mod:`~marsdust.evaluate.inputs` — the per-map dicts every scorer reads and how their fields are read;
+* :mod:`~marsdust.evaluate.matching` — which detection is which storm: box IoU across 180°, outline
+  IoU, the one greedy pairing and the ladder of score thresholds;
 * :mod:`~marsdust.evaluate.metrics` — the scores of plain per-map dicts: COCO mAP@25/50/75,
-  breakdowns, centre deviations, area agreement, inference time, ``metrics.json`` and the
-  comparison tables of the paper's Table 1 layout; its docstring states every rule.
+  breakdowns, centre deviations, area agreement, inference time, ``metrics.json``;
+* :mod:`~marsdust.evaluate.errors` — the error analysis: recall by storm and map attributes, causes of
+  misses and false alarms (and when a false alarm lies on a cloud), galleries;
+* :mod:`~marsdust.evaluate.clouds` — per-class AP and the dust false alarms on cloud-mask clouds;
+* :mod:`~marsdust.evaluate.compare` — the paper's Table 1: its layout and ``marsdust compare``;
+* :mod:`~marsdust.evaluate.tracking` — tracking scores of members and sequences against a catalog;
 * :mod:`~marsdust.evaluate.runner` — :func:`evaluate_checkpoint` (its options an
-  :class:`EvaluateOptions`): a trained checkpoint run on a split's maps and scored, with the error
-  analysis (:mod:`marsdust.analysis`) and figures.
+  :class:`EvaluateOptions`): a trained checkpoint run on a
+  split's maps and scored, with the error analysis and figures.
 
 The runner's names are imported on first use, so that ``marsdust.evaluate`` stays as light as
-its metrics (:mod:`marsdust.analysis` builds on them, and the runner builds on the analysis).
+its metrics (the runner builds on the detector, the data and the error analysis).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from marsdust.evaluate.metrics import (
-    CONFIDENCE_LEVELS,
-    IOU_THRESHOLDS,
-    MAP_KEYS,
+from marsdust.evaluate.compare import (
     NETWORK_NAMES,
     PAPER_SOURCE,
     PAPER_TABLE1,
-    SEASONS,
     STRATEGIES,
     TABLE_METRICS,
-    align_to_ground_truth,
+    comparison_markdown,
+    comparison_table,
+    write_comparison_table,
+)
+from marsdust.evaluate.matching import align_to_ground_truth, box_iou, wrapped_iou
+from marsdust.evaluate.metrics import (
+    IOU_THRESHOLDS,
+    MAP_KEYS,
+    SEASONS,
     area_agreement,
-    box_iou,
     box_map_summary,
     breakdown_by_confidence,
     breakdown_by_season,
     breakdown_by_size,
     center_deviations,
     coco_map,
-    comparison_markdown,
-    comparison_table,
     evaluate_detections,
     read_metrics_json,
     season_of,
@@ -43,8 +53,6 @@ from marsdust.evaluate.metrics import (
     size_bin_labels,
     summarize_deviations,
     time_inference,
-    wrapped_iou,
-    write_comparison_table,
     write_metrics_json,
 )
 
@@ -52,7 +60,6 @@ _RUNNER_NAMES = ("EvaluateOptions", "evaluate_checkpoint", "evaluation_split", "
 """Names of :mod:`marsdust.evaluate.runner` this package exports, imported on first use."""
 
 __all__ = [
-    "CONFIDENCE_LEVELS",
     "IOU_THRESHOLDS",
     "MAP_KEYS",
     "NETWORK_NAMES",

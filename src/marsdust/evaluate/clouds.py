@@ -6,13 +6,15 @@ computed on the maps that have a mask only.
 
 **Dust false alarms on clouds** (:func:`dust_false_alarms_on_clouds`): at one operating point
 (a score threshold, normally the one stored with the detector), the dust detections that pair
-with no catalogued storm (greedy by box IoU ≥ 0.5, wrap-aware, as :func:`marsdust.analysis.error_tables`
-pairs them) and whose outline lies mostly — at least :data:`ON_CLOUD_FRACTION` of its pixels — on
-cloudy pixels of the map's cloud mask. Counted on the maps with a cloud mask, with the recall at
-the same threshold beside it, so a one-class and a two-class detector can be compared at the same
-recall. :func:`false_alarms_on_clouds_by_threshold` repeats it over a ladder of thresholds, and
-:func:`on_clouds_at_recall` reads that ladder at a given recall (a detector's false alarms at another
-detector's recall).
+with no catalogued storm (the greedy pairing of :mod:`marsdust.evaluate.matching`: wrapped box
+IoU ≥ 0.5, as the error analysis pairs them) and that lie on a cloud by the error analysis's rule
+(:func:`marsdust.evaluate.errors.cloudy_fraction`: at least
+:data:`~marsdust.evaluate.errors.ON_CLOUD_FRACTION` of the outline's pixels cloudy in the map's
+cloud mask). Counted on the maps with a cloud mask, with the recall at the same threshold beside
+it, so a one-class and a two-class detector can be compared at the same recall.
+:func:`false_alarms_on_clouds_by_threshold` repeats it over the ladder of score thresholds
+(:data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`), and :func:`on_clouds_at_recall` reads
+that ladder at a given recall (a detector's false alarms at another detector's recall).
 """
 
 from __future__ import annotations
@@ -21,14 +23,10 @@ from typing import Mapping
 
 import numpy as np
 
-from marsdust.analysis import detection_storm_iou, pairs_at_threshold
+from marsdust.evaluate.errors import ON_CLOUD_FRACTION, cloudy_fraction, is_on_cloud
+from marsdust.evaluate.inputs import entry_boxes, entry_masks
+from marsdust.evaluate.matching import SCORE_THRESHOLDS, detection_storm_iou, threshold_ladder
 from marsdust.evaluate.metrics import box_map_summary
-
-ON_CLOUD_FRACTION = 0.5
-"""A dust false alarm is on a cloud when at least this fraction of its outline's pixels are cloudy."""
-
-THRESHOLD_LADDER = tuple(round(0.05 * k, 2) for k in range(1, 20))
-"""Score thresholds of :func:`false_alarms_on_clouds_by_threshold` (0.05 to 0.95)."""
 
 
 def per_class_ap(dust: tuple[Mapping, Mapping], cloud: tuple[Mapping, Mapping] | None, grids: Mapping) -> dict:
@@ -75,53 +73,47 @@ def dust_false_alarms_on_clouds(ground_truth: Mapping, predictions: Mapping, gri
                                                match_iou)[0]
 
 
-def _cloudy_fraction(prediction: Mapping, index: int, cloudy: np.ndarray, grid) -> float:
-    """Fraction of one detection's outline pixels (its box's where it has no mask) that are cloudy."""
-    masks = prediction.get("masks")
-    if masks is not None and len(masks) > index:
-        outline = np.asarray(masks[index], bool)
-    else:
-        outline = np.zeros(grid.shape, bool)
-        x0, y0, x1, y1 = np.asarray(prediction["boxes"][index], float)
-        columns = np.arange(int(np.floor(x0)), int(np.ceil(x1))) % grid.width
-        outline[max(int(np.floor(y0)), 0):int(np.ceil(y1)), columns] = True
-    n = np.count_nonzero(outline)
-    return float(np.count_nonzero(outline & cloudy) / n) if n else 0.0
+class _OnCloud:
+    """Whether each detection of one map lies on a cloud, decided once per detection when first asked."""
+
+    def __init__(self, prediction: Mapping, cloudy: np.ndarray, grid):
+        self.boxes, self.outlines = entry_boxes(prediction), entry_masks(prediction)
+        self.cloudy, self.grid, self.known = np.asarray(cloudy, bool), grid, {}
+
+    def __call__(self, index: int) -> bool:
+        if index not in self.known:
+            outline = self.outlines[index] if self.outlines is not None and index < len(self.outlines) else None
+            self.known[index] = is_on_cloud(cloudy_fraction(outline, self.boxes[index], self.cloudy, self.grid))
+        return self.known[index]
 
 
 def false_alarms_on_clouds_by_threshold(ground_truth: Mapping, predictions: Mapping, grids: Mapping, cloudy: Mapping,
-                                        thresholds=THRESHOLD_LADDER, match_iou: float = 0.5) -> list[dict]:
+                                        thresholds=SCORE_THRESHOLDS, match_iou: float = 0.5) -> list[dict]:
     """:func:`dust_false_alarms_on_clouds` at each of ``thresholds`` (a list of its dicts, thresholds ascending).
 
-    One pass over the maps: each map's IoU matrix and each detection's cloudy fraction are computed
-    once, only the greedy pairing of :func:`marsdust.analysis.error_tables` is redone per threshold.
+    One pass over the maps: each map's IoU matrix is computed once and walked up the thresholds by
+    :func:`marsdust.evaluate.matching.threshold_ladder`; each detection's place on or off a cloud
+    is decided once.
     """
+    thresholds = sorted(float(t) for t in thresholds)
     map_ids = [m for m in ground_truth if m in cloudy]
-    maps = []
+    totals = [dict.fromkeys(("n_storms", "n_found", "n_kept", "n_false", "n_on_clouds"), 0) for _ in thresholds]
     for map_id in map_ids:
-        iou, scores = detection_storm_iou(ground_truth[map_id], predictions[map_id], grids[map_id], map_id)
-        maps.append((map_id, iou, scores, {}))
-    ladder = []
-    for threshold in sorted(thresholds):
-        n_storms = n_found = n_kept = n_false = n_on_clouds = 0
-        for map_id, iou, scores, fractions in maps:
-            pairs = pairs_at_threshold(iou, scores, threshold, match_iou)
+        iou, scores = detection_storm_iou(ground_truth[map_id], predictions[map_id], grids[map_id].width, map_id)
+        on_cloud = _OnCloud(predictions[map_id], cloudy[map_id], grids[map_id])
+        for total, (_, kept, pairs) in zip(totals, threshold_ladder(iou, scores, thresholds, match_iou)):
             paired = set(pairs.values())
-            kept = np.flatnonzero(scores >= threshold)
-            false_alarms = [d for d in kept if d not in paired]
-            for d in false_alarms:
-                if d not in fractions:
-                    fractions[d] = _cloudy_fraction(predictions[map_id], int(d), cloudy[map_id], grids[map_id])
-            n_storms += iou.shape[1]
-            n_found += len(pairs)
-            n_kept += len(kept)
-            n_false += len(false_alarms)
-            n_on_clouds += sum(fractions[d] >= ON_CLOUD_FRACTION for d in false_alarms)
-        ladder.append({"score_threshold": float(threshold), "n_maps": len(map_ids), "n_storms": n_storms,
-                       "recall": n_found / n_storms if n_storms else float("nan"), "n_detections": n_kept,
-                       "n_false_alarms": n_false, "n_false_alarms_on_clouds": int(n_on_clouds),
-                       "on_cloud_fraction": ON_CLOUD_FRACTION})
-    return ladder
+            false_alarms = [int(d) for d in kept if d not in paired]
+            total["n_storms"] += iou.shape[1]
+            total["n_found"] += len(pairs)
+            total["n_kept"] += len(kept)
+            total["n_false"] += len(false_alarms)
+            total["n_on_clouds"] += sum(on_cloud(d) for d in false_alarms)
+    return [{"score_threshold": threshold, "n_maps": len(map_ids), "n_storms": total["n_storms"],
+             "recall": total["n_found"] / total["n_storms"] if total["n_storms"] else float("nan"),
+             "n_detections": total["n_kept"], "n_false_alarms": total["n_false"],
+             "n_false_alarms_on_clouds": int(total["n_on_clouds"]), "on_cloud_fraction": ON_CLOUD_FRACTION}
+            for threshold, total in zip(thresholds, totals)]
 
 
 def on_clouds_at_recall(ladder: list[dict], recall: float) -> dict | None:

@@ -1,12 +1,7 @@
-"""Scoring detections against the catalogue: COCO mAP@25/50/75, breakdowns, centre deviations, comparison tables.
+"""Scoring detections against the catalogue: COCO mAP@25/50/75, breakdowns, centre deviations, area agreement.
 
-Inputs are plain per-map dicts (numpy arrays or tensors), keyed by ``map_id``:
-
-* ground truth: ``boxes`` (n, 4) xyxy pixels as :func:`marsdust.labels.map_targets` returns
-  them (a box across 180° kept whole, ``x0 < 0`` or ``x1 > W``), optional ``masks``
-  (n, H, W), ``confidence`` (n,), ``area_km2`` (n,), and optionally the map's ``ls`` (degrees);
-* predictions: ``boxes`` (n, 4), ``scores`` (n,), optional ``masks`` ((n, H, W) or
-  (n, 1, H, W); probabilities are thresholded at 0.5).
+Inputs are the per-map dicts of :mod:`marsdust.evaluate.inputs` (ground truth and predictions keyed
+by ``map_id``; how their fields are read is stated there).
 
 Rules decided here
 ------------------
@@ -17,8 +12,9 @@ Rules decided here
   **fractions in [0, 1]** (the paper's Table 1 shows percent); NaN (``null`` in JSON) when
   the evaluated maps hold no ground truth.
 * **Wrap at 180°**: each predicted box is compared in the copy (shifted by 0 or ±W pixels)
-  that overlaps the map's ground truth best, so a detection found on the other side of the
-  seam still matches. Masks wrap by construction and need no such care.
+  that overlaps the map's ground truth best (:func:`marsdust.evaluate.matching.align_to_ground_truth`),
+  so a detection found on the other side of the seam still matches. Masks wrap by construction
+  and need no such care.
 * **Confidence and size breakdowns** restrict the ground truth to the level or size bin and
   turn every other ground-truth storm into a COCO *crowd* (ignore) region: a detection that
   matches no kept storm but covers another storm (intersection / detection area ≥ the IoU
@@ -28,8 +24,8 @@ Rules decided here
 * **Seasons**: Ls quarters [0, 90), [90, 180), [180, 270), [270, 360) (northern spring,
   summer, autumn, winter); the maps of a quarter with all their storms and detections.
 * **Centre deviations** ``dx, dy``: detections with score ≥ ``min_score`` (0.5) are paired
-  with ground truth greedily by IoU (all pairs with IoU ≥ ``match_iou``, 0.5 by default, in
-  decreasing IoU, each box used once). ``dx_px`` = detected minus catalogued box centre
+  with ground truth by the greedy pairing of :mod:`marsdust.evaluate.matching` (wrapped box IoU
+  ≥ ``match_iou``, 0.5 by default). ``dx_px`` = detected minus catalogued box centre
   column, wrapped into [-W/2, W/2); ``dy_px`` = row difference (positive southwards);
   ``dlon_deg = dx_px · res``, ``dlat_deg = -dy_px · res`` (positive northwards).
 * **Inference time** is the median per map after warm-up calls (:func:`time_inference`),
@@ -50,104 +46,33 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from marsdust.evaluate.inputs import as_array, check_map_keys, entry_boxes, entry_masks, entry_scores, map_ls_of
+from marsdust.evaluate.matching import align_to_ground_truth, greedy_pairs, wrapped_iou
 from marsdust.fileio import write_text_atomic
 from marsdust.grid import MapGrid
+from marsdust.mdad_format import CONFIDENCE_LEVELS
 
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
 """IoU thresholds of the paper's mAP25, mAP50, mAP75."""
 
 MAP_KEYS = ("map25", "map50", "map75")
 SEASONS = {"Ls000-090": (0.0, 90.0), "Ls090-180": (90.0, 180.0), "Ls180-270": (180.0, 270.0), "Ls270-360": (270.0, 360.0)}
-CONFIDENCE_LEVELS = (50, 75, 100)
-
-PAPER_TABLE1 = {
-    # network: {metric: (strategy 1, strategy 2)} — Table 1 of the paper, real MGS MOC maps, percent / ms
-    "Fast R-CNN": {"mAP25": (64.1, 64.8), "mAP50": (59.1, 58.1), "mAP75": (32.2, 32.1), "Time (ms)": (350, 320)},
-    "Mask R-CNN": {"mAP25": (67.8, 68.1), "mAP50": (61.2, 60.5), "mAP75": (38.1, 33.1), "Time (ms)": (290, 300)},
-    "SPPnet": {"mAP25": (62.5, 63.2), "mAP50": (50.1, 53.1), "mAP75": (22.5, 20.1), "Time (ms)": (370, 360)},
-    "DustRCNN": {"mAP25": (68.2, 67.5), "mAP50": (62.1, 61.2), "mAP75": (39.0, 37.7), "Time (ms)": (320, 310)},
-}
-"""The paper's Table 1 (its "Current R-CNN" is our DustRCNN)."""
-
-NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn": "Mask R-CNN",
-                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN"}
-"""Registry model names -> the rows of Table 1."""
 
 
-# --- inputs ----------------------------------------------------------------------------------------
-def _array(value, dtype=None) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
-
-
-def _boxes(entry) -> np.ndarray:
-    return _array(entry.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4)
-
-
-def _masks(entry, key="masks") -> np.ndarray | None:
-    if key not in entry or entry[key] is None:
-        return None
-    masks = _array(entry[key])
-    if masks.ndim == 4:
-        masks = masks[:, 0]
-    if masks.dtype.kind == "f":
-        masks = masks >= 0.5
-    return masks.astype(np.uint8)
-
-
+# --- map sizes ------------------------------------------------------------------------------------
 def _map_size(map_id: str, entry, grid) -> tuple[int, int, float]:
     """(height, width, res_deg) of a map from the ``grid`` argument or the ground-truth masks."""
     if isinstance(grid, Mapping):
         grid = grid.get(map_id)
     if isinstance(grid, MapGrid):
         return grid.height, grid.width, grid.res_deg
-    masks = _masks(entry)
+    masks = entry_masks(entry)
     if masks is not None and masks.ndim == 3:
         height, width = masks.shape[1:]
         return height, width, MapGrid.from_width(width).res_deg
     raise ValueError(f"map {map_id}: pass grid= (a MapGrid or a dict of them) or give its ground truth masks, "
                      "so the map's size is known")
 
-
-def _check_keys(ground_truth: Mapping, predictions: Mapping) -> list[str]:
-    unknown = sorted(set(predictions) - set(ground_truth))
-    if unknown:
-        raise ValueError(f"predictions for {len(unknown)} map(s) without ground truth entries, e.g. {unknown[:5]} "
-                         "(give maps without storms an empty ground-truth entry)")
-    return sorted(ground_truth)
-
-
-# --- wrap-aware IoU ----------------------------------------------------------------------------------
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU matrix (n_a, n_b) of xyxy boxes, no wrapping."""
-    a, b = np.asarray(boxes_a, float).reshape(-1, 4), np.asarray(boxes_b, float).reshape(-1, 4)
-    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = width * height
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def align_to_ground_truth(pred_boxes: np.ndarray, gt_boxes: np.ndarray, width: int) -> np.ndarray:
-    """Predicted boxes shifted by 0 or ±``width`` px, each to the copy that best overlaps the ground truth."""
-    pred = np.asarray(pred_boxes, float).reshape(-1, 4).copy()
-    gt = np.asarray(gt_boxes, float).reshape(-1, 4)
-    if len(pred) == 0 or len(gt) == 0:
-        return pred
-    shifts = np.array([0.0, -width, width])
-    best = np.stack([box_iou(pred + np.array([s, 0, s, 0]), gt).max(axis=1) for s in shifts])  # (3, n_pred)
-    chosen = shifts[np.argmax(best, axis=0)]  # ties keep the unshifted copy
-    pred[:, [0, 2]] += chosen[:, None]
-    return pred
-
-
-def wrapped_iou(pred_boxes: np.ndarray, gt_boxes: np.ndarray, width: int) -> np.ndarray:
-    """IoU matrix (n_pred, n_gt) with longitudes wrapping every ``width`` px (best of the ±W copies)."""
-    pred = np.asarray(pred_boxes, float).reshape(-1, 4)
-    return np.max([box_iou(pred + np.array([s, 0, s, 0]), gt_boxes) for s in (0.0, -width, width)], axis=0)
 
 
 # --- COCO ------------------------------------------------------------------------------------------
@@ -165,9 +90,9 @@ def _coco_datasets(ground_truth, predictions, map_ids, grid, iou_type, gt_keep):
         gt = ground_truth[map_id]
         height, width, _ = _map_size(map_id, gt, grid)
         images.append({"id": image_id, "width": int(width), "height": int(height), "file_name": map_id})
-        gt_boxes = _boxes(gt)
+        gt_boxes = entry_boxes(gt)
         keep = np.ones(len(gt_boxes), bool) if gt_keep is None else np.asarray(gt_keep[map_id], bool)
-        gt_masks = _masks(gt) if iou_type == "segm" else None
+        gt_masks = entry_masks(gt) if iou_type == "segm" else None
         if iou_type == "segm" and gt_masks is None and len(gt_boxes):
             raise ValueError(f"map {map_id}: segm evaluation needs ground-truth masks")
         for k, (x0, y0, x1, y1) in enumerate(gt_boxes):
@@ -180,11 +105,11 @@ def _coco_datasets(ground_truth, predictions, map_ids, grid, iou_type, gt_keep):
         pred = predictions.get(map_id)
         if pred is None:
             continue
-        scores = _array(pred.get("scores", np.zeros(0)), np.float64).reshape(-1)
-        pred_boxes = align_to_ground_truth(_boxes(pred), gt_boxes, width)
+        scores = as_array(pred.get("scores", np.zeros(0)), np.float64).reshape(-1)
+        pred_boxes = align_to_ground_truth(entry_boxes(pred), gt_boxes, width)
         if len(scores) != len(pred_boxes):
             raise ValueError(f"map {map_id}: {len(pred_boxes)} predicted boxes but {len(scores)} scores")
-        pred_masks = _masks(pred) if iou_type == "segm" else None
+        pred_masks = entry_masks(pred) if iou_type == "segm" else None
         if iou_type == "segm" and pred_masks is None and len(pred_boxes):
             raise ValueError(f"map {map_id}: segm evaluation needs predicted masks")
         for k, (x0, y0, x1, y1) in enumerate(pred_boxes):
@@ -240,7 +165,7 @@ def coco_map(ground_truth: Mapping, predictions: Mapping, grid=None, *, iou_type
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
-    all_ids = _check_keys(ground_truth, predictions)
+    all_ids = check_map_keys(ground_truth, predictions)
     map_ids = all_ids if map_ids is None else sorted(map_ids)
     gt_data, dt_data = _coco_datasets(ground_truth, predictions, map_ids, grid, iou_type, gt_keep)
     n_gt = sum(1 for a in gt_data["annotations"] if not a["iscrowd"])
@@ -270,14 +195,6 @@ def coco_map(ground_truth: Mapping, predictions: Mapping, grid=None, *, iou_type
 
 
 # --- breakdowns --------------------------------------------------------------------------------------
-def _map_ls(map_id, entry, map_ls) -> float:
-    if map_ls is not None and map_id in map_ls:
-        return float(map_ls[map_id])
-    if "ls" in entry and entry["ls"] is not None:
-        return float(_array(entry["ls"]))
-    return float("nan")
-
-
 def season_of(ls_deg: float) -> str | None:
     """Name of the Ls quarter (``"Ls000-090"`` …) holding ``ls_deg``; None for NaN."""
     if not np.isfinite(ls_deg):
@@ -293,7 +210,7 @@ def size_bin_edges(ground_truth: Mapping, size_bins_km2: Iterable[float] | None 
         if edges.size == 0:
             raise ValueError("size_bins_km2 needs at least one edge")
         return edges
-    areas = np.concatenate([_array(e.get("area_km2", np.zeros(0)), float).reshape(-1) for e in ground_truth.values()] or [np.zeros(0)])
+    areas = np.concatenate([as_array(e.get("area_km2", np.zeros(0)), float).reshape(-1) for e in ground_truth.values()] or [np.zeros(0)])
     areas = areas[np.isfinite(areas)]
     if areas.size == 0:
         return np.zeros(0)
@@ -319,7 +236,7 @@ def breakdown_by_season(ground_truth, predictions, grid=None, map_ls=None, **coc
     """mAP per Ls quarter (maps grouped by their Ls)."""
     groups: dict[str, list[str]] = {name: [] for name in SEASONS}
     for map_id, entry in ground_truth.items():
-        season = season_of(_map_ls(map_id, entry, map_ls))
+        season = season_of(map_ls_of(map_id, entry, map_ls))
         if season is not None:
             groups[season].append(map_id)
     return {name: _summary(coco_map(ground_truth, predictions, grid, map_ids=ids, **coco_kwargs))
@@ -330,7 +247,7 @@ def breakdown_by_confidence(ground_truth, predictions, grid=None, levels=CONFIDE
     """mAP per MDAD confidence level; storms of other levels are ignore regions (module docstring)."""
     out = {}
     for level in levels:
-        keep = {m: _array(e.get("confidence", np.zeros(len(_boxes(e)))), float).reshape(-1) == level
+        keep = {m: as_array(e.get("confidence", np.zeros(len(entry_boxes(e)))), float).reshape(-1) == level
                 for m, e in ground_truth.items()}
         out[str(level)] = _summary(coco_map(ground_truth, predictions, grid, gt_keep=keep, **coco_kwargs))
     return out
@@ -345,7 +262,7 @@ def breakdown_by_size(ground_truth, predictions, grid=None, size_bins_km2=None, 
         lo, hi = bounds[k], bounds[k + 1]
         keep = {}
         for m, e in ground_truth.items():
-            area = _array(e.get("area_km2", np.full(len(_boxes(e)), np.nan)), float).reshape(-1)
+            area = as_array(e.get("area_km2", np.full(len(entry_boxes(e)), np.nan)), float).reshape(-1)
             keep[m] = (area >= lo) & (area < hi)
         out[name] = _summary(coco_map(ground_truth, predictions, grid, gt_keep=keep, **coco_kwargs))
     return out
@@ -363,19 +280,19 @@ def center_deviations(ground_truth: Mapping, predictions: Mapping, grid=None, *,
         dlon_deg, dlat_deg`` (+ ``confidence`` of the storm when known).
     """
     rows = []
-    for map_id in _check_keys(ground_truth, predictions):
+    for map_id in check_map_keys(ground_truth, predictions):
         gt, pred = ground_truth[map_id], predictions.get(map_id)
         if pred is None:
             continue
         _, width, res_deg = _map_size(map_id, gt, grid)
-        gt_boxes, pred_boxes = _boxes(gt), _boxes(pred)
-        scores = _array(pred.get("scores", np.ones(len(pred_boxes))), float).reshape(-1)
+        gt_boxes, pred_boxes = entry_boxes(gt), entry_boxes(pred)
+        scores = entry_scores(pred, len(pred_boxes), map_id)
         use = np.flatnonzero(scores >= min_score)
         if len(gt_boxes) == 0 or len(use) == 0:
             continue
         iou = wrapped_iou(pred_boxes[use], gt_boxes, width)
-        confidence = _array(gt.get("confidence", np.zeros(len(gt_boxes))), float).reshape(-1)
-        for p, g in _greedy_pairs(iou, match_iou):
+        confidence = as_array(gt.get("confidence", np.zeros(len(gt_boxes))), float).reshape(-1)
+        for p, g in greedy_pairs(iou, match_iou):
             pred_box, gt_box = pred_boxes[use[p]], gt_boxes[g]
             dx = float((0.5 * (pred_box[0] + pred_box[2] - gt_box[0] - gt_box[2]) + width / 2) % width - width / 2)
             dy = float(0.5 * (pred_box[1] + pred_box[3] - gt_box[1] - gt_box[3]))
@@ -384,19 +301,6 @@ def center_deviations(ground_truth: Mapping, predictions: Mapping, grid=None, *,
                          "dlon_deg": dx * res_deg, "dlat_deg": -dy * res_deg, "confidence": confidence[g]})
     columns = ["map_id", "gt_index", "pred_index", "iou", "score", "dx_px", "dy_px", "dlon_deg", "dlat_deg", "confidence"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """(pred, gt) pairs taken in decreasing IoU (≥ threshold), each index used once."""
-    candidates = np.argwhere(iou >= threshold)
-    order = np.argsort(-iou[candidates[:, 0], candidates[:, 1]], kind="stable")
-    used_p, used_g, pairs = set(), set(), []
-    for p, g in candidates[order]:
-        if p not in used_p and g not in used_g:
-            used_p.add(p)
-            used_g.add(g)
-            pairs.append((int(p), int(g)))
-    return pairs
 
 
 def summarize_deviations(deviations: pd.DataFrame) -> dict:
@@ -431,8 +335,8 @@ def area_agreement(ground_truth: Mapping, predictions: Mapping, grid=None, *, ma
     pairs = center_deviations(ground_truth, predictions, grid, match_iou=match_iou, min_score=min_score)
     ratios = []
     for row in pairs.itertuples():
-        gt_area = _array(ground_truth[row.map_id].get("area_km2", []), float).reshape(-1)
-        pred_area = _array(predictions[row.map_id].get("area_km2", []), float).reshape(-1)
+        gt_area = as_array(ground_truth[row.map_id].get("area_km2", []), float).reshape(-1)
+        pred_area = as_array(predictions[row.map_id].get("area_km2", []), float).reshape(-1)
         if row.gt_index < gt_area.size and row.pred_index < pred_area.size and gt_area[row.gt_index] > 0:
             ratios.append(pred_area[row.pred_index] / gt_area[row.gt_index])
     ratios = np.asarray(ratios, dtype=float)
@@ -507,8 +411,8 @@ def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, 
     coco_kwargs = {"backend": backend, "max_dets": max_dets}
     boxes = coco_map(ground_truth, predictions, grid, **coco_kwargs)
     if segm is None:
-        segm = all(_masks(e) is not None for e in ground_truth.values()) and all(
-            _masks(p) is not None for p in predictions.values()) and len(predictions) > 0
+        segm = all(entry_masks(e) is not None for e in ground_truth.values()) and all(
+            entry_masks(p) is not None for p in predictions.values()) and len(predictions) > 0
     segm_result = _summary(coco_map(ground_truth, predictions, grid, iou_type="segm", **coco_kwargs)) if segm else None
     deviations = center_deviations(ground_truth, predictions, grid, match_iou=match_iou, min_score=min_score)
     return {
@@ -530,13 +434,15 @@ def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, 
 
 
 # --- output ------------------------------------------------------------------------------------------------
-def _jsonable(value):
+def jsonable(value):
+    """``value`` with numpy scalars and arrays as Python numbers and lists, tuples as lists, NaN and ±inf as None
+    (what :func:`json.dumps` writes as JSON, ``null`` for undefined values)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
@@ -555,99 +461,10 @@ def write_metrics_json(metrics: Mapping, path: str | os.PathLike) -> Path:
         value = metrics[key]
         if value is not None and math.isfinite(float(value)) and not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"metrics[{key!r}] = {value} is not a fraction in [0, 1]")
-    return write_text_atomic(Path(path), json.dumps(_jsonable(metrics), indent=2) + "\n")
+    return write_text_atomic(Path(path), json.dumps(jsonable(metrics), indent=2) + "\n")
 
 
 def read_metrics_json(path: str | os.PathLike) -> dict:
     """Read a ``metrics.json`` written by :func:`write_metrics_json`."""
     with open(path, encoding="utf-8") as stream:
         return json.load(stream)
-
-
-# --- the paper's Table 1 ----------------------------------------------------------------------------------
-TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")
-STRATEGIES = ("strategy 1", "strategy 2")
-_STRATEGY_ALIASES = {"temporal": "strategy 1", "1": "strategy 1", "strategy 1": "strategy 1",
-                     "random": "strategy 2", "2": "strategy 2", "strategy 2": "strategy 2"}
-PAPER_SOURCE = "paper (real MOC MDGMs)"
-
-
-def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
-    """The paper's Table 1 layout with our results beside the paper's.
-
-    Parameters
-    ----------
-    results : dict network -> dict strategy -> metrics
-        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``) or a
-        Table 1 row name; ``strategy`` ``"temporal"``/``"random"`` (or 1/2); ``metrics`` a
-        metrics dict or the path of a ``metrics.json`` (fractions; ``time_ms_per_map`` in ms).
-        The mAP columns are the paper's: AP on its 12° boxes, i.e. ``metrics["paper_boxes"]``
-        (each detection reduced to a 12° box at its outline centroid) when present, else the
-        top-level ``map25/50/75`` (a run trained on the 12° boxes themselves).
-    our_label : str
-        Source label of our rows (e.g. ``"ours (synthetic)"``).
-
-    Returns
-    -------
-    DataFrame
-        Index ``(network, source)``, rows of every Table 1 network: the paper's (source
-        :data:`PAPER_SOURCE`) and ours where given; columns ``(metric, strategy)`` with mAP in
-        percent (as in the paper) and time in ms. Missing values are NaN.
-    """
-    columns = pd.MultiIndex.from_product([TABLE_METRICS, STRATEGIES], names=["metric", "strategy"])
-    ours: dict[str, dict] = {}
-    for network, by_strategy in results.items():
-        name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
-        row = ours.setdefault(name, {})
-        for strategy, metrics in by_strategy.items():
-            column = _STRATEGY_ALIASES.get(str(strategy).lower())
-            if column is None:
-                raise ValueError(f"unknown strategy {strategy!r} for {network}; use 'temporal'/'random' or 1/2")
-            if isinstance(metrics, (str, os.PathLike)):
-                metrics = read_metrics_json(metrics)
-            scored = metrics.get("paper_boxes") or metrics  # the paper's 12° boxes, whatever the labels trained on
-            for key, metric in zip(MAP_KEYS, TABLE_METRICS[:3]):
-                value = scored.get(key)
-                row[(metric, column)] = np.nan if value is None else 100.0 * float(value)
-            time_ms = metrics.get("time_ms_per_map")
-            row[("Time (ms)", column)] = np.nan if time_ms is None else float(time_ms)
-    records, index = [], []
-    for name in list(PAPER_TABLE1) + [n for n in ours if n not in PAPER_TABLE1]:
-        if name in ours:
-            records.append([ours[name].get(c, np.nan) for c in columns])
-            index.append((name, our_label))
-        if name in PAPER_TABLE1:
-            records.append([PAPER_TABLE1[name][metric][STRATEGIES.index(strategy)] for metric, strategy in columns])
-            index.append((name, PAPER_SOURCE))
-    return pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["network", "source"]), columns=columns)
-
-
-def comparison_markdown(table: pd.DataFrame) -> str:
-    """Markdown of a :func:`comparison_table` (mAP in percent, one decimal; time in whole ms)."""
-    header = ["Network", "Source"] + [f"{m} {s.replace('strategy ', 's')}" for m, s in table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (network, source), row in table.iterrows():
-        cells = []
-        for (metric, _), value in row.items():
-            if pd.isna(value):
-                cells.append("–")
-            else:
-                cells.append(f"{value:.0f}" if metric == "Time (ms)" else f"{value:.1f}")
-        lines.append("| " + " | ".join([network, source] + cells) + " |")
-    note = ("\nmAP in percent at IoU 0.25 / 0.5 / 0.75; s1 = strategy 1 (temporal split), s2 = strategy 2 "
-            "(random split); time = median inference per map. Rows marked "
-            f"\"{PAPER_SOURCE}\" are the paper's Table 1 (real MGS MOC maps, its \"Current R-CNN\" = DustRCNN), "
-            "not reproduced here; they are not directly comparable with results on other data.\n")
-    return "\n".join(lines) + "\n" + note
-
-
-def write_comparison_table(table: pd.DataFrame, out_stem: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``<stem>.md`` and ``<stem>.csv`` atomically; returns both paths."""
-    stem = Path(out_stem)
-    if stem.suffix in (".md", ".csv"):
-        stem = stem.with_suffix("")
-    flat = table.copy()
-    flat.columns = [f"{m} {s}" for m, s in table.columns]
-    md_path = write_text_atomic(stem.with_suffix(".md"), comparison_markdown(table))
-    csv_path = write_text_atomic(stem.with_suffix(".csv"), flat.reset_index().to_csv(index=False))
-    return md_path, csv_path

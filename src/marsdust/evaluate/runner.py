@@ -4,7 +4,7 @@ It runs the detector the way ``marsdust detect`` does (:func:`marsdust.detect.de
 map of the split, scores the detections against the catalogue with :mod:`marsdust.evaluate.metrics`
 (COCO mAP of the run's labels, of the paper's 12° boxes drawn at each detection's outline centroid,
 masks, breakdowns, centre deviations, area agreement, inference time), writes the error analysis
-of :mod:`marsdust.analysis` and the figures of :mod:`marsdust.plots`. The existing scores are those of
+of :mod:`marsdust.evaluate.errors` and the figures of :mod:`marsdust.plots`. The existing scores are those of
 dust; :mod:`marsdust.evaluate.clouds` adds per-class AP and the dust false alarms on clouds where the
 maps have cloud masks (:mod:`marsdust.cloudmask`).
 """
@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from marsdust import plots
-from marsdust.analysis import write_error_analysis
+from marsdust.evaluate.errors import MapsToAnalyze, write_error_analysis
 from marsdust.data import load_split, select_split
 from marsdust.detect import DetectSettings, detect_map
 from marsdust.detect.prepare import working_image
@@ -411,7 +411,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
         ``best.ckpt`` / ``last.ckpt`` of a run (or any marsdust checkpoint).
     out_dir : path
         ``EVAL_DIR``: gets ``metrics.json``, ``per_map.csv``, ``deviations.csv``, ``figures/*.png`` and
-        the error analysis of :func:`marsdust.analysis.write_error_analysis` (``error_analysis.json``,
+        the error analysis of :func:`marsdust.evaluate.errors.write_error_analysis` (``error_analysis.json``,
         ``error_analysis.md``, ``errors_missed.csv``, ``errors_false_alarms.csv``, two galleries).
     options : EvaluateOptions, optional
         The data, split, thresholds, figures and device (default ``EvaluateOptions()``).
@@ -421,7 +421,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     dict
         The metrics written to ``metrics.json`` (``map25, map50, map75`` box AP fractions, ``segm``,
         breakdowns, ``pr_curves``, ``center_deviation``, ``time_ms_per_map``, ``error_analysis``
-        (recall and error counts at score 0.5, :func:`marsdust.analysis.compact_summary`), ...).
+        (recall and error counts at score 0.5, :func:`marsdust.evaluate.errors.compact_summary`), ...).
     """
     options = EvaluateOptions() if options is None else options
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -450,8 +450,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     # EVAL_DIR: the error analysis (error_analysis.{json,md}, errors_*.csv, galleries), the tables, the figures
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics["error_analysis"] = write_error_analysis(
-        found.ground_truth, found.predictions, found.grids, out_dir, map_ls=found.map_ls, images=found.images,
-        valid_masks=found.valid_masks, title=f"{model.model_name} on {split} maps", cloud_masks=found.cloudy)
+        MapsToAnalyze(found.ground_truth, found.predictions, found.grids, map_ls=found.map_ls, images=found.images,
+                      valid_masks=found.valid_masks, cloud_masks=found.cloudy),
+        out_dir, title=f"{model.model_name} on {split} maps")
     write_metrics_json(metrics, out_dir / "metrics.json")
     write_text_atomic(out_dir / "per_map.csv", per_map_df.to_csv(index=False))
     write_text_atomic(out_dir / "deviations.csv", deviations.to_csv(index=False))

@@ -6,7 +6,7 @@ YAML file, the optimizer schedules, the run's data and split), :mod:`~marsdust.t
 the LightningDataModule, the callbacks and the ``metrics.csv`` logger) and
 :mod:`~marsdust.train.run` (:func:`train`, one run top to bottom). Scoring a trained checkpoint
 (``marsdust evaluate``) is :func:`marsdust.evaluate.evaluate_checkpoint`; the paper's Table 1
-(``marsdust compare``) is :func:`marsdust.compare.compare`.
+(``marsdust compare``) is :func:`marsdust.evaluate.compare.compare`.
 
 Run folder (``RUN_DIR``)
 ------------------------

@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from marsdust.analysis import score_sweep
+from marsdust.evaluate.errors import score_sweep
 from marsdust.cloudmask import CloudMasks
 from marsdust.data import DustDataset, collate_fn, dataset_backgrounds, select_split
 from marsdust.evaluate.metrics import coco_map
@@ -146,12 +146,13 @@ def _records_by_map(records: list[tuple]) -> tuple[dict, dict, dict]:
 def best_f1_threshold(records: list[tuple]) -> tuple[float | None, float]:
     """The score threshold with the highest F1 (IoU ≥ 0.5) on validation records, and that F1.
 
-    ``records`` as for :func:`validation_map`. Thresholds 0.05, 0.10, …, 0.95 are tried
-    (:func:`marsdust.analysis.score_sweep`); the highest F1 wins, the higher threshold on a tie.
+    ``records`` as for :func:`validation_map`. The thresholds tried are the ladder of
+    :data:`marsdust.evaluate.matching.SCORE_THRESHOLDS` (0.05, 0.10, …, 0.95;
+    :func:`marsdust.evaluate.errors.score_sweep`); the highest F1 wins, the higher threshold on a tie.
     Returns ``(None, 0.0)`` when no threshold finds any storm.
     """
     best, best_f1 = None, 0.0
-    for row in score_sweep(*_records_by_map(records), thresholds=SCORE_THRESHOLD_GRID):
+    for row in score_sweep(*_records_by_map(records)):
         precision, recall = row["precision"], row["recall"]
         if not (precision > 0 and recall > 0):  # NaN or 0
             continue
@@ -159,10 +160,6 @@ def best_f1_threshold(records: list[tuple]) -> tuple[float | None, float]:
         if f1 >= best_f1:
             best, best_f1 = row["score_threshold"], f1
     return best, float(best_f1)
-
-
-SCORE_THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
-"""Score thresholds tried when choosing a detector's threshold on validation maps."""
 
 
 def _numpy_state_to_builtins(state: tuple) -> dict:

@@ -1,22 +1,24 @@
 """Error analysis of a detector against the catalogue: where storms are missed, what false alarms are.
 
-Inputs are the per-map dicts of :mod:`marsdust.evaluate` (ground truth ``boxes``,
-``confidence``, ``area_km2``; predictions ``boxes``, ``scores``; boxes in working-grid pixels,
-a box across 180° kept whole with ``x0 < 0`` or ``x1 > W``), the maps' :class:`MapGrid`\\ s,
-their Ls, and optionally each map's image (``(H, W, 3)`` float RGB in [0, 1]) and valid mask
-(``(H, W)`` bool, False = missing data: black gaps, missing swaths, polar night).
+Inputs are the per-map dicts of :mod:`marsdust.evaluate.inputs` (ground truth ``boxes``,
+``confidence``, ``area_km2``; predictions ``boxes``, ``scores``, optional ``masks``; boxes in
+working-grid pixels, a box across 180° kept whole with ``x0 < 0`` or ``x1 > W``), the maps'
+:class:`MapGrid`\\ s, their Ls, and optionally each map's image (``(H, W, 3)`` float RGB in [0, 1]),
+valid mask (``(H, W)`` bool, False = missing data: black gaps, missing swaths, polar night) and
+cloud mask (``(H, W)`` bool, True = cloudy); :class:`MapsToAnalyze` holds them together.
 
 Rules decided here
 ------------------
-* **Matching** is :mod:`marsdust.evaluate`'s (the rule of the centre deviations and of
-  ``per_map.csv``'s ``n_matched_iou50``): wrap-aware IoU (:func:`~marsdust.evaluate.wrapped_iou`),
-  then pairs with IoU ≥ ``match_iou`` (0.5) taken greedily in decreasing IoU, each storm and
-  each detection used once. A storm is **found** when it is paired with a detection of score
-  ≥ ``score_threshold`` (0.5); **found at any score** when it is paired in the same matching
-  over every detection given (the best recall any threshold could reach).
+* **Matching** is :mod:`marsdust.evaluate.matching`'s (the rule of the centre deviations and of
+  ``per_map.csv``'s ``n_matched_iou50``): wrapped box IoU
+  (:func:`~marsdust.evaluate.matching.wrapped_iou`), then pairs with IoU ≥ ``match_iou`` (0.5)
+  taken greedily in decreasing IoU, each storm and each detection used once. A storm is
+  **found** when it is paired with a detection of score ≥ ``score_threshold`` (0.5); **found at
+  any score** when it is paired in the same matching over every detection given (the best
+  recall any threshold could reach).
 * **Storm attributes** (one row per catalogued storm): centre ``lon_deg, lat_deg`` (box centre),
   ``area_km2`` and ``confidence`` from the catalogue, ``season`` (Ls quarter,
-  :func:`~marsdust.evaluate.season_of`), ``lat_band`` (:data:`LAT_BAND_EDGES_DEG`, by centre
+  :func:`~marsdust.evaluate.metrics.season_of`), ``lat_band`` (:data:`LAT_BAND_EDGES_DEG`, by centre
   latitude) and three distances in degrees of the map grid (pixels × resolution), each 0 when
   the box touches or crosses the thing: ``edge_distance_deg`` from the box to the map's
   northern or southern edge, ``seam_distance_deg`` from the box to 180° (boxes across it are
@@ -45,8 +47,11 @@ Rules decided here
      opposite. Dark ground is also greyer (higher blue/red) but darker in blue, which the second
      test excludes. Ratios and ranks against the map's own pixels are unchanged by a linear
      stretch of either band, so the rule carries from synthetic to real MDGMs. Where the map
-     has a cloud mask (``cloud_masks``, :mod:`marsdust.cloudmask`) the mask decides instead: at
-     least :data:`CLOUD_MASK_FRACTION` (50%) of the box's pixels are cloudy;
+     has a cloud mask (``cloud_masks``, :mod:`marsdust.cloudmask`) the mask decides instead:
+     the detection lies **on a cloud** (the rule :mod:`marsdust.evaluate.clouds` counts by too,
+     :func:`cloudy_fraction`) when at least :data:`ON_CLOUD_FRACTION` (50%) of its outline's
+     pixels are cloudy (its mask's pixels; a detection without a mask is outlined by its box's
+     pixels, :func:`box_window`);
   5. ``bright_surface``: not a cloud by 4, and the median red of the box's valid pixels ranks
      at or above the :data:`BRIGHT_RED_PERCENTILE` (75th) percentile of red over the map's
      valid pixels (ties counted half): a bright albedo region (Tharsis, Arabia, Hellas).
@@ -58,10 +63,14 @@ Rules decided here
   image the colour tests never apply; without a valid mask only the seam test of 3 does.
 * **Recall breakdowns** (``found`` fractions, and ``found at any score``) by storm size
   (``area_km2`` terciles, or fixed inner edges in km²; the bins of
-  :func:`marsdust.evaluate.breakdown_by_size`), latitude band, season, catalogue confidence,
+  :func:`marsdust.evaluate.metrics.breakdown_by_size`), latitude band, season, catalogue confidence,
   the three distances (bins :data:`DISTANCE_BIN_EDGES_DEG`: touching, (0, 5]°, (5, 15]°,
   > 15°), and a sweep of the score threshold (recall, precision and detections at each of
-  :data:`SCORE_THRESHOLDS`). Recall is NaN (``null`` in JSON) for a bin without storms.
+  :data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`, 0.05 to 0.95). Recall is NaN (``null``
+  in JSON) for a bin without storms.
+* **Pixels of a box** (:func:`box_window`): the rows from ``floor(y0)`` to ``ceil(y1)`` inside
+  the map and the columns from ``floor(x0)`` to ``ceil(x1)`` wrapped at 180°
+  (:func:`marsdust.grid.wrapped_columns`), at least one pixel.
 """
 
 from __future__ import annotations
@@ -69,29 +78,25 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from marsdust.evaluate.metrics import (
-    CONFIDENCE_LEVELS,
-    SEASONS,
-    _array,
-    _boxes,
-    _check_keys,
-    _greedy_pairs,
-    _jsonable,
-    _map_ls,
-    _masks,
-    season_of,
-    size_bin_edges,
-    size_bin_labels,
-    wrapped_iou,
+from marsdust.evaluate.inputs import as_array, check_map_keys, entry_boxes, entry_masks, entry_scores, map_ls_of
+from marsdust.evaluate.matching import (
+    SCORE_THRESHOLDS,
+    detection_storm_iou,
+    pairs_among,
+    pairs_at_threshold,
+    threshold_ladder,
 )
+from marsdust.evaluate.metrics import SEASONS, jsonable, season_of, size_bin_edges, size_bin_labels
 from marsdust.fileio import write_table_atomic, write_text_atomic
-from marsdust.grid import MapGrid, lonlat_box_area_km2
+from marsdust.grid import MapGrid, lonlat_box_area_km2, wrapped_columns
+from marsdust.mdad_format import CONFIDENCE_LEVELS
 
 LAT_BAND_EDGES_DEG = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
 """Latitude band edges (degrees north) of the recall breakdown."""
@@ -99,16 +104,13 @@ LAT_BAND_EDGES_DEG = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0)
 DISTANCE_BIN_EDGES_DEG = (0.0, 5.0, 15.0)
 """Distance bins (degrees): touching (0), (0, 5], (5, 15], > 15."""
 
-SCORE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-"""Score thresholds of the recall / precision sweep."""
-
 LOCALIZATION_MIN_IOU = 0.1
 GAP_MARGIN_DEG = 1.0
 GAP_FRACTION = 0.25
 CLOUD_BLUE_RED_FACTOR = 1.2
 CLOUD_BLUE_PERCENTILE = 50.0
-CLOUD_MASK_FRACTION = 0.5
-"""A false alarm is a ``cloud`` when at least this fraction of its box's pixels are cloudy in the map's cloud mask."""
+ON_CLOUD_FRACTION = 0.5
+"""A detection lies on a cloud when at least this fraction of its outline's pixels are cloudy in the map's cloud mask."""
 BRIGHT_RED_PERCENTILE = 75.0
 MIN_RED_FOR_RATIO = 0.02
 
@@ -159,7 +161,7 @@ class _MapContext:
         self.gap_distance = None if valid is None else gap_distance_deg(valid, grid.res_deg)
         self.red = self.blue = self.blue_red = None
         if rgb is not None:
-            rgb = _array(rgb, np.float64)
+            rgb = as_array(rgb, np.float64)
             _check_shape(f"images[{map_id!r}]", rgb.shape[:2], grid.shape)
             observed = rgb.max(axis=-1) > 0 if valid is None else valid  # black = missing, as mdgm reads maps
             self.red = np.where(observed, rgb[..., 0], np.nan)
@@ -170,19 +172,9 @@ class _MapContext:
             self.sorted_blue = np.sort(self.blue[np.isfinite(self.blue)])
             self.median_blue_red = float(np.nanmedian(self.blue_red)) if np.isfinite(self.blue_red).any() else np.nan
 
-    def window(self, box) -> tuple[slice, np.ndarray]:
-        """Rows (slice) and columns (wrapped index array) of the pixels a box covers."""
-        height, width = self.grid.shape
-        x0, y0, x1, y1 = (float(v) for v in box)
-        row0 = int(np.clip(np.floor(y0), 0, height - 1))
-        row1 = int(np.clip(max(np.ceil(y1), row0 + 1), row0 + 1, height))
-        col0 = int(np.floor(x0))
-        cols = np.unique(np.arange(col0, max(int(np.ceil(x1)), col0 + 1)) % width)
-        return slice(row0, row1), cols
-
     def box_features(self, box) -> dict:
         """Gap distance, near-gap fraction and colour statistics of one box (module docstring)."""
-        rows, cols = self.window(box)
+        rows, cols = box_window(box, self.grid)
         out = {"gap_distance_deg": np.nan, "near_gap_fraction": np.nan, "blue_red_vs_map": np.nan,
                "red_percentile": np.nan, "blue_percentile": np.nan}
         if self.gap_distance is not None:
@@ -195,9 +187,53 @@ class _MapContext:
                 out["blue_red_vs_map"] = float(np.nanmedian(blue_red) / self.median_blue_red)
             out["red_percentile"] = _percentile_rank(self.red[rows][:, cols], self.sorted_red)
             out["blue_percentile"] = _percentile_rank(self.blue[rows][:, cols], self.sorted_blue)
-        if self.cloudy is not None:
-            out["cloudy_fraction"] = float(self.cloudy[rows][:, cols].mean())
         return out
+
+
+def box_window(box, grid: MapGrid) -> tuple[slice, np.ndarray]:
+    """Rows (slice) and map columns (wrapped index array, west to east) of the pixels a box covers.
+
+    Rows run from ``floor(y0)`` to ``ceil(y1)`` clipped to the map, columns from ``floor(x0)``
+    to ``ceil(x1)`` wrapped at 180° (:func:`marsdust.grid.wrapped_columns`); at least one pixel.
+    """
+    height = grid.height
+    x0, y0, x1, y1 = (float(v) for v in box)
+    row0 = int(np.clip(np.floor(y0), 0, height - 1))
+    row1 = int(np.clip(max(np.ceil(y1), row0 + 1), row0 + 1, height))
+    return slice(row0, row1), wrapped_columns(x0, x1, grid.width)
+
+
+def cloudy_fraction(outline: np.ndarray | None, box, cloudy: np.ndarray, grid: MapGrid) -> float:
+    """Fraction of a detection's outline pixels that are cloudy (the "on a cloud" rule of the module docstring).
+
+    Parameters
+    ----------
+    outline : ndarray (H, W) or None
+        The detection's mask (nonzero = outline pixels); None for a detection without a mask,
+        which is outlined by its box's pixels (:func:`box_window`).
+    box : (x0, y0, x1, y1)
+        The detection's box (pixels).
+    cloudy : bool ndarray (H, W)
+        The map's cloud mask on ``grid``.
+    grid : MapGrid
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0 for an empty outline. The detection lies on a cloud when this is at least
+        :data:`ON_CLOUD_FRACTION` (:func:`is_on_cloud`).
+    """
+    if outline is None:
+        rows, cols = box_window(box, grid)
+        return float(cloudy[rows][:, cols].mean())
+    outline = np.asarray(outline, bool)
+    n = np.count_nonzero(outline)
+    return float(np.count_nonzero(outline & cloudy) / n) if n else 0.0
+
+
+def is_on_cloud(fraction: float) -> bool:
+    """Whether a detection whose outline is this :func:`cloudy_fraction` cloudy lies on a cloud."""
+    return fraction >= ON_CLOUD_FRACTION
 
 
 def _percentile_rank(box_values: np.ndarray, sorted_map_values: np.ndarray) -> float:
@@ -218,7 +254,7 @@ def _grid_of(map_id: str, grids, entry) -> MapGrid:
     grid = grids.get(map_id) if isinstance(grids, Mapping) else grids
     if isinstance(grid, MapGrid):
         return grid
-    masks = _masks(entry)
+    masks = entry_masks(entry)
     if masks is not None and masks.ndim == 3:
         return MapGrid.from_shape(*masks.shape[1:])
     raise ValueError(f"map {map_id}: pass grids= (a MapGrid or a dict of them) or give its ground-truth masks")
@@ -278,36 +314,7 @@ def distance_bin_labels(edges=DISTANCE_BIN_EDGES_DEG) -> list[str]:
     return ["0 (touching)", *inner, f">{edges[-1]:g} deg"]
 
 
-# --- matching and categories of one map ----------------------------------------------------------------
-def _scores(prediction, n_boxes: int, map_id: str) -> np.ndarray:
-    scores = _array(prediction.get("scores", np.ones(n_boxes)), np.float64).reshape(-1)
-    if len(scores) != n_boxes:
-        raise ValueError(f"map {map_id}: {n_boxes} predicted boxes but {len(scores)} scores")
-    return scores
-
-
-def detection_storm_iou(ground_truth: Mapping, prediction: Mapping, grid, map_id: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """``(iou, scores)`` of one map: the wrap-aware box IoU (detections × storms) and the detections'
-    scores, what :func:`error_tables` pairs detections and storms on."""
-    gt_boxes, pred_boxes = _boxes(ground_truth), _boxes(prediction)
-    scores = _scores(prediction, len(pred_boxes), map_id)
-    iou = wrapped_iou(pred_boxes, gt_boxes, grid.width) if len(pred_boxes) and len(gt_boxes) \
-        else np.zeros((len(pred_boxes), len(gt_boxes)))
-    return iou, scores
-
-
-def pairs_at_threshold(iou: np.ndarray, scores: np.ndarray, score_threshold: float,
-                       match_iou: float = 0.5) -> dict[int, int]:
-    """The pairs of :func:`error_tables` at one operating point: storm index -> detection index, greedy
-    among the detections scoring at least ``score_threshold``."""
-    return _pairs(iou, np.flatnonzero(scores >= score_threshold), match_iou)
-
-
-def _pairs(iou: np.ndarray, use: np.ndarray, match_iou: float) -> dict[int, int]:
-    """Greedy pairs (evaluate's rule) among detections ``use``: gt index -> detection index."""
-    return {g: int(use[p]) for p, g in _greedy_pairs(iou[use], match_iou)}
-
-
+# --- categories of one map ---------------------------------------------------------------------------
 def miss_category(iou_to_storm: np.ndarray, scores: np.ndarray, paired_detections: set, score_threshold: float,
                   match_iou: float) -> str:
     """Category of a missed storm from its IoU with every detection (module docstring order)."""
@@ -331,7 +338,7 @@ def false_alarm_category(best_iou: float, crosses_seam: bool, features: Mapping,
         return "seam_or_gap"
     cloudy = features.get("cloudy_fraction")
     if cloudy is not None:  # the map's cloud mask decides
-        if cloudy >= CLOUD_MASK_FRACTION:
+        if is_on_cloud(cloudy):
             return "cloud"
     elif features["blue_red_vs_map"] >= CLOUD_BLUE_RED_FACTOR and features["blue_percentile"] >= CLOUD_BLUE_PERCENTILE:
         return "cloud"
@@ -342,21 +349,21 @@ def false_alarm_category(best_iou: float, crosses_seam: bool, features: Mapping,
 
 def _map_tables(map_id, gt, prediction, context: _MapContext, ls_deg, score_threshold, match_iou):
     """(storm rows, detection rows) of one map."""
-    gt_boxes, pred_boxes = _boxes(gt), _boxes(prediction)
-    iou, scores = detection_storm_iou(gt, prediction, context.grid, map_id)
+    gt_boxes = entry_boxes(gt)
+    iou, scores = detection_storm_iou(gt, prediction, context.grid.width, map_id)
     found = pairs_at_threshold(iou, scores, score_threshold, match_iou)
-    found_any = _pairs(iou, np.arange(len(pred_boxes)), match_iou)
+    found_any = pairs_among(iou, np.arange(len(scores)), match_iou)
     base = {"map_id": map_id, "ls_deg": ls_deg, "season": season_of(ls_deg)}
     storms = _storm_rows(gt, gt_boxes, iou, scores, found, found_any, context, base, score_threshold, match_iou)
-    detections = _detection_rows(pred_boxes, scores, iou, found, context, base, score_threshold, match_iou)
+    detections = _detection_rows(prediction, scores, iou, found, context, base, score_threshold, match_iou)
     return storms, detections
 
 
 def _storm_rows(gt, gt_boxes, iou, scores, found, found_any, context, base, score_threshold, match_iou) -> pd.DataFrame:
     n = len(gt_boxes)
     geometry = box_geometry(gt_boxes, context.grid)
-    confidence = _array(gt.get("confidence", np.full(n, np.nan)), float).reshape(-1)
-    area = _array(gt.get("area_km2", np.full(n, np.nan)), float).reshape(-1)
+    confidence = as_array(gt.get("confidence", np.full(n, np.nan)), float).reshape(-1)
+    area = as_array(gt.get("area_km2", np.full(n, np.nan)), float).reshape(-1)
     paired = set(found.values())
     rows = []
     for g in range(n):
@@ -383,12 +390,17 @@ _STORM_BASE_COLUMNS = ["map_id", "ls_deg", "season", "gt_index", "confidence", "
                        "matched_score", "best_iou", "best_score_at_match_iou", "category", "gap_distance_deg"]
 
 
-def _detection_rows(pred_boxes, scores, iou, found, context, base, score_threshold, match_iou) -> pd.DataFrame:
+def _detection_rows(prediction, scores, iou, found, context, base, score_threshold, match_iou) -> pd.DataFrame:
+    pred_boxes = entry_boxes(prediction)
+    outlines = entry_masks(prediction) if context.cloudy is not None else None
     geometry = box_geometry(pred_boxes, context.grid)
     paired = {d: g for g, d in found.items()}
     rows = []
     for d in range(len(pred_boxes)):
         features = context.box_features(pred_boxes[d])
+        if context.cloudy is not None:
+            outline = outlines[d] if outlines is not None and d < len(outlines) else None
+            features["cloudy_fraction"] = cloudy_fraction(outline, pred_boxes[d], context.cloudy, context.grid)
         best_iou = float(iou[d].max()) if iou.shape[1] else 0.0
         false_alarm = scores[d] >= score_threshold and d not in paired
         category = (false_alarm_category(best_iou, bool(geometry["crosses_seam"].iloc[d]), features, match_iou)
@@ -426,7 +438,8 @@ def error_tables(ground_truth: Mapping, predictions: Mapping, grids=None, *, map
         Observed pixels, for the gap distances and the seam-or-gap test.
     cloud_masks : dict map_id -> ndarray (H, W) bool, optional
         Cloudy pixels of the maps that have a cloud mask: their false alarms are ``cloud`` by the
-        mask (``cloudy_fraction`` of the box) instead of by colour.
+        mask (``cloudy_fraction`` of the detection's outline, :func:`cloudy_fraction`) instead of
+        by colour.
     score_threshold : float
         Operating point: detections below it do not count as found storms or false alarms.
     match_iou : float
@@ -446,13 +459,13 @@ def error_tables(ground_truth: Mapping, predictions: Mapping, grids=None, *, map
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     storms, detections = [], []
-    for map_id in _check_keys(ground_truth, predictions):
+    for map_id in check_map_keys(ground_truth, predictions):
         gt = ground_truth[map_id]
         grid = _grid_of(map_id, grids, gt)
         context = _MapContext(map_id, grid, (images or {}).get(map_id), (valid_masks or {}).get(map_id),
                               (cloud_masks or {}).get(map_id))
         map_storms, map_detections = _map_tables(map_id, gt, predictions.get(map_id) or {}, context,
-                                                 _map_ls(map_id, gt, map_ls), score_threshold, match_iou)
+                                                 map_ls_of(map_id, gt, map_ls), score_threshold, match_iou)
         storms.append(map_storms)
         detections.append(map_detections)
     storms_df = _concat(storms, ("found", "found_any_score", "crosses_seam"))
@@ -520,25 +533,24 @@ def recall_breakdowns(storms: pd.DataFrame, size_bins_km2=None, distance_edges_d
 
 def score_sweep(ground_truth: Mapping, predictions: Mapping, grids=None, thresholds=SCORE_THRESHOLDS,
                 match_iou: float = 0.5) -> list[dict]:
-    """Recall, precision and counts at each score threshold (evaluate's greedy matching at ``match_iou``).
+    """Recall, precision and counts at each score threshold, ascending (the greedy matching at ``match_iou``
+    of :func:`marsdust.evaluate.matching.threshold_ladder`).
 
     Returns
     -------
     list of dict
         ``score_threshold, n_detections, n_true, recall, precision`` (NaN when undefined).
     """
+    thresholds = sorted(thresholds)
     n_gt, n_det, n_true = 0, np.zeros(len(thresholds), int), np.zeros(len(thresholds), int)
-    for map_id in _check_keys(ground_truth, predictions):
+    for map_id in check_map_keys(ground_truth, predictions):
         gt, prediction = ground_truth[map_id], predictions.get(map_id) or {}
-        gt_boxes, pred_boxes = _boxes(gt), _boxes(prediction)
-        scores = _scores(prediction, len(pred_boxes), map_id)
-        n_gt += len(gt_boxes)
-        iou = wrapped_iou(pred_boxes, gt_boxes, _grid_of(map_id, grids, gt).width) if len(gt_boxes) and len(pred_boxes) \
-            else np.zeros((len(pred_boxes), len(gt_boxes)))
-        for k, threshold in enumerate(thresholds):
-            use = np.flatnonzero(scores >= threshold)
-            n_det[k] += len(use)
-            n_true[k] += len(_pairs(iou, use, match_iou))
+        both = len(entry_boxes(gt)) and len(entry_boxes(prediction))  # a map's size matters only then
+        iou, scores = detection_storm_iou(gt, prediction, _grid_of(map_id, grids, gt).width if both else 0, map_id)
+        n_gt += iou.shape[1]
+        for k, (_, kept, pairs) in enumerate(threshold_ladder(iou, scores, thresholds, match_iou)):
+            n_det[k] += len(kept)
+            n_true[k] += len(pairs)
     return [{"score_threshold": float(t), "n_detections": int(d), "n_true": int(m),
              "recall": m / n_gt if n_gt else float("nan"), "precision": m / d if d else float("nan")}
             for t, d, m in zip(thresholds, n_det, n_true)]
@@ -578,7 +590,7 @@ def analyze_errors(ground_truth: Mapping, predictions: Mapping, grids=None, *, m
         "false_alarms": _category_counts(false_alarms.get("category", pd.Series(dtype=object)), FALSE_ALARM_CATEGORIES),
         "rules": {"localization_min_iou": LOCALIZATION_MIN_IOU, "gap_margin_deg": GAP_MARGIN_DEG,
                   "gap_fraction": GAP_FRACTION, "cloud_blue_red_factor": CLOUD_BLUE_RED_FACTOR,
-                  "cloud_blue_percentile": CLOUD_BLUE_PERCENTILE, "cloud_mask_fraction": CLOUD_MASK_FRACTION,
+                  "cloud_blue_percentile": CLOUD_BLUE_PERCENTILE, "cloud_mask_fraction": ON_CLOUD_FRACTION,
                   "bright_red_percentile": BRIGHT_RED_PERCENTILE, "distance_bin_edges_deg": list(DISTANCE_BIN_EDGES_DEG),
                   "lat_band_edges_deg": list(LAT_BAND_EDGES_DEG)},
         "storms": storms, "detections": detections,
@@ -619,43 +631,74 @@ def worst_false_alarms(detections: pd.DataFrame) -> pd.DataFrame:
     return detections[detections["false_alarm"]].sort_values("score", ascending=False)[FALSE_ALARM_COLUMNS]
 
 
-def write_error_analysis(ground_truth: Mapping, predictions: Mapping, grids, out_dir: str | os.PathLike, *,
-                         map_ls=None, images=None, valid_masks=None, score_threshold: float = 0.5,
-                         match_iou: float = 0.5, size_bins_km2=None, n_gallery: int = 12, title: str = "",
-                         cloud_masks=None) -> dict:
+@dataclass(frozen=True)
+class MapsToAnalyze:
+    """The per-map inputs of one error analysis (each field as the parameter of :func:`error_tables`)."""
+
+    ground_truth: Mapping
+    predictions: Mapping
+    grids: MapGrid | Mapping | None = None
+    map_ls: Mapping | None = None
+    images: Mapping | None = None
+    valid_masks: Mapping | None = None
+    cloud_masks: Mapping | None = None
+
+
+def write_error_analysis(maps: MapsToAnalyze, out_dir: str | os.PathLike, *, score_threshold: float = 0.5,
+                         match_iou: float = 0.5, size_bins_km2=None, n_gallery: int = 12, title: str = "") -> dict:
     """Write the error analysis into ``out_dir`` and return its compact summary.
 
     Writes ``error_analysis.json`` (:func:`analyze_errors` without the tables),
     ``errors_missed.csv`` and ``errors_false_alarms.csv`` (one row per missed storm / false
     alarm, worst first), ``error_analysis.md`` and ``figures/worst_misses.png``,
     ``figures/worst_false_alarms.png`` (the ``n_gallery`` worst of each; maps without an image
-    are left out of the galleries). Parameters are those of :func:`analyze_errors`, plus
-    ``n_gallery`` (cases per gallery) and ``title`` (of the report and figures, e.g. the model).
+    are left out of the galleries).
+
+    Parameters
+    ----------
+    maps : MapsToAnalyze
+        The maps' ground truth, predictions, grids, Ls, images, valid and cloud masks.
+    out_dir : path
+    score_threshold, match_iou, size_bins_km2
+        As for :func:`analyze_errors`.
+    n_gallery : int
+        Cases per gallery.
+    title : str
+        Of the report and figures (e.g. the model).
 
     Returns
     -------
     dict
         :func:`compact_summary` of the analysis.
     """
-    from marsdust import plots
-
     out_dir = Path(out_dir)
-    analysis = analyze_errors(ground_truth, predictions, grids, map_ls=map_ls, images=images, valid_masks=valid_masks,
-                              score_threshold=score_threshold, match_iou=match_iou, size_bins_km2=size_bins_km2,
-                              cloud_masks=cloud_masks)
+    analysis = analyze_errors(maps.ground_truth, maps.predictions, maps.grids, map_ls=maps.map_ls, images=maps.images,
+                              valid_masks=maps.valid_masks, score_threshold=score_threshold, match_iou=match_iou,
+                              size_bins_km2=size_bins_km2, cloud_masks=maps.cloud_masks)
     storms, detections = analysis.pop("storms"), analysis.pop("detections")
     misses, false_alarms = worst_misses(storms), worst_false_alarms(detections)
-    write_text_atomic(out_dir / "error_analysis.json", json.dumps(_jsonable(analysis), indent=2) + "\n")
+    write_text_atomic(out_dir / "error_analysis.json", json.dumps(jsonable(analysis), indent=2) + "\n")
     write_table_atomic(misses, out_dir / "errors_missed.csv")
     write_table_atomic(false_alarms, out_dir / "errors_false_alarms.csv")
     write_text_atomic(out_dir / "error_analysis.md", error_analysis_markdown(analysis, title))
+    write_galleries(maps, misses, false_alarms, out_dir / "figures", score_threshold=score_threshold,
+                    n_gallery=n_gallery, title=title)
+    return compact_summary(analysis)
+
+
+def write_galleries(maps: MapsToAnalyze, misses: pd.DataFrame, false_alarms: pd.DataFrame, figures: Path, *,
+                    score_threshold: float, n_gallery: int, title: str) -> None:
+    """``figures/worst_misses.png`` and ``figures/worst_false_alarms.png``: the first ``n_gallery`` rows (with an
+    image) of :func:`worst_misses` and :func:`worst_false_alarms` (:func:`marsdust.plots.plot_error_gallery`)."""
+    from marsdust import plots
+
     galleries = (("worst_misses", misses, "missed storms (most confident, then largest)"),
                  ("worst_false_alarms", false_alarms, "false alarms (highest score)"))
     for name, table, what in galleries:
-        panels = gallery_panels(table, ground_truth, predictions, grids, images or {}, score_threshold, n_gallery)
-        plots.plot_error_gallery(panels, out_dir / "figures" / f"{name}.png",
-                                 title=f"{title}: {what}" if title else what, score_threshold=score_threshold)
-    return compact_summary(analysis)
+        panels = gallery_panels(table, maps.ground_truth, maps.predictions, maps.grids, maps.images or {},
+                                score_threshold, n_gallery)
+        plots.plot_error_gallery(panels, figures / f"{name}.png", title=f"{title}: {what}" if title else what,
+                                 score_threshold=score_threshold)
 
 
 # --- gallery ------------------------------------------------------------------------------------------------------
@@ -670,7 +713,7 @@ def crop_window(box, grid: MapGrid, min_half_size_deg: float = 15.0) -> tuple[sl
     center_x, center_y = int(round(0.5 * (x0 + x1))), int(round(0.5 * (y0 + y1)))
     row0, row1 = max(0, center_y - half), min(grid.height, center_y + half)
     half_x = min(half, grid.width // 2)
-    cols = np.arange(center_x - half_x, center_x + half_x) % grid.width
+    cols = wrapped_columns(center_x - half_x, center_x + half_x, grid.width)
     return slice(row0, row1), cols, float(center_x - half_x), float(row0)
 
 
@@ -698,14 +741,14 @@ def gallery_panels(table: pd.DataFrame, ground_truth, predictions, grids, images
         grid = _grid_of(row.map_id, grids, gt)
         subject = np.array([row.x0, row.y0, row.x1, row.y1])
         rows, cols, origin_x, origin_y = crop_window(subject, grid)
-        pred_boxes = _boxes(prediction)
-        scores = _scores(prediction, len(pred_boxes), row.map_id)
+        pred_boxes = entry_boxes(prediction)
+        scores = entry_scores(prediction, len(pred_boxes), row.map_id)
         place = lambda boxes: _boxes_in_crop(boxes, origin_x, origin_y, len(cols), grid.width)  # noqa: E731
         is_miss = hasattr(row, "gt_index")
         label = (f"CL{row.confidence:.0f}, {row.area_km2:.3g} km²" if is_miss else f"score {row.score:.2f}")
         panels.append({
-            "rgb": np.clip(_array(rgb, float)[rows][:, cols], 0, 1),
-            "catalog_boxes": place(_boxes(gt)), "detection_boxes": place(pred_boxes), "detection_scores": scores,
+            "rgb": np.clip(as_array(rgb, float)[rows][:, cols], 0, 1),
+            "catalog_boxes": place(entry_boxes(gt)), "detection_boxes": place(pred_boxes), "detection_scores": scores,
             "subject_box": place(subject)[0], "subject_is_miss": is_miss,
             "title": (f"{row.map_id} Ls {row.ls_deg:.1f}° {row.lon_deg:.1f}°E {row.lat_deg:.1f}°N\n"
                       f"{label}: {row.category}"),
@@ -743,7 +786,7 @@ def error_analysis_markdown(analysis: Mapping, title: str = "") -> str:
              f"{overall['n_found']} of {overall['n_storms']} catalogued storms found (recall {_pct(overall['recall'])}%); "
              f"at any score {overall['n_found_any_score']} ({_pct(overall['recall_any_score'])}%). "
              f"{analysis['false_alarms']['n']} false alarms.", "",
-             "Categories are defined in `marsdust.analysis` (first matching rule wins). Worst cases: "
+             "Categories are defined in `marsdust.evaluate.errors` (first matching rule wins). Worst cases: "
              "`errors_missed.csv`, `errors_false_alarms.csv`, `figures/worst_misses.png`, `figures/worst_false_alarms.png`.",
              ""]
     lines += _category_lines("missed storms", analysis["missed"])

@@ -1,4 +1,4 @@
-"""Error analysis on hand-made maps whose every storm and detection has a known category."""
+"""marsdust.evaluate.errors: the error analysis on hand-made maps whose every storm and detection has a known category."""
 
 import json
 
@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from marsdust.analysis import (
+from marsdust.evaluate.errors import (
+    MapsToAnalyze,
     analyze_errors,
     box_geometry,
     distance_bin_of,
@@ -151,8 +152,8 @@ def test_recall_breakdowns_and_category_counts():
 
 def test_write_error_analysis_writes_tables_report_and_galleries(tmp_path):
     ground_truth, predictions, map_ls, images, valid = hand_case()
-    summary = write_error_analysis(ground_truth, predictions, GRID, tmp_path, map_ls=map_ls, images=images,
-                                   valid_masks=valid, n_gallery=4, title="hand case")
+    maps = MapsToAnalyze(ground_truth, predictions, GRID, map_ls=map_ls, images=images, valid_masks=valid)
+    summary = write_error_analysis(maps, tmp_path, n_gallery=4, title="hand case")
     assert summary["recall"] == pytest.approx(3 / 7) and summary["n_false_alarms"] == 7
     saved = json.loads((tmp_path / "error_analysis.json").read_text())
     assert saved["false_alarms"]["counts"]["seam_or_gap"] == 1
@@ -186,3 +187,16 @@ def test_images_of_the_wrong_shape_are_refused():
     ground_truth, predictions, map_ls, images, valid = hand_case()
     with pytest.raises(ValueError, match=r"images\['m1'\] has shape \(10, 10\)"):
         error_tables(ground_truth, predictions, GRID, images={"m1": np.zeros((10, 10, 3))})
+
+
+def test_error_analysis_calls_a_false_alarm_cloud_by_the_cloud_mask_where_the_map_has_one():
+    grid = MapGrid.moc(1.6)
+    gt = {"boxes": np.array([[100, 40, 120, 50]], float)}
+    prediction = {"boxes": np.array([[10, 10, 30, 20], [60, 40, 70, 50]], float), "scores": np.array([0.9, 0.8])}
+    cloudy = np.zeros(grid.shape, bool)
+    cloudy[10:20, 10:30] = True  # the first false alarm lies on a cloud, the second does not
+    _, with_mask = error_tables({"a": gt}, {"a": prediction}, {"a": grid}, cloud_masks={"a": cloudy})
+    _, without = error_tables({"a": gt}, {"a": prediction}, {"a": grid})
+    assert with_mask["category"].tolist() == ["cloud", "background"]
+    assert with_mask["cloudy_fraction"].tolist() == [1.0, 0.0]
+    assert without["category"].tolist() == ["background", "background"] and "cloudy_fraction" not in without

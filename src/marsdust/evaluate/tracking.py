@@ -10,9 +10,9 @@ Instance matching (:func:`match_instances`)
 Instances are matched one-to-one within each map (same ``map_id``):
 
 * when every instance of the map in both tables has an outline, a pair is eligible if the
-  outlines' intersection over union is at least ``min_iou`` (0.1; areas in lon/lat degrees², both
-  outlines being on the same map), and the pairs maximizing the summed IoU are chosen
-  (:func:`scipy.optimize.linear_sum_assignment`);
+  outlines' intersection over union (:func:`marsdust.evaluate.matching.outline_iou`: lon/lat
+  degrees², both outlines being on the same map) is at least ``min_iou`` (0.1), and the pairs
+  maximizing the summed IoU are chosen (:func:`scipy.optimize.linear_sum_assignment`);
 * otherwise a pair is eligible if the centroids are at most ``max_center_km`` (300 km) apart on
   the sphere, and the pairs minimizing the summed distance are chosen.
 
@@ -56,27 +56,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from marsdust.evaluate.matching import has_outline, outline_iou
 from marsdust.track import great_circle_km, id_strings
 
 DEFAULT_MIN_IOU = 0.1
 DEFAULT_MAX_CENTER_KM = 300.0
 DEFAULT_SEQUENCE_SHARE = 0.5
 DEFAULT_MIN_SEQUENCE_MAPS = 3
-
-
-def _has_outline(values) -> np.ndarray:
-    return np.array([isinstance(v, str) and bool(v.strip()) for v in values], dtype=bool)
-
-
-def _iou_matrix(wkt_a, wkt_b) -> np.ndarray:
-    """IoU (lon/lat degrees²) of every outline of ``wkt_a`` with every outline of ``wkt_b``."""
-    import shapely
-
-    geoms_a = shapely.from_wkt(np.asarray(wkt_a, dtype=object))[:, None]
-    geoms_b = shapely.from_wkt(np.asarray(wkt_b, dtype=object))[None, :]
-    inter = shapely.area(shapely.intersection(geoms_a, geoms_b))
-    union = shapely.area(geoms_a) + shapely.area(geoms_b) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _same_instances(predicted: pd.DataFrame, truth: pd.DataFrame) -> bool:
@@ -115,9 +101,9 @@ def match_instances(predicted: pd.DataFrame, truth: pd.DataFrame, *, min_iou: fl
         true_rows = truth_by_map.get(str(map_id))
         if true_rows is None:
             continue
-        use_iou = _has_outline(pred_wkt.iloc[pred_rows]).all() and _has_outline(true_wkt.iloc[true_rows]).all()
+        use_iou = has_outline(pred_wkt.iloc[pred_rows]).all() and has_outline(true_wkt.iloc[true_rows]).all()
         if use_iou:
-            value = _iou_matrix(pred_wkt.iloc[pred_rows], true_wkt.iloc[true_rows])
+            value = outline_iou(pred_wkt.iloc[pred_rows], true_wkt.iloc[true_rows])
             eligible, cost = value >= min_iou, -value
         else:
             value = great_circle_km(pred["lon"].to_numpy(float)[pred_rows][:, None],

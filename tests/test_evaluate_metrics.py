@@ -1,18 +1,16 @@
-"""The evaluator against hand-computed COCO AP, the breakdown rules, dx/dy across 180°, outputs."""
+"""marsdust.evaluate.metrics: the evaluator against hand-computed COCO AP, the breakdown rules, dx/dy across 180°, outputs."""
 
 import json
 
 import numpy as np
 import pytest
 
-from marsdust.evaluate import (
-    PAPER_SOURCE,
+from marsdust.evaluate.metrics import (
+    area_agreement,
     center_deviations,
     coco_map,
-    comparison_table,
     evaluate_detections,
     time_inference,
-    write_comparison_table,
     write_metrics_json,
 )
 from marsdust.grid import MapGrid
@@ -110,30 +108,27 @@ def test_metrics_json_is_atomic_with_fractions_and_nulls(tmp_path):
         write_metrics_json({"map25": 64.1, "map50": 0.5, "map75": 0.3}, tmp_path / "bad.json")
 
 
-def test_comparison_table_in_table1_layout(tmp_path):
-    ours = {"map25": 0.5, "map50": 0.4, "map75": 0.1, "time_ms_per_map": 80.0}
-    metrics_file = write_metrics_json(ours, tmp_path / "m.json")
-    table = comparison_table({"dustrcnn": {"temporal": ours, "random": metrics_file}}, our_label="ours (synthetic)")
-    assert table.loc[("DustRCNN", "ours (synthetic)"), ("mAP50", "strategy 1")] == pytest.approx(40.0)
-    assert table.loc[("DustRCNN", "ours (synthetic)"), ("Time (ms)", "strategy 2")] == 80.0
-    assert table.loc[("DustRCNN", PAPER_SOURCE), ("mAP75", "strategy 2")] == 37.7
-    assert table.loc[("SPPnet", PAPER_SOURCE), ("mAP25", "strategy 1")] == 62.5
-    assert len(table) == 5
-    md_path, csv_path = write_comparison_table(table, tmp_path / "comparison")
-    text = md_path.read_text()
-    assert "| DustRCNN | ours (synthetic) | 50.0 | 50.0 | 40.0 |" in text and "real MGS MOC" in text
-    assert "mAP25 strategy 1" in csv_path.read_text().splitlines()[0]
+def test_time_inference_times_only_the_calls_after_warmup_in_milliseconds():
+    """Warm-up calls sleep 300 ms, timed ones 30 ms: the median is the timed calls' (≥ 30 ms, sleep's floor),
+    far below a warm-up call's; ``n_timed`` counts the inputs after the warm-up, here 3 of 5."""
+    import time
 
-
-def test_time_inference_reports_median_after_warmup():
     calls = []
-    result = time_inference(calls.append, range(5), warmup=2)
-    assert len(calls) == 5 and result["n_timed"] == 3 and result["median_ms"] >= 0
+
+    def predict(seconds):
+        calls.append(seconds)
+        time.sleep(seconds)
+
+    inputs = [0.3, 0.3, 0.03, 0.031, 0.032]
+    result = time_inference(predict, inputs, warmup=2)
+    assert calls == inputs  # every input once, in order
+    assert result["n_timed"] == 3 and result["warmup"] == 2
+    assert 30.0 <= result["median_ms"] < 300.0
+    with pytest.raises(ValueError, match="more than warmup=2 inputs, got 2"):
+        time_inference(predict, [0.0, 0.0], warmup=2)
 
 
 def test_area_agreement_pairs_storms_and_reports_ratios():
-    from marsdust.evaluate import area_agreement
-
     grid = MapGrid(60.0, -60.0, 0.8)
     gt = {"m": {"boxes": np.array([[10, 10, 30, 30], [100, 50, 120, 70]], float), "area_km2": np.array([1e6, 2e6])}}
     pred = {"m": {"boxes": np.array([[11, 10, 31, 30], [300, 50, 320, 70]], float), "scores": np.array([0.9, 0.9]),

@@ -1,0 +1,182 @@
+"""The paper's Table 1 on our data (``marsdust compare``): its layout, and each detector trained and scored
+under each split strategy.
+
+Every run gets the same budget (one :class:`marsdust.train.TrainConfig`, only ``model`` and
+``strategy`` change): :func:`marsdust.train.train`, then :func:`marsdust.evaluate.evaluate_checkpoint`
+on the test split, then :func:`comparison_table` puts our rows under the paper's.
+
+Rules decided here
+------------------
+* **Rows**: every network of the paper's Table 1 (:data:`PAPER_TABLE1`), ours above the paper's
+  where given (registry names map to rows by :data:`NETWORK_NAMES`), then networks the paper
+  does not list.
+* **Columns**: mAP25, mAP50, mAP75 in percent and the median inference time in ms, each under
+  strategy 1 (temporal split) and strategy 2 (random split).
+* **Our mAP** is AP on the paper's 12° boxes (``metrics["paper_boxes"]``: each detection reduced
+  to a 12° box at its outline centroid) when the metrics hold it, else the top-level
+  ``map25/50/75`` (a run trained on the 12° boxes themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+import pandas as pd
+
+from marsdust.evaluate.metrics import MAP_KEYS, read_metrics_json
+from marsdust.fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    from marsdust.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+# --- the paper's Table 1 ----------------------------------------------------------------------------------
+PAPER_TABLE1 = {
+    # network: {metric: (strategy 1, strategy 2)} — Table 1 of the paper, real MGS MOC maps, percent / ms
+    "Fast R-CNN": {"mAP25": (64.1, 64.8), "mAP50": (59.1, 58.1), "mAP75": (32.2, 32.1), "Time (ms)": (350, 320)},
+    "Mask R-CNN": {"mAP25": (67.8, 68.1), "mAP50": (61.2, 60.5), "mAP75": (38.1, 33.1), "Time (ms)": (290, 300)},
+    "SPPnet": {"mAP25": (62.5, 63.2), "mAP50": (50.1, 53.1), "mAP75": (22.5, 20.1), "Time (ms)": (370, 360)},
+    "DustRCNN": {"mAP25": (68.2, 67.5), "mAP50": (62.1, 61.2), "mAP75": (39.0, 37.7), "Time (ms)": (320, 310)},
+}
+"""The paper's Table 1 (its "Current R-CNN" is our DustRCNN)."""
+
+NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn": "Mask R-CNN",
+                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN"}
+"""Registry model names -> the rows of Table 1."""
+
+
+TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")
+STRATEGIES = ("strategy 1", "strategy 2")
+_STRATEGY_ALIASES = {"temporal": "strategy 1", "1": "strategy 1", "strategy 1": "strategy 1",
+                     "random": "strategy 2", "2": "strategy 2", "strategy 2": "strategy 2"}
+PAPER_SOURCE = "paper (real MOC MDGMs)"
+
+
+def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
+    """The paper's Table 1 layout with our results beside the paper's.
+
+    Parameters
+    ----------
+    results : dict network -> dict strategy -> metrics
+        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``) or a
+        Table 1 row name; ``strategy`` ``"temporal"``/``"random"`` (or 1/2); ``metrics`` a
+        metrics dict or the path of a ``metrics.json`` (fractions; ``time_ms_per_map`` in ms).
+        The mAP columns are the paper's: AP on its 12° boxes, i.e. ``metrics["paper_boxes"]``
+        (each detection reduced to a 12° box at its outline centroid) when present, else the
+        top-level ``map25/50/75`` (a run trained on the 12° boxes themselves).
+    our_label : str
+        Source label of our rows (e.g. ``"ours (synthetic)"``).
+
+    Returns
+    -------
+    DataFrame
+        Index ``(network, source)``, rows of every Table 1 network: the paper's (source
+        :data:`PAPER_SOURCE`) and ours where given; columns ``(metric, strategy)`` with mAP in
+        percent (as in the paper) and time in ms. Missing values are NaN.
+    """
+    columns = pd.MultiIndex.from_product([TABLE_METRICS, STRATEGIES], names=["metric", "strategy"])
+    ours: dict[str, dict] = {}
+    for network, by_strategy in results.items():
+        name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
+        row = ours.setdefault(name, {})
+        for strategy, metrics in by_strategy.items():
+            column = _STRATEGY_ALIASES.get(str(strategy).lower())
+            if column is None:
+                raise ValueError(f"unknown strategy {strategy!r} for {network}; use 'temporal'/'random' or 1/2")
+            if isinstance(metrics, (str, os.PathLike)):
+                metrics = read_metrics_json(metrics)
+            scored = metrics.get("paper_boxes") or metrics  # the paper's 12° boxes, whatever the labels trained on
+            for key, metric in zip(MAP_KEYS, TABLE_METRICS[:3]):
+                value = scored.get(key)
+                row[(metric, column)] = np.nan if value is None else 100.0 * float(value)
+            time_ms = metrics.get("time_ms_per_map")
+            row[("Time (ms)", column)] = np.nan if time_ms is None else float(time_ms)
+    records, index = [], []
+    for name in list(PAPER_TABLE1) + [n for n in ours if n not in PAPER_TABLE1]:
+        if name in ours:
+            records.append([ours[name].get(c, np.nan) for c in columns])
+            index.append((name, our_label))
+        if name in PAPER_TABLE1:
+            records.append([PAPER_TABLE1[name][metric][STRATEGIES.index(strategy)] for metric, strategy in columns])
+            index.append((name, PAPER_SOURCE))
+    return pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["network", "source"]), columns=columns)
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    """Markdown of a :func:`comparison_table` (mAP in percent, one decimal; time in whole ms)."""
+    header = ["Network", "Source"] + [f"{m} {s.replace('strategy ', 's')}" for m, s in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (network, source), row in table.iterrows():
+        cells = []
+        for (metric, _), value in row.items():
+            if pd.isna(value):
+                cells.append("–")
+            else:
+                cells.append(f"{value:.0f}" if metric == "Time (ms)" else f"{value:.1f}")
+        lines.append("| " + " | ".join([network, source] + cells) + " |")
+    note = ("\nmAP in percent at IoU 0.25 / 0.5 / 0.75; s1 = strategy 1 (temporal split), s2 = strategy 2 "
+            "(random split); time = median inference per map. Rows marked "
+            f"\"{PAPER_SOURCE}\" are the paper's Table 1 (real MGS MOC maps, its \"Current R-CNN\" = DustRCNN), "
+            "not reproduced here; they are not directly comparable with results on other data.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def write_comparison_table(table: pd.DataFrame, out_stem: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.csv`` atomically; returns both paths."""
+    stem = Path(out_stem)
+    if stem.suffix in (".md", ".csv"):
+        stem = stem.with_suffix("")
+    flat = table.copy()
+    flat.columns = [f"{m} {s}" for m, s in table.columns]
+    md_path = write_text_atomic(stem.with_suffix(".md"), comparison_markdown(table))
+    csv_path = write_text_atomic(stem.with_suffix(".csv"), flat.reset_index().to_csv(index=False))
+    return md_path, csv_path
+
+
+# --- our rows: train and evaluate each detector under each strategy ---------------------------------------
+def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "maskrcnn", "fasterrcnn", "sppnet"),
+            strategies=("temporal", "random"), *, our_label: str = "ours", progress: bool = True) -> dict:
+    """Train and evaluate each detector under each split strategy with the same budget; write Table 1.
+
+    Each run lives in ``OUT/runs/<model>_<strategy>/`` and its evaluation (test split) in
+    ``OUT/eval/<model>_<strategy>/``. A run with ``done.json`` is not trained again, a run with
+    a ``last.ckpt`` is resumed, an evaluation with ``metrics.json`` is not redone — so an
+    interrupted comparison continues where it stopped.
+
+    Returns
+    -------
+    dict
+        ``table`` (DataFrame of :func:`comparison_table`), ``markdown`` and
+        ``csv`` paths, ``results`` (model -> strategy -> metrics.json path).
+    """
+    from marsdust.evaluate.runner import EvaluateOptions, evaluate_checkpoint
+    from marsdust.train import train
+
+    out_dir = Path(out_dir)
+    results: dict[str, dict[str, str]] = {}
+    for model in models:
+        for strategy in strategies:
+            name = f"{model}_{strategy}"
+            run_dir, eval_dir = out_dir / "runs" / name, out_dir / "eval" / name
+            metrics_path = eval_dir / "metrics.json"
+            if not metrics_path.is_file():
+                config = dataclasses.replace(base, model=model, strategy=strategy, progress=progress)
+                if not (run_dir / "done.json").is_file():
+                    log.info("compare: training %s", name)
+                    train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
+                best = run_dir / "checkpoints" / "best.ckpt"
+                checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+                evaluate_checkpoint(checkpoint, eval_dir, EvaluateOptions(
+                    data=base.data, archive=base.archive, catalog=base.catalog, master=base.master,
+                    strict=base.strict, progress=progress))
+            results.setdefault(model, {})[strategy] = str(metrics_path)
+    table = comparison_table(results, our_label=our_label)
+    md_path, csv_path = write_comparison_table(table, out_dir / "table1")
+    return {"table": table, "markdown": md_path, "csv": csv_path, "results": results}

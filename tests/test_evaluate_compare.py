@@ -1,0 +1,21 @@
+"""marsdust.evaluate.compare: the paper's Table 1 layout with our rows beside the paper's."""
+
+import pytest
+
+from marsdust.evaluate.compare import PAPER_SOURCE, comparison_table, write_comparison_table
+from marsdust.evaluate.metrics import write_metrics_json
+
+
+def test_comparison_table_in_table1_layout(tmp_path):
+    ours = {"map25": 0.5, "map50": 0.4, "map75": 0.1, "time_ms_per_map": 80.0}
+    metrics_file = write_metrics_json(ours, tmp_path / "m.json")
+    table = comparison_table({"dustrcnn": {"temporal": ours, "random": metrics_file}}, our_label="ours (synthetic)")
+    assert table.loc[("DustRCNN", "ours (synthetic)"), ("mAP50", "strategy 1")] == pytest.approx(40.0)
+    assert table.loc[("DustRCNN", "ours (synthetic)"), ("Time (ms)", "strategy 2")] == 80.0
+    assert table.loc[("DustRCNN", PAPER_SOURCE), ("mAP75", "strategy 2")] == 37.7
+    assert table.loc[("SPPnet", PAPER_SOURCE), ("mAP25", "strategy 1")] == 62.5
+    assert len(table) == 5
+    md_path, csv_path = write_comparison_table(table, tmp_path / "comparison")
+    text = md_path.read_text()
+    assert "| DustRCNN | ours (synthetic) | 50.0 | 50.0 | 40.0 |" in text and "real MGS MOC" in text
+    assert "mAP25 strategy 1" in csv_path.read_text().splitlines()[0]
