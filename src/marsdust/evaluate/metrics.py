@@ -424,8 +424,8 @@ def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, 
     if segm is None:
         segm = all(entry_masks(e) is not None for e in ground_truth.values()) and all(
             entry_masks(p) is not None for p in predictions.values()) and len(predictions) > 0
-    segm_result = _summary(coco_map(ground_truth, predictions, grid, iou_type="segm", gt_keep=_masks_scored(ground_truth),
-                                    **coco_kwargs)) if segm else None
+    segm_result = _summary(coco_map(ground_truth, predictions, grid, iou_type="segm",
+                                    gt_keep=_masks_scored(ground_truth), **coco_kwargs)) if segm else None
     deviations = center_deviations(ground_truth, predictions, grid, match_iou=match_iou, min_score=min_score)
     return {
         **_summary(boxes),

@@ -144,7 +144,8 @@ class TrainConfig:
         Ground-truth shape (:mod:`marsdust.labels`). Default ``outline``: storms are learnt as the
         catalogue outlines them (the paper's 12° boxes are then drawn at each detection's outline
         centroid when scoring, see :func:`marsdust.evaluate.evaluate_checkpoint`); catalogue rows without an outline
-        (MDAD v1.0 tables) get area-sized boxes.
+        (MDAD v1.0 tables: the MOC years) get area-sized boxes and no mask loss
+        (:func:`marsdust.labels.mask_supervised`); ``RUN_DIR/label_sources.csv`` counts each kind per Mars year.
     strategy : {"temporal", "random"}
         Split strategy (the paper's 1 and 2).
     train_period, test_period, random_period : str or None

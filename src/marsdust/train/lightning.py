@@ -116,7 +116,8 @@ def label_source_table(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_mo
     split (``train``, ``val``, ``test``, ``unused``). Counted from the catalogue: a storm that
     :func:`marsdust.labels.map_targets` drops (mostly beyond the map's latitude band) is counted.
     """
-    storms = storms_df[["map_id", "mars_year", "polygon_wkt"]].merge(split_df[["map_id", "split"]], on="map_id")
+    storms = storms_df.reindex(columns=["map_id", "mars_year", "polygon_wkt"]).merge(split_df[["map_id", "split"]],
+                                                                                     on="map_id")
     storms["label_source"] = label_sources(storms, label_mode)
     storms["mask_target"] = mask_supervised(storms["label_source"] == "outline", label_mode)
     columns = ["mars_year", "label_source", "mask_target"]
@@ -126,7 +127,8 @@ def label_source_table(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_mo
     return table.astype({"mars_year": int})
 
 
-def write_label_sources(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_mode: str, run_dir: Path) -> pd.DataFrame:
+def write_label_sources(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_mode: str,
+                        run_dir: Path) -> pd.DataFrame:
     """Write ``RUN_DIR/label_sources.csv`` (:func:`label_source_table`) and log one line of it."""
     table = label_source_table(storms_df, split_df, label_mode)
     write_table_atomic(table, Path(run_dir) / "label_sources.csv")
