@@ -13,6 +13,7 @@ from marsdust.data import (
     Period,
     SplitConfig,
     collate_fn,
+    default_split_config,
     jitter_photometry,
     load_split,
     make_split,
@@ -192,3 +193,21 @@ def test_strong_appearance_jitter_keeps_missing_pixels_black_values_in_range_and
     assert augment_config("none") is None and augment_config(True) is AUGMENT_PRESETS["basic"]
     with pytest.raises(ValueError, match="strong"):
         augment_config("heavy")
+
+
+def test_an_archive_past_the_moc_years_is_split_over_its_whole_extent():
+    assert default_split_config(index_of(every_10_ls())) == SplitConfig()  # the MOC years: the paper's periods
+    index = index_of(every_10_ls(last=(32, 350.0)))  # MOC, then MARCI years up to MY32 Ls350
+    config = default_split_config(index)
+    assert (config.train_period.describe(), config.test_period.describe()) == ("MY25 Ls0° – MY32 Ls0°",
+                                                                              "MY32 Ls0° – MY32 Ls360°")
+    split = make_split(index, "temporal")
+    assert split.loc[split["mars_year"] == 32, "split"].eq("test").all()
+    assert set(split.loc[split["mars_year"].between(29, 31), "split"]) == {"train", "val"}
+    assert set(make_split(index, "random").query("mars_year >= 29")["split"]) == {"train", "val", "test"}
+    # an archive ending early in a Mars year is tested on the year before as well
+    early_end = default_split_config(index_of(every_10_ls(last=(32, 40.0))))
+    assert early_end.test_period.describe() == "MY31 Ls0° – MY32 Ls360°"
+    # a given period still overrides the derived one
+    split = make_split(index, "temporal", train_period=Period(25, 0, 31, 0), test_period=Period(31, 0, 32, 0))
+    assert split.loc[split["mars_year"] == 32, "split"].eq("unused").all()

@@ -138,3 +138,14 @@ def test_area_agreement_pairs_storms_and_reports_ratios():
     assert result["within_25pct"] == 1.0
     assert area_agreement(gt, {"m": {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "area_km2": np.zeros(0)}},
                           {"m": grid})["n_matched"] == 0
+
+
+def test_mask_map_ignores_storms_whose_mask_is_no_target():
+    """Storm 1 known only by a box (``mask_scored`` False): the mask mAP neither counts it nor the
+    detection on it, while the box mAP still scores it."""
+    ground_truth, predictions = hand_case()
+    ground_truth["r18_040"]["mask_scored"] = np.array([True, False])
+    metrics = evaluate_detections(ground_truth, predictions, GRID)
+    assert metrics["map50"] == pytest.approx(AP50_BY_HAND)  # boxes: unchanged
+    # masks: storm 0 only; hit (0.9), FP far away (0.8), the detection on storm 1 ignored -> AP 1
+    assert metrics["segm"]["map50"] == pytest.approx(1.0) and metrics["segm"]["n_gt"] == 1

@@ -7,8 +7,10 @@ import pytest
 from marsdust.grid import MARS_RADIUS_KM, MapGrid, lonlat_box_area_km2
 from marsdust.labels import (
     flip_target,
+    label_sources,
     map_targets,
     mask_bounding_box,
+    mask_supervised,
     roll_target,
     seam_free_shift,
     split_at_seam,
@@ -155,3 +157,18 @@ def test_paper_boxes_at_centroids_equal_the_catalogues_fixed_boxes_and_keep_ever
     assert len(fixed) == 2 and len(boxes) == 3  # mostly beyond 60°S: the catalogue drops it, a detection keeps it
     assert np.allclose(boxes[:2], fixed[:2])
     assert boxes[2, 3] == grid.height  # clipped to the band like the catalogue's
+
+
+def test_only_outlined_instances_are_mask_targets_in_outline_mode():
+    table = storms(lon=[15.0, 50.0], lat=[5.0, 10.0], area_km2=[1e5, 1e5],
+                   polygon_wkt=["POLYGON ((10 0, 20 0, 20 10, 10 10, 10 0))", None])
+    target = map_targets(table, GRID, "outline")
+    assert mask_supervised(target["has_outline"], "outline").tolist() == [True, False]
+    assert label_sources(table, "outline").tolist() == ["outline", "area_box"]
+    assert label_sources(table, "outline", outline_fallback="fixed").tolist() == ["outline", "fixed_box"]
+    for mode, source in (("fixed", "fixed_box"), ("area", "area_box")):  # the box is the mask asked for
+        boxes = map_targets(table, GRID, mode)
+        assert mask_supervised(boxes["has_outline"], mode).tolist() == [True, True]
+        assert label_sources(table, mode).tolist() == [source, source]
+    with pytest.raises(ValueError, match="label_mode"):
+        mask_supervised([True], "outlines")

@@ -150,6 +150,24 @@ def test_master_and_v10_table_without_double_counting(tmp_path):
     assert "v1.0 MDAD.csv: 1 rows (MY28); 1 rows of MY30 left to the cubes" in sources
 
 
+def test_a_year_with_a_cube_keeps_the_v10_rows_of_maps_outside_the_cube(tmp_path):
+    """MY29 has a cube for sol B05 3 only (its MARCI maps); the v1.0 rows of its other maps (MOC maps) stay."""
+    head = v11_head(tmp_path)
+    pd.DataFrame([
+        [29, "B04", 7, 280.0, 20.0, 5.0, 3.0e5, 50, "B04_001", ""],  # MY29, a map no cube holds: kept
+        [29, "B05", 3, 300.0, -150.0, 60.0, 1.0e4, 75, "B05_012", ""],  # the cube's day: left to the cube
+        [30, "D01", 5, 10.0, 1.0, 5.0, 2.0, 75, "D01_031", "S1"],  # the cube's day: left to the cube
+    ], columns=REAL_HEADERS).to_csv(head / "MDAD.csv", index=False)
+    df = read_catalog(head)
+    my29 = df[df["mars_year"] == 29].set_index("map_id")
+    assert sorted(my29.index) == ["b04_007", "b05_003"]
+    assert pd.isna(my29.loc["b04_007", "polygon_wkt"]) and my29.loc["b04_007", "member_id"] == "B04_001"
+    assert isinstance(my29.loc["b05_003", "polygon_wkt"], str)  # the cube's row, with its outline
+    assert len(df) == 6 and (df["member_id"] == "B05_012").sum() == 1
+    sources = " | ".join(df.attrs["sources"])
+    assert "v1.0 MDAD.csv: 1 rows (MY29); 2 rows of MY29, MY30 left to the cubes" in sources
+
+
 def test_joined_member_ids_take_the_first_members_pixels(tmp_path):
     head = tmp_path / "mdad"
     m18 = np.zeros(GRID.shape, np.uint8)

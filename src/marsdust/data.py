@@ -8,7 +8,9 @@ Splits (the paper's section 5.3)
 * Strategy 2, ``"random"``: maps of MY25 Ls0° – MY28 Ls121° shuffled with a seed and cut
   52 / 24 / 24 % into train / validation / test.
 
-Periods are half-open ``[start, end)`` on the Mars time axis of
+These are the periods of an archive of the MOC years (the paper's data, up to MY28 Ls121°); an
+archive that runs on into the MARCI years gets periods over its whole extent
+(:func:`default_split_config`). Periods are half-open ``[start, end)`` on the Mars time axis of
 :func:`marsdust.mdad_format.mars_time_sols`, except that a period marked ``end_inclusive`` (the
 defaults ending at MY28 Ls121°, the end of the MOC archive) keeps its last instant. Maps outside
 every period are written as ``"unused"``. Maps without storms stay in the data (they teach the
@@ -46,7 +48,7 @@ from torch.utils.data import Dataset
 
 from marsdust.cloudmask import with_clouds
 from marsdust.fileio import write_csv_atomic
-from marsdust.labels import flip_target, map_targets, roll_target, seam_free_shift, split_at_seam
+from marsdust.labels import flip_target, map_targets, mask_supervised, roll_target, seam_free_shift, split_at_seam
 from marsdust.history import MapHistory
 from marsdust.mdad_format import mars_time_sols
 from marsdust.reference import ReferenceConfig, stack_bands
@@ -123,6 +125,33 @@ class SplitConfig:
             raise ValueError(f"random_fractions must be three non-negative fractions summing to 1, got {self.random_fractions}")
 
 
+MOC_ARCHIVE_END = (28, 121.0)
+"""End of the MGS MOC maps (MY28 Ls121°), the end of the paper's data and of :class:`SplitConfig`'s periods."""
+
+
+def default_split_config(index_df: pd.DataFrame) -> SplitConfig:
+    """The split periods of an archive when none are given.
+
+    An archive whose maps all end by MY28 Ls121° (the MOC years) gets the paper's
+    (:class:`SplitConfig`). One that runs on past it (MRO MARCI years) gets periods over its
+    whole extent, so that its later maps are used: the temporal split tests on its last Mars
+    year ``Y`` (``MY{Y} Ls0° – its last map``; ``Y`` is the year before the last when the last
+    map comes before Ls180°, so that the test holds half a Mars year at least) and trains on
+    MY25 Ls0° – MY{Y} Ls0°; the random split shuffles MY25 Ls0° – its last map.
+    """
+    if len(index_df) == 0:
+        return SplitConfig()
+    key = mars_time_sols(index_df["mars_year"], index_df["ls"])
+    if float(np.max(key)) <= float(mars_time_sols(*MOC_ARCHIVE_END)):
+        return SplitConfig()
+    last = index_df.iloc[int(np.argmax(key))]
+    last_my = int(last["mars_year"])
+    test_my = last_my if float(last["ls"]) >= 180.0 else last_my - 1
+    end = Period(test_my, 0.0, last_my, 360.0, end_inclusive=True)
+    return SplitConfig(train_period=Period(25, 0.0, test_my, 0.0), test_period=end,
+                       random_period=replace(end, start_my=25))
+
+
 def make_split(index_df: pd.DataFrame, strategy: str | None = None, config: SplitConfig | None = None, **overrides) -> pd.DataFrame:
     """Assign every map of an archive index to ``train``, ``val``, ``test`` or ``unused``.
 
@@ -133,7 +162,8 @@ def make_split(index_df: pd.DataFrame, strategy: str | None = None, config: Spli
     strategy : {"temporal", "random"}, optional
         Overrides ``config.strategy``.
     config : SplitConfig, optional
-        Periods, fractions and seed; defaults to the paper's.
+        Periods, fractions and seed; defaults to :func:`default_split_config` of the index (the
+        paper's for an archive of the MOC years).
     **overrides
         Fields of :class:`SplitConfig` to replace (e.g. ``val_fraction=0.2, seed=3``).
 
@@ -147,7 +177,7 @@ def make_split(index_df: pd.DataFrame, strategy: str | None = None, config: Spli
     ValueError
         If a split comes out empty; the message names the period and what the index covers.
     """
-    config = config or SplitConfig()
+    config = config or default_split_config(index_df)
     if strategy is not None:
         overrides["strategy"] = strategy
     if overrides:
@@ -435,7 +465,9 @@ class DustDataset(Dataset):
     Items are ``(image, target)``: ``image`` a float32 tensor ``(3, H, W)`` in [0, 1] (``(6, H, W)``
     with ``backgrounds``);
     ``target`` a dict with tensors ``boxes`` (n, 4) float32, ``labels`` (n,) int64, ``masks``
-    (n, H, W) uint8, ``confidence`` (n,) int64, ``area_km2`` (n,) float32, plus ``map_id``
+    (n, H, W) uint8, ``confidence`` (n,) int64, ``area_km2`` (n,) float32, ``has_outline`` (n,) bool,
+    ``mask_supervised`` (n,) bool (whether the mask is a target of the mask loss,
+    :func:`marsdust.labels.mask_supervised`: in outline mode only outlined instances'), plus ``map_id``
     (str), ``ls`` (float, degrees), ``shift_px`` (int) and ``flipped`` (bool).
     """
 
@@ -519,6 +551,8 @@ class DustDataset(Dataset):
             "masks": torch.as_tensor(target["masks"], dtype=torch.uint8),
             "confidence": torch.as_tensor(target["confidence"], dtype=torch.int64),
             "area_km2": torch.as_tensor(target["area_km2"], dtype=torch.float32),
+            "has_outline": torch.as_tensor(target["has_outline"], dtype=torch.bool),
+            "mask_supervised": torch.as_tensor(mask_supervised(target["has_outline"], self.label_mode)),
             "map_id": str(row["map_id"]),
             "ls": float(row["ls"]) if "ls" in row else float("nan"),
             "shift_px": target["shift_px"],

@@ -14,8 +14,16 @@ Three ways to turn the storm-table rows of one map into detection targets (``lab
 ``"outline"``
     The catalogued outline (``polygon_wkt``, lon/lat degrees) rasterized on the grid (pixel
     centres inside the polygon; a polygon too small to cover any pixel centre gets every
-    pixel it touches); the box is the mask's bounding box. Rows without an outline fall back
-    to ``outline_fallback`` (``"area"`` by default) and their mask is that box.
+    pixel it touches); the box is the mask's bounding box. Rows without an outline (MDAD's
+    v1.0 rows: the MOC years) fall back to ``outline_fallback`` (``"area"`` by default: the
+    catalogued area is the one size the v1.0 table gives, and an area-sized box is nearer the
+    outline's bounding box, the box the outlined instances train, than the paper's 12° square)
+    and are marked ``has_outline`` False. Their mask array is that box, but it is no mask
+    target: :func:`mask_supervised` leaves them out of the mask loss and the mask mAP.
+
+Which instances' masks are targets (:func:`mask_supervised`): in ``"fixed"`` and ``"area"``
+modes every instance's (the box is the shape asked for, as in the paper); in ``"outline"``
+mode only the outlined ones (and water-ice clouds, which come with their pixels).
 
 Conventions of the returned boxes (decided here, relied on by :mod:`marsdust.data` and
 :mod:`marsdust.evaluate`):
@@ -50,6 +58,43 @@ DUST_LABEL = 1
 
 META_KEYS = ("confidence", "area_km2", "lon", "lat", "member_id", "has_outline")
 """Per-instance metadata arrays returned beside boxes, masks and labels."""
+
+
+def mask_supervised(has_outline, label_mode: str) -> np.ndarray:
+    """Which instances' masks are training and scoring targets (bool (n,)), by ``label_mode``.
+
+    ``"outline"``: the instances with an outline (``has_outline``), because the mask of a row
+    without one is only its fallback box; ``"fixed"`` / ``"area"``: every instance (the box is
+    the mask asked for).
+    """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    has_outline = np.asarray(has_outline, dtype=bool).reshape(-1)
+    return has_outline.copy() if label_mode == "outline" else np.ones_like(has_outline)
+
+
+LABEL_SOURCES = ("outline", "area_box", "fixed_box")
+"""What a storm's target comes from (:func:`label_sources`): its catalogued outline (MDAD v1.1
+cubes), a box of its catalogued area (v1.0 table), or the paper's fixed box."""
+
+
+def label_sources(storms: pd.DataFrame, label_mode: str, outline_fallback: str = "area") -> pd.Series:
+    """The label source (:data:`LABEL_SOURCES`) of each storm-table row, as :func:`map_targets` draws it.
+
+    ``"outline"`` mode: ``outline`` for rows with a ``polygon_wkt``, else the fallback's box;
+    ``"area"``: ``area_box``; ``"fixed"``: ``fixed_box``.
+    """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    box = {"fixed": "fixed_box", "area": "area_box"}
+    if label_mode != "outline":
+        return pd.Series(box[label_mode], index=storms.index, dtype=object)
+    if "polygon_wkt" in storms.columns:
+        outlined = storms["polygon_wkt"].map(lambda v: isinstance(v, str) and bool(v.strip()))
+    else:
+        outlined = pd.Series(False, index=storms.index)
+    return pd.Series(np.where(outlined.to_numpy(bool), "outline", box[outline_fallback]), index=storms.index,
+                     dtype=object)
 
 
 # --- box sizes --------------------------------------------------------------------------------

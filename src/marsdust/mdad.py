@@ -11,6 +11,8 @@ Public API
 * :func:`read_v11_cube` — a cube and its master CSV → storm rows with outlines; cube/master
   disagreements go to one warning or, ``strict``, an error (:class:`ConsistencyReport`).
 * :func:`save_catalog` — a storm table → CSV / Parquet.
+* :func:`cube_map_ids` — the maps a set of cubes covers (the v1.0 rows of those maps give way to
+  the cubes' rows).
 
 The files themselves are read by the format modules: v1.0 tables by
 :mod:`marsdust.formats.mdad_table`, cubes and master CSVs by :mod:`marsdust.formats.mdad_cube`
@@ -340,6 +342,15 @@ def _years_text(years) -> str:
     return ", ".join(f"MY{y}" for y in years) if years else "no rows"
 
 
+def cube_map_ids(cubes: list[Path]) -> set[str]:
+    """The maps (``map_id``, e.g. ``d01_005``) of every time step of the given cubes (their ``dayList``)."""
+    maps: set[str] = set()
+    for nc_path in cubes:
+        with open_cube(nc_path) as cube:
+            maps.update(make_map_id(subphase, sol) for subphase, sol in cube.days)
+    return maps
+
+
 def _read_folder(folder: Path, skip_bad: bool, master: Path | None,
                  report: ConsistencyReport) -> tuple[list, list[str]]:
     """Storm-table parts of a folder and the sources report (which file gave which years)."""
@@ -364,13 +375,13 @@ def _read_folder(folder: Path, skip_bad: bool, master: Path | None,
     unused = [m for m in files.masters if m not in served]
     if unused:
         sources.append(f"not read: master CSV(s) {', '.join(_relative(m, folder) for m in unused)} (no cube uses them)")
-    cube_years = {year for cubes in served.values() for _, year in cubes}
+    cube_maps = cube_map_ids(files.cubes) if files.tables else set()
     for table in files.tables:
         rows = read_v10_table(table, skip_bad=skip_bad)
-        covered = rows["mars_year"].isin(cube_years)
+        covered = rows["map_id"].isin(cube_maps)
         parts.append(rows.loc[~covered])
-        note = f"; {int(covered.sum())} rows of {_years_text(rows.loc[covered, 'mars_year'])} left to the cubes" \
-            if covered.any() else ""
+        note = f"; {int(covered.sum())} rows of {_years_text(rows.loc[covered, 'mars_year'])} left to the cubes " \
+               "(their maps are in a cube's dayList)" if covered.any() else ""
         sources.append(f"v1.0 {_relative(table, folder)}: {int((~covered).sum())} rows "
                        f"({_years_text(rows.loc[~covered, 'mars_year'])}){note}")
     return parts, sources
@@ -388,9 +399,11 @@ def read_catalog(path: str | os.PathLike, skip_bad: bool = False, master: str | 
         (:func:`table_kind`), not their names: a v1.1 master CSV has no Mars year column, a
         v1.0 table has one. Each cube takes its master from beside it, else from the head folder,
         else from anywhere under ``path`` (:func:`find_master_csv`); one master may serve all
-        years. In a folder the cubes give the rows, with outlines, of the Mars years they cover
-        and the v1.0 tables the rows of the other years: a year is never taken from both. Which
-        file gave which years is in ``df.attrs["sources"]`` (and logged).
+        years. In a folder the rule is per map: the cubes give the rows, with outlines, of the
+        maps in their ``dayList`` (:func:`cube_map_ids`) and the v1.0 tables the rows of every
+        other map, so a map is never taken from both, and a Mars year may mix the two (MY28:
+        MOC maps in the v1.0 table only, MARCI maps in the cube). Which file gave which years
+        is in ``df.attrs["sources"]`` (and logged).
     skip_bad : bool
         Drop rows with bad values, with one warning giving their count and row numbers,
         instead of raising :class:`CatalogError`.

@@ -378,6 +378,14 @@ def time_inference(predict: Callable, inputs: Iterable, warmup: int = 2) -> dict
     return {"median_ms": float(np.median(times)), "n_timed": len(times), "warmup": warmup}
 
 
+def _masks_scored(ground_truth: Mapping) -> dict | None:
+    """``gt_keep`` of the mask mAP: each entry's ``mask_scored`` (all True where absent); None if no entry has it."""
+    if not any("mask_scored" in entry for entry in ground_truth.values()):
+        return None
+    return {map_id: as_array(entry["mask_scored"], bool) if "mask_scored" in entry
+            else np.ones(len(entry_boxes(entry)), bool) for map_id, entry in ground_truth.items()}
+
+
 # --- everything at once ----------------------------------------------------------------------------------
 def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, *, map_ls: Mapping | None = None,
                         match_iou: float = 0.5, min_score: float = 0.5, size_bins_km2=None,
@@ -399,6 +407,9 @@ def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, 
         Median inference time per map (ms), stored as ``time_ms_per_map``.
     segm : bool, optional
         Also score masks; by default when every map's ground truth and predictions have masks.
+        Ground-truth instances whose entry's ``mask_scored`` (bool (n,), optional) is False (in
+        outline mode, storms without an outline, whose mask is only a box) are ignore regions of
+        the mask mAP: not counted, and detections on them are neither hits nor false alarms.
 
     Returns
     -------
@@ -413,7 +424,8 @@ def evaluate_detections(ground_truth: Mapping, predictions: Mapping, grid=None, 
     if segm is None:
         segm = all(entry_masks(e) is not None for e in ground_truth.values()) and all(
             entry_masks(p) is not None for p in predictions.values()) and len(predictions) > 0
-    segm_result = _summary(coco_map(ground_truth, predictions, grid, iou_type="segm", **coco_kwargs)) if segm else None
+    segm_result = _summary(coco_map(ground_truth, predictions, grid, iou_type="segm",
+                                    gt_keep=_masks_scored(ground_truth), **coco_kwargs)) if segm else None
     deviations = center_deviations(ground_truth, predictions, grid, match_iou=match_iou, min_score=min_score)
     return {
         **_summary(boxes),

@@ -38,7 +38,7 @@ from marsdust.evaluate.metrics import (
 )
 from marsdust.fileio import write_text_atomic
 from marsdust.history import MapHistory
-from marsdust.labels import map_targets, paper_boxes_at
+from marsdust.labels import map_targets, mask_supervised, paper_boxes_at
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_mask_root
 from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
@@ -166,7 +166,8 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         grid = result.grid
         storms = storms_by_map.get(row.map_id, empty)
         target = map_targets(storms, grid, label_mode)
-        found.ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}
+        found.ground_truth[row.map_id] = {**{k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")},
+                                          "mask_scored": mask_supervised(target["has_outline"], label_mode)}
         found.paper_truth[row.map_id] = {"boxes": map_targets(storms, grid, "fixed", with_masks=False)["boxes"]}
         found.predictions[row.map_id] = prediction_entry(result, grid, "dust")
         cloudy = clouds.cloudy(row._asdict(), grid) if clouds is not None else None

@@ -10,7 +10,10 @@ pasting, is the parent's and reached through its methods):
   :class:`~marsdust.models.heads.BoundaryPreservingMaskHead`; the mask loss is Dice
   (eq. 4) and a boundary loss is added (``loss_boundary``). For ``mask_loss="bce"`` the mask
   branch is torchvision's (``maskrcnn_loss``). Targets are projected on the RoIs with
-  torchvision's ``project_masks_on_boxes``.
+  torchvision's ``project_masks_on_boxes``;
+- mixed supervision (:meth:`DustRoIHeads.mask_losses`): a target's optional ``mask_supervised``
+  (n,) bool leaves the RoIs matched to its False instances out of the mask losses (the box
+  losses keep them), so instances known only by a box train the box branch alone.
 
 ``forward`` is re-stated in a few lines (the parent's ``forward`` computes its box loss inline,
 so it cannot be reused for another box loss); keypoint branches are not supported.
@@ -111,6 +114,32 @@ class DustRoIHeads(RoIHeads):
             for image_probs, r in zip(probabilities, result):
                 r["masks"] = image_probs
             return {}
+        return self.mask_losses(mask_logits, boundary_logits, mask_boxes, mask_matched, targets)
+
+    def mask_losses(self, mask_logits, boundary_logits, mask_boxes, mask_matched, targets) -> dict[str, Tensor]:
+        """Mask losses of the positive RoIs whose matched instance's mask is a target.
+
+        Parameters
+        ----------
+        mask_logits : Tensor (R, K+1, M, M)
+            Mask logits of all positive RoIs of the batch, image after image.
+        boundary_logits : Tensor (R, K+1, M', M') or None
+            MaskerB's boundary logits (``mask_loss="dice"``).
+        mask_boxes, mask_matched : list of Tensor
+            Per image, the positive RoIs (n_i, 4) and the index of the target instance each is matched to.
+        targets : list of dict
+            ``masks``, ``labels`` and, optionally, ``mask_supervised`` (n,) bool: instances with
+            False (in outline mode, catalogue rows without an outline, whose mask is only their
+            box, :func:`marsdust.labels.mask_supervised`) give no mask loss; their RoIs still
+            count in the box losses. Without the key every instance's mask is a target.
+        """
+        keep = [torch.ones_like(idx, dtype=torch.bool) if "mask_supervised" not in t else t["mask_supervised"][idx]
+                for t, idx in zip(targets, mask_matched)]
+        rows = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.bool, device=mask_logits.device)
+        mask_logits = mask_logits[rows]
+        boundary_logits = boundary_logits[rows] if boundary_logits is not None else None
+        mask_boxes = [b[k] for b, k in zip(mask_boxes, keep)]
+        mask_matched = [m[k] for m, k in zip(mask_matched, keep)]
         gt_masks = [t["masks"] for t in targets]
         gt_labels = [t["labels"] for t in targets]
         if self.mask_loss == "bce":

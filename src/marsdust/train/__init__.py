@@ -12,6 +12,9 @@ Run folder (``RUN_DIR``)
 ------------------------
 * ``config.yaml`` — the resolved :class:`TrainConfig` (re-run with ``--config RUN_DIR/config.yaml``);
 * ``split.csv`` — the split manifest (:func:`marsdust.data.save_split`), read back by ``evaluate``;
+* ``label_sources.csv`` — per Mars year, how many catalogue instances train as outlines, area boxes or
+  fixed boxes, and whether their masks are mask-loss targets
+  (:func:`marsdust.train.lightning.label_source_table`; also one line of the log);
 * ``metrics.csv`` — Lightning's CSVLogger (``train_loss``, each loss term, ``lr``, ``val_map25/50/75``
   by ``step``) plus ``hparams.yaml``;
 * ``checkpoints/best.ckpt`` (highest validation mAP50) and ``checkpoints/last.ckpt`` (the latest

@@ -144,12 +144,15 @@ class TrainConfig:
         Ground-truth shape (:mod:`marsdust.labels`). Default ``outline``: storms are learnt as the
         catalogue outlines them (the paper's 12° boxes are then drawn at each detection's outline
         centroid when scoring, see :func:`marsdust.evaluate.evaluate_checkpoint`); catalogue rows without an outline
-        (MDAD v1.0 tables) get area-sized boxes.
+        (MDAD v1.0 tables: the MOC years) get area-sized boxes and no mask loss
+        (:func:`marsdust.labels.mask_supervised`); ``RUN_DIR/label_sources.csv`` counts each kind per Mars year.
     strategy : {"temporal", "random"}
         Split strategy (the paper's 1 and 2).
     train_period, test_period, random_period : str or None
         Period overrides like ``"MY25 0 - MY27 180"`` (Mars year, Ls in degrees; end excluded,
-        ``"... ]"`` or ``"MY28 121]"`` keeps the end).
+        ``"... ]"`` or ``"MY28 121]"`` keeps the end). None: from the archive's extent
+        (:func:`marsdust.data.default_split_config`: the paper's for the MOC years; an archive
+        that runs into the MARCI years is tested on its last Mars year).
     val_fraction : float or None
         Temporal split: share of the training period used for validation (None: the paper's).
     split_file : str or None
@@ -243,9 +246,11 @@ class TrainConfig:
         "Split: temporal (the paper's strategy 1) or random (strategy 2).", "Split", "--strategy",
         choices=SPLIT_STRATEGIES))
     train_period: str | None = field(default=None, metadata=_option(
-        "Temporal split training period, e.g. 'MY25 0 - MY27 180'.", "Split", "--train-period"))
+        "Temporal split training period, e.g. 'MY25 0 - MY27 180' (default: the paper's, or up to the archive's last "
+        "Mars year for an archive that runs past MY28 Ls121).", "Split", "--train-period"))
     test_period: str | None = field(default=None, metadata=_option(
-        "Temporal split test period, e.g. 'MY27 180 - MY28 121]' (']' keeps the end).", "Split", "--test-period"))
+        "Temporal split test period, e.g. 'MY27 180 - MY28 121]' (']' keeps the end; default: the paper's, or the "
+        "archive's last Mars year).", "Split", "--test-period"))
     random_period: str | None = field(default=None, metadata=_option(
         "Random split: the period whose maps are shuffled, e.g. 'MY25 0 - MY28 121]'.", "Split", "--random-period"))
     val_fraction: float | None = field(default=None, metadata=_option(

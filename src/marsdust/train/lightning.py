@@ -33,11 +33,11 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from marsdust.evaluate.errors import score_sweep
 from marsdust.cloudmask import CloudMasks
-from marsdust.data import DustDataset, collate_fn, dataset_backgrounds, select_split
+from marsdust.data import SPLIT_NAMES, DustDataset, collate_fn, dataset_backgrounds, select_split
 from marsdust.evaluate.metrics import coco_map
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
-from marsdust.labels import DUST_LABEL
+from marsdust.labels import DUST_LABEL, label_sources, mask_supervised
 from marsdust.models import CheckpointError, DetectorConfig, build_model, read_training_state
 from marsdust.train.config import TrainConfig, cloud_mask_root, lr_factor
 from marsdust.train.samplers import EpochSampler, SeededAugmentation, ShardSampler
@@ -104,6 +104,39 @@ class DustDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return torch.utils.data.DataLoader(self.val_set, batch_size=self.config.batch_size,
                                            sampler=ShardSampler(len(self.val_set)), **self._loader_kwargs())
+
+
+def label_source_table(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_mode: str) -> pd.DataFrame:
+    """Where a run's targets come from, per Mars year: the rows of ``label_sources.csv``.
+
+    One row per (``mars_year``, ``label_source``) (:func:`marsdust.labels.label_sources`: ``outline``,
+    ``area_box``, ``fixed_box``) over the catalogue rows of the archive's maps (``split_df``):
+    ``mask_target`` (whether these instances' masks are mask-loss targets,
+    :func:`marsdust.labels.mask_supervised`), ``n_maps``, ``n_instances`` and the instances in each
+    split (``train``, ``val``, ``test``, ``unused``). Counted from the catalogue: a storm that
+    :func:`marsdust.labels.map_targets` drops (mostly beyond the map's latitude band) is counted.
+    """
+    storms = storms_df.reindex(columns=["map_id", "mars_year", "polygon_wkt"]).merge(split_df[["map_id", "split"]],
+                                                                                     on="map_id")
+    storms["label_source"] = label_sources(storms, label_mode)
+    storms["mask_target"] = mask_supervised(storms["label_source"] == "outline", label_mode)
+    columns = ["mars_year", "label_source", "mask_target"]
+    table = storms.groupby(columns).agg(n_maps=("map_id", "nunique"), n_instances=("map_id", "size"))
+    per_split = storms.groupby(columns + ["split"]).size().unstack("split").reindex(columns=list(SPLIT_NAMES))
+    table = table.join(per_split.fillna(0).astype(int)).reset_index()
+    return table.astype({"mars_year": int})
+
+
+def write_label_sources(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_mode: str,
+                        run_dir: Path) -> pd.DataFrame:
+    """Write ``RUN_DIR/label_sources.csv`` (:func:`label_source_table`) and log one line of it."""
+    table = label_source_table(storms_df, split_df, label_mode)
+    write_table_atomic(table, Path(run_dir) / "label_sources.csv")
+    years = [f"MY{year} " + " + ".join(f"{int(r.n_instances)} {r.label_source}" for r in rows.itertuples())
+             for year, rows in table.groupby("mars_year")]
+    log.info("label sources (%s mode; catalogue instances of the archive's maps): %s", label_mode,
+             "; ".join(years) if years else "no storms")
+    return table
 
 
 def run_cloud_masks(config: TrainConfig, train_index: pd.DataFrame) -> CloudMasks | None:
@@ -174,8 +207,8 @@ def _numpy_state_from_builtins(state: dict) -> tuple:
 
 
 def _targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
-    keys = ("boxes", "labels", "masks") if with_masks else ("boxes", "labels")
-    return [{k: t[k] for k in keys} for t in targets]
+    keys = ("boxes", "labels", "masks", "mask_supervised") if with_masks else ("boxes", "labels")
+    return [{k: t[k] for k in keys if k in t} for t in targets]
 
 
 class DetectorModule(L.LightningModule):

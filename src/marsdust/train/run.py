@@ -29,6 +29,7 @@ from marsdust.train.lightning import (
     ProgressLines,
     build_module,
     checkpoint_callbacks,
+    write_label_sources,
 )
 
 
@@ -104,6 +105,7 @@ def _write_run_files(config: TrainConfig, run_dir: Path, resume: bool) -> DustDa
         save_split(split_df, run_dir / "split.csv")
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump({**config.to_dict(), "resolved_optim": config.optim()},
                                                                sort_keys=False))
+    write_label_sources(storms_df, split_df, config.label_mode, run_dir)
     return DustDataModule(config, index_df, storms_df, split_df)
 
 

@@ -1,0 +1,81 @@
+"""Training on the two-camera archive (synth preset ``twocam_ci``: MOC maps with the v1.0 table only, then
+global MARCI maps with v1.1 outline cubes): what each Mars year trains on (``label_sources.csv``), the
+default split over both cameras, and the paper's setting (MOC years, v1.0 table, 12° boxes) as one command."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from marsdust.cli import app
+from marsdust.mdgm import index_archive
+from marsdust.train import TrainConfig, train
+
+TINY_RUN = dict(model_preset="small_cpu", map_res_deg=0.8, num_workers=0, progress=False, val_every_n_steps=1000,
+                seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _two_threads(two_threads):
+    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
+
+
+@pytest.fixture(scope="module")
+def twocam_data(tmp_path_factory):
+    """The ``twocam_ci`` preset (64 maps at 0.4°, MY24 Ls150 – MY32), synthesized once for this module."""
+    from marsdust.synth import synthesize
+
+    out = tmp_path_factory.mktemp("twocam_ci")
+    synthesize(out, "twocam_ci", seed=0, progress=False)
+    return out
+
+
+def marci_years(data) -> set[int]:
+    """Mars years with MARCI maps: those after the MOC archive's end (MY28 Ls121)."""
+    index = index_archive(data / "archive")
+    later = (index["mars_year"] > 28) | ((index["mars_year"] == 28) & (index["ls"] > 121.0))
+    return set(index.loc[later, "mars_year"].astype(int))
+
+
+@pytest.mark.slow
+def test_outline_run_reports_outlines_for_marci_years_and_area_boxes_for_moc_years(twocam_data, tmp_path, caplog):
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="marsdust.train.lightning"):
+        train(TrainConfig(data=str(twocam_data), max_steps=4, **TINY_RUN), run)
+    sources = pd.read_csv(run / "label_sources.csv")
+    assert list(sources.columns) == ["mars_year", "label_source", "mask_target", "n_maps", "n_instances",
+                                     "train", "val", "test", "unused"]
+    outline_years = set(sources.loc[sources["label_source"] == "outline", "mars_year"])
+    assert outline_years == marci_years(twocam_data) == {28, 29, 30, 31, 32}
+    assert set(sources.loc[sources["label_source"] == "area_box", "mars_year"]) == {24, 25, 26, 27, 28}
+    assert (sources["mask_target"] == (sources["label_source"] == "outline")).all()
+    # every catalogue row of the archive's maps is counted once (MY28: MOC maps' v1.0 rows and MARCI maps' cube rows)
+    assert sources["n_instances"].sum() == 201
+    assert (sources[["train", "val", "test", "unused"]].sum(axis=1) == sources["n_instances"]).all()
+    split = pd.read_csv(run / "split.csv")
+    assert set(split.loc[split["split"].isin(["train", "val"]), "mars_year"]) >= {29, 30, 31}  # MARCI years train
+    assert set(split.loc[split["split"] == "test", "mars_year"]) == {32}
+    assert any("label sources (outline mode" in r.getMessage() and "MY28" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_the_papers_setting_is_one_command(twocam_data, tmp_path):
+    """MOC years, the v1.0 table only, the paper's 12° boxes and periods (the README's command)."""
+    run = tmp_path / "paper"
+    result = CliRunner().invoke(app, [
+        "train", "--data", str(twocam_data), "--catalog", str(twocam_data / "mdad" / "MDAD.csv"),
+        "--label-mode", "fixed", "--train-period", "MY25 0 - MY27 180", "--test-period", "MY27 180 - MY28 121]",
+        "--max-steps", "2", "--model-preset", "small_cpu", "--map-res-deg", "0.8", "--num-workers", "0",
+        "--val-every", "1000", "--quiet", "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    sources = pd.read_csv(run / "label_sources.csv")
+    assert set(sources["label_source"]) == {"fixed_box"} and sources["mask_target"].all()
+    used = sources[["train", "val", "test"]].sum(axis=1) > 0
+    assert set(sources.loc[used, "mars_year"]) == {25, 26, 27, 28}
+    split = pd.read_csv(run / "split.csv")
+    assert split.loc[split["mars_year"] > 28, "split"].eq("unused").all()
+    marci_2028 = (split["mars_year"] == 28) & (split["ls"] > 121.0)
+    assert split.loc[marci_2028, "split"].eq("unused").all()
