@@ -170,7 +170,7 @@ def test_archive_products_read_back(tmp_path, blob_model):
     import shapely
     import xarray as xr
 
-    from marsdust.mdad import read_v11_cube
+    from marsdust.mdad import read_catalog
 
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(175.0 + 2 * sol, 10.0, 8.0), (-40.0, -35.0, 5.0)])
             for sol in (1, 2, 3)}
@@ -205,12 +205,19 @@ def test_archive_products_read_back(tmp_path, blob_model):
     for geometry, area in zip(frame.geometry, table["area_km2"]):
         assert polygon_area_km2(shapely.from_wkt(geometry.wkt)) == pytest.approx(area, rel=1e-3)  # outline simplified by 0.5 px
 
-    with xr.open_dataset(out / "masks.nc") as cube:
+    cube_file = out / "mdad" / "MY25" / "MDADMY25.nc"
+    assert sorted(p.relative_to(out / "mdad").as_posix() for p in (out / "mdad").rglob("*") if p.is_file()) == [
+        "MY25/MDADMY25.nc", "MY25/MDAD_MY25_master.csv"]
+    assert not (out / "masks.nc").exists()
+    with xr.open_dataset(cube_file) as cube:
+        assert cube["MDAD"].dims == ("time", "longitude", "latitude") and cube["MDAD"].shape == (3, 3600, 1801)
         assert list(cube["dayList"].values) == ["R18_day01", "R18_day02", "R18_day03"]
-        first = cube["MDAD"].isel(time=0).values  # (longitude, latitude)
+        assert {"dayList", "marsYear", "soy"} <= set(cube.coords) and "time" in cube.indexes
+        first = cube["MDAD"].sel(time=100.5).values  # (longitude, latitude); 255 is _FillValue → NaN
         member_values = sorted(int(m.split("_")[1]) for m in table.loc[table["map_id"] == "r18_001", "member_id"])
-        assert sorted(set(np.unique(first)) - {0, 255}) == member_values
-    catalog = read_v11_cube(out / "masks.nc", out / "masks_master.csv", mars_year=25)
+        assert sorted(set(np.unique(first[np.isfinite(first)]).astype(int)) - {0}) == member_values
+    catalog = read_catalog(out / "mdad")
+    assert sorted(catalog["map_id"]) == sorted(table["map_id"]) and set(catalog["mars_year"]) == {25}
     merged = catalog.merge(table, on=["map_id", "member_id"], suffixes=("_cat", "_det"))
     assert len(merged) == len(table) == len(catalog)
     np.testing.assert_allclose(merged["area_km2_cat"], merged["area_km2_det"], rtol=1e-6)
@@ -246,7 +253,8 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
     pd.testing.assert_frame_equal(one, four)
     maps_one, maps_four = (pd.read_csv(tmp_path / name / "maps.csv").drop(columns="seconds") for name in ("one", "four"))
     pd.testing.assert_frame_equal(maps_one, maps_four)
-    with xr.open_dataset(tmp_path / "one" / "masks.nc") as a, xr.open_dataset(tmp_path / "four" / "masks.nc") as b:
+    cube = Path("mdad") / "MY25" / "MDADMY25.nc"
+    with xr.open_dataset(tmp_path / "one" / cube) as a, xr.open_dataset(tmp_path / "four" / cube) as b:
         np.testing.assert_array_equal(a["MDAD"].values, b["MDAD"].values)
     with rasterio.open(tmp_path / "one" / "geotiff" / "r18_005.tif") as a, \
             rasterio.open(tmp_path / "four" / "geotiff" / "r18_005.tif") as b:
