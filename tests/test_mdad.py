@@ -203,7 +203,7 @@ def test_catalog_command_on_the_v11_layout(tmp_path):
     frame.loc[0, "swathLs"] = 40.0
     frame.to_csv(master, index=False)
     result = CliRunner().invoke(app, ["catalog", str(head), "-o", str(out), "--strict"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error: MDAD consistency: 1 row(s) whose swathLs differs" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -225,7 +225,7 @@ def test_train_strict_stops_on_a_catalog_disagreement_before_training(tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--archive", str(archive), "--catalog", str(head), "--strict",
                                       "-o", str(run), "--quiet"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error: MDAD consistency: 1 row(s) whose swathLs differs" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not run.exists()  # stopped while reading the tables, before the run folder was made

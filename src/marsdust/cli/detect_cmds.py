@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from marsdust.cli._app import app, fail, setup_logging
+from marsdust.cli._app import app, fail, setup_logging, usage_error
 
 
 @app.command("detect")
@@ -69,13 +69,13 @@ def detect_command(
 
     setup_logging(logging.WARNING)
     if table_format not in ("csv", "parquet"):
-        fail(f"--format must be csv or parquet, got {table_format!r}")
+        usage_error(f"--format must be csv or parquet, got {table_format!r}")
     if mask_grid not in ("mdad", "working"):
-        fail(f"--mask-grid must be mdad or working, got {mask_grid!r}")
+        usage_error(f"--mask-grid must be mdad or working, got {mask_grid!r}")
     from marsdust.detect import ENGINES
 
     if engine is not None and engine not in ENGINES:
-        fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        usage_error(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint file")
     try:
