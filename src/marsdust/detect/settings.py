@@ -93,7 +93,7 @@ class DetectSettings:
 
 @dataclass(frozen=True)
 class DetectOutputs:
-    """What :func:`detect_archive` writes besides ``detections.csv``, ``detections.geojson``, ``masks.nc`` and
+    """What :func:`detect_archive` writes besides ``detections.csv``, ``detections.geojson``, the mask cubes and
     ``maps.csv``, and where.
 
     Attributes
