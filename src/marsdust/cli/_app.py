@@ -34,9 +34,9 @@ EXIT_USAGE = 2
 
 def _print_version(value: bool) -> None:
     if value:
-        from marsdust import __version__
+        from importlib.metadata import version
 
-        typer.echo(f"marsdust {__version__}")
+        typer.echo(f"marsdust {version('marsdust')}")
         raise typer.Exit()
 
 
