@@ -230,6 +230,49 @@ def test_archive_products_read_back(tmp_path, blob_model):
     assert not (out / "geotiff" / "r18_004.tif").exists()
 
 
+def test_two_mars_years_give_two_mdad_cubes_that_catalog_reads_back_as_detections(tmp_path, blob_model):
+    """One ``MY??/MDADMY??.nc`` per Mars year: ``marsdust catalog OUT/mdad`` gives the storms of
+    detections.csv (map ids, years, count); the single working-grid cube of ``--mask-grid working`` holds
+    both years, and catalog refuses to guess its year instead of labelling every storm with one."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    maps = {f"r18_{sol:03d}": (100.0, [(-60.0 + 3 * sol, 10.0, 8.0)]) for sol in (1, 2, 3, 4)}
+    archive = write_disc_archive(tmp_path / "archive", maps)
+    (archive / "R18" / "list_ls.txt").write_text("r18_001 25 358.8\nr18_002 25 359.4\nr18_003 26 0.1\n"
+                                                  "r18_004 26 0.7\n")
+    out = tmp_path / "out"
+    detect.detect_archive(blob_model, archive, detect.DetectOutputs(out), execution=QUIET)
+    table = pd.read_csv(out / "detections.csv")
+    assert sorted(table["mars_year"].unique()) == [25, 26] and len(table) == 4
+    assert table["subphase"].tolist() == ["R18"] * 4 and table["sol"].tolist() == [1, 2, 3, 4]
+    assert sorted(p.relative_to(out / "mdad").as_posix() for p in (out / "mdad").rglob("*.nc")) == [
+        "MY25/MDADMY25.nc", "MY26/MDADMY26.nc"]
+    storms = tmp_path / "storms.csv"
+    result = CliRunner().invoke(app, ["catalog", str(out / "mdad"), "-o", str(storms)])
+    assert result.exit_code == 0, result.output
+    catalog = pd.read_csv(storms)
+    key = ["map_id", "mars_year", "member_id"]
+    pd.testing.assert_frame_equal(catalog[key].sort_values(key).reset_index(drop=True),
+                                  table[key].sort_values(key).reset_index(drop=True))
+
+    working = tmp_path / "working"
+    detect.detect_archive(blob_model, archive, detect.DetectOutputs(working, mask_grid="working"), execution=QUIET)
+    assert (working / "masks.nc").is_file() and not (working / "mdad").exists()
+    result = CliRunner().invoke(app, ["catalog", str(working / "masks.nc"), "--master",
+                                      str(working / "masks_master.csv"), "-o", str(storms)])
+    assert result.exit_code == 1 and "holds several Mars years (MY25, MY26)" in result.output, result.output
+    renamed = tmp_path / "copied" / "MY25" / "MDADMY25.nc"
+    renamed.parent.mkdir(parents=True)
+    shutil.copy(working / "masks.nc", renamed)
+    result = CliRunner().invoke(app, ["catalog", str(renamed), "--master", str(working / "masks_master.csv"),
+                                      "-o", str(storms)])
+    assert result.exit_code == 1 and "named for MY25 but its marsYear variable holds MY25, MY26" in result.output
+
+
 def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob_model, monkeypatch):
     """On a GPU detect reads and post-processes maps in several threads; the products must not change."""
     import rasterio
