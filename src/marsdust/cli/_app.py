@@ -62,7 +62,8 @@ def fail(message: object) -> NoReturn:
 
 
 def usage_error(message: object) -> NoReturn:
-    """A wrong command line (an option value the command does not take): ``error: MESSAGE``, exit :data:`EXIT_USAGE` (2)."""
+    """A wrong command line (an option value the command does not take): ``error: MESSAGE``, exit
+    :data:`EXIT_USAGE` (2)."""
     _exit_with(message, EXIT_USAGE)
 
 

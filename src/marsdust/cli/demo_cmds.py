@@ -47,7 +47,8 @@ def demo(
         demo_reference(reference, reference_sols, reference_dropout)  # a bad setting stops before any work
     except ValueError as exc:
         usage_error(exc)
-    result = run_demo(out_alias or out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
+    out_dir = out_alias or out_dir
+    result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
                       reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout)
     metrics = result.metrics
 

@@ -1,8 +1,9 @@
 """The final products rebuilt from the parts: ``detections.csv`` / ``.geojson``, the mask cubes, ``maps.csv``.
 
 The dust masks are written as MDAD v1.1 is (:data:`marsdust.detect.settings.MASK_GRIDS`): by default
-one cube per Mars year on MDAD's 0.1° grid, ``OUT/mdad/MY{yy}/MDADMY{yy}.nc`` with its master CSV ``MDAD_MY{yy}_master.csv``
-beside it (:func:`marsdust.mdad_format.cube_path`, :func:`~marsdust.mdad_format.master_csv_path`),
+one cube per Mars year on MDAD's 0.1° grid, ``OUT/mdad/MY{yy}/MDADMY{yy}.nc``, with its master CSV
+``MDAD_MY{yy}_master.csv`` beside it (:func:`marsdust.mdad_format.cube_path`,
+:func:`~marsdust.mdad_format.master_csv_path`),
 so ``marsdust catalog OUT/mdad`` reads them as it reads MDAD; ``mask_grid="working"`` writes the
 former single ``OUT/masks.nc`` + ``OUT/masks_master.csv`` on the detector's working grid instead.
 """
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 CLOUD_CUBE = "cloud_masks.nc"
-"""The water-ice cloud detections' cube of a two-class detector (same layout as ``masks.nc``, per-map numbers)."""
+"""The water-ice cloud detections' cube of a two-class detector (the MDAD v1.1 layout on the working grid, all
+years, per-map numbers)."""
 
 MDAD_DIR = "mdad"
 """The folder of the per-Mars-year MDAD cubes and master CSVs (``OUT/mdad/MY{yy}/MDADMY{yy}.nc``)."""
@@ -45,10 +47,10 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
                 progress: bool = True, mask_grid: str = "mdad") -> DetectSummary:
     """Build ``detections.csv`` / ``.geojson``, the mask cubes and ``maps.csv`` from the parts of ``rows``, atomically.
 
-    Only dust detections are tracked and go to the mask cubes (:data:`marsdust.detect.settings.MASK_GRIDS` says which:
-    ``mask_grid="mdad"`` the per-year 0.1° cubes under :data:`MDAD_DIR`, ``"working"``
-    ``masks.nc`` / ``masks_master.csv``); the water-ice
-    clouds of a two-class detector follow the dust rows of ``detections.csv`` (without member or
+    Only dust detections are tracked and go to the mask cubes (which ones:
+    :data:`marsdust.detect.settings.MASK_GRIDS`; ``mask_grid="mdad"`` the per-year 0.1° cubes under
+    :data:`MDAD_DIR`, ``"working"`` ``masks.nc`` / ``masks_master.csv``); the water-ice clouds of a
+    two-class detector follow the dust rows of ``detections.csv`` (without member or
     sequence) and have their own cube, :data:`CLOUD_CUBE`.
 
     Raises
@@ -193,7 +195,7 @@ def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bo
     try:
         values = [member_cube_value(m) for m in detections["member_id"]]
     except ValueError as err:
-        log.warning("masks.nc keeps per-map detection numbers: a member number does not fit the cube (%s)", err)
+        log.warning("the mask cubes keep per-map detection numbers: a member number does not fit the cube (%s)", err)
         return {}
     luts: dict[str, np.ndarray] = {}
     for map_id, k, value in zip(detections["map_id"], order_in_map, values):
