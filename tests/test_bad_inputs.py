@@ -1,7 +1,8 @@
 """A corpus of bad inputs fed to every command through Typer's CliRunner.
 
 Each bad input must end in one line ``error: ...`` naming the file (and row, column or variable
-where there is one), an exit code != 0 and no traceback; a map that cannot be read is one
+where there is one), exit code 1 (a data error; 2 is kept for wrong command lines) and no traceback;
+a map that cannot be read is one
 ``error`` row of ``maps.csv``, not the end of a ``detect`` run. Inputs are hand-built and tiny.
 """
 
@@ -23,9 +24,9 @@ V10_HEADER = "Mars Year,Mission subphase,Sol,Ls,Centroid longitude,Centroid lati
 
 
 def assert_one_line_error(result, *words):
-    """Exit code != 0, a single ``error:`` line holding every one of ``words``, no traceback."""
+    """Exit code 1 (a data error, docs/cli.md), one ``error:`` line holding every one of ``words``, no traceback."""
     output = result.output.strip()
-    assert result.exit_code != 0, output
+    assert result.exit_code == 1, (result.exit_code, output)
     assert "Traceback" not in output, output
     lines = output.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), output

@@ -47,9 +47,9 @@ def test_index_command_says_each_problem_and_the_count_once(tmp_path):
     assert result.stdout.startswith("2 maps, MY25, 2 problem(s)") and len(result.stdout.splitlines()) == 1
 
 
-def test_index_missing_archive_exits_2_without_traceback(tmp_path):
+def test_index_missing_archive_exits_1_without_traceback(tmp_path):
     result = runner.invoke(app, ["index", str(tmp_path / "nope"), "-o", str(tmp_path / "i.csv")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "error:" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -74,12 +74,12 @@ def test_catalog_command_csv_and_parquet(tmp_path):
     assert list(storms["lon"]) == [-10.0, 10.0]
 
 
-def test_catalog_bad_row_exit_2_and_skip_bad(tmp_path):
+def test_catalog_bad_row_exit_1_and_skip_bad(tmp_path):
     table = tmp_path / "MDAD.csv"
     write_v10(table, lat=99.0)
     out = tmp_path / "storms.csv"
     result = runner.invoke(app, ["catalog", str(table), "-o", str(out)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "row 2" in result.output and "Centroid latitude" in result.output and "Traceback" not in result.output
     assert not out.exists()
     result = runner.invoke(app, ["catalog", str(table), "-o", str(out), "--skip-bad"])

@@ -16,7 +16,7 @@ def test_synth_refuses_a_folder_with_an_earlier_synthesis(tmp_path):
     stale = out / "archive" / "M01" / "m01_001.png"
     stale.write_bytes(b"old map")
     result = runner.invoke(app, ["synth", str(out), "--preset", "ci", "--quiet"])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output  # a data error (docs/cli.md)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
     assert lines[0].startswith("error:") and str(out) in lines[0] and "--overwrite" in lines[0]

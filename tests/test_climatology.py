@@ -115,10 +115,10 @@ def test_track_command_refuses_bad_input_in_one_line(tmp_path):
     bad = tmp_path / "bad.csv"
     CATALOG.assign(lon=["x"] + [0.0] * (len(CATALOG) - 1)).to_csv(bad, index=False)
     result = CliRunner().invoke(app, ["track", str(bad), "-o", str(tmp_path / "t.csv")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "row 2, column 'lon'" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["track", str(tmp_path / "missing.csv")])
-    assert result.exit_code == 2 and "not found" in result.output
+    assert result.exit_code == 1 and "not found" in result.output
 
 
 def test_climatology_command_counts_detections_against_the_catalog_on_their_maps(tmp_path):

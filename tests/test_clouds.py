@@ -212,9 +212,15 @@ def test_two_class_detect_writes_the_class_column_and_a_cloud_cube(ci_data, tmp_
     detections = pd.read_csv(out / "detections.csv", keep_default_na=False)
     assert set(detections["class"]) <= {"dust", "cloud"} and "cloud_masks" in summary.paths
     dust = detections[detections["class"] == "dust"]
-    assert len(pd.read_csv(out / "masks_master.csv")) == len(dust)  # the MDAD-layout outputs keep dust only
-    with xr.open_dataset(out / "masks.nc") as cube, xr.open_dataset(out / "cloud_masks.nc") as clouds:
-        assert clouds.sizes["time"] == cube.sizes["time"] == 3
+    masters = sorted((out / "mdad").glob("MY*/MDAD_MY*_master.csv"))
+    assert sum(len(pd.read_csv(m)) for m in masters) == len(dust)  # the MDAD-layout outputs keep dust only
+    cubes = sorted((out / "mdad").glob("MY*/MDADMY*.nc"))
+    n_steps = 0
+    for path in cubes:
+        with xr.open_dataset(path) as cube:
+            n_steps += cube.sizes["time"]
+    with xr.open_dataset(out / "cloud_masks.nc", mask_and_scale=False) as clouds:
+        assert clouds.sizes["time"] == n_steps == 3
         labels = clouds["MDAD"].values.copy()
         labels[labels == 255] = 0
         n_clouds = (detections["class"] == "cloud").groupby(detections["map_id"]).sum()

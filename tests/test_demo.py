@@ -34,10 +34,11 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
     lines = _demo(out, 3)
     assert any("box mAP25" in line for line in lines)
     for path in ("model.ckpt", "data/synth_done.json", "run/checkpoints/last.ckpt", "report/summary.md",
-                 "report/catalog/detections.csv", "report/catalog/masks.nc", "report/eval/metrics.json",
+                 "report/catalog/detections.csv", "report/eval/metrics.json",
                  "report/figures/detections.png", "report/climatology/ls_lat.png",
                  "report/climatology/detected_vs_catalogued.csv", "report/climatology/members.csv"):
         assert (out / path).is_file(), path
+    assert list((out / "report" / "catalog" / "mdad").glob("MY*/MDADMY*.nc"))  # one MDAD v1.1 cube per Mars year
     metrics = json.loads((out / "report" / "eval" / "metrics.json").read_text())
     assert {"map25", "map50", "map75"} <= set(metrics)
     summary = (out / "report" / "summary.md").read_text()

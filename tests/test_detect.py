@@ -170,7 +170,7 @@ def test_archive_products_read_back(tmp_path, blob_model):
     import shapely
     import xarray as xr
 
-    from marsdust.mdad import read_v11_cube
+    from marsdust.mdad import read_catalog
 
     maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(175.0 + 2 * sol, 10.0, 8.0), (-40.0, -35.0, 5.0)])
             for sol in (1, 2, 3)}
@@ -205,12 +205,19 @@ def test_archive_products_read_back(tmp_path, blob_model):
     for geometry, area in zip(frame.geometry, table["area_km2"]):
         assert polygon_area_km2(shapely.from_wkt(geometry.wkt)) == pytest.approx(area, rel=1e-3)  # outline simplified by 0.5 px
 
-    with xr.open_dataset(out / "masks.nc") as cube:
+    cube_file = out / "mdad" / "MY25" / "MDADMY25.nc"
+    assert sorted(p.relative_to(out / "mdad").as_posix() for p in (out / "mdad").rglob("*") if p.is_file()) == [
+        "MY25/MDADMY25.nc", "MY25/MDAD_MY25_master.csv"]
+    assert not (out / "masks.nc").exists()
+    with xr.open_dataset(cube_file) as cube:
+        assert cube["MDAD"].dims == ("time", "longitude", "latitude") and cube["MDAD"].shape == (3, 3600, 1801)
         assert list(cube["dayList"].values) == ["R18_day01", "R18_day02", "R18_day03"]
-        first = cube["MDAD"].isel(time=0).values  # (longitude, latitude)
+        assert {"dayList", "marsYear", "soy"} <= set(cube.coords) and "time" in cube.indexes
+        first = cube["MDAD"].sel(time=100.5).values  # (longitude, latitude); 255 is _FillValue → NaN
         member_values = sorted(int(m.split("_")[1]) for m in table.loc[table["map_id"] == "r18_001", "member_id"])
-        assert sorted(set(np.unique(first)) - {0, 255}) == member_values
-    catalog = read_v11_cube(out / "masks.nc", out / "masks_master.csv", mars_year=25)
+        assert sorted(set(np.unique(first[np.isfinite(first)]).astype(int)) - {0}) == member_values
+    catalog = read_catalog(out / "mdad")
+    assert sorted(catalog["map_id"]) == sorted(table["map_id"]) and set(catalog["mars_year"]) == {25}
     merged = catalog.merge(table, on=["map_id", "member_id"], suffixes=("_cat", "_det"))
     assert len(merged) == len(table) == len(catalog)
     np.testing.assert_allclose(merged["area_km2_cat"], merged["area_km2_det"], rtol=1e-6)
@@ -221,6 +228,49 @@ def test_archive_products_read_back(tmp_path, blob_model):
         assert np.nanmax(raster.read(1)) == pytest.approx(1.0)
     assert (out / "quicklook" / "r18_002.png").is_file()
     assert not (out / "geotiff" / "r18_004.tif").exists()
+
+
+def test_two_mars_years_give_two_mdad_cubes_that_catalog_reads_back_as_detections(tmp_path, blob_model):
+    """One ``MY??/MDADMY??.nc`` per Mars year: ``marsdust catalog OUT/mdad`` gives the storms of
+    detections.csv (map ids, years, count); the single working-grid cube of ``--mask-grid working`` holds
+    both years, and catalog refuses to guess its year instead of labelling every storm with one."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    maps = {f"r18_{sol:03d}": (100.0, [(-60.0 + 3 * sol, 10.0, 8.0)]) for sol in (1, 2, 3, 4)}
+    archive = write_disc_archive(tmp_path / "archive", maps)
+    (archive / "R18" / "list_ls.txt").write_text("r18_001 25 358.8\nr18_002 25 359.4\nr18_003 26 0.1\n"
+                                                  "r18_004 26 0.7\n")
+    out = tmp_path / "out"
+    detect.detect_archive(blob_model, archive, detect.DetectOutputs(out), execution=QUIET)
+    table = pd.read_csv(out / "detections.csv")
+    assert sorted(table["mars_year"].unique()) == [25, 26] and len(table) == 4
+    assert table["subphase"].tolist() == ["R18"] * 4 and table["sol"].tolist() == [1, 2, 3, 4]
+    assert sorted(p.relative_to(out / "mdad").as_posix() for p in (out / "mdad").rglob("*.nc")) == [
+        "MY25/MDADMY25.nc", "MY26/MDADMY26.nc"]
+    storms = tmp_path / "storms.csv"
+    result = CliRunner().invoke(app, ["catalog", str(out / "mdad"), "-o", str(storms)])
+    assert result.exit_code == 0, result.output
+    catalog = pd.read_csv(storms)
+    key = ["map_id", "mars_year", "member_id"]
+    pd.testing.assert_frame_equal(catalog[key].sort_values(key).reset_index(drop=True),
+                                  table[key].sort_values(key).reset_index(drop=True))
+
+    working = tmp_path / "working"
+    detect.detect_archive(blob_model, archive, detect.DetectOutputs(working, mask_grid="working"), execution=QUIET)
+    assert (working / "masks.nc").is_file() and not (working / "mdad").exists()
+    result = CliRunner().invoke(app, ["catalog", str(working / "masks.nc"), "--master",
+                                      str(working / "masks_master.csv"), "-o", str(storms)])
+    assert result.exit_code == 1 and "holds several Mars years (MY25, MY26)" in result.output, result.output
+    renamed = tmp_path / "copied" / "MY25" / "MDADMY25.nc"
+    renamed.parent.mkdir(parents=True)
+    shutil.copy(working / "masks.nc", renamed)
+    result = CliRunner().invoke(app, ["catalog", str(renamed), "--master", str(working / "masks_master.csv"),
+                                      "-o", str(storms)])
+    assert result.exit_code == 1 and "named for MY25 but its marsYear variable holds MY25, MY26" in result.output
 
 
 def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob_model, monkeypatch):
@@ -246,7 +296,8 @@ def test_several_host_threads_as_on_a_gpu_write_the_same_products(tmp_path, blob
     pd.testing.assert_frame_equal(one, four)
     maps_one, maps_four = (pd.read_csv(tmp_path / name / "maps.csv").drop(columns="seconds") for name in ("one", "four"))
     pd.testing.assert_frame_equal(maps_one, maps_four)
-    with xr.open_dataset(tmp_path / "one" / "masks.nc") as a, xr.open_dataset(tmp_path / "four" / "masks.nc") as b:
+    cube = Path("mdad") / "MY25" / "MDADMY25.nc"
+    with xr.open_dataset(tmp_path / "one" / cube) as a, xr.open_dataset(tmp_path / "four" / cube) as b:
         np.testing.assert_array_equal(a["MDAD"].values, b["MDAD"].values)
     with rasterio.open(tmp_path / "one" / "geotiff" / "r18_005.tif") as a, \
             rasterio.open(tmp_path / "four" / "geotiff" / "r18_005.tif") as b:
@@ -278,7 +329,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"not a checkpoint")
     result = CliRunner().invoke(app, ["detect", str(ckpt), str(tmp_path / "nothing"), "-o", str(tmp_path / "o")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a data error; 2 is a wrong command line (docs/cli.md)
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
 
     result = CliRunner().invoke(app, ["detect", str(ckpt), str(tmp_path), "-o", str(tmp_path / "o"), "--engine", "gpu"])

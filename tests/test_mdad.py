@@ -221,7 +221,7 @@ def test_catalog_command_on_the_v11_layout(tmp_path):
     frame.loc[0, "swathLs"] = 40.0
     frame.to_csv(master, index=False)
     result = CliRunner().invoke(app, ["catalog", str(head), "-o", str(out), "--strict"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error: MDAD consistency: 1 row(s) whose swathLs differs" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -243,7 +243,7 @@ def test_train_strict_stops_on_a_catalog_disagreement_before_training(tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--archive", str(archive), "--catalog", str(head), "--strict",
                                       "-o", str(run), "--quiet"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error: MDAD consistency: 1 row(s) whose swathLs differs" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not run.exists()  # stopped while reading the tables, before the run folder was made
@@ -273,3 +273,37 @@ def test_not_netcdf_and_empty_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(CatalogError, match="no MDAD table"):
         read_catalog(empty)
+
+
+# --- the Mars year of a cube: name, else marsYear; a disagreement is refused ---------------------
+def _marsdust_cube(path, years):
+    """A cube written by marsdust (with ``marsYear``) holding one storm per step, and its master CSV."""
+    from marsdust.formats.mdad_cube import MaskStep, write_mask_cube, write_master_csv
+
+    labels = np.zeros(GRID.shape, np.uint8)
+    labels[20:23, 40:44] = 1
+    steps = [MaskStep("B05", sol, year, 10.0 * sol, labels) for sol, year in enumerate(years, start=1)]
+    write_mask_cube(path, steps, GRID)
+    rows = pd.DataFrame({"map_id": [f"b05_{s.sol:03d}" for s in steps], "ls": [s.ls_deg for s in steps],
+                         "lon": 0.0, "lat": 0.0, "area_km2": 1.0, "member_id": ["B05_001"] * len(steps)})
+    write_master_csv(rows, path.parent / "master.csv")
+    return path
+
+
+def test_cube_year_comes_from_marsyear_when_the_name_has_none(tmp_path):
+    storms = read_catalog(_marsdust_cube(tmp_path / "det" / "masks.nc", [28, 28]))
+    assert storms["mars_year"].tolist() == [28, 28] and len(storms) == 2
+
+
+def test_cube_whose_marsyear_disagrees_with_its_name_is_refused(tmp_path):
+    path = _marsdust_cube(tmp_path / "MY27" / "MDADMY27.nc", [28])
+    with pytest.raises(CatalogError, match=r"MDADMY27.nc: named for MY27 but its marsYear variable holds MY28"):
+        read_catalog(path)
+    with pytest.raises(CatalogError, match=r"named for MY27 but its marsYear variable holds MY28"):
+        read_catalog(tmp_path)
+
+
+def test_cube_of_several_years_without_a_year_in_its_name_is_refused(tmp_path):
+    path = _marsdust_cube(tmp_path / "det" / "masks.nc", [27, 28])
+    with pytest.raises(CatalogError, match=r"masks.nc: holds several Mars years \(MY27, MY28\)"):
+        read_catalog(path)

@@ -96,7 +96,7 @@ def test_ids_are_numbered_per_subphase_and_mars_year_without_sols():
     assert out["member_id"].tolist() == ["R18_001"] * 3
     assert out["sequence_id"].tolist() == ["MY25_S001"] * 3
 
-    unnamed = df.assign(map_id=["map_a", "map_b"])
+    unnamed = df.assign(map_id=["map_a", "map_b"]).drop(columns=["subphase", "sol"])  # the columns from map_id
     out = track.track(unnamed)
     assert out["member_id"].tolist() == ["MY25_001"] * 2 and out["sequence_id"].tolist() == ["", ""]
 

@@ -278,7 +278,7 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
         "",
         "## Files",
         "",
-        "- `catalog/detections.csv`, `catalog/detections.geojson`, `catalog/masks.nc`: the storms found",
+        "- `catalog/detections.csv`, `catalog/detections.geojson`, `catalog/mdad/MY??/MDADMY??.nc`: the storms found",
         "- `eval/metrics.json`, `eval/per_map.csv`: the scores",
         "- `climatology/*.png` and `*.csv`: the standard catalog figures of the detected storms and their tables",
         "- `../model.ckpt`: the trained detector (`marsdust detect ../model.ckpt MAPS -o OUT`)",

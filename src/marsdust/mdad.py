@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.formats.mdad_cube import MdadCube, open_cube, read_master_csv
+from marsdust.formats.mdad_cube import MdadCube, cube_mars_years, open_cube, read_master_csv
 from marsdust.formats.mdad_table import (
     TABLE_SUFFIXES,
     canonical_columns,
@@ -203,11 +203,25 @@ def _ls_difference_deg(a: float, b: float) -> float:
 
 
 def _cube_year(nc_path: Path, mars_year: int | None) -> int:
-    year = mars_year if mars_year is not None else mars_year_from_name(nc_path)
-    if year is None:
-        raise CatalogError(f"{nc_path}: cannot tell the Mars year from the name (expected MY{{yy}}/MDADMY{{yy}}.nc); "
-                           "pass mars_year")
-    return year
+    """The Mars year of a cube: ``mars_year``, else its name's, else its ``marsYear`` variable's.
+
+    A cube whose ``marsYear`` variable holds another year than the one named (or several years)
+    is refused: its rows would be labelled with a wrong year.
+    """
+    named = mars_year if mars_year is not None else mars_year_from_name(nc_path)
+    stored = cube_mars_years(nc_path)
+    if named is not None and stored and stored != [named]:
+        raise CatalogError(f"{nc_path}: named for MY{named} but its marsYear variable holds "
+                           f"{', '.join(f'MY{y}' for y in stored)}; rename it MY{{yy}}/MDADMY{{yy}}.nc for its year")
+    if named is not None:
+        return named
+    if len(stored) == 1:
+        return stored[0]
+    if stored:
+        raise CatalogError(f"{nc_path}: holds several Mars years ({', '.join(f'MY{y}' for y in stored)}) in its "
+                           "marsYear variable; MDAD keeps one cube per year (MY{yy}/MDADMY{yy}.nc)")
+    raise CatalogError(f"{nc_path}: cannot tell the Mars year from the name (expected MY{{yy}}/MDADMY{{yy}}.nc) "
+                       "or a marsYear variable; pass mars_year")
 
 
 def _mask_polygon(mask: np.ndarray, grid: MapGrid):
@@ -305,7 +319,8 @@ def read_v11_cube(
     skip_bad : bool
         Drop bad master rows (one warning) instead of raising.
     mars_year : int, optional
-        Defaults to the number in the file or folder name (``MY25/MDADMY25.nc`` → 25).
+        Defaults to the number in the file or folder name (``MY25/MDADMY25.nc`` → 25), else the
+        cube's ``marsYear`` variable (one year); a cube whose ``marsYear`` disagrees is refused.
     strict : bool
         Raise :class:`CatalogError` on the consistency problems (see Returns) instead of warning.
 

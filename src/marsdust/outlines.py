@@ -26,13 +26,30 @@ import pandas as pd
 
 from marsdust.grid import MapGrid, normalize_lon
 from marsdust.mdad_format import MAX_STORM_LABEL
+from marsdust.naming import parse_map_name
 
 DETECTION_COLUMNS = [
     "map_id", "mars_year", "ls", "lon", "lat", "lon_min", "lon_max", "lat_min", "lat_max",
-    "area_km2", "score", "polygon_wkt", "x0", "y0", "x1", "y1", "class",
+    "area_km2", "score", "polygon_wkt", "x0", "y0", "x1", "y1", "class", "subphase", "sol",
 ]
-"""Columns of the detections table (``detections.csv`` of the command-line contract in README.md, plus pixel boxes);
-``class`` is ``dust`` or ``cloud`` (a one-class detector writes ``dust`` everywhere)."""
+"""Columns of the detections table (``detections.csv``, described column by column in docs/formats.md);
+``class`` is ``dust`` or ``cloud`` (a one-class detector writes ``dust`` everywhere); ``subphase``/``sol`` are
+parsed from ``map_id`` (:func:`map_subphase_sol`)."""
+
+OUTLINE_SEGMENT_DEG = 0.1
+"""Longest outline edge written, degrees of longitude or latitude: outlines are densified to it
+(:func:`mask_outline`), so that tools taking each edge as a geodesic (pyproj's ``Geod``, GIS
+software) measure the area of the pixel outline, whose edges run along parallels and meridians."""
+
+
+def map_subphase_sol(map_id: str) -> tuple[str, int | None]:
+    """The subphase and sol of a map id (``"r18_040"`` → ``("R18", 40)``); ``("", None)`` for an id
+    that names none (:func:`marsdust.naming.parse_map_name`)."""
+    try:
+        subphase, sol = parse_map_name(map_id)
+    except ValueError:
+        return "", None
+    return subphase, int(sol)
 
 # ------------------------------------------------------------------------------------------------
 # detection records from masks
@@ -68,12 +85,15 @@ def mask_centroid_lonlat(mask: np.ndarray, grid: MapGrid) -> tuple[float, float]
     return float(normalize_lon(lon_deg)), lat_deg
 
 
-def mask_outline(mask: np.ndarray, grid: MapGrid, simplify_px: float = 0.5):
+def mask_outline(mask: np.ndarray, grid: MapGrid, simplify_px: float = 0.5,
+                 segment_deg: float = OUTLINE_SEGMENT_DEG):
     """Outline of a mask as a shapely (Multi)Polygon in lon/lat degrees, split at 180°.
 
     Pixel outlines come from :meth:`MapGrid.mask_to_polygon` (one polygon per connected region,
     holes kept, merged), are simplified by ``simplify_px`` pixels
-    (Douglas-Peucker, topology preserved; 0 disables it) and oriented counter-clockwise (RFC 7946).
+    (Douglas-Peucker, topology preserved; 0 disables it), oriented counter-clockwise (RFC 7946)
+    and densified to edges of at most ``segment_deg`` degrees (:data:`OUTLINE_SEGMENT_DEG`; 0
+    disables it).
     Because the mask lives on a [-180°, 180°) grid, a storm across 180° naturally comes out as
     parts on both sides of the antimeridian, each ending exactly at ±180°.
     """
@@ -86,6 +106,8 @@ def mask_outline(mask: np.ndarray, grid: MapGrid, simplify_px: float = 0.5):
     if outline.geom_type == "GeometryCollection":  # only if simplification produced stray pieces
         polys = [g for g in outline.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
         outline = shapely.unary_union(polys)
+    if segment_deg > 0:
+        outline = shapely.segmentize(outline, segment_deg)
     return outline
 
 
@@ -132,7 +154,8 @@ def detection_records(
         sphere, circular mean in longitude), bounds ``lon_min, lon_max, lat_min, lat_max``
         (pixel edges, degrees; ``lon_max < lon_min`` across 180°), ``area_km2`` (the mask's
         pixels on the sphere, km²), ``score``, ``polygon_wkt`` (outline, lon/lat degrees, split
-        at 180°), pixel boxes and ``class``.
+        at 180°, edges at most :data:`OUTLINE_SEGMENT_DEG`), pixel boxes, ``class``, and the
+        map's ``subphase``/``sol`` (:func:`map_subphase_sol`).
     """
     masks_list = _check_masks(masks, grid)
     scores_arr = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -143,6 +166,7 @@ def detection_records(
         if len(boxes_px) != len(masks_list):
             raise ValueError(f"map {map_id}: {len(masks_list)} masks but {len(boxes_px)} boxes")
     records = []
+    subphase, sol = map_subphase_sol(map_id)
     for k, mask in enumerate(masks_list):
         if not mask.any():
             continue  # an empty mask (e.g. lost when resampling) is not a storm
@@ -159,6 +183,7 @@ def detection_records(
             "polygon_wkt": outline.wkt if hasattr(outline, "wkt") else str(outline),
             "x0": float(box[0]), "y0": float(box[1]), "x1": float(box[2]), "y1": float(box[3]),
             "class": "dust" if classes is None else str(classes[k]),
+            "subphase": subphase, "sol": sol,
         })
     return records
 
@@ -184,11 +209,19 @@ def _mask_bounds(mask: np.ndarray, grid: MapGrid) -> tuple[dict, tuple[int, int,
 
 
 def detections_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """A detections DataFrame with the :data:`DETECTION_COLUMNS` first (also when empty)."""
+    """A detections DataFrame with the :data:`DETECTION_COLUMNS` first (also when empty).
+
+    Records without ``subphase``/``sol`` (written before those columns) get them from ``map_id``.
+    """
     df = pd.DataFrame(list(records))
+    if len(df) and ("subphase" not in df.columns or "sol" not in df.columns):
+        df["subphase"], df["sol"] = zip(*(map_subphase_sol(m) for m in df["map_id"]))
+    if "sol" in df.columns:
+        df["sol"] = df["sol"].astype("Int64")
     for column in DETECTION_COLUMNS:
         if column not in df.columns:
-            df[column] = pd.Series(dtype="float64" if column not in ("map_id", "polygon_wkt", "class") else "object")
+            dtype = "object" if column in ("map_id", "polygon_wkt", "class", "subphase") else "float64"
+            df[column] = pd.Series(dtype="Int64" if column == "sol" else dtype)
     extra = [c for c in df.columns if c not in DETECTION_COLUMNS]
     return df[DETECTION_COLUMNS + extra]
 

@@ -118,10 +118,10 @@ def test_mask_cube_layout_read_back_by_xarray(tmp_path):
     steps = _steps()
     path = write_mask_cube(cube_path(tmp_path, 25), steps, MOC_GRID)
     assert path == tmp_path / "MY25" / "MDADMY25.nc"
-    with xr.open_dataset(path) as ds:
+    with xr.open_dataset(path, mask_and_scale=False) as ds:
         assert ds["MDAD"].dims == ("time", "longitude", "latitude")
         assert ds["MDAD"].dtype == np.uint8
-        assert ds.sizes == {"time": 2, "longitude": 720, "latitude": 361, "timeStat": 8}
+        assert ds.sizes == {"time": 2, "longitude": 720, "latitude": 361, "timeStat": 8, "nv": 2}
         assert ds["latitude"].values[0] == -90.0 and ds["latitude"].values[-1] == 90.0
         assert np.all(np.diff(ds["latitude"].values) > 0)
         assert ds["longitude"].values[0] == pytest.approx(-179.75)
@@ -144,16 +144,49 @@ def test_mask_cube_layout_read_back_by_xarray(tmp_path):
     np.testing.assert_array_equal(back, expected)
 
 
+def test_cube_is_cf_for_xarray_with_ls_coordinate_fill_value_bounds_and_crs(tmp_path):
+    """xarray understands the cube without help: 255 masked, time selected by Ls, a sol plotted, the CRS read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import xarray as xr
+    from pyproj import CRS
+
+    path = write_mask_cube(cube_path(tmp_path, 25), _steps(), MOC_GRID)
+    with xr.open_dataset(path) as ds:
+        assert {"dayList", "marsYear", "soy"} <= set(ds.coords) and "time" in ds.indexes
+        day = ds["MDAD"].sel(time=100.0)
+        assert str(day["dayList"].values) == "R18_day40" and int(day["marsYear"]) == 25
+        assert day.dtype.kind == "f" and np.isnan(day.values).any()  # 255 → NaN
+        assert np.nanmax(day.values) == 2
+        figure, axes = plt.subplots()
+        day.plot(ax=axes, x="longitude", y="latitude")
+        plt.close(figure)
+        res = 0.5
+        np.testing.assert_allclose(ds["lon_bnds"].values[:, 1] - ds["lon_bnds"].values[:, 0], res)
+        np.testing.assert_allclose(ds["lat_bnds"].values[1:, 1], ds["latitude"].values[1:])  # L = northern edge
+        np.testing.assert_allclose(ds["lat_bnds"].values[1:, 0], ds["latitude"].values[1:] - res)
+        assert ds["MDAD"].encoding["_FillValue"] == 255 and ds["MDAD"].attrs["grid_mapping"] == "crs"
+        crs = CRS.from_wkt(ds["crs"].attrs["crs_wkt"])
+        assert crs.ellipsoid.semi_major_metre == pytest.approx(3396190.0)
+
+
 def test_cube_reads_as_real_mdad_files_do_with_plain_netcdf4(tmp_path):
-    """Tools written for the real MDAD v1.1 files use netCDF4's default masking and these names."""
+    """Tools written for the real MDAD v1.1 files use netCDF4's default masking and these names.
+
+    255 is the ``_FillValue``: netCDF4 masks it, and the masked array's data (or ``filled(255)``)
+    still holds it, so a reader comparing values finds the storm pixels as in MDAD's files.
+    """
     import netCDF4
 
     path = write_mask_cube(cube_path(tmp_path, 25), _steps(), MOC_GRID)
     with netCDF4.Dataset(path) as dataset:
         assert len(dataset.variables["soy"]) == 2
         day = dataset.variables["MDAD"][1, :, :]
-        assert not np.ma.getmask(day).any()  # 255 (missing) is data, not masked away
-        assert day.shape == (MOC_GRID.width, 361) and day.max() == 255
+        np.testing.assert_array_equal(np.ma.getmaskarray(day), day.data == 255)
+        assert day.shape == (MOC_GRID.width, 361) and day.filled(255).max() == 255
+        assert set(np.unique(day.compressed())) == {0, 1, 2}
         assert dataset.variables["dayList"][1] == "R18_day40"
         assert dataset.variables["timeList"][1, 7] == pytest.approx(100.0)  # the median Ls
 
@@ -227,7 +260,7 @@ def test_chunks_merge_into_the_same_cube_in_the_order_given(tmp_path):
     chunks = [write_mask_chunk(tmp_path / "chunks", step, MOC_GRID) for step in in_time_order]
     merged = merge_mask_chunks([(chunk, None) for chunk in chunks], tmp_path / "merged.nc", chunk_grid(chunks[0]))
     direct = write_mask_cube(tmp_path / "direct.nc", in_time_order, MOC_GRID)
-    with xr.open_dataset(merged) as a, xr.open_dataset(direct) as b:
+    with xr.open_dataset(merged, mask_and_scale=False) as a, xr.open_dataset(direct, mask_and_scale=False) as b:
         assert list(a["dayList"].values) == ["R18_day40", "R18_day41"]
         np.testing.assert_array_equal(a["MDAD"].values, b["MDAD"].values)
         np.testing.assert_allclose(a["timeList"].values, b["timeList"].values)
@@ -243,7 +276,7 @@ def test_merge_relabels_each_chunk_through_its_table_and_refuses_another_grid(tm
     relabel[1], relabel[2] = 7, 140  # detection numbers 1, 2 of the first map -> member values
     merged = merge_mask_chunks([(chunks[0], relabel), (chunks[1], None)], tmp_path / "merged.nc", chunk_grid(chunks[0]))
     direct = write_mask_cube(tmp_path / "direct.nc", in_time_order, MOC_GRID)
-    with xr.open_dataset(merged) as a, xr.open_dataset(direct) as b:
+    with xr.open_dataset(merged, mask_and_scale=False) as a, xr.open_dataset(direct, mask_and_scale=False) as b:
         np.testing.assert_array_equal(a["MDAD"].values[0], relabel[b["MDAD"].values[0]])
         np.testing.assert_array_equal(a["MDAD"].values[1], b["MDAD"].values[1])
         assert set(np.unique(a["MDAD"].values[0])) == {0, 7, 140, 255}

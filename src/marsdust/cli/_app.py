@@ -1,4 +1,16 @@
-"""The Typer application every command module registers on."""
+"""The Typer application every command module registers on, and the command line's conventions.
+
+Conventions (docs/cli.md lists them for users)
+-----------------------------------------------
+* ``-h`` / ``--help`` on every command; ``marsdust --version`` / ``-V``.
+* Exit status: 0 success; :data:`EXIT_DATA_ERROR` (1) when the command was well formed but its
+  input cannot be used (a missing or malformed file, a catalog that does not read, an unreadable
+  checkpoint): :func:`fail`; :data:`EXIT_USAGE` (2) when the command line itself is wrong (an
+  unknown option or value, a missing argument; Click's own usage errors exit 2 too):
+  :func:`usage_error`. Both print one ``error: ...`` line to stderr, no traceback.
+* ``-o`` is always ``--output`` (a file or folder the command writes); every command that
+  writes prints where it wrote.
+"""
 
 import contextlib
 from typing import Iterator, NoReturn
@@ -11,22 +23,54 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+EXIT_DATA_ERROR = 1
+"""Exit status of a well-formed command whose input cannot be used (:func:`fail`)."""
+EXIT_USAGE = 2
+"""Exit status of a wrong command line (:func:`usage_error`; Click's usage errors use it too)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"marsdust {version('marsdust')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Find, outline, measure and track Martian dust storms in Mars Daily Global Maps."""
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def fail(message: object) -> NoReturn:
-    """Print ``error: MESSAGE`` on one line to stderr and exit with code 2 (no traceback).
+    """A data error: print ``error: MESSAGE`` on one line to stderr and exit with :data:`EXIT_DATA_ERROR` (1).
 
     Parameters
     ----------
     message : object
         The error (an exception or text); its whitespace, newlines included, is collapsed.
     """
+    _exit_with(message, EXIT_DATA_ERROR)
+
+
+def usage_error(message: object) -> NoReturn:
+    """A wrong command line (an option value the command does not take): ``error: MESSAGE``, exit
+    :data:`EXIT_USAGE` (2)."""
+    _exit_with(message, EXIT_USAGE)
+
+
+def _exit_with(message: object, code: int) -> NoReturn:
     text = " ".join(str(message).split())
     typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 def setup_logging(level: int, *, lightning: bool = False) -> None:

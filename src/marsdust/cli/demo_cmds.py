@@ -1,15 +1,18 @@
 """``marsdust demo``: the main job on the built-in default, end to end."""
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, fail, quiet_lightning
+from marsdust.cli._app import app, quiet_lightning, usage_error
 
 
 @app.command()
 def demo(
-    out_dir: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Output folder: data/, run/, model.ckpt, report/."),
+    out_dir: Path = typer.Option(Path("demo_out"), "-o", "--output",
+                                 help="Output folder: data/, run/, model.ckpt, report/."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Former name of --output."),
     preset: str = typer.Option("demo", help="Synthetic-data preset (demo, or ci for a quicker, rougher run)."),
     max_steps: int = typer.Option(None, help="Training steps (default: the demo's budget, minutes on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
@@ -43,7 +46,8 @@ def demo(
     try:
         demo_reference(reference, reference_sols, reference_dropout)  # a bad setting stops before any work
     except ValueError as exc:
-        fail(exc)
+        usage_error(exc)
+    out_dir = out_alias or out_dir
     result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
                       reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout)
     metrics = result.metrics

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from marsdust.cli._app import app, fail, setup_logging
+from marsdust.cli._app import app, fail, setup_logging, usage_error
 
 
 @app.command("detect")
@@ -20,7 +20,7 @@ def detect_command(
         "folder or tar, an index CSV (marsdust index), map files, or glob patterns (quote them).",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (detections.csv, detections.geojson, "
-                                "masks.nc, maps.csv; parts/ while incomplete).", show_default=False),
+                                "mdad/MY??/MDADMY??.nc, maps.csv; parts/ while incomplete).", show_default=False),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Maps given to the model at once (useful on a GPU)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N; under torchrun cuda = cuda:LOCAL_RANK)."),
     score_threshold: Optional[float] = typer.Option(
@@ -40,6 +40,9 @@ def detect_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh (delete earlier parts and products)."),
     table_format: str = typer.Option("csv", "--format", help="csv, or parquet (also writes detections.parquet)."),
+    mask_grid: str = typer.Option(
+        "mdad", "--mask-grid", help="mdad: one MDAD v1.1 cube per Mars year at 0.1° (OUT/mdad/MY??/MDADMY??.nc); "
+        "working: the former OUT/masks.nc on the detector's working grid, all years in one file."),
     engine: Optional[str] = typer.Option(
         None, "--engine", help="Inference engine: auto (ONNX Runtime on CPU, PyTorch on GPU), onnx, torch, or plain "
         "(the model's own forward). Default: auto, or MARSDUST_DETECT_ENGINE."),
@@ -66,11 +69,13 @@ def detect_command(
 
     setup_logging(logging.WARNING)
     if table_format not in ("csv", "parquet"):
-        fail(f"--format must be csv or parquet, got {table_format!r}")
+        usage_error(f"--format must be csv or parquet, got {table_format!r}")
+    if mask_grid not in ("mdad", "working"):
+        usage_error(f"--mask-grid must be mdad or working, got {mask_grid!r}")
     from marsdust.detect import ENGINES
 
     if engine is not None and engine not in ENGINES:
-        fail(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        usage_error(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint file")
     try:
@@ -80,7 +85,7 @@ def detect_command(
         settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, engine=engine,
                                   onnx_model=None if onnx_model is None else str(onnx_model))
         outputs = DetectOutputs(output, table_format, geotiff=geotiff, quicklook=quicklook, track=not no_track,
-                                overwrite=overwrite)
+                                overwrite=overwrite, mask_grid=mask_grid)
         execution = DetectExecution(device, batch_size, workers, threads, progress=not quiet)
         summary = detect_archive(checkpoint, maps if len(maps) > 1 else maps[0], outputs, settings=settings,
                                  execution=execution, history=history)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, fail
+from marsdust.cli._app import app, fail, usage_error
 
 
 @app.command()
@@ -29,8 +29,10 @@ def synth(
 
     try:
         result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite)
-    except (ValueError, SynthOutputExistsError) as error:
+    except SynthOutputExistsError as error:
         fail(error)
+    except ValueError as error:  # an unknown preset
+        usage_error(error)
     maps, storms = result["maps"], result["storms"]
     with_storms = storms["map_id"].nunique() if len(storms) else 0
     typer.echo(

@@ -130,7 +130,9 @@ def track_command(
 @app.command("climatology")
 def climatology_command(
     input_path: Path = typer.Argument(..., metavar="INPUT", help=INPUT_HELP, show_default=False),
-    out_dir: Path = typer.Option(Path("climatology"), "-o", "--out", help="Folder for the figures (PNG) and tables (CSV)."),
+    out_dir: Path = typer.Option(Path("climatology"), "-o", "--output",
+                                 help="Folder for the figures (PNG) and tables (CSV)."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Former name of --output."),
     truth: Optional[Path] = typer.Option(
         None, "--truth", help="A catalog to count INPUT's instances against per Ls bin (detected versus catalogued)."),
     maps_path: Optional[Path] = typer.Option(None, "--maps", help=MAPS_HELP),
@@ -143,6 +145,7 @@ def climatology_command(
     """
     from marsdust.climatology import write_climatology
 
+    out_dir = out_alias or out_dir
     instances = _read(input_path, "INPUT")
     catalog = _truth_for(instances, truth, maps_path) if truth is not None else None
     try:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from marsdust.cli._app import app, fail, quiet_lightning, setup_logging
+from marsdust.cli._app import app, fail, quiet_lightning, setup_logging, usage_error
 from marsdust.cli.config_options import config_command, given_settings
 from marsdust.cli.data_cmds import STRICT_HELP
 
@@ -58,8 +58,11 @@ def train_command(
     _quiet_if_asked(cli_values)
     try:
         config = _build_config(config_file, cli_values)
-        if config.model not in available_models():
-            raise ValueError(f"unknown detector {config.model!r}; available: {', '.join(available_models())}")
+    except (ValueError, FileNotFoundError) as exc:
+        usage_error(exc)
+    if config.model not in available_models():
+        usage_error(f"unknown detector {config.model!r}; available: {', '.join(available_models())}")
+    try:
         summary = train(config, output, resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         fail(exc)
@@ -103,12 +106,15 @@ def evaluate_command(
     from marsdust.models import CheckpointError
 
     if split not in ("test", "val", "train"):
-        fail(f"--split must be test, val or train, got {split!r}")
+        usage_error(f"--split must be test, val or train, got {split!r}")
     try:
         options = EvaluateOptions(data=data, archive=archive, catalog=catalog, master=master, strict=strict,
                                   split=split, split_file=split_file, strategy=strategy, label_mode=label_mode,
                                   score_threshold=score_threshold, n_figures=figures, device=device,
                                   progress=not quiet)
+    except ValueError as exc:
+        usage_error(exc)
+    try:
         metrics = evaluate_checkpoint(checkpoint, output, options)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         fail(exc)
@@ -157,12 +163,15 @@ def compare_command(
     strategy_names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [m for m in model_names if m not in available_models()]
     if unknown:
-        fail(f"unknown detector(s) {unknown}; available: {', '.join(available_models())}")
+        usage_error(f"unknown detector(s) {unknown}; available: {', '.join(available_models())}")
     bad = [s for s in strategy_names if s not in ("temporal", "random")]
     if bad:
-        fail(f"unknown strategy(ies) {bad}; use temporal and/or random")
+        usage_error(f"unknown strategy(ies) {bad}; use temporal and/or random")
     try:
         base = _build_config(config_file, cli_values)
+    except (ValueError, FileNotFoundError) as exc:
+        usage_error(exc)
+    try:
         result = compare(output, base, model_names, strategy_names, our_label=label, progress=base.progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(exc)

@@ -7,8 +7,8 @@ Public API
 * :func:`detect_archive` — single maps, globs, an archive folder / tar, or an index CSV, with its
   options as three objects (:class:`DetectSettings`: what is detected; :class:`DetectOutputs`: what
   is written; :class:`DetectExecution`: device, batches, processes) →
-  ``OUT/detections.csv`` (+ ``.parquet``), ``OUT/detections.geojson``, ``OUT/masks.nc`` (+
-  ``OUT/masks_master.csv``), ``OUT/maps.csv``, optional ``OUT/geotiff/`` and ``OUT/quicklook/``;
+  ``OUT/detections.csv`` (+ ``.parquet``), ``OUT/detections.geojson``, ``OUT/mdad/MY{yy}/MDADMY{yy}.nc``
+  (+ ``MDAD_MY{yy}_master.csv``), ``OUT/maps.csv``, optional ``OUT/geotiff/`` and ``OUT/quicklook/``;
   resumable, and spread over several processes (``workers``) or torchrun ranks.
 
 How one map is processed
@@ -48,11 +48,13 @@ Products of :func:`detect_archive` (column names as the command-line contract in
   ``class`` is the detector's class name (:func:`marsdust.models.detector_classes`): ``dust``, or
   ``cloud`` for a two-class detector's water-ice clouds, which follow the dust rows untracked.
 * ``detections.geojson``: the same rows with their outlines (Mars CRS, see :mod:`marsdust.formats.geojson`).
-* ``masks.nc``: MDAD v1.1 layout cube on the **working grid** (``MDAD(time, longitude, latitude)``
-  uint8, 255 missing), dust only; labels are MDAD member numbers when tracked, else the per-map
-  detection number (row order of the map's dust rows in ``detections.csv``). ``masks_master.csv`` beside it is the
-  matching master CSV, so ``marsdust.mdad.read_v11_cube(masks.nc, masks_master.csv, mars_year=..)``
-  reads a single-year run back.
+* ``mdad/MY{yy}/MDADMY{yy}.nc`` + ``MDAD_MY{yy}_master.csv``: the dust masks as MDAD v1.1 is
+  distributed, one cube per Mars year on MDAD's 0.1° grid (upsampled from the working grid by nearest
+  neighbour), with a CF layer (:class:`marsdust.formats.mdad_cube.MaskCubeWriter`); labels are MDAD
+  member numbers when tracked, else the per-map detection number (row order of the map's dust rows in
+  ``detections.csv``); ``marsdust.mdad.read_catalog(OUT / "mdad")`` reads them back. With
+  ``DetectOutputs(mask_grid="working")``: the former ``masks.nc`` + ``masks_master.csv``, all years on
+  the working grid (:data:`~marsdust.detect.settings.MASK_GRIDS`). Column by column: docs/formats.md.
 * ``cloud_masks.nc`` (two-class detectors): the clouds in the same layout, labelled by the order
   of the map's cloud rows.
 * ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error``;

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from marsdust.detect.inputs import history_maps, resolve_maps
-from marsdust.detect.merge import CLOUD_CUBE, merge_parts
+from marsdust.detect.merge import CLOUD_CUBE, MDAD_DIR, merge_parts
 from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, check_settings, part_path
 from marsdust.detect.pipeline import process_maps, resolve_device
 from marsdust.detect.results import DetectSummary
@@ -146,7 +146,7 @@ def _run_and_merge(job: _Job, rank: int, world_size: int, t_start: float) -> Det
 
 def _merge(job: _Job) -> DetectSummary:
     return merge_parts(job.outputs.out_dir, job.rows, track=job.outputs.track, table_format=job.outputs.table_format,
-                       progress=job.execution.progress)
+                       progress=job.execution.progress, mask_grid=job.outputs.mask_grid)
 
 
 def _timed(summary: DetectSummary, t_start: float) -> DetectSummary:
@@ -224,7 +224,7 @@ def _prepare_output_folder(out_dir: Path, overwrite: bool) -> None:
 
 
 def _clear_outputs(out_dir: Path) -> None:
-    for name in (PARTS_DIR, "geotiff", "quicklook"):
+    for name in (PARTS_DIR, "geotiff", "quicklook", MDAD_DIR):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     for name in ("detections.csv", "detections.parquet", "detections.geojson", "masks.nc", "masks_master.csv",
                  "maps.csv", CLOUD_CUBE):

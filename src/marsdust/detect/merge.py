@@ -1,4 +1,12 @@
-"""The final products (``detections.csv`` / ``.geojson`` / ``masks.nc`` / ``maps.csv``) rebuilt from the parts."""
+"""The final products rebuilt from the parts: ``detections.csv`` / ``.geojson``, the mask cubes, ``maps.csv``.
+
+The dust masks are written as MDAD v1.1 is (:data:`marsdust.detect.settings.MASK_GRIDS`): by default
+one cube per Mars year on MDAD's 0.1° grid, ``OUT/mdad/MY{yy}/MDADMY{yy}.nc``, with its master CSV
+``MDAD_MY{yy}_master.csv`` beside it (:func:`marsdust.mdad_format.cube_path`,
+:func:`~marsdust.mdad_format.master_csv_path`),
+so ``marsdust catalog OUT/mdad`` reads them as it reads MDAD; ``mask_grid="working"`` writes the
+former single ``OUT/masks.nc`` + ``OUT/masks_master.csv`` on the detector's working grid instead.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +23,9 @@ from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, part_path, read_part
 from marsdust.detect.results import DetectSummary
 from marsdust.fileio import write_table
 from marsdust.formats.geojson import write_geojson
-from marsdust.formats.mdad_cube import chunk_grid, merge_mask_chunks, write_master_csv
-from marsdust.mdad_format import MAX_STORM_LABEL, format_member_id, member_cube_value
+from marsdust.formats.mdad_cube import MDAD_RES_DEG, chunk_grid, merge_mask_chunks, write_master_csv
+from marsdust.grid import MapGrid
+from marsdust.mdad_format import MAX_STORM_LABEL, cube_path, format_member_id, master_csv_path, member_cube_value
 from marsdust.naming import parse_map_name
 from marsdust.outlines import detections_frame
 
@@ -24,18 +33,24 @@ log = logging.getLogger(__name__)
 
 
 CLOUD_CUBE = "cloud_masks.nc"
-"""The water-ice cloud detections' cube of a two-class detector (same layout as ``masks.nc``, per-map numbers)."""
+"""The water-ice cloud detections' cube of a two-class detector (the MDAD v1.1 layout on the working grid, all
+years, per-map numbers)."""
+
+MDAD_DIR = "mdad"
+"""The folder of the per-Mars-year MDAD cubes and master CSVs (``OUT/mdad/MY{yy}/MDADMY{yy}.nc``)."""
 
 MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "seconds", "status", "error"]
 """Columns of ``maps.csv``."""
 
 
 def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool = True, table_format: str = "csv",
-                progress: bool = True) -> DetectSummary:
-    """Build ``detections.csv`` / ``.geojson`` / ``masks.nc`` / ``maps.csv`` from the parts of ``rows``, atomically.
+                progress: bool = True, mask_grid: str = "mdad") -> DetectSummary:
+    """Build ``detections.csv`` / ``.geojson``, the mask cubes and ``maps.csv`` from the parts of ``rows``, atomically.
 
-    Only dust detections are tracked and go to ``masks.nc`` / ``masks_master.csv``; the water-ice
-    clouds of a two-class detector follow the dust rows of ``detections.csv`` (without member or
+    Only dust detections are tracked and go to the mask cubes (which ones:
+    :data:`marsdust.detect.settings.MASK_GRIDS`; ``mask_grid="mdad"`` the per-year 0.1° cubes under
+    :data:`MDAD_DIR`, ``"working"`` ``masks.nc`` / ``masks_master.csv``); the water-ice clouds of a
+    two-class detector follow the dust rows of ``detections.csv`` (without member or
     sequence) and have their own cube, :data:`CLOUD_CUBE`.
 
     Raises
@@ -76,14 +91,18 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         paths["parquet"] = write_table(table, out_dir / "detections.parquet")
     paths["geojson"] = write_geojson(table, out_dir / "detections.geojson")
     if any(p.get("cloud_mask_chunk") for p in parts):
-        paths["cloud_masks"] = _merge_masks(out_dir, parts, clouds, None, False, progress, chunk_key="cloud_mask_chunk")
-    masks = _merge_masks(out_dir, parts, detections, order_in_map, tracked, progress)
-    if masks is not None:
-        paths["masks"] = masks
-        master = detections.copy()
-        if not tracked:  # label k+1 of a map is its (k+1)-th detection: name it like an MDAD member
-            master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map)]
-        paths["masks_master"] = write_master_csv(master, out_dir / "masks_master.csv")
+        paths["cloud_masks"] = _merge_masks(out_dir, parts, {}, progress, chunk_key="cloud_mask_chunk")
+    master = detections.copy()
+    if not tracked:  # label k+1 of a map is its (k+1)-th detection: name it like an MDAD member
+        master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map)]
+    luts = _label_tables(detections, order_in_map, tracked)
+    if mask_grid == "working":
+        masks = _merge_masks(out_dir, parts, luts, progress)
+        if masks is not None:
+            paths["masks"] = masks
+            paths["masks_master"] = write_master_csv(master, out_dir / "masks_master.csv")
+    else:
+        paths.update(_merge_mdad_years(out_dir, parts, luts, master, progress))
     paths["maps"] = write_table(maps_table, out_dir / "maps.csv")
     n_errors = int((maps_table["status"] == "error").sum())
     if n_errors:
@@ -114,26 +133,59 @@ def _detection_member_id(map_id: str, k: int) -> str:
     return format_member_id(subphase, k + 1)
 
 
-def _merge_masks(out_dir: Path, parts: list[dict], detections: pd.DataFrame, order_in_map: pd.Series | None,
-                 tracked: bool, progress: bool, chunk_key: str = "mask_chunk") -> Path | None:
-    """Concatenate the per-map mask chunks into ``masks.nc`` (time-ordered), relabelled to members if tracked.
-
-    ``chunk_key="cloud_mask_chunk"`` merges the cloud chunks into :data:`CLOUD_CUBE` instead.
-    """
-    folder, name = ("masks", "masks.nc") if chunk_key == "mask_chunk" else (CLOUD_CHUNKS, CLOUD_CUBE)
+def _sorted_chunks(out_dir: Path, parts: list[dict], chunk_key: str) -> list[tuple[dict, Path]]:
+    """The maps' mask chunks ``(map row, chunk path)`` in time order (Mars year, Ls, map id)."""
+    folder = "masks" if chunk_key == "mask_chunk" else CLOUD_CHUNKS
     chunks = [(p["map"], out_dir / PARTS_DIR / folder / p[chunk_key]) for p in parts if p.get(chunk_key)]
+    return sorted(chunks, key=lambda chunk: (chunk[0]["mars_year"], chunk[0]["ls"], chunk[0]["map_id"]))
+
+
+def _chunks_grid(out_dir: Path, chunks: list[tuple[dict, Path]], name: str) -> MapGrid | None:
+    """The working grid of the chunks, or None (logged) where there are none or it fits no latitude band."""
     if not chunks:
         log.warning("%s: no map gave a mask-cube step; %s not written", out_dir, name)
         return None
-    luts = _label_tables(detections, order_in_map, tracked)
     grid = chunk_grid(chunks[0][1])
     if grid is None:
         log.warning("%s: the grid of %s fits no latitude band; %s not written", out_dir, chunks[0][1].name, name)
+    return grid
+
+
+def _merge_masks(out_dir: Path, parts: list[dict], luts: dict[str, np.ndarray], progress: bool,
+                 chunk_key: str = "mask_chunk") -> Path | None:
+    """Concatenate the per-map mask chunks into ``masks.nc`` on the working grid (time-ordered), relabelled by ``luts``.
+
+    ``chunk_key="cloud_mask_chunk"`` merges the cloud chunks into :data:`CLOUD_CUBE` instead.
+    """
+    name = "masks.nc" if chunk_key == "mask_chunk" else CLOUD_CUBE
+    chunks = _sorted_chunks(out_dir, parts, chunk_key)
+    grid = _chunks_grid(out_dir, chunks, name)
+    if grid is None:
         return None
-    chunks.sort(key=lambda chunk: (chunk[0]["mars_year"], chunk[0]["ls"], chunk[0]["map_id"]))
     title = "marsdust dust storm masks" if chunk_key == "mask_chunk" else "marsdust water-ice cloud masks"
     return merge_mask_chunks([(chunk, luts.get(info["map_id"])) for info, chunk in chunks], out_dir / name, grid,
                              title=title, progress=progress)
+
+
+def _merge_mdad_years(out_dir: Path, parts: list[dict], luts: dict[str, np.ndarray], master: pd.DataFrame,
+                      progress: bool) -> dict[str, Path]:
+    """One MDAD v1.1 cube per Mars year on MDAD's 0.1° grid, each with its master CSV beside it.
+
+    Returns the paths written, keyed ``mdad_MY{yy}`` and ``mdad_master_MY{yy}``.
+    """
+    chunks = _sorted_chunks(out_dir, parts, "mask_chunk")
+    grid = _chunks_grid(out_dir, chunks, f"{MDAD_DIR}/")
+    if grid is None:
+        return {}
+    mdad_grid = MapGrid.marci(MDAD_RES_DEG)
+    paths: dict[str, Path] = {}
+    for year in sorted({int(info["mars_year"]) for info, _ in chunks}):
+        mine = [(chunk, luts.get(info["map_id"])) for info, chunk in chunks if int(info["mars_year"]) == year]
+        paths[f"mdad_MY{year:02d}"] = merge_mask_chunks(
+            mine, cube_path(out_dir / MDAD_DIR, year), grid, progress=progress, output_grid=mdad_grid)
+        rows = master[master["mars_year"].astype(int) == year]
+        paths[f"mdad_master_MY{year:02d}"] = write_master_csv(rows, master_csv_path(out_dir / MDAD_DIR, year))
+    return paths
 
 
 def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bool) -> dict[str, np.ndarray]:
@@ -143,7 +195,7 @@ def _label_tables(detections: pd.DataFrame, order_in_map: pd.Series, tracked: bo
     try:
         values = [member_cube_value(m) for m in detections["member_id"]]
     except ValueError as err:
-        log.warning("masks.nc keeps per-map detection numbers: a member number does not fit the cube (%s)", err)
+        log.warning("the mask cubes keep per-map detection numbers: a member number does not fit the cube (%s)", err)
         return {}
     luts: dict[str, np.ndarray] = {}
     for map_id, k, value in zip(detections["map_id"], order_in_map, values):

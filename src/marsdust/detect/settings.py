@@ -23,6 +23,10 @@ DUPLICATE_IOU = 0.5
 """Two kept detections whose masks overlap more than this IoU are one storm (higher score wins)."""
 
 TABLE_FORMATS = ("csv", "parquet")
+MASK_GRIDS = ("mdad", "working")
+"""Where ``detect`` writes the dust masks: ``mdad`` (default) one MDAD v1.1 cube per Mars year on MDAD's 0.1° grid,
+``OUT/mdad/MY{yy}/MDADMY{yy}.nc`` + ``MDAD_MY{yy}_master.csv``; ``working`` the former single ``OUT/masks.nc`` (all
+years, the detector's working grid) + ``OUT/masks_master.csv``."""
 """Formats of the detections table: ``parquet`` writes ``detections.parquet`` besides ``detections.csv``."""
 
 
@@ -89,7 +93,7 @@ class DetectSettings:
 
 @dataclass(frozen=True)
 class DetectOutputs:
-    """What :func:`detect_archive` writes besides ``detections.csv``, ``detections.geojson``, ``masks.nc`` and
+    """What :func:`detect_archive` writes besides ``detections.csv``, ``detections.geojson``, the mask cubes and
     ``maps.csv``, and where.
 
     Attributes
@@ -105,6 +109,8 @@ class DetectOutputs:
         warning when some map has no Ls.
     overwrite : bool
         Delete earlier parts and products first (else an interrupted run resumes).
+    mask_grid : {"mdad", "working"}
+        Where the dust masks go (:data:`MASK_GRIDS`).
     """
 
     out_dir: Path
@@ -113,11 +119,14 @@ class DetectOutputs:
     quicklook: bool = False
     track: bool = True
     overwrite: bool = False
+    mask_grid: str = "mdad"
 
     def __post_init__(self):
         object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
         if self.table_format not in TABLE_FORMATS:
             raise ValueError(f"table format must be 'csv' or 'parquet', got {self.table_format!r}")
+        if self.mask_grid not in MASK_GRIDS:
+            raise ValueError(f"mask grid must be one of {MASK_GRIDS}, got {self.mask_grid!r}")
 
 
 @dataclass(frozen=True)

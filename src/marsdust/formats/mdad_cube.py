@@ -22,7 +22,11 @@ Writing
   :func:`map_mask_step` builds a step from a map's storm masks; :func:`write_mask_cube` writes a
   whole cube.
 * A resumable run writes one chunk per map (:func:`write_mask_chunk`) and merges them at the end
-  (:func:`merge_mask_chunks`, on :func:`chunk_grid`).
+  (:func:`merge_mask_chunks`, on :func:`chunk_grid`), optionally upsampled to MDAD's 0.1° grid
+  (:data:`MDAD_RES_DEG`, :func:`upsample_cube_slice`).
+* CF layer of the cube: :func:`define_cube_axes` (cell bounds), :func:`define_grid_mapping` (Mars CRS),
+  :func:`define_time_variables` (``time`` = Ls coordinate), :data:`LABEL_ATTRIBUTES`.
+* :func:`cube_mars_years` — the Mars years a cube's ``marsYear`` variable holds.
 * :func:`write_master_csv` writes the master CSV of a detections (or storm) table.
 """
 
@@ -40,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.fileio import atomic_output, write_table
-from marsdust.formats.geotiff import MARS_CRS_CODE
+from marsdust.formats.geotiff import MARS_CRS_CODE, MARS_SPHERE_WKT
 from marsdust.formats.mdad_table import (
     REQUIRED_COLUMNS,
     RowErrors,
@@ -58,6 +62,7 @@ from marsdust.mdad_format import (
     LON_DIM,
     MARS_YEAR_VARIABLE,
     MASTER_COLUMNS,
+    MAX_STORM_LABEL,
     MISSING_VALUE,
     SOL_OF_YEAR_VARIABLE,
     TIME_DIM,
@@ -69,6 +74,7 @@ from marsdust.mdad_format import (
     TIME_STAT_DIM,
     CatalogError,
     cube_grid,
+    cube_to_grid_labels,
     cube_latitudes_deg,
     day_list_entry,
     grid_labels_to_cube,
@@ -283,6 +289,16 @@ def cube_labels(nc_path: str | os.PathLike, map_id: str) -> tuple[np.ndarray, Ma
         return cube.labels(index), cube.grid
 
 
+def cube_mars_years(nc_path: str | os.PathLike) -> list[int]:
+    """The distinct Mars years in a cube's ``marsYear`` variable, ascending ([] without one, as in MDAD's own files)."""
+    with open_netcdf(nc_path, "MDAD netCDF cube") as dataset:
+        variables = {name.lower(): name for name in dataset.variables}
+        name = variables.get(MARS_YEAR_VARIABLE.lower())
+        if name is None:
+            return []
+        return sorted({int(y) for y in np.asarray(dataset.variables[name][:]).ravel()})
+
+
 def instance_mask(nc_path: str | os.PathLike, map_id: str, member_id: str) -> tuple[np.ndarray, MapGrid]:
     """Pixel mask of one storm instance from a v1.1 cube.
 
@@ -403,6 +419,93 @@ def map_mask_step(map_id: str, mars_year: int, ls_deg: float, masks: Sequence[np
     return MaskStep(subphase, sol, mars_year, ls_deg, labels, valid, sol_of_year)
 
 
+GRID_MAPPING_VARIABLE = "crs"
+"""The CF grid-mapping variable of a cube written by :class:`MaskCubeWriter` (no data; its attributes are the CRS)."""
+BOUNDS_DIM = "nv"
+"""The cell-bounds dimension (2) of ``lon_bnds`` / ``lat_bnds``."""
+
+LABEL_ATTRIBUTES = {
+    "long_name": "dust storm label",
+    "units": "1",
+    "missing_value": np.uint8(MISSING_VALUE),
+    "valid_range": np.array([0, MAX_STORM_LABEL], dtype=np.uint8),
+    "flag_values": np.array([0, MISSING_VALUE], dtype=np.uint8),
+    "flag_meanings": "no_dust missing_mdgm_pixel",
+    "grid_mapping": GRID_MAPPING_VARIABLE,
+    "coordinates": f"{DAY_LIST_VARIABLE} {MARS_YEAR_VARIABLE} {SOL_OF_YEAR_VARIABLE}",
+    "comment": (
+        "0 no dust; 1-133 storm member number within the day's subphase (or the per-map detection "
+        "number when tracking did not run); 134-250 split member 'b' with number value-133; "
+        "255 (_FillValue) missing MDGM pixel or outside the map's latitude band. "
+        "Plot one time step with .plot(x='longitude', y='latitude'): the axes are stored (longitude, latitude)."
+    ),
+}
+"""Attributes of the ``MDAD`` variable: CF flags for 0, ``_FillValue``/``missing_value`` 255, grid mapping."""
+
+
+def define_cube_axes(ds, grid: MapGrid) -> None:
+    """Longitude (cell centres) and latitude (MDAD's point registration) with their CF cell bounds.
+
+    ``latitude`` keeps MDAD v1.1's ``180/res + 1`` values -90 … 90: the value ``L`` is the
+    *northern edge* of the map pixel stored there, so ``lat_bnds`` is ``[L - res, L]`` (the -90°
+    point, which carries no pixel and is always 255, gets the empty cell ``[-90, -90]``). The
+    values are not cell centres so that tools written for MDAD index the same rows; the centre of
+    the cell at ``L`` is ``L - res / 2``.
+    """
+    res = grid.res_deg
+    lat = cube_latitudes_deg(res)
+    lon_var = ds.createVariable(LON_DIM, "f8", (LON_DIM,))
+    lon_var[:] = grid.lon_centers_deg
+    lon_var.setncatts({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude (cell centre)",
+                       "axis": "X", "bounds": "lon_bnds", "comment": "planetocentric, east-positive, Mars"})
+    lon_bnds = ds.createVariable("lon_bnds", "f8", (LON_DIM, BOUNDS_DIM))
+    lon_bnds[:] = np.stack([grid.lon_centers_deg - res / 2, grid.lon_centers_deg + res / 2], axis=1)
+    lat_var = ds.createVariable(LAT_DIM, "f8", (LAT_DIM,))
+    lat_var[:] = lat
+    lat_var.setncatts({"units": "degrees_north", "standard_name": "latitude",
+                       "long_name": "latitude (northern edge of the cell, MDAD v1.1 registration)", "axis": "Y",
+                       "bounds": "lat_bnds",
+                       "comment": f"value L holds the map pixel [L - {res:g}, L] (centre L - {res / 2:g}); "
+                                  "the -90 point holds no pixel (always 255)"})
+    lat_bnds = ds.createVariable("lat_bnds", "f8", (LAT_DIM, BOUNDS_DIM))
+    lat_bnds[:] = np.stack([np.maximum(lat - res, -90.0), lat], axis=1)
+
+
+def define_grid_mapping(ds) -> None:
+    """The CF grid-mapping variable: the Mars (2015) sphere, :data:`MARS_CRS_CODE`, as ``crs_wkt``."""
+    crs = ds.createVariable(GRID_MAPPING_VARIABLE, "i4")
+    crs.setncatts({
+        "grid_mapping_name": "latitude_longitude",
+        "semi_major_axis": MARS_RADIUS_KM * 1000.0,
+        "inverse_flattening": 0.0,
+        "longitude_of_prime_meridian": 0.0,
+        "crs_wkt": MARS_SPHERE_WKT,
+        "spatial_ref": MARS_SPHERE_WKT,
+        "crs_code": MARS_CRS_CODE,
+        "long_name": "Mars (2015) sphere, planetocentric, east-positive",
+    })
+
+
+def define_time_variables(ds) -> None:
+    """``time`` (the coordinate: Ls of each step), ``dayList``, ``timeList``, ``soy`` and ``marsYear``."""
+    ls = ds.createVariable(TIME_DIM, "f8", (TIME_DIM,))
+    ls.setncatts({"long_name": "solar longitude Ls of the map (timeList column 7, the median)", "units": "degree",
+                  "comment": "the time coordinate: one Mars year per cube, so Ls orders the steps; "
+                             "select with ds.sel(time=ls, method='nearest')"})
+    day = ds.createVariable(DAY_LIST_VARIABLE, str, (TIME_DIM,))
+    day.long_name = "MDGM of each time step: SUBPHASE_daySOL"
+    times = ds.createVariable(TIME_LIST_VARIABLE, "f8", (TIME_DIM, TIME_STAT_DIM), fill_value=np.nan)
+    times.long_name = "start, end, mean, median sol-of-year; start, end, mean, median Ls"
+    times.units = "1"
+    times.comment = "columns 0-3 sol of the Mars year (sols), columns 4-7 solar longitude Ls (degrees)"
+    soy = ds.createVariable(SOL_OF_YEAR_VARIABLE, "f8", (TIME_DIM,))
+    soy.long_name = "sol of the Mars year of each time step (timeList column 3, the median)"
+    soy.units = "sols"
+    year = ds.createVariable(MARS_YEAR_VARIABLE, "i2", (TIME_DIM,))
+    year.long_name = "Mars year"
+    year.units = "1"
+
+
 class MaskCubeWriter:
     """Stream an MDAD v1.1 mask cube to netCDF one map at a time (memory: one map).
 
@@ -416,15 +519,20 @@ class MaskCubeWriter:
 
     Layout (what tools written for MDAD v1.1 expect): dimensions ``time`` (unlimited),
     ``longitude`` (width, cell centres, degrees east), ``latitude`` (180/res + 1 points -90 … 90,
-    ascending); ``MDAD(time, longitude, latitude)`` uint8 (0 no dust, 1–250 storm labels,
-    255 missing MDGM pixel or outside the map's band), ``dayList(time)`` strings like ``R18_day40``,
-    ``timeList(time, 8)`` (start, end, mean, median sol-of-year, then start, end, mean, median Ls;
-    one map per step, so the four values of each group are equal), ``soy(time)`` (sol of year, the
-    median). Tools written for the real files read ``MDAD``, ``dayList``, ``soy`` and ``timeList``
-    by these names. Extra: ``marsYear(time)``.
-    ``MDAD`` has no ``_FillValue`` on purpose: like the real files, 255 must come back as 255
-    (xarray would otherwise turn it into NaN and the array into float); the meaning of 0 and 255
-    is given by CF ``flag_values``/``flag_meanings``.
+    ascending, MDAD's registration: see :func:`define_cube_axes`); ``MDAD(time, longitude, latitude)``
+    uint8 (0 no dust, 1–250 storm labels, 255 missing MDGM pixel or outside the map's band),
+    ``dayList(time)`` strings like ``R18_day40``, ``timeList(time, 8)`` (start, end, mean, median
+    sol-of-year, then start, end, mean, median Ls; one map per step, so the four values of each
+    group are equal), ``soy(time)`` (sol of year, the median). Tools written for the real files read
+    ``MDAD``, ``dayList``, ``soy`` and ``timeList`` by these names.
+
+    CF on top (so xarray and GIS tools read it without help): ``time(time)`` is a coordinate
+    variable holding each step's median Ls (degrees), with ``dayList``, ``marsYear`` and ``soy`` as
+    auxiliary coordinates (``MDAD:coordinates``); ``MDAD`` has ``_FillValue`` = ``missing_value`` =
+    255 (xarray masks it; netCDF4 returns a masked array, whose data still holds 255),
+    ``flag_values``/``flag_meanings`` for 0 and 255 and ``grid_mapping`` → :data:`GRID_MAPPING_VARIABLE`
+    (:func:`define_grid_mapping`: the Mars sphere as ``crs_wkt``); ``lon_bnds``/``lat_bnds`` give
+    each cell's edges. Extra: ``marsYear(time)``.
 
     Parameters
     ----------
@@ -502,8 +610,6 @@ class MaskCubeWriter:
 
     # layout ----------------------------------------------------------------------------------------
     def _define(self, ds) -> None:
-        grid = self.grid
-        lat = cube_latitudes_deg(grid.res_deg)
         ds.Conventions = "CF-1.8"
         ds.title = self.title
         ds.source = "marsdust (deep-learning detection of dust storms in Mars Daily Global Maps)"
@@ -513,46 +619,20 @@ class MaskCubeWriter:
         ds.radius_km = MARS_RADIUS_KM
         if self.attributes:
             ds.setncatts(self.attributes)
+        n_lat = cube_latitudes_deg(self.grid.res_deg).size
         ds.createDimension(TIME_DIM, None)
-        ds.createDimension(LON_DIM, grid.width)
-        ds.createDimension(LAT_DIM, lat.size)
+        ds.createDimension(LON_DIM, self.grid.width)
+        ds.createDimension(LAT_DIM, n_lat)
         ds.createDimension(TIME_STAT_DIM, TIME_LIST_COLUMNS)
-        lon_var = ds.createVariable(LON_DIM, "f8", (LON_DIM,))
-        lon_var[:] = grid.lon_centers_deg
-        lon_var.setncatts({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude (cell centre)",
-                           "axis": "X", "comment": "planetocentric, east-positive, Mars"})
-        lat_var = ds.createVariable(LAT_DIM, "f8", (LAT_DIM,))
-        lat_var[:] = lat
-        lat_var.setncatts({"units": "degrees_north", "standard_name": "latitude",
-                           "long_name": "latitude (point-registered)", "axis": "Y",
-                           "comment": "latitude point L holds the map pixel whose northern edge is L"})
+        ds.createDimension(BOUNDS_DIM, 2)
+        define_cube_axes(ds, self.grid)
+        define_grid_mapping(ds)
         mdad = ds.createVariable(
             LABELS_VARIABLE, "u1", (TIME_DIM, LON_DIM, LAT_DIM), zlib=True, complevel=self.complevel, shuffle=True,
-            chunksizes=(1, grid.width, lat.size), fill_value=False,
+            chunksizes=(1, self.grid.width, n_lat), fill_value=MISSING_VALUE,
         )
-        mdad.setncatts({
-            "long_name": "dust storm label",
-            "units": "1",
-            "flag_values": np.array([0, MISSING_VALUE], dtype=np.uint8),
-            "flag_meanings": "no_dust missing_mdgm_pixel",
-            "comment": (
-                "0 no dust; 1-133 storm member number within the day's subphase (or the per-map detection "
-                "number when tracking did not run); 134-250 split member 'b' with number value-133; "
-                "255 missing MDGM pixel or outside the map's latitude band"
-            ),
-        })
-        day = ds.createVariable(DAY_LIST_VARIABLE, str, (TIME_DIM,))
-        day.long_name = "MDGM of each time step: SUBPHASE_daySOL"
-        times = ds.createVariable(TIME_LIST_VARIABLE, "f8", (TIME_DIM, TIME_STAT_DIM), fill_value=np.nan)
-        times.long_name = "start, end, mean, median sol-of-year; start, end, mean, median Ls"
-        times.units = "1"
-        times.comment = "columns 0-3 sol of the Mars year (sols), columns 4-7 solar longitude Ls (degrees)"
-        soy = ds.createVariable(SOL_OF_YEAR_VARIABLE, "f8", (TIME_DIM,))
-        soy.long_name = "sol of the Mars year of each time step (timeList column 3, the median)"
-        soy.units = "sols"
-        year = ds.createVariable(MARS_YEAR_VARIABLE, "i2", (TIME_DIM,))
-        year.long_name = "Mars year"
-        year.units = "1"
+        mdad.setncatts(LABEL_ATTRIBUTES)
+        define_time_variables(ds)
 
     # writing ---------------------------------------------------------------------------------------
     def append(self, step: MaskStep) -> None:
@@ -580,6 +660,7 @@ class MaskCubeWriter:
             time_row = time_list_row(sol, ls_deg)
         self._ds[TIME_LIST_VARIABLE][t, :] = np.asarray(time_row, dtype=np.float64)
         self._ds[SOL_OF_YEAR_VARIABLE][t] = float(time_row[TIME_LIST_MEDIAN_SOL])
+        self._ds[TIME_DIM][t] = float(time_row[TIME_LIST_MEDIAN_LS])
         self._ds[MARS_YEAR_VARIABLE][t] = int(mars_year)
         self._count += 1
 
@@ -625,8 +706,31 @@ def chunk_grid(chunk_path: str | os.PathLike) -> MapGrid | None:
     return None
 
 
-def _append_chunk(cube: MaskCubeWriter, chunk: str | os.PathLike, relabel: np.ndarray | None) -> None:
-    """Append every time step of a chunk file to ``cube``, its values passed through ``relabel``."""
+MDAD_RES_DEG = 0.1
+"""The resolution of MDAD v1.1's cubes, degrees: 3600 longitudes × 1801 latitudes."""
+
+
+def upsample_cube_slice(cube_slice: np.ndarray, source: MapGrid, target: MapGrid) -> np.ndarray:
+    """A ``(longitude, latitude)`` cube slice of ``source`` on the finer (or equal) global ``target`` grid.
+
+    Nearest neighbour: each target pixel takes the value of the source pixel holding its centre
+    (labels stay labels; 255 stays 255). Target rows outside ``source``'s band are 255.
+    """
+    labels = cube_to_grid_labels(np.asarray(cube_slice), source)
+    rows = np.floor((source.lat_north_deg - target.lat_centers_deg) / source.res_deg).astype(np.int64)
+    columns = np.floor((target.lon_centers_deg + 180.0) / source.res_deg).astype(np.int64) % source.width
+    inside = (rows >= 0) & (rows < source.height)
+    fine = np.full(target.shape, MISSING_VALUE, dtype=np.uint8)
+    fine[inside] = labels[rows[inside]][:, columns]
+    valid = fine != MISSING_VALUE
+    return grid_labels_to_cube(np.where(valid, fine, 0), target, valid)
+
+
+def _append_chunk(cube: MaskCubeWriter, chunk: str | os.PathLike, relabel: np.ndarray | None,
+                  source_grid: MapGrid) -> None:
+    """Append every time step of a chunk file to ``cube``, its values passed through ``relabel`` and, where
+    the cube's grid is finer than ``source_grid``, upsampled (:func:`upsample_cube_slice`)."""
+    resample = cube.grid != source_grid
     with open_netcdf(chunk, "mask-cube chunk") as ds:
         for name in (LABELS_VARIABLE, DAY_LIST_VARIABLE, TIME_LIST_VARIABLE, MARS_YEAR_VARIABLE):
             if name not in ds.variables:
@@ -635,6 +739,8 @@ def _append_chunk(cube: MaskCubeWriter, chunk: str | os.PathLike, relabel: np.nd
             labels = np.asarray(ds.variables[LABELS_VARIABLE][t])
             if relabel is not None:
                 labels = relabel[labels]
+            if resample:
+                labels = upsample_cube_slice(labels, source_grid, cube.grid)
             time_row = np.asarray(ds.variables[TIME_LIST_VARIABLE][t], dtype=np.float64)
             cube.append_cube_slice(labels, str(ds.variables[DAY_LIST_VARIABLE][t]),
                                    int(ds.variables[MARS_YEAR_VARIABLE][t]), float(time_row[TIME_LIST_START_LS]),
@@ -642,7 +748,8 @@ def _append_chunk(cube: MaskCubeWriter, chunk: str | os.PathLike, relabel: np.nd
 
 
 def merge_mask_chunks(chunks: Sequence[tuple[str | os.PathLike, np.ndarray | None]], path: str | os.PathLike,
-                      grid: MapGrid, title: str = "marsdust dust storm masks", progress: bool = False) -> Path:
+                      grid: MapGrid, title: str = "marsdust dust storm masks", progress: bool = False,
+                      output_grid: MapGrid | None = None) -> Path:
     """Concatenate mask-cube chunks into one cube, in the order given, atomically (memory: one map).
 
     Parameters
@@ -660,6 +767,9 @@ def merge_mask_chunks(chunks: Sequence[tuple[str | os.PathLike, np.ndarray | Non
         The cube's ``title`` attribute.
     progress : bool
         Show a progress bar (from 50 chunks on).
+    output_grid : MapGrid, optional
+        The grid of the cube written, if finer than ``grid`` (e.g. ``MapGrid.marci(MDAD_RES_DEG)``,
+        MDAD's 0.1°): each slice is upsampled by nearest neighbour (:func:`upsample_cube_slice`).
 
     Raises
     ------
@@ -672,9 +782,9 @@ def merge_mask_chunks(chunks: Sequence[tuple[str | os.PathLike, np.ndarray | Non
     chunks = list(chunks)
     if not chunks:
         raise ValueError(f"{path}: no chunk files to merge")
-    with MaskCubeWriter(path, grid, title=title) as cube:
+    with MaskCubeWriter(path, output_grid or grid, title=title) as cube:
         for chunk, relabel in tqdm(chunks, desc=Path(path).name, unit="map", disable=not progress or len(chunks) < 50):
-            _append_chunk(cube, chunk, relabel)
+            _append_chunk(cube, chunk, relabel, grid)
     return Path(path)
 
 
