@@ -13,7 +13,12 @@ b = torch.load(new/"run/checkpoints/last.ckpt", map_location="cpu", weights_only
 assert a.keys() == b.keys()
 diff = [k for k in a if not torch.equal(a[k], b[k])]
 print(f"weights: {len(a)} tensors, {len(diff)} differ")
-for f in ["det/detections.csv", "det/masks.nc", "det/masks_master.csv", "det/detections.geojson", "run/split.csv"]:
+products = sorted(p.relative_to(old) for p in (old / "det").rglob("*")
+                  if p.is_file() and p.name != "maps.csv" and "parts" not in p.parts and not p.name.startswith("."))
+for f in [*products, pathlib.Path("run/split.csv")]:
+    if not (new / f).is_file():
+        print(f, "MISSING in", new)
+        continue
     ha = hashlib.sha256((old/f).read_bytes()).hexdigest(); hb = hashlib.sha256((new/f).read_bytes()).hexdigest()
     print(f, "identical" if ha == hb else "DIFFER")
 ma = pd.read_csv(old/"det/maps.csv").drop(columns=["seconds"]); mb = pd.read_csv(new/"det/maps.csv").drop(columns=["seconds"])
