@@ -270,6 +270,45 @@ def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob
     assert summary.n_processed == 2
 
 
+RUN_KEY_CHANGES = {  # run-key item -> (settings, outputs options, history) that change it
+    "score_threshold": ({"score_threshold": 0.3}, {}, None),
+    "mask_threshold": ({"mask_threshold": 0.4}, {}, None),
+    "pad_deg": ({"pad_deg": 20.0}, {}, None),
+    "max_tile_px": ({"max_tile_px": 1024}, {}, None),
+    "tile_overlap_px": ({"tile_overlap_px": 64}, {}, None),
+    "min_valid_fraction": ({"min_valid_fraction": 0.4}, {}, None),
+    "duplicate_iou": ({"duplicate_iou": 0.4}, {}, None),
+    "probability": ({"probability": False}, {}, None),
+    "engine": ({"engine": "plain"}, {}, None),
+    "onnx_model_sha256": ({"onnx_model": "backbone.onnx"}, {}, None),
+    "geotiff": ({}, {"geotiff": True}, None),
+    "quicklook": ({}, {"quicklook": True}, None),
+    "history_maps": ({}, {}, "history"),
+}
+
+
+def test_every_input_and_setting_is_in_the_resume_key(tmp_path, blob_model, monkeypatch):
+    """Each item of the run key, changed alone, is refused by name; the maps' files are part of it."""
+    monkeypatch.setenv("MARSDUST_DETECT_ENGINE", "torch")
+    maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
+    archive = write_disc_archive(tmp_path / "archive", maps)
+    write_disc_archive(tmp_path / "history", {"r18_000": (99.0, [])})
+    (tmp_path / "backbone.onnx").write_bytes(b"an exported backbone")
+    out = tmp_path / "out"
+    base = {"score_threshold": 0.5}
+    detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(**base), execution=QUIET)
+    for item, (settings, outputs, history) in RUN_KEY_CHANGES.items():
+        if "onnx_model" in settings:
+            settings = {"onnx_model": tmp_path / settings["onnx_model"]}
+        with pytest.raises(ValueError, match=rf"other settings \({item}\)"):
+            detect.detect_archive(blob_model, archive, detect.DetectOutputs(out, **outputs),
+                                  settings=detect.DetectSettings(**{**base, **settings}), execution=QUIET,
+                                  history=None if history is None else tmp_path / history)
+    (archive / "R18" / "r18_002.png").write_bytes((archive / "R18" / "r18_002.png").read_bytes() + b"\0")
+    with pytest.raises(ValueError, match=r"other settings \(history_maps, maps\)"):
+        detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(**base), execution=QUIET)
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     from typer.testing import CliRunner
 

@@ -114,11 +114,45 @@ def _resolve_score_threshold(checkpoint_or_model, settings: DetectSettings) -> D
 
 
 def _run_key(job: _Job) -> dict:
-    """What a run's parts must share to be merged (``OUT/parts/settings.json``)."""
+    """Everything a run's output depends on, which its parts must share to be merged (``OUT/parts/settings.json``).
+
+    The detector (checkpoint content), the ONNX backbone file's content, the maps and the history maps
+    (:func:`maps_identity`), every inference setting (the engine resolved from the environment) and the
+    per-map products asked for. :func:`marsdust.detect.parts.check_settings` names the items that differ.
+    """
+    from marsdust.detect.engines import default_engine
+
     settings = job.settings
-    return {"checkpoint_sha256": checkpoint_key(job.checkpoint_or_model), "score_threshold": settings.score_threshold,
-            "mask_threshold": settings.mask_threshold, "pad_deg": settings.pad_deg,
-            "max_tile_px": settings.max_tile_px}
+    key = {"checkpoint_sha256": checkpoint_key(job.checkpoint_or_model),
+           "onnx_model_sha256": None if settings.onnx_model is None else file_sha256(settings.onnx_model),
+           "maps": maps_identity(job.rows), "history_maps": maps_identity(job.history_rows)}
+    for field in dataclasses.fields(settings):
+        if field.name not in ("onnx_model", "classes"):  # classes: the detector's, set when it runs
+            key[field.name] = getattr(settings, field.name)
+    key["engine"] = settings.engine or default_engine()
+    key["geotiff"], key["quicklook"] = job.outputs.geotiff, job.outputs.quicklook
+    return key
+
+
+def maps_identity(rows: list) -> str:
+    """SHA-256 over a list of maps: each one's id, Mars year, Ls, path, and its file's size and modification time.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``map_id, mars_year, ls, path`` records (:func:`marsdust.detect.inputs.resolve_maps`); a path
+        ``TARFILE::MEMBER`` is identified by its tar file.
+    """
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: str(r["map_id"])):
+        path = str(row["path"])
+        try:
+            stat = os.stat(path.split("::", 1)[0])
+            stamp = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{row['map_id']}|{int(row['mars_year'])}|{float(row['ls'])!r}|{path}|{stamp}\n".encode())
+    return digest.hexdigest()
 
 
 def share_of(rows: list, index: int, count: int) -> list:
@@ -164,8 +198,13 @@ def checkpoint_key(checkpoint_or_model) -> str:
     """
     if not isinstance(checkpoint_or_model, (str, os.PathLike)):
         return "model"
+    return file_sha256(checkpoint_or_model)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content (hex)."""
     digest = hashlib.sha256()
-    with open(checkpoint_or_model, "rb") as stream:
+    with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -41,24 +41,34 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuse to resume a run made with other settings (the parts would not be comparable).
+    """Refuse to resume a run made with other settings or inputs (the parts would not be comparable).
 
-    The first run records ``settings`` in ``OUT/parts/settings.json``; a later run must bring the same.
+    The first run records ``settings`` (the run key of :mod:`marsdust.detect.archive`) in
+    ``OUT/parts/settings.json``; a later run must bring the same, else a ValueError names every item
+    that differs.
     """
     path = _parts_dir(out_dir) / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings, allow_nan=True))  # as it reads back (tuples as lists)
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: unreadable run settings ({err}); use overwrite to start afresh") from err
-        if old != settings:
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        changed = sorted(k for k in set(old) | set(settings) if not _same(old.get(k), settings.get(k)))
+        if changed:
             raise ValueError(
                 f"{out_dir}: holds parts of a run with other settings ({', '.join(changed)}); "
                 "use --overwrite to start afresh or another output folder"
             )
         return
     write_json(path, settings)
+
+
+def _same(a, b) -> bool:
+    """Equal recorded values (NaN equal to NaN)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    return a == b
 
 
 def error_part(row: dict, message: str, seconds: float) -> dict:
