@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from mdad_cube_files import write_cube_dir
+
 from marsdust.cli import app
 from marsdust.models import build_model, save_checkpoint
 
@@ -116,6 +118,32 @@ def test_catalog_bad_cubes(odd_dir, case):
     (odd_dir / "MY30" / "master.csv").write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
     result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv")])
     assert_one_line_error(result, *words)
+
+
+@pytest.mark.parametrize("column, change, words", [
+    ("area", lambda values: values * 10, ("area differs", "D01_031")),
+    ("centroid_lat", lambda values: -values, ("centroid lies", "D01_031")),
+])
+def test_catalog_strict_master_disagreeing_with_its_cube(odd_dir, column, change, words):
+    cube_dir = write_cube_dir(odd_dir / "MY30")  # master areas and centroids as in the cube
+    master_path = cube_dir / "MDAD_MY30_master.csv"
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv"), "--strict"])
+    assert result.exit_code == 0, result.output
+    master = pd.read_csv(master_path, keep_default_na=False)
+    master[column] = change(master[column])
+    master.to_csv(master_path, index=False)
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv"), "--strict"])
+    assert_one_line_error(result, "MDAD consistency", "MDAD_MY30_master.csv", *words)
+
+
+def test_catalog_master_with_a_v10_table_is_refused(odd_dir):
+    table = odd_dir / "MDAD.csv"
+    table.write_text(V10_HEADER + V10_ROW, encoding="utf-8")
+    master = odd_dir / "master.csv"
+    master.write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
+    for source in (table, odd_dir):
+        result = runner.invoke(app, ["catalog", str(source), "--master", str(master), "-o", str(odd_dir / "s.csv")])
+        assert_one_line_error(result, "--master", "v1.0")
 
 
 def test_catalog_unwritable_output(odd_dir):
