@@ -168,6 +168,85 @@ def test_index_bad_inputs(odd_dir):
     assert_one_line_error(result, "not a folder")
 
 
+# --- track / climatology -------------------------------------------------------------------------
+STORM_HEADER = "map_id,subphase,sol,mars_year,ls,lon,lat,area_km2,polygon_wkt\n"
+STORM_ROW = 'r18_041,R18,41,25,100.5,10.0,20.0,500000,"POLYGON ((5 15, 15 15, 15 25, 5 25, 5 15))"\n'
+STORM_CASES = {  # the second data row (spreadsheet row 3) changed -> words of the error
+    "latitude 150": (("20.0,500000", "150,500000"), ("row 3", "'lat'", "[-90, 90]")),
+    "longitude 360": (("10.0,20.0", "360,20.0"), ("row 3", "'lon'", "[-180, 180]")),
+    "longitude inf": (("10.0,20.0", "inf,20.0"), ("row 3", "'lon'")),
+    "negative area": (("500000", "-5e5"), ("row 3", "'area_km2'", "> 0")),
+    "Ls 400": (("100.5", "400"), ("row 3", "'ls'", "[0, 360)")),
+    "Mars year -3": ((",25,", ",-3,"), ("row 3", "'mars_year'", "[1, 100]")),
+    "Mars year 25.5": ((",25,", ",25.5,"), ("row 3", "'mars_year'")),
+    "Mars year 1e12": ((",25,", ",1e12,"), ("row 3", "'mars_year'")),
+    "empty map id": (("r18_041,", ","), ("row 3", "'map_id'")),
+    "unparsable WKT": (("POLYGON ((5 15, 15 15", "POLYGON ((5 15 15 15"), ("row 3", "'polygon_wkt'", "WKT")),
+    "empty sol": ((",41,", ",,"), ("row 3", "'sol'")),
+}
+
+
+def storm_table(folder, case=None):
+    """A two-row storm table (``catalog`` output columns), its second row changed by ``STORM_CASES[case]``."""
+    second = STORM_ROW if case is None else STORM_ROW.replace(*STORM_CASES[case][0])
+    path = folder / "storms table.csv"
+    path.write_text(STORM_HEADER + STORM_ROW.replace("r18_041,R18,41", "r18_040,R18,40") + second, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("command", ["track", "climatology"])
+@pytest.mark.parametrize("case", sorted(STORM_CASES))
+def test_storm_table_bad_values(odd_dir, command, case):
+    table = storm_table(odd_dir, case)
+    result = runner.invoke(app, [command, str(table), "-o", str(odd_dir / ("t.csv" if command == "track" else "c"))])
+    assert_one_line_error(result, "storms table.csv", *STORM_CASES[case][1])
+
+
+TRACK_OPTION_CASES = {
+    "--max-ls-gap-deg": ("inf", "--max-ls-gap-deg"),
+    "--size-factor": ("-5", "--size-factor"),
+    "--min-link-km": ("nan", "--min-link-km"),
+    "--min-iou": ("nan", "--min-iou"),
+}
+
+
+@pytest.mark.parametrize("option", sorted(TRACK_OPTION_CASES))
+def test_track_bad_options(odd_dir, option):
+    value, word = TRACK_OPTION_CASES[option]
+    table = storm_table(odd_dir)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv"), option, value])
+    assert_one_line_error(result, word, "finite")
+
+
+def test_track_outputs_that_collide_or_cannot_be_written(odd_dir):
+    table = storm_table(odd_dir)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv"), "--members", str(odd_dir / "t.csv")])
+    assert_one_line_error(result, "--members", "t.csv", "same file")
+    assert not (odd_dir / "t.csv").exists()
+    (odd_dir / "a folder").mkdir()
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "a folder")])
+    assert_one_line_error(result, "a folder", "is a folder")
+    result = runner.invoke(app, ["track", str(table), "-o", "/proc/no such folder/x.csv"])
+    assert_one_line_error(result, "x.csv", "cannot write")
+    assert "disk is full" not in result.output
+    result = runner.invoke(app, ["track", str(table), "-o", str(blocked_output(odd_dir))])
+    assert_one_line_error(result, "not a folder")
+
+
+def test_climatology_output_that_is_a_file(odd_dir):
+    table = storm_table(odd_dir)
+    (odd_dir / "figures").write_text("a file")
+    result = runner.invoke(app, ["climatology", str(table), "-o", str(odd_dir / "figures")])
+    assert_one_line_error(result, "figures", "is a file")
+
+
+def test_good_storm_table_is_tracked(odd_dir):
+    table = storm_table(odd_dir)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(odd_dir / "t.csv")["member_id"].tolist() == ["R18_001"] * 2
+
+
 # --- detect -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_detector):

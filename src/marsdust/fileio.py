@@ -29,8 +29,8 @@ class DiskFullError(OSError):
 
 def _disk_is_full(error: BaseException, folder: Path) -> bool:
     """True if ``error`` is (or, for libraries that hide errno such as netCDF/HDF5, looks like) a full disk."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
+    if isinstance(error, OSError) and (error.errno or 0) > 0:  # a system errno (netCDF uses negative codes)
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
     if isinstance(error, (RuntimeError, OSError)):
         try:
             return shutil.disk_usage(folder).free < 1024 * 1024
