@@ -61,6 +61,8 @@ CATALOG_CASES = {
     "member number too large": (V10_ROW.replace("R18_031", "R18_200"), ("row 3", "Member ID")),
     "negative area": (V10_ROW.replace("120000", "-5"), ("row 3", "Area (square km)")),
     "empty sol": (V10_ROW.replace(",40,", ",,"), ("row 3", "Sol")),
+    "Mars year 1e12": (V10_ROW.replace("24,", "1e12,", 1), ("row 3", "Mars Year", "[1, 100]")),
+    "Mars year 25.5": (V10_ROW.replace("24,", "25.5,", 1), ("row 3", "Mars Year")),
 }
 
 
