@@ -9,6 +9,7 @@ tests use a real tiny checkpoint whose weights are set so that it deterministica
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -259,10 +260,12 @@ def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob
     archive = write_disc_archive(tmp_path / "archive", maps)
     out = tmp_path / "out"
     detect.detect_archive(blob_model, archive, out, execution=QUIET)
-    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    assert not (out / "parts").exists() and not (out / detect.archive.LOCK_FILE).exists()  # finished: cleaned up
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     summary = detect.detect_archive(blob_model, archive, out, execution=QUIET)
-    assert summary.n_processed == 0 and summary.n_detections == 2
-    assert stamp == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    assert summary.n_processed == 0 and summary.n_detections == 2 and summary.n_errors == 0
+    assert summary.paths["detections"] == out / "detections.csv"
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in out.iterdir()}  # nothing rewritten
     with pytest.raises(ValueError, match="other settings.*score_threshold"):
         detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(0.3), execution=QUIET)
     summary = detect.detect_archive(blob_model, archive, detect.DetectOutputs(out, overwrite=True),
@@ -373,8 +376,8 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     pd.testing.assert_frame_equal(pd.read_csv(two / "detections.csv"), expected)
     maps_csv = pd.read_csv(two / "maps.csv")
     assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
-    parts = [json.loads(p.read_text()) for p in sorted((killed / "parts").glob("r18_*.json"))]
-    assert sum(p["map"]["n_detections"] for p in parts) == len(expected)
+    assert not (killed / "parts").exists()  # removed once the merge was complete
+    assert pd.read_csv(killed / "maps.csv")["n_detections"].sum() == len(expected)
 
     ranks = tmp_path / "torchrun"  # as on several GPUs or nodes: two ranks (gloo on a CPU), rank 0 merges
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "marsdust", "detect",
@@ -464,7 +467,7 @@ def test_resume_is_keyed_on_the_checkpoints_content_not_its_path(tmp_path):
                                                    "r18_002": (102.0, [(40.0, 0.0, 8.0)])}, grid=grid)
     ckpt = save_checkpoint(always_storm_detector(), tmp_path / "best.ckpt")
     out = tmp_path / "out"
-    detect.detect_archive(ckpt, archive, out, execution=ONE_THREAD)
+    detect.detect_archive(ckpt, archive, out, execution=dataclasses.replace(ONE_THREAD, merge=False))
     (out / "parts" / "r18_002.json").unlink()  # as if killed before the last map
     moved = tmp_path / "moved.ckpt"
     moved.write_bytes(ckpt.read_bytes())
@@ -489,14 +492,30 @@ def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(t
 
     archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
     out = tmp_path / "out"
-    stale = [out / "parts" / ".r18_001.json.k1ll3d.tmp.json", out / "parts" / "masks" / ".r18_001.nc.x.tmp.nc",
-             out / ".detections.csv.y.tmp.csv"]
+    stale = [out / "parts" / ".marsdust-r18_001.json.k1ll3d.tmp.json",
+             out / "parts" / "masks" / ".marsdust-r18_001.nc.x.tmp.nc", out / ".marsdust-detections.csv.y.tmp.csv"]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half written")
+    users = [out / ".mywork.tmp", out / ".detections.csv.y.tmp.csv"]  # not marsdust's names: left alone
+    for path in users:
+        path.write_text("the user's")
     detect.detect_archive(blob_model, archive, out, execution=QUIET)
     assert not any(path.exists() for path in stale)
+    assert all(path.read_text() == "the user's" for path in users)
     with output_lock(out):  # another detect holds the folder
         with pytest.raises(ValueError, match=r"another marsdust detect \(pid \d+\) is writing to this folder"):
             detect.detect_archive(blob_model, archive, out, execution=QUIET)
     assert detect.detect_archive(blob_model, archive, out, execution=QUIET).n_processed == 0  # released
+
+
+def test_a_link_planted_as_the_lock_file_is_refused_and_its_target_kept(tmp_path, blob_model):
+    archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (out / detect.archive.LOCK_FILE).symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link"):
+        detect.detect_archive(blob_model, archive, out, execution=QUIET)
+    assert target.read_text() == "keep me"

@@ -19,8 +19,11 @@ from typing import Iterator
 import pandas as pd
 
 
-TEMP_PREFIX = "."
+TEMP_PREFIX = ".marsdust-"
+"""Start of the names of marsdust's temporary files (hidden, and never a name a user picks by chance)."""
+
 TEMP_MARK = ".tmp"
+"""Part of every temporary file name, before the kept suffix: ``.marsdust-<name>.<random>.tmp<suffix>``."""
 
 
 class DiskFullError(OSError):
@@ -42,11 +45,13 @@ def _disk_is_full(error: BaseException, folder: Path) -> bool:
 def remove_stale_temp_files(folder: str | os.PathLike) -> int:
     """Delete the temporary files :func:`atomic_output` left in ``folder`` when its process was killed.
 
-    Only call this while no other writer uses ``folder``. Returns how many were removed.
+    Only files named as marsdust names them (:data:`TEMP_PREFIX` ... :data:`TEMP_MARK`) and that are
+    plain files (not links) are removed: a user's own ``.work.tmp`` stays. Only call this while no
+    other marsdust writer uses ``folder``. Returns how many were removed.
     """
     removed = 0
     for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
-        if path.is_file():
+        if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -56,7 +61,8 @@ def temp_path_beside(path: str | os.PathLike) -> Path:
     """A new empty temporary file in ``path``'s folder (created if missing), keeping its suffix.
 
     For writers that keep a file open across calls; move it into place with ``os.replace`` when
-    complete (or use :func:`atomic_output`, which does that for a ``with`` block).
+    complete (or use :func:`atomic_output`, which does that for a ``with`` block). Created with
+    ``O_CREAT | O_EXCL`` (:func:`tempfile.mkstemp`), so an existing file or link is never followed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
