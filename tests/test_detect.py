@@ -387,6 +387,81 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     pd.testing.assert_frame_equal(pd.read_csv(ranks / "detections.csv"), expected)
 
 
+def _children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(child) for child in text.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads child processes from /proc")
+def test_worker_processes_die_with_a_killed_parent(tmp_path):
+    grid = MapGrid.moc(0.8)
+    maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(20.0 * sol - 170.0, 0.0, 6.0)]) for sol in range(1, 41)}
+    archive = write_disc_archive(tmp_path / "archive", maps, grid=grid)
+    ckpt = save_checkpoint(always_storm_detector(), tmp_path / "model.ckpt")
+    out = tmp_path / "out"
+    process = subprocess.Popen(_cli(ckpt, archive, "-o", out, "--workers", "2"), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if list((out / "parts").glob("r18_*.json")):
+            break
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert process.poll() is None and len(workers) >= 2, "the workers must be running"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+CHILD = """
+import os, signal, sys, time
+from marsdust.detect.archive import die_with_parent
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to torch's own SIGINT-on-parent-death, as a busy worker can be
+if sys.argv[1] == "watched":
+    die_with_parent(os.getppid())
+print("ready", flush=True)  # on the parent's stdout, which the child shares
+time.sleep(60)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+@pytest.mark.parametrize("watched", [True, False])
+def test_die_with_parent_ends_a_process_whose_parent_is_killed(watched):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, "watched" if watched else "free"],
+                              stdout=subprocess.PIPE, text=True, env=_env())
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"  # the child has called die_with_parent
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    try:
+        assert _alive(child) is not watched  # an unwatched child is orphaned: the case this prevents
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_fast_mask_pasting_equals_torchvision(tiny_detector):
     torch.manual_seed(0)
     model = build_model("dustrcnn", map_res_deg=0.8, **{**tiny_detector, "box_detections_per_img": 20}).eval()

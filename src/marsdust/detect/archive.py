@@ -309,8 +309,35 @@ def _clear_outputs(out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # scale-out
 # ---------------------------------------------------------------------------------------------
-def _worker_main(index: int, job: _Job) -> None:
-    """One local worker process (torch.multiprocessing.spawn target): its stretch of the maps, no merge."""
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process end when the process ``parent_pid`` (its parent) ends, also when that is killed.
+
+    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread checks
+    the parent pid once a second. A parent already gone ends this process at once.
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="marsdust-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        os._exit(1)
+
+
+def _worker_main(index: int, job: _Job, parent_pid: int) -> None:
+    """One local worker process (torch.multiprocessing.spawn target): its stretch of the maps, no merge; it
+    ends with its parent (:func:`die_with_parent`)."""
+    die_with_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
     execution = job.execution
     process_maps(job.checkpoint_or_model, share_of(job.rows, index, execution.workers), job.history_rows,
@@ -329,7 +356,8 @@ def _spawn_workers(job: _Job) -> None:
     # fork is much faster to start (no re-import of torch) and safe while this process has not used CUDA
     start_method = "fork" if sys.platform.startswith("linux") and device == "cpu" else "spawn"
     try:
-        mp.start_processes(_worker_main, args=(worker_job,), nprocs=workers, join=True, start_method=start_method)
+        mp.start_processes(_worker_main, args=(worker_job, os.getpid()), nprocs=workers, join=True,
+                           start_method=start_method)
     except ProcessException as err:  # the child's traceback is in the message: keep its last line
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         raise ValueError(f"a detect worker failed: {lines[-1] if lines else err} (maps done so far are kept; "
