@@ -242,6 +242,17 @@ def test_climatology_output_that_is_a_file(odd_dir):
     assert_one_line_error(result, "figures", "is a file")
 
 
+def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
+    table = storm_table(odd_dir)
+    frame = pd.read_csv(table)
+    frame["note"] = ['=HYPERLINK("http://example.invalid","click")', "@SUM(A1:A9)"]
+    frame.to_csv(table, index=False)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])
+    assert result.exit_code == 0, result.output
+    notes = pd.read_csv(odd_dir / "t.csv")["note"].tolist()
+    assert notes == ["'=HYPERLINK(\"http://example.invalid\",\"click\")", "'@SUM(A1:A9)"]
+
+
 def test_good_storm_table_is_tracked(odd_dir):
     table = storm_table(odd_dir)
     result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])

@@ -119,21 +119,56 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters with which a spreadsheet reads a CSV cell as a formula."""
+
+
+def neutralize_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula prefixed by ``'``.
+
+    Only text (object / string) columns are touched, and in them only strings starting with one of
+    :data:`FORMULA_STARTS` that are not numbers (``-5`` stays): ``=HYPERLINK(...)`` becomes
+    ``'=HYPERLINK(...)``. Numeric columns are written as they are. Returns ``table`` itself when
+    nothing changes.
+    """
+    changed = {}
+    for column in table.columns:
+        if table[column].dtype != object and not pd.api.types.is_string_dtype(table[column]):
+            continue
+        values = table[column]
+        risky = values.map(_is_formula_text)
+        if risky.any():
+            changed[column] = values.where(~risky, "'" + values.astype(str))
+    return table.assign(**changed) if changed else table
+
+
+def _is_formula_text(value) -> bool:
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
 def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as CSV (no index) to ``path`` atomically; returns the path."""
+    """Write a DataFrame as CSV (no index) to ``path`` atomically, formulas neutralized
+    (:func:`neutralize_formulas`); returns the path."""
     with atomic_output(path) as tmp:
-        table.to_csv(tmp, index=False)
+        neutralize_formulas(table).to_csv(tmp, index=False)
     return Path(path)
 
 
 def write_table_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame atomically: Parquet for ``.parquet``/``.pq``, CSV for anything else."""
+    """Write a DataFrame atomically: Parquet for ``.parquet``/``.pq``, CSV (formulas neutralized,
+    :func:`neutralize_formulas`) for anything else."""
     path = Path(path)
     with atomic_output(path) as tmp:
         if path.suffix.lower() in (".parquet", ".pq"):
             table.to_parquet(tmp, index=False)
         else:
-            table.to_csv(tmp, index=False)
+            neutralize_formulas(table).to_csv(tmp, index=False)
     return path
 
 
