@@ -351,6 +351,46 @@ def test_detect_unwritable_output_folder(odd_dir, checkpoint):
     assert_one_line_error(result, "blocker")
 
 
+def one_map_archive(folder):
+    (folder / "R18").mkdir(parents=True)
+    Image.fromarray(good_map()).save(folder / "R18" / "r18_001.png")
+    (folder / "R18" / "list_ls.txt").write_text("r18_001 25 100\n")
+    return folder
+
+
+def test_detect_resume_with_other_inputs_is_refused(odd_dir, checkpoint, tiny_detector):
+    pytest.importorskip("onnxruntime")
+    from marsdust.detect import export_backbone_onnx
+
+    archive = one_map_archive(odd_dir / "archive")
+    history = one_map_archive(odd_dir / "history")
+    (history / "R18" / "r18_001.png").rename(history / "R18" / "r18_000.png")
+    (history / "R18" / "list_ls.txt").write_text("r18_000 25 99\n")
+    out = odd_dir / "out"
+    base = ["detect", str(checkpoint), str(archive), "-o", str(out), "--quiet", "--threads", "1"]
+    assert runner.invoke(app, base).exit_code == 0
+    result = runner.invoke(app, base + ["--history", str(history)])
+    assert_one_line_error(result, "other settings", "history_maps")
+    other = export_backbone_onnx(build_model("dustrcnn", map_res_deg=1.6, **tiny_detector).eval(),
+                                 odd_dir / "other model.onnx")
+    result = runner.invoke(app, base + ["--onnx-model", str(other), "--engine", "onnx"])
+    assert_one_line_error(result, "other settings", "onnx_model_sha256")
+    result = runner.invoke(app, base + ["--onnx-model", str(other), "--engine", "onnx", "--overwrite"])
+    assert_one_line_error(result, "other model.onnx", "another detector")
+
+
+def test_detect_lock_file_that_is_a_link(odd_dir, checkpoint):
+    archive = one_map_archive(odd_dir / "archive")
+    out = odd_dir / "out"
+    out.mkdir()
+    target = odd_dir / "precious.txt"
+    target.write_text("keep me")
+    (out / ".marsdust-detect.lock").symlink_to(target)
+    result = runner.invoke(app, ["detect", str(checkpoint), str(archive), "-o", str(out), "--quiet"])
+    assert_one_line_error(result, ".marsdust-detect.lock", "symbolic link")
+    assert target.read_text() == "keep me"
+
+
 def test_detect_broken_list_ls(odd_dir, checkpoint):
     folder = odd_dir / "archive" / "R18"
     folder.mkdir(parents=True)
