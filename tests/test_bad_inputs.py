@@ -235,19 +235,6 @@ def test_track_outputs_that_collide_or_cannot_be_written(odd_dir):
     assert_one_line_error(result, "not a folder")
 
 
-def test_climatology_ls_bin_nan(odd_dir):
-    result = runner.invoke(app, ["climatology", str(storm_table(odd_dir)), "-o", str(odd_dir / "c"),
-                                 "--ls-bin-deg", "nan"])
-    assert_one_line_error(result, "--ls-bin-deg", "finite")
-
-
-def test_detect_pad_nan(odd_dir, checkpoint):
-    archive = one_map_archive(odd_dir / "archive")
-    result = runner.invoke(app, ["detect", str(checkpoint), str(archive), "-o", str(odd_dir / "out"), "--quiet",
-                                 "--pad-deg", "nan"])
-    assert_one_line_error(result, "pad_deg", "finite")
-
-
 def test_climatology_output_that_is_a_file(odd_dir):
     table = storm_table(odd_dir)
     (odd_dir / "figures").write_text("a file")

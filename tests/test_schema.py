@@ -87,3 +87,11 @@ def test_check_option(value, low, high):
         with pytest.raises(ValueError, match=r"--x must be a finite number"):
             schema.check_option("--x", value, low, high, low_inclusive=False)
     schema.check_option("--x", None, low, high)  # not given
+
+
+@pytest.mark.parametrize("pad_deg", [math.nan, math.inf, -1.0, 181.0])
+def test_detect_settings_refuse_a_pad_outside_its_range(pad_deg):
+    from marsdust.detect import DetectSettings
+
+    with pytest.raises(ValueError, match="pad_deg.*finite number >= 0 and <= 180"):
+        DetectSettings(pad_deg=pad_deg)

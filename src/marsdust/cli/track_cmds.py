@@ -180,14 +180,8 @@ def climatology_command(
     """
     from marsdust.climatology import write_climatology
 
-    from marsdust.schema import check_option
-
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"-o {out_dir}: is a file; give a folder for the figures and tables")
-    try:
-        check_option("--ls-bin-deg", ls_bin_deg, 1.0, 180.0)
-    except ValueError as exc:
-        fail(exc)
     instances = _read(input_path, "INPUT")
     catalog = _truth_for(instances, truth, maps_path) if truth is not None else None
     try:
