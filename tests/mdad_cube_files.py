@@ -72,10 +72,10 @@ def master_frame():
         "mem_ID": ["D01_031", "D01_031b", "D01_005+006", "P08_033+P09_010+011"],
         "seq_ID": ["S1", "", "", "S2"],
         "confidence_flag": [100, 75, 50, 100],
-        "area": [1e5, 2e5, 3e4, 1e5],
+        "area": [6.05e5, 5.59e5, 3e4, 1e5],  # single members: their mask's area and centroid (4° grid)
         "swathLs": [10.0, 10.0, 10.0, 20.0],
-        "centroid_lon": [179.0, 0.0, -40.0, 30.0],
-        "centroid_lat": [10.0, 0.0, -30.0, -10.0],
+        "centroid_lon": [-178.0, -10.0, -40.0, 30.0],
+        "centroid_lat": [43.8, 6.0, -30.0, -10.0],
     })
 
 

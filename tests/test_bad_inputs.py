@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from mdad_cube_files import write_cube_dir
+
 from marsdust.cli import app
 from marsdust.models import build_model, save_checkpoint
 
@@ -60,6 +62,8 @@ CATALOG_CASES = {
     "member number too large": (V10_ROW.replace("R18_031", "R18_200"), ("row 3", "Member ID")),
     "negative area": (V10_ROW.replace("120000", "-5"), ("row 3", "Area (square km)")),
     "empty sol": (V10_ROW.replace(",40,", ",,"), ("row 3", "Sol")),
+    "Mars year 1e12": (V10_ROW.replace("24,", "1e12,", 1), ("row 3", "Mars Year", "[1, 100]")),
+    "Mars year 25.5": (V10_ROW.replace("24,", "25.5,", 1), ("row 3", "Mars Year")),
 }
 
 
@@ -119,6 +123,32 @@ def test_catalog_bad_cubes(odd_dir, case):
     assert_one_line_error(result, *words)
 
 
+@pytest.mark.parametrize("column, change, words", [
+    ("area", lambda values: values * 10, ("area differs", "D01_031")),
+    ("centroid_lat", lambda values: -values, ("centroid lies", "D01_031")),
+])
+def test_catalog_strict_master_disagreeing_with_its_cube(odd_dir, column, change, words):
+    cube_dir = write_cube_dir(odd_dir / "MY30")  # master areas and centroids as in the cube
+    master_path = cube_dir / "MDAD_MY30_master.csv"
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv"), "--strict"])
+    assert result.exit_code == 0, result.output
+    master = pd.read_csv(master_path, keep_default_na=False)
+    master[column] = change(master[column])
+    master.to_csv(master_path, index=False)
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv"), "--strict"])
+    assert_one_line_error(result, "MDAD consistency", "MDAD_MY30_master.csv", *words)
+
+
+def test_catalog_master_with_a_v10_table_is_refused(odd_dir):
+    table = odd_dir / "MDAD.csv"
+    table.write_text(V10_HEADER + V10_ROW, encoding="utf-8")
+    master = odd_dir / "master.csv"
+    master.write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
+    for source in (table, odd_dir):
+        result = runner.invoke(app, ["catalog", str(source), "--master", str(master), "-o", str(odd_dir / "s.csv")])
+        assert_one_line_error(result, "--master", "v1.0")
+
+
 def test_catalog_unwritable_output(odd_dir):
     table = odd_dir / "MDAD.csv"
     table.write_text(V10_HEADER + V10_ROW, encoding="utf-8")
@@ -139,6 +169,96 @@ def test_index_bad_inputs(odd_dir):
     (archive / "list_ls.txt").write_text("r18_040 25 150\n")
     result = runner.invoke(app, ["index", str(odd_dir / "archive"), "-o", str(blocked_output(odd_dir))])
     assert_one_line_error(result, "not a folder")
+
+
+# --- track / climatology -------------------------------------------------------------------------
+STORM_HEADER = "map_id,subphase,sol,mars_year,ls,lon,lat,area_km2,polygon_wkt\n"
+STORM_ROW = 'r18_041,R18,41,25,100.5,10.0,20.0,500000,"POLYGON ((5 15, 15 15, 15 25, 5 25, 5 15))"\n'
+STORM_CASES = {  # the second data row (spreadsheet row 3) changed -> words of the error
+    "latitude 150": (("20.0,500000", "150,500000"), ("row 3", "'lat'", "[-90, 90]")),
+    "longitude 360": (("10.0,20.0", "360,20.0"), ("row 3", "'lon'", "[-180, 180]")),
+    "longitude inf": (("10.0,20.0", "inf,20.0"), ("row 3", "'lon'")),
+    "negative area": (("500000", "-5e5"), ("row 3", "'area_km2'", "> 0")),
+    "Ls 400": (("100.5", "400"), ("row 3", "'ls'", "[0, 360)")),
+    "Mars year -3": ((",25,", ",-3,"), ("row 3", "'mars_year'", "[1, 100]")),
+    "Mars year 25.5": ((",25,", ",25.5,"), ("row 3", "'mars_year'")),
+    "Mars year 1e12": ((",25,", ",1e12,"), ("row 3", "'mars_year'")),
+    "empty map id": (("r18_041,", ","), ("row 3", "'map_id'")),
+    "unparsable WKT": (("POLYGON ((5 15, 15 15", "POLYGON ((5 15 15 15"), ("row 3", "'polygon_wkt'", "WKT")),
+    "empty sol": ((",41,", ",,"), ("row 3", "'sol'")),
+}
+
+
+def storm_table(folder, case=None):
+    """A two-row storm table (``catalog`` output columns), its second row changed by ``STORM_CASES[case]``."""
+    second = STORM_ROW if case is None else STORM_ROW.replace(*STORM_CASES[case][0])
+    path = folder / "storms table.csv"
+    path.write_text(STORM_HEADER + STORM_ROW.replace("r18_041,R18,41", "r18_040,R18,40") + second, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("command", ["track", "climatology"])
+@pytest.mark.parametrize("case", sorted(STORM_CASES))
+def test_storm_table_bad_values(odd_dir, command, case):
+    table = storm_table(odd_dir, case)
+    result = runner.invoke(app, [command, str(table), "-o", str(odd_dir / ("t.csv" if command == "track" else "c"))])
+    assert_one_line_error(result, "storms table.csv", *STORM_CASES[case][1])
+
+
+TRACK_OPTION_CASES = {
+    "--max-ls-gap-deg": ("inf", "--max-ls-gap-deg"),
+    "--size-factor": ("-5", "--size-factor"),
+    "--min-link-km": ("nan", "--min-link-km"),
+    "--min-iou": ("nan", "--min-iou"),
+}
+
+
+@pytest.mark.parametrize("option", sorted(TRACK_OPTION_CASES))
+def test_track_bad_options(odd_dir, option):
+    value, word = TRACK_OPTION_CASES[option]
+    table = storm_table(odd_dir)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv"), option, value])
+    assert_one_line_error(result, word, "finite")
+
+
+def test_track_outputs_that_collide_or_cannot_be_written(odd_dir):
+    table = storm_table(odd_dir)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv"), "--members", str(odd_dir / "t.csv")])
+    assert_one_line_error(result, "--members", "t.csv", "same file")
+    assert not (odd_dir / "t.csv").exists()
+    (odd_dir / "a folder").mkdir()
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "a folder")])
+    assert_one_line_error(result, "a folder", "is a folder")
+    result = runner.invoke(app, ["track", str(table), "-o", "/proc/no such folder/x.csv"])
+    assert_one_line_error(result, "x.csv", "cannot write")
+    assert "disk is full" not in result.output
+    result = runner.invoke(app, ["track", str(table), "-o", str(blocked_output(odd_dir))])
+    assert_one_line_error(result, "not a folder")
+
+
+def test_climatology_output_that_is_a_file(odd_dir):
+    table = storm_table(odd_dir)
+    (odd_dir / "figures").write_text("a file")
+    result = runner.invoke(app, ["climatology", str(table), "-o", str(odd_dir / "figures")])
+    assert_one_line_error(result, "figures", "is a file")
+
+
+def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
+    table = storm_table(odd_dir)
+    frame = pd.read_csv(table)
+    frame["note"] = ['=HYPERLINK("http://example.invalid","click")', "@SUM(A1:A9)"]
+    frame.to_csv(table, index=False)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])
+    assert result.exit_code == 0, result.output
+    notes = pd.read_csv(odd_dir / "t.csv")["note"].tolist()
+    assert notes == ["'=HYPERLINK(\"http://example.invalid\",\"click\")", "'@SUM(A1:A9)"]
+
+
+def test_good_storm_table_is_tracked(odd_dir):
+    table = storm_table(odd_dir)
+    result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(odd_dir / "t.csv")["member_id"].tolist() == ["R18_001"] * 2
 
 
 # --- detect -----------------------------------------------------------------------------------
@@ -230,6 +350,46 @@ def test_detect_unwritable_output_folder(odd_dir, checkpoint):
     result = runner.invoke(app, ["detect", str(checkpoint), str(odd_dir / "archive"), "-o", str(blocker / "out"),
                                  "--quiet"])
     assert_one_line_error(result, "blocker")
+
+
+def one_map_archive(folder):
+    (folder / "R18").mkdir(parents=True)
+    Image.fromarray(good_map()).save(folder / "R18" / "r18_001.png")
+    (folder / "R18" / "list_ls.txt").write_text("r18_001 25 100\n")
+    return folder
+
+
+def test_detect_resume_with_other_inputs_is_refused(odd_dir, checkpoint, tiny_detector):
+    pytest.importorskip("onnxruntime")
+    from marsdust.detect import export_backbone_onnx
+
+    archive = one_map_archive(odd_dir / "archive")
+    history = one_map_archive(odd_dir / "history")
+    (history / "R18" / "r18_001.png").rename(history / "R18" / "r18_000.png")
+    (history / "R18" / "list_ls.txt").write_text("r18_000 25 99\n")
+    out = odd_dir / "out"
+    base = ["detect", str(checkpoint), str(archive), "-o", str(out), "--quiet", "--threads", "1"]
+    assert runner.invoke(app, base).exit_code == 0
+    result = runner.invoke(app, base + ["--history", str(history)])
+    assert_one_line_error(result, "other settings", "history_maps")
+    other = export_backbone_onnx(build_model("dustrcnn", map_res_deg=1.6, **tiny_detector).eval(),
+                                 odd_dir / "other model.onnx")
+    result = runner.invoke(app, base + ["--onnx-model", str(other), "--engine", "onnx"])
+    assert_one_line_error(result, "other settings", "onnx_model_sha256")
+    result = runner.invoke(app, base + ["--onnx-model", str(other), "--engine", "onnx", "--overwrite"])
+    assert_one_line_error(result, "other model.onnx", "another detector")
+
+
+def test_detect_lock_file_that_is_a_link(odd_dir, checkpoint):
+    archive = one_map_archive(odd_dir / "archive")
+    out = odd_dir / "out"
+    out.mkdir()
+    target = odd_dir / "precious.txt"
+    target.write_text("keep me")
+    (out / ".marsdust-detect.lock").symlink_to(target)
+    result = runner.invoke(app, ["detect", str(checkpoint), str(archive), "-o", str(out), "--quiet"])
+    assert_one_line_error(result, ".marsdust-detect.lock", "symbolic link")
+    assert target.read_text() == "keep me"
 
 
 def test_detect_broken_list_ls(odd_dir, checkpoint):

@@ -9,6 +9,7 @@ tests use a real tiny checkpoint whose weights are set so that it deterministica
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -310,15 +311,56 @@ def test_resume_does_not_redo_maps_and_other_settings_are_refused(tmp_path, blob
     archive = write_disc_archive(tmp_path / "archive", maps)
     out = tmp_path / "out"
     detect.detect_archive(blob_model, archive, out, execution=QUIET)
-    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    assert not (out / "parts").exists() and not (out / detect.archive.LOCK_FILE).exists()  # finished: cleaned up
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     summary = detect.detect_archive(blob_model, archive, out, execution=QUIET)
-    assert summary.n_processed == 0 and summary.n_detections == 2
-    assert stamp == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    assert summary.n_processed == 0 and summary.n_detections == 2 and summary.n_errors == 0
+    assert summary.paths["detections"] == out / "detections.csv"
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in out.iterdir()}  # nothing rewritten
     with pytest.raises(ValueError, match="other settings.*score_threshold"):
         detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(0.3), execution=QUIET)
     summary = detect.detect_archive(blob_model, archive, detect.DetectOutputs(out, overwrite=True),
                                     settings=detect.DetectSettings(0.3), execution=QUIET)
     assert summary.n_processed == 2
+
+
+RUN_KEY_CHANGES = {  # run-key item -> (settings, outputs options, history) that change it
+    "score_threshold": ({"score_threshold": 0.3}, {}, None),
+    "mask_threshold": ({"mask_threshold": 0.4}, {}, None),
+    "pad_deg": ({"pad_deg": 20.0}, {}, None),
+    "max_tile_px": ({"max_tile_px": 1024}, {}, None),
+    "tile_overlap_px": ({"tile_overlap_px": 64}, {}, None),
+    "min_valid_fraction": ({"min_valid_fraction": 0.4}, {}, None),
+    "duplicate_iou": ({"duplicate_iou": 0.4}, {}, None),
+    "probability": ({"probability": False}, {}, None),
+    "engine": ({"engine": "plain"}, {}, None),
+    "onnx_model_sha256": ({"onnx_model": "backbone.onnx"}, {}, None),
+    "geotiff": ({}, {"geotiff": True}, None),
+    "quicklook": ({}, {"quicklook": True}, None),
+    "history_maps": ({}, {}, "history"),
+}
+
+
+def test_every_input_and_setting_is_in_the_resume_key(tmp_path, blob_model, monkeypatch):
+    """Each item of the run key, changed alone, is refused by name; the maps' files are part of it."""
+    monkeypatch.setenv("MARSDUST_DETECT_ENGINE", "torch")
+    maps = {f"r18_{sol:03d}": (100.0 + sol, [(10.0 * sol, 0.0, 6.0)]) for sol in (1, 2)}
+    archive = write_disc_archive(tmp_path / "archive", maps)
+    write_disc_archive(tmp_path / "history", {"r18_000": (99.0, [])})
+    (tmp_path / "backbone.onnx").write_bytes(b"an exported backbone")
+    out = tmp_path / "out"
+    base = {"score_threshold": 0.5}
+    detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(**base), execution=QUIET)
+    for item, (settings, outputs, history) in RUN_KEY_CHANGES.items():
+        if "onnx_model" in settings:
+            settings = {"onnx_model": tmp_path / settings["onnx_model"]}
+        with pytest.raises(ValueError, match=rf"other settings \({item}\)"):
+            detect.detect_archive(blob_model, archive, detect.DetectOutputs(out, **outputs),
+                                  settings=detect.DetectSettings(**{**base, **settings}), execution=QUIET,
+                                  history=None if history is None else tmp_path / history)
+    (archive / "R18" / "r18_002.png").write_bytes((archive / "R18" / "r18_002.png").read_bytes() + b"\0")
+    with pytest.raises(ValueError, match=r"other settings \(history_maps, maps\)"):
+        detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(**base), execution=QUIET)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
@@ -385,8 +427,8 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     pd.testing.assert_frame_equal(pd.read_csv(two / "detections.csv"), expected)
     maps_csv = pd.read_csv(two / "maps.csv")
     assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
-    parts = [json.loads(p.read_text()) for p in sorted((killed / "parts").glob("r18_*.json"))]
-    assert sum(p["map"]["n_detections"] for p in parts) == len(expected)
+    assert not (killed / "parts").exists()  # removed once the merge was complete
+    assert pd.read_csv(killed / "maps.csv")["n_detections"].sum() == len(expected)
 
     ranks = tmp_path / "torchrun"  # as on several GPUs or nodes: two ranks (gloo on a CPU), rank 0 merges
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "marsdust", "detect",
@@ -394,6 +436,81 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     finished = subprocess.run(torchrun, check=True, env=_env(), timeout=180, capture_output=True, text=True)
     assert finished.stdout.count("12 processed now") == 1, finished.stdout  # one report, for both ranks
     pd.testing.assert_frame_equal(pd.read_csv(ranks / "detections.csv"), expected)
+
+
+def _children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(child) for child in text.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads child processes from /proc")
+def test_worker_processes_die_with_a_killed_parent(tmp_path):
+    grid = MapGrid.moc(0.8)
+    maps = {f"r18_{sol:03d}": (100.0 + 0.5 * sol, [(20.0 * sol - 170.0, 0.0, 6.0)]) for sol in range(1, 41)}
+    archive = write_disc_archive(tmp_path / "archive", maps, grid=grid)
+    ckpt = save_checkpoint(always_storm_detector(), tmp_path / "model.ckpt")
+    out = tmp_path / "out"
+    process = subprocess.Popen(_cli(ckpt, archive, "-o", out, "--workers", "2"), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if list((out / "parts").glob("r18_*.json")):
+            break
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert process.poll() is None and len(workers) >= 2, "the workers must be running"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+CHILD = """
+import os, signal, sys, time
+from marsdust.detect.archive import die_with_parent
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # deaf to torch's own SIGINT-on-parent-death, as a busy worker can be
+if sys.argv[1] == "watched":
+    die_with_parent(os.getppid())
+print("ready", flush=True)  # on the parent's stdout, which the child shares
+time.sleep(60)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+@pytest.mark.parametrize("watched", [True, False])
+def test_die_with_parent_ends_a_process_whose_parent_is_killed(watched):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, "watched" if watched else "free"],
+                              stdout=subprocess.PIPE, text=True, env=_env())
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"  # the child has called die_with_parent
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    try:
+        assert _alive(child) is not watched  # an unwatched child is orphaned: the case this prevents
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_fast_mask_pasting_equals_torchvision(tiny_detector):
@@ -476,7 +593,7 @@ def test_resume_is_keyed_on_the_checkpoints_content_not_its_path(tmp_path):
                                                    "r18_002": (102.0, [(40.0, 0.0, 8.0)])}, grid=grid)
     ckpt = save_checkpoint(always_storm_detector(), tmp_path / "best.ckpt")
     out = tmp_path / "out"
-    detect.detect_archive(ckpt, archive, out, execution=ONE_THREAD)
+    detect.detect_archive(ckpt, archive, out, execution=dataclasses.replace(ONE_THREAD, merge=False))
     (out / "parts" / "r18_002.json").unlink()  # as if killed before the last map
     moved = tmp_path / "moved.ckpt"
     moved.write_bytes(ckpt.read_bytes())
@@ -501,14 +618,30 @@ def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(t
 
     archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
     out = tmp_path / "out"
-    stale = [out / "parts" / ".r18_001.json.k1ll3d.tmp.json", out / "parts" / "masks" / ".r18_001.nc.x.tmp.nc",
-             out / ".detections.csv.y.tmp.csv"]
+    stale = [out / "parts" / ".marsdust-r18_001.json.k1ll3d.tmp.json",
+             out / "parts" / "masks" / ".marsdust-r18_001.nc.x.tmp.nc", out / ".marsdust-detections.csv.y.tmp.csv"]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half written")
+    users = [out / ".mywork.tmp", out / ".detections.csv.y.tmp.csv"]  # not marsdust's names: left alone
+    for path in users:
+        path.write_text("the user's")
     detect.detect_archive(blob_model, archive, out, execution=QUIET)
     assert not any(path.exists() for path in stale)
+    assert all(path.read_text() == "the user's" for path in users)
     with output_lock(out):  # another detect holds the folder
         with pytest.raises(ValueError, match=r"another marsdust detect \(pid \d+\) is writing to this folder"):
             detect.detect_archive(blob_model, archive, out, execution=QUIET)
     assert detect.detect_archive(blob_model, archive, out, execution=QUIET).n_processed == 0  # released
+
+
+def test_a_link_planted_as_the_lock_file_is_refused_and_its_target_kept(tmp_path, blob_model):
+    archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (out / detect.archive.LOCK_FILE).symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link"):
+        detect.detect_archive(blob_model, archive, out, execution=QUIET)
+    assert target.read_text() == "keep me"

@@ -129,6 +129,17 @@ def test_onnx_model_with_other_levels_is_refused(tmp_path, tiny_settings, tiny_m
         detect.OnnxBackbone(tiny_model, tmp_path / "missing.onnx")
 
 
+def test_onnx_model_of_another_detector_is_refused(tmp_path, tiny_settings, tiny_model):
+    """Same architecture, other weights: the weights digest in the ONNX metadata tells them apart."""
+    other = build_model("dustrcnn", **tiny_settings).eval()
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    path = detect.export_backbone_onnx(other, tmp_path / "other.onnx")
+    with pytest.raises(ValueError, match="exported from another detector"):
+        detect.OnnxBackbone(tiny_model, path)
+    assert detect.OnnxBackbone(other, path).matches(other)
+
+
 def test_detect_archive_engines_write_the_same_catalog(tmp_path, tiny_model):
     from PIL import Image
 

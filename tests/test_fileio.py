@@ -74,3 +74,17 @@ def test_atomic_output_gives_products_normal_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralized(tmp_path):
+    from marsdust.fileio import neutralize_formulas, write_table_atomic
+
+    table = pd.DataFrame({"member_id": ["=HYPERLINK(\"http://x\",\"y\")", "@SUM(A1)", "R18_001", "-5", "+cmd|' /C calc'!A0",
+                                        "\tx"],
+                          "lon": [-5.0, 1.0, 2.0, 3.0, 4.0, 5.0]})
+    written = pd.read_csv(write_table_atomic(table, tmp_path / "t.csv"), keep_default_na=False)
+    assert written["member_id"].tolist() == ["'=HYPERLINK(\"http://x\",\"y\")", "'@SUM(A1)", "R18_001", "-5",
+                                             "'+cmd|' /C calc'!A0", "'\tx"]
+    assert written["lon"].tolist() == [-5.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # numeric columns as they are
+    plain = pd.DataFrame({"member_id": ["R18_001"], "lon": [-5.0]})
+    assert neutralize_formulas(plain) is plain

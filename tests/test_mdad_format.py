@@ -136,3 +136,36 @@ def test_cube_written_by_the_writer_reads_back_with_the_same_storms(tmp_path):
         assert (back[band] == mask).all() and not back[:band.start].any() and not back[band.stop:].any()
         assert global_grid.mask_area_km2(back) == pytest.approx(grid.mask_area_km2(mask), rel=1e-12)
     assert (labels[band] == step.labels).all()
+
+
+# --- property-based: the member-id codec ----------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+strategies = hypothesis.strategies
+
+SUBPHASES = strategies.from_regex(r"[A-Z]{1,3}[0-9]{1,2}", fullmatch=True)
+
+
+@hypothesis.given(SUBPHASES, strategies.integers(1, mdad_format.MAX_MEMBER_NUMBER), strategies.booleans())
+def test_member_id_codec_round_trips(subphase, number, split):
+    hypothesis.assume(not split or number <= mdad_format.MAX_SPLIT_NUMBER)
+    text = mdad_format.format_member_id(subphase, number, split)
+    parsed = mdad_format.parse_member_id(text)
+    assert parsed.members == ((subphase, number, split),) and parsed.text == text
+    assert mdad_format.parse_member_id(text.lower()).members == parsed.members  # case-insensitive
+    assert mdad_format.cube_value_member(parsed.mask_value) == (number, split)
+
+
+@hypothesis.given(SUBPHASES, strategies.integers(-10**6, 10**6).filter(
+    lambda n: not 1 <= n <= mdad_format.MAX_MEMBER_NUMBER))
+def test_member_numbers_outside_the_range_are_refused(subphase, number):
+    with pytest.raises(ValueError, match="member"):
+        mdad_format.parse_member_id(f"{subphase}_{abs(number):03d}" if number >= 0 else f"{subphase}_-{-number}")
+
+
+@hypothesis.given(strategies.text(max_size=12))
+def test_parse_member_id_never_fails_other_than_with_value_error(text):
+    try:
+        parsed = mdad_format.parse_member_id(text)
+    except ValueError:
+        return
+    assert parsed.members and all(1 <= number <= mdad_format.MAX_MEMBER_NUMBER for _, number, _ in parsed.members)

@@ -262,15 +262,23 @@ def test_lightning_style_checkpoint_is_accepted(tmp_path):
 
 
 def test_checkpoint_holding_python_objects_loads_only_when_trusted(tmp_path):
+    import os
+    import subprocess
+    import sys
+
     from lightning.fabric.utilities.data import AttributeDict  # older Lightning wrote hparams like this
 
     model = build_model("sppnet", **TINY).eval()
-    path = tmp_path / "pickled.ckpt"
+    path = tmp_path / "pickled $(touch PWNED) it's.ckpt"  # the advice must not run what a file name holds
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "hyper_parameters": AttributeDict(model_name="sppnet", model_config=model.config.to_dict())}, path)
-    with pytest.raises(CheckpointError, match="pickled.ckpt: holds Python objects.*trust_pickle=True") as refused:
+    with pytest.raises(CheckpointError, match="it's.ckpt: holds Python objects.*trust_pickle=True") as refused:
         load_model(path)
-    assert f"load_model({str(path)!r}, trust_pickle=True)" in str(refused.value)  # the command runs as printed
+    command = str(refused.value).split("convert it once: ", 1)[1]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, check=True, timeout=120)  # runs as printed
+    assert not (tmp_path / "PWNED").exists()
+    assert path.with_name(f"{path.stem}-converted.ckpt").is_file()
     converted = save_checkpoint(load_model(path, trust_pickle=True), tmp_path / "converted.ckpt")
     torch.load(converted, weights_only=True)  # the converted file needs no trust
     for key, value in model.state_dict().items():

@@ -19,8 +19,11 @@ from typing import Iterator
 import pandas as pd
 
 
-TEMP_PREFIX = "."
+TEMP_PREFIX = ".marsdust-"
+"""Start of the names of marsdust's temporary files (hidden, and never a name a user picks by chance)."""
+
 TEMP_MARK = ".tmp"
+"""Part of every temporary file name, before the kept suffix: ``.marsdust-<name>.<random>.tmp<suffix>``."""
 
 
 class DiskFullError(OSError):
@@ -29,8 +32,8 @@ class DiskFullError(OSError):
 
 def _disk_is_full(error: BaseException, folder: Path) -> bool:
     """True if ``error`` is (or, for libraries that hide errno such as netCDF/HDF5, looks like) a full disk."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
+    if isinstance(error, OSError) and (error.errno or 0) > 0:  # a system errno (netCDF uses negative codes)
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
     if isinstance(error, (RuntimeError, OSError)):
         try:
             return shutil.disk_usage(folder).free < 1024 * 1024
@@ -42,11 +45,13 @@ def _disk_is_full(error: BaseException, folder: Path) -> bool:
 def remove_stale_temp_files(folder: str | os.PathLike) -> int:
     """Delete the temporary files :func:`atomic_output` left in ``folder`` when its process was killed.
 
-    Only call this while no other writer uses ``folder``. Returns how many were removed.
+    Only files named as marsdust names them (:data:`TEMP_PREFIX` ... :data:`TEMP_MARK`) and that are
+    plain files (not links) are removed: a user's own ``.work.tmp`` stays. Only call this while no
+    other marsdust writer uses ``folder``. Returns how many were removed.
     """
     removed = 0
     for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
-        if path.is_file():
+        if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -56,7 +61,8 @@ def temp_path_beside(path: str | os.PathLike) -> Path:
     """A new empty temporary file in ``path``'s folder (created if missing), keeping its suffix.
 
     For writers that keep a file open across calls; move it into place with ``os.replace`` when
-    complete (or use :func:`atomic_output`, which does that for a ``with`` block).
+    complete (or use :func:`atomic_output`, which does that for a ``with`` block). Created with
+    ``O_CREAT | O_EXCL`` (:func:`tempfile.mkstemp`), so an existing file or link is never followed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,21 +119,56 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters with which a spreadsheet reads a CSV cell as a formula."""
+
+
+def neutralize_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula prefixed by ``'``.
+
+    Only text (object / string) columns are touched, and in them only strings starting with one of
+    :data:`FORMULA_STARTS` that are not numbers (``-5`` stays): ``=HYPERLINK(...)`` becomes
+    ``'=HYPERLINK(...)``. Numeric columns are written as they are. Returns ``table`` itself when
+    nothing changes.
+    """
+    changed = {}
+    for column in table.columns:
+        if table[column].dtype != object and not pd.api.types.is_string_dtype(table[column]):
+            continue
+        values = table[column]
+        risky = values.map(_is_formula_text)
+        if risky.any():
+            changed[column] = values.where(~risky, "'" + values.astype(str))
+    return table.assign(**changed) if changed else table
+
+
+def _is_formula_text(value) -> bool:
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
 def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as CSV (no index) to ``path`` atomically; returns the path."""
+    """Write a DataFrame as CSV (no index) to ``path`` atomically, formulas neutralized
+    (:func:`neutralize_formulas`); returns the path."""
     with atomic_output(path) as tmp:
-        table.to_csv(tmp, index=False)
+        neutralize_formulas(table).to_csv(tmp, index=False)
     return Path(path)
 
 
 def write_table_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame atomically: Parquet for ``.parquet``/``.pq``, CSV for anything else."""
+    """Write a DataFrame atomically: Parquet for ``.parquet``/``.pq``, CSV (formulas neutralized,
+    :func:`neutralize_formulas`) for anything else."""
     path = Path(path)
     with atomic_output(path) as tmp:
         if path.suffix.lower() in (".parquet", ".pq"):
             table.to_parquet(tmp, index=False)
         else:
-            table.to_csv(tmp, index=False)
+            neutralize_formulas(table).to_csv(tmp, index=False)
     return path
 
 

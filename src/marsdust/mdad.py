@@ -53,6 +53,7 @@ from marsdust.mdad_format import (
     parse_member_id,
 )
 from marsdust.naming import make_map_id
+from marsdust.outlines import mask_centroid_lonlat
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,14 @@ def find_master_csv(nc_path: str | os.PathLike, head: str | os.PathLike | None =
 LS_TOLERANCE_DEG = 0.5
 """Largest accepted difference between a master row's swathLs and its cube day's median Ls, degrees."""
 
+AREA_TOLERANCE = 0.25
+"""Largest accepted relative difference between a master row's area and its mask's area on the cube grid
+(``|area / mask area - 1|``); a ×10 or ÷10 area is far outside."""
+
+CENTROID_TOLERANCE_DEG = 5.0
+"""Largest accepted great-circle distance between a master row's centroid and its mask's area-weighted
+centroid on the cube grid, degrees."""
+
 
 @dataclass
 class ConsistencyReport:
@@ -167,10 +176,12 @@ class ConsistencyReport:
     ls_mismatches: list[str]
     steps_without_rows: list[str]
     rows_without_step: list[str]
+    area_mismatches: list[str]
+    centroid_mismatches: list[str]
 
     @classmethod
     def empty(cls) -> "ConsistencyReport":
-        return cls([], [], [], [])
+        return cls([], [], [], [], [], [])
 
     def message(self, shown: int = 3) -> str | None:
         """One line with each kind counted and its first ``shown`` entries, or None if consistent."""
@@ -180,6 +191,10 @@ class ConsistencyReport:
                                  f"{LS_TOLERANCE_DEG}°"),
             (self.steps_without_rows, "cube time step(s) with storm pixels but no master row"),
             (self.rows_without_step, "master row(s) matching no cube time step (dropped)"),
+            (self.area_mismatches, f"row(s) whose area differs from their mask's area by more than "
+                                   f"{AREA_TOLERANCE:.0%}"),
+            (self.centroid_mismatches, f"row(s) whose centroid lies more than {CENTROID_TOLERANCE_DEG:g}° from "
+                                       "their mask's centroid"),
         )
         parts = []
         for entries, what in kinds:
@@ -250,16 +265,42 @@ def _outline_rows(cube: MdadCube, out: pd.DataFrame, positions: np.ndarray, time
             labels, current_t = cube.labels(t), t
         row = out.iloc[position]
         where = f"{master.name} row {int(row['_row'])} ({row['member_id']} on {row['map_id']})"
-        geometry = _mask_polygon(labels == parse_member_id(row["member_id"]).mask_value, cube.grid)
+        mask = labels == parse_member_id(row["member_id"]).mask_value
+        geometry = _mask_polygon(mask, cube.grid)
         if geometry is None:
             report.rows_without_pixels.append(where)
         else:
             polygons[k] = shapely.to_wkt(geometry, rounding_precision=6, trim=True)
+            _check_area_and_centroid(row, mask, cube.grid, where, report)
         if cube.median_ls is not None and np.isfinite(cube.median_ls[t]):
             difference = _ls_difference_deg(float(row["ls"]), float(cube.median_ls[t]))
             if difference > LS_TOLERANCE_DEG:
                 report.ls_mismatches.append(f"{where}: swathLs {row['ls']:g} vs {cube.median_ls[t]:g}")
     return polygons
+
+
+def _check_area_and_centroid(row: pd.Series, mask: np.ndarray, grid: MapGrid, where: str,
+                             report: ConsistencyReport) -> None:
+    """Report a master row whose area or centroid disagrees with its mask's (:data:`AREA_TOLERANCE`,
+    :data:`CENTROID_TOLERANCE_DEG`); joined member ids (``A+B``) are left out: their mask value is the
+    first member's pixels only."""
+    if "+" in str(row["member_id"]):
+        return
+    mask_area_km2 = grid.mask_area_km2(mask)
+    if abs(float(row["area_km2"]) / mask_area_km2 - 1.0) > AREA_TOLERANCE:
+        report.area_mismatches.append(f"{where}: area {row['area_km2']:g} vs {mask_area_km2:.4g} km²")
+    lon_deg, lat_deg = mask_centroid_lonlat(mask, grid)
+    distance_deg = _great_circle_deg(float(row["lon"]), float(row["lat"]), lon_deg, lat_deg)
+    if distance_deg > CENTROID_TOLERANCE_DEG:
+        report.centroid_mismatches.append(f"{where}: centroid ({row['lon']:g}, {row['lat']:g}) vs "
+                                          f"({lon_deg:.1f}, {lat_deg:.1f})")
+
+
+def _great_circle_deg(lon_a: float, lat_a: float, lon_b: float, lat_b: float) -> float:
+    """Angle between two lon/lat points on the sphere, degrees."""
+    lon_a, lat_a, lon_b, lat_b = np.radians([lon_a, lat_a, lon_b, lat_b])
+    cosine = np.sin(lat_a) * np.sin(lat_b) + np.cos(lat_a) * np.cos(lat_b) * np.cos(lon_a - lon_b)
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 def _steps_with_storms_but_no_rows(cube: MdadCube, used: set[int]) -> list[str]:
@@ -376,6 +417,9 @@ def _read_folder(folder: Path, skip_bad: bool, master: Path | None,
         found = f" (found master CSV(s) {names}, but no cube)" if masters else ""
         raise CatalogError(f"{folder}: no MDAD table (.csv/.xlsx with a Mars year column) or MY*/MDAD*.nc cube found "
                            f"in the folder{found}")
+    if master is not None and not files.cubes:
+        raise CatalogError(f"{folder}: holds v1.0 tables only, which have no master CSV; --master {master} "
+                           "applies to v1.1 cubes only (leave it out)")
     sources: list[str] = []
     served: dict[Path, list[tuple[Path, int]]] = {}
     for cube in files.cubes:
@@ -423,10 +467,11 @@ def read_catalog(path: str | os.PathLike, skip_bad: bool = False, master: str | 
         Drop rows with bad values, with one warning giving their count and row numbers,
         instead of raising :class:`CatalogError`.
     master : path, optional
-        The master CSV to use for every cube (``--master``).
+        The master CSV to use for every cube (``--master``); refused for a v1.0 table or a folder
+        without cubes.
     strict : bool
-        Raise :class:`CatalogError` on cube/master disagreements (:class:`ConsistencyReport`)
-        instead of one warning.
+        Raise :class:`CatalogError` on cube/master disagreements (:class:`ConsistencyReport`: missing
+        pixels, days or rows; swathLs, area or centroid out of tolerance) instead of one warning.
 
     Returns
     -------
@@ -449,6 +494,9 @@ def read_catalog(path: str | os.PathLike, skip_bad: bool = False, master: str | 
         if table_kind(path) == "master":
             raise CatalogError(f"{path}: a v1.1 master CSV (no Mars year column); give the MDAD folder or cube, "
                                "with this file as --master")
+        if master is not None:
+            raise CatalogError(f"{path}: a v1.0 table, which has no master CSV; --master {master} applies to "
+                               "v1.1 cubes only (leave it out)")
         return read_v10_table(path, skip_bad=skip_bad)
     parts, sources = _read_folder(path, skip_bad, master, report)
     for line in sources:

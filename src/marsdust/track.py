@@ -50,6 +50,7 @@ from marsdust.evaluate.matching import outline_iou
 from marsdust.grid import MARS_RADIUS_KM
 from marsdust.mdad_format import format_member_id, mars_time_sols
 from marsdust.naming import parse_map_name
+from marsdust.schema import check_option, check_table
 
 REQUIRED_COLUMNS = ("map_id", "mars_year", "ls", "lon", "lat", "area_km2")
 
@@ -129,8 +130,7 @@ def track(
     missing = [c for c in REQUIRED_COLUMNS if c not in detections.columns]
     if missing:
         raise ValueError(f"detections table lacks columns {missing}; expected at least {list(REQUIRED_COLUMNS)}")
-    if max_gap_sols < 1:
-        raise ValueError(f"max_gap_sols must be >= 1, got {max_gap_sols}")
+    check_track_options(max_gap_sols, max_ls_gap_deg, min_link_km, size_factor, min_sequence_sols)
     max_ls_gap_deg = 1.0 * max_gap_sols if max_ls_gap_deg is None else float(max_ls_gap_deg)
     out = detections.copy()
     if len(out) == 0:
@@ -144,6 +144,23 @@ def track(
     linker.link_maps()
     group_of_member = _sequence_groups(len(linker.last_row_of_member), linker.partner_edges)
     return _assign_ids(out, df, maps, linker.row_position, linker.member_of_row, group_of_member, min_sequence_sols)
+
+
+def check_track_options(max_gap_sols: int = 1, max_ls_gap_deg: float | None = None, min_link_km: float = 300.0,
+                        size_factor: float = 1.5, min_sequence_sols: int = 3, names: dict | None = None) -> None:
+    """Refuse tracking options that are not finite or outside their range (:func:`marsdust.schema.check_option`).
+
+    ``max_gap_sols`` and ``min_sequence_sols`` >= 1, ``max_ls_gap_deg`` in (0, 360] degrees (None: the
+    default), ``min_link_km`` and ``size_factor`` >= 0. ``names`` maps a parameter to the name the message
+    uses (e.g. ``{"min_link_km": "--min-link-km"}``).
+    """
+    names = names or {}
+    for name, value, low, high, strict in (("max_gap_sols", max_gap_sols, 1, math.inf, False),
+                                           ("max_ls_gap_deg", max_ls_gap_deg, 0.0, 360.0, True),
+                                           ("min_link_km", min_link_km, 0.0, math.inf, False),
+                                           ("size_factor", size_factor, 0.0, math.inf, False),
+                                           ("min_sequence_sols", min_sequence_sols, 1, math.inf, False)):
+        check_option(names.get(name, name), value, low, high, low_inclusive=not strict)
 
 
 class _Linker:
@@ -360,7 +377,8 @@ def read_instances(path) -> pd.DataFrame:
     Raises
     ------
     ValueError
-        The file cannot be read, or lacks a required column.
+        The file cannot be read, lacks a required column, or holds a value outside its range
+        (:data:`marsdust.schema.STORM_TABLE_RULES`: the message names file, row and column).
     FileNotFoundError
         ``path`` does not exist.
     """
@@ -384,9 +402,5 @@ def read_instances(path) -> pd.DataFrame:
     for column in ("member_id", "sequence_id"):
         if column in table.columns:
             table[column] = id_strings(table[column]).to_numpy()
-    for column in ("lon", "lat", "area_km2", "ls", "mars_year"):
-        bad = pd.to_numeric(table[column], errors="coerce").isna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{path}: row {row + 2}, column {column!r}: expected a number, got {table[column].iat[row]!r}")
+    check_table(table, str(path))
     return table

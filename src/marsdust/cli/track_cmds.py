@@ -47,6 +47,41 @@ def _truth_for(instances, truth_path: Path, maps_path: Optional[Path]):
     return catalog_for(instances, truth, map_ids)
 
 
+def _write(writer, *args) -> None:
+    """``writer(...)`` (an atomic writer of :mod:`marsdust.fileio`), an OSError ending in one error line."""
+    try:
+        writer(*args)
+    except OSError as exc:
+        target = next(a for a in args if isinstance(a, Path))
+        fail(f"{target}: cannot write ({exc.strerror or exc})")
+
+
+def _check_track_command(output: Path, members_path: Path, scores_path: Path, max_gap_sols, max_ls_gap_deg,
+                         min_link_km, size_factor, min_sequence_sols, min_iou, max_center_km) -> None:
+    """One error line for an option out of range or two outputs on one file (before anything is read)."""
+    from marsdust.schema import check_option
+    from marsdust.track import check_track_options
+
+    names = {"max_gap_sols": "--max-gap-sols", "max_ls_gap_deg": "--max-ls-gap-deg", "min_link_km": "--min-link-km",
+             "size_factor": "--size-factor", "min_sequence_sols": "--min-sequence-sols"}
+    try:
+        check_track_options(max_gap_sols, max_ls_gap_deg, min_link_km, size_factor, min_sequence_sols, names)
+        check_option("--min-iou", min_iou, 0.0, 1.0, low_inclusive=False)
+        check_option("--max-center-km", max_center_km, 0.0, low_inclusive=False)
+    except ValueError as exc:
+        fail(exc)
+    paths = {"-o": output, "--members": members_path, "--scores": scores_path}
+    for option, path in paths.items():
+        if path.is_dir():
+            fail(f"{option} {path}: is a folder; give a file name")
+    seen: dict = {}
+    for option, path in paths.items():
+        key = path.resolve()
+        if key in seen:
+            fail(f"{option} {path}: the same file as {seen[key]}; give each output its own name")
+        seen[key] = option
+
+
 def _sibling(path: Path, suffix: str) -> Path:
     return path.with_name(f"{path.stem}{suffix}")
 
@@ -100,6 +135,10 @@ def track_command(
     from marsdust.fileio import write_table_atomic, write_text_atomic
     from marsdust.track import members_table, track
 
+    members_path = members_path or _sibling(output, f"_members{output.suffix or '.csv'}")
+    scores_path = scores_path or _sibling(output, "_scores.json")
+    _check_track_command(output, members_path, scores_path, max_gap_sols, max_ls_gap_deg, min_link_km, size_factor,
+                         min_sequence_sols, min_iou, max_center_km)
     instances = _read(input_path, "INPUT")
     try:
         tracked = track(instances.drop(columns=[c for c in ("member_id", "sequence_id") if c in instances.columns]),
@@ -108,9 +147,8 @@ def track_command(
     except ValueError as exc:
         fail(f"{input_path}: {exc}")
     members = members_table(tracked)
-    members_path = members_path or _sibling(output, f"_members{output.suffix or '.csv'}")
-    write_table_atomic(tracked, output)
-    write_table_atomic(members, members_path)
+    _write(write_table_atomic, tracked, output)
+    _write(write_table_atomic, members, members_path)
     n_sequences = tracked["sequence_id"].replace("", None).nunique() if len(tracked) else 0
     typer.echo(f"{len(tracked)} instances -> {len(members)} members, {n_sequences} sequences -> {output}, "
                f"{members_path}")
@@ -121,8 +159,7 @@ def track_command(
     scores["parameters"] = {"max_gap_sols": max_gap_sols, "max_ls_gap_deg": max_ls_gap_deg,
                             "min_link_km": min_link_km, "size_factor": size_factor,
                             "min_sequence_sols": min_sequence_sols, "input": str(input_path), "truth": str(truth)}
-    scores_path = scores_path or _sibling(output, "_scores.json")
-    write_text_atomic(scores_path, json.dumps(scores, indent=2) + "\n")
+    _write(write_text_atomic, scores_path, json.dumps(scores, indent=2) + "\n")
     typer.echo(format_scores(scores))
     typer.echo(f"scores -> {scores_path}")
 
@@ -146,10 +183,14 @@ def climatology_command(
     from marsdust.climatology import write_climatology
 
     out_dir = out_alias or out_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"-o {out_dir}: is a file; give a folder for the figures and tables")
     instances = _read(input_path, "INPUT")
     catalog = _truth_for(instances, truth, maps_path) if truth is not None else None
     try:
         written = write_climatology(instances, out_dir, truth=catalog, ls_bin_deg=ls_bin_deg, label=label)
     except ValueError as exc:
         fail(f"{input_path}: {exc}")
+    except OSError as exc:
+        fail(f"{exc.filename or out_dir}: cannot write ({exc.strerror or exc})")
     typer.echo(f"{len(written)} figures ({', '.join(written)}) with their tables -> {out_dir}")

@@ -19,7 +19,8 @@ import numpy as np
 
 from marsdust.detect.inputs import history_maps, resolve_maps
 from marsdust.detect.merge import CLOUD_CUBE, MDAD_DIR, merge_parts
-from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, check_settings, part_path
+from marsdust.detect.parts import (CLOUD_CHUNKS, PARTS_DIR, RUN_RECORD, check_settings, finished_run, part_path,
+                                   record_finished_run, run_settings)
 from marsdust.detect.pipeline import process_maps, resolve_device
 from marsdust.detect.results import DetectSummary
 from marsdust.detect.settings import DetectExecution, DetectOutputs, DetectSettings
@@ -100,8 +101,20 @@ def detect_archive(checkpoint_or_model, maps, outputs: DetectOutputs | str | os.
     with output_lock(outputs.out_dir) if world_size == 1 else contextlib.nullcontext():
         if rank == 0 and execution.merge:
             _prepare_output_folder(outputs.out_dir, outputs.overwrite)
-        check_settings(outputs.out_dir, _run_key(job))
+        key = _run_key(job)
+        done = finished_run(outputs.out_dir, key)
+        if done is not None:
+            (outputs.out_dir / LOCK_FILE).unlink(missing_ok=True)  # held: nobody else is using it
+            return _timed(_finished_summary(outputs.out_dir, done, rank), t_start)
+        check_settings(outputs.out_dir, key)
         return _run_and_merge(job, rank, world_size, t_start)
+
+
+def _finished_summary(out_dir: Path, recorded: dict, rank: int) -> DetectSummary:
+    """The summary of a run found finished (:func:`marsdust.detect.parts.finished_run`): nothing processed now."""
+    paths = {name: out_dir / file_name for name, file_name in recorded["paths"].items()} if rank == 0 else {}
+    return DetectSummary(out_dir, recorded["n_maps"], 0, recorded["n_errors"],
+                         recorded["n_detections"] if rank == 0 else 0, 0.0, 0.0, paths)
 
 
 def _resolve_score_threshold(checkpoint_or_model, settings: DetectSettings) -> DetectSettings:
@@ -114,11 +127,46 @@ def _resolve_score_threshold(checkpoint_or_model, settings: DetectSettings) -> D
 
 
 def _run_key(job: _Job) -> dict:
-    """What a run's parts must share to be merged (``OUT/parts/settings.json``)."""
+    """Everything a run's output depends on, which its parts must share to be merged (``OUT/parts/settings.json``).
+
+    The detector (checkpoint content), the ONNX backbone file's content, the maps and the history maps
+    (:func:`maps_identity`), every inference setting (the engine resolved from the environment) and the
+    per-map products asked for. :func:`marsdust.detect.parts.check_settings` names the items that differ.
+    """
+    from marsdust.detect.engines import default_engine
+
     settings = job.settings
-    return {"checkpoint_sha256": checkpoint_key(job.checkpoint_or_model), "score_threshold": settings.score_threshold,
-            "mask_threshold": settings.mask_threshold, "pad_deg": settings.pad_deg,
-            "max_tile_px": settings.max_tile_px}
+    key = {"checkpoint_sha256": checkpoint_key(job.checkpoint_or_model),
+           "onnx_model_sha256": None if settings.onnx_model is None else file_sha256(settings.onnx_model),
+           "maps": maps_identity(job.rows), "history_maps": maps_identity(job.history_rows)}
+    for field in dataclasses.fields(settings):
+        if field.name not in ("onnx_model", "classes"):  # classes: the detector's, set when it runs
+            key[field.name] = getattr(settings, field.name)
+    key["engine"] = settings.engine or default_engine()
+    key["geotiff"], key["quicklook"] = job.outputs.geotiff, job.outputs.quicklook
+    key["mask_grid"] = job.outputs.mask_grid
+    return key
+
+
+def maps_identity(rows: list) -> str:
+    """SHA-256 over a list of maps: each one's id, Mars year, Ls, path, and its file's size and modification time.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``map_id, mars_year, ls, path`` records (:func:`marsdust.detect.inputs.resolve_maps`); a path
+        ``TARFILE::MEMBER`` is identified by its tar file.
+    """
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: str(r["map_id"])):
+        path = str(row["path"])
+        try:
+            stat = os.stat(path.split("::", 1)[0])
+            stamp = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{row['map_id']}|{int(row['mars_year'])}|{float(row['ls'])!r}|{path}|{stamp}\n".encode())
+    return digest.hexdigest()
 
 
 def share_of(rows: list, index: int, count: int) -> list:
@@ -145,8 +193,15 @@ def _run_and_merge(job: _Job, rank: int, world_size: int, t_start: float) -> Det
 
 
 def _merge(job: _Job) -> DetectSummary:
-    return merge_parts(job.outputs.out_dir, job.rows, track=job.outputs.track, table_format=job.outputs.table_format,
-                       progress=job.execution.progress, mask_grid=job.outputs.mask_grid)
+    """The products from the parts; then the run record replaces ``parts/`` and the lock file is removed."""
+    out_dir = job.outputs.out_dir
+    summary = merge_parts(out_dir, job.rows, track=job.outputs.track, table_format=job.outputs.table_format,
+                          progress=job.execution.progress, mask_grid=job.outputs.mask_grid)
+    record_finished_run(out_dir, run_settings(out_dir), {
+        "n_maps": summary.n_maps, "n_errors": summary.n_errors, "n_detections": summary.n_detections,
+        "paths": {name: os.path.relpath(path, out_dir) for name, path in summary.paths.items()}})
+    release_finished_run(out_dir)
+    return summary
 
 
 def _timed(summary: DetectSummary, t_start: float) -> DetectSummary:
@@ -164,27 +219,34 @@ def checkpoint_key(checkpoint_or_model) -> str:
     """
     if not isinstance(checkpoint_or_model, (str, os.PathLike)):
         return "model"
+    return file_sha256(checkpoint_or_model)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content (hex)."""
     digest = hashlib.sha256()
-    with open(checkpoint_or_model, "rb") as stream:
+    with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-LOCK_FILE = ".detect.lock"
+LOCK_FILE = ".marsdust-detect.lock"
+"""``OUT/.marsdust-detect.lock``: held while a detect run writes the folder; removed when its merge is done."""
 
 
 @contextlib.contextmanager
 def output_lock(out_dir: Path):
-    """Hold ``OUT/.detect.lock`` (an exclusive ``flock``) so that two runs never write one folder at once.
+    """Hold ``OUT/.marsdust-detect.lock`` (an exclusive ``flock``) so that two runs never write one folder at once.
 
-    The lock goes with its process, also when that is killed. Local worker processes share their
-    parent's lock; torchrun ranks (each a run over one share) take none.
+    The lock goes with its process, also when that is killed. The file is opened without following
+    a link (``O_NOFOLLOW``: a link planted there is refused, its target never written). Local worker
+    processes share their parent's lock; torchrun ranks (each a run over one share) take none.
 
     Raises
     ------
     ValueError
-        Another process holds the lock.
+        Another process holds the lock, or the lock's name is a link.
     """
     try:
         import fcntl
@@ -193,15 +255,19 @@ def output_lock(out_dir: Path):
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    with open(path, "a+", encoding="utf-8") as handle:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if path.is_symlink():
+            raise ValueError(f"{path}: is a symbolic link, not marsdust's lock file; remove it") from None
+        raise
+    with os.fdopen(fd, "r+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise ValueError(f"{out_dir}: another marsdust detect ({holder}) is writing to this folder "
                              f"(lock {path}); wait for it to finish or choose another output folder") from None
-        handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
@@ -209,6 +275,16 @@ def output_lock(out_dir: Path):
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def release_finished_run(out_dir: Path) -> None:
+    """After a complete merge: remove ``OUT/parts/`` (the products and the run record replace it) and the lock file.
+
+    Called while the lock is held; a run that starts on the folder after this finds the run record
+    (:func:`marsdust.detect.parts.finished_run`).
+    """
+    shutil.rmtree(out_dir / PARTS_DIR, ignore_errors=True)
+    (out_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
 def _prepare_output_folder(out_dir: Path, overwrite: bool) -> None:
@@ -227,15 +303,42 @@ def _clear_outputs(out_dir: Path) -> None:
     for name in (PARTS_DIR, "geotiff", "quicklook", MDAD_DIR):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     for name in ("detections.csv", "detections.parquet", "detections.geojson", "masks.nc", "masks_master.csv",
-                 "maps.csv", CLOUD_CUBE):
+                 "maps.csv", CLOUD_CUBE, RUN_RECORD):
         (out_dir / name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # scale-out
 # ---------------------------------------------------------------------------------------------
-def _worker_main(index: int, job: _Job) -> None:
-    """One local worker process (torch.multiprocessing.spawn target): its stretch of the maps, no merge."""
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process end when the process ``parent_pid`` (its parent) ends, also when that is killed.
+
+    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread checks
+    the parent pid once a second. A parent already gone ends this process at once.
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="marsdust-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        os._exit(1)
+
+
+def _worker_main(index: int, job: _Job, parent_pid: int) -> None:
+    """One local worker process (torch.multiprocessing.spawn target): its stretch of the maps, no merge; it
+    ends with its parent (:func:`die_with_parent`)."""
+    die_with_parent(parent_pid)
     logging.basicConfig(level=logging.WARNING)
     execution = job.execution
     process_maps(job.checkpoint_or_model, share_of(job.rows, index, execution.workers), job.history_rows,
@@ -254,7 +357,8 @@ def _spawn_workers(job: _Job) -> None:
     # fork is much faster to start (no re-import of torch) and safe while this process has not used CUDA
     start_method = "fork" if sys.platform.startswith("linux") and device == "cpu" else "spawn"
     try:
-        mp.start_processes(_worker_main, args=(worker_job,), nprocs=workers, join=True, start_method=start_method)
+        mp.start_processes(_worker_main, args=(worker_job, os.getpid()), nprocs=workers, join=True,
+                           start_method=start_method)
     except ProcessException as err:  # the child's traceback is in the message: keep its last line
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         raise ValueError(f"a detect worker failed: {lines[-1] if lines else err} (maps done so far are kept; "
@@ -288,7 +392,12 @@ def _torchrun_rank(job: _Job, t_start: float) -> DetectSummary:
         rank_job = dataclasses.replace(job, execution=dataclasses.replace(
             execution, rank=rank, world_size=world_size, merge=False, threads=threads,
             progress=execution.progress and rank == 0))
-        check_settings(job.outputs.out_dir, _run_key(job))
+        key = _run_key(job)
+        done = finished_run(job.outputs.out_dir, key)
+        if done is not None:
+            return _timed(_finished_summary(job.outputs.out_dir, done, rank), t_start)
+        dist.barrier()  # every rank has looked for a finished run before any writes parts/settings.json
+        check_settings(job.outputs.out_dir, key)
         summary = _run_and_merge(rank_job, rank, world_size, t_start)
         processed_by_rank = [None] * world_size
         dist.all_gather_object(processed_by_rank, summary.n_processed)  # also the barrier before merging

@@ -3,6 +3,7 @@ for the dense part, the model's plain forward) and the ONNX export of that dense
 
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,36 @@ def _model_fingerprint(model) -> tuple:
     return tuple((id(t), t._version) for t in list(model.parameters()) + list(model.buffers()))
 
 
+WEIGHTS_METADATA_KEY = "marsdust_weights_sha256"
+"""ONNX metadata entry that :func:`export_backbone_onnx` writes: :func:`weights_sha256` of the exported model."""
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a model's weights: every parameter and buffer, by name, shape, dtype and value.
+
+    The same for a detector and the same detector loaded again from its checkpoint; an ONNX backbone
+    records it (:data:`WEIGHTS_METADATA_KEY`) so that it is never run with another detector's heads.
+    """
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _record_weights(onnx_file: Path, model) -> None:
+    """Write :func:`weights_sha256` of ``model`` into the metadata of the ONNX file ``onnx_file``."""
+    import onnx
+
+    proto = onnx.load(os.fspath(onnx_file))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = WEIGHTS_METADATA_KEY, weights_sha256(model)
+    onnx.save(proto, os.fspath(onnx_file))
+
+
 def _dense_part(model):
     """An ``nn.Module``: images → FPN levels, then the RPN head's logits and deltas per level, as one tuple
     (ONNX has no dict outputs)."""
@@ -118,8 +149,9 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
 
     Anchors, proposal selection / NMS, the RoI heads and post-processing stay in PyTorch (their
     shapes depend on the data).
-    Height and width are dynamic (multiples of 32, as the model's transform pads them). Written
-    atomically.
+    Height and width are dynamic (multiples of 32, as the model's transform pads them). The model's
+    :func:`weights_sha256` is recorded in the metadata (:data:`WEIGHTS_METADATA_KEY`) and checked
+    when the file is loaded (:class:`OnnxBackbone`). Written atomically.
 
     Parameters
     ----------
@@ -153,6 +185,7 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
             torch.onnx.export(wrapper, (example,), os.fspath(tmp), input_names=["images"], output_names=names,
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}}, opset_version=opset,
                               dynamo=False)
+            _record_weights(tmp, model)
     finally:
         model.train(was_training)
     return path
@@ -201,6 +234,8 @@ class OnnxBackbone:
             raise ValueError(f"{onnx_path}: the ONNX model has {len(outputs)} outputs but the detector has "
                              f"{n_levels} pyramid levels (3 outputs each: features, RPN logits, RPN deltas); "
                              "export it from this checkpoint (marsdust export-onnx)")
+        if onnx_path is not None:
+            _check_weights(self.session, onnx_path, model)
         self.level_keys = [name.removeprefix("level_") for name in outputs[:n_levels]]
         self.input_name = self.session.get_inputs()[0].name
 
@@ -221,6 +256,17 @@ class OnnxBackbone:
         n = len(self.level_keys)
         levels = OrderedDict(zip(self.level_keys, tensors[:n]))
         return levels, (tensors[n:2 * n], tensors[2 * n:])
+
+
+def _check_weights(session, onnx_path: Path, model) -> None:
+    """Refuse an ONNX backbone exported from another detector (or without the recorded weights digest)."""
+    recorded = session.get_modelmeta().custom_metadata_map.get(WEIGHTS_METADATA_KEY)
+    if recorded is None:
+        raise ValueError(f"{onnx_path}: the ONNX model does not record which detector it was exported from; "
+                         "export it again from this checkpoint (marsdust export-onnx)")
+    if recorded != weights_sha256(model):
+        raise ValueError(f"{onnx_path}: the ONNX model was exported from another detector (its weights differ "
+                         "from the checkpoint's); export it from this checkpoint (marsdust export-onnx)")
 
 
 _ENGINE_CACHE: "dict[tuple, tuple[object, OnnxBackbone]]" = {}

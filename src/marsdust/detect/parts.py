@@ -40,25 +40,84 @@ def write_json(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, allow_nan=True))
 
 
-def check_settings(out_dir: Path, settings: dict) -> None:
-    """Refuse to resume a run made with other settings (the parts would not be comparable).
+RUN_RECORD = ".marsdust-detect-run.json"
+"""``OUT/.marsdust-detect-run.json``: the run key and summary of a finished run (written when ``parts/`` is removed)."""
 
-    The first run records ``settings`` in ``OUT/parts/settings.json``; a later run must bring the same.
+
+def check_settings(out_dir: Path, settings: dict) -> None:
+    """Refuse to resume a run made with other settings or inputs (the parts would not be comparable).
+
+    The first run records ``settings`` (the run key of :mod:`marsdust.detect.archive`) in
+    ``OUT/parts/settings.json``; a later run must bring the same, else a ValueError names every item
+    that differs.
     """
     path = _parts_dir(out_dir) / SETTINGS_FILE
     if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: unreadable run settings ({err}); use overwrite to start afresh") from err
-        if old != settings:
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        changed = differing_items(_read_record(path), settings)
+        if changed:
             raise ValueError(
                 f"{out_dir}: holds parts of a run with other settings ({', '.join(changed)}); "
                 "use --overwrite to start afresh or another output folder"
             )
         return
     write_json(path, settings)
+
+
+def run_settings(out_dir: Path) -> dict:
+    """The run key recorded in ``OUT/parts/settings.json`` by :func:`check_settings`."""
+    return _read_record(_parts_dir(out_dir) / SETTINGS_FILE)
+
+
+def record_finished_run(out_dir: Path, settings: dict, summary: dict) -> None:
+    """Write :data:`RUN_RECORD`: the run key and ``summary`` (``n_maps, n_errors, n_detections, paths``, the
+    paths as file names in ``out_dir``), so that a later run of the same command finds the work done."""
+    write_json(out_dir / RUN_RECORD, {"run_key": settings, "summary": summary})
+
+
+def finished_run(out_dir: Path, settings: dict) -> dict | None:
+    """The summary of a finished run in ``out_dir`` (:func:`record_finished_run`) made with ``settings``, or None.
+
+    None when ``OUT/parts/`` exists (a run under way or interrupted: it resumes) or no run finished here.
+
+    Raises
+    ------
+    ValueError
+        The finished run had other settings or inputs (the items named), or one of its products is gone.
+    """
+    path = out_dir / RUN_RECORD
+    if _parts_dir(out_dir).is_dir() or not path.is_file():
+        return None
+    record = _read_record(path)
+    changed = differing_items(record.get("run_key", {}), settings)
+    if changed:
+        raise ValueError(f"{out_dir}: holds the products of a run with other settings ({', '.join(changed)}); "
+                         "use --overwrite to start afresh or another output folder")
+    summary = record.get("summary", {})
+    missing = [name for name in summary.get("paths", {}).values() if not (out_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"{out_dir}: {', '.join(missing)} of the finished run is missing; use --overwrite to "
+                         "make the products again")
+    return summary
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable run settings ({err}); use overwrite to start afresh") from err
+
+
+def differing_items(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between a recorded run key and a new one (sorted; NaN equals NaN)."""
+    new = json.loads(json.dumps(new, allow_nan=True))  # as it reads back (tuples as lists)
+    return sorted(k for k in set(old) | set(new) if not _same(old.get(k), new.get(k)))
+
+
+def _same(a, b) -> bool:
+    """Equal recorded values (NaN equal to NaN)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    return a == b
 
 
 def error_part(row: dict, message: str, seconds: float) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marsdust.detect.engines import ENGINES
+from marsdust.schema import check_option
 
 
 DEFAULT_PAD_DEG = 25.0
@@ -83,8 +84,7 @@ class DetectSettings:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.pad_deg < 0 or self.pad_deg > 180:
-            raise ValueError(f"pad_deg must be in [0, 180] degrees, got {self.pad_deg}")
+        check_option("pad_deg (degrees)", self.pad_deg, 0.0, 180.0)
         if self.max_tile_px < 64:
             raise ValueError(f"max_tile_px must be >= 64 pixels, got {self.max_tile_px}")
         if self.engine is not None and self.engine not in ENGINES:

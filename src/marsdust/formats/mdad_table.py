@@ -29,6 +29,7 @@ from marsdust.fileio import write_csv_atomic
 from marsdust.grid import normalize_lon
 from marsdust.mdad_format import CONFIDENCE_LEVELS, STORM_COLUMNS, V10_COLUMNS, CatalogError, parse_member_id
 from marsdust.naming import make_map_id
+from marsdust.schema import MAX_MARS_YEAR, MIN_MARS_YEAR
 
 HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "mars_year": ("mars_year", "my", "marsyear", "year"),
@@ -182,7 +183,8 @@ def normalize_rows(raw: pd.DataFrame, mapping: dict[str, str], errors: RowErrors
         out["mars_year"] = mars_year
     else:
         year = _numeric(raw[mapping["mars_year"]])
-        check(~(year.notna() & (year == year.round()) & (year >= 0)), "mars_year", "Mars year must be a whole number")
+        check(~(year.notna() & (year == year.round()) & (year >= MIN_MARS_YEAR) & (year <= MAX_MARS_YEAR)),
+              "mars_year", f"Mars year must be a whole number in [{MIN_MARS_YEAR}, {MAX_MARS_YEAR}]")
         out["mars_year"] = year
 
     subphase = raw[mapping["subphase"]].astype(str).str.strip().str.upper()

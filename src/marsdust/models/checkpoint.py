@@ -293,6 +293,17 @@ def resolve_score_threshold(checkpoint_or_model, score_threshold: float | None) 
     return DEFAULT_SCORE_THRESHOLD, "default (the checkpoint stores no validated threshold)"
 
 
+def conversion_command(path: Path) -> str:
+    """The shell command that converts a trusted checkpoint holding Python objects into a marsdust one
+    beside it (``<stem>-converted.ckpt``), every path quoted for a POSIX shell (``shlex.quote``)."""
+    import shlex
+
+    target = path.with_name(f"{path.stem}-converted.ckpt")
+    code = ("from marsdust.models import load_model, save_checkpoint; "
+            f"save_checkpoint(load_model({str(path)!r}, trust_pickle=True), {str(target)!r})")
+    return f"python -c {shlex.quote(code)}"
+
+
 def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:
     """``torch.load`` that turns every failure on a damaged or foreign file into ``CheckpointError``.
 
@@ -312,8 +323,7 @@ def _torch_load(path: Path, map_location, trust_pickle: bool) -> Any:
             raise CheckpointError(
                 f"{path}: holds Python objects beyond tensors and settings, and unpickling them can run code "
                 "stored in the file; marsdust's own checkpoints never do. If you trust its source, convert it "
-                "once: python -c \"from marsdust.models import load_model, save_checkpoint; "
-                f"save_checkpoint(load_model({str(path)!r}, trust_pickle=True), 'converted.ckpt')\""
+                f"once: {conversion_command(path)}"
             ) from error
         log.info("%s: holds Python objects beyond tensors; loading it as a trusted file", path)
     except Exception as error:  # noqa: BLE001  (see the docstring)
