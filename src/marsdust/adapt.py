@@ -150,21 +150,24 @@ def adapt_batch_norm(model, maps: pd.DataFrame, *, all_maps: pd.DataFrame | None
     return model
 
 
-def adapt_checkpoint(checkpoint: str | os.PathLike, target_archive: str | os.PathLike, out: str | os.PathLike, *,
-                     n_maps: int | None = None, device: str = "cpu", progress: bool = False) -> Path:
+def adapt_checkpoint(checkpoint: str | os.PathLike, target_archive, out: str | os.PathLike, *,
+                     n_maps: int | None = None, history=None, device: str = "cpu", progress: bool = False) -> Path:
     """``marsdust adapt``: a checkpoint's detector adapted (AdaBN) to a target archive, saved with its record.
 
     Parameters
     ----------
     checkpoint : path
         The detector to adapt (norm ``batch``).
-    target_archive : path
+    target_archive : path, glob or list of them
         The unlabeled target maps, as :func:`marsdust.detect.inputs.resolve_maps` takes them (an
-        archive folder, tar, index, glob or map files).
+        archive folder, tar, index, glob, map files, or a list of these).
     out : path
         The adapted checkpoint to write.
     n_maps : int, optional
         Use this many maps spread evenly in time (default: all).
+    history : path, glob or list, optional
+        More maps the reference backgrounds may be built from (e.g. the whole archive when the target
+        is some of its maps), as :func:`marsdust.detect.inputs.history_maps` takes them.
     device : str
         Where to run.
     progress : bool
@@ -175,18 +178,22 @@ def adapt_checkpoint(checkpoint: str | os.PathLike, target_archive: str | os.Pat
     Path
         ``out``; its extra metadata holds the source's and ``adaptation`` (see the module rules).
     """
-    from marsdust.detect.inputs import resolve_maps
+    from marsdust.detect.inputs import history_maps, resolve_maps
     from marsdust.models import load_model, save_checkpoint
 
     model = load_model(checkpoint, map_location=device)
     batch_norm_layers(model)  # refuse before reading any map
-    all_maps = resolve_maps(target_archive)
-    if len(all_maps) == 0:
+    target = resolve_maps(target_archive)
+    if len(target) == 0:
         raise AdaptationError(f"{target_archive}: no maps found to adapt on")
-    chosen = spread_in_time(all_maps, n_maps)
+    chosen = spread_in_time(target, n_maps)
+    all_maps = pd.DataFrame(history_maps(target.to_dict("records"), history))
     adapt_batch_norm(model, chosen, all_maps=all_maps, device=device, progress=progress)
+    named = [target_archive] if isinstance(target_archive, (str, os.PathLike)) else list(target_archive)
     record = {"method": ADAPTATION_METHOD, "source_checkpoint": str(Path(checkpoint).resolve()),
-              "target_archive": str(Path(target_archive).resolve()), "n_maps": int(len(chosen)),
+              "target_archive": ", ".join(str(Path(p).resolve()) for p in named[:3])
+                                + (f" and {len(named) - 3} more" if len(named) > 3 else ""),
+              "n_maps": int(len(chosen)),
               "map_ids": [str(m) for m in chosen["map_id"]],
               "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     extra = {**(getattr(model, "checkpoint_extra", None) or {}), "adaptation": record}

@@ -5,7 +5,7 @@ map of the split, scores the detections against the catalogue with :mod:`marsdus
 (COCO mAP of the run's labels, of the paper's 12° boxes drawn at each detection's outline centroid,
 masks, breakdowns, centre deviations, area agreement, inference time; pixel IoU and Dice of the detections
 at the detector's stored score threshold against the catalogued outlines, on the maps with outline truth:
-those of a Mars year whose catalogue has outlines and whose every storm has one), writes the error analysis
+those within the time span of the catalogue's outlined storms whose every storm has one), writes the error analysis
 of :mod:`marsdust.evaluate.errors` and the figures of :mod:`marsdust.plots`. The existing scores are those of
 dust; :mod:`marsdust.evaluate.clouds` adds per-class AP and the dust false alarms on clouds where the
 maps have cloud masks (:mod:`marsdust.cloudmask`).
@@ -43,6 +43,7 @@ from marsdust.evaluate.metrics import (
 from marsdust.fileio import write_text_atomic
 from marsdust.history import MapHistory
 from marsdust.labels import map_targets, paper_boxes_at
+from marsdust.mdad_format import mars_time_sols
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_mask_root
 from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
@@ -160,7 +161,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
     two_class = "cloud" in detector_classes(model)
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
-    years = outlined_years(storms_df)
+    span = outlined_span(storms_df)
     found = _SplitDetections()
     for row in tqdm(rows.itertuples(), total=len(rows), desc=f"evaluate {split}", unit="map", disable=not progress):
         image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
@@ -174,7 +175,8 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         target = map_targets(storms, grid, label_mode)
         found.ground_truth[row.map_id] = {k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")}
         found.paper_truth[row.map_id] = {"boxes": map_targets(storms, grid, "fixed", with_masks=False)["boxes"]}
-        outlines = outline_truth(storms, grid) if int(row.mars_year) in years else None
+        in_span = span is not None and span[0] <= float(mars_time_sols(row.mars_year, row.ls)) <= span[1]
+        outlines = outline_truth(storms, grid) if in_span else None
         if outlines is not None:
             found.outline_truth[row.map_id] = outlines
         found.predictions[row.map_id] = prediction_entry(result, grid, "dust")
@@ -195,19 +197,28 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
     return found
 
 
-def outlined_years(storms_df: pd.DataFrame) -> set[int]:
-    """The Mars years whose catalogue holds outlines (a ``polygon_wkt`` on at least one storm)."""
-    if "polygon_wkt" not in storms_df.columns or "mars_year" not in storms_df.columns:
-        return set()
-    return {int(y) for y in storms_df.loc[has_outline(storms_df["polygon_wkt"]), "mars_year"]}
+def outlined_span(storms_df: pd.DataFrame) -> tuple[float, float] | None:
+    """The Mars time span (sols, :func:`marsdust.mdad_format.mars_time_sols`) from the first to the last storm
+    of the catalogue with an outline (a ``polygon_wkt``), or None when no storm has one.
+
+    The span of an outlining catalogue (MDAD v1.1 cubes): a map outside it, e.g. of the years of a
+    box-only v1.0 table, has no outline truth.
+    """
+    if "polygon_wkt" not in storms_df.columns or len(storms_df) == 0:
+        return None
+    outlined = storms_df[has_outline(storms_df["polygon_wkt"])]
+    if len(outlined) == 0:
+        return None
+    times = np.asarray(mars_time_sols(outlined["mars_year"], outlined["ls"]), dtype=float)
+    return float(times.min()), float(times.max())
 
 
 def outline_truth(storms: pd.DataFrame, grid) -> np.ndarray | None:
     """The ``(H, W)`` bool union of a map's catalogued outlines on ``grid``, or None when the map has no outline truth.
 
     A map has outline truth when every storm it shows (:func:`marsdust.labels.map_targets` in
-    ``outline`` mode) has an outline; a map without storms has (empty) truth. Whether its Mars year
-    is outlined at all is the caller's test (:func:`outlined_years`).
+    ``outline`` mode) has an outline; a map without storms has (empty) truth. Whether the map lies in
+    the span of the outlining catalogue is the caller's test (:func:`outlined_span`).
     """
     if len(storms) == 0:
         return np.zeros(grid.shape, dtype=bool)
