@@ -156,7 +156,8 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
                 if row_file.is_file():
                     rows.append(json.loads(row_file.read_text()))
                     continue
-                used = adapted_checkpoint(checkpoint, detector, name, sets[name], out, device) if adapted else checkpoint
+                used = (adapted_checkpoint(checkpoint, detector, name, sets[name], out, device) if adapted
+                        else checkpoint)
                 relation = ("second look, " if name.startswith("look2") else "") + (
                     "same camera" if CAMERA_OF_TEST[name] == camera else "cross camera")
                 row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,

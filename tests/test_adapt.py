@@ -1,6 +1,5 @@
 """marsdust.adapt: AdaBN re-estimates the backbone's BatchNorm statistics on target maps and records it."""
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner

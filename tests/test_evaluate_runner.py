@@ -1,6 +1,6 @@
-"""marsdust.evaluate.runner: the pixel scores of evaluate_checkpoint (which maps have outline truth, perfect outlines)."""
+"""marsdust.evaluate.runner: the pixel scores of evaluate_checkpoint (which maps have outline truth; perfect
+outlines score 1)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,7 +48,8 @@ def test_catalogue_outlines_returned_as_detections_score_pixel_iou_one(ci_data, 
         factor = result.native_grid.width / result.grid.width
         result.records = [{"x0": b[0] * factor, "y0": b[1] * factor, "x1": b[2] * factor, "y1": b[3] * factor,
                            "score": 0.9, "lon": lon, "lat": lat, "area_km2": area}
-                          for b, lon, lat, area in zip(target["boxes"], target["lon"], target["lat"], target["area_km2"])]
+                          for b, lon, lat, area in zip(target["boxes"], target["lon"], target["lat"],
+                                                       target["area_km2"])]
         result.masks = [m.astype(bool) & result.valid for m in target["masks"]]
         return result
 
