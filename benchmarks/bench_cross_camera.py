@@ -26,7 +26,7 @@ outlines (maps with outline truth only: none on the MOC years, whose catalogue h
 
 Run::
 
-    .venv/bin/python benchmarks/bench_cross_camera.py                                   # twocam_ci, ~15 min on 2 cores
+    .venv/bin/python benchmarks/bench_cross_camera.py                                   # twocam_ci, 150 steps
     .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 2000 --device cuda
 
 Data are synthesized (seed 0) under ``--data-root`` when missing. Finished trainings (``done.json``)
