@@ -19,3 +19,17 @@ def test_comparison_table_in_table1_layout(tmp_path):
     text = md_path.read_text()
     assert "| DustRCNN | ours (synthetic) | 50.0 | 50.0 | 40.0 |" in text and "real MGS MOC" in text
     assert "mAP25 strategy 1" in csv_path.read_text().splitlines()[0]
+
+
+def test_pixel_columns_only_when_our_metrics_have_them(tmp_path):
+    plain = {"map25": 0.5, "map50": 0.4, "map75": 0.1, "time_ms_per_map": 80.0}
+    assert "Pixel IoU" not in comparison_table({"dustrcnn": {"temporal": plain}}).columns.get_level_values(0)
+    with_pixels = {**plain, "pixel": {"iou": 0.25, "dice": 0.4, "n_pixels": 100, "threshold": 0.5}}
+    table = comparison_table({"dustrcnn": {"temporal": with_pixels}}, our_label="ours")
+    assert table.loc[("DustRCNN", "ours"), ("Pixel IoU", "strategy 1")] == pytest.approx(25.0)
+    assert table.loc[("DustRCNN", "ours"), ("Dice", "strategy 1")] == pytest.approx(40.0)
+    assert table.loc[("DustRCNN", PAPER_SOURCE), ("Dice", "strategy 1")] != table.loc[("DustRCNN", PAPER_SOURCE),
+                                                                                     ("Dice", "strategy 1")]  # NaN
+    md_path, _ = write_comparison_table(table, tmp_path / "comparison")
+    text = md_path.read_text()
+    assert "Pixel IoU s1" in text and "| 25.0 |" in text and "observed pixels" in text

@@ -149,3 +149,33 @@ def test_mask_map_ignores_storms_whose_mask_is_no_target():
     assert metrics["map50"] == pytest.approx(AP50_BY_HAND)  # boxes: unchanged
     # masks: storm 0 only; hit (0.9), FP far away (0.8), the detection on storm 1 ignored -> AP 1
     assert metrics["segm"]["map50"] == pytest.approx(1.0) and metrics["segm"]["n_gt"] == 1
+
+
+def test_pixel_overlap_pools_over_maps_and_ignores_missing_pixels():
+    from marsdust.evaluate.metrics import pixel_overlap
+
+    valid = np.ones((4, 10), bool)
+    valid[:, 8:] = False  # two missing columns
+    truth_a = np.zeros((4, 10), bool)
+    truth_a[0:2, 0:4] = True  # 8 px
+    pred_a = np.zeros((2, 4, 10), bool)
+    pred_a[0, 0:2, 2:6] = True  # 8 px, 4 shared with the truth
+    pred_a[1, 3, 8:] = True  # on missing pixels only: not counted
+    truth_b = np.zeros((4, 10), bool)
+    truth_b[3, 0:2] = True  # 2 px, nothing detected
+    truth_c = np.zeros((4, 10), bool)  # neither truth nor prediction: no per-map value
+    result = pixel_overlap({"a": truth_a, "b": truth_b, "c": truth_c}, {"a": pred_a},
+                           {"a": valid, "b": valid, "c": valid})
+    # pooled: intersection 4, union 12 + 2 = 14; |P| + |T| = 8 + 10
+    assert result["iou"] == pytest.approx(4 / 14)
+    assert result["dice"] == pytest.approx(8 / 18)
+    assert result["iou_per_map_mean"] == pytest.approx((4 / 12 + 0) / 2)
+    assert result["dice_per_map_mean"] == pytest.approx((8 / 16 + 0) / 2)
+    assert result["n_pixels"] == 3 * 32 and result["n_maps"] == 3
+    assert result["n_true_pixels"] == 10 and result["n_predicted_pixels"] == 8
+    empty = pixel_overlap({"c": truth_c}, {}, {"c": valid})
+    assert np.isnan(empty["iou"]) and np.isnan(empty["dice"]) and np.isnan(empty["iou_per_map_mean"])
+    with pytest.raises(ValueError, match="map a: no valid mask"):
+        pixel_overlap({"a": truth_a}, {}, {})
+    with pytest.raises(ValueError, match="map a: .* share one grid"):
+        pixel_overlap({"a": truth_a}, {"a": np.ones((3, 10), bool)}, {"a": valid})

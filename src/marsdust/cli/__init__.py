@@ -7,6 +7,7 @@ that ``marsdust --help`` stays instant.
 
 from marsdust.cli._app import app
 from marsdust.cli import data_cmds, synth_cmds, model_cmds, train_cmds, detect_cmds, onnx_cmds, demo_cmds, track_cmds  # noqa: F401,E501  (registers commands)
+from marsdust.cli import adapt_cmds  # noqa: F401  (registers commands)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Modules, from the inputs up (each docstring states its rules):
 * :mod:`~marsdust.evaluate.matching` — which detection is which storm: box IoU across 180°, outline
   IoU, the one greedy pairing and the ladder of score thresholds;
 * :mod:`~marsdust.evaluate.metrics` — the scores of plain per-map dicts: COCO mAP@25/50/75,
-  breakdowns, centre deviations, area agreement, inference time, ``metrics.json``;
+  breakdowns, centre deviations, area agreement, pixel IoU and Dice, inference time, ``metrics.json``;
 * :mod:`~marsdust.evaluate.errors` — the error analysis: recall by storm and map attributes, causes of
   misses and false alarms (and when a false alarm lies on a cloud), galleries;
 * :mod:`~marsdust.evaluate.clouds` — per-class AP and the dust false alarms on cloud-mask clouds;
@@ -27,6 +27,7 @@ import importlib
 from marsdust.evaluate.compare import (
     NETWORK_NAMES,
     PAPER_SOURCE,
+    PIXEL_METRICS,
     PAPER_TABLE1,
     STRATEGIES,
     TABLE_METRICS,
@@ -47,6 +48,7 @@ from marsdust.evaluate.metrics import (
     center_deviations,
     coco_map,
     evaluate_detections,
+    pixel_overlap,
     read_metrics_json,
     season_of,
     size_bin_edges,
@@ -65,6 +67,7 @@ __all__ = [
     "NETWORK_NAMES",
     "PAPER_SOURCE",
     "PAPER_TABLE1",
+    "PIXEL_METRICS",
     "SEASONS",
     "STRATEGIES",
     "TABLE_METRICS",
@@ -80,6 +83,7 @@ __all__ = [
     "comparison_markdown",
     "comparison_table",
     "evaluate_detections",
+    "pixel_overlap",
     "read_metrics_json",
     "season_of",
     "size_bin_edges",

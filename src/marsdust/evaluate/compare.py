@@ -12,6 +12,8 @@ Rules decided here
   does not list.
 * **Columns**: mAP25, mAP50, mAP75 in percent and the median inference time in ms, each under
   strategy 1 (temporal split) and strategy 2 (random split).
+* **Pixel IoU and Dice** (percent; :func:`marsdust.evaluate.metrics.pixel_overlap`, ``metrics["pixel"]``)
+  are two more columns when any of our metrics holds them (the paper gives none).
 * **Our mAP** is AP on the paper's 12° boxes (``metrics["paper_boxes"]``: each detection reduced
   to a 12° box at its outline centroid) when the metrics hold it, else the top-level
   ``map25/50/75`` (a run trained on the 12° boxes themselves).
@@ -53,6 +55,8 @@ NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn
 
 
 TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")
+PIXEL_METRICS = ("Pixel IoU", "Dice")
+"""Columns added to Table 1 when our metrics hold pixel scores (``metrics["pixel"]``: ``iou``, ``dice``)."""
 STRATEGIES = ("strategy 1", "strategy 2")
 _STRATEGY_ALIASES = {"temporal": "strategy 1", "1": "strategy 1", "strategy 1": "strategy 1",
                      "random": "strategy 2", "2": "strategy 2", "strategy 2": "strategy 2"}
@@ -79,9 +83,9 @@ def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
     DataFrame
         Index ``(network, source)``, rows of every Table 1 network: the paper's (source
         :data:`PAPER_SOURCE`) and ours where given; columns ``(metric, strategy)`` with mAP in
-        percent (as in the paper) and time in ms. Missing values are NaN.
+        percent (as in the paper) and time in ms, then pixel IoU and Dice in percent
+        (:data:`PIXEL_METRICS`) when any of our metrics holds them. Missing values are NaN.
     """
-    columns = pd.MultiIndex.from_product([TABLE_METRICS, STRATEGIES], names=["metric", "strategy"])
     ours: dict[str, dict] = {}
     for network, by_strategy in results.items():
         name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
@@ -98,13 +102,22 @@ def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
                 row[(metric, column)] = np.nan if value is None else 100.0 * float(value)
             time_ms = metrics.get("time_ms_per_map")
             row[("Time (ms)", column)] = np.nan if time_ms is None else float(time_ms)
+            pixel = metrics.get("pixel")
+            if pixel:
+                for metric, key in zip(PIXEL_METRICS, ("iou", "dice")):
+                    value = pixel.get(key)
+                    row[(metric, column)] = np.nan if value is None else 100.0 * float(value)
+    with_pixels = any(metric in PIXEL_METRICS for row in ours.values() for metric, _ in row)
+    names = TABLE_METRICS + (PIXEL_METRICS if with_pixels else ())
+    columns = pd.MultiIndex.from_product([names, STRATEGIES], names=["metric", "strategy"])
     records, index = [], []
     for name in list(PAPER_TABLE1) + [n for n in ours if n not in PAPER_TABLE1]:
         if name in ours:
             records.append([ours[name].get(c, np.nan) for c in columns])
             index.append((name, our_label))
         if name in PAPER_TABLE1:
-            records.append([PAPER_TABLE1[name][metric][STRATEGIES.index(strategy)] for metric, strategy in columns])
+            records.append([PAPER_TABLE1[name][metric][STRATEGIES.index(strategy)] if metric in TABLE_METRICS
+                            else np.nan for metric, strategy in columns])
             index.append((name, PAPER_SOURCE))
     return pd.DataFrame(records, index=pd.MultiIndex.from_tuples(index, names=["network", "source"]), columns=columns)
 
@@ -125,6 +138,10 @@ def comparison_markdown(table: pd.DataFrame) -> str:
             "(random split); time = median inference per map. Rows marked "
             f"\"{PAPER_SOURCE}\" are the paper's Table 1 (real MGS MOC maps, its \"Current R-CNN\" = DustRCNN), "
             "not reproduced here; they are not directly comparable with results on other data.\n")
+    if any(metric in PIXEL_METRICS for metric, _ in table.columns):
+        note += ("Pixel IoU and Dice in percent: dust pixels of the detections at the detector's stored score "
+                 "threshold against the catalogued outlines, observed pixels of the maps with outline truth, "
+                 "summed over maps.\n")
     return "\n".join(lines) + "\n" + note
 
 

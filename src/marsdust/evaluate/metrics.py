@@ -28,6 +28,13 @@ Rules decided here
   ≥ ``match_iou``, 0.5 by default). ``dx_px`` = detected minus catalogued box centre
   column, wrapped into [-W/2, W/2); ``dy_px`` = row difference (positive southwards);
   ``dlon_deg = dx_px · res``, ``dlat_deg = -dy_px · res`` (positive northwards).
+* **Pixel IoU and Dice** (:func:`pixel_overlap`) of the dust class over *observed* pixels only (each
+  map's valid mask; missing pixels count neither way): truth is the union of a map's catalogued
+  outlines, prediction the union of its detected masks at one score threshold. Pooled over maps
+  (the field's convention): IoU = Σ|P∩T| / Σ|P∪T|, Dice = 2 Σ|P∩T| / (Σ|P| + Σ|T|), sums over every
+  scored map; also the per-map means, over the maps where the quantity is defined (a map with
+  neither truth nor prediction has none). Which maps have outline truth is the caller's rule
+  (:mod:`marsdust.evaluate.runner`).
 * **Inference time** is the median per map after warm-up calls (:func:`time_inference`),
   measured by whoever runs the model and passed in as ``time_ms_per_map``.
 """
@@ -348,6 +355,65 @@ def area_agreement(ground_truth: Mapping, predictions: Mapping, grid=None, *, ma
             "median_abs_rel_error": float(np.median(np.abs(ratios - 1.0))),
             "within_25pct": float(np.mean(np.abs(ratios - 1.0) <= 0.25)), "match_iou": match_iou,
             "min_score": min_score}
+
+
+# --- pixels --------------------------------------------------------------------------------------------------
+def _union(masks, map_id: str, what: str) -> np.ndarray:
+    """A ``(H, W)`` bool union of a ``(H, W)`` mask or an ``(n, H, W)`` stack of them."""
+    array = np.asarray(masks).astype(bool)
+    if array.ndim == 3:
+        return array.any(axis=0)
+    if array.ndim != 2:
+        raise ValueError(f"map {map_id}: {what} must be (H, W) or (n, H, W), got shape {array.shape}")
+    return array
+
+
+def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
+    """Pixel IoU and Dice of predicted against true dust pixels, over observed pixels, pooled over maps.
+
+    Parameters
+    ----------
+    truth, predicted : dict map_id -> ndarray
+        Per map a ``(H, W)`` mask or an ``(n, H, W)`` stack (its union is taken): the catalogued
+        outlines and the detected masks at the chosen score threshold. Every map of ``truth`` is
+        scored; a map missing from ``predicted`` has no detection.
+    valid : dict map_id -> ndarray of bool (H, W)
+        Observed pixels of each map of ``truth``; the others are left out of every count.
+
+    Returns
+    -------
+    dict
+        ``iou`` = Σ|P∩T| / Σ|P∪T| and ``dice`` = 2 Σ|P∩T| / (Σ|P| + Σ|T|) summed over all maps
+        (NaN when both are empty everywhere), ``iou_per_map_mean`` and ``dice_per_map_mean``
+        (means over maps where truth or prediction is non-empty; NaN if none), ``n_pixels``
+        (observed pixels scored), ``n_maps``, ``n_true_pixels``, ``n_predicted_pixels``.
+    """
+    totals = dict.fromkeys(("inter", "union", "true", "predicted", "observed"), 0)
+    ious, dices = [], []
+    for map_id, true_masks in truth.items():
+        if map_id not in valid:
+            raise ValueError(f"map {map_id}: no valid mask given for the pixel scores")
+        observed = _union(valid[map_id], map_id, "valid")
+        t = _union(true_masks, map_id, "truth")
+        p = predicted.get(map_id)
+        p = np.zeros_like(t) if p is None or np.asarray(p).size == 0 else _union(p, map_id, "predicted")
+        if t.shape != observed.shape or p.shape != observed.shape:
+            raise ValueError(f"map {map_id}: truth {t.shape}, prediction {p.shape} and valid {observed.shape} "
+                             "masks must share one grid")
+        t, p = t & observed, p & observed
+        counts = {"inter": int((t & p).sum()), "union": int((t | p).sum()), "true": int(t.sum()),
+                  "predicted": int(p.sum()), "observed": int(observed.sum())}
+        totals = {k: totals[k] + counts[k] for k in totals}
+        if counts["union"]:
+            ious.append(counts["inter"] / counts["union"])
+            dices.append(2 * counts["inter"] / (counts["true"] + counts["predicted"]))
+    sizes = totals["true"] + totals["predicted"]
+    return {"iou": totals["inter"] / totals["union"] if totals["union"] else math.nan,
+            "dice": 2 * totals["inter"] / sizes if sizes else math.nan,
+            "iou_per_map_mean": float(np.mean(ious)) if ious else math.nan,
+            "dice_per_map_mean": float(np.mean(dices)) if dices else math.nan,
+            "n_pixels": totals["observed"], "n_maps": len(truth), "n_true_pixels": totals["true"],
+            "n_predicted_pixels": totals["predicted"]}
 
 
 # --- timing --------------------------------------------------------------------------------------------

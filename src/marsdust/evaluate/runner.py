@@ -3,7 +3,9 @@
 It runs the detector the way ``marsdust detect`` does (:func:`marsdust.detect.detect_map`) on every
 map of the split, scores the detections against the catalogue with :mod:`marsdust.evaluate.metrics`
 (COCO mAP of the run's labels, of the paper's 12° boxes drawn at each detection's outline centroid,
-masks, breakdowns, centre deviations, area agreement, inference time), writes the error analysis
+masks, breakdowns, centre deviations, area agreement, inference time; pixel IoU and Dice of the detections
+at the detector's stored score threshold against the catalogued outlines, on the maps with outline truth:
+those within the time span of the catalogue's outlined storms whose every storm has one), writes the error analysis
 of :mod:`marsdust.evaluate.errors` and the figures of :mod:`marsdust.plots`. The existing scores are those of
 dust; :mod:`marsdust.evaluate.clouds` adds per-class AP and the dust false alarms on clouds where the
 maps have cloud masks (:mod:`marsdust.cloudmask`).
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 
 from marsdust import plots
 from marsdust.evaluate.errors import MapsToAnalyze, write_error_analysis
+from marsdust.evaluate.matching import has_outline
 from marsdust.data import load_split, select_split
 from marsdust.detect import DetectSettings, detect_map
 from marsdust.detect.prepare import working_image
@@ -32,6 +35,7 @@ from marsdust.evaluate.metrics import (
     box_map_summary,
     center_deviations,
     evaluate_detections,
+    pixel_overlap,
     season_of,
     time_inference,
     write_metrics_json,
@@ -39,6 +43,7 @@ from marsdust.evaluate.metrics import (
 from marsdust.fileio import write_text_atomic
 from marsdust.history import MapHistory
 from marsdust.labels import map_targets, mask_supervised, paper_boxes_at
+from marsdust.mdad_format import mars_time_sols
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_mask_root
 from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
@@ -144,6 +149,7 @@ class _SplitDetections:
     cloudy: dict = field(default_factory=dict)  # cloudy pixels of the maps with a cloud mask
     cloud_truth: dict = field(default_factory=dict)  # their cloud instances
     cloud_predictions: dict = field(default_factory=dict)  # cloud detections (two-class detectors)
+    outline_truth: dict = field(default_factory=dict)  # union of the outlines, maps with outline truth only
 
 
 def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_mode: str, *, split: str,
@@ -155,6 +161,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
     two_class = "cloud" in detector_classes(model)
     storms_by_map = dict(tuple(storms_df.groupby("map_id", sort=False)))
     empty = storms_df.iloc[0:0]
+    span = outlined_span(storms_df)
     found = _SplitDetections()
     for row in tqdm(rows.itertuples(), total=len(rows), desc=f"evaluate {split}", unit="map", disable=not progress):
         image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
@@ -169,6 +176,10 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         found.ground_truth[row.map_id] = {**{k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")},
                                           "mask_scored": mask_supervised(target["has_outline"], label_mode)}
         found.paper_truth[row.map_id] = {"boxes": map_targets(storms, grid, "fixed", with_masks=False)["boxes"]}
+        in_span = span is not None and span[0] <= float(mars_time_sols(row.mars_year, row.ls)) <= span[1]
+        outlines = outline_truth(storms, grid) if in_span else None
+        if outlines is not None:
+            found.outline_truth[row.map_id] = outlines
         found.predictions[row.map_id] = prediction_entry(result, grid, "dust")
         cloudy = clouds.cloudy(row._asdict(), grid) if clouds is not None else None
         if cloudy is not None:
@@ -185,6 +196,46 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
                               "n_detections_05": int((found.predictions[row.map_id]["scores"] >= 0.5).sum()),
                               "valid_fraction": float(result.valid_fraction), "seconds": seconds})
     return found
+
+
+def outlined_span(storms_df: pd.DataFrame) -> tuple[float, float] | None:
+    """The Mars time span (sols, :func:`marsdust.mdad_format.mars_time_sols`) from the first to the last storm
+    of the catalogue with an outline (a ``polygon_wkt``), or None when no storm has one.
+
+    The span of an outlining catalogue (MDAD v1.1 cubes): a map outside it, e.g. of the years of a
+    box-only v1.0 table, has no outline truth.
+    """
+    if "polygon_wkt" not in storms_df.columns or len(storms_df) == 0:
+        return None
+    outlined = storms_df[has_outline(storms_df["polygon_wkt"])]
+    if len(outlined) == 0:
+        return None
+    times = np.asarray(mars_time_sols(outlined["mars_year"], outlined["ls"]), dtype=float)
+    return float(times.min()), float(times.max())
+
+
+def outline_truth(storms: pd.DataFrame, grid) -> np.ndarray | None:
+    """The ``(H, W)`` bool union of a map's catalogued outlines on ``grid``, or None when the map has no outline truth.
+
+    A map has outline truth when every storm it shows (:func:`marsdust.labels.map_targets` in
+    ``outline`` mode) has an outline; a map without storms has (empty) truth. Whether the map lies in
+    the span of the outlining catalogue is the caller's test (:func:`outlined_span`).
+    """
+    if len(storms) == 0:
+        return np.zeros(grid.shape, dtype=bool)
+    target = map_targets(storms, grid, "outline")
+    if not bool(np.all(target["has_outline"])):
+        return None
+    return target["masks"].astype(bool).any(axis=0) if len(target["masks"]) else np.zeros(grid.shape, dtype=bool)
+
+
+def pixel_scores(found: _SplitDetections, threshold: float) -> dict:
+    """``metrics["pixel"]``: :func:`marsdust.evaluate.metrics.pixel_overlap` of the dust detections with
+    score ≥ ``threshold`` against the outlines, on the maps with outline truth, with ``threshold``."""
+    predicted = {m: found.predictions[m]["masks"][found.predictions[m]["scores"] >= threshold]
+                 for m in found.outline_truth}
+    valid = {m: found.valid_masks[m] for m in found.outline_truth}
+    return {**pixel_overlap(found.outline_truth, predicted, valid), "threshold": float(threshold)}
 
 
 def _inference_timing(model, rows: pd.DataFrame, *, device: str,
@@ -422,7 +473,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     dict
         The metrics written to ``metrics.json`` (``map25, map50, map75`` box AP fractions, ``segm``,
         breakdowns, ``pr_curves``, ``center_deviation``, ``time_ms_per_map``, ``error_analysis``
-        (recall and error counts at score 0.5, :func:`marsdust.evaluate.errors.compact_summary`), ...).
+        (recall and error counts at score 0.5, :func:`marsdust.evaluate.errors.compact_summary`), ``pixel``
+        (:func:`pixel_scores`), ``adaptation`` (the checkpoint's AdaBN record or None), ...).
     """
     options = EvaluateOptions() if options is None else options
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -447,6 +499,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                     "score_threshold": options.score_threshold, "timing": timing,
                     "working_res_deg": float(model.config.map_res_deg)})
     metrics.update(_cloud_scores(model, found))
+    metrics["pixel"] = pixel_scores(found, resolve_score_threshold(model, None)[0])
+    metrics["adaptation"] = model.checkpoint_extra.get("adaptation")
 
     # EVAL_DIR: the error analysis (error_analysis.{json,md}, errors_*.csv, galleries), the tables, the figures
     out_dir.mkdir(parents=True, exist_ok=True)

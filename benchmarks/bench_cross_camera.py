@@ -1,0 +1,259 @@
+"""Benchmark: does a detector trained on one camera's maps find the storms on the other camera's (and on a second look)?
+
+The ``twocam`` archives (``marsdust synth DIR --preset twocam_ci|twocam``) hold MOC maps (60°S–60°N,
+PNG, MY24 Ls150 – MY28 Ls121, box-only v1.0 catalogue) and then global MARCI maps (JPEG, MY28 Ls130 –
+MY32, v1.1 outline cubes). Two detectors are trained with the same budget (``small_cpu`` DustRCNN,
+``--steps`` optimizer steps, the temporal split with explicit periods):
+
+* **moc**: trained on the early MOC years :data:`MOC_TRAIN` (validation drawn from them);
+* **marci**: trained on the early MARCI years :data:`MARCI_TRAIN`.
+
+Each detector is then scored on the same four test sets, so a cross-camera row and a same-camera
+row share their test maps:
+
+* ``moc_late`` :data:`MOC_TEST` and ``marci_late`` :data:`MARCI_TEST` of the twocam archive (same
+  camera for one detector, the other camera for the other);
+* ``look2`` and ``look2_marci``: the independently modelled second look in the MOC and the global
+  MARCI layout (``marsdust synth DIR --preset look2|look2_marci``, every map a test map), never
+  trained on: the leave-one-look-out rows.
+
+Every (detector, test set) is scored twice: as trained, and after AdaBN test-time adaptation
+(:func:`marsdust.adapt.adapt_checkpoint`) on the unlabeled maps of that test set (history: the
+whole archive they belong to). Scoring is :func:`marsdust.evaluate.evaluate_checkpoint`; the table
+gives mAP50 / mAP75 on the paper's 12° boxes, box and mask mAP50 in the run's label mode
+(outlines where the catalogue has them, else area boxes), and pixel IoU / Dice against the
+outlines (maps with outline truth only: none on the MOC years, whose catalogue has no outlines).
+
+Run::
+
+    .venv/bin/python benchmarks/bench_cross_camera.py                                   # twocam_ci, 150 steps
+    .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 2000 --device cuda
+
+Data are synthesized (seed 0) under ``--data-root`` when missing. Finished trainings (``done.json``)
+and evaluations (``row.json``) are not redone. Writes ``OUT/cross_camera.md`` and
+``OUT/cross_camera.json`` (default ``bench_out/cross_camera_<preset>``) with the date, the machine
+and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from marsdust.fileio import write_text_atomic
+
+MOC_TRAIN, MOC_TEST = "MY24 150 - MY27 0", "MY27 0 - MY28 121]"
+"""The MOC detector's training period and the MOC test period (Mars year, Ls in degrees; ``]`` keeps the end)."""
+MARCI_TRAIN, MARCI_TEST = "MY28 130 - MY31 0", "MY31 0 - MY33 0"
+"""The MARCI detector's training period and the MARCI test period."""
+DETECTORS = {"moc": ("MOC", MOC_TRAIN, MOC_TEST), "marci": ("MARCI", MARCI_TRAIN, MARCI_TEST)}
+"""Detector name -> (camera, training period, that camera's test period)."""
+TEST_SETS = ("moc_late", "marci_late", "look2", "look2_marci")
+CAMERA_OF_TEST = {"moc_late": "MOC", "marci_late": "MARCI", "look2": "MOC", "look2_marci": "MARCI"}
+METRICS = (("paper_map50", "12° mAP50"), ("paper_map75", "12° mAP75"), ("box_map50", "box mAP50"),
+           ("mask_map50", "mask mAP50"), ("pixel_iou", "pixel IoU"), ("pixel_dice", "Dice"))
+
+
+def ensure_data(path: Path, preset: str) -> Path:
+    """``path`` holding the synthesis of ``preset`` (seed 0), written if its archive or catalogue is missing."""
+    if not (path / "archive").is_dir() or not (path / "mdad").is_dir():
+        from marsdust.synth import synthesize
+
+        print(f"synthesizing {preset} (seed 0) into {path} ...", flush=True)
+        synthesize(path, preset, seed=0, progress=False, overwrite=True)
+    return path
+
+
+def train_config(data: Path, detector: str, steps: int, device: str):
+    """The shared budget: ``small_cpu`` DustRCNN at 0.8°/px, the demo's learning rate, one validation at the end."""
+    from marsdust.demo import DEMO_LR, DEMO_MAP_RES_DEG
+    from marsdust.train import TrainConfig
+
+    _, train_period, test_period = DETECTORS[detector]
+    return TrainConfig(data=str(data), model="dustrcnn", model_preset="small_cpu", map_res_deg=DEMO_MAP_RES_DEG,
+                       lr=DEMO_LR, strategy="temporal", train_period=train_period, test_period=test_period,
+                       max_steps=steps, val_every_n_steps=steps, num_workers=1, seed=0, progress=False,
+                       accelerator="gpu" if device.startswith("cuda") else "cpu")
+
+
+def train_detector(data: Path, detector: str, steps: int, out: Path, device: str) -> Path:
+    """Train one detector (or reuse a finished run); returns its best checkpoint."""
+    from marsdust.train import train
+
+    run_dir = out / "runs" / detector
+    if not (run_dir / "done.json").is_file():
+        print(f"training {detector} ({DETECTORS[detector][1]}, {steps} steps) ...", flush=True)
+        train(train_config(data, detector, steps, device), run_dir,
+              resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
+    best = run_dir / "checkpoints" / "best.ckpt"
+    return best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_sets(data: Path, looks: dict[str, Path], out: Path) -> dict[str, dict]:
+    """Test set name -> ``data`` (folder), ``split_file``, ``maps`` (paths of its maps) and ``history`` (archive)."""
+    from marsdust.data import Period, save_split
+    from marsdust.mdgm import index_archive
+    from marsdust.train.config import parse_period
+
+    index = index_archive(data / "archive")
+    sets = {}
+    for name, period_text in (("moc_late", MOC_TEST), ("marci_late", MARCI_TEST)):
+        period: Period = parse_period(period_text)
+        inside = period.contains(index["mars_year"], index["ls"])
+        split = index[["map_id", "mars_year", "ls"]].assign(split=["test" if k else "unused" for k in inside])
+        split_file = save_split(split, out / "splits" / f"{name}.csv")
+        sets[name] = {"data": data, "split_file": split_file, "maps": list(index.loc[inside, "path"]),
+                      "history": str(data / "archive")}
+    for name, look in looks.items():
+        look_index = index_archive(look / "archive")
+        sets[name] = {"data": look, "split_file": look / "truth" / "split.csv", "maps": list(look_index["path"]),
+                      "history": str(look / "archive")}
+    return sets
+
+
+def score(checkpoint: Path, test_set: dict, out_dir: Path, device: str) -> dict:
+    """One evaluation (:func:`marsdust.evaluate.evaluate_checkpoint`); returns the table's metrics."""
+    from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, out_dir, EvaluateOptions(
+        data=str(test_set["data"]), split_file=str(test_set["split_file"]), n_figures=0, n_timed=0, progress=False,
+        device=device))
+    segm, pixel = metrics.get("segm") or {}, metrics.get("pixel") or {}
+    return {"n_maps": metrics["n_maps"], "n_gt": metrics.get("n_gt"), "label_mode": metrics["label_mode"],
+            "paper_map50": metrics["paper_boxes"]["map50"], "paper_map75": metrics["paper_boxes"]["map75"],
+            "box_map50": metrics["map50"], "mask_map50": segm.get("map50"),
+            "pixel_iou": pixel.get("iou"), "pixel_dice": pixel.get("dice"), "pixel_maps": pixel.get("n_maps"),
+            "score_threshold": pixel.get("threshold")}
+
+
+def adapted_checkpoint(checkpoint: Path, detector: str, name: str, test_set: dict, out: Path, device: str) -> Path:
+    """``checkpoint`` adapted with AdaBN to the maps of ``test_set`` (reused when already written)."""
+    from marsdust.adapt import adapt_checkpoint
+
+    path = out / "adapted" / f"{detector}_{name}.ckpt"
+    if not path.is_file():
+        adapt_checkpoint(checkpoint, test_set["maps"], path, history=test_set["history"], device=device)
+    return path
+
+
+def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu") -> list[dict]:
+    """Train both detectors and score each, as trained and adapted, on every test set; one row per evaluation."""
+    sets = test_sets(data, looks, out)
+    rows, t0 = [], time.perf_counter()
+    for detector, (camera, train_period, _) in DETECTORS.items():
+        checkpoint = train_detector(data, detector, steps, out, device)
+        for name in TEST_SETS:
+            for adapted in (False, True):
+                tag = f"{detector}_{name}" + ("_adabn" if adapted else "")
+                row_file = out / "eval" / tag / "row.json"
+                if row_file.is_file():
+                    rows.append(json.loads(row_file.read_text()))
+                    continue
+                used = (adapted_checkpoint(checkpoint, detector, name, sets[name], out, device) if adapted
+                        else checkpoint)
+                relation = ("second look, " if name.startswith("look2") else "") + (
+                    "same camera" if CAMERA_OF_TEST[name] == camera else "cross camera")
+                row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,
+                       "relation": relation, "adabn": adapted, **score(used, sets[name], out / "eval" / tag, device)}
+                write_text_atomic(row_file, json.dumps(row, indent=2, default=str) + "\n")
+                rows.append(row)
+                print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: "
+                      + ", ".join(f"{label} {pct(row[key])}" for key, label in METRICS), flush=True)
+    return rows
+
+
+def pct(value) -> str:
+    """A fraction as a percentage with one decimal (``—`` for missing)."""
+    return "—" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def with_change(value, base) -> str:
+    """``value`` in percent and, in brackets, its change from ``base`` in percentage points."""
+    if value is None or base is None or value != value or base != base:
+        return pct(value)
+    return f"{pct(value)} ({100 * (value - base):+.1f})"
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table; an AdaBN row shows its change from the same detector and test set as trained."""
+    plain = {(r["detector"], r["test_set"]): r for r in rows if not r["adabn"]}
+    lines = ["| detector | trained on | tested on | relation | AdaBN | maps | " + " | ".join(l for _, l in METRICS)
+             + " |", "|---|---|---|---|---|---|" + "---|" * len(METRICS)]
+    for r in rows:
+        base = plain.get((r["detector"], r["test_set"])) if r["adabn"] else None
+        cells = [with_change(r[k], base[k]) if base else pct(r[k]) for k, _ in METRICS]
+        lines.append(f"| {r['detector']} | {r['trained_on']} | {r['test_set']} | {r['relation']} | "
+                     f"{'yes' if r['adabn'] else 'no'} | {r['n_maps']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    """What the benchmark ran on, in words."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), load average {load:.1f}")
+
+
+def git_commit() -> str | None:
+    """The short commit hash of the working tree (None outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str]) -> str:
+    """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
+    return (f"# Cross-camera benchmark on the synthetic {preset} archive\n\n{stamp}, commit {git_commit()}; "
+            f"{machine()} at the end; {seconds / 60:.1f} min.\n\nCommand: `{command}`\n\n"
+            f"Detectors: small_cpu DustRCNN, {steps} steps each; moc trained on MOC {MOC_TRAIN}, marci on MARCI "
+            f"{MARCI_TRAIN} ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
+            "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
+            "BatchNorm statistics re-estimated on the test set's unlabeled maps (in brackets: the change from the "
+            "same detector as trained, percentage points). Percent. Pixel IoU / Dice: detections at the stored "
+            "score threshold against the catalogued outlines, observed pixels of maps with outline truth, summed "
+            "over maps (— : no outline truth, as on the MOC years).\n\n")
+
+
+def main(argv=None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="twocam_ci", choices=["twocam_ci", "twocam"], help="two-camera archive")
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per detector")
+    parser.add_argument("--data-root", default="bench_out/data", help="where the archives are (synthesized if missing)")
+    parser.add_argument("--out", default=None, help="default bench_out/cross_camera_<preset>")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
+
+    root = Path(args.data_root)
+    out = Path(args.out or f"bench_out/cross_camera_{args.preset}")
+    data = ensure_data(root / args.preset, args.preset)
+    looks = {name: ensure_data(root / name, name) for name in ("look2", "look2_marci")}
+    t0 = time.perf_counter()
+    rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device)
+    header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv)
+    text = header + markdown(rows)
+    write_text_atomic(out / "cross_camera.md", text)
+    write_text_atomic(out / "cross_camera.json", json.dumps({"report": header.strip(), "rows": rows}, indent=2,
+                                                            default=str) + "\n")
+    print(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""marsdust.evaluate.runner: the pixel scores of evaluate_checkpoint (which maps have outline truth; perfect
+outlines score 1)."""
+
+import pandas as pd
+import pytest
+
+from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
+from marsdust.evaluate.runner import outline_truth, outlined_span
+from marsdust.grid import MapGrid
+from marsdust.mdad_format import mars_time_sols
+from marsdust.models import TINY_DETECTOR, build_model, save_checkpoint
+
+SQUARE = "POLYGON((0 0, 10 0, 10 10, 0 10, 0 0))"
+
+
+def storms(rows):
+    return pd.DataFrame(rows, columns=["map_id", "mars_year", "ls", "lon", "lat", "area_km2", "polygon_wkt"])
+
+
+def test_outline_truth_only_where_every_storm_is_outlined_within_the_outlined_span():
+    table = storms([["a", 27, 100.0, 50.0, 0.0, 3e5, None],  # a v1.0 year: no outline
+                    ["b", 29, 10.0, 5.0, 5.0, 3e5, SQUARE], ["c", 30, 200.0, 5.0, 5.0, 3e5, SQUARE],
+                    ["c", 30, 200.0, 90.0, 5.0, 3e5, None]])
+    span = outlined_span(table)
+    assert span == (pytest.approx(float(mars_time_sols(29, 10.0))), pytest.approx(float(mars_time_sols(30, 200.0))))
+    assert outlined_span(table.assign(polygon_wkt=None)) is None
+    grid = MapGrid.moc(1.0)
+    truth = outline_truth(table[table["map_id"] == "b"], grid)
+    assert truth.shape == grid.shape and 80 <= truth.sum() <= 121  # the 10° x 10° square
+    assert outline_truth(table[table["map_id"] == "c"], grid) is None  # one storm without an outline
+    assert not outline_truth(table.iloc[0:0], grid).any()  # no storm: empty truth
+
+
+def test_catalogue_outlines_returned_as_detections_score_pixel_iou_one(ci_data, monkeypatch, tmp_path):
+    import marsdust.detect as detect
+    from marsdust.evaluate import runner
+    from marsdust.labels import map_targets
+    from marsdust.mdad import read_catalog
+
+    catalog = read_catalog(ci_data / "mdad")
+    real_detect_map = detect.detect_map
+
+    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), settings=None, device=None,
+                          background=None):
+        result = real_detect_map(model, image, map_id=map_id, mars_year=mars_year, ls=ls,
+                                 settings=detect.DetectSettings(score_threshold=1.0))
+        target = map_targets(catalog[catalog["map_id"] == map_id], result.grid, "outline")
+        factor = result.native_grid.width / result.grid.width
+        result.records = [{"x0": b[0] * factor, "y0": b[1] * factor, "x1": b[2] * factor, "y1": b[3] * factor,
+                           "score": 0.9, "lon": lon, "lat": lat, "area_km2": area}
+                          for b, lon, lat, area in zip(target["boxes"], target["lon"], target["lat"],
+                                                       target["area_km2"])]
+        result.masks = [m.astype(bool) & result.valid for m in target["masks"]]
+        return result
+
+    monkeypatch.setattr(runner, "detect_map", oracle_detect_map)
+    checkpoint = save_checkpoint(build_model("dustrcnn", **{**TINY_DETECTOR, "map_res_deg": 0.8}),
+                                 tmp_path / "model.ckpt", score_threshold=0.5)
+    split = tmp_path / "split.csv"
+    with_storms = sorted(set(catalog.loc[catalog["polygon_wkt"].notna(), "map_id"]))[:3]
+    pd.DataFrame({"map_id": with_storms, "split": "test"}).to_csv(split, index=False)
+    metrics = evaluate_checkpoint(checkpoint, tmp_path / "eval", EvaluateOptions(
+        data=str(ci_data), split_file=str(split), n_figures=0, n_timed=0, progress=False))
+    pixel = metrics["pixel"]
+    assert pixel["threshold"] == 0.5 and pixel["n_maps"] == 3 and pixel["n_pixels"] > 0
+    assert pixel["iou"] == pytest.approx(1.0) and pixel["dice"] == pytest.approx(1.0)
+    assert pixel["iou_per_map_mean"] == pytest.approx(1.0)
+    assert metrics["adaptation"] is None
