@@ -41,8 +41,9 @@ def detect_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh (delete earlier parts and products)."),
     table_format: str = typer.Option("csv", "--format", help="csv, or parquet (also writes detections.parquet)."),
     mask_grid: str = typer.Option(
-        "mdad", "--mask-grid", help="mdad: one MDAD v1.1 cube per Mars year at 0.1° (OUT/mdad/MY??/MDADMY??.nc); "
-        "working: the former OUT/masks.nc on the detector's working grid, all years in one file."),
+        "both", "--mask-grid", help="mdad: one MDAD v1.1 cube per Mars year at 0.1° (OUT/mdad/MY??/MDADMY??.nc, "
+        "read by marsdust catalog and MDAD's readers); working: OUT/masks.nc + masks_master.csv on the detector's "
+        "working grid, all years in one file (small); both (default): the two."),
     engine: Optional[str] = typer.Option(
         None, "--engine", help="Inference engine: auto (ONNX Runtime on CPU, PyTorch on GPU), onnx, torch, or plain "
         "(the model's own forward). Default: auto, or MARSDUST_DETECT_ENGINE."),
@@ -70,8 +71,8 @@ def detect_command(
     setup_logging(logging.WARNING)
     if table_format not in ("csv", "parquet"):
         usage_error(f"--format must be csv or parquet, got {table_format!r}")
-    if mask_grid not in ("mdad", "working"):
-        usage_error(f"--mask-grid must be mdad or working, got {mask_grid!r}")
+    if mask_grid not in ("both", "mdad", "working"):
+        usage_error(f"--mask-grid must be both, mdad or working, got {mask_grid!r}")
     from marsdust.detect import ENGINES
 
     if engine is not None and engine not in ENGINES:

@@ -52,9 +52,10 @@ Products of :func:`detect_archive` (column names as the command-line contract in
   distributed, one cube per Mars year on MDAD's 0.1° grid (upsampled from the working grid by nearest
   neighbour), with a CF layer (:class:`marsdust.formats.mdad_cube.MaskCubeWriter`); labels are MDAD
   member numbers when tracked, else the per-map detection number (row order of the map's dust rows in
-  ``detections.csv``); ``marsdust.mdad.read_catalog(OUT / "mdad")`` reads them back. With
-  ``DetectOutputs(mask_grid="working")``: the former ``masks.nc`` + ``masks_master.csv``, all years on
-  the working grid (:data:`~marsdust.detect.settings.MASK_GRIDS`). Column by column: docs/formats.md.
+  ``detections.csv``); ``marsdust.mdad.read_catalog(OUT / "mdad")`` reads them back.
+* ``masks.nc`` + ``masks_master.csv``: the same masks on the detector's working grid, all years in one
+  file (the contract's file; ``DetectOutputs(mask_grid=...)`` picks ``both``, the default, ``mdad`` or
+  ``working``, :data:`~marsdust.detect.settings.MASK_GRIDS`). Column by column: docs/formats.md.
 * ``cloud_masks.nc`` (two-class detectors): the clouds in the same layout, labelled by the order
   of the map's cloud rows.
 * ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error``;

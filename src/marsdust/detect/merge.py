@@ -4,8 +4,9 @@ The dust masks are written as MDAD v1.1 is (:data:`marsdust.detect.settings.MASK
 one cube per Mars year on MDAD's 0.1° grid, ``OUT/mdad/MY{yy}/MDADMY{yy}.nc``, with its master CSV
 ``MDAD_MY{yy}_master.csv`` beside it (:func:`marsdust.mdad_format.cube_path`,
 :func:`~marsdust.mdad_format.master_csv_path`),
-so ``marsdust catalog OUT/mdad`` reads them as it reads MDAD; ``mask_grid="working"`` writes the
-former single ``OUT/masks.nc`` + ``OUT/masks_master.csv`` on the detector's working grid instead.
+so ``marsdust catalog OUT/mdad`` reads them as it reads MDAD; and (``mask_grid="both"``, the default, or
+``"working"`` alone) the single ``OUT/masks.nc`` + ``OUT/masks_master.csv`` on the detector's working grid
+that the command-line contract names (all years in one file, a few kB per map).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "
 
 
 def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool = True, table_format: str = "csv",
-                progress: bool = True, mask_grid: str = "mdad") -> DetectSummary:
+                progress: bool = True, mask_grid: str = "both") -> DetectSummary:
     """Build ``detections.csv`` / ``.geojson``, the mask cubes and ``maps.csv`` from the parts of ``rows``, atomically.
 
     Only dust detections are tracked and go to the mask cubes (which ones:
@@ -96,12 +97,12 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     if not tracked:  # label k+1 of a map is its (k+1)-th detection: name it like an MDAD member
         master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map)]
     luts = _label_tables(detections, order_in_map, tracked)
-    if mask_grid == "working":
+    if mask_grid in ("working", "both"):
         masks = _merge_masks(out_dir, parts, luts, progress)
         if masks is not None:
             paths["masks"] = masks
             paths["masks_master"] = write_master_csv(master, out_dir / "masks_master.csv")
-    else:
+    if mask_grid in ("mdad", "both"):
         paths.update(_merge_mdad_years(out_dir, parts, luts, master, progress))
     paths["maps"] = write_table(maps_table, out_dir / "maps.csv")
     n_errors = int((maps_table["status"] == "error").sum())

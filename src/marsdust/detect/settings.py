@@ -24,7 +24,7 @@ DUPLICATE_IOU = 0.5
 """Two kept detections whose masks overlap more than this IoU are one storm (higher score wins)."""
 
 TABLE_FORMATS = ("csv", "parquet")
-MASK_GRIDS = ("mdad", "working")
+MASK_GRIDS = ("both", "mdad", "working")
 """Where ``detect`` writes the dust masks: ``mdad`` (default) one MDAD v1.1 cube per Mars year on MDAD's 0.1° grid,
 ``OUT/mdad/MY{yy}/MDADMY{yy}.nc`` + ``MDAD_MY{yy}_master.csv``; ``working`` the former single ``OUT/masks.nc`` (all
 years, the detector's working grid) + ``OUT/masks_master.csv``."""
@@ -109,7 +109,7 @@ class DetectOutputs:
         warning when some map has no Ls.
     overwrite : bool
         Delete earlier parts and products first (else an interrupted run resumes).
-    mask_grid : {"mdad", "working"}
+    mask_grid : {"both", "mdad", "working"}
         Where the dust masks go (:data:`MASK_GRIDS`).
     """
 
@@ -119,7 +119,7 @@ class DetectOutputs:
     quicklook: bool = False
     track: bool = True
     overwrite: bool = False
-    mask_grid: str = "mdad"
+    mask_grid: str = "both"
 
     def __post_init__(self):
         object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
