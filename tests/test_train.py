@@ -61,6 +61,8 @@ def test_schedules_paper_steps_and_warmup_cosine_shape():
     assert [lr_factor(s, paper) for s in (0, 999, 1000, 2500)] == pytest.approx([1, 1, 0.1, 0.01])
     cosine = TrainConfig(schedule="warmup_cosine", max_steps=200).optim()
     assert cosine["warmup_steps"] == 10
+    assert (cosine["optimizer"], cosine["lr"]) == ("adamw", 2e-3)  # the recipe's (small_cpu, batch 4)
+    assert TrainConfig().optim()["lr"] == 2e-3 and TrainConfig().batch_size == 4
     factors = [lr_factor(s, cosine) for s in range(200)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))  # decays monotonically after warm-up
@@ -75,9 +77,15 @@ def test_model_preset_is_applied_first_and_explicit_fields_override_it():
 
     assert set(MODEL_PRESETS) == {"compact", "small_cpu", "stock_like"}
     reference_bands = {"reference": "prior-median", "reference_sols": 20, "in_channels": 6}  # the default reference
-    assert TrainConfig().detector_overrides() == TrainConfig(model_preset="compact").detector_overrides() == \
-        {"map_res_deg": 0.4, **reference_bands}
-    assert TrainConfig(reference="none").detector_overrides() == {"map_res_deg": 0.4}
+    # the default is the README's measured recipe: small_cpu at 0.8°
+    assert TrainConfig().detector_overrides() == TrainConfig(model_preset="small_cpu").detector_overrides() == \
+        {**SMALL_CPU, "map_res_deg": 0.8, **reference_bands}
+    assert TrainConfig(reference="none").detector_overrides() == {**SMALL_CPU, "map_res_deg": 0.8}
+    # compact is the detector's own configuration; a run YAML of earlier versions (model_preset: null) means it
+    compact = TrainConfig(model_preset="compact", map_res_deg=0.4, reference="none")
+    assert compact.detector_overrides() == {"map_res_deg": 0.4}
+    assert TrainConfig.from_dict({"model_preset": None, "map_res_deg": 0.4, "reference": "none"}) \
+        .detector_overrides() == {"map_res_deg": 0.4}
     stock_like = TrainConfig(model_preset="stock_like", reference="none")
     assert DetectorConfig(**stock_like.detector_overrides()) == DetectorConfig(**STOCK_LIKE)
     config = TrainConfig(model_preset="small_cpu", model_config={"fpn_channels": 64, "map_res_deg": 0.2},

@@ -56,12 +56,22 @@ from marsdust.reference import DEFAULT_REFERENCE_SOLS, REFERENCE_KINDS, Referenc
 SCHEDULES: dict[str, dict[str, Any]] = {
     "paper": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-3, "warmup_steps": 0, "decay": "step",
               "decay_every_steps": 1000, "decay_factor": 0.1, "min_lr_ratio": 0.0, "clip_grad_norm": 0.0},
-    "warmup_cosine": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_steps": -1, "decay": "cosine",
+    "warmup_cosine": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "warmup_steps": -1, "decay": "cosine",
                       "decay_every_steps": 0, "decay_factor": 1.0, "min_lr_ratio": 0.05, "clip_grad_norm": 10.0},
 }
 """Optimizer presets. ``warmup_steps = -1`` means 5 % of ``max_steps`` (at least 10)."""
 
 DEFAULT_SCHEDULE = "warmup_cosine"
+
+DEFAULT_MODEL_PRESET = "small_cpu"
+"""Model preset of a run that names none: the detector the README's recipe tables measure (with
+:data:`DEFAULT_MAP_RES_DEG` and the ``warmup_cosine`` schedule's lr 2e-3, batches of 4 maps), trained in
+minutes on a CPU. A run configuration that says ``model_preset: null`` (written by earlier versions,
+whose default it was) still means ``compact``, the detector's own default configuration."""
+
+DEFAULT_MAP_RES_DEG = 0.8
+"""Working resolution of a run that names none, degrees per pixel (150 x 450 px maps; the smallest
+storms still ~7 px across): the recipe's."""
 
 OPTIM_FIELDS = ("optimizer", "lr", "weight_decay", "warmup_steps", "decay", "decay_every_steps", "decay_factor",
                 "min_lr_ratio", "clip_grad_norm")
@@ -227,15 +237,18 @@ class TrainConfig:
         "median Ls, cube days with storms but no row) instead of one warning.", "Data", "--strict", flag_value=True))
     model: str = field(default="dustrcnn", metadata=_option(
         "Detector: dustrcnn, maskrcnn, fasterrcnn or sppnet (marsdust models lists them).", "Model", "--model"))
-    model_preset: str | None = field(default=None, metadata=_option(
-        "Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models lists "
-        "them); model_config fields of --config override it.", "Model", "--model-preset", metavar="NAME"))
+    model_preset: str | None = field(default=DEFAULT_MODEL_PRESET, metadata=_option(
+        "Named detector configuration: small_cpu (the default: the detector the README's recipe tables "
+        "measure, minutes on a CPU at 0.8 degrees), compact (the larger detector, for a GPU) or stock_like "
+        "(marsdust models lists them); model_config fields of --config override it.", "Model", "--model-preset",
+        metavar="NAME"))
     model_config: dict = field(default_factory=dict, metadata=_option(
         "DetectorConfig fields to override, on top of the model preset (a mapping: --config file only).", "Model"))
     backbone: str | None = field(default=None, metadata=_option(
         "resnet18, resnet34 or resnet50 (default: the model preset's).", "Model", "--backbone"))
-    map_res_deg: float = field(default=0.4, metadata=_option(
-        "Working resolution, degrees per pixel.", "Model", "--map-res-deg"))
+    map_res_deg: float = field(default=DEFAULT_MAP_RES_DEG, metadata=_option(
+        "Working resolution, degrees per pixel (default 0.8, the recipe's; compact was made for 0.4).", "Model",
+        "--map-res-deg"))
     label_mode: str = field(default="outline", metadata=_option(
         "Ground truth: outline (catalogue outlines), fixed (the paper's 12° boxes) or area (area-sized boxes).",
         "Data", "--label-mode", choices=LABEL_MODES))
@@ -317,8 +330,9 @@ class TrainConfig:
     trainer_strategy: str = field(default="auto", metadata=_option(
         "Lightning strategy: auto, ddp, ddp_spawn, ... (--strategy is the split).", "Hardware",
         "--trainer-strategy", "--ddp-strategy"))
-    precision: str = field(default="32-true", metadata=_option(
-        "Lightning precision, e.g. 32-true, bf16-mixed.", "Hardware", "--precision"))
+    precision: str = field(default="auto", metadata=_option(
+        "auto (bf16 autocast on a CPU with native bf16, amx_bf16 or avx512_bf16; else fp32), 32 (fp32 "
+        "everywhere) or a Lightning precision such as 32-true, bf16-mixed.", "Hardware", "--precision"))
     progress: bool = field(default=True, metadata=_option(
         "No progress bar, no Lightning INFO lines.", "Training", "--quiet", flag_value=False))
     classes: list = field(default_factory=lambda: ["dust"], metadata=_option(

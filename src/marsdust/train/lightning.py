@@ -173,7 +173,7 @@ def _numpy_state_from_builtins(state: dict) -> tuple:
     return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
 
 
-def _targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
+def targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
     keys = ("boxes", "labels", "masks") if with_masks else ("boxes", "labels")
     return [{k: t[k] for k in keys} for t in targets]
 
@@ -204,7 +204,7 @@ class DetectorModule(L.LightningModule):
     # ---- training
     def training_step(self, batch, batch_idx):
         images, targets = batch
-        losses = self.model(images, _targets_for_model(targets, self.model.has_masks))
+        losses = self.model(images, targets_for_model(targets, self.model.has_masks))
         loss = sum(losses.values())
         size = len(images)
         self.log("train_loss", loss, prog_bar=True, batch_size=size, sync_dist=False)

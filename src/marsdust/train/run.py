@@ -23,6 +23,7 @@ from marsdust.data import save_split
 from marsdust.fileio import write_text_atomic
 from marsdust.models import read_training_state
 from marsdust.train.config import TrainConfig, load_tables, split_for
+from marsdust.train.hardware import cpu_info, describe_cpu, resolve_precision
 from marsdust.train.lightning import (
     ContinuedCSVLogger,
     DustDataModule,
@@ -40,6 +41,8 @@ class _DropAdvertisingTips(logging.Filter):
 
 
 _LIGHTNING_TIPS = _DropAdvertisingTips()
+
+log = logging.getLogger(__name__)
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, callbacks: list | None = None) -> dict:
@@ -116,14 +119,25 @@ def _trainer(config: TrainConfig, run_dir: Path, resume_step: int | None, callba
     if config.progress and not progress_bar:  # a log file or CI: plain lines instead of a redrawn bar
         all_callbacks.append(ProgressLines(every_steps=max(10, int(config.max_steps) // 20)))
     val_every = min(int(config.val_every_n_steps), int(config.max_steps))
+    precision = run_precision(config)
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
-        strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
+        strategy=config.trainer_strategy, precision=precision, max_steps=int(config.max_steps),
         max_epochs=-1, val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         logger=logger, callbacks=all_callbacks, enable_progress_bar=progress_bar,
         enable_model_summary=False, log_every_n_steps=1, use_distributed_sampler=False, deterministic=False,
         default_root_dir=str(run_dir),
     )
+
+
+def run_precision(config: TrainConfig) -> str:
+    """Lightning's ``precision`` for the run (:func:`marsdust.train.hardware.resolve_precision`), saying in one
+    log line which CPU trains, whether bf16 autocast is on and why, and how many threads torch uses."""
+    cpu = cpu_info()
+    precision, why = resolve_precision(str(config.precision), str(config.accelerator), cpu)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        log.info(describe_cpu(cpu, precision, why, torch.get_num_threads()))
+    return precision
 
 
 def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: DustDataModule, ckpt_path: str | None) -> float:
