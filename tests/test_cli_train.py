@@ -2,7 +2,7 @@
 field's metadata (:mod:`marsdust.cli.config_options`), each parsing to the TrainConfig the hand-written options
 they replaced gave.
 
-The commands' work (``marsdust.train.train``, ``marsdust.compare.compare``) is replaced by a stand-in that
+The commands' work (``marsdust.train.train``, ``marsdust.evaluate.compare.compare``) is replaced by a stand-in that
 stops the command with the configuration it was given, so nothing is trained here.
 """
 
@@ -30,7 +30,7 @@ class Captured(Exception):
 @pytest.fixture
 def captured(monkeypatch):
     """Both commands stop with their TrainConfig instead of training."""
-    import marsdust.compare
+    import marsdust.evaluate.compare
     import marsdust.train
 
     def fake_train(config, run_dir, *, resume=False):
@@ -40,7 +40,7 @@ def captured(monkeypatch):
         raise Captured(base, models=models, strategies=strategies, our_label=our_label, progress=progress)
 
     monkeypatch.setattr(marsdust.train, "train", fake_train, raising=False)  # the command imports it from here
-    monkeypatch.setattr(marsdust.compare, "compare", fake_compare)
+    monkeypatch.setattr(marsdust.evaluate.compare, "compare", fake_compare)
 
 
 def parsed(command: str, argv: list[str]) -> Captured:

@@ -6,12 +6,22 @@ Schedules (``TrainConfig.schedule``)
 ``paper``
     The paper's section 5.2: Adam, lr 1e-4, weight decay 1e-3, lr × 0.1 every 1000 iterations.
 ``warmup_cosine``
-    For random-initialised backbones (no ImageNet weights here): AdamW, lr 1e-3, weight decay 1e-4,
+    For random-initialised backbones (no ImageNet weights here): AdamW, lr 2e-3, weight decay 1e-4,
     linear warm-up over ``warmup_steps`` (default 5 % of the run, at least 10 steps), then cosine
     decay to 5 % of the peak at ``max_steps``; gradients clipped at norm 10. The default, because the
     paper's lr 1e-4 barely moves a randomly initialised network in a run of a few hundred steps
     (the paper fine-tuned pretrained weights for many thousand iterations; benchmarks/README.md,
     "Measurements behind defaults"); the paper's schedule is one flag away (``--schedule paper``).
+    Its peak lr is the one the training recipe was measured with (the ``small_cpu`` detector at 0.8°,
+    batches of 4 maps; benchmarks/README.md, "Training recipe").
+
+Defaults
+--------
+A run that names no model preset, resolution or learning rate trains that recipe
+(:data:`DEFAULT_MODEL_PRESET`, :data:`DEFAULT_MAP_RES_DEG`, the ``warmup_cosine`` schedule, batches of
+4): the settings the README's recipe tables measure, minutes on a CPU. On a GPU the larger
+``compact`` detector is ``--model-preset compact --map-res-deg 0.4`` away. The run's precision is
+``auto`` (:mod:`marsdust.train.hardware`): bf16 autocast where the CPU computes in bf16 natively.
 
 Every field can also be set individually (``lr``, ``weight_decay``, ``warmup_steps``, ...): the
 preset fills only what is left unset (None).
@@ -143,13 +153,15 @@ class TrainConfig:
     model_preset : str or None
         Named :class:`marsdust.models.DetectorConfig` overrides applied first
         (:data:`marsdust.models.MODEL_PRESETS`: ``compact``, ``small_cpu``, ``stock_like``);
-        None = ``compact``, the default configuration.
+        default :data:`DEFAULT_MODEL_PRESET` (``small_cpu``); None = ``compact``, the detector's own
+        default configuration (what run configurations of earlier versions, which default to it, say).
     model_config : dict
         :class:`marsdust.models.DetectorConfig` fields to override (on top of ``model_preset``).
     backbone : str or None
         Shortcut for ``model_config["backbone"]``.
     map_res_deg : float
-        Working resolution, degrees per pixel (also the detector's ``map_res_deg``).
+        Working resolution, degrees per pixel (also the detector's ``map_res_deg``; default
+        :data:`DEFAULT_MAP_RES_DEG`, 0.8).
     label_mode : {"fixed", "area", "outline"}
         Ground-truth shape (:mod:`marsdust.labels`). Default ``outline``: storms are learnt as the
         catalogue outlines them (the paper's 12° boxes are then drawn at each detection's outline
@@ -203,9 +215,12 @@ class TrainConfig:
         DataLoader worker processes (keep it modest: maps are small and cached).
     threads : int or None
         Torch CPU threads (None: torch's default).
-    accelerator, devices, num_nodes, trainer_strategy, precision
+    accelerator, devices, num_nodes, trainer_strategy
         Passed to ``lightning.Trainer`` (``trainer_strategy`` is its ``strategy``: ``auto``,
         ``ddp``, ``ddp_spawn``, ...).
+    precision : str
+        ``auto`` (default: bf16 autocast on a CPU with native bf16, else fp32), ``32`` or a
+        Lightning precision (``32-true``, ``bf16-mixed``, ...); :mod:`marsdust.train.hardware`.
     progress : bool
         Show progress: Lightning's bar on a terminal, plain lines (step, loss, rate, ETA, validation
         mAP) when standard error is a file or pipe (CI logs, ``make demo > log``).
@@ -269,7 +284,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_option(
         "Seed of split, weights, order and augmentation.", "Training", "--seed"))
     schedule: str = field(default=DEFAULT_SCHEDULE, metadata=_option(
-        "Optimizer preset: warmup_cosine (AdamW 1e-3, warm-up + cosine) or paper (Adam 1e-4, x0.1 every "
+        "Optimizer preset: warmup_cosine (AdamW 2e-3, warm-up + cosine) or paper (Adam 1e-4, x0.1 every "
         "1000 steps).", "Training", "--schedule", choices=tuple(SCHEDULES)))
     optimizer: str | None = field(default=None, metadata=_option(
         "Optimizer" + _OVERRIDES_SCHEDULE + ".", "Advanced", "--optimizer", choices=OPTIMIZERS))
