@@ -86,7 +86,7 @@ def test_model_preset_is_applied_first_and_explicit_fields_override_it():
     assert compact.detector_overrides() == {"map_res_deg": 0.4}
     assert TrainConfig.from_dict({"model_preset": None, "map_res_deg": 0.4, "reference": "none"}) \
         .detector_overrides() == {"map_res_deg": 0.4}
-    stock_like = TrainConfig(model_preset="stock_like", reference="none")
+    stock_like = TrainConfig(model_preset="stock_like", map_res_deg=0.4, reference="none")
     assert DetectorConfig(**stock_like.detector_overrides()) == DetectorConfig(**STOCK_LIKE)
     config = TrainConfig(model_preset="small_cpu", model_config={"fpn_channels": 64, "map_res_deg": 0.2},
                          map_res_deg=RES_DEG, backbone="resnet34", reference="none")
@@ -530,6 +530,8 @@ def test_training_prints_plain_progress_lines_when_the_output_is_not_a_terminal(
     assert "train: step 4/4 (100%)" in err and "steps/s" in err and "ETA" in err
     assert err.count("validate: step") == 2 and "map50" in err
     assert summary["global_step"] == 4
+    cpu_lines = [line for line in err.splitlines() if line.startswith("cpu: ")]  # one start-up line
+    assert len(cpu_lines) == 1 and ", bf16 autocast o" in cpu_lines[0] and ", threads " in cpu_lines[0]
 
 
 def test_a_checkpoint_records_how_it_was_trained_to_work_without_history_and_its_cloud_width_limit(tmp_path):

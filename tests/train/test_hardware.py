@@ -25,13 +25,16 @@ def test_cpu_info_reads_the_model_and_the_bf16_flags(tmp_path, text, model, flag
     assert missing.bf16_flags == () and missing.model
 
 
-def test_auto_precision_is_bf16_autocast_on_a_cpu_with_native_bf16_only():
+def test_auto_precision_is_bf16_autocast_on_a_cpu_with_amx_only():
+    sapphire_rapids = CpuInfo("Intel Xeon", ("amx_bf16", "avx512_bf16"), "AVX512")
     zen4 = CpuInfo("AMD EPYC", ("avx512_bf16",), "AVX512")
     skylake = CpuInfo("Intel Xeon", (), "AVX512")
-    assert resolve_precision("auto", "cpu", zen4) == ("bf16-mixed", "auto: the CPU has avx512_bf16")
+    assert resolve_precision("auto", "cpu", sapphire_rapids) == ("bf16-mixed", "auto: the CPU has amx_bf16")
+    assert resolve_precision("auto", "cpu", zen4) == \
+        ("32-true", "auto: avx512_bf16 without amx_bf16 trains no faster in bf16")
     assert resolve_precision("auto", "cpu", skylake)[0] == "32-true"
     assert "no native bf16" in resolve_precision("auto", "cpu", skylake)[1]
-    assert resolve_precision("auto", "gpu", zen4) == ("32-true", "auto: an accelerator")
+    assert resolve_precision("auto", "gpu", sapphire_rapids) == ("32-true", "auto: an accelerator")
     assert resolve_precision("32", "cpu", zen4) == ("32-true", "asked for")
     assert resolve_precision("bf16-mixed", "cpu", skylake) == ("bf16-mixed", "asked for")
     assert describe_cpu(zen4, "bf16-mixed", "auto: the CPU has avx512_bf16", 2) == \

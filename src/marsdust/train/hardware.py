@@ -3,11 +3,13 @@
 Precision (``TrainConfig.precision``)
 -------------------------------------
 ``auto`` (the default)
-    On a CPU with native bfloat16 arithmetic (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``:
-    Intel Sapphire Rapids and later, AMD Zen 4 and later): Lightning's ``bf16-mixed``, i.e. the
-    forward pass under ``torch.autocast("cpu", dtype=torch.bfloat16)`` with fp32 weights and
-    optimizer; without it, ``32-true`` (emulated bfloat16 is slower than fp32). On a GPU:
-    ``32-true``. ``benchmarks/bench_cpu_training.py`` measures both on the machine at hand.
+    On a CPU with AMX bfloat16 tiles (``amx_bf16`` in ``/proc/cpuinfo``: Intel Sapphire Rapids and
+    later): Lightning's ``bf16-mixed``, i.e. the forward pass under ``torch.autocast("cpu",
+    dtype=torch.bfloat16)`` with fp32 weights and optimizer. Elsewhere ``32-true``: on a CPU with
+    AVX-512 BF16 dot products only (``avx512_bf16``, AMD Zen 4) autocast trains the default detector
+    no faster and detects slower (benchmarks/README.md, "CPU precision"), and emulated bfloat16 is
+    slower still. On a GPU: ``32-true``. ``benchmarks/bench_cpu_training.py`` measures the variants
+    on the machine at hand.
 ``32``
     Lightning's ``32-true`` everywhere.
 anything else
@@ -24,6 +26,9 @@ from pathlib import Path
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """``/proc/cpuinfo`` flags of native bfloat16 arithmetic (AMX tiles; AVX-512 BF16 dot products)."""
+
+AUTOCAST_CPU_FLAG = "amx_bf16"
+"""The flag with which ``precision: auto`` turns bf16 autocast on (see the module docs)."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,10 @@ def resolve_precision(precision: str, accelerator: str, cpu: CpuInfo) -> tuple[s
         return precision, "asked for"
     if not trains_on_cpu(accelerator):
         return "32-true", "auto: an accelerator"
+    if AUTOCAST_CPU_FLAG in cpu.bf16_flags:
+        return "bf16-mixed", f"auto: the CPU has {AUTOCAST_CPU_FLAG}"
     if cpu.native_bf16:
-        return "bf16-mixed", f"auto: the CPU has {'/'.join(cpu.bf16_flags)}"
+        return "32-true", f"auto: {'/'.join(cpu.bf16_flags)} without {AUTOCAST_CPU_FLAG} trains no faster in bf16"
     return "32-true", "auto: the CPU has no native bf16 (" + "/".join(BF16_CPU_FLAGS) + ")"
 
 

@@ -132,11 +132,16 @@ def _trainer(config: TrainConfig, run_dir: Path, resume_step: int | None, callba
 
 def run_precision(config: TrainConfig) -> str:
     """Lightning's ``precision`` for the run (:func:`marsdust.train.hardware.resolve_precision`), saying in one
-    log line which CPU trains, whether bf16 autocast is on and why, and how many threads torch uses."""
+    line which CPU trains, whether bf16 autocast is on and why, and how many threads torch uses (on standard
+    error beside the progress lines; a log line without progress)."""
     cpu = cpu_info()
     precision, why = resolve_precision(str(config.precision), str(config.accelerator), cpu)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        log.info(describe_cpu(cpu, precision, why, torch.get_num_threads()))
+        line = describe_cpu(cpu, precision, why, torch.get_num_threads())
+        if config.progress:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            log.info(line)
     return precision
 
 
