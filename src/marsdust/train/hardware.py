@@ -6,10 +6,10 @@ Precision (``TrainConfig.precision``)
     On a CPU with AMX bfloat16 tiles (``amx_bf16`` in ``/proc/cpuinfo``: Intel Sapphire Rapids and
     later): Lightning's ``bf16-mixed``, i.e. the forward pass under ``torch.autocast("cpu",
     dtype=torch.bfloat16)`` with fp32 weights and optimizer. Elsewhere ``32-true``: on a CPU with
-    AVX-512 BF16 dot products only (``avx512_bf16``, AMD Zen 4) autocast trains the default detector
-    no faster and detects slower (benchmarks/README.md, "CPU precision"), and emulated bfloat16 is
-    slower still. On a GPU: ``32-true``. ``benchmarks/bench_cpu_training.py`` measures the variants
-    on the machine at hand.
+    AVX-512 BF16 dot products only (``avx512_bf16``, AMD Zen 4) autocast gave the default detector
+    no clear gain (benchmarks/README.md, "CPU precision"), and emulated bfloat16 is slower than
+    fp32. On a GPU: ``32-true``. ``benchmarks/bench_cpu_training.py`` measures the variants on the
+    machine at hand.
 ``32``
     Lightning's ``32-true`` everywhere.
 anything else
@@ -93,7 +93,7 @@ def resolve_precision(precision: str, accelerator: str, cpu: CpuInfo) -> tuple[s
     if AUTOCAST_CPU_FLAG in cpu.bf16_flags:
         return "bf16-mixed", f"auto: the CPU has {AUTOCAST_CPU_FLAG}"
     if cpu.native_bf16:
-        return "32-true", f"auto: {'/'.join(cpu.bf16_flags)} without {AUTOCAST_CPU_FLAG} trains no faster in bf16"
+        return "32-true", f"auto: {'/'.join(cpu.bf16_flags)} without {AUTOCAST_CPU_FLAG}, no clear gain"
     return "32-true", "auto: the CPU has no native bf16 (" + "/".join(BF16_CPU_FLAGS) + ")"
 
 

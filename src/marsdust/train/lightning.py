@@ -244,8 +244,8 @@ class DetectorModule(L.LightningModule):
             found = (output["labels"] == DUST_LABEL).detach().cpu().numpy()
             gt = {"boxes": target["boxes"].cpu().numpy()[dust], "confidence": target["confidence"].cpu().numpy()[dust],
                   "area_km2": target["area_km2"].cpu().numpy()[dust], "ls": target["ls"]}
-            pred = {"boxes": output["boxes"].detach().cpu().numpy()[found],
-                    "scores": output["scores"].detach().cpu().numpy()[found]}
+            pred = {"boxes": output["boxes"].detach().float().cpu().numpy()[found],  # fp32 also under bf16 autocast
+                    "scores": output["scores"].detach().float().cpu().numpy()[found]}
             self._val_predictions.append((target["map_id"], tuple(image.shape[-2:]), gt, pred))
 
     def on_validation_epoch_end(self):
