@@ -551,3 +551,19 @@ def test_a_checkpoint_records_how_it_was_trained_to_work_without_history_and_its
         resaved = save_checkpoint(load_model(path), tmp_path / f"model_{dropout}.ckpt")  # a copied detector keeps both
         assert stored_reference_dropout(resaved) == dropout
         assert read_checkpoint(resaved)["extra"]["cloud_max_width_deg"] == width
+
+
+def test_a_run_resumed_under_other_detector_settings_says_to_resume_it_with_its_config_yaml(tmp_path):
+    """A run made under earlier defaults (``compact`` at 0.4°) and resumed without its ``config.yaml`` stops
+    with a message naming the file, instead of a state-dict mismatch."""
+    from marsdust.train.lightning import build_module
+    from marsdust.train.run import check_same_detector
+
+    old = build_module(TrainConfig(model_preset=None, map_res_deg=0.4, reference="none"))
+    now = build_module(TrainConfig(reference="none"))
+    state = {"global_step": 3, "hyper_parameters": dict(old.hparams)}
+    check_same_detector(old, state, tmp_path)  # the same detector resumes
+    check_same_detector(now, {}, tmp_path)  # a new run has no checkpoint
+    with pytest.raises(ValueError, match=r"fields .*fpn_channels.* differ; resume it with its own settings: "
+                                         r"--config .*config\.yaml"):
+        check_same_detector(now, state, tmp_path)

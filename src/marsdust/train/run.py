@@ -71,13 +71,28 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     config = _run_config(config, run_dir, resume)
     datamodule = _write_run_files(config, run_dir, resume)
     module = build_module(config)
-    start_step = int(read_training_state(last_ckpt).get("global_step", 0)) if resume and last_ckpt.exists() else 0
+    state = read_training_state(last_ckpt) if resume and last_ckpt.exists() else {}
+    check_same_detector(module, state, run_dir)
+    start_step = int(state.get("global_step", 0))
     trainer = _trainer(config, run_dir, start_step if resume else None, callbacks)
     seconds = _fit(trainer, module, datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
     summary = _summary(trainer, run_dir, datamodule, seconds, start_step)
     if trainer.is_global_zero and trainer.global_step >= config.max_steps:
         write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
     return {**summary, "global_rank": int(trainer.global_rank)}
+
+
+def check_same_detector(module: L.LightningModule, state: dict, run_dir: Path) -> None:
+    """Raise ``ValueError`` when the checkpoint ``state`` a run resumes from holds another detector than the
+    configuration builds (e.g. a run made under earlier defaults, resumed without its ``config.yaml``)."""
+    stored = (state.get("hyper_parameters") or {}).get("model_config")
+    built = module.hparams["model_config"]
+    if stored is None or stored == built:
+        return
+    differing = sorted(key for key in set(stored) | set(built) if stored.get(key) != built.get(key))
+    raise ValueError(f"{run_dir / 'checkpoints' / 'last.ckpt'} holds another detector than this configuration "
+                     f"builds (fields {', '.join(differing)} differ); resume it with its own settings: "
+                     f"--config {run_dir / 'config.yaml'}")
 
 
 def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
