@@ -21,7 +21,7 @@ A run that names no model preset, resolution or learning rate trains that recipe
 (:data:`DEFAULT_MODEL_PRESET`, :data:`DEFAULT_MAP_RES_DEG`, the ``warmup_cosine`` schedule, batches of
 4): the settings the README's recipe tables measure, minutes on a CPU. On a GPU the larger
 ``compact`` detector is ``--model-preset compact --map-res-deg 0.4`` away. The run's precision is
-``auto`` (:mod:`marsdust.train.hardware`): bf16 autocast where the CPU computes in bf16 natively.
+``auto`` (:mod:`marsdust.train.hardware`): bf16 autocast where the CPU has AMX bf16 tiles.
 
 Every field can also be set individually (``lr``, ``weight_decay``, ``warmup_steps``, ...): the
 preset fills only what is left unset (None).
@@ -219,7 +219,7 @@ class TrainConfig:
         Passed to ``lightning.Trainer`` (``trainer_strategy`` is its ``strategy``: ``auto``,
         ``ddp``, ``ddp_spawn``, ...).
     precision : str
-        ``auto`` (default: bf16 autocast on a CPU with native bf16, else fp32), ``32`` or a
+        ``auto`` (default: bf16 autocast on a CPU with AMX, else fp32), ``32`` or a
         Lightning precision (``32-true``, ``bf16-mixed``, ...); :mod:`marsdust.train.hardware`.
     progress : bool
         Show progress: Lightning's bar on a terminal, plain lines (step, loss, rate, ETA, validation
@@ -346,8 +346,8 @@ class TrainConfig:
         "Lightning strategy: auto, ddp, ddp_spawn, ... (--strategy is the split).", "Hardware",
         "--trainer-strategy", "--ddp-strategy"))
     precision: str = field(default="auto", metadata=_option(
-        "auto (bf16 autocast on a CPU with native bf16, amx_bf16 or avx512_bf16; else fp32), 32 (fp32 "
-        "everywhere) or a Lightning precision such as 32-true, bf16-mixed.", "Hardware", "--precision"))
+        "auto (bf16 autocast on a CPU with AMX, amx_bf16; fp32 elsewhere, where it gave no clear gain), 32 (fp32 "
+        "everywhere) or a Lightning precision such as 32-true, bf16-mixed. The run's first line says which.", "Hardware", "--precision"))
     progress: bool = field(default=True, metadata=_option(
         "No progress bar, no Lightning INFO lines.", "Training", "--quiet", flag_value=False))
     classes: list = field(default_factory=lambda: ["dust"], metadata=_option(
