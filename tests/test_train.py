@@ -564,6 +564,6 @@ def test_a_run_resumed_under_other_detector_settings_says_to_resume_it_with_its_
     state = {"global_step": 3, "hyper_parameters": dict(old.hparams)}
     check_same_detector(old, state, tmp_path)  # the same detector resumes
     check_same_detector(now, {}, tmp_path)  # a new run has no checkpoint
-    with pytest.raises(ValueError, match=r"fields .*fpn_channels.* differ; resume it with its own settings: "
+    with pytest.raises(ValueError, match=r"\(fields .*fpn_channels.* differ\); resume it with its own settings: "
                                          r"--config .*config\.yaml"):
         check_same_detector(now, state, tmp_path)
