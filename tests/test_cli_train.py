@@ -55,8 +55,8 @@ ALL_TRAIN_FLAGS = [
     "--data", "d", "--archive", "a", "--catalog", "c", "--master", "m.csv", "--strict", "--model", "maskrcnn",
     "--strategy", "random", "--max-steps", "7", "--label-mode", "fixed", "--classes", "dust,cloud",
     "--cloud-masks", "cm", "--cloud-max-width-deg", "120", "--schedule", "paper", "--lr", "0.003",
-    "--weight-decay", "0.01", "--warmup-steps", "5", "--batch-size", "2", "--map-res-deg", "0.8",
-    "--model-preset", "small_cpu", "--backbone", "resnet34", "--seed", "3", "--train-period", "MY25 0 - MY26 0",
+    "--weight-decay", "0.01", "--warmup-steps", "5", "--batch-size", "2", "--map-res-deg", "0.4",
+    "--model-preset", "stock_like", "--backbone", "resnet34", "--seed", "3", "--train-period", "MY25 0 - MY26 0",
     "--test-period", "MY26 0 - MY27 0]", "--random-period", "MY25 0 - MY27 0", "--val-fraction", "0.3",
     "--split-file", "s.csv", "--val-every", "9", "--num-workers", "0", "--threads", "2", "--accelerator", "cpu",
     "--devices", "2", "--num-nodes", "3", "--trainer-strategy", "ddp_spawn", "--precision", "bf16-mixed",
@@ -66,14 +66,14 @@ ALL_TRAIN_FLAGS = [
 ALL_TRAIN_VALUES = dict(
     data="d", archive="a", catalog="c", master="m.csv", strict=True, model="maskrcnn", strategy="random",
     max_steps=7, label_mode="fixed", classes=["dust", "cloud"], cloud_masks="cm", cloud_max_width_deg=120.0,
-    schedule="paper", lr=0.003, weight_decay=0.01, warmup_steps=5, batch_size=2, map_res_deg=0.8,
-    model_preset="small_cpu", backbone="resnet34", seed=3, train_period="MY25 0 - MY26 0",
+    schedule="paper", lr=0.003, weight_decay=0.01, warmup_steps=5, batch_size=2, map_res_deg=0.4,
+    model_preset="stock_like", backbone="resnet34", seed=3, train_period="MY25 0 - MY26 0",
     test_period="MY26 0 - MY27 0]", random_period="MY25 0 - MY27 0", val_fraction=0.3, split_file="s.csv",
     val_every_n_steps=9, num_workers=0, threads=2, accelerator="cpu", devices=2, num_nodes=3,
     trainer_strategy="ddp_spawn", precision="bf16-mixed", augment=False, augment_preset="basic", reference="none",
     reference_sols=30, reference_dropout=0.5, progress=False,
 )
-RUN_YAML = {"max_steps": 50, "lr": 0.01, "devices": 2, "augment": False, "model_preset": "small_cpu",
+RUN_YAML = {"max_steps": 50, "lr": 0.01, "devices": 2, "augment": False, "model_preset": "stock_like",
             "classes": "dust,cloud", "seed": 5}
 
 TRAIN_CASES = [
@@ -110,12 +110,12 @@ def test_train_resume_and_output_stay_the_command_s_own(captured):
 
 COMPARE_FLAGS = [  # every TrainConfig flag compare had before its options were generated
     "--data", "d", "--archive", "a", "--catalog", "c", "--master", "m.csv", "--strict", "--max-steps", "7",
-    "--model-preset", "small_cpu", "--schedule", "paper", "--batch-size", "2", "--val-every", "9", "--seed", "3",
+    "--model-preset", "stock_like", "--schedule", "paper", "--batch-size", "2", "--val-every", "9", "--seed", "3",
     "--reference", "none", "--reference-sols", "30", "--reference-dropout", "0.5", "--classes", "dust,cloud",
     "--quiet",
 ]
 COMPARE_VALUES = dict(data="d", archive="a", catalog="c", master="m.csv", strict=True, max_steps=7,
-                      model_preset="small_cpu", schedule="paper", batch_size=2, val_every_n_steps=9, seed=3,
+                      model_preset="stock_like", schedule="paper", batch_size=2, val_every_n_steps=9, seed=3,
                       reference="none", reference_sols=30, reference_dropout=0.5, classes=["dust", "cloud"],
                       progress=False)
 

@@ -61,6 +61,8 @@ def test_schedules_paper_steps_and_warmup_cosine_shape():
     assert [lr_factor(s, paper) for s in (0, 999, 1000, 2500)] == pytest.approx([1, 1, 0.1, 0.01])
     cosine = TrainConfig(schedule="warmup_cosine", max_steps=200).optim()
     assert cosine["warmup_steps"] == 10
+    assert (cosine["optimizer"], cosine["lr"]) == ("adamw", 2e-3)  # the recipe's (small_cpu, batch 4)
+    assert TrainConfig().optim()["lr"] == 2e-3 and TrainConfig().batch_size == 4
     factors = [lr_factor(s, cosine) for s in range(200)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))  # decays monotonically after warm-up
@@ -75,10 +77,16 @@ def test_model_preset_is_applied_first_and_explicit_fields_override_it():
 
     assert set(MODEL_PRESETS) == {"compact", "small_cpu", "stock_like"}
     reference_bands = {"reference": "prior-median", "reference_sols": 20, "in_channels": 6}  # the default reference
-    assert TrainConfig().detector_overrides() == TrainConfig(model_preset="compact").detector_overrides() == \
-        {"map_res_deg": 0.4, **reference_bands}
-    assert TrainConfig(reference="none").detector_overrides() == {"map_res_deg": 0.4}
-    stock_like = TrainConfig(model_preset="stock_like", reference="none")
+    # the default is the README's measured recipe: small_cpu at 0.8°
+    assert TrainConfig().detector_overrides() == TrainConfig(model_preset="small_cpu").detector_overrides() == \
+        {**SMALL_CPU, "map_res_deg": 0.8, **reference_bands}
+    assert TrainConfig(reference="none").detector_overrides() == {**SMALL_CPU, "map_res_deg": 0.8}
+    # compact is the detector's own configuration; a run YAML of earlier versions (model_preset: null) means it
+    compact = TrainConfig(model_preset="compact", map_res_deg=0.4, reference="none")
+    assert compact.detector_overrides() == {"map_res_deg": 0.4}
+    assert TrainConfig.from_dict({"model_preset": None, "map_res_deg": 0.4, "reference": "none"}) \
+        .detector_overrides() == {"map_res_deg": 0.4}
+    stock_like = TrainConfig(model_preset="stock_like", map_res_deg=0.4, reference="none")
     assert DetectorConfig(**stock_like.detector_overrides()) == DetectorConfig(**STOCK_LIKE)
     config = TrainConfig(model_preset="small_cpu", model_config={"fpn_channels": 64, "map_res_deg": 0.2},
                          map_res_deg=RES_DEG, backbone="resnet34", reference="none")
@@ -522,6 +530,8 @@ def test_training_prints_plain_progress_lines_when_the_output_is_not_a_terminal(
     assert "train: step 4/4 (100%)" in err and "steps/s" in err and "ETA" in err
     assert err.count("validate: step") == 2 and "map50" in err
     assert summary["global_step"] == 4
+    cpu_lines = [line for line in err.splitlines() if line.startswith("cpu: ")]  # one start-up line
+    assert len(cpu_lines) == 1 and ", bf16 autocast o" in cpu_lines[0] and ", threads " in cpu_lines[0]
 
 
 def test_a_checkpoint_records_how_it_was_trained_to_work_without_history_and_its_cloud_width_limit(tmp_path):
@@ -541,3 +551,19 @@ def test_a_checkpoint_records_how_it_was_trained_to_work_without_history_and_its
         resaved = save_checkpoint(load_model(path), tmp_path / f"model_{dropout}.ckpt")  # a copied detector keeps both
         assert stored_reference_dropout(resaved) == dropout
         assert read_checkpoint(resaved)["extra"]["cloud_max_width_deg"] == width
+
+
+def test_a_run_resumed_under_other_detector_settings_says_to_resume_it_with_its_config_yaml(tmp_path):
+    """A run made under earlier defaults (``compact`` at 0.4°) and resumed without its ``config.yaml`` stops
+    with a message naming the file, instead of a state-dict mismatch."""
+    from marsdust.train.lightning import build_module
+    from marsdust.train.run import check_same_detector
+
+    old = build_module(TrainConfig(model_preset=None, map_res_deg=0.4, reference="none"))
+    now = build_module(TrainConfig(reference="none"))
+    state = {"global_step": 3, "hyper_parameters": dict(old.hparams)}
+    check_same_detector(old, state, tmp_path)  # the same detector resumes
+    check_same_detector(now, {}, tmp_path)  # a new run has no checkpoint
+    with pytest.raises(ValueError, match=r"\(fields .*fpn_channels.* differ\); resume it with its own settings: "
+                                         r"--config .*config\.yaml"):
+        check_same_detector(now, state, tmp_path)

@@ -116,23 +116,25 @@ def _synthesize_once(data_dir: Path, preset: str, seed: int, progress: bool) -> 
 
 
 def _model_settings(preset: str, seed: int, max_steps: int, reference: ReferenceConfig,
-                    reference_dropout: float) -> dict:
+                    reference_dropout: float, precision: str = "auto") -> dict:
     """What the demo's detector is made with, as its training run and its detections record it: a folder made
     with other settings is made afresh."""
     settings = {"preset": preset, "seed": seed, "max_steps": max_steps}
     if reference.enabled:  # runs without a reference keep the settings file of earlier versions
         settings["reference"] = reference.to_dict()
         settings["reference_dropout"] = float(reference_dropout)
+    if precision != "auto":  # runs at the default keep the settings file of earlier versions
+        settings["precision"] = precision
     return settings
 
 
 def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed: int, progress: bool,
-                reference: ReferenceConfig, reference_dropout: float) -> dict:
+                reference: ReferenceConfig, reference_dropout: float, precision: str) -> dict:
     """Train the demo detector, or resume / reuse an earlier run in ``run_dir`` made with the same settings."""
     from marsdust.train import TrainConfig, train
 
     settings_file = run_dir / "demo_settings.json"
-    settings = _model_settings(preset, seed, max_steps, reference, reference_dropout)
+    settings = _model_settings(preset, seed, max_steps, reference, reference_dropout, precision)
     _clear_if_made_otherwise(run_dir, settings_file, settings)
     done = run_dir / "done.json"
     if done.is_file():
@@ -141,7 +143,7 @@ def _train_once(data_dir: Path, run_dir: Path, preset: str, max_steps: int, seed
                          map_res_deg=DEMO_MAP_RES_DEG, lr=DEMO_LR, strategy="temporal", max_steps=max_steps,
                          val_every_n_steps=max(max_steps // 3, 1), num_workers=1, seed=seed, progress=progress,
                          reference=reference.kind, reference_sols=reference.sols,
-                         reference_dropout=reference_dropout)
+                         reference_dropout=reference_dropout, precision=precision)
     write_text_atomic(settings_file, json.dumps(settings) + "\n")
     return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
 
@@ -310,7 +312,8 @@ def _detect_test_sols(data_dir: Path, run_dir: Path, report_dir: Path, model_pat
 
 def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", max_steps: int = DEMO_MAX_STEPS,
              seed: int = 0, progress: bool = True, reference: str | None = None,
-             reference_sols: int | None = None, reference_dropout: float | None = None) -> DemoResult:
+             reference_sols: int | None = None, reference_dropout: float | None = None,
+             precision: str = "auto") -> DemoResult:
     """Synthesize, train, detect, evaluate and report (see the module docstring).
 
     Parameters
@@ -330,6 +333,9 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         Reference bands of the detector (:mod:`marsdust.reference`) and how often training hides them;
         None takes the demo's: ``prior-median`` over 60 sols, no dropout (:data:`DEMO_REFERENCE_SOLS`
         says why).
+    precision : str
+        The training's ``TrainConfig.precision`` (``auto``: bf16 autocast on AMX CPUs, else fp32;
+        :mod:`marsdust.train.hardware`).
     """
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.mdad import read_catalog
@@ -346,11 +352,11 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
     log.info("demo 2/5: training DustRCNN for %d steps in %s", max_steps, run_dir)
     reference_config, reference_dropout = demo_reference(reference, reference_sols, reference_dropout)
     train_summary = _train_once(data_dir, run_dir, preset, max_steps, seed, progress, reference_config,
-                                reference_dropout)
+                                reference_dropout, precision)
     _export_model(run_dir, model_path)
 
     log.info("demo 3/5: detecting storms on the held-out test sols")
-    made_by = _model_settings(preset, seed, max_steps, reference_config, reference_dropout)
+    made_by = _model_settings(preset, seed, max_steps, reference_config, reference_dropout, precision)
     test_index_path, score_threshold = _detect_test_sols(data_dir, run_dir, report_dir, model_path, made_by, progress)
 
     log.info("demo 4/5: evaluating against the catalog")

@@ -27,6 +27,8 @@ def demo(
                                             help="Probability that a training map is shown without its background, "
                                             "so the detector also works without history. Default: 0 (train's: "
                                             "0.2; the demo's short training does not learn both)."),
+    precision: str = typer.Option("auto", "--precision", help="Training precision: auto (fp32 until bf16 is measured "
+                                  "to help), 32, or a Lightning precision such as bf16-mixed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Synthesize a small archive, train a compact DustRCNN, detect and evaluate on held-out sols, report.
@@ -49,7 +51,7 @@ def demo(
         usage_error(exc)
     out_dir = out_alias or out_dir
     result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
-                      reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout)
+                      reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout, precision=precision)
     metrics = result.metrics
 
     def pct(value):

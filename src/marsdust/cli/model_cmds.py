@@ -19,13 +19,15 @@ def models_command(
     import yaml
 
     from marsdust.models import MODEL_PRESET_DESCRIPTIONS, available_models, default_config
+    from marsdust.train.config import DEFAULT_MAP_RES_DEG, DEFAULT_MODEL_PRESET
 
     models = available_models()
     if config is None:
         width = max(len(name) for name in models)
         for name, description in models.items():
             typer.echo(f"{name:<{width}}  {description}")
-        typer.echo("model presets (--model-preset NAME, model_preset: NAME in a run YAML):")
+        typer.echo(f"model presets (--model-preset NAME, model_preset: NAME in a run YAML; marsdust train's default is "
+                   f"{DEFAULT_MODEL_PRESET} at {DEFAULT_MAP_RES_DEG} degrees, the recipe the README measures):")
         width = max(len(name) for name in MODEL_PRESET_DESCRIPTIONS)
         for name, description in MODEL_PRESET_DESCRIPTIONS.items():
             typer.echo(f"  {name:<{width}}  {description}")

@@ -6,12 +6,22 @@ Schedules (``TrainConfig.schedule``)
 ``paper``
     The paper's section 5.2: Adam, lr 1e-4, weight decay 1e-3, lr × 0.1 every 1000 iterations.
 ``warmup_cosine``
-    For random-initialised backbones (no ImageNet weights here): AdamW, lr 1e-3, weight decay 1e-4,
+    For random-initialised backbones (no ImageNet weights here): AdamW, lr 2e-3, weight decay 1e-4,
     linear warm-up over ``warmup_steps`` (default 5 % of the run, at least 10 steps), then cosine
     decay to 5 % of the peak at ``max_steps``; gradients clipped at norm 10. The default, because the
     paper's lr 1e-4 barely moves a randomly initialised network in a run of a few hundred steps
     (the paper fine-tuned pretrained weights for many thousand iterations; benchmarks/README.md,
     "Measurements behind defaults"); the paper's schedule is one flag away (``--schedule paper``).
+    Its peak lr is the one the training recipe was measured with (the ``small_cpu`` detector at 0.8°,
+    batches of 4 maps; benchmarks/README.md, "Training recipe").
+
+Defaults
+--------
+A run that names no model preset, resolution or learning rate trains that recipe
+(:data:`DEFAULT_MODEL_PRESET`, :data:`DEFAULT_MAP_RES_DEG`, the ``warmup_cosine`` schedule, batches of
+4): the settings the README's recipe tables measure, minutes on a CPU. On a GPU the larger
+``compact`` detector is ``--model-preset compact --map-res-deg 0.4`` away. The run's precision is
+``auto`` (:mod:`marsdust.train.hardware`): fp32 until bf16 autocast is measured to help on a CPU kind.
 
 Every field can also be set individually (``lr``, ``weight_decay``, ``warmup_steps``, ...): the
 preset fills only what is left unset (None).
@@ -56,12 +66,22 @@ from marsdust.reference import DEFAULT_REFERENCE_SOLS, REFERENCE_KINDS, Referenc
 SCHEDULES: dict[str, dict[str, Any]] = {
     "paper": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-3, "warmup_steps": 0, "decay": "step",
               "decay_every_steps": 1000, "decay_factor": 0.1, "min_lr_ratio": 0.0, "clip_grad_norm": 0.0},
-    "warmup_cosine": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_steps": -1, "decay": "cosine",
+    "warmup_cosine": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "warmup_steps": -1, "decay": "cosine",
                       "decay_every_steps": 0, "decay_factor": 1.0, "min_lr_ratio": 0.05, "clip_grad_norm": 10.0},
 }
 """Optimizer presets. ``warmup_steps = -1`` means 5 % of ``max_steps`` (at least 10)."""
 
 DEFAULT_SCHEDULE = "warmup_cosine"
+
+DEFAULT_MODEL_PRESET = "small_cpu"
+"""Model preset of a run that names none: the detector the README's recipe tables measure (with
+:data:`DEFAULT_MAP_RES_DEG` and the ``warmup_cosine`` schedule's lr 2e-3, batches of 4 maps), trained in
+minutes on a CPU. A run configuration that says ``model_preset: null`` (written by earlier versions,
+whose default it was) still means ``compact``, the detector's own default configuration."""
+
+DEFAULT_MAP_RES_DEG = 0.8
+"""Working resolution of a run that names none, degrees per pixel (150 x 450 px maps; the smallest
+storms still ~7 px across): the recipe's."""
 
 OPTIM_FIELDS = ("optimizer", "lr", "weight_decay", "warmup_steps", "decay", "decay_every_steps", "decay_factor",
                 "min_lr_ratio", "clip_grad_norm")
@@ -133,13 +153,15 @@ class TrainConfig:
     model_preset : str or None
         Named :class:`marsdust.models.DetectorConfig` overrides applied first
         (:data:`marsdust.models.MODEL_PRESETS`: ``compact``, ``small_cpu``, ``stock_like``);
-        None = ``compact``, the default configuration.
+        default :data:`DEFAULT_MODEL_PRESET` (``small_cpu``); None = ``compact``, the detector's own
+        default configuration (what run configurations of earlier versions, which default to it, say).
     model_config : dict
         :class:`marsdust.models.DetectorConfig` fields to override (on top of ``model_preset``).
     backbone : str or None
         Shortcut for ``model_config["backbone"]``.
     map_res_deg : float
-        Working resolution, degrees per pixel (also the detector's ``map_res_deg``).
+        Working resolution, degrees per pixel (also the detector's ``map_res_deg``; default
+        :data:`DEFAULT_MAP_RES_DEG`, 0.8).
     label_mode : {"fixed", "area", "outline"}
         Ground-truth shape (:mod:`marsdust.labels`). Default ``outline``: storms are learnt as the
         catalogue outlines them (the paper's 12° boxes are then drawn at each detection's outline
@@ -196,9 +218,12 @@ class TrainConfig:
         DataLoader worker processes (keep it modest: maps are small and cached).
     threads : int or None
         Torch CPU threads (None: torch's default).
-    accelerator, devices, num_nodes, trainer_strategy, precision
+    accelerator, devices, num_nodes, trainer_strategy
         Passed to ``lightning.Trainer`` (``trainer_strategy`` is its ``strategy``: ``auto``,
         ``ddp``, ``ddp_spawn``, ...).
+    precision : str
+        ``auto`` (default: fp32 until bf16 autocast is measured to help), ``32`` or a
+        Lightning precision (``32-true``, ``bf16-mixed``, ...); :mod:`marsdust.train.hardware`.
     progress : bool
         Show progress: Lightning's bar on a terminal, plain lines (step, loss, rate, ETA, validation
         mAP) when standard error is a file or pipe (CI logs, ``make demo > log``).
@@ -230,15 +255,18 @@ class TrainConfig:
         "median Ls, cube days with storms but no row) instead of one warning.", "Data", "--strict", flag_value=True))
     model: str = field(default="dustrcnn", metadata=_option(
         "Detector: dustrcnn, maskrcnn, fasterrcnn or sppnet (marsdust models lists them).", "Model", "--model"))
-    model_preset: str | None = field(default=None, metadata=_option(
-        "Named detector configuration: compact (the default), small_cpu or stock_like (marsdust models lists "
-        "them); model_config fields of --config override it.", "Model", "--model-preset", metavar="NAME"))
+    model_preset: str | None = field(default=DEFAULT_MODEL_PRESET, metadata=_option(
+        "Named detector configuration: small_cpu (the default: the detector the README's recipe tables "
+        "measure, minutes on a CPU at 0.8 degrees), compact (the larger detector, for a GPU) or stock_like "
+        "(marsdust models lists them); model_config fields of --config override it.", "Model", "--model-preset",
+        metavar="NAME"))
     model_config: dict = field(default_factory=dict, metadata=_option(
         "DetectorConfig fields to override, on top of the model preset (a mapping: --config file only).", "Model"))
     backbone: str | None = field(default=None, metadata=_option(
         "resnet18, resnet34 or resnet50 (default: the model preset's).", "Model", "--backbone"))
-    map_res_deg: float = field(default=0.4, metadata=_option(
-        "Working resolution, degrees per pixel.", "Model", "--map-res-deg"))
+    map_res_deg: float = field(default=DEFAULT_MAP_RES_DEG, metadata=_option(
+        "Working resolution, degrees per pixel (default 0.8, the recipe's; compact was made for 0.4).", "Model",
+        "--map-res-deg"))
     label_mode: str = field(default="outline", metadata=_option(
         "Ground truth: outline (catalogue outlines), fixed (the paper's 12° boxes) or area (area-sized boxes).",
         "Data", "--label-mode", choices=LABEL_MODES))
@@ -261,7 +289,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_option(
         "Seed of split, weights, order and augmentation.", "Training", "--seed"))
     schedule: str = field(default=DEFAULT_SCHEDULE, metadata=_option(
-        "Optimizer preset: warmup_cosine (AdamW 1e-3, warm-up + cosine) or paper (Adam 1e-4, x0.1 every "
+        "Optimizer preset: warmup_cosine (AdamW 2e-3, warm-up + cosine) or paper (Adam 1e-4, x0.1 every "
         "1000 steps).", "Training", "--schedule", choices=tuple(SCHEDULES)))
     optimizer: str | None = field(default=None, metadata=_option(
         "Optimizer" + _OVERRIDES_SCHEDULE + ".", "Advanced", "--optimizer", choices=OPTIMIZERS))
@@ -322,8 +350,9 @@ class TrainConfig:
     trainer_strategy: str = field(default="auto", metadata=_option(
         "Lightning strategy: auto, ddp, ddp_spawn, ... (--strategy is the split).", "Hardware",
         "--trainer-strategy", "--ddp-strategy"))
-    precision: str = field(default="32-true", metadata=_option(
-        "Lightning precision, e.g. 32-true, bf16-mixed.", "Hardware", "--precision"))
+    precision: str = field(default="auto", metadata=_option(
+        "auto (fp32 until bf16 autocast is measured to help; the first line says what the CPU offers), 32 (fp32 "
+        "everywhere) or a Lightning precision such as 32-true, bf16-mixed. The run's first line says which.", "Hardware", "--precision"))
     progress: bool = field(default=True, metadata=_option(
         "No progress bar, no Lightning INFO lines.", "Training", "--quiet", flag_value=False))
     classes: list = field(default_factory=lambda: ["dust"], metadata=_option(

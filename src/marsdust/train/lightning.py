@@ -206,7 +206,7 @@ def _numpy_state_from_builtins(state: dict) -> tuple:
     return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
 
 
-def _targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
+def targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
     keys = ("boxes", "labels", "masks", "mask_supervised") if with_masks else ("boxes", "labels")
     return [{k: t[k] for k in keys if k in t} for t in targets]
 
@@ -237,7 +237,7 @@ class DetectorModule(L.LightningModule):
     # ---- training
     def training_step(self, batch, batch_idx):
         images, targets = batch
-        losses = self.model(images, _targets_for_model(targets, self.model.has_masks))
+        losses = self.model(images, targets_for_model(targets, self.model.has_masks))
         loss = sum(losses.values())
         size = len(images)
         self.log("train_loss", loss, prog_bar=True, batch_size=size, sync_dist=False)
@@ -277,8 +277,8 @@ class DetectorModule(L.LightningModule):
             found = (output["labels"] == DUST_LABEL).detach().cpu().numpy()
             gt = {"boxes": target["boxes"].cpu().numpy()[dust], "confidence": target["confidence"].cpu().numpy()[dust],
                   "area_km2": target["area_km2"].cpu().numpy()[dust], "ls": target["ls"]}
-            pred = {"boxes": output["boxes"].detach().cpu().numpy()[found],
-                    "scores": output["scores"].detach().cpu().numpy()[found]}
+            pred = {"boxes": output["boxes"].detach().float().cpu().numpy()[found],  # fp32 also under bf16 autocast
+                    "scores": output["scores"].detach().float().cpu().numpy()[found]}
             self._val_predictions.append((target["map_id"], tuple(image.shape[-2:]), gt, pred))
 
     def on_validation_epoch_end(self):

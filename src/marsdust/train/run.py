@@ -23,6 +23,7 @@ from marsdust.data import save_split
 from marsdust.fileio import write_text_atomic
 from marsdust.models import read_training_state
 from marsdust.train.config import TrainConfig, load_tables, split_for
+from marsdust.train.hardware import cpu_info, describe_cpu, resolve_precision
 from marsdust.train.lightning import (
     ContinuedCSVLogger,
     DustDataModule,
@@ -41,6 +42,8 @@ class _DropAdvertisingTips(logging.Filter):
 
 
 _LIGHTNING_TIPS = _DropAdvertisingTips()
+
+log = logging.getLogger(__name__)
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, callbacks: list | None = None) -> dict:
@@ -69,13 +72,28 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     config = _run_config(config, run_dir, resume)
     datamodule = _write_run_files(config, run_dir, resume)
     module = build_module(config)
-    start_step = int(read_training_state(last_ckpt).get("global_step", 0)) if resume and last_ckpt.exists() else 0
+    state = read_training_state(last_ckpt) if resume and last_ckpt.exists() else {}
+    check_same_detector(module, state, run_dir)
+    start_step = int(state.get("global_step", 0))
     trainer = _trainer(config, run_dir, start_step if resume else None, callbacks)
     seconds = _fit(trainer, module, datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
     summary = _summary(trainer, run_dir, datamodule, seconds, start_step)
     if trainer.is_global_zero and trainer.global_step >= config.max_steps:
         write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
     return {**summary, "global_rank": int(trainer.global_rank)}
+
+
+def check_same_detector(module: L.LightningModule, state: dict, run_dir: Path) -> None:
+    """Raise ``ValueError`` when the checkpoint ``state`` a run resumes from holds another detector than the
+    configuration builds (e.g. a run made under earlier defaults, resumed without its ``config.yaml``)."""
+    stored = (state.get("hyper_parameters") or {}).get("model_config")
+    built = module.hparams["model_config"]
+    if stored is None or stored == built:
+        return
+    differing = sorted(key for key in set(stored) | set(built) if stored.get(key) != built.get(key))
+    raise ValueError(f"{run_dir / 'checkpoints' / 'last.ckpt'} holds another detector than this configuration "
+                     f"builds (fields {', '.join(differing)} differ); resume it with its own settings: "
+                     f"--config {run_dir / 'config.yaml'}")
 
 
 def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
@@ -118,14 +136,30 @@ def _trainer(config: TrainConfig, run_dir: Path, resume_step: int | None, callba
     if config.progress and not progress_bar:  # a log file or CI: plain lines instead of a redrawn bar
         all_callbacks.append(ProgressLines(every_steps=max(10, int(config.max_steps) // 20)))
     val_every = min(int(config.val_every_n_steps), int(config.max_steps))
+    precision = run_precision(config)
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
-        strategy=config.trainer_strategy, precision=config.precision, max_steps=int(config.max_steps),
+        strategy=config.trainer_strategy, precision=precision, max_steps=int(config.max_steps),
         max_epochs=-1, val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         logger=logger, callbacks=all_callbacks, enable_progress_bar=progress_bar,
         enable_model_summary=False, log_every_n_steps=1, use_distributed_sampler=False, deterministic=False,
         default_root_dir=str(run_dir),
     )
+
+
+def run_precision(config: TrainConfig) -> str:
+    """Lightning's ``precision`` for the run (:func:`marsdust.train.hardware.resolve_precision`), saying in one
+    line which CPU trains, whether bf16 autocast is on and why, and how many threads torch uses (on standard
+    error beside the progress lines; a log line without progress)."""
+    cpu = cpu_info()
+    precision, why = resolve_precision(str(config.precision), str(config.accelerator), cpu)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        line = describe_cpu(cpu, precision, why, torch.get_num_threads())
+        if config.progress:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            log.info(line)
+    return precision
 
 
 def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: DustDataModule, ckpt_path: str | None) -> float:
