@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +291,25 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "marsdust", "detect", *map(str, args), "--quiet"]
 
 
+# ``marsdust detect ARGS`` that SIGKILLs itself right after writing its third map's part file: a kill
+# mid-archive at a point that does not depend on how fast the machine is or how loaded.
+KILLED_AFTER_THREE_PARTS = """
+import os, signal, sys
+import marsdust.detect.parts as parts
+from marsdust.cli import main
+write_json, written = parts.write_json, []
+def write_then_die(path, payload):
+    write_json(path, payload)
+    if path.parent.name == "parts" and path.name.startswith("r18_"):
+        written.append(path)
+        if len(written) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+parts.write_json = write_then_die
+sys.argv = ["marsdust", *sys.argv[1:]]
+main()
+"""
+
+
 def _env():
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"
@@ -312,15 +330,8 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     assert len(expected) >= 12 and expected["map_id"].nunique() >= 10
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_cli(ckpt, archive, "-o", killed), env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        if len(list((killed / "parts").glob("r18_*.json"))) >= 3:
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = subprocess.run([sys.executable, "-c", KILLED_AFTER_THREE_PARTS, "detect", str(ckpt), str(archive), "-o",
+                              str(killed), "--quiet"], env=_env(), timeout=300, capture_output=True)
     done = len(list((killed / "parts").glob("r18_*.json")))
     assert process.returncode == -signal.SIGKILL and 3 <= done < 12, "the run must be killed mid-archive"
     assert not (killed / "detections.csv").exists()
