@@ -291,6 +291,9 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "marsdust", "detect", *map(str, args), "--quiet"]
 
 
+HANG_S = 900
+"""Seconds after which a ``marsdust detect`` child counts as hung: a guard far above its run time on a loaded machine."""
+
 # ``marsdust detect ARGS`` that SIGKILLs itself right after writing its third map's part file: a kill
 # mid-archive at a point that does not depend on how fast the machine is or how loaded.
 KILLED_AFTER_THREE_PARTS = """
@@ -331,17 +334,17 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
 
     killed = tmp_path / "killed"
     process = subprocess.run([sys.executable, "-c", KILLED_AFTER_THREE_PARTS, "detect", str(ckpt), str(archive), "-o",
-                              str(killed), "--quiet"], env=_env(), timeout=300, capture_output=True)
+                              str(killed), "--quiet"], env=_env(), timeout=HANG_S, capture_output=True)
     done = len(list((killed / "parts").glob("r18_*.json")))
     assert process.returncode == -signal.SIGKILL and 3 <= done < 12, "the run must be killed mid-archive"
     assert not (killed / "detections.csv").exists()
-    finished = subprocess.run(_cli(ckpt, archive, "-o", killed), check=True, env=_env(), timeout=120,
+    finished = subprocess.run(_cli(ckpt, archive, "-o", killed), check=True, env=_env(), timeout=HANG_S,
                               capture_output=True, text=True)
     assert f"{12 - done} processed now" in finished.stdout
     pd.testing.assert_frame_equal(pd.read_csv(killed / "detections.csv"), expected)
 
     two = tmp_path / "two_workers"
-    subprocess.run(_cli(ckpt, archive, "-o", two, "--workers", "2"), check=True, env=_env(), timeout=180)
+    subprocess.run(_cli(ckpt, archive, "-o", two, "--workers", "2"), check=True, env=_env(), timeout=HANG_S)
     pd.testing.assert_frame_equal(pd.read_csv(two / "detections.csv"), expected)
     maps_csv = pd.read_csv(two / "maps.csv")
     assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
@@ -351,7 +354,7 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     ranks = tmp_path / "torchrun"  # as on several GPUs or nodes: two ranks (gloo on a CPU), rank 0 merges
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "marsdust", "detect",
                 str(ckpt), str(archive), "-o", str(ranks), "--quiet"]
-    finished = subprocess.run(torchrun, check=True, env=_env(), timeout=180, capture_output=True, text=True)
+    finished = subprocess.run(torchrun, check=True, env=_env(), timeout=HANG_S, capture_output=True, text=True)
     assert finished.stdout.count("12 processed now") == 1, finished.stdout  # one report, for both ranks
     pd.testing.assert_frame_equal(pd.read_csv(ranks / "detections.csv"), expected)
 
