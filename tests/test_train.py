@@ -508,7 +508,9 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path)
 # load 7-20, so the seconds are not the test's quiet run time). ATen's default on this CPU is AVX512.
 #   ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, threads, seed:  box mAP25 / 12-degree mAP50 / mask mAP50
 #   default / (unset), 1 thread, seed 0:                      0.355 / 0.143 / 0.199
-# MEASURED_ROWS
+# Only this run finished in the hour the shared machine allowed; seeds 0-9 at the default kernels and 3 seeds each
+# at avx2 / AVX2 and avx512 / AVX512_CORE are still to be measured with the command above (their runs reached step
+# 100 of 200, learning: avx512 / AVX512_CORE seed 0 validated at box mAP25 0.216, mAP50 0.076 there).
 # The same recipe under older training code (2026-12-04, seeds 0 / 1 / 2): 0.293 / 0.620 / 0.334 box mAP25,
 # 0.200 / 0.313 / 0.063 12-degree mAP50, 0.251 / 0.530 / 0.037 mask mAP50. Each threshold sits at least 3x below
 # the lowest value seen. An untrained network of this detector scores 0.000 on all three (measured on three seeds,
