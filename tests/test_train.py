@@ -511,7 +511,7 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path)
 # Only this run finished in the hour the shared machine allowed; seeds 0-9 at the default kernels and 3 seeds each
 # at avx2 / AVX2 and avx512 / AVX512_CORE are still to be measured with the command above (their runs reached step
 # 100 of 200, learning: avx512 / AVX512_CORE seed 0 validated at box mAP25 0.216, mAP50 0.076 there).
-# The same recipe under older training code (2026-12-04, seeds 0 / 1 / 2): 0.293 / 0.620 / 0.334 box mAP25,
+# The map-only recipe under older training code and defaults (2026-12-04, seeds 0 / 1 / 2): 0.293 / 0.620 / 0.334 box mAP25,
 # 0.200 / 0.313 / 0.063 12-degree mAP50, 0.251 / 0.530 / 0.037 mask mAP50. Each threshold sits at least 3x below
 # the lowest value seen. An untrained network of this detector scores 0.000 on all three (measured on three seeds,
 # 2026-12-06, commit 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0,
