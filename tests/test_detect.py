@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -386,6 +385,28 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "marsdust", "detect", *map(str, args), "--quiet"]
 
 
+HANG_S = 900
+"""Seconds after which a ``marsdust detect`` child counts as hung: a guard far above its run time on a loaded machine."""
+
+# ``marsdust detect ARGS`` that SIGKILLs itself right after writing its third map's part file: a kill
+# mid-archive at a point that does not depend on how fast the machine is or how loaded.
+KILLED_AFTER_THREE_PARTS = """
+import os, signal, sys
+import marsdust.detect.parts as parts
+from marsdust.cli import main
+write_json, written = parts.write_json, []
+def write_then_die(path, payload):
+    write_json(path, payload)
+    if path.parent.name == "parts" and path.name.startswith("r18_"):
+        written.append(path)
+        if len(written) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+parts.write_json = write_then_die
+sys.argv = ["marsdust", *sys.argv[1:]]
+main()
+"""
+
+
 def _env():
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"
@@ -406,25 +427,18 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     assert len(expected) >= 12 and expected["map_id"].nunique() >= 10
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_cli(ckpt, archive, "-o", killed), env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        if len(list((killed / "parts").glob("r18_*.json"))) >= 3:
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = subprocess.run([sys.executable, "-c", KILLED_AFTER_THREE_PARTS, "detect", str(ckpt), str(archive), "-o",
+                              str(killed), "--quiet"], env=_env(), timeout=HANG_S, capture_output=True)
     done = len(list((killed / "parts").glob("r18_*.json")))
     assert process.returncode == -signal.SIGKILL and 3 <= done < 12, "the run must be killed mid-archive"
     assert not (killed / "detections.csv").exists()
-    finished = subprocess.run(_cli(ckpt, archive, "-o", killed), check=True, env=_env(), timeout=120,
+    finished = subprocess.run(_cli(ckpt, archive, "-o", killed), check=True, env=_env(), timeout=HANG_S,
                               capture_output=True, text=True)
     assert f"{12 - done} processed now" in finished.stdout
     pd.testing.assert_frame_equal(pd.read_csv(killed / "detections.csv"), expected)
 
     two = tmp_path / "two_workers"
-    subprocess.run(_cli(ckpt, archive, "-o", two, "--workers", "2"), check=True, env=_env(), timeout=180)
+    subprocess.run(_cli(ckpt, archive, "-o", two, "--workers", "2"), check=True, env=_env(), timeout=HANG_S)
     pd.testing.assert_frame_equal(pd.read_csv(two / "detections.csv"), expected)
     maps_csv = pd.read_csv(two / "maps.csv")
     assert maps_csv["map_id"].tolist() == sorted(maps) and (maps_csv["status"] == "ok").all()
@@ -434,7 +448,7 @@ def test_killed_run_resumes_to_the_same_rows_and_two_workers_and_two_torchrun_ra
     ranks = tmp_path / "torchrun"  # as on several GPUs or nodes: two ranks (gloo on a CPU), rank 0 merges
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "marsdust", "detect",
                 str(ckpt), str(archive), "-o", str(ranks), "--quiet"]
-    finished = subprocess.run(torchrun, check=True, env=_env(), timeout=180, capture_output=True, text=True)
+    finished = subprocess.run(torchrun, check=True, env=_env(), timeout=HANG_S, capture_output=True, text=True)
     assert finished.stdout.count("12 processed now") == 1, finished.stdout  # one report, for both ranks
     pd.testing.assert_frame_equal(pd.read_csv(ranks / "detections.csv"), expected)
 

@@ -1,5 +1,8 @@
 """``marsdust demo``: the main job on the built-in default, end to end."""
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -36,22 +39,18 @@ def demo(
     Leaves the trained detector at OUT/model.ckpt and the report at OUT/report/ (summary.md, figures,
     catalog files). Started again with the same OUT, it continues where it stopped.
     """
-    import logging
-
     from marsdust.demo import DEMO_MAX_STEPS, demo_reference, run_demo
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("marsdust").addHandler(handler)
-    logging.getLogger("marsdust").setLevel(logging.INFO)
     quiet_lightning()  # the demo's own lines say what happens
     try:
         demo_reference(reference, reference_sols, reference_dropout)  # a bad setting stops before any work
     except ValueError as exc:
         usage_error(exc)
     out_dir = out_alias or out_dir
-    result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed, progress=not quiet,
-                      reference=reference, reference_sols=reference_sols, reference_dropout=reference_dropout, precision=precision)
+    with _info_lines_on_stderr("marsdust"):
+        result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed,
+                          progress=not quiet, reference=reference, reference_sols=reference_sols,
+                          reference_dropout=reference_dropout, precision=precision)
     metrics = result.metrics
 
     def pct(value):
@@ -69,3 +68,23 @@ def demo(
                    f"masks mAP50 {pct(masks.get('map50'))}")
     typer.echo(f"  trained detector: {result.model_path}")
     typer.echo(f"  report:           {result.summary_path}  (open it; figures in {result.report_dir})")
+
+
+@contextlib.contextmanager
+def _info_lines_on_stderr(logger_name: str) -> Iterator[None]:
+    """Within the block, print logger ``logger_name``'s INFO lines (and up) on stderr as bare messages.
+
+    The handler is bound to the ``sys.stderr`` of the block and removed after it, so no later line is
+    written to a stream its owner has closed (a test runner's capture).
+    """
+    logger = logging.getLogger(logger_name)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
