@@ -10,12 +10,12 @@ tests use a real tiny checkpoint whose weights are set so that it deterministica
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np

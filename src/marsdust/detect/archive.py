@@ -257,7 +257,7 @@ def output_lock(out_dir: Path):
     path = out_dir / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as err:
+    except OSError:
         if path.is_symlink():
             raise ValueError(f"{path}: is a symbolic link, not marsdust's lock file; remove it") from None
         raise
