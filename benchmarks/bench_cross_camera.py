@@ -42,10 +42,12 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_shift import git_commit  # noqa: E402  (one record of the commit for the benchmarks' results)
 
 from marsdust.fileio import write_text_atomic
 
@@ -202,15 +204,6 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), load average {load:.1f}")
-
-
-def git_commit() -> str | None:
-    """The short commit hash of the working tree (None outside git)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str]) -> str:
