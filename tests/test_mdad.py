@@ -284,8 +284,12 @@ def _marsdust_cube(path, years):
     labels[20:23, 40:44] = 1
     steps = [MaskStep("B05", sol, year, 10.0 * sol, labels) for sol, year in enumerate(years, start=1)]
     write_mask_cube(path, steps, GRID)
+    from marsdust.outlines import mask_centroid_lonlat
+
+    lon, lat = mask_centroid_lonlat(labels == 1, GRID)  # the master agrees with its cube
     rows = pd.DataFrame({"map_id": [f"b05_{s.sol:03d}" for s in steps], "ls": [s.ls_deg for s in steps],
-                         "lon": 0.0, "lat": 0.0, "area_km2": 1.0, "member_id": ["B05_001"] * len(steps)})
+                         "lon": lon, "lat": lat, "area_km2": GRID.mask_area_km2(labels == 1),
+                         "member_id": ["B05_001"] * len(steps)})
     write_master_csv(rows, path.parent / "master.csv")
     return path
 

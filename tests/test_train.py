@@ -511,22 +511,23 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path)
     assert scores["mask_map50"] > LEARN_MIN_MASK_MAP50, scores
 
 
-# Measured with `benchmarks/learning_test_seeds.py --seeds ... --threads T` under the kernels named (2026-12-06,
-# 22:52-23:45 UTC, code of branch cirobust; 2-core AMD EPYC with AVX-512, no AMX, shared with other workers at
-# load 7-20, so the seconds are not the test's quiet run time). ATen's default on this CPU is AVX512.
-#   ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, threads, seed:  box mAP25 / 12-degree mAP50 / mask mAP50
-#   default / (unset), 1 thread, seed 0:                      0.355 / 0.143 / 0.199
-# Only this run finished in the hour the shared machine allowed; seeds 0-9 at the default kernels and 3 seeds each
-# at avx2 / AVX2 and avx512 / AVX512_CORE are still to be measured with the command above (their runs reached step
-# 100 of 200, learning: avx512 / AVX512_CORE seed 0 validated at box mAP25 0.216, mAP50 0.076 there).
-# The map-only recipe under older training code and defaults (2026-12-04, seeds 0 / 1 / 2): 0.293 / 0.620 / 0.334 box mAP25,
-# 0.200 / 0.313 / 0.063 12-degree mAP50, 0.251 / 0.530 / 0.037 mask mAP50. Each threshold sits at least 3x below
-# the lowest value seen. An untrained network of this detector scores 0.000 on all three (measured on three seeds,
-# 2026-12-06, commit 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0,
-# cannot be met without learning: a broken training loop (no learning, wrong targets, frames or masks) fails.
-LEARN_MIN_MAP25 = 0.10
+# Measured (2026-12-06, 2-core AMD EPYC with AVX-512 and avx512_bf16, no AMX; ATen's default here is AVX512;
+# the machine was shared with other jobs, so no seconds are given):
+#   kernels, threads, seed 0                                   box mAP25 / 12-degree mAP50 / mask mAP50
+#   default (unset), 1 thread  (benchmarks/learning_test_seeds.py --seeds 0 --threads 1)   0.355 / 0.143 / 0.199
+#   ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, 2 threads (pytest -k learns_to_find)  0.336 / 0.131 / 0.022
+#   ATEN_CPU_CAPABILITY=avx512, 2 threads (pytest -k learns_to_find)                        0.310 / 0.166 / 0.205
+# The same recipe under older training code (2026-12-04, seeds 0 / 1 / 2): 0.293 / 0.620 / 0.334 box mAP25,
+# 0.200 / 0.313 / 0.063 12-degree mAP50, 0.251 / 0.530 / 0.037 mask mAP50. Another CPU kernel is another run: the
+# mask mAP50 went from 0.199-0.205 to 0.022 under AVX2. Each threshold sits at least 3x below the lowest value seen
+# (0.293, 0.063, 0.022). The 10-seed table per kernel the issue asks for is not measured yet: run
+# `ATEN_CPU_CAPABILITY=... ONEDNN_MAX_CPU_ISA=... python benchmarks/learning_test_seeds.py --seeds 0 1 2 ... --csv F`.
+# An untrained network of this detector scores 0.000 on all three (measured on three seeds, 2026-12-06, commit
+# 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0, cannot be met without
+# learning: a broken training loop (no learning, wrong targets, frames or masks) fails.
+LEARN_MIN_MAP25 = 0.08
 LEARN_MIN_PAPER_MAP50 = 0.02
-LEARN_MIN_MASK_MAP50 = 0.012
+LEARN_MIN_MASK_MAP50 = 0.006
 
 
 def test_best_f1_threshold_is_the_score_that_separates_storms_from_false_alarms():
