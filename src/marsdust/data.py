@@ -563,12 +563,15 @@ class DustDataset(Dataset):
 
 
 def dataset_backgrounds(index_df: pd.DataFrame, map_res_deg: float, reference: ReferenceConfig, *,
-                        progress: bool = False, load_map: Callable | None = None) -> dict[str, np.ndarray] | None:
-    """Reference backgrounds of every map of an archive index at the working resolution (None without a reference).
+                        map_ids=None, progress: bool = False,
+                        load_map: Callable | None = None) -> dict[str, np.ndarray] | None:
+    """Reference backgrounds of the maps ``map_ids`` (default: every map) of an archive index at the working
+    resolution (None without a reference).
 
-    The whole archive is history: a test map's background comes from the maps before it, whatever
+    The whole archive is history: a map's background comes from the maps before it, whatever
     their split (only images are used, never labels); built by :class:`marsdust.history.MapHistory`,
-    which refuses maps without a Mars year and Ls (there is no detector yet that works without history).
+    which reads each history map once and refuses maps without a Mars year and Ls (there is no
+    detector yet that works without history).
     """
     if not reference.enabled:
         return None
@@ -578,7 +581,7 @@ def dataset_backgrounds(index_df: pd.DataFrame, map_res_deg: float, reference: R
         image = loader(str(path), map_res_deg)
         return image.rgb, image.valid
 
-    return MapHistory(reference, index_df, load).backgrounds(progress=progress)
+    return MapHistory(reference, index_df, load).backgrounds(map_ids, progress=progress)
 
 
 def _item_rng() -> np.random.Generator:

@@ -51,18 +51,19 @@ log = logging.getLogger(__name__)
 def reference_backgrounds(config: TrainConfig, index_df: pd.DataFrame, split_df: pd.DataFrame):
     """The reference background of every training and validation map (None when the run has no reference).
 
-    Built in one pass in time order over the archive's maps up to the last one needed (the history
-    of a map is every earlier map of the archive, whatever its split; only images are used).
+    Built in one pass in time order, reading only those maps and the earlier maps in their windows
+    (the history of a map is every earlier map of the archive, whatever its split; only images are used).
     """
     reference = config.reference_config
     if not reference.enabled:
         return None
     needed = set(select_split(index_df, split_df, "train")["map_id"]) | set(select_split(index_df, split_df, "val")["map_id"])
     t0 = time.perf_counter()
-    backgrounds = dataset_backgrounds(index_df, config.map_res_deg, reference, progress=bool(config.progress) and sys.stderr.isatty())
+    backgrounds = dataset_backgrounds(index_df, config.map_res_deg, reference, map_ids=needed,
+                                      progress=bool(config.progress) and sys.stderr.isatty())
     log.info("reference: %s backgrounds of %d maps in %.0f s (%s)", reference.kind, len(backgrounds),
              time.perf_counter() - t0, reference.describe())
-    return {map_id: background for map_id, background in backgrounds.items() if map_id in needed}
+    return backgrounds
 
 
 class DustDataModule(L.LightningDataModule):
