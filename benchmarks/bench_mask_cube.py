@@ -23,17 +23,9 @@ import numpy as np
 from marsdust.formats.mdad_cube import MDAD_RES_DEG, MaskStep, chunk_grid, merge_mask_chunks, write_mask_chunk
 from marsdust.grid import MapGrid
 from marsdust.outlines import label_image
+from marsdust.synth.discs import cap_mask
 
 SOLS_PER_YEAR = 668
-
-
-def cap(grid: MapGrid, lon0_deg: float, lat0_deg: float, radius_deg: float) -> np.ndarray:
-    """Pixels whose centres lie within ``radius_deg`` of arc from (lon0, lat0)."""
-    lat = np.radians(grid.lat_centers_deg)[:, None]
-    lon = np.radians(grid.lon_centers_deg)[None, :]
-    lat0, lon0 = np.radians(lat0_deg), np.radians(lon0_deg)
-    cos_arc = np.sin(lat) * np.sin(lat0) + np.cos(lat) * np.cos(lat0) * np.cos(lon - lon0)
-    return np.degrees(np.arccos(np.clip(cos_arc, -1, 1))) <= radius_deg
 
 
 def write_chunks(folder: Path, n_maps: int, grid: MapGrid, seed: int = 0) -> list[Path]:
@@ -41,7 +33,7 @@ def write_chunks(folder: Path, n_maps: int, grid: MapGrid, seed: int = 0) -> lis
     rng = np.random.default_rng(seed)
     chunks = []
     for sol in range(1, n_maps + 1):
-        masks = [cap(grid, rng.uniform(-180, 180), rng.uniform(-60, 60), rng.uniform(3, 15))
+        masks = [cap_mask(grid, rng.uniform(-180, 180), rng.uniform(-60, 60), rng.uniform(3, 15))
                  for _ in range(rng.integers(1, 5))]
         valid = np.ones(grid.shape, dtype=bool)
         start = int(rng.integers(0, grid.width))
