@@ -6,7 +6,9 @@ MY32, v1.1 outline cubes). Two detectors are trained with the same budget (``sma
 ``--steps`` optimizer steps, the temporal split with explicit periods):
 
 * **moc**: trained on the early MOC years :data:`MOC_TRAIN` (validation drawn from them);
-* **marci**: trained on the early MARCI years :data:`MARCI_TRAIN`.
+* **marci**: trained on the early MARCI years :data:`MARCI_TRAIN`;
+* **both**: trained on both (the union of the two training periods, validation drawn from each), as a
+  scientist with the whole archive would.
 
 Each detector is then scored on the same four test sets, so a cross-camera row and a same-camera
 row share their test maps:
@@ -55,8 +57,9 @@ MOC_TRAIN, MOC_TEST = "MY24 150 - MY27 0", "MY27 0 - MY28 121]"
 """The MOC detector's training period and the MOC test period (Mars year, Ls in degrees; ``]`` keeps the end)."""
 MARCI_TRAIN, MARCI_TEST = "MY28 130 - MY31 0", "MY31 0 - MY33 0"
 """The MARCI detector's training period and the MARCI test period."""
-DETECTORS = {"moc": ("MOC", MOC_TRAIN, MOC_TEST), "marci": ("MARCI", MARCI_TRAIN, MARCI_TEST)}
-"""Detector name -> (camera, training period, that camera's test period)."""
+DETECTORS = {"moc": ("MOC", MOC_TRAIN, MOC_TEST), "marci": ("MARCI", MARCI_TRAIN, MARCI_TEST),
+             "both": ("MOC+MARCI", f"{MOC_TRAIN} + {MARCI_TRAIN}", None)}
+"""Detector name -> (camera, training period, that camera's test period; None: both cameras' test periods)."""
 TEST_SETS = ("moc_late", "marci_late", "look2", "look2_marci")
 CAMERA_OF_TEST = {"moc_late": "MOC", "marci_late": "MARCI", "look2": "MOC", "look2_marci": "MARCI"}
 METRICS = (("paper_map50", "12° mAP50"), ("paper_map75", "12° mAP75"), ("box_map50", "box mAP50"),
@@ -73,26 +76,44 @@ def ensure_data(path: Path, preset: str) -> Path:
     return path
 
 
-def train_config(data: Path, detector: str, steps: int, device: str):
+def both_cameras_split(data: Path, out: Path) -> Path:
+    """The ``both`` detector's split manifest: each camera's temporal split (its training period, validation
+    drawn from it, its test period) over that camera's maps, the two joined."""
+    from marsdust.data import make_split, save_split
+    from marsdust.mdgm import index_archive
+    from marsdust.train.config import parse_period
+
+    index = index_archive(data / "archive")
+    splits = [make_split(index, "temporal", train_period=parse_period(DETECTORS[name][1]),
+                         test_period=parse_period(DETECTORS[name][2])).set_index("map_id")["split"]
+              for name in ("moc", "marci")]
+    joined = splits[0].where(splits[0] != "unused", splits[1])
+    return save_split(joined.rename("split").reset_index(), out / "splits" / "both_train.csv")
+
+
+def train_config(data: Path, detector: str, steps: int, device: str, augment: str, split_file: Path | None = None):
     """The shared budget: ``small_cpu`` DustRCNN at 0.8°/px, the demo's learning rate, one validation at the end."""
     from marsdust.demo import DEMO_LR, DEMO_MAP_RES_DEG
     from marsdust.train import TrainConfig
 
     _, train_period, test_period = DETECTORS[detector]
+    periods = ({"split_file": str(split_file)} if split_file else
+               {"train_period": train_period, "test_period": test_period})
     return TrainConfig(data=str(data), model="dustrcnn", model_preset="small_cpu", map_res_deg=DEMO_MAP_RES_DEG,
-                       lr=DEMO_LR, strategy="temporal", train_period=train_period, test_period=test_period,
+                       lr=DEMO_LR, strategy="temporal", **periods, augment_preset=augment,
                        max_steps=steps, val_every_n_steps=steps, num_workers=1, seed=0, progress=False,
                        accelerator="gpu" if device.startswith("cuda") else "cpu")
 
 
-def train_detector(data: Path, detector: str, steps: int, out: Path, device: str) -> Path:
+def train_detector(data: Path, detector: str, steps: int, out: Path, device: str, augment: str) -> Path:
     """Train one detector (or reuse a finished run); returns its best checkpoint."""
     from marsdust.train import train
 
     run_dir = out / "runs" / detector
     if not (run_dir / "done.json").is_file():
-        print(f"training {detector} ({DETECTORS[detector][1]}, {steps} steps) ...", flush=True)
-        train(train_config(data, detector, steps, device), run_dir,
+        print(f"training {detector} ({DETECTORS[detector][1]}, {steps} steps, augment {augment}) ...", flush=True)
+        split_file = both_cameras_split(data, out) if detector == "both" else None
+        train(train_config(data, detector, steps, device, augment, split_file), run_dir,
               resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     best = run_dir / "checkpoints" / "best.ckpt"
     return best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
@@ -145,14 +166,24 @@ def adapted_checkpoint(checkpoint: Path, detector: str, name: str, test_set: dic
     return path
 
 
-def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu") -> list[dict]:
-    """Train both detectors and score each, as trained and adapted, on every test set; one row per evaluation."""
+def relation_of(camera: str, test_set: str) -> str:
+    """How a test set relates to a detector trained on ``camera``'s maps (same / cross camera, second look)."""
+    look = "second look, " if test_set.startswith("look2") else ""
+    if "+" in camera:
+        return look + "both cameras trained"
+    return look + ("same camera" if CAMERA_OF_TEST[test_set] == camera else "cross camera")
+
+
+def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu",
+                     augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True) -> list[dict]:
+    """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation."""
     sets = test_sets(data, looks, out)
     rows, t0 = [], time.perf_counter()
-    for detector, (camera, train_period, _) in DETECTORS.items():
-        checkpoint = train_detector(data, detector, steps, out, device)
+    for detector in detectors:
+        camera, train_period, _ = DETECTORS[detector]
+        checkpoint = train_detector(data, detector, steps, out, device, augment)
         for name in TEST_SETS:
-            for adapted in (False, True):
+            for adapted in ((False, True) if adabn else (False,)):
                 tag = f"{detector}_{name}" + ("_adabn" if adapted else "")
                 row_file = out / "eval" / tag / "row.json"
                 if row_file.is_file():
@@ -160,10 +191,8 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
                     continue
                 used = (adapted_checkpoint(checkpoint, detector, name, sets[name], out, device) if adapted
                         else checkpoint)
-                relation = ("second look, " if name.startswith("look2") else "") + (
-                    "same camera" if CAMERA_OF_TEST[name] == camera else "cross camera")
                 row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,
-                       "relation": relation, "adabn": adapted, **score(used, sets[name], out / "eval" / tag, device)}
+                       "relation": relation_of(camera, name), "augment": augment, "adabn": adapted, **score(used, sets[name], out / "eval" / tag, device)}
                 write_text_atomic(row_file, json.dumps(row, indent=2, default=str) + "\n")
                 rows.append(row)
                 print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: "
@@ -206,14 +235,14 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), load average {load:.1f}")
 
 
-def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str]) -> str:
+def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str) -> str:
     """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
     return (f"# Cross-camera benchmark on the synthetic {preset} archive\n\n{stamp}, commit {git_commit()}; "
             f"{machine()} at the end; {seconds / 60:.1f} min.\n\nCommand: `{command}`\n\n"
-            f"Detectors: small_cpu DustRCNN, {steps} steps each; moc trained on MOC {MOC_TRAIN}, marci on MARCI "
-            f"{MARCI_TRAIN} ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
+            f"Detectors: small_cpu DustRCNN, {steps} steps each, augmentation {augment!r}; moc trained on MOC "
+            f"{MOC_TRAIN}, marci on MARCI {MARCI_TRAIN}, both on the two periods ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
             "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
             "BatchNorm statistics re-estimated on the test set's unlabeled maps (in brackets: the change from the "
             "same detector as trained, percentage points). Percent. Pixel IoU / Dice: detections at the stored "
@@ -227,19 +256,24 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--preset", default="twocam_ci", choices=["twocam_ci", "twocam"], help="two-camera archive")
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps per detector")
     parser.add_argument("--data-root", default="bench_out/data", help="where the archives are (synthesized if missing)")
-    parser.add_argument("--out", default=None, help="default bench_out/cross_camera_<preset>")
+    parser.add_argument("--out", default=None, help="default bench_out/cross_camera_<preset>_<steps>_<augment>")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--augment", default="strong", help="training augmentation preset (strong, basic, none)")
+    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS),
+                        help="which detectors to train and score")
+    parser.add_argument("--no-adabn", action="store_true", help="score the detectors as trained only")
     args = parser.parse_args(argv)
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")
 
     root = Path(args.data_root)
-    out = Path(args.out or f"bench_out/cross_camera_{args.preset}")
+    out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}")
     data = ensure_data(root / args.preset, args.preset)
     looks = {name: ensure_data(root / name, name) for name in ("look2", "look2_marci")}
     t0 = time.perf_counter()
-    rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device)
-    header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv)
+    rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,
+                            detectors=args.detectors, adabn=not args.no_adabn)
+    header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv, args.augment)
     text = header + markdown(rows)
     write_text_atomic(out / "cross_camera.md", text)
     write_text_atomic(out / "cross_camera.json", json.dumps({"report": header.strip(), "rows": rows}, indent=2,

@@ -1,8 +1,8 @@
 """``marsdust demo`` end to end on the small ``ci`` preset with a few training steps.
 
-The demo's own budget (900 steps on the ``demo`` preset, minutes) is measured by running it
-(README); here the pipeline's wiring is checked: every product is written, a second run in
-the same folder reuses what is finished, and another step budget trains afresh.
+The demo's own budget (800 steps on the ``demo`` preset, minutes) is measured by running it
+(README); here the pipeline's wiring is checked: every product is written, a finished run with
+the same settings is reused, and another step budget trains afresh on the same data.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from marsdust.cli import app
+from marsdust.demo import _synthesize_once, _train_once, demo_reference
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,9 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
 
     synth_stamp = (out / "data" / "synth_done.json").stat().st_mtime_ns
     done_stamp = (out / "run" / "done.json").stat().st_mtime_ns
-    _demo(out, 3)  # the same settings: data and run are reused
+    _synthesize_once(out / "data", "ci", 0, progress=False)  # the same settings: data and run are reused
+    reused = _train_once(out / "data", out / "run", "ci", 3, 0, False, *demo_reference(None, None, None), "auto")
+    assert reused["global_step"] == 3
     assert (out / "data" / "synth_done.json").stat().st_mtime_ns == synth_stamp
     assert (out / "run" / "done.json").stat().st_mtime_ns == done_stamp
 
