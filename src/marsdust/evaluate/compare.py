@@ -50,8 +50,8 @@ PAPER_TABLE1 = {
 """The paper's Table 1 (its "Current R-CNN" is our DustRCNN)."""
 
 NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn": "Mask R-CNN",
-                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN"}
-"""Registry model names -> the rows of Table 1."""
+                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN", "unet": "U-Net", "unet_cbam": "CBAM U-Net"}
+"""Registry model names -> the rows of Table 1 (the U-Nets, the segmentation approach, are not in the paper's)."""
 
 
 TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")

@@ -26,9 +26,10 @@ Both take the detectors' inputs (the map's R, G, B and the reference bands ``in_
   pixel box, ``masks`` (1, H, W) its probabilities inside it and 0 elsewhere; at most
   ``box_detections_per_img`` per image, highest scores first.
 
-The network runs on the whole input (padded to a multiple of ``2**unet_depth``), so ``detect`` gives it
-each wrap-padded map whole (it has no RPN for the ONNX engine: ``detect`` runs it with the ``plain``
-engine; ``export-onnx`` refuses it).
+The network runs on the whole input (padded to a multiple of ``2**unet_depth``), and ``detect`` gives it
+each wrap-padded map whole, untiled (:attr:`UNetDetector.runs_whole_map`). It has no backbone + RPN for
+the ONNX engine: ``detect`` runs it with the ``plain`` engine (``model(images)``) and ``export-onnx``
+refuses it.
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ class UNetDetector(nn.Module, RegisteredDetector):
     attention : bool
         CBAM after every convolution block.
     """
+
+    runs_whole_map = True
+    """``detect`` gives it whole wrap-padded maps, never tiles (:func:`marsdust.detect.settings.untiled_if_whole_map`):
+    a tile edge would cut its connected components."""
 
     def __init__(self, model_name: str, config: DetectorConfig, attention: bool) -> None:
         super().__init__()
