@@ -241,13 +241,15 @@ LEARN_UNET_RECIPE = dict(
     reference="none", reference_dropout=0.0, classes=["dust"], num_workers=0, threads=2, accelerator="cpu",
     devices=1, precision="32-true", progress=False,
 )
-# Measured (2026-12-07, 2-core AMD EPYC shared with other jobs; box mAP25 / mask mAP50 / pixel IoU of the best
-# checkpoint on the test split):
-#   seed 0, default kernels (AVX-512)                                  0.599 / 0.460 / 0.450
-#   seed 1, default kernels                                            MEASURE
-#   seed 0, ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2           MEASURE
-# Each threshold sits at least 3x below the lowest value seen.
-LEARN_UNET_MIN_MAP25 = 0.1
+# Measured (2026-12-07, 2-core AMD EPYC with AVX-512, shared with other jobs, so no seconds are given; the recipe
+# run by a script equal to this test, scores of the best checkpoint on the test split):
+#   seed, kernels                                              box mAP25 / mask mAP50 / pixel IoU
+#   0, default (AVX-512)                                       0.599 / 0.460 / 0.450
+#   1, default (AVX-512)                                       0.527 / 0.337 / 0.356
+#   0, ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2        0.607 / 0.477 / 0.447
+# Each threshold sits at least 3x below the lowest value seen (0.527, 0.356). unet_cbam under the same 40 steps
+# scored 0.188 / 0.111 / 0.119 (seed 0): attention is slower to start; this test does not judge it.
+LEARN_UNET_MIN_MAP25 = 0.15
 LEARN_UNET_MIN_PIXEL_IOU = 0.1
 
 
