@@ -69,7 +69,7 @@ def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
     Parameters
     ----------
     results : dict network -> dict strategy -> metrics
-        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``) or a
+        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``, ``unet``, ``unet_cbam``) or a
         Table 1 row name; ``strategy`` ``"temporal"``/``"random"`` (or 1/2); ``metrics`` a
         metrics dict or the path of a ``metrics.json`` (fractions; ``time_ms_per_map`` in ms).
         The mAP columns are the paper's: AP on its 12° boxes, i.e. ``metrics["paper_boxes"]``
