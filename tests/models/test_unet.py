@@ -76,6 +76,12 @@ def test_unet_trains_one_step_and_returns_detections_like_the_rcnns(name, bands)
         model([torch.rand(2, HEIGHT, WIDTH)], [blob_target()])
 
 
+def test_frozen_batch_norm_is_refused():
+    with pytest.raises(ValueError, match="norm 'frozen_bn' freezes pretrained statistics"):
+        build_model("unet", norm="frozen_bn")
+    assert build_model("unet").config.norm == "group"  # auto: nothing is pretrained
+
+
 def test_default_unets_have_the_size_of_venturinis_cbam_unet():
     """Venturini et al. 2025: a CBAM U-Net of 1.95 M parameters."""
     assert 1.85e6 < count_parameters(build_model("unet")) < count_parameters(build_model("unet_cbam")) < 2.05e6

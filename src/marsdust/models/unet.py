@@ -142,6 +142,9 @@ class UNetDetector(nn.Module, RegisteredDetector):
 
     def __init__(self, model_name: str, config: DetectorConfig, attention: bool) -> None:
         super().__init__()
+        if config.norm == "frozen_bn":
+            raise ValueError(f"{model_name}: norm 'frozen_bn' freezes pretrained statistics, and a U-Net starts from "
+                             "random weights; use norm 'group' or 'batch' (or 'auto': group)")
         self.model_name = model_name
         self.config = config
         self.net = UNet(config.in_channels, config.num_classes, config.unet_channels, config.unet_depth,
