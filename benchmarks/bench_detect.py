@@ -3,7 +3,8 @@
 In one run, each side in its own child process (so peak memory does not mix):
 
 * **ours**: :func:`marsdust.detect.detect_archive` with the default ``dustrcnn`` (from
-  ``--checkpoint``, else a random-init default model saved to a temporary checkpoint) on N native
+  ``--checkpoint``, else a random-init default model of ``--model``, e.g. ``unet``, saved to a temporary
+  checkpoint) on N native
   maps, end to end (read, infer, write the products): median / p90 seconds per map from
   ``maps.csv``, steady-state seconds per map (interval between consecutive maps' part files),
   wall seconds per map, maps/s, projected time for the ``full`` preset's 2,533 maps, peak RSS
@@ -35,6 +36,7 @@ Run::
     .venv/bin/python benchmarks/bench_detect.py --checkpoint runs/bench/checkpoints/best.ckpt \\
         --data bench_out/data/bench                                  # + mAP50 fast vs plain
     .venv/bin/python benchmarks/bench_detect.py --stock-maps 0 --engine torch   # ours only, another engine
+    .venv/bin/python benchmarks/bench_detect.py --model unet --also-engines ''  # the U-Net beside stock Mask R-CNN
     python benchmarks/bench_detect.py --device cuda --batch-size 8 --maps 32     # on a GPU (see gpu_check.sh)
 
 With ``--device cuda`` every side runs on the GPU (ours with the eager PyTorch engine, in batches of
@@ -413,7 +415,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--maps", type=int, default=12, help="Native maps for ours (default 12).")
     parser.add_argument("--stock-maps", type=int, default=3, help="Timed stock maps after one warm-up (0: skip).")
-    parser.add_argument("--checkpoint", help="A trained dustrcnn checkpoint (default: random-init default model).")
+    parser.add_argument("--checkpoint", help="A trained checkpoint (default: random-init default model of --model).")
+    parser.add_argument("--model", default="dustrcnn",
+                        help="Registered detector timed without --checkpoint (default dustrcnn; e.g. unet, unet_cbam).")
     parser.add_argument("--data", help="Folder with archive/ + mdad/ for mAP50 (with --checkpoint).")
     parser.add_argument("--map-maps", type=int, default=0, help="Score only the first N test maps (0: all).")
     parser.add_argument("--engine", default=None, help="detect engine for ours (auto, onnx, torch, plain).")
@@ -456,9 +460,9 @@ def main(argv: list[str] | None = None) -> dict:
             from marsdust.models import build_model, save_checkpoint
 
             torch.manual_seed(0)
-            checkpoint = str(Path(folder) / "random_dustrcnn.ckpt")
-            save_checkpoint(build_model("dustrcnn", backbone_weights=None), checkpoint)
-            model_note = "dustrcnn, default config, random init (seed 0)"
+            checkpoint = str(Path(folder) / f"random_{args.model}.ckpt")
+            save_checkpoint(build_model(args.model, backbone_weights=None), checkpoint)
+            model_note = f"{args.model}, default config, random init (seed 0)"
         threshold = args.score_threshold if args.score_threshold is not None else (0.5 if args.checkpoint else 0.6)
         options = {"checkpoint": checkpoint, "archive": str(archive), "out_dir": str(out / "detect_run"),
                    "threads": args.threads, "engine": args.engine, "score_threshold": threshold, "paths": paths,

@@ -33,3 +33,14 @@ def test_pixel_columns_only_when_our_metrics_have_them(tmp_path):
     md_path, _ = write_comparison_table(table, tmp_path / "comparison")
     text = md_path.read_text()
     assert "Pixel IoU s1" in text and "| 25.0 |" in text and "observed pixels" in text
+
+
+def test_the_unets_are_rows_after_the_papers_networks():
+    scores = {"map25": 0.5, "map50": 0.4, "map75": 0.1, "time_ms_per_map": 80.0,
+              "pixel": {"iou": 0.45, "dice": 0.62, "n_pixels": 100, "threshold": 0.5}}
+    table = comparison_table({name: {"temporal": scores} for name in
+                              ("dustrcnn", "maskrcnn", "fasterrcnn", "sppnet", "unet", "unet_cbam")})
+    ours = [network for network, source in table.index if source == "ours"]
+    assert ours == ["Fast R-CNN", "Mask R-CNN", "SPPnet", "DustRCNN", "U-Net", "CBAM U-Net"]
+    assert table.index[-2:].tolist() == [("U-Net", "ours"), ("CBAM U-Net", "ours")]  # the paper has no U-Net
+    assert table.loc[("U-Net", "ours"), ("Pixel IoU", "strategy 1")] == pytest.approx(45.0)

@@ -17,6 +17,7 @@ from marsdust.grid import (
     occupied_column_span,
     polygon_area_km2,
     wrap_aware_bbox,
+    wrapped_components,
 )
 
 R = 3396.19
@@ -283,3 +284,21 @@ def test_wrapped_columns_of_a_pixel_span_wrap_at_180():
     assert wrapped_columns(-2.0, 1.0, 10).tolist() == [8, 9, 0]
     assert wrapped_columns(3.0, 3.0, 10).tolist() == [3]  # at least the column of x0
     assert wrapped_columns(-3.0, 20.0, 10).tolist() == [7, 8, 9, 0, 1, 2, 3, 4, 5, 6]  # each column once
+
+
+def test_wrapped_components_join_a_storm_cut_by_the_seam():
+    mask = np.zeros((10, 30), dtype=bool)
+    mask[2:5, :3] = True  # the storm's eastern part, at 180°W
+    mask[4:7, 27:] = True  # its western part, at 180°E, touching it across the seam (row 4)
+    mask[0, 29] = True  # diagonal neighbour of nothing: row 0 at 180°E, nothing at 180°W in rows 0-1
+    mask[8, 10:15] = True
+    labels, n = wrapped_components(mask)
+    assert n == 3
+    assert labels[2, 0] == labels[6, 29] != labels[0, 29]
+    assert set(np.unique(labels)) == {0, 1, 2, 3}  # numbered 1..n
+    diagonal = np.zeros((4, 8), dtype=bool)
+    diagonal[1, 0] = diagonal[2, 7] = True  # 8-connected across the seam
+    assert wrapped_components(diagonal)[1] == 1
+    assert wrapped_components(diagonal, wraps=False)[1] == 2
+    assert wrapped_components(mask, wraps=False)[1] == 4
+    assert wrapped_components(np.zeros((3, 5), bool))[1] == 0

@@ -47,10 +47,13 @@ def batch_norm_layers(model) -> list:
     Raises
     ------
     AdaptationError
-        The backbone has none (GroupNorm or frozen BatchNorm detectors).
+        The backbone has none (GroupNorm or frozen BatchNorm detectors), or there is no backbone (``unet``).
     """
     from torch import nn
 
+    if getattr(model, "backbone", None) is None:  # the unet segmenters
+        raise AdaptationError(f"detector {model.model_name!r} has no backbone: AdaBN here adapts the R-CNN "
+                              "detectors' backbone")
     kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # not FrozenBatchNorm2d: it keeps no statistics
     layers = [m for m in model.backbone.modules() if isinstance(m, kinds) and m.track_running_stats]
     if not layers:

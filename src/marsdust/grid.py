@@ -164,6 +164,44 @@ def wrap_aware_bbox(mask: np.ndarray, ties_cross_seam: bool = False) -> tuple[in
     return x0, int(rows[0]), x1, int(rows[-1]) + 1
 
 
+def wrapped_components(mask: np.ndarray, wraps: bool = True) -> tuple[np.ndarray, int]:
+    """Connected components (8-connected) of a ``(H, W)`` mask whose columns wrap at 180°.
+
+    With ``wraps``, the first and last columns are neighbours (a whole-longitude map): a pixel of
+    column 0 joins the pixels of column ``W - 1`` in its own and the adjacent rows, so a storm
+    cut by the seam is one component. Without it (a window of a map, or a map already
+    wrap-padded), the image edges are edges.
+
+    Returns
+    -------
+    (labels, n) : ndarray of int32 (H, W) and int
+        0 for background, components numbered 1..n.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if not wraps or n < 2 or mask.shape[1] < 2:
+        return labels.astype(np.int32, copy=False), int(n)
+    parent = np.arange(n + 1)
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    west, east, height = labels[:, 0], labels[:, -1], mask.shape[0]
+    for row_step in (-1, 0, 1):  # column 0, row r touches column W - 1, rows r - 1 .. r + 1
+        rows = np.arange(max(0, -row_step), height - max(0, row_step))
+        a, b = west[rows], east[rows + row_step]
+        for i, j in set(zip(a[(a > 0) & (b > 0)].tolist(), b[(a > 0) & (b > 0)].tolist())):
+            parent[root(i)] = root(j)
+    roots = np.array([root(i) for i in range(n + 1)])
+    _, renumbered = np.unique(roots, return_inverse=True)  # root 0 (background) stays 0
+    return renumbered[labels].astype(np.int32), int(renumbered.max())
+
+
 @dataclass(frozen=True)
 class MapGrid:
     """A simple-cylindrical global map grid spanning 360° of longitude from 180°W.

@@ -25,11 +25,15 @@ def export_onnx_command(
     """
     import torch
 
+    from marsdust.cli._app import fail
     from marsdust.detect import OnnxBackbone, export_backbone_onnx
     from marsdust.models import load_model
 
     model = load_model(checkpoint, map_location="cpu").eval()
-    path = export_backbone_onnx(model, output, opset=opset)
+    try:
+        path = export_backbone_onnx(model, output, opset=opset)
+    except ValueError as error:  # a detector without a dense part to export (unet)
+        fail(f"{checkpoint}: {error}")
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if check:
         images = torch.rand(1, int(model.config.in_channels), 320, 1024, generator=torch.Generator().manual_seed(0))

@@ -84,7 +84,7 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
             cy = (by0 + by1) / 2.0 + tile.y0
             if not (tile.core_x[0] <= cx < tile.core_x[1] and tile.core_y[0] <= cy < tile.core_y[1]):
                 continue  # another tile owns this storm
-            if not (pad <= cx < pad + width):
+            if pad and not (pad <= cx < pad + width):
                 continue  # the copy in the pad; the same storm is kept from the unpadded columns
             prob = np.zeros((height, width), dtype=np.float32)
             if mask_rois is not None:
@@ -128,7 +128,11 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
 
 
 def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: Tile, box, pad: int, width: int) -> None:
-    """Max-merge one detection's tile-sized mask probabilities (inside its box) into map columns."""
+    """Max-merge one detection's tile-sized mask probabilities (inside its box) into map columns.
+
+    A box past the tile's east edge (``x1 > tile width``: a segmenter's storm across 180° on a whole,
+    unpadded map, :mod:`marsdust.models.unet`) goes on at the tile's west edge.
+    """
     th, tw = tile_mask.shape
     c0 = max(int(math.floor(box[0])) - 1, 0)
     c1 = min(int(math.ceil(box[2])) + 1, tw)
@@ -137,9 +141,11 @@ def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: Tile, box, pad:
     if c1 <= c0 or r1 <= r0:
         return
     rows = slice(r0 + tile.y0, r1 + tile.y0)
-    for src0, src1, dst in _fold_columns(width, c0 + tile.x0, c1 + tile.x0, pad):
-        target = prob[rows, dst:dst + (src1 - src0)]
-        np.maximum(target, tile_mask[r0:r1, src0 - tile.x0:src1 - tile.x0], out=target)
+    spans = [(c0, c1), (0, min(int(math.ceil(box[2])) + 1 - tw, c0))]
+    for start, stop in spans:
+        for src0, src1, dst in _fold_columns(width, start + tile.x0, stop + tile.x0, pad):
+            target = prob[rows, dst:dst + (src1 - src0)]
+            np.maximum(target, tile_mask[r0:r1, src0 - tile.x0:src1 - tile.x0], out=target)
 
 
 def _paste_patch_folded(prob: np.ndarray, patch: np.ndarray, row0: int, col0: int, tile: Tile, tile_h: int,

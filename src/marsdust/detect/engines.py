@@ -164,11 +164,20 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
     Returns
     -------
     Path
+
+    Raises
+    ------
+    ValueError
+        For a detector without a backbone + RPN (a ``unet`` segmenter: ``detect`` runs it in PyTorch).
     """
     import warnings
 
     import torch
 
+    if not _has_fast_path(model):
+        raise ValueError(f"detector {getattr(model, 'model_name', type(model).__name__)!r} has no backbone + FPN + "
+                         "RPN head to export to ONNX (only the R-CNN detectors do); marsdust detect runs it whole "
+                         "in PyTorch")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _dense_part(model).eval()

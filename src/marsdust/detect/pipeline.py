@@ -24,7 +24,7 @@ from marsdust.detect.decode import decode_map
 from marsdust.detect.engines import OnnxBackbone, resolve_engine, run_model
 from marsdust.detect.parts import error_part, part_path, write_json, write_map_outputs
 from marsdust.detect.prepare import PreparedMap, prepare_map, working_image
-from marsdust.detect.settings import DetectExecution, DetectOutputs, DetectSettings
+from marsdust.detect.settings import DetectExecution, DetectOutputs, DetectSettings, untiled_if_whole_map
 from marsdust.history import MapHistory
 from marsdust.mdgm import MapReadError
 
@@ -78,7 +78,7 @@ class ReadyDetector:
         if isinstance(checkpoint_or_model, (str, os.PathLike)):
             model = load_model(checkpoint_or_model, map_location="cpu")
         model = model.to(torch_device).eval()
-        settings = dataclasses.replace(settings, classes=detector_classes(model))
+        settings = untiled_if_whole_map(model, dataclasses.replace(settings, classes=detector_classes(model)))
         engine = resolve_engine(model, torch_device, settings.engine)
         backbone = OnnxBackbone(model, settings.onnx_model) if engine == "onnx" else None
         log.info("detect: engine %s on %s", engine, torch_device)

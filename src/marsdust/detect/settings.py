@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ DEFAULT_PAD_DEG = 25.0
 
 DEFAULT_MAX_TILE_PX = 2048
 """Largest tile side (working-grid pixels); bigger padded maps are tiled with overlap."""
+
+UNTILED_PX = 1 << 30
+"""``max_tile_px`` of a detector that runs on whole maps (:func:`untiled_if_whole_map`): no map is that large."""
 
 MIN_VALID_FRACTION = 0.5
 """Detections whose mask has fewer valid (observed) pixels than this fraction are dropped."""
@@ -89,6 +93,14 @@ class DetectSettings:
             raise ValueError(f"max_tile_px must be >= 64 pixels, got {self.max_tile_px}")
         if self.engine is not None and self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+
+
+def untiled_if_whole_map(model, settings: DetectSettings) -> DetectSettings:
+    """``settings`` without tiling for a detector that runs on whole maps (``model.runs_whole_map`` True: the
+    U-Net segmenters, whose instances are connected components that a tile edge would cut); else ``settings``."""
+    if getattr(model, "runs_whole_map", False):
+        return dataclasses.replace(settings, max_tile_px=UNTILED_PX)
+    return settings
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from marsdust.detect.engines import onnx_backbone_for, resolve_engine, run_model
 from marsdust.detect.inputs import map_id_from_stem
 from marsdust.detect.prepare import prepare_map, working_image
 from marsdust.detect.results import MapResult
-from marsdust.detect.settings import DetectSettings
+from marsdust.detect.settings import DetectSettings, untiled_if_whole_map
 from marsdust.history import no_history_policy, works_without_history
 from marsdust.mdgm import MapImage
 
@@ -83,7 +83,8 @@ def _settings_for(model, settings: DetectSettings) -> DetectSettings:
     threshold = settings.score_threshold
     if threshold is None:
         threshold, _ = resolve_score_threshold(model, None)
-    return dataclasses.replace(settings, score_threshold=threshold, classes=detector_classes(model))
+    return untiled_if_whole_map(model, dataclasses.replace(settings, score_threshold=threshold,
+                                                           classes=detector_classes(model)))
 
 
 def _reference_bands(model, image, background, map_id: str):

@@ -50,8 +50,8 @@ PAPER_TABLE1 = {
 """The paper's Table 1 (its "Current R-CNN" is our DustRCNN)."""
 
 NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn": "Mask R-CNN",
-                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN"}
-"""Registry model names -> the rows of Table 1."""
+                 "sppnet": "SPPnet", "dustrcnn": "DustRCNN", "unet": "U-Net", "unet_cbam": "CBAM U-Net"}
+"""Registry model names -> the rows of Table 1 (the U-Nets, the segmentation approach, are not in the paper's)."""
 
 
 TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")
@@ -69,7 +69,7 @@ def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
     Parameters
     ----------
     results : dict network -> dict strategy -> metrics
-        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``) or a
+        ``network`` a registry name (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``, ``unet``, ``unet_cbam``) or a
         Table 1 row name; ``strategy`` ``"temporal"``/``"random"`` (or 1/2); ``metrics`` a
         metrics dict or the path of a ``metrics.json`` (fractions; ``time_ms_per_map`` in ms).
         The mAP columns are the paper's: AP on its 12° boxes, i.e. ``metrics["paper_boxes"]``

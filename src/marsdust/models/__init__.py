@@ -1,4 +1,5 @@
-"""Detectors on torchvision detection: ``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``.
+"""Detectors on torchvision detection: ``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``; U-Net segmenters
+with the same interface: ``unet``, ``unet_cbam`` (:mod:`~marsdust.models.unet`).
 
 >>> from marsdust.models import build_model, save_checkpoint, load_model
 >>> model = build_model("dustrcnn", in_channels=3, num_classes=1)   # DetectorConfig fields
@@ -37,12 +38,15 @@ from marsdust.models.losses import boundary_loss, box_losses, dice_loss
 from marsdust.models.registry import (
     MODEL_REGISTRY,
     MarsDustDetector,
+    RegisteredDetector,
     available_models,
     build_model,
     count_parameters,
     default_config,
     register_model,
+    register_network,
 )
+from marsdust.models.unet import UNetDetector
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -57,6 +61,8 @@ __all__ = [
     "CheckpointError",
     "DetectorConfig",
     "MarsDustDetector",
+    "RegisteredDetector",
+    "UNetDetector",
     "always_storm_detector",
     "available_models",
     "boundary_loss",
@@ -72,6 +78,7 @@ __all__ = [
     "resolve_score_threshold",
     "detector_classes",
     "register_model",
+    "register_network",
     "save_checkpoint",
     "stored_reference_dropout",
     "stored_score_threshold",

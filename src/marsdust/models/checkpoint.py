@@ -36,7 +36,7 @@ import torch
 import marsdust
 from marsdust.fileio import atomic_output
 from marsdust.models.config import DetectorConfig
-from marsdust.models.registry import MarsDustDetector, build_model
+from marsdust.models.registry import RegisteredDetector, build_model
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ class CheckpointError(ValueError):
     """A file is not a loadable marsdust checkpoint (message names the file and the reason)."""
 
 
-def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: Any) -> Path:
+def save_checkpoint(model: RegisteredDetector, path: str | os.PathLike, **extra: Any) -> Path:
     """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename).
 
     Parameters
     ----------
-    model : MarsDustDetector
+    model : RegisteredDetector
         A detector from :func:`marsdust.models.build_model`.
     path : path-like
         Destination file (parent folders are created).
@@ -67,8 +67,8 @@ def save_checkpoint(model: MarsDustDetector, path: str | os.PathLike, **extra: A
     Path
         The written file.
     """
-    if not isinstance(model, MarsDustDetector):
-        raise TypeError(f"save_checkpoint expects a MarsDustDetector from build_model, got {type(model).__name__}")
+    if not isinstance(model, RegisteredDetector):
+        raise TypeError(f"save_checkpoint expects a detector from build_model, got {type(model).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = getattr(model, "checkpoint_extra", None) or {}
@@ -192,7 +192,7 @@ def read_training_state(path: str | os.PathLike, *, trust_pickle: bool = False) 
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-               trust_pickle: bool = False) -> MarsDustDetector:
+               trust_pickle: bool = False) -> RegisteredDetector:
     """Rebuild the detector stored in ``path`` (marsdust or Lightning checkpoint), in eval mode.
 
     ``trust_pickle`` as in :func:`read_checkpoint`.
@@ -237,10 +237,10 @@ def stored_score_threshold(checkpoint_or_model) -> float | None:
 
     Parameters
     ----------
-    checkpoint_or_model : path or MarsDustDetector
+    checkpoint_or_model : path or RegisteredDetector
         A checkpoint file or a model from :func:`load_model`.
     """
-    if isinstance(checkpoint_or_model, MarsDustDetector):
+    if isinstance(checkpoint_or_model, RegisteredDetector):
         extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
     else:
         extra = read_checkpoint(checkpoint_or_model)["extra"]
@@ -249,7 +249,7 @@ def stored_score_threshold(checkpoint_or_model) -> float | None:
 
 
 def _extra(checkpoint_or_model) -> dict:
-    if isinstance(checkpoint_or_model, MarsDustDetector):
+    if isinstance(checkpoint_or_model, RegisteredDetector):
         return getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
     return read_checkpoint(checkpoint_or_model)["extra"]
 
@@ -272,7 +272,7 @@ def detector_classes(checkpoint_or_model) -> tuple[str, ...]:
     """
     from marsdust.cloudmask import CLASSES
 
-    if isinstance(checkpoint_or_model, MarsDustDetector):
+    if isinstance(checkpoint_or_model, RegisteredDetector):
         extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
         num_classes = checkpoint_or_model.config.num_classes
     else:

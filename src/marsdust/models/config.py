@@ -127,6 +127,21 @@ class DetectorConfig:
         (3 bands, so ``in_channels`` is 6). ``detect`` and ``evaluate`` rebuild them from this.
     reference_sols : int
         Window of the ``prior-median`` background, sols.
+    unet_channels : int
+        Width of the first level of the ``unet`` / ``unet_cbam`` segmenters (doubling at each of
+        the ``unet_depth`` levels below it; 16 with depth 4 is about 1.9 M parameters, the size of
+        Venturini et al.'s CBAM U-Net). The segmenters use ``in_channels``, ``num_classes``,
+        ``norm``, ``input_norm`` / ``image_mean`` / ``image_std``, ``map_res_deg``, ``reference``,
+        ``box_detections_per_img`` and the ``unet_*`` fields; the backbone, anchor, RPN and RoI
+        fields are the R-CNN detectors'.
+    unet_depth : int
+        Number of 2x downsamplings of the U-Net (inputs are padded to a multiple of ``2**depth``).
+    unet_pos_weight : float
+        Weight of storm pixels in the segmenters' binary cross-entropy (class imbalance: storms
+        cover a few percent of a map).
+    unet_pixel_threshold : float
+        Probability at which a pixel belongs to a storm when the segmenters cut their probability
+        map into instances (connected components).
     """
 
     num_classes: int = 1
@@ -167,6 +182,10 @@ class DetectorConfig:
     spp_levels: tuple[int, ...] = (1, 2, 4)
     reference: str = "none"
     reference_sols: int = DEFAULT_REFERENCE_SOLS
+    unet_channels: int = 16
+    unet_depth: int = 4
+    unet_pos_weight: float = 3.0
+    unet_pixel_threshold: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -210,6 +229,12 @@ class DetectorConfig:
                 )
         if self.fpn_channels < 8 or self.mask_head_channels < 8:
             raise ValueError("DetectorConfig.fpn_channels and mask_head_channels must be >= 8")
+        if self.unet_channels < 2 or not 1 <= self.unet_depth <= 6:
+            raise ValueError(f"DetectorConfig.unet_channels must be >= 2 and unet_depth in 1..6, got "
+                             f"{self.unet_channels} / {self.unet_depth}")
+        if self.unet_pos_weight <= 0 or not 0 < self.unet_pixel_threshold < 1:
+            raise ValueError(f"DetectorConfig.unet_pos_weight must be > 0 and unet_pixel_threshold in (0, 1), got "
+                             f"{self.unet_pos_weight} / {self.unet_pixel_threshold}")
         reference = self.reference_config  # validates the kind and the window
         if reference.enabled and self.in_channels != 3 + reference.n_bands:
             raise ValueError(

@@ -6,7 +6,9 @@
 - box regression: mean absolute error (L1) of the encoded box offsets (eq. 3);
 - mask: Dice loss (eq. 4, Milletari et al. 2016) with a smoothing term;
 - boundary (dustrcnn's MaskerB, after BMask R-CNN): BCE + Dice against the edges of the
-  target mask (Laplacian of the mask, thresholded).
+  target mask (Laplacian of the mask, thresholded);
+- pixels (the ``unet`` segmenters, :func:`masked_pixel_losses`): BCE with a weight on storm
+  pixels + soft Dice, both over the pixels that count (observed and labelled).
 """
 
 from __future__ import annotations
@@ -103,3 +105,45 @@ def boundary_loss(boundary_logits: Tensor, target_masks: Tensor, smooth: float =
         edges = F.interpolate(edges.unsqueeze(1), boundary_logits.shape[-2:], mode="nearest").squeeze(1)
     bce = F.binary_cross_entropy_with_logits(boundary_logits, edges)
     return bce + dice_loss(boundary_logits.sigmoid(), edges, smooth)
+
+
+def masked_pixel_losses(logits: Tensor, positive: Tensor, counted: Tensor, pos_weight: float,
+                        smooth: float = 1.0) -> dict[str, Tensor]:
+    """Per-pixel losses of a segmenter over the pixels that count, for a rare foreground.
+
+    Parameters
+    ----------
+    logits : Tensor (N, K, H, W)
+        One logit per foreground class and pixel.
+    positive : Tensor (N, K, H, W) bool
+        Target: the pixel belongs to an instance of class k.
+    counted : Tensor (N, K, H, W) bool
+        Pixels that enter the losses; the others (missing data, padding, the boxes of instances
+        without an outline) give neither loss nor gradient.
+    pos_weight : float
+        Weight of positive pixels in the binary cross-entropy (class imbalance).
+    smooth : float
+        Smoothing term of the Dice loss, pixels.
+
+    Returns
+    -------
+    dict
+        ``loss_pixel_bce``: weighted BCE averaged over the counted pixels; ``loss_pixel_dice``:
+        soft Dice of each class over all counted pixels of the batch, averaged over classes. Both
+        are 0 (and attached to the graph) when no pixel counts.
+    """
+    if not (logits.shape == positive.shape == counted.shape):
+        raise ValueError(f"masked_pixel_losses: logits {tuple(logits.shape)}, positive {tuple(positive.shape)} and "
+                         f"counted {tuple(counted.shape)} must have one shape")
+    weight = counted.to(logits.dtype)
+    target = positive.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(
+        logits, target, weight=weight, reduction="sum",
+        pos_weight=torch.tensor(float(pos_weight), dtype=logits.dtype, device=logits.device))
+    loss_bce = bce / weight.sum().clamp_min(1.0)
+    probs = torch.sigmoid(logits) * weight
+    target = target * weight
+    overlap = (probs * target).sum(dim=(0, 2, 3))
+    dice = (2.0 * overlap + smooth) / (probs.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3)) + smooth)
+    loss_dice = (1.0 - dice).mean() if int(counted.sum()) else logits.sum() * 0.0
+    return {"loss_pixel_bce": loss_bce, "loss_pixel_dice": loss_dice}

@@ -1,4 +1,5 @@
-"""Detector registry: ``build_model(name, **config)`` for dustrcnn, maskrcnn, fasterrcnn, sppnet.
+"""Detector registry: ``build_model(name, **config)`` for dustrcnn, maskrcnn, fasterrcnn, sppnet (and the
+``unet`` / ``unet_cbam`` segmenters of :mod:`marsdust.models.unet`, registered there by :func:`register_network`).
 
 Each detector is a :class:`MarsDustDetector` (a torchvision ``GeneralizedRCNN``) with the
 interface of torchvision's detection models: a list of CHW float images in [0, 1] in; a dict of
@@ -6,6 +7,7 @@ losses in training (given targets with ``boxes`` (N, 4) x0 y0 x1 y1 px, ``labels
 1..num_classes and, for mask models, ``masks`` (N, H, W) uint8); a list of dicts ``boxes``,
 ``scores``, ``labels`` (and ``masks`` (N, 1, H, W) probabilities) in eval. All four share the
 backbone, RPN and budget given by the :class:`DetectorConfig`; they differ in their RoI heads.
+Every network :func:`build_model` returns is a :class:`RegisteredDetector` with this interface.
 """
 
 from __future__ import annotations
@@ -86,7 +88,18 @@ def _standardize_where(bands, observed):
     return torch.where(observed, out, torch.full_like(out, MISSING_INPUT_VALUE))
 
 
-class MarsDustDetector(GeneralizedRCNN):
+class RegisteredDetector:
+    """What every network :func:`build_model` returns is (mixin of :class:`MarsDustDetector` and
+    :class:`marsdust.models.unet.UNetDetector`): an ``nn.Module`` with the torchvision detection interface
+    of this module's docstring, ``model_name`` (its registry name), ``config`` (the resolved
+    :class:`DetectorConfig`) and ``has_masks``; checkpoints (:mod:`marsdust.models.checkpoint`) store and
+    rebuild exactly these."""
+
+    model_name: str
+    config: DetectorConfig
+
+
+class MarsDustDetector(GeneralizedRCNN, RegisteredDetector):
     """A torchvision two-stage detector that knows its registry name and config.
 
     Attributes
@@ -110,26 +123,43 @@ class MarsDustDetector(GeneralizedRCNN):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered detector: name, one-line description, builder of its RoI heads."""
+    """A registered detector: name, one-line description, and either the builder of its RoI heads (a
+    :class:`MarsDustDetector`) or the builder of the whole network (``build_network(name, config)``)."""
 
     name: str
     description: str
-    build_roi_heads: Callable[[DetectorConfig, str], DustRoIHeads]
+    build_roi_heads: Callable[[DetectorConfig, str], DustRoIHeads] | None = None
+    build_network: Callable[[str, DetectorConfig], RegisteredDetector] | None = None
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, description: str):
-    """Decorator registering ``fn(config, norm) -> DustRoIHeads`` under ``name``."""
+    """Decorator registering ``fn(config, norm) -> DustRoIHeads`` under ``name`` (a :class:`MarsDustDetector`)."""
 
     def decorator(fn):
-        if name in MODEL_REGISTRY:
-            raise ValueError(f"detector {name!r} is already registered")
-        MODEL_REGISTRY[name] = ModelSpec(name, description, fn)
+        _register(ModelSpec(name, description, build_roi_heads=fn))
         return fn
 
     return decorator
+
+
+def register_network(name: str, description: str):
+    """Decorator registering ``fn(name, config) -> RegisteredDetector`` under ``name``: a network that is not a
+    two-stage R-CNN; its config comes with ``norm`` resolved for random initialization."""
+
+    def decorator(fn):
+        _register(ModelSpec(name, description, build_network=fn))
+        return fn
+
+    return decorator
+
+
+def _register(spec: ModelSpec) -> None:
+    if spec.name in MODEL_REGISTRY:
+        raise ValueError(f"detector {spec.name!r} is already registered")
+    MODEL_REGISTRY[spec.name] = spec
 
 
 def available_models() -> dict[str, str]:
@@ -143,13 +173,14 @@ def default_config(name: str) -> DetectorConfig:
     return DetectorConfig()
 
 
-def build_model(name: str, config: DetectorConfig | None = None, **overrides: Any) -> MarsDustDetector:
+def build_model(name: str, config: DetectorConfig | None = None, **overrides: Any) -> RegisteredDetector:
     """Build detector ``name`` from a config (a :class:`DetectorConfig`, keyword fields, or both).
 
     Parameters
     ----------
     name : str
-        ``dustrcnn``, ``maskrcnn``, ``fasterrcnn`` or ``sppnet``.
+        A name of :func:`available_models` (``dustrcnn``, ``maskrcnn``, ``fasterrcnn``, ``sppnet``,
+        ``unet``, ``unet_cbam``).
     config : DetectorConfig, optional
         Base configuration (default: :class:`DetectorConfig` defaults).
     **overrides
@@ -157,12 +188,14 @@ def build_model(name: str, config: DetectorConfig | None = None, **overrides: An
 
     Returns
     -------
-    MarsDustDetector
+    RegisteredDetector
         With ``.model_name`` and ``.config`` (``norm`` resolved).
     """
     spec = _spec(name)
     base = config if config is not None else DetectorConfig()
     cfg = DetectorConfig.from_dict({**base.to_dict(), **overrides}, source=f"build_model({name!r})")
+    if spec.build_network is not None:  # no ImageNet backbone: random initialization
+        return spec.build_network(name, cfg.replace(norm=resolve_norm(cfg, None)))
     weights = find_imagenet_weights(cfg)
     norm = resolve_norm(cfg, weights)
     cfg = cfg.replace(norm=norm)

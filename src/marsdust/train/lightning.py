@@ -266,9 +266,10 @@ class DetectorModule(L.LightningModule):
     # ---- validation: mAP on model outputs at score threshold 0
     def on_validation_epoch_start(self):
         self._val_predictions = []
-        heads = self.model.roi_heads
-        self._saved_score_thresh = heads.score_thresh
-        heads.score_thresh = 0.0
+        heads = getattr(self.model, "roi_heads", None)  # a segmenter (unet) has none: it keeps every instance
+        if heads is not None:
+            self._saved_score_thresh = heads.score_thresh
+            heads.score_thresh = 0.0
 
     def validation_step(self, batch, batch_idx):
         images, targets = batch
@@ -283,7 +284,8 @@ class DetectorModule(L.LightningModule):
             self._val_predictions.append((target["map_id"], tuple(image.shape[-2:]), gt, pred))
 
     def on_validation_epoch_end(self):
-        self.model.roi_heads.score_thresh = self._saved_score_thresh
+        if getattr(self.model, "roi_heads", None) is not None:
+            self.model.roi_heads.score_thresh = self._saved_score_thresh
         records = self._val_predictions
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered = [None] * torch.distributed.get_world_size()
