@@ -1,5 +1,6 @@
 """Splits, split manifests, and the dataset's frames and augmentation on small in-memory maps."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -193,6 +194,25 @@ def test_strong_appearance_jitter_keeps_missing_pixels_black_values_in_range_and
     assert augment_config("none") is None and augment_config(True) is AUGMENT_PRESETS["basic"]
     with pytest.raises(ValueError, match="strong"):
         augment_config("heavy")
+
+
+def test_camera_band_response_mixes_map_and_reference_bands_alike_and_keeps_grey_and_missing_pixels():
+    from marsdust.data import AUGMENT_PRESETS, band_response
+
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0.05, 0.9, size=(20, 40, 6)).astype(np.float32)  # map bands, then reference bands
+    image[:, :10, 3:] = image[:, :10, :3]  # where the reference equals the map, the mixed ones must too
+    image[:, 30:, 3:] = 0.5  # a grey reference stays grey under any band response
+    image[5:8] = 0.0  # missing rows
+    camera = AUGMENT_PRESETS["camera"]
+    mixed = band_response(image, np.random.default_rng(3), replace(camera, gray_prob=0.0))
+    assert np.array_equal(mixed, band_response(image, np.random.default_rng(3), replace(camera, gray_prob=0.0)))
+    assert np.allclose(mixed[:, :10, 3:], mixed[:, :10, :3])
+    assert np.allclose(np.delete(mixed, [5, 6, 7], axis=0)[:, 30:, 3:], 0.5, atol=1e-6)
+    assert (mixed[5:8] == 0).all() and mixed.min() >= 0 and mixed.max() <= 1
+    assert np.abs(mixed[..., :3] - image[..., :3]).mean() > 1e-3  # it does change the colours
+    grey = band_response(image, np.random.default_rng(3), replace(camera, gray_prob=1.0))
+    assert np.allclose(grey[..., 0], grey[..., 1]) and np.allclose(grey[..., 3], grey[..., 5])
 
 
 def test_an_archive_past_the_moc_years_is_split_over_its_whole_extent():

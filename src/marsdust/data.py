@@ -302,6 +302,13 @@ class AugmentConfig:
         Half-range of additive brightness offsets between ``swath_count`` vertical swaths.
     swath_count : int
         Number of equal-width vertical swaths for ``swath_step``.
+    band_mix : float
+        σ of the off-diagonal weights of a random band-mixing matrix (another camera's band
+        response): each output band is a mix of the input bands, rows summing to 1 (grey stays
+        grey). Applied to the map's bands and its reference bands alike (one camera).
+    gray_prob : float
+        Probability that the map and its reference bands become grey (every band their mean),
+        as a camera without colour would see them.
     """
 
     roll: bool = True
@@ -315,17 +322,26 @@ class AugmentConfig:
     noise_std: float = 0.0
     swath_step: float = 0.0
     swath_count: int = 13
+    band_mix: float = 0.0
+    gray_prob: float = 0.0
 
     @property
     def has_appearance_jitter(self) -> bool:
         """True when any of the camera / processing jitters beyond brightness and contrast is on."""
         return any(v > 0 for v in (self.color_gain, self.gamma, self.blur_prob, self.noise_std, self.swath_step))
 
+    @property
+    def has_band_response(self) -> bool:
+        """True when the camera's band response is drawn (``band_mix`` or ``gray_prob``)."""
+        return self.band_mix > 0 or self.gray_prob > 0
+
 
 AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "basic": AugmentConfig(),
     "strong": AugmentConfig(color_gain=0.15, gamma=0.3, blur_prob=0.3, blur_sigma_px=1.0, noise_std=0.02,
                             swath_step=0.04),
+    "camera": AugmentConfig(color_gain=0.25, gamma=0.4, blur_prob=0.3, blur_sigma_px=1.0, noise_std=0.02,
+                            swath_step=0.05, band_mix=0.25, gray_prob=0.1),
 }
 """Named augmentations (``TrainConfig.augment_preset``, ``--augment``).
 
@@ -337,6 +353,12 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     balance), a gamma of exp(±0.3), a Gaussian blur of up to 1 px (σ, working pixels) on 30 % of
     the maps, Gaussian noise of up to 0.02 (σ, reflectance), and brightness steps of up to ±0.04
     between 13 vertical swaths (as mosaicking leaves between orbits). All on observed pixels only.
+``camera``
+    ``strong``, wider (gain ×(1 ± 0.25), gamma exp(±0.4), swath steps ±0.05), plus another camera's
+    band response: a random band-mixing matrix (off-diagonal weights of σ 0.25, rows summing to 1)
+    and, on 10 % of the maps, grey bands, both applied to the map and its reference bands alike. A
+    camera whose green band is synthesized from red and blue (MOC's maps) teaches fixed relations
+    between the bands that another camera's bands (MARCI's) break; this draws them per map.
 """
 
 
@@ -377,6 +399,22 @@ def jitter_appearance(rgb: np.ndarray, valid: np.ndarray, rng: np.random.Generat
     return out
 
 
+def band_response(rgb: np.ndarray, rng: np.random.Generator, augment: AugmentConfig) -> np.ndarray:
+    """Another camera's band response for an ``(H, W, 3 k)`` [0, 1] image: one random band-mixing matrix
+    (see ``camera`` in :data:`AUGMENT_PRESETS`) applied to each group of three bands (the map, then its
+    reference bands), or grey bands with probability ``gray_prob``. The weights are non-negative, so
+    missing pixels (all bands 0) stay 0."""
+    if rng.random() < augment.gray_prob:
+        mix = np.full((3, 3), 1.0 / 3.0, dtype=np.float32)
+    else:
+        mix = np.eye(3, dtype=np.float32) + rng.normal(0.0, augment.band_mix, size=(3, 3)).astype(np.float32)
+        np.fill_diagonal(mix, 1.0)
+        mix = np.clip(mix, 0.0, None)
+        mix /= mix.sum(axis=1, keepdims=True)
+    groups = rgb.reshape(*rgb.shape[:2], -1, 3).astype(np.float32)
+    return np.clip(np.einsum("hwgc,bc->hwgb", groups, mix), 0.0, 1.0).reshape(rgb.shape)
+
+
 def jitter_photometry(rgb: np.ndarray, valid: np.ndarray, brightness_shift: float, contrast_factor: float) -> np.ndarray:
     """Brightness/contrast jitter of an ``(H, W, 3)`` [0, 1] image on observed pixels; missing pixels stay 0."""
     out = rgb.copy()
@@ -410,6 +448,8 @@ def place_in_frame(rgb, valid, target, width: int, rng: np.random.Generator | No
         if rng.random() < augment.flip_prob:
             rgb, valid, target = rgb[:, ::-1], valid[:, ::-1], flip_target(target, width)
             flipped = True
+        if augment.has_band_response and rgb.shape[-1] % 3 == 0:
+            rgb = band_response(rgb, rng, augment)
         bands, reference = np.ascontiguousarray(rgb[..., :3]), rgb[..., 3:]
         if augment.brightness > 0 or augment.contrast > 0:
             bands = jitter_photometry(bands, np.ascontiguousarray(valid),

@@ -198,7 +198,7 @@ class TrainConfig:
     augment : bool
         Planet-respecting augmentation of training maps (:mod:`marsdust.data`).
     augment_preset : str
-        Which augmentation (:data:`marsdust.data.AUGMENT_PRESETS`: ``basic``, ``strong``).
+        Which augmentation (:data:`marsdust.data.AUGMENT_PRESETS`: ``basic``, ``strong``, ``camera``).
     reference : {"prior-median", "none"}
         Reference bands (:mod:`marsdust.reference`): ``prior-median`` (the default) gives the
         detector each map's clear-sky background from the archive's previous ``reference_sols``
@@ -326,7 +326,8 @@ class TrainConfig:
         "Train without augmentation.", "Training", "--no-augment", flag_value=False))
     augment_preset: str = field(default="strong", metadata=_option(
         "Augmentation: strong (longitude roll and flip, brightness, contrast, colour balance, gamma, blur, noise, "
-        "swath steps) or basic (roll, flip, brightness, contrast).", "Training", "--augment", metavar="NAME"))
+        "swath steps), camera (strong, wider, plus a random band response per map: for training on one camera "
+        "and detecting on another) or basic (roll, flip, brightness, contrast).", "Training", "--augment", metavar="NAME"))
     reference: str = field(default="prior-median", metadata=_option(
         "Reference bands: prior-median (each map's clear-sky background, the median of the archive's previous "
         "--reference-sols sols, as three more input bands; the checkpoint records it, so detect and evaluate "
