@@ -61,7 +61,7 @@ MIN_CLOUD_AREA_KM2 = 1.0e5
 MAX_CLOUD_WIDTH_DEG = 90.0
 """Widest cloud instance a two-class run trains on by default, degrees of longitude (``cloud_max_width_deg``):
 wider regions are belts and hoods around the planet, which no anchor box regresses to (measured in
-benchmarks/README.md)."""
+docs/benchmark-notes.md)."""
 CLOUD_MASK_DIR = "cloudmask"
 """Name of the cloud-mask tree beside an archive (``DATA/cloudmask`` for ``DATA/archive``)."""
 

@@ -63,7 +63,7 @@ maps, and the ``bench`` preset, have a map on most sols."""
 
 DEMO_REFERENCE_DROPOUT = 0.0
 """How often the demo's training hides the background: never. A run of the demo's length does not
-yet learn both modes (with and without a background; benchmarks/README.md, "Reference channels"),
+yet learn both modes (with and without a background; docs/benchmark-notes.md, "Reference channels"),
 and every test map has history. So ``marsdust detect demo_out/model.ckpt`` refuses loose maps
 without a Mars year and Ls, saying why; ``marsdust train``'s default (0.2) takes them."""
 

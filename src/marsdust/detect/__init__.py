@@ -70,7 +70,7 @@ processes every map exactly once. The final products are rebuilt from all parts 
 A corrupt map (:class:`marsdust.mdgm.MapReadError`) gets a part with ``status = error`` (reported in
 ``maps.csv`` and the log, not retried on resume; ``overwrite=True`` starts afresh).
 
-Speed: ``benchmarks/README.md`` holds the measured figures (where one map's time goes, what was tried
+Speed: ``docs/benchmark-notes.md`` holds the measured figures (where one map's time goes, what was tried
 and kept, the latest end-to-end result against stock torchvision Mask R-CNN) and
 ``benchmarks/bench_detect.py`` measures them again. The engine (:data:`ENGINES`, ``DetectSettings.engine`` or
 ``$MARSDUST_DETECT_ENGINE``) decides how the model runs: ``auto`` runs the dense part in ONNX Runtime on

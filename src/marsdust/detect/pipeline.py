@@ -326,7 +326,7 @@ def _host_threads(device, batch_size: int) -> int:
     """Reader threads (decode the next maps) and writer threads (post-process and save) each.
 
     On a GPU the model takes milliseconds per map and the host work is the bottleneck: decoding PNGs
-    and post-processing (outlines) — benchmarks/README.md has the figures. PIL and most numpy work
+    and post-processing (outlines) — docs/benchmark-notes.md has the figures. PIL and most numpy work
     release the GIL, so several threads of each pay; on CPU the cores belong to torch and one of
     each overlaps enough.
     """

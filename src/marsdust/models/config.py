@@ -4,7 +4,7 @@ A detector is fully described by its registry name and a :class:`DetectorConfig`
 store both, so :func:`marsdust.models.load_model` rebuilds the right network with no other input.
 
 Why the defaults are *compact* and ``norm="auto"`` is GroupNorm for random init: see
-benchmarks/README.md, "Measurements behind defaults".
+docs/benchmark-notes.md, "Measurements behind defaults".
 
 The time of the stock configuration goes to (a) the 256-channel FPN and RPN convolutions on
 the full-resolution P2 level, (b) 512 sampled RoIs per image through a 12.8M-parameter FC box
@@ -313,7 +313,7 @@ STOCK_LIKE = dict(
 #: (``input_norm="per_map"``). Pair it with a coarser working resolution (``map_res_deg=0.8``:
 #: 150 x 450 px maps, the smallest storms still ~7 px across), a higher learning rate (2e-3) and
 #: batches of 4 maps: BatchNorm takes its statistics over the batch, and two maps are too few
-#: (benchmarks/README.md, "Training recipe").
+#: (docs/benchmark-notes.md, "Training recipe").
 SMALL_CPU = dict(
     backbone_weights=None,
     norm="batch",

@@ -10,10 +10,10 @@ Schedules (``TrainConfig.schedule``)
     linear warm-up over ``warmup_steps`` (default 5 % of the run, at least 10 steps), then cosine
     decay to 5 % of the peak at ``max_steps``; gradients clipped at norm 10. The default, because the
     paper's lr 1e-4 barely moves a randomly initialised network in a run of a few hundred steps
-    (the paper fine-tuned pretrained weights for many thousand iterations; benchmarks/README.md,
+    (the paper fine-tuned pretrained weights for many thousand iterations; docs/benchmark-notes.md,
     "Measurements behind defaults"); the paper's schedule is one flag away (``--schedule paper``).
     Its peak lr is the one the training recipe was measured with (the ``small_cpu`` detector at 0.8°,
-    batches of 4 maps; benchmarks/README.md, "Training recipe").
+    batches of 4 maps; docs/benchmark-notes.md, "Training recipe").
 
 Defaults
 --------
@@ -188,7 +188,7 @@ class TrainConfig:
     batch_size : int
         Maps per optimizer step per device. Default 4: BatchNorm (model preset ``small_cpu``)
         takes its statistics over the batch, and over two maps they are too noisy to learn from
-        (benchmarks/README.md, "Training recipe").
+        (docs/benchmark-notes.md, "Training recipe").
     max_steps : int
         Optimizer steps in all.
     val_every_n_steps : int
@@ -205,7 +205,7 @@ class TrainConfig:
         sols as three more bands; ``none``, the map alone. Stored in the detector's config, so
         ``detect`` and ``evaluate`` rebuild it. The default because the detector then compares a
         map with its own history instead of learning one planet's surface, so it carries over to a
-        planet (or an archive) it was not trained on (benchmarks/README.md, "Reference channels").
+        planet (or an archive) it was not trained on (docs/benchmark-notes.md, "Reference channels").
     reference_dropout : float
         Probability that a training map is shown without its background (as a map with no
         history: the first sols of an archive, a lone map), so a reference detector also works

@@ -9,7 +9,7 @@ Precision (``TrainConfig.precision``)
     Rapids and later), but it becomes ``auto``'s choice there (:data:`AUTOCAST_CPU_FLAG`) only once its
     speed and its quality at equal steps are measured on such a CPU: ask for it with
     ``--precision bf16-mixed``. On a CPU with AVX-512 BF16 dot products only (``avx512_bf16``, AMD
-    Zen 4) autocast gave the default detector no clear gain (benchmarks/README.md, "CPU precision"),
+    Zen 4) autocast gave the default detector no clear gain (docs/benchmark-notes.md, "CPU precision"),
     and emulated bfloat16 is slower than fp32. ``benchmarks/bench_cpu_training.py`` measures the
     variants on the machine at hand.
 ``32``
