@@ -1,18 +1,32 @@
 """Shared test fixtures: torch threads, the tiny detector's settings and the synthetic ``ci`` dataset."""
 
+import os
 from types import MappingProxyType
 
 import pytest
 
+TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+"""torch threads of a test that trains or detects: CI's 2 cores, or 1 in each of the 2 pytest-xdist workers
+``make test`` starts (two workers with 2 threads each would oversubscribe the 2 cores)."""
+
+
+def pytest_configure(config):
+    """In a pytest-xdist worker, torch and the processes tests start use one thread (see :data:`TEST_THREADS`)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
 
 @pytest.fixture
-def two_threads():
-    """Run a test with torch on 2 CPU threads (CI's machine), restoring the previous setting."""
+def ci_threads():
+    """Run a test with torch on :data:`TEST_THREADS` CPU threads, restoring the previous setting; the number."""
     import torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
+    torch.set_num_threads(TEST_THREADS)
+    yield TEST_THREADS
     torch.set_num_threads(previous)
 
 

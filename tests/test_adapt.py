@@ -15,7 +15,7 @@ def tiny(norm: str):
     return build_model("dustrcnn", **{**TINY_DETECTOR, "norm": norm, "map_res_deg": 1.6}).eval()
 
 
-def test_adabn_running_stats_become_the_target_maps_statistics(tmp_path, ci_data, two_threads):
+def test_adabn_running_stats_become_the_target_maps_statistics(tmp_path, ci_data, ci_threads):
     model = tiny("batch")
     source = save_checkpoint(model, tmp_path / "source.ckpt", score_threshold=0.4)
     first = batch_norm_layers(model)[0]  # the stem's BatchNorm, right after conv1

@@ -38,8 +38,8 @@ RES_DEG = 1.6
 
 
 @pytest.fixture(autouse=True)
-def _two_threads(two_threads):
-    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
+def _ci_threads(ci_threads):
+    """Every test here runs torch on CI's threads (see conftest.ci_threads)."""
 
 
 def _tiny_config(data, **changes):

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def _two_threads(two_threads):
-    """torch on 2 threads (see conftest.two_threads)."""
+def _ci_threads(ci_threads):
+    """torch on CI's threads (see conftest.ci_threads)."""
 
 
 def _demo(out, steps: int) -> list[str]:

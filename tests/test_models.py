@@ -45,8 +45,8 @@ TINY = dict(
 
 
 @pytest.fixture(autouse=True)
-def _two_threads(two_threads):
-    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
+def _ci_threads(ci_threads):
+    """Every test here runs torch on CI's threads (see conftest.ci_threads)."""
 
 
 def blob_sample(

@@ -118,7 +118,7 @@ def test_config_reads_names_dicts_and_none_and_refuses_bad_values():
 
 # --- end to end: train, evaluate and detect with reference bands -----------------------------------------------
 @pytest.mark.slow
-def test_a_detector_with_reference_bands_trains_and_detect_and_evaluate_rebuild_them(ci_data, tmp_path, two_threads):
+def test_a_detector_with_reference_bands_trains_and_detect_and_evaluate_rebuild_them(ci_data, tmp_path, ci_threads):
     from marsdust.detect import DetectExecution, DetectSettings, detect_archive
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.mdgm import index_archive

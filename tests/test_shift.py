@@ -97,7 +97,7 @@ def test_blur_averages_observed_pixels_only_and_wraps_in_longitude():
     assert wrapped[5, -1, 0] == pytest.approx(wrapped[5, 1, 0]) and wrapped[5, -1, 0] > 0.1  # across 180°
 
 
-def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, monkeypatch, two_threads):
+def test_evaluate_checkpoint_detects_on_the_transformed_maps(ci_data, tmp_path, monkeypatch, ci_threads):
     """``detect_map`` gets each map as the transform returned it; without a transform, as read."""
     import marsdust.detect as detect
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint, runner

@@ -35,8 +35,8 @@ RES_DEG = 0.8
 
 
 @pytest.fixture(autouse=True)
-def _two_threads(two_threads):
-    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
+def _ci_threads(ci_threads):
+    """Every test here runs torch on CI's threads (see conftest.ci_threads)."""
 
 
 def tiny_config(data, **changes) -> TrainConfig:
@@ -500,10 +500,11 @@ def learning_scores(data, out_dir, seed: int, threads: int = 2) -> dict[str, flo
 
 
 @pytest.mark.slow
-def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path):
+def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path, ci_threads):
     """Trained briefly on the ci preset, the detector finds storms on the temporal split's test maps
-    (later Mars years than it trained on); an untrained network scores 0 on all three (see below)."""
-    scores = learning_scores(ci_data, tmp_path, seed=0)
+    (later Mars years than it trained on); an untrained network scores 0 on all three (see below).
+    On 2 threads, or 1 under ``make test``'s two workers: the thresholds hold for both (see below)."""
+    scores = learning_scores(ci_data, tmp_path, seed=0, threads=ci_threads)
     print("learning test:", scores)
     assert scores["n_gt"] > 20
     assert scores["map25"] > LEARN_MIN_MAP25, scores

@@ -19,8 +19,8 @@ TINY_RUN = dict(model_preset="small_cpu", map_res_deg=0.8, num_workers=0, progre
 
 
 @pytest.fixture(autouse=True)
-def _two_threads(two_threads):
-    """Every test here runs torch on 2 threads (see conftest.two_threads)."""
+def _ci_threads(ci_threads):
+    """Every test here runs torch on CI's threads (see conftest.ci_threads)."""
 
 
 @pytest.fixture(scope="module")
