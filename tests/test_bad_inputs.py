@@ -84,18 +84,21 @@ def test_catalog_longitudes_0_to_360_are_read(odd_dir):
     assert pd.read_csv(odd_dir / "storms.csv")["lon"].tolist() == [-10.0]
 
 
-def write_tiny_cube(path, variables=("MDAD", "dayList")):
+def write_tiny_cube(path, variables=("MDAD", "dayList"), n_time=1, n_lon=90):
+    """A cube of ``n_time`` days at ``360 / n_lon`` degrees, only its first day's values written (zlib: a
+    few KB on disk whatever it declares)."""
     import netCDF4
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    n_lat = n_lon // 2 + 1
     with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("time", 1)
-        ds.createDimension("longitude", 90)
-        ds.createDimension("latitude", 46)
-        ds.createVariable("longitude", "f8", ("longitude",))[:] = -178.0 + 4.0 * np.arange(90)
-        ds.createVariable("latitude", "f8", ("latitude",))[:] = np.linspace(-90, 90, 46)
+        ds.createDimension("time", n_time)
+        ds.createDimension("longitude", n_lon)
+        ds.createDimension("latitude", n_lat)
+        ds.createVariable("longitude", "f8", ("longitude",))[:] = -180.0 + 360.0 / n_lon * (np.arange(n_lon) + 0.5)
+        ds.createVariable("latitude", "f8", ("latitude",))[:] = np.linspace(-90, 90, n_lat)
         if "MDAD" in variables:
-            ds.createVariable("MDAD", "u1", ("time", "longitude", "latitude"))[:] = 0
+            ds.createVariable("MDAD", "u1", ("time", "longitude", "latitude"), zlib=True)[0] = 0
         if "dayList" in variables:
             ds.createVariable("dayList", str, ("time",))[0] = "D01_day05"
     return path
@@ -121,6 +124,17 @@ def test_catalog_bad_cubes(odd_dir, case):
     (odd_dir / "MY30" / "master.csv").write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
     result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv")])
     assert_one_line_error(result, *words)
+
+
+@pytest.mark.parametrize("n_time, n_lon, words", [
+    (1_000_000, 90, ("(time: 1,000,000 values)", "100 Mars years")),  # 13 KB declaring 2 GB of fill values
+    (1, 36_000, ("longitude × latitude: 648,036,000 values", "0.05°")),  # a 0.01° grid: 648 MB for one day
+])
+def test_catalog_cube_declaring_more_than_a_cube_holds(odd_dir, n_time, n_lon, words):
+    write_tiny_cube(odd_dir / "MY30" / "MDADMY30.nc", n_time=n_time, n_lon=n_lon)
+    (odd_dir / "MY30" / "master.csv").write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv")])
+    assert_one_line_error(result, "MDADMY30.nc", "variable 'MDAD' declares", *words)
 
 
 @pytest.mark.parametrize("column, change, words", [
@@ -169,6 +183,25 @@ def test_index_bad_inputs(odd_dir):
     (archive / "list_ls.txt").write_text("r18_040 25 150\n")
     result = runner.invoke(app, ["index", str(odd_dir / "archive"), "-o", str(blocked_output(odd_dir))])
     assert_one_line_error(result, "not a folder")
+
+
+def test_index_list_ls_bomb_is_a_problem_not_a_crash(odd_dir):
+    """A 17 KB tar.gz whose list_ls.txt expands past MAX_LIST_LS_BYTES: its subphase is a problem, the others indexed."""
+    import io
+    import tarfile
+
+    from marsdust.mdgm import MAX_LIST_LS_BYTES
+
+    archive = one_map_archive(odd_dir / "archive")
+    with tarfile.open(archive / "B01.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("B01/list_ls.txt")
+        info.size = MAX_LIST_LS_BYTES + 1
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    result = runner.invoke(app, ["index", str(archive), "-o", str(odd_dir / "i.csv")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning:"))
+    assert "B01.tar.gz::B01/list_ls.txt: unreadable_list_ls" in warning and "16,777,216" in warning
+    assert pd.read_csv(odd_dir / "i.csv")["map_id"].tolist() == ["r18_001"]
 
 
 # --- track / climatology -------------------------------------------------------------------------

@@ -11,12 +11,14 @@ from PIL import Image
 from marsdust.grid import MapGrid
 from marsdust.mdgm import (
     INDEX_COLUMNS,
+    MAX_LIST_LS_BYTES,
     MapImage,
     MapReadError,
     downsample,
     index_archive,
     parse_list_ls,
     problems_table,
+    read_bounded,
     read_map,
     read_map_resampled,
     save_index,
@@ -145,6 +147,33 @@ def test_read_from_tar_member(tmp_path):
     with tarfile.open(gz_path, "w:gz") as tar:
         tar.add(tmp_path / "r18_040.png", arcname="r18_040.png")
     np.testing.assert_allclose(read_map(f"{gz_path}::r18_040.png").rgb, image.rgb)
+
+
+def add_zeros(tar, name, size):
+    """Add a member of ``size`` zero bytes (a gzip of it is a thousand times smaller)."""
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    tar.addfile(info, io.BytesIO(bytes(size)))
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_a_tar_member_larger_than_any_map_is_refused_before_it_is_read(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr("marsdust.mdgm.MAX_MAP_FILE_BYTES", 1000)
+    tar_path = tmp_path / ("R18.tar" if mode == "w" else "R18.tar.gz")
+    with tarfile.open(tar_path, mode) as tar:
+        add_zeros(tar, "R18/r18_040.png", 1001)
+    with pytest.raises(MapReadError, match=r"R18.tar(.gz)?::R18/r18_040.png: 1,001 bytes, more than the 1,000"):
+        read_map(f"{tar_path}::R18/r18_040.png")
+
+
+def test_read_bounded_stops_at_its_limit_whatever_the_size_declared():
+    import io
+
+    assert read_bounded(io.BytesIO(b"12345"), 5, 5, "f") == b"12345"
+    with pytest.raises(MapReadError, match="f: 6 bytes, more than the 5"):
+        read_bounded(io.BytesIO(b"123456"), 3, 5, "f")
 
 
 def test_given_grid_must_match(tmp_path):
@@ -292,6 +321,16 @@ def test_subphase_without_list_is_reported(tmp_path):
     index = index_archive(tmp_path / "a")
     assert len(index) == 0
     assert problems_table(index)["kind"].tolist() == ["missing_list_ls"]
+
+
+def test_a_list_ls_larger_than_any_list_is_a_problem_and_not_read(tmp_path, archive):
+    with tarfile.open(archive / "B01.tar.gz", "w:gz") as tar:  # 17 KB expanding to 16 MiB + 1
+        add_zeros(tar, "B01/list_ls.txt", MAX_LIST_LS_BYTES + 1)
+    index = index_archive(archive)
+    assert list(index["map_id"]) == ["r18_040", "r18_041", "s20_001", "s20_002"]
+    problem = problems_table(index).set_index("kind").loc["unreadable_list_ls"]
+    assert problem["where"].endswith("B01.tar.gz::B01/list_ls.txt")
+    assert problem["detail"].startswith(f"{MAX_LIST_LS_BYTES + 1:,} bytes, more than the {MAX_LIST_LS_BYTES:,}")
 
 
 def test_flat_folder_with_manifest(tmp_path):

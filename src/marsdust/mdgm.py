@@ -13,6 +13,8 @@ Public API
   index table ``map_id, subphase, sol, mars_year, ls, path`` sorted by time; problems
   (listed-but-missing maps, unlisted files, bad lines) in ``df.attrs["problems"]``.
 * :func:`save_index` — write an index atomically (CSV or Parquet by extension).
+* :func:`read_list_ls_file`, :func:`read_bounded` — a list or a tar member read up to a size limit
+  (:data:`MAX_LIST_LS_BYTES`, :data:`MAX_MAP_FILE_BYTES`), refused when it declares more.
 * :class:`MapReadError` — a :class:`ValueError` for any map that cannot be read as expected.
 
 Conventions: maps are 8-bit RGB, simple cylindrical, row 0 at the northern edge, column 0 at
@@ -68,6 +70,14 @@ small" finds the missing pixels. Luma is kept at full resolution: on the synthet
 never that dark in all bands."""
 _LOSSY_TIFF_COMPRESSIONS = ("jpeg", "tiff_jpeg")
 
+MAX_LIST_LS_BYTES = 16 * 2**20
+"""Largest ``list_ls.txt`` read, bytes (16 MiB: some 800 000 lines ``name year ls``, hundreds of times an
+archive's sols). A larger one (e.g. a small tar.gz expanding to gigabytes) is an index problem
+(``unreadable_list_ls``), checked on its declared size before it is read and never read past the limit."""
+MAX_MAP_FILE_BYTES = 256 * 2**20
+"""Largest map file read from a tar into memory, bytes (256 MiB: ten times an uncompressed RGBA global map at
+0.1°, 3600 × 1800 × 4 bytes ≈ 26 MB). A larger member is a :class:`MapReadError`, found before it is read."""
+
 
 class MapReadError(ValueError):
     """A map file cannot be read as an 8-bit RGB MDGM on the expected grid."""
@@ -113,6 +123,38 @@ def split_tar_path(path: str | os.PathLike) -> tuple[str, str | None]:
     return text, None
 
 
+def check_file_size(declared_size: int, max_bytes: int, where: str) -> None:
+    """Refuse a file or tar member that declares more than ``max_bytes`` bytes (:class:`MapReadError` naming ``where``)."""
+    if declared_size > max_bytes:
+        raise MapReadError(f"{where}: {declared_size:,} bytes, more than the {max_bytes:,} such a file may hold; "
+                           "not read")
+
+
+def read_bounded(handle, declared_size: int, max_bytes: int, where: str) -> bytes:
+    """At most ``max_bytes`` bytes of an open file or tar member, refusing a larger one before reading it.
+
+    Parameters
+    ----------
+    handle : binary file object
+        An open file or ``TarFile.extractfile`` handle, at its start.
+    declared_size : int
+        Its size as declared (``os.fstat`` or ``TarInfo.size``), bytes.
+    max_bytes : int
+        The most bytes read (:data:`MAX_LIST_LS_BYTES`, :data:`MAX_MAP_FILE_BYTES`).
+    where : str
+        The file (``TARFILE::MEMBER``), named in the error.
+
+    Raises
+    ------
+    MapReadError
+        The file declares, or turns out to hold, more than ``max_bytes`` bytes.
+    """
+    check_file_size(declared_size, max_bytes, where)
+    data = handle.read(max_bytes + 1)
+    check_file_size(len(data), max_bytes, where)
+    return data
+
+
 @lru_cache(maxsize=64)
 def _tar_member_offsets(tar_path: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
     """Byte offset and size of every regular member of an uncompressed tar (cached per file version)."""
@@ -136,6 +178,7 @@ def _read_tar_member(tar_path: str, member: str) -> bytes:
         if member not in offsets:
             raise MapReadError(f"{tar_path}: no member {member!r} in the tar file")
         offset, size = offsets[member]
+        check_file_size(size, MAX_MAP_FILE_BYTES, f"{tar_path}{TAR_SEPARATOR}{member}")
         with open(tar_path, "rb") as handle:
             handle.seek(offset)
             data = handle.read(size)
@@ -144,10 +187,11 @@ def _read_tar_member(tar_path: str, member: str) -> bytes:
         return data
     try:
         with tarfile.open(tar_path, mode="r:*") as tar:
-            handle = tar.extractfile(member)
+            info = tar.getmember(member)
+            handle = tar.extractfile(info)
             if handle is None:
                 raise MapReadError(f"{tar_path}: member {member!r} is not a regular file")
-            return handle.read()
+            return read_bounded(handle, info.size, MAX_MAP_FILE_BYTES, f"{tar_path}{TAR_SEPARATOR}{member}")
     except KeyError as exc:
         raise MapReadError(f"{tar_path}: no member {member!r} in the tar file") from exc
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -554,15 +598,39 @@ class _Subphase:
     problems: list[dict]
 
 
+def read_list_ls_file(path: str | os.PathLike) -> str:
+    """The text of a ``list_ls.txt`` file (UTF-8, undecodable bytes replaced), at most :data:`MAX_LIST_LS_BYTES`.
+
+    Raises
+    ------
+    MapReadError
+        The file is larger than :data:`MAX_LIST_LS_BYTES`.
+    OSError
+        It cannot be read.
+    """
+    with open(path, "rb") as handle:
+        data = read_bounded(handle, os.fstat(handle.fileno()).st_size, MAX_LIST_LS_BYTES, os.fspath(path))
+    return data.decode("utf-8", errors="replace")
+
+
+def _list_ls_problem(where: str, error: MapReadError) -> dict:
+    detail = str(error).removeprefix(f"{where}: ")
+    return {"kind": "unreadable_list_ls", "where": where, "detail": f"{detail}; the subphase's maps are not indexed"}
+
+
 def _collect_folder(folder: Path) -> _Subphase:
     maps: dict[str, str] = {}
     problems: list[dict] = []
-    list_text = None
+    list_text, list_found = None, False
     candidates = sorted(p for p in folder.rglob("*") if p.is_file())
     for path in candidates:
         if path.name.lower() == "list_ls.txt":
-            if list_text is None:
-                list_text = path.read_text(errors="replace")
+            if not list_found:
+                list_found = True
+                try:
+                    list_text = read_list_ls_file(path)
+                except MapReadError as exc:
+                    problems.append(_list_ls_problem(str(path), exc))
             continue
         if _is_map_name(path.name):
             _add_map(maps, path.name, str(path.resolve()), str(folder), problems)
@@ -572,7 +640,7 @@ def _collect_folder(folder: Path) -> _Subphase:
 def _collect_tar(tar_path: Path) -> _Subphase:
     maps: dict[str, str] = {}
     problems: list[dict] = []
-    list_text = None
+    list_text, list_found = None, False
     resolved = str(tar_path.resolve())
     try:
         with tarfile.open(tar_path, mode="r:*") as tar:
@@ -581,14 +649,26 @@ def _collect_tar(tar_path: Path) -> _Subphase:
                     continue
                 base = member.name.rsplit("/", 1)[-1]
                 if base.lower() == "list_ls.txt":
-                    if list_text is None:
-                        handle = tar.extractfile(member)
-                        list_text = handle.read().decode("utf-8", errors="replace") if handle else ""
+                    if not list_found:
+                        list_found = True
+                        list_text = _tar_list_text(tar, member, f"{tar_path}{TAR_SEPARATOR}{member.name}", problems)
                 elif _is_map_name(base):
                     _add_map(maps, base, f"{resolved}{TAR_SEPARATOR}{member.name}", str(tar_path), problems)
     except (tarfile.TarError, OSError, EOFError) as exc:
         problems.append({"kind": "unreadable_tar", "where": str(tar_path), "detail": str(exc)})
     return _Subphase(str(tar_path), maps, list_text, problems)
+
+
+def _tar_list_text(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str, problems: list[dict]) -> str | None:
+    """The text of a tar's ``list_ls.txt`` member, or None with an ``unreadable_list_ls`` problem if it is too large."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        return ""
+    try:
+        return read_bounded(handle, member.size, MAX_LIST_LS_BYTES, where).decode("utf-8", errors="replace")
+    except MapReadError as exc:
+        problems.append(_list_ls_problem(where, exc))
+        return None
 
 
 def _add_map(maps: dict[str, str], name: str, path: str, source: str, problems: list[dict]) -> None:
@@ -603,7 +683,7 @@ def _add_map(maps: dict[str, str], name: str, path: str, source: str, problems: 
 def _rows_from_subphase(sub: _Subphase) -> tuple[list[dict], list[dict]]:
     problems = list(sub.problems)
     if sub.list_text is None:
-        if sub.maps:
+        if sub.maps and not any(p["kind"] == "unreadable_list_ls" for p in problems):
             problems.append({"kind": "missing_list_ls", "where": sub.source,
                              "detail": f"no list_ls.txt; {len(sub.maps)} map(s) not indexed"})
         return [], problems

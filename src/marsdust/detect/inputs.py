@@ -11,7 +11,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from marsdust.mdgm import index_archive, parse_list_ls
+from marsdust.mdgm import index_archive, parse_list_ls, read_list_ls_file
 from marsdust.naming import make_map_id, parse_map_name
 
 
@@ -38,7 +38,7 @@ def _single_map_rows(paths: Iterable[str]) -> list[dict]:
             entries: dict[str, tuple[int, float]] = {}
             list_file = Path(folder) / "list_ls.txt"
             if list_file.is_file():
-                parsed, _ = parse_list_ls(list_file.read_text(errors="replace"), str(list_file))
+                parsed, _ = parse_list_ls(read_list_ls_file(list_file), str(list_file))
                 entries = {stem.lower(): (year, ls) for stem, year, ls in parsed}
             listed[folder] = entries
         stem = Path(path).name.rsplit(".", 1)[0]
