@@ -445,6 +445,69 @@ def test_evaluate_foreign_checkpoint(odd_dir):
     assert_one_line_error(result, "foreign.ckpt")
 
 
+def _declaring_300000_time_steps(path):
+    import netCDF4
+
+    path.unlink()
+    with netCDF4.Dataset(path, "w") as ds:  # 13 KB declaring 37.7 GiB
+        for name, size in (("time", 300_000), ("latitude", 150), ("longitude", 450)):
+            ds.createDimension(name, size)
+        ds.createVariable("latitude", "f8", ("latitude",))[:] = 59.6 - 0.8 * np.arange(150)
+        ds.createVariable("longitude", "f8", ("longitude",))[:] = -179.6 + 0.8 * np.arange(450)
+        ds.createVariable("cloudmask", "i2", ("time", "latitude", "longitude"), zlib=True)
+
+
+def _rewritten(path, change):
+    """The mask rewritten with its grid, its values changed by ``change(values, grid)`` -> (values, grid)."""
+    from marsdust.formats.cloud_mask import read_cloud_mask, write_cloud_mask
+    from marsdust.grid import MapGrid
+
+    values = read_cloud_mask(path)["cloudmask"].values
+    values, grid = change(values, MapGrid.from_shape(*values.shape))
+    path.unlink()
+    write_cloud_mask(path, values, grid)
+
+
+CLOUD_MASK_CASES = {  # damage done to every mask -> words of the error
+    "declares 300000 time steps": (_declaring_300000_time_steps, ("variable 'cloudmask' declares", "300000")),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:300]), ("not a readable netCDF",)),
+    "value -5": (lambda p: _rewritten(p, lambda v, g: (np.full_like(v, -5), g)), ("holds -5", "-999")),
+    "half the band": (lambda p: _rewritten(p, lambda v, g: (v[: len(v) // 2], g.__class__(60.0, 0.0, g.res_deg))),
+                      ("does not match map",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLOUD_MASK_CASES))
+def test_train_refuses_a_bad_cloud_mask_before_training(ci_data, tmp_path, case):
+    import shutil
+
+    damage, words = CLOUD_MASK_CASES[case]
+    masks = tmp_path / "cloud masks"
+    shutil.copytree(ci_data / "cloudmask", masks)
+    for path in sorted(masks.rglob("*.nc")):
+        damage(path)
+    result = runner.invoke(app, ["train", "--data", str(ci_data), "-o", str(tmp_path / "run"), "--quiet",
+                                 "--classes", "dust,cloud", "--cloud-masks", str(masks), "--num-workers", "2",
+                                 "--model-preset", "small_cpu", "--map-res-deg", "1.6", "--max-steps", "2"])
+    assert_one_line_error(result, str(masks), ".nc", *words)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_error_in_a_loader_worker_is_its_one_line_message(ci_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ci_data / "archive", data / "archive")
+    shutil.copytree(ci_data / "mdad", data / "mdad")
+    for path in sorted((data / "archive").rglob("*.png")):
+        path.write_bytes(path.read_bytes()[:300])
+    result = runner.invoke(app, ["train", "--data", str(data), "-o", str(tmp_path / "run"), "--quiet",
+                                 "--reference", "none", "--num-workers", "2", "--threads", "1",
+                                 "--model-preset", "small_cpu", "--map-res-deg", "1.6", "--max-steps", "2"])
+    assert_one_line_error(result, str(data / "archive"), ".png: corrupt or truncated image")
+    assert "worker" not in result.output
+
+
 def test_train_with_a_missing_catalog_and_a_bad_master(odd_dir):
     (odd_dir / "archive").mkdir()
     result = runner.invoke(app, ["train", "--data", str(odd_dir), "-o", str(odd_dir / "run"), "--quiet"])

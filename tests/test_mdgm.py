@@ -22,6 +22,7 @@ from marsdust.mdgm import (
     read_map,
     read_map_resampled,
     save_index,
+    working_grid,
 )
 
 
@@ -174,6 +175,19 @@ def test_read_bounded_stops_at_its_limit_whatever_the_size_declared():
     assert read_bounded(io.BytesIO(b"12345"), 5, 5, "f") == b"12345"
     with pytest.raises(MapReadError, match="f: 6 bytes, more than the 5"):
         read_bounded(io.BytesIO(b"123456"), 3, 5, "f")
+
+
+def test_working_grid_from_the_header_is_the_grid_a_map_is_read_on(tmp_path):
+    path = write(tmp_path / "r18_040.png", tiny_map())
+    assert working_grid(path, 12.0) == read_map_resampled(path, 12.0).grid == MapGrid.moc(12.0)
+    with tarfile.open(tmp_path / "R18.tar.gz", "w:gz") as tar:
+        tar.add(path, arcname="r18_040.png")
+    assert working_grid(f"{tmp_path / 'R18.tar.gz'}::r18_040.png", 4.0) == MapGrid.moc(4.0)
+    with pytest.raises(MapReadError, match="whole multiple"):
+        working_grid(path, 5.0)
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(MapReadError, match="text.png: not a readable"):
+        working_grid(tmp_path / "text.png", 4.0)
 
 
 def test_given_grid_must_match(tmp_path):

@@ -8,7 +8,8 @@ Public API
   is lossy-compressed).
 * :func:`valid_mask` — which pixels hold an observation (the missing-pixel rule).
 * :func:`read_map_resampled`, :func:`downsample` — block averages to a coarser grid (the
-  detectors' working resolution), counting only valid pixels.
+  detectors' working resolution), counting only valid pixels; :func:`working_grid` — that grid
+  from the file's header (:func:`read_map_shape`), without decoding it.
 * :func:`index_archive` — archive folder / tars / flat folder + manifest / saved index CSV →
   index table ``map_id, subphase, sol, mars_year, ls, path`` sorted by time; problems
   (listed-but-missing maps, unlisted files, bad lines) in ``df.attrs["problems"]``.
@@ -305,6 +306,45 @@ def read_map_pixels(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
         if not is_tiff or "band" in str(pil_error) or "8-bit" in str(pil_error):
             raise
         return _decode_with_rasterio(data, where)
+
+
+def read_map_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """``(rows, columns)`` of a map file from its header, without decoding its pixels.
+
+    Raises
+    ------
+    MapReadError
+        Missing file or tar member, or not an image (a TIFF PIL cannot open is decoded instead).
+    """
+    from PIL import Image
+
+    where = os.fspath(path)
+    file_path, member = split_tar_path(where)
+    if member is None and not os.path.isfile(file_path):
+        raise MapReadError(f"{file_path}: map file not found")
+    data = io.BytesIO(_read_tar_member(file_path, member)) if member is not None else file_path
+    try:
+        with Image.open(data) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if not (member or file_path).lower().endswith((".tif", ".tiff")):
+            raise MapReadError(f"{where}: not a readable PNG/JPEG/TIFF image ({exc})") from exc
+        height, width = read_map_pixels(where)[0].shape[:2]
+    return height, width
+
+
+def working_grid(path: str | os.PathLike, res_deg: float) -> MapGrid:
+    """The grid a map is read on at ``res_deg`` (:func:`read_map_resampled`), from its header only.
+
+    Raises
+    ------
+    MapReadError
+        As :func:`read_map_shape`; a shape that is no known grid; ``res_deg`` not a whole multiple
+        of the map's resolution, or blocks that do not divide the map.
+    """
+    where = os.fspath(path)
+    native = _grid_for_shape(*read_map_shape(where), None, where)
+    return native.rescaled(_integer_factor(native, float(res_deg), where))
 
 
 def _grid_for_shape(height: int, width: int, grid: MapGrid | None, where: str) -> MapGrid:

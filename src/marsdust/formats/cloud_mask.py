@@ -83,7 +83,9 @@ def read_cloud_mask(path: str | os.PathLike):
     FileNotFoundError
         No such file.
     CatalogError
-        Not readable, or no ``cloudmask`` / longitude / latitude, or axes that do not fit.
+        Not readable, or no ``cloudmask`` / longitude / latitude, axes that do not fit, more values
+        declared than :data:`MAX_CLOUD_MASK_VALUES`, or a value below 0 other than :data:`INVALID`
+        and ``_FillValue``.
     """
     import xarray as xr
 
@@ -107,6 +109,10 @@ def read_cloud_mask(path: str | os.PathLike):
     valid = np.isfinite(numbers) & (numbers != INVALID)
     if attributes.get("_FillValue") is not None:
         valid &= numbers != float(attributes["_FillValue"])
+    negative = valid & (numbers < 0)
+    if negative.any():
+        raise CatalogError(f"{path}: 'cloudmask' holds {numbers[negative][0]:g} ({int(negative.sum())} value(s) < 0); "
+                           f"expected {INVALID} (no observation), 0 (clear) or > 0 (cloudy)")
     out = xr.Dataset(
         {
             "cloudmask": (layout, values, attributes),
