@@ -314,6 +314,7 @@ BAD_MAPS = {
     "r18_006": ("16-bit", lambda p: Image.fromarray(good_map()[..., 0].astype(np.uint16) * 200).save(p)),
     "r18_007": ("wrong shape", lambda p: Image.fromarray(good_map(100, 100)).save(p)),
     "r18_008": ("JPEG named .png", lambda p: Image.fromarray(good_map()).save(p, format="JPEG")),
+    "r18_009": ("image data of half its rows", lambda p: p.write_bytes(_half_png_bytes(good_map()))),
 }
 
 
@@ -323,6 +324,20 @@ def _png_bytes(rgb):
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _half_png_bytes(rgb):
+    """A PNG whose IDAT is one complete zlib stream of only the first half of its rows (PIL reads it without error)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    raw = b"".join(b"\0" + row.tobytes() for row in rgb[: height // 2])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def test_detect_bad_maps_are_error_rows_naming_the_file(odd_dir, checkpoint):

@@ -20,6 +20,7 @@ from marsdust.mdgm import (
     problems_table,
     read_bounded,
     read_map,
+    read_map_array,
     read_map_resampled,
     save_index,
     working_grid,
@@ -188,6 +189,40 @@ def test_working_grid_from_the_header_is_the_grid_a_map_is_read_on(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(MapReadError, match="text.png: not a readable"):
         working_grid(tmp_path / "text.png", 4.0)
+
+
+def png_by_hand(rgb, rows=None, interlace=False):
+    """PNG bytes of an RGB array (filter 0), its image data holding only the first ``rows`` rows (all by default)
+    in one complete zlib stream; with ``interlace``, Adam7-interlaced."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    images = [rgb[y0::dy, x0::dx] for x0, y0, dx, dy in passes] if interlace else [rgb[: rows or height]]
+    raw = b"".join(b"\0" + row.tobytes() for image in images if image.shape[1] for row in image)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlace))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_a_png_whose_image_data_covers_half_its_rows_is_damaged_not_half_missing(tmp_path):
+    rgb = tiny_map()
+    (tmp_path / "whole.png").write_bytes(png_by_hand(rgb))
+    (tmp_path / "interlaced.png").write_bytes(png_by_hand(rgb, interlace=True))
+    for name in ("whole.png", "interlaced.png"):
+        np.testing.assert_array_equal(read_map_array(tmp_path / name), rgb)
+    (tmp_path / "half.png").write_bytes(png_by_hand(rgb, rows=15))
+    with pytest.raises(MapReadError, match=r"half.png: damaged PNG: its image data ends after 4,065 of the 8,130 "
+                                           r"bytes its 30 rows need"):
+        read_map(tmp_path / "half.png")
+    with tarfile.open(tmp_path / "R18.tar", "w") as tar:
+        tar.add(tmp_path / "half.png", arcname="r18_040.png")
+    with pytest.raises(MapReadError, match=r"R18.tar::r18_040.png: damaged PNG"):
+        read_map(f"{tmp_path / 'R18.tar'}::r18_040.png")
 
 
 def test_given_grid_must_match(tmp_path):

@@ -26,6 +26,8 @@ compression, as many MARCI maps are) a pixel whose luma is at most :data:`LOSSY_
 alpha channel (RGBA / LA) have the alpha dropped (MDGMs carry no transparency; some tools add
 an opaque alpha when re-saving). Palette images are expanded to RGB. Grayscale images are
 rejected: the red and blue bands carry different information (dust vs water-ice clouds).
+A PNG whose image data ends before its last row is damaged (:func:`check_png_rows`), not a map
+whose lower rows are missing observations.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import io
 import logging
 import os
 import re
+import struct
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -199,6 +203,81 @@ def _read_tar_member(tar_path: str, member: str) -> bytes:
         raise MapReadError(f"{tar_path}: cannot read member {member!r} ({exc})") from exc
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey + alpha, RGBA
+_ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_chunks(handle) -> Iterator[tuple[bytes, bytes]]:
+    """``(type, data)`` of each chunk of a PNG file open at its start, up to ``IEND``."""
+    if handle.read(8) != _PNG_SIGNATURE:
+        raise ValueError("no PNG signature")
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            raise ValueError("ends before its IEND chunk")
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        data = handle.read(length)
+        handle.read(4)  # CRC: PIL has checked it
+        if len(data) < length:
+            raise ValueError(f"its {kind.decode('latin-1')} chunk is cut short")
+        if kind == b"IEND":
+            return
+        yield kind, data
+
+
+def _png_image_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlace: int) -> int:
+    """Bytes of a PNG's decompressed image data (filter byte + packed samples per row, Adam7 passes if interlaced)."""
+    bits = _PNG_CHANNELS[colour_type] * bit_depth
+    passes = _ADAM7_PASSES if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            total += rows * (1 + -(-columns * bits // 8))
+    return total
+
+
+def check_png_rows(data: bytes | str, where: str) -> None:
+    """Refuse a PNG whose image data ends before its last row.
+
+    A PNG whose ``IDAT`` holds a complete zlib stream of only some of its rows decodes in PIL
+    without an error, the rows it lacks black, which a map reads as missing observations; here the
+    decompressed data is counted (streamed, not kept) against what the header's rows need.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The file's bytes, or its path.
+    where : str
+        The file, named in the error.
+
+    Raises
+    ------
+    MapReadError
+        The image data is shorter than its rows need, or the file is not a well-formed PNG.
+    """
+    import zlib
+
+    handle = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else open(data, "rb")
+    inflate, produced, needed = zlib.decompressobj(), 0, None
+    try:
+        with handle:
+            for kind, chunk in _png_chunks(handle):
+                if kind == b"IHDR":
+                    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", chunk[:13])
+                    needed = _png_image_bytes(width, height, bit_depth, colour_type, interlace)
+                elif kind == b"IDAT":
+                    while chunk and produced <= needed:
+                        produced += len(inflate.decompress(chunk, 1 << 20))
+                        chunk = inflate.unconsumed_tail
+    except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
+        raise MapReadError(f"{where}: corrupt PNG ({exc})") from exc
+    if needed is not None and produced < needed:
+        raise MapReadError(f"{where}: damaged PNG: its image data ends after {produced:,} of the {needed:,} bytes its "
+                           f"{height} rows need (truncated IDAT)")
+
+
 def _to_rgb_u8(array: np.ndarray, mode: str, where: str) -> np.ndarray:
     """Validate a decoded image array and return it as contiguous uint8 (H, W, 3)."""
     if array.dtype != np.uint8:
@@ -220,6 +299,8 @@ def _decode_with_pil(data: bytes | str, where: str) -> tuple[np.ndarray, bool]:
     try:
         with Image.open(source) as image:
             image.load()  # forces full decode: truncated files fail here
+            if image.format == "PNG":
+                check_png_rows(data, where)  # ... and PNGs whose data stops early, here
             lossy = image.format == "JPEG" or (
                 image.format == "TIFF" and image.info.get("compression") in _LOSSY_TIFF_COMPRESSIONS)
             mode = image.mode
