@@ -365,6 +365,46 @@ def test_detect_bad_maps_are_error_rows_naming_the_file(odd_dir, checkpoint):
         assert "\n" not in error
 
 
+def test_detect_odd_map_names_do_not_stop_the_run(odd_dir, checkpoint, caplog):
+    """A 240-character loose map name (its part file too long before), a name that is no map id, and one that is
+    not UTF-8 (surrogates not allowed before, naming no file): the first two are detected, the last left out."""
+    import os
+
+    folder = odd_dir / "maps"
+    folder.mkdir()
+    long_name = "x" * 240
+    for name in ("r18_001", long_name, "my map"):
+        Image.fromarray(good_map()).save(folder / f"{name}.png")
+    Image.fromarray(good_map()).save(os.fsencode(folder) + b"/bad\xff\xfename.png")
+    out = odd_dir / "out"
+    result = runner.invoke(app, ["detect", str(checkpoint), str(folder), "-o", str(out), "--quiet", "--threads", "1",
+                                 "--score-threshold", "0"])  # detections on every map: the master CSV leaves out
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output  # the maps naming no sol
+    assert "bad\\xff\\xfename.png: left out: its file name is not UTF-8" in caplog.text
+    maps = pd.read_csv(out / "maps.csv", keep_default_na=False)
+    assert sorted(maps["map_id"]) == sorted(["r18_001", long_name, "my map"]) and (maps["status"] == "ok").all()
+    detected = pd.read_csv(out / "detections.csv", keep_default_na=False)
+    assert set(detected["map_id"]) == {"r18_001", long_name, "my map"}
+    assert len(pd.read_csv(out / "masks_master.csv")) == (detected["map_id"] == "r18_001").sum()
+    result = runner.invoke(app, ["detect", str(checkpoint), str(folder), "-o", str(odd_dir / "out2"), "--quiet",
+                                 "--threads", "1", "--quicklook"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (odd_dir / "out2" / "quicklook").iterdir()) == sorted([
+        "r18_001.png", "my_map~" + __import__("hashlib").sha256(b"my map").hexdigest()[:16] + ".png",
+        "x" * 40 + "~" + __import__("hashlib").sha256(long_name.encode()).hexdigest()[:16] + ".png"])
+
+
+def test_index_map_name_that_is_not_utf8_is_a_problem_naming_it(odd_dir):
+    import os
+
+    archive = one_map_archive(odd_dir / "archive")
+    Image.fromarray(good_map()).save(os.fsencode(archive / "R18") + b"/r18_\xff02.png")
+    result = runner.invoke(app, ["index", str(archive), "-o", str(odd_dir / "i.csv")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "undecodable_name: " in result.output and "r18_\\xff02.png: the file name is not UTF-8" in result.output
+    assert pd.read_csv(odd_dir / "i.csv")["map_id"].tolist() == ["r18_001"]
+
+
 @pytest.mark.parametrize("kind", ["foreign", "truncated", "random", "empty"])
 def test_detect_bad_checkpoints(odd_dir, checkpoint, kind):
     import random

@@ -48,7 +48,7 @@ import pandas as pd
 
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
-from marsdust.naming import make_map_id, parse_map_name
+from marsdust.naming import make_map_id, parse_map_name, printable
 
 log = logging.getLogger(__name__)
 
@@ -793,6 +793,11 @@ def _tar_list_text(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str, pr
 
 
 def _add_map(maps: dict[str, str], name: str, path: str, source: str, problems: list[dict]) -> None:
+    if printable(path) != path:
+        problems.append({"kind": "undecodable_name", "where": source,
+                         "detail": f"{printable(path)}: the file name is not UTF-8 (no table could name it); "
+                                   "rename it to index the map"})
+        return
     stem = _strip_map_extension(name)
     if stem in maps:
         problems.append({"kind": "duplicate_map", "where": source,
@@ -988,7 +993,9 @@ def index_archive(path: str | os.PathLike, manifest: str | os.PathLike | None = 
         ``path`` a file path or ``TARFILE::MEMBER``), sorted by (mars_year, ls, map_id).
         ``df.attrs["problems"]`` is a list of dicts ``{kind, where, detail}``: maps listed but
         missing (``missing_map``), map files not listed (``unlisted_map``), unparseable
-        list/manifest lines, subphases without ``list_ls.txt``, duplicates. A warning with the
+        list/manifest lines, subphases without ``list_ls.txt`` (or with one larger than
+        :data:`MAX_LIST_LS_BYTES`), duplicates, map files whose names are not UTF-8
+        (``undecodable_name``, not indexed). A warning with the
         counts is logged when there are any.
 
     Raises
