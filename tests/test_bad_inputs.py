@@ -276,6 +276,20 @@ def test_climatology_output_that_is_a_file(odd_dir):
     assert_one_line_error(result, "figures", "is a file")
 
 
+def test_climatology_rerun_without_truth_removes_the_earlier_comparison_only(odd_dir):
+    table = storm_table(odd_dir)
+    out = odd_dir / "figures"
+    result = runner.invoke(app, ["climatology", str(table), "-o", str(out), "--truth", str(table)])
+    assert result.exit_code == 0, result.output
+    assert (out / "detected_vs_catalogued.csv").is_file() and (out / "detected_vs_catalogued.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["climatology", str(table), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{name}.{ext}" for name in ("ls_lat", "area_per_sol", "members", "sequence_paths") for ext in ("csv", "png")]
+        + ["notes.txt"])
+
+
 def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
     table = storm_table(odd_dir)
     frame = pd.read_csv(table)
