@@ -283,11 +283,13 @@ def test_climatology_rerun_without_truth_removes_the_earlier_comparison_only(odd
     assert result.exit_code == 0, result.output
     assert (out / "detected_vs_catalogued.csv").is_file() and (out / "detected_vs_catalogued.png").is_file()
     (out / "notes.txt").write_text("mine")
+    (out / ".marsdust-members.png.k2x9.tmp.png").write_bytes(b"left by a killed run")
+    (out / ".marsdust-mine.k2x9.tmp.png").write_bytes(b"not a figure of climatology: kept")
     result = runner.invoke(app, ["climatology", str(table), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{name}.{ext}" for name in ("ls_lat", "area_per_sol", "members", "sequence_paths") for ext in ("csv", "png")]
-        + ["notes.txt"])
+        + ["notes.txt", ".marsdust-mine.k2x9.tmp.png"])
 
 
 def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
@@ -303,7 +305,9 @@ def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
 
 def test_good_storm_table_is_tracked(odd_dir):
     table = storm_table(odd_dir)
+    (odd_dir / ".marsdust-t.csv.k2x9.tmp.csv").write_text("left by a killed run")
     result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])
+    assert not (odd_dir / ".marsdust-t.csv.k2x9.tmp.csv").exists()
     assert result.exit_code == 0, result.output
     assert pd.read_csv(odd_dir / "t.csv")["member_id"].tolist() == ["R18_001"] * 2
 

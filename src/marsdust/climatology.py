@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.fileio import write_csv_atomic
+from marsdust.fileio import remove_stale_temp_files, write_csv_atomic
 from marsdust.plots import load_pyplot, save_figure
 from marsdust.track import id_strings, members_table, track
 
@@ -33,6 +33,8 @@ INSTANCE_COLUMNS = ["map_id", "mars_year", "ls", "lon", "lat", "area_km2", "memb
 DEFAULT_LS_BIN_DEG = 15.0
 TRUTH_FIGURE = "detected_vs_catalogued"
 """The figure (``.png``) and table (``.csv``) only a run with a truth catalog writes."""
+FIGURES = ("ls_lat", "area_per_sol", "members", "sequence_paths", TRUTH_FIGURE)
+"""Every figure :func:`write_climatology` may write (``<name>.png`` and ``<name>.csv``)."""
 
 
 def _with_tracks(instances: pd.DataFrame) -> pd.DataFrame:
@@ -257,7 +259,8 @@ def write_climatology(instances: pd.DataFrame, out_dir, *, truth: pd.DataFrame |
         when ``member_id`` is missing or empty).
     out_dir : path
         Gets ``<name>.png`` and ``<name>.csv`` for each figure; without ``truth``, the
-        :data:`TRUTH_FIGURE` files an earlier run left are removed.
+        :data:`TRUTH_FIGURE` files an earlier run left are removed, and so are the temporary files
+        of these figures that a killed run left.
     truth : DataFrame, optional
         The catalog to count against (``detected_vs_catalogued``); restrict it beforehand to the
         maps the detections were made on.
@@ -272,6 +275,10 @@ def write_climatology(instances: pd.DataFrame, out_dir, *, truth: pd.DataFrame |
         Figure name -> (PNG path, CSV path).
     """
     out_dir = Path(out_dir)
+    if out_dir.is_dir():  # the temporary files of a run killed while writing these figures
+        for name in FIGURES:
+            for suffix in (".csv", ".png"):
+                remove_stale_temp_files(out_dir, f"{name}{suffix}")
     tracked = _with_tracks(instances)
     prefix = f"{label}: " if label else ""
     written: dict[str, tuple[Path, Path]] = {}
