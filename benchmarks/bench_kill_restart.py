@@ -1,4 +1,5 @@
-"""Kill-restart check of ``marsdust detect`` and ``marsdust train``: SIGKILL at random moments, restart, compare.
+"""Kill-restart check of ``marsdust detect``, ``train``, ``track``, ``climatology`` and ``synth``: SIGKILL at random
+moments, restart, compare with an uninterrupted run.
 
 ``detect``: builds a small archive of bright discs on a 0.8° MOC grid (:mod:`marsdust.synth.discs`)
 and a tiny deterministic detector (:func:`marsdust.models.always_storm_detector`: its heads always
@@ -15,6 +16,18 @@ killed at random moments (at a random step, between checkpoints or in a validati
 ``--resume`` until it finishes. Its final weights (``last.ckpt``, and ``best.ckpt``) must equal the
 uninterrupted run's bit for bit, and its ``metrics.csv`` must hold exactly the uninterrupted run's
 rows: lost, duplicated and changed rows are counted.
+
+``detect --workers 2``: the same as ``detect``, with two local worker processes (compared with an
+uninterrupted ``--workers 2`` run).
+
+``track``, ``climatology``, ``synth`` (commands without a resume: a killed run is simply started
+again): the ``ci`` preset's ``truth/storms.csv`` is tracked (``tracked.csv`` + ``members.csv``) and
+drawn (the climatology folder), and the ``ci`` preset is synthesized (with ``--overwrite``, as a
+rerun after a kill must be). Each trial starts the command in a fresh folder, kills it after a
+random delay within the uninterrupted run's duration, up to ``--kills-per-trial`` times, and lets
+the last start finish. Every CSV of the result is compared row by row (by position) with the
+uninterrupted run's, every other file byte for byte; files the uninterrupted run does not have
+are counted as left behind, files it has and the trial lacks as missing.
 
     .venv/bin/python benchmarks/bench_kill_restart.py --trials 6 --kills-per-trial 3 --train-trials 3
 
@@ -54,9 +67,9 @@ def build_archive(root: Path, n_maps: int) -> Path:
     return write_disc_archive(root, maps, grid=MapGrid.moc(0.8))
 
 
-def detect_command(checkpoint: Path, archive: Path, out: Path) -> list[str]:
+def detect_command(checkpoint: Path, archive: Path, out: Path, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "marsdust", "detect", str(checkpoint), str(archive), "-o", str(out), "--quiet",
-            "--threads", "1"]
+            "--threads", "1"] + (["--workers", str(workers)] if workers > 1 else [])
 
 
 def after_random_delay(rng: random.Random, low_s: float, high_s: float):
@@ -114,12 +127,13 @@ def compare_rows(reference: pd.DataFrame, result: pd.DataFrame, key: list[str]) 
     return {"lost": lost, "duplicated": duplicated, "changed": changed}
 
 
-def check_detect(args, rng: random.Random, out: Path) -> dict:
+def check_detect(args, rng: random.Random, out: Path, workers: int = 1) -> dict:
     """Uninterrupted ``detect``, then ``args.trials`` killed-and-restarted ones; totals of the row comparisons."""
     archive = build_archive(out / "archive", args.maps)
     checkpoint = save_checkpoint(always_storm_detector(), out / "model.ckpt")
-    reference_dir = out / "reference"
-    subprocess.run(detect_command(checkpoint, archive, reference_dir) + ["--overwrite"], check=True,
+    prefix = "" if workers == 1 else f"workers{workers}_"
+    reference_dir = out / f"{prefix}reference"
+    subprocess.run(detect_command(checkpoint, archive, reference_dir, workers) + ["--overwrite"], check=True,
                    env=CHILD_ENV, stdout=subprocess.DEVNULL)
     reference = pd.read_csv(reference_dir / "detections.csv")
     reference_maps = pd.read_csv(reference_dir / "maps.csv")
@@ -127,15 +141,75 @@ def check_detect(args, rng: random.Random, out: Path) -> dict:
               "detections": len(reference)}
     started = time.perf_counter()
     for trial in range(args.trials):
-        trial_dir = out / f"trial{trial}"
+        trial_dir = out / f"{prefix}trial{trial}"
         shutil.rmtree(trial_dir, ignore_errors=True)
-        totals["kills"] += run_to_completion(detect_command(checkpoint, archive, trial_dir), args.kills_per_trial,
-                                             after_random_delay(rng, 0.5, args.max_delay))
+        totals["kills"] += run_to_completion(detect_command(checkpoint, archive, trial_dir, workers),
+                                             args.kills_per_trial, after_random_delay(rng, 0.5, args.max_delay))
         for ref, name, key in ((reference, "detections.csv", ["map_id", "x0", "y0", "x1", "y1"]),
                                (reference_maps, "maps.csv", ["map_id"])):
             for what, n in compare_rows(ref, pd.read_csv(trial_dir / name), key).items():
                 totals[what] += n
         totals["temporary files left"] += sum(".tmp" in p.name for p in trial_dir.rglob("*"))
+    totals["seconds"] = time.perf_counter() - started
+    return totals
+
+
+def ci_data(out: Path) -> Path:
+    """The ``ci`` preset under ``out/ci`` (synthesized once)."""
+    data = out / "ci"
+    if not (data / "truth" / "storms.csv").is_file():
+        synthesize(data, "ci", seed=0, progress=False)
+    return data
+
+
+def rerun_commands(data: Path) -> dict:
+    """``name -> command_for(out_folder)`` of the commands checked by :func:`check_rerun`."""
+    marsdust = [sys.executable, "-m", "marsdust"]
+    storms = str(data / "truth" / "storms.csv")
+    return {
+        "track": lambda out: marsdust + ["track", storms, "-o", str(out / "tracked.csv"),
+                                         "--members", str(out / "members.csv")],
+        "climatology": lambda out: marsdust + ["climatology", storms, "-o", str(out), "--truth", storms],
+        "synth": lambda out: marsdust + ["synth", str(out), "--preset", "ci", "--seed", "0", "--quiet", "--overwrite"],
+    }
+
+
+def compare_folders(reference_dir: Path, result_dir: Path) -> dict[str, int]:
+    """Every CSV row by row (by position, :func:`compare_rows`), every other file byte for byte; files left or missing."""
+    reference = {p.relative_to(reference_dir) for p in reference_dir.rglob("*") if p.is_file()}
+    result = {p.relative_to(result_dir) for p in result_dir.rglob("*") if p.is_file()} if result_dir.is_dir() else set()
+    totals = {"lost": 0, "duplicated": 0, "changed": 0, "files changed": 0, "files missing": len(reference - result),
+              "files left": len(result - reference)}
+    for name in sorted(reference & result):
+        if name.suffix == ".csv":
+            tables = [pd.read_csv(folder / name, keep_default_na=False) for folder in (reference_dir, result_dir)]
+            rows = compare_rows(*(t.assign(_row=np.arange(len(t))) for t in tables), ["_row"])
+            for what, n in rows.items():
+                totals[what] += n
+        else:
+            totals["files changed"] += (reference_dir / name).read_bytes() != (result_dir / name).read_bytes()
+    return totals
+
+
+def check_rerun(name: str, command_for, args, rng: random.Random, out: Path) -> dict:
+    """An uninterrupted run of ``command_for(folder)``, then ``args.rerun_trials`` runs killed at random and started
+    again; the totals of :func:`compare_folders`."""
+    reference_dir = out / f"{name}_reference"
+    shutil.rmtree(reference_dir, ignore_errors=True)
+    reference_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    subprocess.run(command_for(reference_dir), check=True, env=CHILD_ENV, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    totals = {"kills": 0, "reference seconds": time.perf_counter() - t0}
+    started = time.perf_counter()
+    for trial in range(args.rerun_trials):
+        trial_dir = out / f"{name}_trial{trial}"
+        shutil.rmtree(trial_dir, ignore_errors=True)
+        trial_dir.mkdir(parents=True)
+        totals["kills"] += run_to_completion(command_for(trial_dir), args.kills_per_trial,
+                                             after_random_delay(rng, 0.2, totals["reference seconds"]))
+        for what, n in compare_folders(reference_dir, trial_dir).items():
+            totals[what] = totals.get(what, 0) + n
     totals["seconds"] = time.perf_counter() - started
     return totals
 
@@ -202,9 +276,7 @@ def at_a_random_training_step(rng: random.Random, run_dir: Path, last_step: int,
 
 def check_train(args, rng: random.Random, out: Path) -> dict:
     """Uninterrupted ``train``, then ``args.train_trials`` runs killed at random and resumed; totals."""
-    data = out / "ci"
-    if not (data / "archive").is_dir():
-        synthesize(data, "ci", seed=0, progress=False)
+    data = ci_data(out)
     config = write_train_config(out / "train.yaml", args)
     reference_dir = out / "train_reference"
     shutil.rmtree(reference_dir, ignore_errors=True)
@@ -238,9 +310,28 @@ def check_train(args, rng: random.Random, out: Path) -> dict:
     return totals
 
 
-def detect_report(args, totals: dict) -> list[str]:
+def rerun_report(args, results: dict[str, dict]) -> list[str]:
+    lines = [
+        "## marsdust track, climatology, synth (started again after each kill)",
+        "",
+        f"{args.rerun_trials} trials per command of up to {args.kills_per_trial} SIGKILLs each, at random moments "
+        "within the uninterrupted run's duration; the `ci` preset (track and climatology: its truth/storms.csv).",
+        "",
+        "| command | uninterrupted run, s | kills survived | rows lost | rows duplicated | rows changed | "
+        "other files changed | files missing | files left behind |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, totals in results.items():
+        lines.append(f"| {name} | {totals['reference seconds']:.1f} | {totals['kills']} | {totals['lost']} | "
+                     f"{totals['duplicated']} | {totals['changed']} | {totals['files changed']} | "
+                     f"{totals['files missing']} | {totals['files left']} |")
+    return lines + ["", "Rows: every CSV of the result against the uninterrupted run's, row by row; other files (figures, "
+                    "maps, netCDF) byte for byte."]
+
+
+def detect_report(args, totals: dict, workers: int = 1) -> list[str]:
     return [
-        "## marsdust detect",
+        "## marsdust detect" + (f" --workers {workers}" if workers > 1 else ""),
         "",
         f"{args.maps} maps, {totals['detections']} detections in the uninterrupted run, {args.trials} trials of up to "
         f"{args.kills_per_trial} SIGKILLs each at random moments (0.5–{args.max_delay:g} s after each start), "
@@ -283,12 +374,14 @@ def train_report(args, totals: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_out/kill_restart"))
-    parser.add_argument("--what", choices=("detect", "train", "all"), default="all")
+    parser.add_argument("--what", choices=("detect", "detect2", "train", "rerun", "all"), default=["all"], nargs="+",
+                        help="One or more; detect2: detect --workers 2; rerun: track, climatology and synth.")
     parser.add_argument("--maps", type=int, default=12)
     parser.add_argument("--trials", type=int, default=6, help="detect trials.")
     parser.add_argument("--kills-per-trial", type=int, default=3)
     parser.add_argument("--max-delay", type=float, default=12.0, help="detect: longest wait before a kill, seconds.")
     parser.add_argument("--train-trials", type=int, default=3)
+    parser.add_argument("--rerun-trials", type=int, default=3, help="trials of each of track, climatology, synth.")
     parser.add_argument("--train-steps", type=int, default=16)
     parser.add_argument("--train-res-deg", type=float, default=1.6)
     parser.add_argument("--val-every", type=int, default=8)
@@ -300,9 +393,16 @@ def main() -> None:
     rng = random.Random(args.seed)
     load_start = os.getloadavg()[0]
     sections = []
-    if args.what in ("detect", "all"):
+    if {"detect", "all"} & set(args.what):
         sections += detect_report(args, check_detect(args, rng, args.out)) + [""]
-    if args.what in ("train", "all"):
+    if {"detect2", "all"} & set(args.what):
+        sections += detect_report(args, check_detect(args, rng, args.out, workers=2), workers=2) + [""]
+    if {"rerun", "all"} & set(args.what):
+        data = ci_data(args.out)
+        results = {name: check_rerun(name, command_for, args, rng, args.out)
+                   for name, command_for in rerun_commands(data).items()}
+        sections += rerun_report(args, results) + [""]
+    if {"train", "all"} & set(args.what):
         sections += train_report(args, check_train(args, rng, args.out)) + [""]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = "\n".join([

@@ -84,18 +84,21 @@ def test_catalog_longitudes_0_to_360_are_read(odd_dir):
     assert pd.read_csv(odd_dir / "storms.csv")["lon"].tolist() == [-10.0]
 
 
-def write_tiny_cube(path, variables=("MDAD", "dayList")):
+def write_tiny_cube(path, variables=("MDAD", "dayList"), n_time=1, n_lon=90):
+    """A cube of ``n_time`` days at ``360 / n_lon`` degrees, only its first day's values written (zlib: a
+    few KB on disk whatever it declares)."""
     import netCDF4
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    n_lat = n_lon // 2 + 1
     with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("time", 1)
-        ds.createDimension("longitude", 90)
-        ds.createDimension("latitude", 46)
-        ds.createVariable("longitude", "f8", ("longitude",))[:] = -178.0 + 4.0 * np.arange(90)
-        ds.createVariable("latitude", "f8", ("latitude",))[:] = np.linspace(-90, 90, 46)
+        ds.createDimension("time", n_time)
+        ds.createDimension("longitude", n_lon)
+        ds.createDimension("latitude", n_lat)
+        ds.createVariable("longitude", "f8", ("longitude",))[:] = -180.0 + 360.0 / n_lon * (np.arange(n_lon) + 0.5)
+        ds.createVariable("latitude", "f8", ("latitude",))[:] = np.linspace(-90, 90, n_lat)
         if "MDAD" in variables:
-            ds.createVariable("MDAD", "u1", ("time", "longitude", "latitude"))[:] = 0
+            ds.createVariable("MDAD", "u1", ("time", "longitude", "latitude"), zlib=True)[0] = 0
         if "dayList" in variables:
             ds.createVariable("dayList", str, ("time",))[0] = "D01_day05"
     return path
@@ -121,6 +124,17 @@ def test_catalog_bad_cubes(odd_dir, case):
     (odd_dir / "MY30" / "master.csv").write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
     result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv")])
     assert_one_line_error(result, *words)
+
+
+@pytest.mark.parametrize("n_time, n_lon, words", [
+    (1_000_000, 90, ("(time: 1,000,000 values)", "100 Mars years")),  # 13 KB declaring 2 GB of fill values
+    (1, 36_000, ("longitude × latitude: 648,036,000 values", "0.05°")),  # a 0.01° grid: 648 MB for one day
+])
+def test_catalog_cube_declaring_more_than_a_cube_holds(odd_dir, n_time, n_lon, words):
+    write_tiny_cube(odd_dir / "MY30" / "MDADMY30.nc", n_time=n_time, n_lon=n_lon)
+    (odd_dir / "MY30" / "master.csv").write_text(MASTER_HEADER + "D01,5,D01_001,,100,1,10,0,0\n")
+    result = runner.invoke(app, ["catalog", str(odd_dir), "-o", str(odd_dir / "storms.csv")])
+    assert_one_line_error(result, "MDADMY30.nc", "variable 'MDAD' declares", *words)
 
 
 @pytest.mark.parametrize("column, change, words", [
@@ -169,6 +183,25 @@ def test_index_bad_inputs(odd_dir):
     (archive / "list_ls.txt").write_text("r18_040 25 150\n")
     result = runner.invoke(app, ["index", str(odd_dir / "archive"), "-o", str(blocked_output(odd_dir))])
     assert_one_line_error(result, "not a folder")
+
+
+def test_index_list_ls_bomb_is_a_problem_not_a_crash(odd_dir):
+    """A 17 KB tar.gz whose list_ls.txt expands past MAX_LIST_LS_BYTES: its subphase is a problem, the others indexed."""
+    import io
+    import tarfile
+
+    from marsdust.mdgm import MAX_LIST_LS_BYTES
+
+    archive = one_map_archive(odd_dir / "archive")
+    with tarfile.open(archive / "B01.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("B01/list_ls.txt")
+        info.size = MAX_LIST_LS_BYTES + 1
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    result = runner.invoke(app, ["index", str(archive), "-o", str(odd_dir / "i.csv")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning:"))
+    assert "B01.tar.gz::B01/list_ls.txt: unreadable_list_ls" in warning and "16,777,216" in warning
+    assert pd.read_csv(odd_dir / "i.csv")["map_id"].tolist() == ["r18_001"]
 
 
 # --- track / climatology -------------------------------------------------------------------------
@@ -243,6 +276,22 @@ def test_climatology_output_that_is_a_file(odd_dir):
     assert_one_line_error(result, "figures", "is a file")
 
 
+def test_climatology_rerun_without_truth_removes_the_earlier_comparison_only(odd_dir):
+    table = storm_table(odd_dir)
+    out = odd_dir / "figures"
+    result = runner.invoke(app, ["climatology", str(table), "-o", str(out), "--truth", str(table)])
+    assert result.exit_code == 0, result.output
+    assert (out / "detected_vs_catalogued.csv").is_file() and (out / "detected_vs_catalogued.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / ".marsdust-members.png.k2x9.tmp.png").write_bytes(b"left by a killed run")
+    (out / ".marsdust-mine.k2x9.tmp.png").write_bytes(b"not a figure of climatology: kept")
+    result = runner.invoke(app, ["climatology", str(table), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{name}.{ext}" for name in ("ls_lat", "area_per_sol", "members", "sequence_paths") for ext in ("csv", "png")]
+        + ["notes.txt", ".marsdust-mine.k2x9.tmp.png"])
+
+
 def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
     table = storm_table(odd_dir)
     frame = pd.read_csv(table)
@@ -256,7 +305,9 @@ def test_formulas_in_free_text_are_neutralized_in_track_outputs(odd_dir):
 
 def test_good_storm_table_is_tracked(odd_dir):
     table = storm_table(odd_dir)
+    (odd_dir / ".marsdust-t.csv.k2x9.tmp.csv").write_text("left by a killed run")
     result = runner.invoke(app, ["track", str(table), "-o", str(odd_dir / "t.csv")])
+    assert not (odd_dir / ".marsdust-t.csv.k2x9.tmp.csv").exists()
     assert result.exit_code == 0, result.output
     assert pd.read_csv(odd_dir / "t.csv")["member_id"].tolist() == ["R18_001"] * 2
 
@@ -281,6 +332,7 @@ BAD_MAPS = {
     "r18_006": ("16-bit", lambda p: Image.fromarray(good_map()[..., 0].astype(np.uint16) * 200).save(p)),
     "r18_007": ("wrong shape", lambda p: Image.fromarray(good_map(100, 100)).save(p)),
     "r18_008": ("JPEG named .png", lambda p: Image.fromarray(good_map()).save(p, format="JPEG")),
+    "r18_009": ("image data of half its rows", lambda p: p.write_bytes(_half_png_bytes(good_map()))),
 }
 
 
@@ -290,6 +342,20 @@ def _png_bytes(rgb):
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _half_png_bytes(rgb):
+    """A PNG whose IDAT is one complete zlib stream of only the first half of its rows (PIL reads it without error)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    raw = b"".join(b"\0" + row.tobytes() for row in rgb[: height // 2])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def test_detect_bad_maps_are_error_rows_naming_the_file(odd_dir, checkpoint):
@@ -315,6 +381,46 @@ def test_detect_bad_maps_are_error_rows_naming_the_file(odd_dir, checkpoint):
         error = maps.loc[map_id, "error"]
         assert maps.loc[map_id, "status"] == "error" and f"{map_id}.png" in error, (BAD_MAPS[map_id][0], error)
         assert "\n" not in error
+
+
+def test_detect_odd_map_names_do_not_stop_the_run(odd_dir, checkpoint, caplog):
+    """A 240-character loose map name (its part file too long before), a name that is no map id, and one that is
+    not UTF-8 (surrogates not allowed before, naming no file): the first two are detected, the last left out."""
+    import os
+
+    folder = odd_dir / "maps"
+    folder.mkdir()
+    long_name = "x" * 240
+    for name in ("r18_001", long_name, "my map"):
+        Image.fromarray(good_map()).save(folder / f"{name}.png")
+    Image.fromarray(good_map()).save(os.fsencode(folder) + b"/bad\xff\xfename.png")
+    out = odd_dir / "out"
+    result = runner.invoke(app, ["detect", str(checkpoint), str(folder), "-o", str(out), "--quiet", "--threads", "1",
+                                 "--score-threshold", "0"])  # detections on every map: the master CSV leaves out
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output  # the maps naming no sol
+    assert "bad\\xff\\xfename.png: left out: its file name is not UTF-8" in caplog.text
+    maps = pd.read_csv(out / "maps.csv", keep_default_na=False)
+    assert sorted(maps["map_id"]) == sorted(["r18_001", long_name, "my map"]) and (maps["status"] == "ok").all()
+    detected = pd.read_csv(out / "detections.csv", keep_default_na=False)
+    assert set(detected["map_id"]) == {"r18_001", long_name, "my map"}
+    assert len(pd.read_csv(out / "masks_master.csv")) == (detected["map_id"] == "r18_001").sum()
+    result = runner.invoke(app, ["detect", str(checkpoint), str(folder), "-o", str(odd_dir / "out2"), "--quiet",
+                                 "--threads", "1", "--quicklook"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (odd_dir / "out2" / "quicklook").iterdir()) == sorted([
+        "r18_001.png", "my_map~" + __import__("hashlib").sha256(b"my map").hexdigest()[:16] + ".png",
+        "x" * 40 + "~" + __import__("hashlib").sha256(long_name.encode()).hexdigest()[:16] + ".png"])
+
+
+def test_index_map_name_that_is_not_utf8_is_a_problem_naming_it(odd_dir):
+    import os
+
+    archive = one_map_archive(odd_dir / "archive")
+    Image.fromarray(good_map()).save(os.fsencode(archive / "R18") + b"/r18_\xff02.png")
+    result = runner.invoke(app, ["index", str(archive), "-o", str(odd_dir / "i.csv")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "undecodable_name: " in result.output and "r18_\\xff02.png: the file name is not UTF-8" in result.output
+    assert pd.read_csv(odd_dir / "i.csv")["map_id"].tolist() == ["r18_001"]
 
 
 @pytest.mark.parametrize("kind", ["foreign", "truncated", "random", "empty"])
@@ -410,6 +516,69 @@ def test_evaluate_foreign_checkpoint(odd_dir):
     torch.save({"weights": torch.zeros(3)}, bad)
     result = runner.invoke(app, ["evaluate", str(bad), "--data", str(odd_dir), "-o", str(odd_dir / "eval")])
     assert_one_line_error(result, "foreign.ckpt")
+
+
+def _declaring_300000_time_steps(path):
+    import netCDF4
+
+    path.unlink()
+    with netCDF4.Dataset(path, "w") as ds:  # 13 KB declaring 37.7 GiB
+        for name, size in (("time", 300_000), ("latitude", 150), ("longitude", 450)):
+            ds.createDimension(name, size)
+        ds.createVariable("latitude", "f8", ("latitude",))[:] = 59.6 - 0.8 * np.arange(150)
+        ds.createVariable("longitude", "f8", ("longitude",))[:] = -179.6 + 0.8 * np.arange(450)
+        ds.createVariable("cloudmask", "i2", ("time", "latitude", "longitude"), zlib=True)
+
+
+def _rewritten(path, change):
+    """The mask rewritten with its grid, its values changed by ``change(values, grid)`` -> (values, grid)."""
+    from marsdust.formats.cloud_mask import read_cloud_mask, write_cloud_mask
+    from marsdust.grid import MapGrid
+
+    values = read_cloud_mask(path)["cloudmask"].values
+    values, grid = change(values, MapGrid.from_shape(*values.shape))
+    path.unlink()
+    write_cloud_mask(path, values, grid)
+
+
+CLOUD_MASK_CASES = {  # damage done to every mask -> words of the error
+    "declares 300000 time steps": (_declaring_300000_time_steps, ("variable 'cloudmask' declares", "300000")),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:300]), ("not a readable netCDF",)),
+    "value -5": (lambda p: _rewritten(p, lambda v, g: (np.full_like(v, -5), g)), ("holds -5", "-999")),
+    "half the band": (lambda p: _rewritten(p, lambda v, g: (v[: len(v) // 2], g.__class__(60.0, 0.0, g.res_deg))),
+                      ("does not match map",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLOUD_MASK_CASES))
+def test_train_refuses_a_bad_cloud_mask_before_training(ci_data, tmp_path, case):
+    import shutil
+
+    damage, words = CLOUD_MASK_CASES[case]
+    masks = tmp_path / "cloud masks"
+    shutil.copytree(ci_data / "cloudmask", masks)
+    for path in sorted(masks.rglob("*.nc")):
+        damage(path)
+    result = runner.invoke(app, ["train", "--data", str(ci_data), "-o", str(tmp_path / "run"), "--quiet",
+                                 "--classes", "dust,cloud", "--cloud-masks", str(masks), "--num-workers", "2",
+                                 "--model-preset", "small_cpu", "--map-res-deg", "1.6", "--max-steps", "2"])
+    assert_one_line_error(result, str(masks), ".nc", *words)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_error_in_a_loader_worker_is_its_one_line_message(ci_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ci_data / "archive", data / "archive")
+    shutil.copytree(ci_data / "mdad", data / "mdad")
+    for path in sorted((data / "archive").rglob("*.png")):
+        path.write_bytes(path.read_bytes()[:300])
+    result = runner.invoke(app, ["train", "--data", str(data), "-o", str(tmp_path / "run"), "--quiet",
+                                 "--reference", "none", "--num-workers", "2", "--threads", "1",
+                                 "--model-preset", "small_cpu", "--map-res-deg", "1.6", "--max-steps", "2"])
+    assert_one_line_error(result, str(data / "archive"), ".png: corrupt or truncated image")
+    assert "worker" not in result.output
 
 
 def test_train_with_a_missing_catalog_and_a_bad_master(odd_dir):

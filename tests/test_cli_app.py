@@ -64,3 +64,22 @@ def test_climatology_takes_output_and_its_former_name_out(tmp_path):
         assert result.exit_code == 0, result.output
         assert str(tmp_path / folder) in result.output and (tmp_path / folder / "members.csv").is_file()
     assert len(pd.read_csv(tmp_path / "a" / "members.csv")) == len(pd.read_csv(tmp_path / "b" / "members.csv"))
+
+
+def test_an_error_of_a_loader_worker_is_its_own_message():
+    import torch
+
+    from marsdust.cli._app import original_message
+
+    class Failing(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise ValueError("maps/r18_040.png: corrupt\nsecond line")
+
+    with pytest.raises(ValueError) as caught:
+        next(iter(torch.utils.data.DataLoader(Failing(), num_workers=1)))
+    assert "Original Traceback" in str(caught.value)
+    assert original_message(str(caught.value)) == "maps/r18_040.png: corrupt\nsecond line"
+    assert original_message("Caught nothing: a message of ours") == "Caught nothing: a message of ours"

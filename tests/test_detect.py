@@ -643,7 +643,8 @@ def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(t
     archive = write_disc_archive(tmp_path / "archive", {"r18_001": (101.0, [(0.0, 0.0, 6.0)])})
     out = tmp_path / "out"
     stale = [out / "parts" / ".marsdust-r18_001.json.k1ll3d.tmp.json",
-             out / "parts" / "masks" / ".marsdust-r18_001.nc.x.tmp.nc", out / ".marsdust-detections.csv.y.tmp.csv"]
+             out / "parts" / "masks" / ".marsdust-r18_001.nc.x.tmp.nc", out / ".marsdust-detections.csv.y.tmp.csv",
+             out / "mdad" / "MY25" / ".marsdust-MDADMY25.nc.z.tmp.nc"]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half written")

@@ -57,6 +57,35 @@ def test_onnx_dense_part_matches_pytorch(tiny_model):
         torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-3)
 
 
+def test_an_on_the_fly_export_killed_half_way_leaves_no_file(tmp_path, tiny_model):
+    """The ONNX model of a run without --onnx-model is built in memory: no temporary folder to leave behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = ("import torch, sys\nfrom marsdust.models import build_model, TINY_DETECTOR\nfrom marsdust import detect\n"
+              "model = build_model('dustrcnn', map_res_deg=0.8, **TINY_DETECTOR).eval()\n"
+              "print('exporting', flush=True)\nwhile True:\n    detect.OnnxBackbone(model)\n")
+    source = str(Path(detect.__file__).parents[2])  # this checkout's marsdust, also from another folder
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TMPDIR": str(temp), "PYTHONPATH": source},
+                             cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "exporting"
+        time.sleep(1.5)  # inside an export (each takes about a second)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    left = [p.name for p in tmp_path.rglob("*") if "marsdust" in p.name or "onnx" in p.name]
+    assert left == []  # (onnxruntime and torch keep their own .ses / torchinductor_* in TMPDIR)
+    path = detect.export_backbone_onnx(tiny_model, tmp_path / "tiny.onnx")
+    assert path.read_bytes() == detect.engines.backbone_onnx_bytes(tiny_model)
+
+
 @pytest.mark.parametrize("engine", ["onnx", "torch"])
 def test_fast_engines_give_the_plain_forwards_detections(tiny_model, engine):
     image = _map_image()

@@ -11,15 +11,19 @@ from PIL import Image
 from marsdust.grid import MapGrid
 from marsdust.mdgm import (
     INDEX_COLUMNS,
+    MAX_LIST_LS_BYTES,
     MapImage,
     MapReadError,
     downsample,
     index_archive,
     parse_list_ls,
     problems_table,
+    read_bounded,
     read_map,
+    read_map_array,
     read_map_resampled,
     save_index,
+    working_grid,
 )
 
 
@@ -145,6 +149,80 @@ def test_read_from_tar_member(tmp_path):
     with tarfile.open(gz_path, "w:gz") as tar:
         tar.add(tmp_path / "r18_040.png", arcname="r18_040.png")
     np.testing.assert_allclose(read_map(f"{gz_path}::r18_040.png").rgb, image.rgb)
+
+
+def add_zeros(tar, name, size):
+    """Add a member of ``size`` zero bytes (a gzip of it is a thousand times smaller)."""
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    tar.addfile(info, io.BytesIO(bytes(size)))
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_a_tar_member_larger_than_any_map_is_refused_before_it_is_read(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr("marsdust.mdgm.MAX_MAP_FILE_BYTES", 1000)
+    tar_path = tmp_path / ("R18.tar" if mode == "w" else "R18.tar.gz")
+    with tarfile.open(tar_path, mode) as tar:
+        add_zeros(tar, "R18/r18_040.png", 1001)
+    with pytest.raises(MapReadError, match=r"R18.tar(.gz)?::R18/r18_040.png: 1,001 bytes, more than the 1,000"):
+        read_map(f"{tar_path}::R18/r18_040.png")
+
+
+def test_read_bounded_stops_at_its_limit_whatever_the_size_declared():
+    import io
+
+    assert read_bounded(io.BytesIO(b"12345"), 5, 5, "f") == b"12345"
+    with pytest.raises(MapReadError, match="f: 6 bytes, more than the 5"):
+        read_bounded(io.BytesIO(b"123456"), 3, 5, "f")
+
+
+def test_working_grid_from_the_header_is_the_grid_a_map_is_read_on(tmp_path):
+    path = write(tmp_path / "r18_040.png", tiny_map())
+    assert working_grid(path, 12.0) == read_map_resampled(path, 12.0).grid == MapGrid.moc(12.0)
+    with tarfile.open(tmp_path / "R18.tar.gz", "w:gz") as tar:
+        tar.add(path, arcname="r18_040.png")
+    assert working_grid(f"{tmp_path / 'R18.tar.gz'}::r18_040.png", 4.0) == MapGrid.moc(4.0)
+    with pytest.raises(MapReadError, match="whole multiple"):
+        working_grid(path, 5.0)
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(MapReadError, match="text.png: not a readable"):
+        working_grid(tmp_path / "text.png", 4.0)
+
+
+def png_by_hand(rgb, rows=None, interlace=False):
+    """PNG bytes of an RGB array (filter 0), its image data holding only the first ``rows`` rows (all by default)
+    in one complete zlib stream; with ``interlace``, Adam7-interlaced."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    images = [rgb[y0::dy, x0::dx] for x0, y0, dx, dy in passes] if interlace else [rgb[: rows or height]]
+    raw = b"".join(b"\0" + row.tobytes() for image in images if image.shape[1] for row in image)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlace))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_a_png_whose_image_data_covers_half_its_rows_is_damaged_not_half_missing(tmp_path):
+    rgb = tiny_map()
+    (tmp_path / "whole.png").write_bytes(png_by_hand(rgb))
+    (tmp_path / "interlaced.png").write_bytes(png_by_hand(rgb, interlace=True))
+    for name in ("whole.png", "interlaced.png"):
+        np.testing.assert_array_equal(read_map_array(tmp_path / name), rgb)
+    (tmp_path / "half.png").write_bytes(png_by_hand(rgb, rows=15))
+    with pytest.raises(MapReadError, match=r"half.png: damaged PNG: its image data ends after 4,065 of the 8,130 "
+                                           r"bytes its 30 rows need"):
+        read_map(tmp_path / "half.png")
+    with tarfile.open(tmp_path / "R18.tar", "w") as tar:
+        tar.add(tmp_path / "half.png", arcname="r18_040.png")
+    with pytest.raises(MapReadError, match=r"R18.tar::r18_040.png: damaged PNG"):
+        read_map(f"{tmp_path / 'R18.tar'}::r18_040.png")
 
 
 def test_given_grid_must_match(tmp_path):
@@ -292,6 +370,16 @@ def test_subphase_without_list_is_reported(tmp_path):
     index = index_archive(tmp_path / "a")
     assert len(index) == 0
     assert problems_table(index)["kind"].tolist() == ["missing_list_ls"]
+
+
+def test_a_list_ls_larger_than_any_list_is_a_problem_and_not_read(tmp_path, archive):
+    with tarfile.open(archive / "B01.tar.gz", "w:gz") as tar:  # 17 KB expanding to 16 MiB + 1
+        add_zeros(tar, "B01/list_ls.txt", MAX_LIST_LS_BYTES + 1)
+    index = index_archive(archive)
+    assert list(index["map_id"]) == ["r18_040", "r18_041", "s20_001", "s20_002"]
+    problem = problems_table(index).set_index("kind").loc["unreadable_list_ls"]
+    assert problem["where"].endswith("B01.tar.gz::B01/list_ls.txt")
+    assert problem["detail"].startswith(f"{MAX_LIST_LS_BYTES + 1:,} bytes, more than the {MAX_LIST_LS_BYTES:,}")
 
 
 def test_flat_folder_with_manifest(tmp_path):

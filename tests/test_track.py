@@ -106,3 +106,65 @@ def test_bad_input_is_reported():
         track.track(pd.DataFrame({"map_id": ["r18_040"]}))
     empty = track.track(detections_frame([]))
     assert "member_id" in empty.columns and len(empty) == 0
+
+
+def scattered_storms(n_maps, n_storms, seed=0, half_deg=0.4, area_km2=1e4):
+    """``n_storms`` small square storms per map drifting a little from map to map, uniformly over 60°S–60°N."""
+    rng = np.random.default_rng(seed)
+    lon, lat = rng.uniform(-179, 179, n_storms), rng.uniform(-60, 60, n_storms)
+    frames = []
+    for m in range(n_maps):
+        x = np.clip(lon + rng.normal(0, 0.3, n_storms), -179.5, 179.5)
+        y = lat + rng.normal(0, 0.3, n_storms)
+        wkt = [f"POLYGON (({a - half_deg} {b - half_deg}, {a + half_deg} {b - half_deg}, {a + half_deg} {b + half_deg}, "
+               f"{a - half_deg} {b + half_deg}, {a - half_deg} {b - half_deg}))" for a, b in zip(x, y)]
+        frames.append(pd.DataFrame({"map_id": f"r18_{m + 1:03d}", "subphase": "R18", "sol": m + 1, "mars_year": 25,
+                                    "ls": 100 + LS_PER_SOL * m, "lon": x, "lat": y,
+                                    "area_km2": area_km2 * rng.uniform(0.2, 50, n_storms), "polygon_wkt": wkt}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_spatial_indexes_find_exactly_the_pairs_of_the_full_matrices():
+    from marsdust.evaluate.matching import outline_iou
+
+    df = scattered_storms(2, 400, half_deg=3.0)
+    df.loc[::7, "polygon_wkt"] = None
+    a, b = df[df["sol"] == 1], df[df["sol"] == 2]
+    reach_km = 50.0 + 0.5 * np.sqrt(a["area_km2"].to_numpy() / np.pi)
+    distance_km = track.great_circle_km(a["lon"].to_numpy()[:, None], a["lat"].to_numpy()[:, None],
+                                        b["lon"].to_numpy()[None, :], b["lat"].to_numpy()[None, :])
+    i, j = track.pairs_within_reach(track.unit_vectors(a["lon"], a["lat"]), track.unit_vectors(b["lon"], b["lat"]),
+                                    reach_km)
+    within = np.zeros(distance_km.shape, bool)
+    within[i, j] = True
+    assert (within >= (distance_km <= reach_km[:, None])).all()  # every pair within reach is found
+    assert (distance_km[within] <= reach_km[i] * (1 + 1e-6)).all()  # and none much beyond
+    geoms = track_outlines(df)
+    i, j = track.overlapping_outlines(geoms[a.index], geoms[b.index])
+    overlapping = np.zeros(distance_km.shape, bool)
+    overlapping[i, j] = True
+    np.testing.assert_array_equal(overlapping, outline_iou(a["polygon_wkt"], b["polygon_wkt"]) > 0)
+    assert overlapping.sum() > 50 and (overlapping & ~within).any()  # outlines link some pairs out of reach
+
+
+def track_outlines(df):
+    import shapely
+
+    from marsdust.evaluate.matching import has_outline
+
+    return np.array([shapely.from_wkt(wkt) if known else None
+                     for wkt, known in zip(df["polygon_wkt"], has_outline(df["polygon_wkt"]))], dtype=object)
+
+
+def test_tracking_memory_grows_with_storms_per_map_not_their_square():
+    import tracemalloc
+
+    df = scattered_storms(2, 5000)
+    tracemalloc.start()
+    try:
+        out = track.track(df)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 5000 * 5000 * 8 / 2  # half of one 5000 x 5000 float64 matrix of the pairwise rule
+    assert out["member_id"].nunique() < 10_000 and len(out) == 10_000

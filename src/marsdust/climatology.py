@@ -11,7 +11,9 @@ each figure, a PNG and the CSV it is drawn from:
 * ``sequence_paths`` — the centroid path of every sequence on a longitude–latitude map (paths
   are cut where they cross 180°, not drawn across the map);
 * ``detected_vs_catalogued`` (with a truth catalog) — instances per Ls bin and Mars year, found
-  against catalogued.
+  against catalogued. A run without a truth catalog removes this figure and its table where an
+  earlier run into the same folder left them (no other file of the folder is touched), so the
+  folder never shows a comparison the run did not make.
 
 Instances without ``member_id`` are tracked first (:func:`marsdust.track.track` with its defaults).
 """
@@ -23,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marsdust.fileio import write_csv_atomic
+from marsdust.fileio import remove_stale_temp_files, write_csv_atomic
 from marsdust.plots import load_pyplot, save_figure
 from marsdust.track import id_strings, members_table, track
 
 INSTANCE_COLUMNS = ["map_id", "mars_year", "ls", "lon", "lat", "area_km2", "member_id", "sequence_id"]
 DEFAULT_LS_BIN_DEG = 15.0
+TRUTH_FIGURE = "detected_vs_catalogued"
+"""The figure (``.png``) and table (``.csv``) only a run with a truth catalog writes."""
+FIGURES = ("ls_lat", "area_per_sol", "members", "sequence_paths", TRUTH_FIGURE)
+"""Every figure :func:`write_climatology` may write (``<name>.png`` and ``<name>.csv``)."""
 
 
 def _with_tracks(instances: pd.DataFrame) -> pd.DataFrame:
@@ -252,7 +258,9 @@ def write_climatology(instances: pd.DataFrame, out_dir, *, truth: pd.DataFrame |
         A storm table or detections (``map_id, mars_year, ls, lon, lat, area_km2``; tracked here
         when ``member_id`` is missing or empty).
     out_dir : path
-        Gets ``<name>.png`` and ``<name>.csv`` for each figure.
+        Gets ``<name>.png`` and ``<name>.csv`` for each figure; without ``truth``, the
+        :data:`TRUTH_FIGURE` files an earlier run left are removed, and so are the temporary files
+        of these figures that a killed run left.
     truth : DataFrame, optional
         The catalog to count against (``detected_vs_catalogued``); restrict it beforehand to the
         maps the detections were made on.
@@ -267,6 +275,10 @@ def write_climatology(instances: pd.DataFrame, out_dir, *, truth: pd.DataFrame |
         Figure name -> (PNG path, CSV path).
     """
     out_dir = Path(out_dir)
+    if out_dir.is_dir():  # the temporary files of a run killed while writing these figures
+        for name in FIGURES:
+            for suffix in (".csv", ".png"):
+                remove_stale_temp_files(out_dir, f"{name}{suffix}")
     tracked = _with_tracks(instances)
     prefix = f"{label}: " if label else ""
     written: dict[str, tuple[Path, Path]] = {}
@@ -285,6 +297,10 @@ def write_climatology(instances: pd.DataFrame, out_dir, *, truth: pd.DataFrame |
     save("sequence_paths", paths, plot_sequence_paths, f"sequence paths ({n_sequences}; circle = first instance)")
     if truth is not None:
         counts = counts_per_ls_bin(tracked, truth, ls_bin_deg)
-        save("detected_vs_catalogued", counts, plot_counts_per_ls_bin,
+        save(TRUTH_FIGURE, counts, plot_counts_per_ls_bin,
              f"detected ({len(tracked)}) versus catalogued ({len(truth)}) instances per {ls_bin_deg:g}° of Ls")
+    else:  # an earlier run's comparison would read as this run's
+        for stale in (out_dir / f"{TRUTH_FIGURE}.csv", out_dir / f"{TRUTH_FIGURE}.png"):
+            if stale.is_symlink() or stale.is_file():
+                stale.unlink()
     return written

@@ -46,6 +46,7 @@ import pandas as pd
 
 from marsdust.formats.cloud_mask import INVALID, block_majority, read_cloud_mask_on
 from marsdust.grid import MapGrid
+from marsdust.mdgm import working_grid
 from marsdust.outlines import mask_centroid_lonlat
 
 CLOUD_LABEL = 2
@@ -226,6 +227,42 @@ class CloudMasks:
     def count(self, index_df: pd.DataFrame) -> int:
         """How many maps of an index table have a cloud mask."""
         return sum(self.path_of(row) is not None for _, row in index_df.iterrows())
+
+    def check(self, index_df: pd.DataFrame, res_deg: float) -> int:
+        """Read the mask of every map of an index table onto the map's working grid, as training will.
+
+        Run before training starts, so that a bad mask is found before the first step rather than
+        mid-run in a data-loader worker.
+
+        Parameters
+        ----------
+        index_df : DataFrame
+            Archive index rows (``map_id``, ``subphase``, ``path``).
+        res_deg : float
+            The working resolution, degrees per pixel (each map's grid from its header,
+            :func:`marsdust.mdgm.working_grid`).
+
+        Returns
+        -------
+        int
+            How many of the maps have a mask.
+
+        Raises
+        ------
+        marsdust.mdad_format.CatalogError, CloudMaskGridError
+            The first mask (in the table's order) that is not readable, lacks ``cloudmask``,
+            declares more than a mask holds, holds values out of range or does not fit its map,
+            naming it.
+        marsdust.mdgm.MapReadError
+            The header of a map with a mask cannot be read.
+        """
+        found = 0
+        for _, row in index_df.iterrows():
+            path = self.path_of(row)
+            if path is not None:
+                read_cloud_mask_on(path, working_grid(row["path"], res_deg), row["path"])
+                found += 1
+        return found
 
     def cloudy(self, row, grid: MapGrid) -> np.ndarray | None:
         """The map's cloudy pixels on ``grid`` (False where the mask has no observation), or None without a mask."""

@@ -42,15 +42,19 @@ def _disk_is_full(error: BaseException, folder: Path) -> bool:
     return False
 
 
-def remove_stale_temp_files(folder: str | os.PathLike) -> int:
+def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) -> int:
     """Delete the temporary files :func:`atomic_output` left in ``folder`` when its process was killed.
 
     Only files named as marsdust names them (:data:`TEMP_PREFIX` ... :data:`TEMP_MARK`) and that are
-    plain files (not links) are removed: a user's own ``.work.tmp`` stays. Only call this while no
-    other marsdust writer uses ``folder``. Returns how many were removed.
+    plain files (not links) are removed: a user's own ``.work.tmp`` stays. With ``name``, only those
+    of the output file ``name`` (call this before writing it again); without, every one: only call
+    that while no other marsdust writer uses ``folder``. Returns how many were removed.
     """
+    import glob
+
     removed = 0
-    for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
+    pattern = f"{TEMP_PREFIX}*{TEMP_MARK}*" if name is None else f"{TEMP_PREFIX}{glob.escape(name)}.*{TEMP_MARK}*"
+    for path in Path(folder).glob(pattern):
         if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed += 1

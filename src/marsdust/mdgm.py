@@ -8,11 +8,14 @@ Public API
   is lossy-compressed).
 * :func:`valid_mask` — which pixels hold an observation (the missing-pixel rule).
 * :func:`read_map_resampled`, :func:`downsample` — block averages to a coarser grid (the
-  detectors' working resolution), counting only valid pixels.
+  detectors' working resolution), counting only valid pixels; :func:`working_grid` — that grid
+  from the file's header (:func:`read_map_shape`), without decoding it.
 * :func:`index_archive` — archive folder / tars / flat folder + manifest / saved index CSV →
   index table ``map_id, subphase, sol, mars_year, ls, path`` sorted by time; problems
   (listed-but-missing maps, unlisted files, bad lines) in ``df.attrs["problems"]``.
 * :func:`save_index` — write an index atomically (CSV or Parquet by extension).
+* :func:`read_list_ls_file`, :func:`read_bounded` — a list or a tar member read up to a size limit
+  (:data:`MAX_LIST_LS_BYTES`, :data:`MAX_MAP_FILE_BYTES`), refused when it declares more.
 * :class:`MapReadError` — a :class:`ValueError` for any map that cannot be read as expected.
 
 Conventions: maps are 8-bit RGB, simple cylindrical, row 0 at the northern edge, column 0 at
@@ -23,6 +26,8 @@ compression, as many MARCI maps are) a pixel whose luma is at most :data:`LOSSY_
 alpha channel (RGBA / LA) have the alpha dropped (MDGMs carry no transparency; some tools add
 an opaque alpha when re-saving). Palette images are expanded to RGB. Grayscale images are
 rejected: the red and blue bands carry different information (dust vs water-ice clouds).
+A PNG whose image data ends before its last row is damaged (:func:`check_png_rows`), not a map
+whose lower rows are missing observations.
 """
 
 from __future__ import annotations
@@ -31,17 +36,19 @@ import io
 import logging
 import os
 import re
+import struct
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
-from marsdust.naming import make_map_id, parse_map_name
+from marsdust.naming import make_map_id, parse_map_name, printable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,14 @@ small" finds the missing pixels. Luma is kept at full resolution: on the synthet
 (quality 90) missing pixels decode to luma ≤ 17 and observed ground to ≥ 24; real MDGM ground is
 never that dark in all bands."""
 _LOSSY_TIFF_COMPRESSIONS = ("jpeg", "tiff_jpeg")
+
+MAX_LIST_LS_BYTES = 16 * 2**20
+"""Largest ``list_ls.txt`` read, bytes (16 MiB: some 800 000 lines ``name year ls``, hundreds of times an
+archive's sols). A larger one (e.g. a small tar.gz expanding to gigabytes) is an index problem
+(``unreadable_list_ls``), checked on its declared size before it is read and never read past the limit."""
+MAX_MAP_FILE_BYTES = 256 * 2**20
+"""Largest map file read from a tar into memory, bytes (256 MiB: ten times an uncompressed RGBA global map at
+0.1°, 3600 × 1800 × 4 bytes ≈ 26 MB). A larger member is a :class:`MapReadError`, found before it is read."""
 
 
 class MapReadError(ValueError):
@@ -113,6 +128,38 @@ def split_tar_path(path: str | os.PathLike) -> tuple[str, str | None]:
     return text, None
 
 
+def check_file_size(declared_size: int, max_bytes: int, where: str) -> None:
+    """Refuse a file or tar member that declares more than ``max_bytes`` bytes (:class:`MapReadError` naming ``where``)."""
+    if declared_size > max_bytes:
+        raise MapReadError(f"{where}: {declared_size:,} bytes, more than the {max_bytes:,} such a file may hold; "
+                           "not read")
+
+
+def read_bounded(handle, declared_size: int, max_bytes: int, where: str) -> bytes:
+    """At most ``max_bytes`` bytes of an open file or tar member, refusing a larger one before reading it.
+
+    Parameters
+    ----------
+    handle : binary file object
+        An open file or ``TarFile.extractfile`` handle, at its start.
+    declared_size : int
+        Its size as declared (``os.fstat`` or ``TarInfo.size``), bytes.
+    max_bytes : int
+        The most bytes read (:data:`MAX_LIST_LS_BYTES`, :data:`MAX_MAP_FILE_BYTES`).
+    where : str
+        The file (``TARFILE::MEMBER``), named in the error.
+
+    Raises
+    ------
+    MapReadError
+        The file declares, or turns out to hold, more than ``max_bytes`` bytes.
+    """
+    check_file_size(declared_size, max_bytes, where)
+    data = handle.read(max_bytes + 1)
+    check_file_size(len(data), max_bytes, where)
+    return data
+
+
 @lru_cache(maxsize=64)
 def _tar_member_offsets(tar_path: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
     """Byte offset and size of every regular member of an uncompressed tar (cached per file version)."""
@@ -136,6 +183,7 @@ def _read_tar_member(tar_path: str, member: str) -> bytes:
         if member not in offsets:
             raise MapReadError(f"{tar_path}: no member {member!r} in the tar file")
         offset, size = offsets[member]
+        check_file_size(size, MAX_MAP_FILE_BYTES, f"{tar_path}{TAR_SEPARATOR}{member}")
         with open(tar_path, "rb") as handle:
             handle.seek(offset)
             data = handle.read(size)
@@ -144,14 +192,90 @@ def _read_tar_member(tar_path: str, member: str) -> bytes:
         return data
     try:
         with tarfile.open(tar_path, mode="r:*") as tar:
-            handle = tar.extractfile(member)
+            info = tar.getmember(member)
+            handle = tar.extractfile(info)
             if handle is None:
                 raise MapReadError(f"{tar_path}: member {member!r} is not a regular file")
-            return handle.read()
+            return read_bounded(handle, info.size, MAX_MAP_FILE_BYTES, f"{tar_path}{TAR_SEPARATOR}{member}")
     except KeyError as exc:
         raise MapReadError(f"{tar_path}: no member {member!r} in the tar file") from exc
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise MapReadError(f"{tar_path}: cannot read member {member!r} ({exc})") from exc
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey + alpha, RGBA
+_ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_chunks(handle) -> Iterator[tuple[bytes, bytes]]:
+    """``(type, data)`` of each chunk of a PNG file open at its start, up to ``IEND``."""
+    if handle.read(8) != _PNG_SIGNATURE:
+        raise ValueError("no PNG signature")
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            raise ValueError("ends before its IEND chunk")
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        data = handle.read(length)
+        handle.read(4)  # CRC: PIL has checked it
+        if len(data) < length:
+            raise ValueError(f"its {kind.decode('latin-1')} chunk is cut short")
+        if kind == b"IEND":
+            return
+        yield kind, data
+
+
+def _png_image_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlace: int) -> int:
+    """Bytes of a PNG's decompressed image data (filter byte + packed samples per row, Adam7 passes if interlaced)."""
+    bits = _PNG_CHANNELS[colour_type] * bit_depth
+    passes = _ADAM7_PASSES if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            total += rows * (1 + -(-columns * bits // 8))
+    return total
+
+
+def check_png_rows(data: bytes | str, where: str) -> None:
+    """Refuse a PNG whose image data ends before its last row.
+
+    A PNG whose ``IDAT`` holds a complete zlib stream of only some of its rows decodes in PIL
+    without an error, the rows it lacks black, which a map reads as missing observations; here the
+    decompressed data is counted (streamed, not kept) against what the header's rows need.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The file's bytes, or its path.
+    where : str
+        The file, named in the error.
+
+    Raises
+    ------
+    MapReadError
+        The image data is shorter than its rows need, or the file is not a well-formed PNG.
+    """
+    import zlib
+
+    handle = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else open(data, "rb")
+    inflate, produced, needed = zlib.decompressobj(), 0, None
+    try:
+        with handle:
+            for kind, chunk in _png_chunks(handle):
+                if kind == b"IHDR":
+                    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", chunk[:13])
+                    needed = _png_image_bytes(width, height, bit_depth, colour_type, interlace)
+                elif kind == b"IDAT":
+                    while chunk and produced <= needed:
+                        produced += len(inflate.decompress(chunk, 1 << 20))
+                        chunk = inflate.unconsumed_tail
+    except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
+        raise MapReadError(f"{where}: corrupt PNG ({exc})") from exc
+    if needed is not None and produced < needed:
+        raise MapReadError(f"{where}: damaged PNG: its image data ends after {produced:,} of the {needed:,} bytes its "
+                           f"{height} rows need (truncated IDAT)")
 
 
 def _to_rgb_u8(array: np.ndarray, mode: str, where: str) -> np.ndarray:
@@ -175,6 +299,8 @@ def _decode_with_pil(data: bytes | str, where: str) -> tuple[np.ndarray, bool]:
     try:
         with Image.open(source) as image:
             image.load()  # forces full decode: truncated files fail here
+            if image.format == "PNG":
+                check_png_rows(data, where)  # ... and PNGs whose data stops early, here
             lossy = image.format == "JPEG" or (
                 image.format == "TIFF" and image.info.get("compression") in _LOSSY_TIFF_COMPRESSIONS)
             mode = image.mode
@@ -261,6 +387,45 @@ def read_map_pixels(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
         if not is_tiff or "band" in str(pil_error) or "8-bit" in str(pil_error):
             raise
         return _decode_with_rasterio(data, where)
+
+
+def read_map_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """``(rows, columns)`` of a map file from its header, without decoding its pixels.
+
+    Raises
+    ------
+    MapReadError
+        Missing file or tar member, or not an image (a TIFF PIL cannot open is decoded instead).
+    """
+    from PIL import Image
+
+    where = os.fspath(path)
+    file_path, member = split_tar_path(where)
+    if member is None and not os.path.isfile(file_path):
+        raise MapReadError(f"{file_path}: map file not found")
+    data = io.BytesIO(_read_tar_member(file_path, member)) if member is not None else file_path
+    try:
+        with Image.open(data) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if not (member or file_path).lower().endswith((".tif", ".tiff")):
+            raise MapReadError(f"{where}: not a readable PNG/JPEG/TIFF image ({exc})") from exc
+        height, width = read_map_pixels(where)[0].shape[:2]
+    return height, width
+
+
+def working_grid(path: str | os.PathLike, res_deg: float) -> MapGrid:
+    """The grid a map is read on at ``res_deg`` (:func:`read_map_resampled`), from its header only.
+
+    Raises
+    ------
+    MapReadError
+        As :func:`read_map_shape`; a shape that is no known grid; ``res_deg`` not a whole multiple
+        of the map's resolution, or blocks that do not divide the map.
+    """
+    where = os.fspath(path)
+    native = _grid_for_shape(*read_map_shape(where), None, where)
+    return native.rescaled(_integer_factor(native, float(res_deg), where))
 
 
 def _grid_for_shape(height: int, width: int, grid: MapGrid | None, where: str) -> MapGrid:
@@ -554,15 +719,39 @@ class _Subphase:
     problems: list[dict]
 
 
+def read_list_ls_file(path: str | os.PathLike) -> str:
+    """The text of a ``list_ls.txt`` file (UTF-8, undecodable bytes replaced), at most :data:`MAX_LIST_LS_BYTES`.
+
+    Raises
+    ------
+    MapReadError
+        The file is larger than :data:`MAX_LIST_LS_BYTES`.
+    OSError
+        It cannot be read.
+    """
+    with open(path, "rb") as handle:
+        data = read_bounded(handle, os.fstat(handle.fileno()).st_size, MAX_LIST_LS_BYTES, os.fspath(path))
+    return data.decode("utf-8", errors="replace")
+
+
+def _list_ls_problem(where: str, error: MapReadError) -> dict:
+    detail = str(error).removeprefix(f"{where}: ")
+    return {"kind": "unreadable_list_ls", "where": where, "detail": f"{detail}; the subphase's maps are not indexed"}
+
+
 def _collect_folder(folder: Path) -> _Subphase:
     maps: dict[str, str] = {}
     problems: list[dict] = []
-    list_text = None
+    list_text, list_found = None, False
     candidates = sorted(p for p in folder.rglob("*") if p.is_file())
     for path in candidates:
         if path.name.lower() == "list_ls.txt":
-            if list_text is None:
-                list_text = path.read_text(errors="replace")
+            if not list_found:
+                list_found = True
+                try:
+                    list_text = read_list_ls_file(path)
+                except MapReadError as exc:
+                    problems.append(_list_ls_problem(str(path), exc))
             continue
         if _is_map_name(path.name):
             _add_map(maps, path.name, str(path.resolve()), str(folder), problems)
@@ -572,7 +761,7 @@ def _collect_folder(folder: Path) -> _Subphase:
 def _collect_tar(tar_path: Path) -> _Subphase:
     maps: dict[str, str] = {}
     problems: list[dict] = []
-    list_text = None
+    list_text, list_found = None, False
     resolved = str(tar_path.resolve())
     try:
         with tarfile.open(tar_path, mode="r:*") as tar:
@@ -581,9 +770,9 @@ def _collect_tar(tar_path: Path) -> _Subphase:
                     continue
                 base = member.name.rsplit("/", 1)[-1]
                 if base.lower() == "list_ls.txt":
-                    if list_text is None:
-                        handle = tar.extractfile(member)
-                        list_text = handle.read().decode("utf-8", errors="replace") if handle else ""
+                    if not list_found:
+                        list_found = True
+                        list_text = _tar_list_text(tar, member, f"{tar_path}{TAR_SEPARATOR}{member.name}", problems)
                 elif _is_map_name(base):
                     _add_map(maps, base, f"{resolved}{TAR_SEPARATOR}{member.name}", str(tar_path), problems)
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -591,7 +780,24 @@ def _collect_tar(tar_path: Path) -> _Subphase:
     return _Subphase(str(tar_path), maps, list_text, problems)
 
 
+def _tar_list_text(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str, problems: list[dict]) -> str | None:
+    """The text of a tar's ``list_ls.txt`` member, or None with an ``unreadable_list_ls`` problem if it is too large."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        return ""
+    try:
+        return read_bounded(handle, member.size, MAX_LIST_LS_BYTES, where).decode("utf-8", errors="replace")
+    except MapReadError as exc:
+        problems.append(_list_ls_problem(where, exc))
+        return None
+
+
 def _add_map(maps: dict[str, str], name: str, path: str, source: str, problems: list[dict]) -> None:
+    if printable(path) != path:
+        problems.append({"kind": "undecodable_name", "where": source,
+                         "detail": f"{printable(path)}: the file name is not UTF-8 (no table could name it); "
+                                   "rename it to index the map"})
+        return
     stem = _strip_map_extension(name)
     if stem in maps:
         problems.append({"kind": "duplicate_map", "where": source,
@@ -603,7 +809,7 @@ def _add_map(maps: dict[str, str], name: str, path: str, source: str, problems: 
 def _rows_from_subphase(sub: _Subphase) -> tuple[list[dict], list[dict]]:
     problems = list(sub.problems)
     if sub.list_text is None:
-        if sub.maps:
+        if sub.maps and not any(p["kind"] == "unreadable_list_ls" for p in problems):
             problems.append({"kind": "missing_list_ls", "where": sub.source,
                              "detail": f"no list_ls.txt; {len(sub.maps)} map(s) not indexed"})
         return [], problems
@@ -787,7 +993,9 @@ def index_archive(path: str | os.PathLike, manifest: str | os.PathLike | None = 
         ``path`` a file path or ``TARFILE::MEMBER``), sorted by (mars_year, ls, map_id).
         ``df.attrs["problems"]`` is a list of dicts ``{kind, where, detail}``: maps listed but
         missing (``missing_map``), map files not listed (``unlisted_map``), unparseable
-        list/manifest lines, subphases without ``list_ls.txt``, duplicates. A warning with the
+        list/manifest lines, subphases without ``list_ls.txt`` (or with one larger than
+        :data:`MAX_LIST_LS_BYTES`), duplicates, map files whose names are not UTF-8
+        (``undecodable_name``, not indexed). A warning with the
         counts is logged when there are any.
 
     Raises

@@ -3,10 +3,12 @@
 A map (one MDGM, one sol) is named ``<subphase>_<sol:03d>`` in lower case, e.g. ``r18_040``
 (MOC subphase R18, sol 40 of that subphase) or ``d01_005`` (MARCI ``D01_day05``). The archive
 index and the storm catalog both build ``map_id`` with :func:`make_map_id`, so they join on it.
+A file name that is not UTF-8 becomes text every output takes with :func:`printable`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 _MAP_NAME = re.compile(r"^\s*([A-Za-z]+[0-9]*)[_-](?:day)?([0-9]+)\s*$", re.IGNORECASE)
@@ -40,3 +42,13 @@ def parse_map_name(name: str) -> tuple[str, int]:
             f"map name {name!r} is not of the form SUBPHASE_SOL (e.g. 'r18_040') or SUBPHASE_dayNN (e.g. 'D01_day05')"
         )
     return match.group(1).upper(), int(match.group(2))
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that were not UTF-8 written as ``\\xNN``, so any UTF-8 output takes it.
+
+    Python decodes such bytes of a file name to lone surrogates (``os.fsdecode``), which no UTF-8
+    file, table or message can hold; other text comes back unchanged. ``b"bad\\xffname"`` as a
+    name gives ``"bad\\\\xffname"``.
+    """
+    return os.fsencode(text).decode("utf-8", "backslashreplace")

@@ -22,6 +22,10 @@ How linking works (explainable on purpose)
    ``min_link_km + size_factor * r_eq`` on the sphere, with ``r_eq = sqrt(area / pi)`` the
    equivalent radius of the larger of the two storms (big storms may move their centroid more).
    Centroid distances are great-circle distances, so 179°E and 179°W are 2° apart.
+   Candidate pairs are found with spatial indexes (a k-d tree of the centroids on the unit sphere
+   queried with each storm's own reach ``min_link_km + size_factor * r_eq``, and an R-tree of
+   the outlines queried for intersecting ones), so memory and time grow with the number of
+   storms per map and the pairs within reach, not with their product.
 3. Candidate pairs are assigned one-to-one greedily: overlapping pairs first, then by descending
    product of the two areas, then by ascending distance. So when two storms merge, the merged
    storm continues the *larger* member and the smaller member ends; when a storm splits, the
@@ -46,7 +50,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from marsdust.evaluate.matching import outline_iou
+from marsdust.evaluate.matching import has_outline
 from marsdust.grid import MARS_RADIUS_KM
 from marsdust.mdad_format import format_member_id, mars_time_sols
 from marsdust.naming import parse_map_name
@@ -60,6 +64,69 @@ def great_circle_km(lon_a_deg, lat_a_deg, lon_b_deg, lat_b_deg, radius_km: float
     lon_a, lat_a, lon_b, lat_b = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lon_a_deg, lat_a_deg, lon_b_deg, lat_b_deg))
     h = np.sin((lat_b - lat_a) / 2) ** 2 + np.cos(lat_a) * np.cos(lat_b) * np.sin((lon_b - lon_a) / 2) ** 2
     return 2.0 * radius_km * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def unit_vectors(lon_deg, lat_deg) -> np.ndarray:
+    """Points of the unit sphere, ``(n, 3)``, for east longitudes and latitudes in degrees."""
+    lon, lat = np.radians(np.asarray(lon_deg, dtype=np.float64)), np.radians(np.asarray(lat_deg, dtype=np.float64))
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def pairs_within_reach(points_a: np.ndarray, points_b: np.ndarray, reach_km: np.ndarray,
+                       radius_km: float = MARS_RADIUS_KM) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(i, j)`` whose great-circle distance is at most ``reach_km[i]`` (and a hair more).
+
+    Parameters
+    ----------
+    points_a, points_b : ndarray (n, 3), (m, 3)
+        :func:`unit_vectors`.
+    reach_km : ndarray (n,)
+        How far each point of ``a`` reaches, km.
+
+    Returns
+    -------
+    (i, j) : int arrays
+        A superset of the pairs within reach (the chord radius is widened by one part in 10⁹); the
+        caller decides each pair on :func:`great_circle_km`.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(points_a) == 0 or len(points_b) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    half_angle = np.minimum(np.asarray(reach_km, dtype=np.float64) / (2.0 * radius_km), np.pi / 2)
+    chord = 2.0 * np.sin(half_angle) * (1.0 + 1e-9) + 1e-12
+    found = cKDTree(points_b).query_ball_point(points_a, r=chord)
+    counts = np.fromiter((len(f) for f in found), dtype=np.int64, count=len(found))
+    i = np.repeat(np.arange(len(points_a), dtype=np.int64), counts)
+    j = np.fromiter((k for f in found for k in f), dtype=np.int64, count=int(counts.sum()))
+    return i, j
+
+
+def overlapping_outlines(geoms_a: np.ndarray, geoms_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(i, j)`` of outlines whose intersection has an area (their outline IoU is above 0).
+
+    Parameters
+    ----------
+    geoms_a, geoms_b : object ndarray of shapely geometries, None where a storm has no outline
+
+    Returns
+    -------
+    (i, j) : int arrays, the pairs an R-tree (:class:`shapely.STRtree`) finds intersecting whose IoU
+    (as :func:`marsdust.evaluate.matching.outline_iou` computes it) is above 0.
+    """
+    import shapely
+
+    known_a = np.nonzero(np.not_equal(geoms_a, None))[0]
+    known_b = np.nonzero(np.not_equal(geoms_b, None))[0]
+    if known_a.size == 0 or known_b.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    query, tree = shapely.STRtree(geoms_b[known_b]).query(geoms_a[known_a], predicate="intersects")
+    i, j = known_a[query], known_b[tree]
+    a, b = geoms_a[i], geoms_b[j]
+    inter = shapely.area(shapely.intersection(a, b))
+    union = shapely.area(a) + shapely.area(b) - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return i[iou > 0], j[iou > 0]
 
 
 def _map_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -175,8 +242,9 @@ class _Linker:
         self.lon = df["lon"].to_numpy(dtype=float)
         self.lat = df["lat"].to_numpy(dtype=float)
         self.area = df["area_km2"].to_numpy(dtype=float)
-        self.wkt = (df["polygon_wkt"].to_numpy(dtype=object) if "polygon_wkt" in df.columns
-                    else np.full(len(df), None, dtype=object))
+        self.points = unit_vectors(self.lon, self.lat)
+        self.reach_km = min_link_km + size_factor * np.sqrt(self.area / np.pi)  # with the storm's own radius
+        self.geoms = _outlines(df)
         order = np.argsort(self.row_position, kind="stable")
         self.rows_by_position = np.split(order, np.searchsorted(self.row_position[order], np.arange(1, len(maps))))
         self.member_of_row = np.full(len(df), -1, dtype=np.int64)
@@ -203,8 +271,9 @@ class _Linker:
     def link_map(self, position: int, new_rows: np.ndarray, recent: list[int]) -> None:
         """The instances of the map at ``position``: continue an active member (steps 2–3) or start one."""
         last_position = [int(self.row_position[self.last_row_of_member[m]]) for m in recent]
-        active = [m for m, last in zip(recent, last_position)
-                  if last < position and _follows(self.maps, last, position, self.max_gap_sols, self.max_ls_gap_deg)]
+        follows = {last: last < position and _follows(self.maps, last, position, self.max_gap_sols,
+                                                       self.max_ls_gap_deg) for last in set(last_position)}
+        active = [m for m, last in zip(recent, last_position) if follows[last]]
         if not active or len(new_rows) == 0:
             for row in new_rows:
                 self.start_member(row)
@@ -221,29 +290,55 @@ class _Linker:
         for i, j in losers:  # merge or split partners: same sequence group
             self.partner_edges.append((active[i], int(self.member_of_row[new_rows[j]])))
 
+    def candidate_pairs(self, prev_rows: np.ndarray, new_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(i, j, overlap)``: the pairs (index into ``prev_rows``, into ``new_rows``) that may link, in
+        row-major order without repeats, and whether their outlines overlap.
+
+        A pair may link when one of its storms reaches the other (step 2 allows the larger storm's
+        reach) or their outlines overlap; each is found with a spatial index.
+        """
+        forward = pairs_within_reach(self.points[prev_rows], self.points[new_rows], self.reach_km[prev_rows])
+        new_j, prev_i = pairs_within_reach(self.points[new_rows], self.points[prev_rows], self.reach_km[new_rows])
+        overlap_i, overlap_j = overlapping_outlines(self.geoms[prev_rows], self.geoms[new_rows])
+        n_new = len(new_rows)
+        overlap_keys = overlap_i * n_new + overlap_j
+        keys = np.unique(np.concatenate([forward[0] * n_new + forward[1], prev_i * n_new + new_j, overlap_keys]))
+        return keys // n_new, keys % n_new, np.isin(keys, overlap_keys)
+
     def assign(self, active: list[int], new_rows: np.ndarray) -> tuple[list, list]:
         """``(pairs, losers)``: the one-to-one links (active member index, new instance index) of step 3 and
         the candidate pairs that lost (step 4)."""
         prev_rows = np.array([self.last_row_of_member[m] for m in active])
-        lon, lat, area = self.lon, self.lat, self.area
-        distance_km = great_circle_km(lon[prev_rows][:, None], lat[prev_rows][:, None], lon[new_rows][None, :],
-                                      lat[new_rows][None, :])
-        radius_km = np.sqrt(np.maximum(area[prev_rows][:, None], area[new_rows][None, :]) / np.pi)
-        overlap = outline_iou(self.wkt[prev_rows], self.wkt[new_rows]) > 0
+        i, j, overlap = self.candidate_pairs(prev_rows, new_rows)
+        prev, new = prev_rows[i], new_rows[j]
+        distance_km = great_circle_km(self.lon[prev], self.lat[prev], self.lon[new], self.lat[new])
+        radius_km = np.sqrt(np.maximum(self.area[prev], self.area[new]) / np.pi)
         valid = overlap | (distance_km <= self.min_link_km + self.size_factor * radius_km)
-        candidates = sorted(
-            zip(*np.nonzero(valid)),
-            key=lambda ij: (not overlap[ij], -area[prev_rows[ij[0]]] * area[new_rows[ij[1]]], distance_km[ij]),
-        )
+        i, j, overlap, distance_km = i[valid], j[valid], overlap[valid], distance_km[valid]
+        # overlapping first, then larger area products, then shorter distances; ties stay in row-major order
+        order = np.lexsort((distance_km, -(self.area[prev_rows[i]] * self.area[new_rows[j]]), ~overlap))
         used_prev, used_new, pairs, losers = set(), set(), [], []
-        for i, j in candidates:
-            if i in used_prev or j in used_new:
-                losers.append((i, j))
+        for pair in zip(i[order].tolist(), j[order].tolist()):
+            if pair[0] in used_prev or pair[1] in used_new:
+                losers.append(pair)
                 continue
-            used_prev.add(i)
-            used_new.add(j)
-            pairs.append((i, j))
+            used_prev.add(pair[0])
+            used_new.add(pair[1])
+            pairs.append(pair)
         return pairs, losers
+
+
+def _outlines(df: pd.DataFrame) -> np.ndarray:
+    """The outline of each row as a shapely geometry (``polygon_wkt``), None where it has none; parsed once."""
+    import shapely
+
+    if "polygon_wkt" not in df.columns:
+        return np.full(len(df), None, dtype=object)
+    values = df["polygon_wkt"].to_numpy(dtype=object)
+    known = has_outline(values)
+    geoms = np.full(len(df), None, dtype=object)
+    geoms[known] = shapely.from_wkt(values[known])
+    return geoms
 
 
 def _sequence_groups(n_members: int, partner_edges: list[tuple[int, int]]) -> np.ndarray:

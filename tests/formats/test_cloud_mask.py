@@ -81,3 +81,22 @@ def test_block_majority_needs_half_the_pixels_valid_and_half_the_valid_ones_clou
     np.testing.assert_array_equal(coarse_cloudy, [[True, False]])  # 2 of 4: half is enough
     with pytest.raises(ValueError, match="block size 3 does not divide a 2 x 4 mask"):
         block_majority(cloudy, valid, 3)
+
+
+def test_a_mask_declaring_more_than_one_global_mask_is_refused_before_it_is_read(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "huge.nc"  # 13 KB on disk, 37.7 GiB of fill values declared
+    with netCDF4.Dataset(path, "w") as ds:
+        for name, size in (("time", 300_000), ("latitude", 150), ("longitude", 450)):
+            ds.createDimension(name, size)
+        ds.createVariable("latitude", "f8", ("latitude",))[:] = 59.6 - 0.8 * np.arange(150)
+        ds.createVariable("longitude", "f8", ("longitude",))[:] = -179.6 + 0.8 * np.arange(450)
+        ds.createVariable("cloudmask", "i2", ("time", "latitude", "longitude"), zlib=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CatalogError, match=r"huge.nc: variable 'cloudmask' declares shape \(300000, 150, 450\)"):
+            read_cloud_mask_on(path, MapGrid.moc(0.8))
+        assert tracemalloc.get_traced_memory()[1] < 50 * 2**20
+    finally:
+        tracemalloc.stop()

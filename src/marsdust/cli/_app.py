@@ -7,12 +7,15 @@ Conventions (docs/cli.md lists them for users)
   input cannot be used (a missing or malformed file, a catalog that does not read, an unreadable
   checkpoint): :func:`fail`; :data:`EXIT_USAGE` (2) when the command line itself is wrong (an
   unknown option or value, a missing argument; Click's own usage errors exit 2 too):
-  :func:`usage_error`. Both print one ``error: ...`` line to stderr, no traceback.
+  :func:`usage_error`. Both print one ``error: ...`` line to stderr, no traceback; an error raised in
+  a torch data-loader worker is printed as its own message (:func:`original_message`), not the
+  worker's traceback torch wraps it in.
 * ``-o`` is always ``--output`` (a file or folder the command writes); every command that
   writes prints where it wrote.
 """
 
 import contextlib
+import re
 from typing import Iterator, NoReturn
 
 import typer
@@ -67,8 +70,25 @@ def usage_error(message: object) -> NoReturn:
     _exit_with(message, EXIT_USAGE)
 
 
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
+"""What torch puts between ``Caught X in DataLoader worker process N.`` and a worker's whole traceback
+when it re-raises the worker's exception in the main process."""
+
+
+def original_message(text: str) -> str:
+    """The message of an exception re-raised from a torch DataLoader worker, without the worker's traceback
+    (the lines after its last ``File`` line, less the ``module.ExceptionType:`` prefix); other text as it is."""
+    head, found, traceback_text = text.partition(_WORKER_TRACEBACK)
+    if not found or not head.startswith("Caught "):
+        return text
+    lines = traceback_text.rstrip().splitlines()
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith("  File ")), default=-1)
+    message = [line for line in lines[last_frame + 1:] if line and not line[0].isspace()]
+    return re.sub(r"^[A-Za-z_][\w.]*: ", "", "\n".join(message)) if message else text
+
+
 def _exit_with(message: object, code: int) -> NoReturn:
-    text = " ".join(str(message).split())
+    text = " ".join(original_message(str(message)).split())
     typer.echo(f"error: {text}", err=True)
     raise typer.Exit(code=code)
 

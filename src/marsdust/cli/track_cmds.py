@@ -132,7 +132,7 @@ def track_command(
     The scores: pairwise link precision/recall/F1, member purity and completeness, IDF1, sequence precision/recall (definitions in marsdust.evaluate.tracking).
     """
     from marsdust.evaluate.tracking import format_scores, tracking_scores
-    from marsdust.fileio import write_table_atomic, write_text_atomic
+    from marsdust.fileio import remove_stale_temp_files, write_table_atomic, write_text_atomic
     from marsdust.track import members_table, track
 
     members_path = members_path or _sibling(output, f"_members{output.suffix or '.csv'}")
@@ -147,6 +147,9 @@ def track_command(
     except ValueError as exc:
         fail(f"{input_path}: {exc}")
     members = members_table(tracked)
+    for path in (output, members_path, scores_path):  # what a run killed while writing them left
+        if path.parent.is_dir():
+            remove_stale_temp_files(path.parent, path.name)
     _write(write_table_atomic, tracked, output)
     _write(write_table_atomic, members, members_path)
     n_sequences = tracked["sequence_id"].replace("", None).nunique() if len(tracked) else 0

@@ -63,7 +63,8 @@ Products of :func:`detect_archive` (column names as the command-line contract in
   ``seconds`` the map's processing time (decode + its share of the batch inference +
   post-processing and writing; with overlapped decoding the wall time per map is lower).
 
-Resuming: each map writes ``OUT/parts/<map_id>.json`` (its records and ``maps.csv`` row) atomically
+Resuming: each map writes ``OUT/parts/<map_id>.json`` (its records and ``maps.csv`` row; a map id that is
+no plain file name: :func:`marsdust.detect.parts.map_file_stem`) atomically
 *after* its mask chunk ``OUT/parts/masks/<DAY>.nc`` and optional GeoTIFF / quick-look; a map is done
 iff its part exists, so a run killed at any moment and started again with the same command
 processes every map exactly once. The final products are rebuilt from all parts at the end.

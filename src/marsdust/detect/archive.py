@@ -292,7 +292,7 @@ def _prepare_output_folder(out_dir: Path, overwrite: bool) -> None:
     if overwrite and out_dir.exists():
         _clear_outputs(out_dir)
     for folder in (out_dir, out_dir / PARTS_DIR, out_dir / PARTS_DIR / "masks", out_dir / PARTS_DIR / CLOUD_CHUNKS,
-                   out_dir / "geotiff", out_dir / "quicklook"):
+                   out_dir / "geotiff", out_dir / "quicklook", *sorted((out_dir / MDAD_DIR).glob("MY*"))):
         if folder.is_dir():
             removed = remove_stale_temp_files(folder)
             if removed:

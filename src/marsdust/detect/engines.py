@@ -89,16 +89,6 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def _record_weights(onnx_file: Path, model) -> None:
-    """Write :func:`weights_sha256` of ``model`` into the metadata of the ONNX file ``onnx_file``."""
-    import onnx
-
-    proto = onnx.load(os.fspath(onnx_file))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = WEIGHTS_METADATA_KEY, weights_sha256(model)
-    onnx.save(proto, os.fspath(onnx_file))
-
-
 def _dense_part(model):
     """An ``nn.Module``: images → FPN levels, then the RPN head's logits and deltas per level, as one tuple
     (ONNX has no dict outputs)."""
@@ -142,44 +132,44 @@ def _rpn_with_head_outputs(rpn, logits, deltas):
     return clone
 
 
-def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> Path:
-    """Write the model's dense part as ONNX: normalized ``(N, C, H, W)`` images → pyramid levels
-    (``level_<key>``), then the RPN head's objectness logits (``rpn_logits_<key>``) and box deltas
+def backbone_onnx_bytes(model, *, opset: int = 17) -> bytes:
+    """The model's dense part as an ONNX model, built in memory: normalized ``(N, C, H, W)`` images → pyramid
+    levels (``level_<key>``), then the RPN head's objectness logits (``rpn_logits_<key>``) and box deltas
     (``rpn_deltas_<key>``) per level.
 
     Anchors, proposal selection / NMS, the RoI heads and post-processing stay in PyTorch (their
     shapes depend on the data).
     Height and width are dynamic (multiples of 32, as the model's transform pads them). The model's
     :func:`weights_sha256` is recorded in the metadata (:data:`WEIGHTS_METADATA_KEY`) and checked
-    when the file is loaded (:class:`OnnxBackbone`). Written atomically.
+    when the model is loaded (:class:`OnnxBackbone`). Nothing is written to disk, so an export
+    killed half-way leaves nothing behind.
 
     Parameters
     ----------
     model : MarsDustDetector
-    path : path
-        The ``.onnx`` file to write.
     opset : int
         ONNX opset (17: GroupNorm is exported as InstanceNormalization + affine).
 
     Returns
     -------
-    Path
+    bytes
+        The serialized ONNX model.
 
     Raises
     ------
     ValueError
         For a detector without a backbone + RPN (a ``unet`` segmenter: ``detect`` runs it in PyTorch).
     """
+    import io
     import warnings
 
+    import onnx
     import torch
 
     if not _has_fast_path(model):
         raise ValueError(f"detector {getattr(model, 'model_name', type(model).__name__)!r} has no backbone + FPN + "
                          "RPN head to export to ONNX (only the R-CNN detectors do); marsdust detect runs it whole "
                          "in PyTorch")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _dense_part(model).eval()
     example = torch.zeros(1, int(model.config.in_channels), 64, 64)
     was_training = model.training
@@ -189,14 +179,26 @@ def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> 
             keys = list(model.backbone(example))
         names = ([f"level_{key}" for key in keys] + [f"rpn_logits_{key}" for key in keys]
                  + [f"rpn_deltas_{key}" for key in keys])
-        with atomic_output(path) as tmp, warnings.catch_warnings():
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), os.fspath(tmp), input_names=["images"], output_names=names,
+            torch.onnx.export(wrapper, (example,), buffer, input_names=["images"], output_names=names,
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}}, opset_version=opset,
                               dynamo=False)
-            _record_weights(tmp, model)
+        proto = onnx.load_from_string(buffer.getvalue())
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = WEIGHTS_METADATA_KEY, weights_sha256(model)
+        return proto.SerializeToString()
     finally:
         model.train(was_training)
+
+
+def export_backbone_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> Path:
+    """Write :func:`backbone_onnx_bytes` of ``model`` to the ``.onnx`` file ``path``, atomically; returns the path."""
+    path = Path(path)
+    data = backbone_onnx_bytes(model, opset=opset)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -209,14 +211,12 @@ class OnnxBackbone:
         The detector whose backbone is replaced at inference.
     onnx_path : path, optional
         A file written by :func:`export_backbone_onnx` for this model (``marsdust export-onnx``);
-        default: export to a temporary file now (~2 s).
+        default: export it now, in memory (:func:`backbone_onnx_bytes`, ~2 s; no temporary file).
     threads : int, optional
         ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
     """
 
     def __init__(self, model, onnx_path: str | os.PathLike | None = None, threads: int | None = None):
-        import tempfile
-
         import onnxruntime as ort
         import torch
 
@@ -229,9 +229,7 @@ class OnnxBackbone:
         # the PNG reader thread and the writer thread that run beside ONNX Runtime
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if onnx_path is None:
-            with tempfile.TemporaryDirectory(prefix="marsdust-onnx-") as folder:
-                made = export_backbone_onnx(model, Path(folder) / "backbone.onnx")
-                self.session = ort.InferenceSession(os.fspath(made), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(backbone_onnx_bytes(model), options, providers=["CPUExecutionProvider"])
         else:
             onnx_path = Path(onnx_path)
             if not onnx_path.is_file():

@@ -5,14 +5,17 @@ reference backgrounds may be built from (:func:`history_maps`)."""
 from __future__ import annotations
 
 import glob as globlib
+import logging
 import os
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
-from marsdust.mdgm import index_archive, parse_list_ls
-from marsdust.naming import make_map_id, parse_map_name
+from marsdust.mdgm import index_archive, parse_list_ls, read_list_ls_file
+from marsdust.naming import make_map_id, parse_map_name, printable
+
+log = logging.getLogger(__name__)
 
 
 def map_id_from_stem(stem: str) -> str:
@@ -32,13 +35,17 @@ def _single_map_rows(paths: Iterable[str]) -> list[dict]:
     listed: dict[str, dict[str, tuple[int, float]]] = {}
     rows = []
     for path in paths:
+        if printable(path) != path:
+            log.warning("%s: left out: its file name is not UTF-8 (no table or product could name it); rename it "
+                        "to process the map", printable(path))
+            continue
         path = str(Path(path).resolve())
         folder = str(Path(path).parent)
         if folder not in listed:
             entries: dict[str, tuple[int, float]] = {}
             list_file = Path(folder) / "list_ls.txt"
             if list_file.is_file():
-                parsed, _ = parse_list_ls(list_file.read_text(errors="replace"), str(list_file))
+                parsed, _ = parse_list_ls(read_list_ls_file(list_file), str(list_file))
                 entries = {stem.lower(): (year, ls) for stem, year, ls in parsed}
             listed[folder] = entries
         stem = Path(path).name.rsplit(".", 1)[0]
@@ -56,7 +63,8 @@ def resolve_maps(maps) -> pd.DataFrame:
         A map file; a glob (``"ARCHIVE/R18/*.png"``); an archive folder, subphase folder or tar, or a
         saved index CSV/Parquet (:func:`marsdust.mdgm.index_archive`); a flat folder of maps; or a
         list mixing these. Loose maps take Mars year and Ls from a ``list_ls.txt`` beside them, or
-        year 0 and Ls NaN (then tracking is skipped).
+        year 0 and Ls NaN (then tracking is skipped). A map whose file name is not UTF-8 is left
+        out with a warning naming it (an archive's: a problem of its index).
 
     Raises
     ------

@@ -93,9 +93,10 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     paths["geojson"] = write_geojson(table, out_dir / "detections.geojson")
     if any(p.get("cloud_mask_chunk") for p in parts):
         paths["cloud_masks"] = _merge_masks(out_dir, parts, {}, progress, chunk_key="cloud_mask_chunk")
-    master = detections.copy()
+    in_cube = detections["sol"].notna().to_numpy()  # a map id naming no sol has no cube step, so no master row
+    master = detections[in_cube].copy()
     if not tracked:  # label k+1 of a map is its (k+1)-th detection: name it like an MDAD member
-        master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map)]
+        master["member_id"] = [_detection_member_id(m, int(k)) for m, k in zip(master["map_id"], order_in_map[in_cube])]
     luts = _label_tables(detections, order_in_map, tracked)
     if mask_grid in ("working", "both"):
         masks = _merge_masks(out_dir, parts, luts, progress)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -30,9 +32,27 @@ def _parts_dir(out_dir: Path) -> Path:
     return out_dir / PARTS_DIR
 
 
+_PLAIN_MAP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+"""Map ids used as file names as they are (``r18_040``): letters, digits, ``_.+-``, at most 100 characters."""
+
+
+def map_file_stem(map_id: str) -> str:
+    """The stem of a map's own files (part, GeoTIFF, quick-look), a valid file name for any map id.
+
+    A plain id (:data:`_PLAIN_MAP_ID`, as every archive map's is) is its own stem; any other (a loose
+    map's file name of 240 characters, with spaces, slashes or bytes that are not UTF-8) is its first
+    40 plain characters, ``~`` and 16 hex digits of the SHA-256 of the id (``~`` is in no plain id, so
+    stems never collide).
+    """
+    if _PLAIN_MAP_ID.fullmatch(map_id):
+        return map_id
+    digest = hashlib.sha256(map_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', map_id)[:40].lstrip('.')}~{digest}"
+
+
 def part_path(out_dir: str | os.PathLike, map_id: str) -> Path:
-    """``OUT/parts/<map_id>.json``: a map is done iff this file exists."""
-    return _parts_dir(Path(out_dir)) / f"{map_id}.json"
+    """``OUT/parts/<stem>.json`` (:func:`map_file_stem`): a map is done iff this file exists."""
+    return _parts_dir(Path(out_dir)) / f"{map_file_stem(map_id)}.json"
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -148,12 +168,13 @@ def write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook
     parts = _parts_dir(out_dir)
     chunk_name = _write_mask_chunk(result, "dust", parts / "masks")
     cloud_chunk = _write_mask_chunk(result, "cloud", parts / CLOUD_CHUNKS) if "cloud" in result.classes else None
+    stem = map_file_stem(result.map_id)
     if geotiff:
         probability = result.probability if result.probability is not None else np.zeros(result.grid.shape, np.float32)
-        write_geotiff(out_dir / "geotiff" / f"{result.map_id}.tif", probability, result.grid, valid=result.valid)
+        write_geotiff(out_dir / "geotiff" / f"{stem}.tif", probability, result.grid, valid=result.valid)
     if quicklook and result.image is not None:
-        write_quicklook_png(out_dir / "quicklook" / f"{result.map_id}.png", result.image.rgb,
-                                   [r["polygon_wkt"] for r in result.records], grid=result.grid, title=result.map_id)
+        write_quicklook_png(out_dir / "quicklook" / f"{stem}.png", result.image.rgb,
+                            [r["polygon_wkt"] for r in result.records], grid=result.grid, title=result.map_id)
     seconds = result.seconds + time.perf_counter() - t0
     payload = {
         "map": {"map_id": result.map_id, "mars_year": result.mars_year, "ls": result.ls,

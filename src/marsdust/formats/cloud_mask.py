@@ -11,6 +11,10 @@ longitude convention, any order of the two axes, possibly with more dimensions s
   (:func:`block_majority` where the grid is coarser, repeated cells where it is finer); a mask
   that does not fit is a :class:`CloudMaskGridError` naming both files.
 
+A file whose variables declare more values than one global mask at :data:`FINEST_CLOUD_MASK_RES_DEG`
+(:data:`MAX_CLOUD_MASK_VALUES`) is refused before anything of it is read
+(:func:`marsdust.formats.netcdf.check_declared_size`).
+
 Where the masks of an archive live, and what a cloud is for training, is :mod:`marsdust.cloudmask`.
 """
 
@@ -22,12 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from marsdust.fileio import atomic_output
-from marsdust.formats.netcdf import NETCDF_LOCK, find_lon_lat_dims, open_netcdf
+from marsdust.formats.netcdf import NETCDF_LOCK, check_declared_size, find_lon_lat_dims, open_netcdf
 from marsdust.grid import MapGrid, normalize_lon
 from marsdust.mdad_format import CatalogError
 
 INVALID = -999
 """``cloudmask`` value where the mask has no observation."""
+FINEST_CLOUD_MASK_RES_DEG = 0.05
+"""Finest cloud-mask cell read, degrees: half an MDGM pixel (0.1°); MARCI masks are coarser than their maps."""
+MAX_CLOUD_MASK_VALUES = round(360 / FINEST_CLOUD_MASK_RES_DEG) * round(180 / FINEST_CLOUD_MASK_RES_DEG)
+"""Most values a cloud-mask variable may declare (7200 × 3600: one global mask at :data:`FINEST_CLOUD_MASK_RES_DEG`).
+
+A map needs one time step of its mask; a file declaring more (e.g. 300 000 time steps, 37.7 GiB of
+fill values in a 13 KB file) is refused before it is read."""
 
 
 class CloudMaskGridError(ValueError):
@@ -46,6 +57,9 @@ def _read_variables(ds, path: Path) -> tuple[np.ndarray, dict, tuple[str, ...], 
     if lon_name is None or lat_name is None:
         raise CatalogError(f"{path}: needs 'longitude' and 'latitude' variables (found {found})")
     variable = ds.variables[names["cloudmask"]]
+    for checked in (variable, ds.variables[lon_name], ds.variables[lat_name]):
+        check_declared_size(path, checked, MAX_CLOUD_MASK_VALUES,
+                            f"one map's mask (no finer than {FINEST_CLOUD_MASK_RES_DEG:g}°, one time step)")
     attributes = {name: variable.getncattr(name) for name in variable.ncattrs()}
     lon = np.asarray(ds.variables[lon_name][:], dtype=np.float64)
     lat = np.asarray(ds.variables[lat_name][:], dtype=np.float64)
@@ -69,7 +83,9 @@ def read_cloud_mask(path: str | os.PathLike):
     FileNotFoundError
         No such file.
     CatalogError
-        Not readable, or no ``cloudmask`` / longitude / latitude, or axes that do not fit.
+        Not readable, or no ``cloudmask`` / longitude / latitude, axes that do not fit, more values
+        declared than :data:`MAX_CLOUD_MASK_VALUES`, or a value below 0 other than :data:`INVALID`
+        and ``_FillValue``.
     """
     import xarray as xr
 
@@ -93,6 +109,10 @@ def read_cloud_mask(path: str | os.PathLike):
     valid = np.isfinite(numbers) & (numbers != INVALID)
     if attributes.get("_FillValue") is not None:
         valid &= numbers != float(attributes["_FillValue"])
+    negative = valid & (numbers < 0)
+    if negative.any():
+        raise CatalogError(f"{path}: 'cloudmask' holds {numbers[negative][0]:g} ({int(negative.sum())} value(s) < 0); "
+                           f"expected {INVALID} (no observation), 0 (clear) or > 0 (cloudy)")
     out = xr.Dataset(
         {
             "cloudmask": (layout, values, attributes),

@@ -10,7 +10,9 @@ Reading
 * :func:`open_cube` → :class:`MdadCube`: a cube's axes found (:func:`marsdust.formats.netcdf.find_lon_lat_dims`;
   without coordinate variables the MDAD layout is assumed), its pixels placed on
   :meth:`MapGrid.marci` at its resolution (:func:`marsdust.mdad_format.cube_grid`), its days from
-  ``dayList``; :meth:`MdadCube.labels` reads one day.
+  ``dayList``; :meth:`MdadCube.labels` reads one day. A header declaring more than a cube holds
+  (:data:`MAX_CUBE_DAY_VALUES` pixels a day, :data:`MAX_CUBE_TIME_STEPS` days) is refused before
+  anything is read.
 * :func:`instance_mask` — the pixels of one storm instance; :func:`cube_labels` — one day's raw values.
 * :func:`read_master_csv` — a master CSV's rows, validated as a v1.0 table's are
   (:mod:`marsdust.formats.mdad_table`). Joining them to cube days, with outlines and the
@@ -53,7 +55,7 @@ from marsdust.formats.mdad_table import (
     normalize_rows,
     read_table_file,
 )
-from marsdust.formats.netcdf import NETCDF_LOCK, find_lon_lat_dims, open_netcdf
+from marsdust.formats.netcdf import NETCDF_LOCK, check_declared_size, find_lon_lat_dims, open_netcdf
 from marsdust.grid import MARS_RADIUS_KM, MapGrid, normalize_lon
 from marsdust.mdad_format import (
     DAY_LIST_VARIABLE,
@@ -87,6 +89,15 @@ from marsdust.naming import parse_map_name
 from marsdust.outlines import label_image
 
 log = logging.getLogger(__name__)
+
+MAX_CUBE_DAY_VALUES = 7200 * 3601
+"""Most pixels one time step of a cube read may declare: a global grid at 0.05° (half MDAD's 0.1°), latitudes
+point-registered. A cube is read one day at a time; a header declaring more is refused before any day is read."""
+MAX_CUBE_TIME_STEPS = 100 * 669
+"""Most time steps (days) a cube read may declare: 100 Mars years of 669 sols (MDAD has one cube per year).
+``dayList``, ``timeList`` and ``marsYear`` are read whole, so their declared length is bounded by this."""
+MAX_DAY_NAME_CHARS = 64
+"""Longest ``dayList`` entry read when stored as characters (``D01_day05`` has 9)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +232,37 @@ def _cube_placement(dataset, variables: dict[str, str], dims: dict[str, int], lo
     return cube_grid(lon, lat, path)
 
 
+def _check_cube_sizes(dataset, variables: dict[str, str], variable, dims: tuple[str, str, str], path: str) -> None:
+    """Refuse a cube whose header declares more than a cube holds, before any of it is read.
+
+    Parameters
+    ----------
+    dataset : netCDF4.Dataset
+    variables : dict
+        The dataset's variable names by lower-case name.
+    variable : netCDF4.Variable
+        ``MDAD``.
+    dims : (lon_dim, lat_dim, time_dim)
+    path : str
+
+    Raises
+    ------
+    CatalogError
+        A day of more than :data:`MAX_CUBE_DAY_VALUES` pixels, more than :data:`MAX_CUBE_TIME_STEPS`
+        days, or a ``dayList`` / ``timeList`` / ``marsYear`` variable longer than that many days.
+    """
+    lon_dim, lat_dim, time_dim = dims
+    check_declared_size(path, variable, MAX_CUBE_DAY_VALUES, "one day on a global grid no finer than 0.05°",
+                        dims=(lon_dim, lat_dim))
+    check_declared_size(path, variable, MAX_CUBE_TIME_STEPS, "one time step per day of at most 100 Mars years",
+                        dims=(time_dim,))
+    per_day = {DAY_LIST_VARIABLE: MAX_DAY_NAME_CHARS, TIME_LIST_VARIABLE: TIME_LIST_COLUMNS, MARS_YEAR_VARIABLE: 1}
+    for name, values_per_day in per_day.items():
+        if name.lower() in variables:
+            check_declared_size(path, dataset.variables[variables[name.lower()]], MAX_CUBE_TIME_STEPS * values_per_day,
+                                f"{values_per_day} value(s) per day of at most 100 Mars years")
+
+
 def _cube_days(dataset, variables: dict[str, str], n_steps: int, path: str) -> list[tuple[str, int]]:
     """The map (subphase, sol) of each time step, from ``dayList``."""
     day_names = _decode_strings(dataset.variables[variables[DAY_LIST_VARIABLE.lower()]][:])
@@ -250,7 +292,8 @@ def open_cube(nc_path: str | os.PathLike) -> Iterator[MdadCube]:
         No such file.
     CatalogError
         Not netCDF, no ``MDAD`` (3-D) or ``dayList`` variable, axes that are not a global grid,
-        or a ``dayList`` entry that names no map.
+        a ``dayList`` entry that names no map, or declared sizes beyond :data:`MAX_CUBE_DAY_VALUES`
+        pixels a day or :data:`MAX_CUBE_TIME_STEPS` days.
     """
     path = str(nc_path)
     with open_netcdf(path, "MDAD netCDF cube") as dataset:
@@ -263,6 +306,7 @@ def open_cube(nc_path: str | os.PathLike) -> Iterator[MdadCube]:
             raise CatalogError(f"{path}: variable MDAD has {variable.ndim} dimensions; "
                                "expected (time, longitude, latitude)")
         lon_dim, lat_dim, time_dim = _cube_dims(variable, path)
+        _check_cube_sizes(dataset, variables, variable, (lon_dim, lat_dim, time_dim), path)
         if DAY_LIST_VARIABLE.lower() not in variables:
             raise CatalogError(f"{path}: no variable {DAY_LIST_VARIABLE!r} (found {list(dataset.variables)})")
         dims = dict(zip(variable.dimensions, variable.shape))
@@ -296,6 +340,7 @@ def cube_mars_years(nc_path: str | os.PathLike) -> list[int]:
         name = variables.get(MARS_YEAR_VARIABLE.lower())
         if name is None:
             return []
+        check_declared_size(nc_path, dataset.variables[name], MAX_CUBE_TIME_STEPS, "one Mars year per day")
         return sorted({int(y) for y in np.asarray(dataset.variables[name][:]).ravel()})
 
 

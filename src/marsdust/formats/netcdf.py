@@ -6,11 +6,14 @@ stored (no fill masking, no scaling; an MDAD ``255`` stays ``255``), and one tim
 can be read without loading the file. Which dimensions of a variable are longitude and latitude
 is decided by :func:`find_lon_lat_dims`, for every format alike. netCDF4 / HDF5 are not
 thread-safe (``detect`` writes from several threads on a GPU): readers and writers hold
-:data:`NETCDF_LOCK` while a file is open.
+:data:`NETCDF_LOCK` while a file is open. A file's header declares its dimensions, not its data (a
+12 KB file may declare gigabytes of fill values): every reader checks a variable's declared size
+with :func:`check_declared_size` before it reads the variable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -68,6 +71,38 @@ def open_netcdf(path: str | os.PathLike, what: str) -> Iterator:
             yield dataset
         finally:
             dataset.close()
+
+
+def check_declared_size(path: str | os.PathLike, variable, max_values: int, expected: str,
+                        dims: tuple[str, ...] | None = None) -> None:
+    """Refuse a variable that declares more values than ``max_values``, before any of it is read.
+
+    Parameters
+    ----------
+    path : path
+        The file, named in the error.
+    variable : netCDF4.Variable
+        The variable as declared (``name``, ``shape``); nothing of it is read.
+    max_values : int
+        The most values (array elements) the reader accepts.
+    expected : str
+        What the variable should hold, for the error (``"one map's mask"``).
+    dims : tuple of str, optional
+        Count only these dimensions (e.g. longitude and latitude: the values of one time step
+        read at a time); default all.
+
+    Raises
+    ------
+    CatalogError
+        The variable's declared shape (over ``dims``) holds more than ``max_values`` values.
+    """
+    shape = dict(zip(variable.dimensions, (int(n) for n in variable.shape)))
+    counted = tuple(shape.values()) if dims is None else tuple(shape[d] for d in dims)
+    count = math.prod(counted)
+    if count > max_values:
+        counted_as = f"{count:,} values" if dims is None else f"{' × '.join(dims)}: {count:,} values"
+        raise CatalogError(f"{path}: variable {variable.name!r} declares shape {tuple(shape.values())} "
+                           f"({counted_as}); expected {expected}, at most {max_values:,} values")
 
 
 def _named_dim(dims: Mapping[str, int], prefixes: tuple[str, ...], size: int | None, exclude: str | None) -> str | None:

@@ -72,8 +72,9 @@ class DustDataModule(L.LightningDataModule):
     def __init__(self, config: TrainConfig, index_df: pd.DataFrame, storms_df: pd.DataFrame, split_df: pd.DataFrame):
         super().__init__()
         self.config = config
+        train_index, val_index = select_split(index_df, split_df, "train"), select_split(index_df, split_df, "val")
+        clouds = run_cloud_masks(config, train_index, val_index)
         backgrounds = reference_backgrounds(config, index_df, split_df)
-        clouds = run_cloud_masks(config, select_split(index_df, split_df, "train"))
         self.train_set = DustDataset(select_split(index_df, split_df, "train"), storms_df, config.map_res_deg,
                                      config.label_mode, augment=config.augment_preset if config.augment else False,
                                      backgrounds=backgrounds, cloud_masks=clouds,
@@ -140,13 +141,15 @@ def write_label_sources(storms_df: pd.DataFrame, split_df: pd.DataFrame, label_m
     return table
 
 
-def run_cloud_masks(config: TrainConfig, train_index: pd.DataFrame) -> CloudMasks | None:
-    """The cloud masks of a two-class run (None for dust only), saying once how many training maps have one."""
+def run_cloud_masks(config: TrainConfig, train_index: pd.DataFrame, val_index: pd.DataFrame) -> CloudMasks | None:
+    """The cloud masks of a two-class run (None for dust only), every one of the training and validation maps
+    checked before training starts (:meth:`CloudMasks.check`), saying once how many training maps have one."""
     root = cloud_mask_root(config)
     if root is None:
         return None
     masks = CloudMasks(root, max_width_deg=config.cloud_max_width_deg)
-    found = masks.count(train_index)
+    found = masks.check(train_index, config.map_res_deg)
+    masks.check(val_index, config.map_res_deg)
     say = log.info if found == len(train_index) else log.warning
     say("classes %s: %d of %d training maps have a cloud mask under %s; the other %d train the dust class only",
         ",".join(config.classes), found, len(train_index), root, len(train_index) - found)
