@@ -20,8 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/marsdust demo -o demo_out
 
+# Two pytest-xdist workers with one torch thread each (tests/conftest.py): CI's 2 cores both busy without
+# oversubscription. TEST_WORKERS=0 runs the suite in one process on 2 threads.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
