@@ -196,6 +196,9 @@ def test_archive_products_read_back(tmp_path, blob_model):
     bad = maps_csv.set_index("map_id").loc["r18_004"]
     assert bad["status"] == "error" and "r18_004" in bad["error"] and bad["n_detections"] == 0
     assert (maps_csv.loc[maps_csv["map_id"] != "r18_004", "status"] == "ok").all()
+    assert list(maps_csv.columns) == detect.MAPS_COLUMNS and detect.MAPS_COLUMNS[-1] == "history"
+    assert maps_csv["history"].isna().all()  # a detector without reference bands: empty
+    assert summary.n_without_history == 0 and not summary.needs_history and not summary.all_without_history
 
     frame = gpd.read_file(out / "detections.geojson")
     assert len(frame) == 6
@@ -635,6 +638,17 @@ def test_no_detections_still_has_member_and_sequence_columns(tmp_path, blob_mode
     detect.detect_archive(blob_model, archive, tmp_path / "out", execution=QUIET)
     columns = pd.read_csv(tmp_path / "out" / "detections.csv").columns
     assert {"member_id", "sequence_id"} <= set(columns)
+
+
+def test_parts_written_before_the_history_column_merge_with_it_empty(tmp_path):
+    from marsdust.detect.parts import write_json
+
+    old_part = {"map": {"map_id": "r18_001", "mars_year": 25, "ls": 101.0, "valid_fraction": 1.0, "n_detections": 0,
+                        "seconds": 0.1, "status": "ok", "error": ""}, "detections": [], "mask_chunk": None}
+    write_json(detect.part_path(tmp_path, "r18_001"), old_part)
+    summary = detect.merge_parts(tmp_path, [{"map_id": "r18_001"}], progress=False)
+    maps = pd.read_csv(tmp_path / "maps.csv", keep_default_na=False)
+    assert maps["history"].tolist() == [""] and summary.n_without_history == 0
 
 
 def test_temp_files_of_a_killed_run_are_removed_and_a_second_run_is_locked_out(tmp_path, blob_model):

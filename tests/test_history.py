@@ -95,12 +95,14 @@ def test_untimed_maps_get_a_background_of_zeros_and_timed_ones_their_history():
     rows.append({"map_id": "loose", "mars_year": 0, "ls": float("nan"), "path": "loose.png"})
     settings = DetectSettings(0.5, 0.5, 0.0, 4096)
     history = MapHistory(ReferenceConfig("prior-median"), rows, lambda path: None, works_without=True)
-    bands = {}
+    bands, had_history = {}, {}
     for row in rows:
         image = MapImage(np.full((*grid.shape, 3), 0.4, np.float32), np.ones(grid.shape, bool), grid)
         read = prepare_map(image, grid, settings, map_id=row["map_id"], mars_year=row["mars_year"], ls=row["ls"])
-        bands[row["map_id"]] = with_background(read, history, settings).tensors[0][3:]
+        ready = with_background(read, history, settings)
+        bands[row["map_id"]], had_history[row["map_id"]] = ready.tensors[0][3:], ready.has_history
     assert history.without_history == ["m0"] and history.untimed == ["loose"]
+    assert had_history == {"m0": False, "m1": True, "loose": False}  # maps.csv: none, yes, none
     assert float(bands["m1"].min()) == pytest.approx(0.4, abs=1e-3)  # m0 is m1's history (float16)
     assert float(bands["loose"].abs().max()) == 0.0
 

@@ -276,7 +276,7 @@ def test_reference_dropout_shows_some_training_maps_without_history():
         TrainConfig(reference_dropout=1.5)
 
 
-def test_detect_warns_about_maps_without_history(ci_data, tmp_path, tiny_detector, caplog):
+def test_detect_warns_about_and_marks_maps_without_history(ci_data, tmp_path, tiny_detector, caplog):
     import logging
 
     from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive
@@ -287,7 +287,51 @@ def test_detect_warns_about_maps_without_history(ci_data, tmp_path, tiny_detecto
     index.to_csv(tmp_path / "first.csv", index=False)
     model = build_model("dustrcnn", map_res_deg=0.8, reference="prior-median", in_channels=6, **tiny_detector).eval()
     with caplog.at_level(logging.WARNING, logger="marsdust"):
-        detect_archive(model, tmp_path / "first.csv", DetectOutputs(tmp_path / "out", track=False),
-                       settings=DetectSettings(score_threshold=0.99), execution=DetectExecution(progress=False))
+        summary = detect_archive(model, tmp_path / "first.csv", DetectOutputs(tmp_path / "out", track=False),
+                                 settings=DetectSettings(score_threshold=0.99), execution=DetectExecution(progress=False))
     warned = [r.getMessage() for r in caplog.records if "had no earlier map" in r.getMessage()]
     assert len(warned) == 1 and index["map_id"].iloc[0] in warned[0]  # the archive's first map has no history
+    maps = pd.read_csv(tmp_path / "out" / "maps.csv", keep_default_na=False)
+    # the ci maps lie further apart than the default 20-sol window: none of the three had history
+    assert maps.columns[-1] == "history" and maps["history"].tolist() == ["none", "none", "none"]
+    assert summary.n_without_history == 3 and summary.needs_history and summary.all_without_history
+
+
+def test_cli_detect_marks_maps_without_history_and_exits_3_when_no_map_had_any(ci_data, tmp_path, tiny_detector):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+    from marsdust.mdgm import index_archive
+    from marsdust.models import build_model, save_checkpoint
+
+    index = index_archive(ci_data / "archive").sort_values(["mars_year", "ls"])
+    index.head(3).to_csv(tmp_path / "first.csv", index=False)
+    index.iloc[[3]].to_csv(tmp_path / "fourth.csv", index=False)  # earlier maps in the archive only
+    model = build_model("dustrcnn", map_res_deg=0.8, reference="prior-median", reference_sols=100, in_channels=6,
+                        **tiny_detector)  # 100 sols: the window holds the ci archive's previous map
+    needs = save_checkpoint(model, tmp_path / "needs.ckpt")
+    works_without = save_checkpoint(model, tmp_path / "without.ckpt", reference_dropout=0.2)
+
+    def detect(checkpoint, maps: str, out: str, *options: str):
+        result = CliRunner().invoke(app, ["detect", str(checkpoint), str(tmp_path / maps), "-o", str(tmp_path / out),
+                                          "--score-threshold", "0.99", "--no-track", "--quiet", *options])
+        history = pd.read_csv(tmp_path / out / "maps.csv", keep_default_na=False)["history"].tolist()
+        return result, history
+
+    advice = "without history (the detector compares each map with the earlier ones: give --history ARCHIVE)"
+    archive_start, history = detect(needs, "first.csv", "start")
+    assert archive_start.exit_code == 0 and history == ["none", "yes", "yes"]  # the archive's first map: normal
+    assert f"1 map {advice}" in archive_start.stdout and "error" not in archive_start.stderr
+
+    alone, history = detect(needs, "fourth.csv", "alone")
+    assert alone.exit_code == 3 and history == ["none"] and f"1 map {advice}" in alone.stdout
+    assert alone.stderr.startswith("error: no map of the run had an earlier map") and "--history" in alone.stderr
+    again, _ = detect(needs, "fourth.csv", "alone")  # the finished run found again: the same verdict
+    assert again.exit_code == 3 and f"1 map {advice}" in again.stdout
+
+    given, history = detect(needs, "fourth.csv", "given", "--history", str(ci_data / "archive"))
+    assert given.exit_code == 0 and history == ["yes"] and "without history" not in given.output
+
+    trained_without, history = detect(works_without, "fourth.csv", "trained_without")
+    assert trained_without.exit_code == 0 and history == ["none"] and "error" not in trained_without.stderr
+    assert "1 map without history (detected as the detector also learnt to" in trained_without.stdout

@@ -21,12 +21,17 @@ Rules
   detector yet), refuse such maps with an error naming them.
 * **Empty window**: a timed map whose window holds no earlier observation (the first map of an
   archive, the first after a gap longer than the window) gets the background of zeros that
-  training also shows; such maps are listed in :attr:`MapHistory.without_history`.
+  training also shows; such maps are listed in :attr:`MapHistory.without_history`
+  (:meth:`MapHistory.had_history` is False for them and for untimed maps).
+* **Needs history**: a detector with reference bands that did not learn to work without history
+  (:func:`needs_history`) finds few storms on maps without it; ``marsdust detect`` exits 3 when
+  every map of its run had none (:attr:`marsdust.detect.DetectSummary.all_without_history`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -49,6 +54,27 @@ def works_without_history(checkpoint_or_model) -> bool:
     from marsdust.models import stored_reference_dropout
 
     return stored_reference_dropout(checkpoint_or_model) > 0
+
+
+def needs_history(checkpoint_or_model) -> bool:
+    """Whether a detector compares each map with its history and did not learn to work without it.
+
+    True for a detector with reference bands (``DetectorConfig.reference``) that is not
+    :func:`works_without_history`; False for a detector without reference bands.
+
+    Parameters
+    ----------
+    checkpoint_or_model : path or RegisteredDetector
+        A checkpoint file (read for its config and training record) or a built detector.
+    """
+    from marsdust.models import DetectorConfig, read_checkpoint
+
+    if isinstance(checkpoint_or_model, (str, os.PathLike)):
+        content = read_checkpoint(checkpoint_or_model)
+        config = DetectorConfig.from_dict(content["model_config"], source=str(checkpoint_or_model))
+    else:
+        config = checkpoint_or_model.config
+    return config.reference_config.enabled and not works_without_history(checkpoint_or_model)
 
 
 def no_history_policy(reference: ReferenceConfig, map_ids: Sequence[str], works_without: bool, *, missing: str,
@@ -129,6 +155,7 @@ class MapHistory:
         self._next = 0  # first position not yet added or passed over
         self.extra_reads = 0
         self.without_history: list[str] = []
+        self._without_history_ids: set[str] = set()
 
     @classmethod
     def for_detector(cls, model, maps, load_map: LoadMap) -> "MapHistory":
@@ -151,7 +178,13 @@ class MapHistory:
         background = self.builder.background(float(self.time_sols[position]), shape)
         if not background.any():
             self.without_history.append(map_id)
+            self._without_history_ids.add(map_id)
         return background
+
+    def had_history(self, map_id: str) -> bool:
+        """Whether ``map_id`` (served by :meth:`background`) had history: it has a place in time and its
+        window held an earlier observation."""
+        return map_id in self.position and map_id not in self._without_history_ids
 
     def add(self, map_id: str, rgb: np.ndarray, valid: np.ndarray) -> None:
         """Add ``map_id`` (just served; ``(H, W, 3)`` reflectance and its observed pixels) to the history."""

@@ -9,6 +9,10 @@ import typer
 
 from marsdust.cli._app import app, fail, setup_logging, usage_error
 
+EXIT_WITHOUT_HISTORY = 3
+"""Exit status of a detect run whose detector needs history when every map of the run had none (the products
+are written but meaningless: :attr:`marsdust.detect.DetectSummary.all_without_history`)."""
+
 
 @app.command("detect")
 def detect_command(
@@ -60,7 +64,8 @@ def detect_command(
     Resumable: run the same command again after an interruption and only the missing maps are processed.
     Under torchrun (RANK/WORLD_SIZE set) each rank takes one of WORLD_SIZE consecutive stretches of the maps in
     time order, and rank 0 merges. A checkpoint trained with reference bands gets each map's background built
-    from the earlier maps (MAPS, and --history) in time order.
+    from the earlier maps (MAPS, and --history) in time order; when it needs them and no map had an earlier
+    one, the products are written and the command exits 3.
     """
     import logging
 
@@ -97,6 +102,24 @@ def detect_command(
     products = ", ".join(str(p) for key, p in summary.paths.items())
     typer.echo(
         f"{summary.n_maps} maps ({summary.n_processed} processed now, {summary.n_errors} unreadable), "
-        f"{summary.n_detections} storms, {summary.maps_per_second:.2f} maps/s -> {products}"
+        f"{summary.n_detections} storms{_without_history_note(summary)}, {summary.maps_per_second:.2f} maps/s "
+        f"-> {products}"
     )
     typer.echo(f"score threshold {score_threshold:.3g}: {threshold_source}")
+    if summary.all_without_history:
+        typer.echo("error: no map of the run had an earlier map in the detector's reference window, so every map "
+                   "was detected without history and the results are meaningless; give --history ARCHIVE (maps "
+                   "before these) or detect a longer stretch of the archive", err=True)
+        raise typer.Exit(code=EXIT_WITHOUT_HISTORY)
+
+
+def _without_history_note(summary) -> str:
+    """``, N maps without history (...)`` for the summary line, or empty when every map had history."""
+    count = summary.n_without_history
+    if not count:
+        return ""
+    if summary.needs_history:
+        return (f", {count} map{'s' if count != 1 else ''} without history (the detector compares each map with "
+                "the earlier ones: give --history ARCHIVE)")
+    return (f", {count} map{'s' if count != 1 else ''} without history (detected as the detector also learnt to, "
+            "with fewer storms found)")

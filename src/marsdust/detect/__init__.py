@@ -58,10 +58,21 @@ Products of :func:`detect_archive` (column names as the command-line contract in
   ``working``, :data:`~marsdust.detect.settings.MASK_GRIDS`). Column by column: docs/formats.md.
 * ``cloud_masks.nc`` (two-class detectors): the clouds in the same layout, labelled by the order
   of the map's cloud rows.
-* ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error``;
+* ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error, history``;
   ``valid_fraction`` is the fraction of the map's working-grid pixels that hold an observation,
   ``seconds`` the map's processing time (decode + its share of the batch inference +
-  post-processing and writing; with overlapped decoding the wall time per map is lower).
+  post-processing and writing; with overlapped decoding the wall time per map is lower);
+  ``history`` (:func:`marsdust.detect.parts.history_cell`) is ``yes`` where a detector with
+  reference bands had an earlier map in the map's reference window, ``none`` where it had none (the
+  map was detected against a background of zeros), empty for a detector without reference bands
+  and for an unreadable map.
+
+Maps without history: :attr:`DetectSummary.n_without_history` counts the ``none`` rows of
+``maps.csv`` (so every worker's, rank's and resumed map); the command line's summary line names
+them. A detector that needs history (:func:`marsdust.history.needs_history`) finds few storms
+without it, so when *every* map read had none (:attr:`DetectSummary.all_without_history`: e.g.
+three sols detected without ``--history``) ``marsdust detect`` writes the products and exits 3;
+the first maps of an archive lacking history is normal.
 
 Resuming: each map writes ``OUT/parts/<map_id>.json`` (its records and ``maps.csv`` row; a map id that is
 no plain file name: :func:`marsdust.detect.parts.map_file_stem`) atomically

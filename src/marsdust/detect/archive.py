@@ -25,6 +25,7 @@ from marsdust.detect.pipeline import process_maps, resolve_device
 from marsdust.detect.results import DetectSummary
 from marsdust.detect.settings import DetectExecution, DetectOutputs, DetectSettings
 from marsdust.fileio import remove_stale_temp_files
+from marsdust.history import needs_history
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,23 @@ def detect_archive(checkpoint_or_model, maps, outputs: DetectOutputs | str | os.
         done = finished_run(outputs.out_dir, key)
         if done is not None:
             (outputs.out_dir / LOCK_FILE).unlink(missing_ok=True)  # held: nobody else is using it
-            return _timed(_finished_summary(outputs.out_dir, done, rank), t_start)
+            return _timed(_finished_summary(job, done, rank), t_start)
         check_settings(outputs.out_dir, key)
         return _run_and_merge(job, rank, world_size, t_start)
 
 
-def _finished_summary(out_dir: Path, recorded: dict, rank: int) -> DetectSummary:
-    """The summary of a run found finished (:func:`marsdust.detect.parts.finished_run`): nothing processed now."""
-    paths = {name: out_dir / file_name for name, file_name in recorded["paths"].items()} if rank == 0 else {}
-    return DetectSummary(out_dir, recorded["n_maps"], 0, recorded["n_errors"],
-                         recorded["n_detections"] if rank == 0 else 0, 0.0, 0.0, paths)
+def _finished_summary(job: _Job, recorded: dict, rank: int) -> DetectSummary:
+    """The summary of a run found finished (:func:`marsdust.detect.parts.finished_run`): nothing processed now.
+
+    A run recorded before ``n_without_history`` existed counts 0 maps without history.
+    """
+    out_dir = job.outputs.out_dir
+    if rank != 0:
+        return DetectSummary(out_dir, recorded["n_maps"], 0, recorded["n_errors"], 0, 0.0, 0.0, {})
+    paths = {name: out_dir / file_name for name, file_name in recorded["paths"].items()}
+    return DetectSummary(out_dir, recorded["n_maps"], 0, recorded["n_errors"], recorded["n_detections"], 0.0, 0.0,
+                         paths, n_without_history=int(recorded.get("n_without_history", 0)),
+                         needs_history=needs_history(job.checkpoint_or_model))
 
 
 def _resolve_score_threshold(checkpoint_or_model, settings: DetectSettings) -> DetectSettings:
@@ -193,12 +201,15 @@ def _run_and_merge(job: _Job, rank: int, world_size: int, t_start: float) -> Det
 
 
 def _merge(job: _Job) -> DetectSummary:
-    """The products from the parts; then the run record replaces ``parts/`` and the lock file is removed."""
+    """The products from the parts (and whether the detector needs history, :func:`marsdust.history.needs_history`);
+    then the run record replaces ``parts/`` and the lock file is removed."""
     out_dir = job.outputs.out_dir
     summary = merge_parts(out_dir, job.rows, track=job.outputs.track, table_format=job.outputs.table_format,
                           progress=job.execution.progress, mask_grid=job.outputs.mask_grid)
+    summary.needs_history = needs_history(job.checkpoint_or_model)
     record_finished_run(out_dir, run_settings(out_dir), {
         "n_maps": summary.n_maps, "n_errors": summary.n_errors, "n_detections": summary.n_detections,
+        "n_without_history": summary.n_without_history,
         "paths": {name: os.path.relpath(path, out_dir) for name, path in summary.paths.items()}})
     release_finished_run(out_dir)
     return summary
@@ -395,7 +406,7 @@ def _torchrun_rank(job: _Job, t_start: float) -> DetectSummary:
         key = _run_key(job)
         done = finished_run(job.outputs.out_dir, key)
         if done is not None:
-            return _timed(_finished_summary(job.outputs.out_dir, done, rank), t_start)
+            return _timed(_finished_summary(job, done, rank), t_start)
         dist.barrier()  # every rank has looked for a finished run before any writes parts/settings.json
         check_settings(job.outputs.out_dir, key)
         summary = _run_and_merge(rank_job, rank, world_size, t_start)

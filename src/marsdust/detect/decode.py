@@ -124,7 +124,8 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
             np.maximum(probability, prob, out=probability)
     seconds += prepared.seconds + time.perf_counter() - t0
     return MapResult(prepared.map_id, prepared.mars_year, prepared.ls, grid, prepared.native_grid, valid,
-                     float(valid.mean()), records, kept_masks, probability, image, seconds, settings.classes)
+                     float(valid.mean()), records, kept_masks, probability, image, seconds, settings.classes,
+                     prepared.has_history)
 
 
 def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: Tile, box, pad: int, width: int) -> None:

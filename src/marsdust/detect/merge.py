@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from marsdust.detect.parts import CLOUD_CHUNKS, PARTS_DIR, part_path, read_part
+from marsdust.detect.parts import CLOUD_CHUNKS, NO_HISTORY, PARTS_DIR, part_path, read_part
 from marsdust.detect.results import DetectSummary
 from marsdust.fileio import write_table
 from marsdust.formats.geojson import write_geojson
@@ -40,8 +40,10 @@ years, per-map numbers)."""
 MDAD_DIR = "mdad"
 """The folder of the per-Mars-year MDAD cubes and master CSVs (``OUT/mdad/MY{yy}/MDADMY{yy}.nc``)."""
 
-MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "seconds", "status", "error"]
-"""Columns of ``maps.csv``."""
+MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "seconds", "status", "error",
+                "history"]
+"""Columns of ``maps.csv`` (``history``: :func:`marsdust.detect.parts.history_cell`, empty in parts written
+before it existed)."""
 
 
 def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool = True, table_format: str = "csv",
@@ -68,6 +70,7 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         raise ValueError(f"{out_dir}: {len(missing)} map(s) have no part yet (e.g. {missing[:3]}); run detect again")
     parts = [read_part(part_path(out_dir, row["map_id"])) for row in rows]
     maps_table = pd.DataFrame([p["map"] for p in parts], columns=MAPS_COLUMNS)
+    maps_table["history"] = maps_table["history"].astype(object).fillna("")
     records = [rec for p in parts for rec in _numbered_by_class(p["detections"])]
     detections = detections_frame(records)
     order_in_map = detections.pop("_order") if "_order" in detections.columns else pd.Series(dtype="int64")
@@ -111,7 +114,8 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         bad = maps_table.loc[maps_table["status"] == "error", "map_id"].tolist()
         log.warning("%s: %d map(s) could not be read and were skipped: %s (see maps.csv)", out_dir, n_errors, bad[:10])
     seconds = time.perf_counter() - t0
-    return DetectSummary(out_dir, len(rows), 0, n_errors, len(table), seconds, 0.0, paths)
+    return DetectSummary(out_dir, len(rows), 0, n_errors, len(table), seconds, 0.0, paths,
+                         n_without_history=int((maps_table["history"] == NO_HISTORY).sum()))
 
 
 def _numbered_by_class(records: list[dict]) -> list[dict]:

@@ -27,6 +27,15 @@ SETTINGS_FILE = "settings.json"
 CLOUD_CHUNKS = "cloud_masks"
 """``OUT/parts/cloud_masks/``: the per-map cloud-mask chunks of a two-class detector."""
 
+NO_HISTORY = "none"
+"""``history`` of a map detected without history (its reference window held no earlier map)."""
+
+
+def history_cell(has_history: bool | None) -> str:
+    """A map's ``history`` in its part and ``maps.csv``: ``yes``, :data:`NO_HISTORY`, or empty for a detector
+    without reference bands (:attr:`marsdust.detect.results.MapResult.has_history`)."""
+    return "" if has_history is None else ("yes" if has_history else NO_HISTORY)
+
 
 def _parts_dir(out_dir: Path) -> Path:
     return out_dir / PARTS_DIR
@@ -89,8 +98,8 @@ def run_settings(out_dir: Path) -> dict:
 
 
 def record_finished_run(out_dir: Path, settings: dict, summary: dict) -> None:
-    """Write :data:`RUN_RECORD`: the run key and ``summary`` (``n_maps, n_errors, n_detections, paths``, the
-    paths as file names in ``out_dir``), so that a later run of the same command finds the work done."""
+    """Write :data:`RUN_RECORD`: the run key and ``summary`` (``n_maps, n_errors, n_detections, n_without_history,
+    paths``, the paths as file names in ``out_dir``), so that a later run of the same command finds the work done."""
     write_json(out_dir / RUN_RECORD, {"run_key": settings, "summary": summary})
 
 
@@ -144,7 +153,7 @@ def error_part(row: dict, message: str, seconds: float) -> dict:
     """The part of an unreadable map (``status = error`` in ``maps.csv``, no detections)."""
     return {"map": {"map_id": row["map_id"], "mars_year": int(row["mars_year"]), "ls": float(row["ls"]),
                     "valid_fraction": float("nan"), "n_detections": 0, "seconds": seconds,
-                    "status": "error", "error": message},
+                    "status": "error", "error": message, "history": ""},
             "detections": [], "mask_chunk": None}
 
 
@@ -179,7 +188,7 @@ def write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook
     payload = {
         "map": {"map_id": result.map_id, "mars_year": result.mars_year, "ls": result.ls,
                 "valid_fraction": result.valid_fraction, "n_detections": result.n_detections,
-                "seconds": seconds, "status": "ok", "error": ""},
+                "seconds": seconds, "status": "ok", "error": "", "history": history_cell(result.has_history)},
         "detections": result.records,
         "mask_chunk": chunk_name,
     }

@@ -125,8 +125,8 @@ def map_history(detector: ReadyDetector, history_rows: list[dict]) -> MapHistory
 
 
 def with_background(prepared: PreparedMap, history: MapHistory, settings: DetectSettings) -> PreparedMap:
-    """``prepared`` (a map read but not yet tiled) cut into tiles with its background bands; the map joins
-    the history."""
+    """``prepared`` (a map read but not yet tiled) cut into tiles with its background bands, and whether it had
+    history (``has_history``); the map joins the history."""
     t0 = time.perf_counter()
     image = prepared.image
     background = history.background(prepared.map_id, image.grid.shape)
@@ -134,6 +134,7 @@ def with_background(prepared: PreparedMap, history: MapHistory, settings: Detect
     ready = prepare_map(image, prepared.native_grid, settings, map_id=prepared.map_id, mars_year=prepared.mars_year,
                         ls=prepared.ls, in_channels=3 + background.shape[-1], extra_bands=background)
     ready.seconds = prepared.seconds + time.perf_counter() - t0
+    ready.has_history = history.had_history(prepared.map_id)
     return ready
 
 

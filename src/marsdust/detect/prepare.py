@@ -125,6 +125,9 @@ class PreparedMap:
         The ``(C, h, w)`` input of each tile.
     seconds : float
         Time spent on the map so far (reading and preparing), seconds.
+    has_history : bool or None
+        For a detector with reference bands, whether the map's background had an earlier map in its
+        window (:meth:`marsdust.history.MapHistory.had_history`); None for a detector without them.
     """
 
     map_id: str
@@ -136,6 +139,7 @@ class PreparedMap:
     tiles: list[Tile] = field(default_factory=list)
     tensors: list = field(default_factory=list)
     seconds: float = 0.0
+    has_history: bool | None = None
 
 
 def prepare_map(image: MapImage, native_grid: MapGrid, settings: DetectSettings, *, map_id: str, mars_year: int,

@@ -45,6 +45,10 @@ class MapResult:
     classes : tuple of str
         The detector's class names (``("dust",)`` or ``("dust", "cloud")``); each record's
         ``class`` is one of them.
+    has_history : bool or None
+        For a detector with reference bands, whether the map had an earlier map in its reference
+        window (False: it was detected against a background of zeros); None for a detector without
+        reference bands. ``maps.csv`` writes it as ``history`` (``yes``, ``none`` or empty).
     """
 
     map_id: str
@@ -60,6 +64,7 @@ class MapResult:
     image: MapImage | None = None
     seconds: float = 0.0
     classes: tuple[str, ...] = ("dust",)
+    has_history: bool | None = None
 
     @property
     def n_detections(self) -> int:
@@ -98,6 +103,12 @@ class DetectSummary:
     paths : dict of str to Path
         Written products (``detections``, ``geojson``, ``masks``, ``maps``, …); empty on ranks other
         than 0, which do not merge.
+    n_without_history : int
+        Maps of the run detected without history (``history`` is ``none`` in ``maps.csv``; all ranks;
+        0 on ranks other than 0).
+    needs_history : bool
+        The detector compares each map with its history and did not learn to work without it
+        (:func:`marsdust.history.needs_history`).
     """
 
     out_dir: Path
@@ -108,3 +119,15 @@ class DetectSummary:
     seconds: float
     maps_per_second: float
     paths: dict[str, Path] = field(default_factory=dict)
+    n_without_history: int = 0
+    needs_history: bool = False
+
+    @property
+    def all_without_history(self) -> bool:
+        """The run's results are meaningless: the detector needs history and every map read had none.
+
+        Maps that could not be read do not count; a run whose first maps alone lack history (the
+        start of an archive, after a gap) is normal.
+        """
+        n_read = self.n_maps - self.n_errors
+        return self.needs_history and n_read > 0 and self.n_without_history == n_read
