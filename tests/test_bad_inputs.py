@@ -527,6 +527,31 @@ def test_evaluate_foreign_checkpoint(odd_dir):
     assert_one_line_error(result, "foreign.ckpt")
 
 
+@pytest.mark.parametrize("command", ["export-onnx", "adapt"])
+def test_checkpoint_commands_name_a_damaged_checkpoint(odd_dir, command):
+    damaged = odd_dir / "damaged model.ckpt"
+    damaged.write_bytes(b"not a checkpoint at all")
+    target = ["-o", str(odd_dir / "out.onnx")] if command == "export-onnx" else [str(odd_dir), "-o",
+                                                                                 str(odd_dir / "adapted.ckpt")]
+    result = runner.invoke(app, [command, str(damaged), *target])
+    assert_one_line_error(result, "damaged model.ckpt", "not a checkpoint")
+    assert not (odd_dir / "out.onnx").exists() and not (odd_dir / "adapted.ckpt").exists()
+
+
+def test_show_names_a_missing_folder_and_unknown_map_ids(odd_dir):
+    result = runner.invoke(app, ["show", str(odd_dir / "nowhere"), "-o", str(odd_dir / "maps.png")])
+    assert_one_line_error(result, "nowhere")
+    archive = odd_dir / "archive" / "R18"
+    archive.mkdir(parents=True)
+    Image.fromarray(good_map()).save(archive / "R18_001.png")
+    (archive / "list_ls.txt").write_text("R18_001.png 28 10.0\n")
+    (odd_dir / "truth").mkdir()
+    (odd_dir / "truth" / "storms.csv").write_text("map_id,polygon_wkt\n")
+    result = runner.invoke(app, ["show", str(odd_dir), "--map-ids", "r18_001,r18_999", "-o", str(odd_dir / "m.png")])
+    assert_one_line_error(result, "r18_999")
+    assert not (odd_dir / "maps.png").exists() and not (odd_dir / "m.png").exists()
+
+
 def _declaring_300000_time_steps(path):
     import netCDF4
 

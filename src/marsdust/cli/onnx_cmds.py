@@ -27,9 +27,12 @@ def export_onnx_command(
 
     from marsdust.cli._app import fail
     from marsdust.detect import OnnxBackbone, export_backbone_onnx
-    from marsdust.models import load_model
+    from marsdust.models import CheckpointError, load_model
 
-    model = load_model(checkpoint, map_location="cpu").eval()
+    try:
+        model = load_model(checkpoint, map_location="cpu").eval()
+    except (CheckpointError, OSError) as error:
+        fail(error)
     try:
         path = export_backbone_onnx(model, output, opset=opset)
     except ValueError as error:  # a detector without a dense part to export (unet)

@@ -53,6 +53,16 @@ def show(
     dpi: int = typer.Option(100, "--dpi", help="Figure resolution (12 inches wide)."),
 ) -> None:
     """Draw maps with their catalog storm outlines (e.g. the README picture)."""
+    try:
+        path = _draw_maps(data, catalog, output, maps, map_ids, max_width, dpi)
+    except (OSError, ValueError, KeyError) as error:  # a missing folder, an unreadable catalog or map
+        fail(error)
+    typer.echo(f"wrote {path}")
+
+
+def _draw_maps(data: Path, catalog: Optional[Path], output: Path, maps: int, map_ids: Optional[str],
+               max_width: int, dpi: int) -> Path:
+    """What ``show`` draws: the archive under ``data``, its storms, the chosen maps; returns the PNG's path."""
     import pandas as pd
 
     from marsdust.mdgm import index_archive
@@ -72,10 +82,9 @@ def show(
         chosen = [m.strip() for m in map_ids.split(",")]
         missing = sorted(set(chosen) - set(index["map_id"]))
         if missing:
-            fail(f"map ids not in {archive}: {', '.join(missing)}")
+            raise ValueError(f"map ids not in {archive}: {', '.join(missing)}")
     else:
         counts = storms.groupby("map_id").size().sort_values(ascending=False, kind="stable")
         chosen = [m for m in counts.index if m in set(index["map_id"])][:maps] or list(index["map_id"][:maps])
     rows = index.set_index("map_id").loc[chosen].reset_index()
-    path = plot_maps_with_outlines(rows, storms, output, max_width_px=max_width, dpi=dpi)
-    typer.echo(f"wrote {path}")
+    return plot_maps_with_outlines(rows, storms, output, max_width_px=max_width, dpi=dpi)
