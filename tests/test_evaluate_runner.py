@@ -4,6 +4,8 @@ outlines score 1)."""
 import pandas as pd
 import pytest
 
+from catalogue_oracle import catalogue_detect_map
+
 from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
 from marsdust.evaluate.runner import outline_truth, outlined_span
 from marsdust.grid import MapGrid
@@ -32,26 +34,11 @@ def test_outline_truth_only_where_every_storm_is_outlined_within_the_outlined_sp
 
 
 def test_catalogue_outlines_returned_as_detections_score_pixel_iou_one(ci_data, monkeypatch, tmp_path):
-    import marsdust.detect as detect
     from marsdust.evaluate import runner
-    from marsdust.labels import map_targets
     from marsdust.mdad import read_catalog
 
     catalog = read_catalog(ci_data / "mdad")
-    real_detect_map = detect.detect_map
-
-    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), settings=None, device=None,
-                          background=None):
-        result = real_detect_map(model, image, map_id=map_id, mars_year=mars_year, ls=ls,
-                                 settings=detect.DetectSettings(score_threshold=1.0))
-        target = map_targets(catalog[catalog["map_id"] == map_id], result.grid, "outline")
-        factor = result.native_grid.width / result.grid.width
-        result.records = [{"x0": b[0] * factor, "y0": b[1] * factor, "x1": b[2] * factor, "y1": b[3] * factor,
-                           "score": 0.9, "lon": lon, "lat": lat, "area_km2": area}
-                          for b, lon, lat, area in zip(target["boxes"], target["lon"], target["lat"],
-                                                       target["area_km2"])]
-        result.masks = [m.astype(bool) & result.valid for m in target["masks"]]
-        return result
+    oracle_detect_map = catalogue_detect_map(catalog, "outline", clip_to_observed=True)
 
     monkeypatch.setattr(runner, "detect_map", oracle_detect_map)
     checkpoint = save_checkpoint(build_model("dustrcnn", **{**TINY_DETECTOR, "map_res_deg": 0.8}),

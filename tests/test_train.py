@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
+from catalogue_oracle import catalogue_detect_map
 
 from marsdust.cli import app
 from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
@@ -293,26 +294,12 @@ def test_validation_map_scores_perfect_and_empty_predictions():
 def test_evaluator_scores_catalogue_boxes_returned_by_the_detect_path_as_perfect(ci_data, monkeypatch, tmp_path):
     """The evaluate path (detect_map records on the native grid -> working grid -> COCO) gives mAP 1
     when the "model" returns exactly the catalogue's boxes: the coordinate bookkeeping is right."""
-    import marsdust.detect as detect
     from marsdust.evaluate import runner
-    from marsdust.labels import map_targets
     from marsdust.mdad import read_catalog
     from marsdust.models import build_model, save_checkpoint
 
     storms = read_catalog(ci_data / "mdad")
-    real_detect_map = detect.detect_map
-
-    def oracle_detect_map(model, image, *, map_id=None, mars_year=0, ls=float("nan"), settings=None, device=None,
-                         background=None):
-        result = real_detect_map(model, image, map_id=map_id, mars_year=mars_year, ls=ls,
-                                 settings=detect.DetectSettings(score_threshold=1.0))
-        target = map_targets(storms[storms["map_id"] == map_id], result.grid, "fixed")
-        factor = result.native_grid.width / result.grid.width
-        result.records = [{"x0": b[0] * factor, "y0": b[1] * factor, "x1": b[2] * factor, "y1": b[3] * factor,
-                           "score": 0.9, "lon": lon, "lat": lat, "area_km2": area}
-                          for b, lon, lat, area in zip(target["boxes"], target["lon"], target["lat"], target["area_km2"])]
-        result.masks = [m.astype(bool) for m in target["masks"]]
-        return result
+    oracle_detect_map = catalogue_detect_map(storms, "fixed")
 
     monkeypatch.setattr(runner, "detect_map", oracle_detect_map)  # where evaluate_checkpoint looks it up
     checkpoint = save_checkpoint(build_model("dustrcnn", **TINY, map_res_deg=RES_DEG), tmp_path / "model.ckpt")
