@@ -2,7 +2,12 @@
 
 import pytest
 
-from marsdust.evaluate.compare import PAPER_SOURCE, comparison_table, write_comparison_table
+import json
+
+import numpy as np
+
+from marsdust.evaluate.compare import (PAPER_SOURCE, comparison_table, measures_markdown, measures_table,
+                                       recall_table, write_comparison_table)
 from marsdust.evaluate.metrics import write_metrics_json
 
 
@@ -44,3 +49,47 @@ def test_the_unets_are_rows_after_the_papers_networks():
     assert ours == ["Fast R-CNN", "Mask R-CNN", "SPPnet", "DustRCNN", "U-Net", "CBAM U-Net"]
     assert table.index[-2:].tolist() == [("U-Net", "ours"), ("CBAM U-Net", "ours")]  # the paper has no U-Net
     assert table.loc[("U-Net", "ours"), ("Pixel IoU", "strategy 1")] == pytest.approx(45.0)
+
+
+def _counts(n_storms, n_found):
+    return {"n_storms": n_storms, "n_found": n_found}
+
+
+def test_measures_and_recall_tables_read_every_run(tmp_path):
+    """Every measure of a run and its recall per kind of storm, from its metrics.json and error_analysis.json."""
+    metrics = {"map25": 0.6, "map50": 0.5, "map75": 0.2, "time_ms_per_map": 41.0,
+               "paper_boxes": {"map50": 0.7, "map75": 0.3}, "segm": {"map50": 0.55},
+               "pixel": {"iou": 0.45, "dice": 0.62}, "area_agreement": {"median_ratio": 1.08, "within_25pct": 0.8},
+               "error_analysis": {"recall": 0.75, "n_false_alarms": 9}}
+    with_analysis, without = tmp_path / "unet_temporal", tmp_path / "dustrcnn_random"
+    for folder in (with_analysis, without):
+        write_metrics_json(metrics if folder is with_analysis else {"map25": 0.4, "map50": 0.3, "map75": 0.1},
+                           folder / "metrics.json")
+    size = {"bin_edges_km2": [3e5, 1e6], "0-3e+05 km2": _counts(10, 2), "3e+05-1e+06 km2": _counts(10, 6),
+            ">=1e+06 km2": _counts(10, 9)}
+    recall = {"all": _counts(30, 17), "by_size": size,
+              "by_confidence": {"50": _counts(2, 0), "75": _counts(3, 1), "100": _counts(25, 16)},
+              "by_seam_distance": {"0 (touching)": _counts(1, 1), "0-5 deg": _counts(3, 0), ">15 deg": _counts(26, 16)},
+              "by_gap_distance": {"0 (touching)": _counts(4, 1)},
+              "by_lat_band": {"60N-90N": _counts(0, 0)}}
+    (with_analysis / "error_analysis.json").write_text(json.dumps({"recall": recall}))
+    results = {"unet": {"temporal": str(with_analysis / "metrics.json")},
+               "dustrcnn": {"random": str(without / "metrics.json")}}
+
+    measures = measures_table(results)
+    row = measures.loc[("U-Net", "strategy 1")]
+    assert row["12° mAP50"] == pytest.approx(70.0) and row["box mAP50"] == pytest.approx(50.0)
+    assert row["mask mAP50"] == pytest.approx(55.0) and row["Dice"] == pytest.approx(62.0)
+    assert row["false alarms"] == 9 and row["area ratio"] == pytest.approx(1.08) and row["Time (ms)"] == 41.0
+    assert np.isnan(measures.loc[("DustRCNN", "strategy 2"), "pixel IoU"])  # not measured: NaN, not 0
+
+    table = recall_table(results)
+    assert list(table.index) == [("U-Net", "strategy 1")]  # the run without an error analysis is left out
+    found = table.loc[("U-Net", "strategy 1")]
+    assert [found["small"], found["medium"], found["large"]] == pytest.approx([20.0, 60.0, 90.0])
+    assert found["confidence 50–75"] == pytest.approx(20.0) and found["confidence 50–75 n"] == 5
+    assert found["≤ 5° from 180°"] == pytest.approx(25.0) and found["≤ 5° from 180° n"] == 4
+    assert np.isnan(found["poleward of 60°"])
+    text = measures_markdown(measures, table)
+    assert "| U-Net | strategy 1 | 70.0 | 30.0 | 50.0 | 55.0 | 45.0 | 62.0 | 75.0 | 9 | 1.08 | 80.0 | 41 |" in text
+    assert "small (< 3e+05 km², 10)" in text and "large (≥ 1e+06 km², 10)" in text

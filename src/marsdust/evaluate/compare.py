@@ -157,6 +157,137 @@ def write_comparison_table(table: pd.DataFrame, out_stem: str | os.PathLike) -> 
     return md_path, csv_path
 
 
+# --- every measure, and where each detector finds storms ----------------------------------------------
+MEASURES = {
+    # column: (path into metrics.json, scale); percent unless the scale is 1
+    "12° mAP50": (("paper_boxes", "map50"), 100.0), "12° mAP75": (("paper_boxes", "map75"), 100.0),
+    "box mAP50": (("map50",), 100.0), "mask mAP50": (("segm", "map50"), 100.0),
+    "pixel IoU": (("pixel", "iou"), 100.0), "Dice": (("pixel", "dice"), 100.0),
+    "recall": (("error_analysis", "recall"), 100.0), "false alarms": (("error_analysis", "n_false_alarms"), 1.0),
+    "area ratio": (("area_agreement", "median_ratio"), 1.0),
+    "areas ±25 %": (("area_agreement", "within_25pct"), 100.0),
+    "Time (ms)": (("time_ms_per_map",), 1.0),
+}
+"""The measures table's columns (:func:`measures_table`): where each comes from in ``metrics.json``.
+``box mAP50`` is against the run's own labels (catalogue outlines' boxes), ``recall`` and ``false alarms``
+at the detector's stored score threshold (IoU 0.5), ``area ratio`` the median detected / catalogued
+area of matched storms."""
+
+RECALL_BINS = {
+    # column: (breakdown of error_analysis.json's "recall", bins merged)
+    "small": ("by_size", 0), "medium": ("by_size", 1), "large": ("by_size", 2),
+    "confidence 50–75": ("by_confidence", ("50", "75")), "confidence 100": ("by_confidence", ("100",)),
+    "≤ 5° from 180°": ("by_seam_distance", ("0 (touching)", "0-5 deg")),
+    "touching missing data": ("by_gap_distance", ("0 (touching)",)),
+    "poleward of 60°": ("by_lat_band", ("90S-60S", "60N-90N")),
+}
+"""The recall table's columns (:func:`recall_table`): storm-size terciles of the test storms, the
+catalogue's confidence, storms near the 180° seam, touching a gap in the map, and at high latitude."""
+
+
+def _lookup(metrics: Mapping, path) -> float:
+    value = metrics
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return np.nan if value is None else float(value)
+
+
+def _runs(results: Mapping):
+    for network, by_strategy in results.items():
+        name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
+        for strategy, metrics_path in by_strategy.items():
+            yield name, _STRATEGY_ALIASES.get(str(strategy).lower(), str(strategy)), Path(metrics_path)
+
+
+def measures_table(results: Mapping) -> pd.DataFrame:
+    """Every measure of every run (:data:`MEASURES`), one row per network and strategy.
+
+    Parameters
+    ----------
+    results : dict network -> dict strategy -> path of ``metrics.json``
+        As :func:`compare` returns them.
+
+    Returns
+    -------
+    DataFrame
+        Index ``(network, strategy)``, one column per :data:`MEASURES` entry (percent where scaled).
+    """
+    rows, index = [], []
+    for name, strategy, metrics_path in _runs(results):
+        metrics = read_metrics_json(metrics_path)
+        rows.append([_lookup(metrics, path) * scale for path, scale in MEASURES.values()])
+        index.append((name, strategy))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["network", "strategy"]),
+                        columns=list(MEASURES))
+
+
+def _recall_of(breakdown: Mapping, bins) -> tuple[float, int, str]:
+    """Recall (percent), storm count and bin names over ``bins`` of one breakdown (an int: the n-th bin)."""
+    if isinstance(bins, int):
+        keys = [k for k in breakdown if k != "bin_edges_km2"]
+        bins = keys[bins:bins + 1]
+    counts = [breakdown[b] for b in bins if b in breakdown]
+    n_storms = sum(c["n_storms"] for c in counts)
+    n_found = sum(c["n_found"] for c in counts)
+    return (100.0 * n_found / n_storms if n_storms else np.nan), n_storms, "+".join(bins)
+
+
+def recall_table(results: Mapping) -> pd.DataFrame:
+    """Recall at each run's operating point per kind of storm (:data:`RECALL_BINS`).
+
+    Read from each evaluation's ``error_analysis.json`` (beside its ``metrics.json``); runs without
+    one are left out. Columns ``<bin>`` (recall, percent), ``<bin> n`` (storms in the bin) and ``<bin> bin``
+    (the breakdown's bin names; the size terciles' edges in km²).
+    """
+    rows, index = [], []
+    for name, strategy, metrics_path in _runs(results):
+        analysis_path = metrics_path.parent / "error_analysis.json"
+        if not analysis_path.is_file():
+            continue
+        recall = read_metrics_json(analysis_path)["recall"]
+        row = {}
+        for column, (breakdown, bins) in RECALL_BINS.items():
+            row[column], row[f"{column} n"], row[f"{column} bin"] = _recall_of(recall.get(breakdown, {}), bins)
+        rows.append(row)
+        index.append((name, strategy))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["network", "strategy"]))
+
+
+def _size_range(bin_name: str) -> str:
+    """``"0-3.49e+05 km2"`` -> ``"< 3.5e+05 km², "`` (a size bin's range, for a table header)."""
+    text = bin_name.replace(" km2", "")
+    if text.startswith(">="):
+        return f"≥ {float(text[2:]):.2g} km², "
+    low, _, high = text.partition("-")
+    return f"< {float(high):.2g} km², " if float(low) == 0 else f"{float(low):.2g}–{float(high):.2g} km², "
+
+
+def measures_markdown(measures: pd.DataFrame, recall: pd.DataFrame | None = None) -> str:
+    """Markdown of :func:`measures_table` (and of :func:`recall_table`, storm counts in its header)."""
+    def cell(column, value):
+        if pd.isna(value):
+            return "–"
+        return f"{value:.0f}" if column in ("false alarms", "Time (ms)") else (
+            f"{value:.2f}" if column == "area ratio" else f"{value:.1f}")
+
+    lines = ["| Network | Strategy | " + " | ".join(measures.columns) + " |", "|" + "---|" * (len(measures.columns) + 2)]
+    for (network, strategy), row in measures.iterrows():
+        lines.append(f"| {network} | {strategy} | " + " | ".join(cell(c, v) for c, v in row.items()) + " |")
+    text = "\n".join(lines) + "\n"
+    if recall is not None and len(recall):
+        columns = [c for c in recall.columns if not c.endswith((" n", " bin"))]
+        for strategy in dict.fromkeys(recall.index.get_level_values("strategy")):
+            part = recall.xs(strategy, level="strategy")
+            counts = part.iloc[0]
+            header = [f"{c} ({_size_range(counts[f'{c} bin']) if RECALL_BINS[c][0] == 'by_size' else ''}"
+                      f"{int(counts[f'{c} n'])})" for c in columns]
+            text += (f"\nRecall (percent) at each detector's operating point, {strategy}; storms per bin in "
+                     f"brackets:\n\n| Network | " + " | ".join(header) + " |\n|" + "---|" * (len(columns) + 1) + "\n")
+            for network, row in part.iterrows():
+                text += f"| {network} | " + " | ".join(cell(c, row[c]) for c in columns) + " |\n"
+    return text
+
+
 # --- our rows: train and evaluate each detector under each strategy ---------------------------------------
 def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "maskrcnn", "fasterrcnn", "sppnet"),
             strategies=("temporal", "random"), *, our_label: str = "ours", progress: bool = True) -> dict:
@@ -171,7 +302,8 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
     -------
     dict
         ``table`` (DataFrame of :func:`comparison_table`), ``markdown`` and
-        ``csv`` paths, ``results`` (model -> strategy -> metrics.json path).
+        ``csv`` paths, ``results`` (model -> strategy -> metrics.json path), ``measures``
+        (:func:`measures_table`, also written to ``measures.md``/``.csv``) and ``recall`` (:func:`recall_table`).
     """
     from marsdust.evaluate.runner import EvaluateOptions, evaluate_checkpoint
     from marsdust.train import train
@@ -196,4 +328,8 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")
-    return {"table": table, "markdown": md_path, "csv": csv_path, "results": results}
+    measures, recall = measures_table(results), recall_table(results)
+    write_text_atomic(out_dir / "measures.md", measures_markdown(measures, recall))
+    write_text_atomic(out_dir / "measures.csv", measures.join(recall).reset_index().to_csv(index=False))
+    return {"table": table, "markdown": md_path, "csv": csv_path, "results": results, "measures": measures,
+            "recall": recall}
