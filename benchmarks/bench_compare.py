@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_detect's children time the native maps
+from bench_detect import cpu_model  # noqa: E402  (one description of the CPU for every benchmark's results)
 
 
 def machine() -> dict:
@@ -56,17 +57,6 @@ def machine() -> dict:
     except (OSError, subprocess.CalledProcessError):
         info["git_commit"] = None
     return info
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def native_times(out: Path, results: dict, n_maps: int, stock_maps: int, threads: int = 2) -> dict:

@@ -327,19 +327,22 @@ def run_child(kind: str, options: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine(threads: int, device: str = "cpu") -> dict:
     """What the benchmark ran on."""
     import torch
 
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"platform": platform.platform(), "cpu_model": cpu_model, "cpu_count": os.cpu_count(),
+    info = {"platform": platform.platform(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": threads, "python": platform.python_version(),
             "device": device, "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None}
     try:

@@ -27,7 +27,8 @@ Run::
     .venv/bin/python benchmarks/bench_quality.py --variants outline --max-steps 50  # smoke
     .venv/bin/python benchmarks/bench_quality.py --accelerator gpu --parallel 6     # a GPU machine
 
-Writes ``OUT/quality.md`` and ``OUT/quality.json`` (default ``bench_out/quality``).
+Writes ``OUT/quality.md`` and ``OUT/quality.json`` (default ``bench_out/quality``); with ``--results DIR`` also
+``DIR/recipe_<YYYYMMDD>.md``, the dated record naming the commit, CPU and command.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_detect import cpu_model  # noqa: E402  (one description of the CPU and commit for the results)
+from bench_shift import git_commit  # noqa: E402
+
+from marsdust.fileio import write_text_atomic  # noqa: E402
 DEFAULT_VARIANTS = HERE / "configs" / "quality.yaml"
 
 
@@ -193,6 +199,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--max-steps", type=int, default=None, help="override every variant's max_steps")
     parser.add_argument("--accelerator", default=None, help="Lightning accelerator for every variant (cpu, gpu)")
     parser.add_argument("--parallel", type=int, default=1, help="variants trained at the same time (own processes)")
+    parser.add_argument("--results", default=None, metavar="DIR",
+                        help="also write the table as DIR/recipe_<YYYYMMDD>.md (the machine and commit named)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -237,12 +245,17 @@ def main(argv=None) -> list[dict]:
             if (out / "eval" / n / "row.json").is_file()]
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    header = (f"# Detection quality per recipe on the synthetic bench preset\n\n{stamp}; {os.cpu_count()} CPUs, "
-              f"load average at the end {load:.1f}; parallel {args.parallel}; test split of each variant's strategy "
-              "(strategy 1: MY27 Ls180 – MY28 Ls121).\n\n")
+    command = " ".join(["benchmarks/bench_quality.py", *(argv if argv is not None else sys.argv[1:])])
+    header = (f"# Detection quality per recipe on the synthetic bench preset\n\n{stamp}, commit {git_commit()}; "
+              f"{cpu_model()}, {os.cpu_count()} CPUs, load average at the end {load:.1f}; parallel {args.parallel}; "
+              "test split of each variant's strategy (strategy 1: MY27 Ls180 – MY28 Ls121).\n"
+              f"Command: `{command}`\n\n")
     text = header + markdown(rows) + at_baseline_recall(rows)
-    (out / "quality.md").write_text(text)
-    (out / "quality.json").write_text(json.dumps({"date": stamp, "rows": rows}, indent=2, default=str) + "\n")
+    write_text_atomic(out / "quality.md", text)
+    write_text_atomic(out / "quality.json", json.dumps({"date": stamp, "rows": rows}, indent=2, default=str) + "\n")
+    if args.results:
+        path = write_text_atomic(Path(args.results) / f"recipe_{stamp[:10].replace('-', '')}.md", text)
+        print(f"wrote {path}", flush=True)
     print(text)
     return rows
 
