@@ -47,7 +47,7 @@ def test_usage_errors_exit_2_and_data_errors_exit_1(tmp_path):
     assert runner.invoke(app, ["catalog", str(tmp_path), "--no-such-option"]).exit_code == 2
     assert runner.invoke(app, ["catalog"]).exit_code == 2  # missing argument
     result = runner.invoke(app, ["synth", str(tmp_path / "d"), "--preset", "nope", "--quiet"])
-    assert result.exit_code == 2 and "unknown synth preset 'nope'" in result.output
+    assert result.exit_code == 2 and "unknown synth preset 'nope'" in result.output and "look2_marci" in result.output
     result = runner.invoke(app, ["catalog", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "s.csv")])
     assert result.exit_code == 1 and result.output.startswith("error:")
 

@@ -119,6 +119,8 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
 
         return synthesize_second_look(out_dir, layout=SECOND_LOOK_PRESETS[preset], seed=seed, progress=progress,
                                       overwrite=overwrite)
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise ValueError(f"unknown synth preset {preset!r}; expected one of {sorted([*PRESETS, *SECOND_LOOK_PRESETS])}")
     config = get_preset(preset) if isinstance(preset, str) else preset
     return synthesize_config(config, out_dir, seed=seed, progress=progress, overwrite=overwrite)
 
