@@ -135,7 +135,7 @@ def evaluate_command(
 @app.command("compare", cls=config_command(exclude=("model", "strategy")))
 def compare_command(
     ctx: typer.Context,
-    output: Path = typer.Option(..., "-o", "--output", help="Comparison folder (table1.md, table1.csv, runs/, eval/).",
+    output: Path = typer.Option(..., "-o", "--output", help="Comparison folder (table1.md/.csv, measures.md/.csv, runs/, eval/).",
                                 show_default=False),
     config_file: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP + " All runs share it.",
                                                show_default=False),
@@ -178,4 +178,5 @@ def compare_command(
     except MisconfigurationException as exc:
         fail(_trainer_setup_message(exc))
     typer.echo(comparison_markdown(result["table"]))
-    typer.echo(f"-> {result['markdown']}, {result['csv']}")
+    typer.echo(f"-> {result['markdown']}, {result['csv']}; every measure and recall per kind of storm: "
+               f"{output / 'measures.md'}")
