@@ -6,7 +6,8 @@ paper's real-data rows, labelled as such) and writes it with the date, machine a
 ``bench_out/compare/`` (``table1.md``, ``table1.csv``, ``bench.json``; runs under ``runs/`` and
 evaluations under ``eval/``). Resumable: run the same command again after an interruption.
 
-The ``bench`` preset (≈ 520 maps at 0.4°) is synthesized into ``bench_out/data/bench`` if missing.
+A missing ``--data`` folder named after a synth preset (``bench_out/data/bench``: ≈ 520 maps at 0.4°;
+``bench_out/data/twocam``) is synthesized first, with seed 0.
 
 Beside the paper's columns it writes every measure of every run (``measures.md`` / ``.csv``: 12° mAP50/75,
 box and mask mAP50, pixel IoU and Dice, recall and false alarms at the stored score threshold, areas) and
@@ -124,7 +125,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-steps", type=int, required=True, help="training steps per run (same for all)")
     parser.add_argument("--models", default="dustrcnn,maskrcnn,fasterrcnn,sppnet")
     parser.add_argument("--strategies", default="temporal,random")
-    parser.add_argument("--data", default="bench_out/data/bench", help="bench preset folder (synthesized if missing)")
+    parser.add_argument("--data", default="bench_out/data/bench", help="archive + catalog folder; synthesized (seed 0) if missing and named after a preset")
     parser.add_argument("--out", default="bench_out/compare")
     parser.add_argument("--config", default=None, help="YAML TrainConfig settings shared by all runs")
     parser.add_argument("--val-every", type=int, default=None)
@@ -145,9 +146,13 @@ def main(argv=None) -> dict:
     data = Path(args.data)
     if not (data / "archive").is_dir() or not (data / "mdad").is_dir():
         from marsdust.synth import synthesize
+        from marsdust.synth.presets import PRESETS
 
-        print(f"synthesizing the bench preset into {data} ...", flush=True)
-        synthesize(data, "bench", seed=0)
+        if data.name not in PRESETS:
+            raise SystemExit(f"{data} has no archive/ and mdad/, and its name is not a synth preset "
+                             f"({', '.join(sorted(PRESETS))}) to write there")
+        print(f"synthesizing the {data.name} preset into {data} ...", flush=True)
+        synthesize(data, data.name, seed=0)
     base = base_config(args.config, data, args.max_steps, args.val_every, args.reference, args.reference_dropout)
     label = "bench preset" if data.name == "bench" else f"{data.name} archive"
     t0 = time.perf_counter()
