@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
             + "\n## Every measure\n\nPercent but for false alarms (count on the test maps), area ratio (median "
               "detected / catalogued area of matched storms) and time (median ms per map at the working grid). "
               "Recall and false alarms at each detector's stored score threshold, IoU 0.5 on outline boxes.\n\n"
-            + measures_markdown(result["measures"], result["recall"]))
+            + measures_markdown(result["measures"], result["recall"], result["causes"]))
     if times:
         text += (f"\n## Detect time per native map\n\n`marsdust detect` end to end (read, infer, write the "
                  f"products) with each detector's {args.strategies.split(',')[0]}-split checkpoint on "

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from marsdust.evaluate.compare import (PAPER_SOURCE, comparison_table, measures_markdown, measures_table,
-                                       recall_table, write_comparison_table)
+from marsdust.evaluate.compare import (PAPER_SOURCE, causes_table, comparison_table, measures_markdown,
+                                       measures_table, recall_table, write_comparison_table)
 from marsdust.evaluate.metrics import write_metrics_json
 
 
@@ -72,7 +72,9 @@ def test_measures_and_recall_tables_read_every_run(tmp_path):
               "by_seam_distance": {"0 (touching)": _counts(1, 1), "0-5 deg": _counts(3, 0), ">15 deg": _counts(26, 16)},
               "by_gap_distance": {"0 (touching)": _counts(4, 1)},
               "by_lat_band": {"60N-90N": _counts(0, 0)}}
-    (with_analysis / "error_analysis.json").write_text(json.dumps({"recall": recall}))
+    causes = {"missed": {"counts": {"low_score": 5, "merged": 4, "not_detected": 4}},
+              "false_alarms": {"counts": {"localization": 7, "cloud": 2}}}
+    (with_analysis / "error_analysis.json").write_text(json.dumps({"recall": recall, **causes}))
     results = {"unet": {"temporal": str(with_analysis / "metrics.json")},
                "dustrcnn": {"random": str(without / "metrics.json")}}
 
@@ -90,6 +92,10 @@ def test_measures_and_recall_tables_read_every_run(tmp_path):
     assert found["confidence 50–75"] == pytest.approx(20.0) and found["confidence 50–75 n"] == 5
     assert found["≤ 5° from 180°"] == pytest.approx(25.0) and found["≤ 5° from 180° n"] == 4
     assert np.isnan(found["poleward of 60°"])
-    text = measures_markdown(measures, table)
+    why = causes_table(results)
+    assert why.loc[("U-Net", "strategy 1"), "missed merged"] == 4 and len(why) == 1
+    assert why.loc[("U-Net", "strategy 1"), "false alarm cloud"] == 2
+    text = measures_markdown(measures, table, why)
+    assert "| U-Net | strategy 1 | 5 | 4 | 4 | 7 | 2 |" in text
     assert "| U-Net | strategy 1 | 70.0 | 30.0 | 50.0 | 55.0 | 45.0 | 62.0 | 75.0 | 9 | 1.08 | 80.0 | 41 |" in text
     assert "small (< 3e+05 km², 10)" in text and "large (≥ 1e+06 km², 10)" in text

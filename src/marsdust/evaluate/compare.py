@@ -262,18 +262,39 @@ def _size_range(bin_name: str) -> str:
     return f"< {float(high):.2g} km², " if float(low) == 0 else f"{float(low):.2g}–{float(high):.2g} km², "
 
 
-def measures_markdown(measures: pd.DataFrame, recall: pd.DataFrame | None = None) -> str:
-    """Markdown of :func:`measures_table` (and of :func:`recall_table`, storm counts in its header)."""
+def causes_table(results: Mapping) -> pd.DataFrame:
+    """Missed storms and false alarms by cause at each run's operating point (:mod:`marsdust.evaluate.errors`'
+    categories: ``missed <cause>`` and ``false alarm <cause>`` counts), from each ``error_analysis.json``."""
+    rows, index = [], []
+    for name, strategy, metrics_path in _runs(results):
+        analysis_path = metrics_path.parent / "error_analysis.json"
+        if not analysis_path.is_file():
+            continue
+        analysis = read_metrics_json(analysis_path)
+        rows.append({**{f"missed {k}": v for k, v in analysis["missed"]["counts"].items()},
+                     **{f"false alarm {k}": v for k, v in analysis["false_alarms"]["counts"].items()}})
+        index.append((name, strategy))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["network", "strategy"]))
+
+
+def _markdown_rows(table: pd.DataFrame, cell) -> list[str]:
+    lines = ["| Network | Strategy | " + " | ".join(table.columns) + " |", "|" + "---|" * (len(table.columns) + 2)]
+    for (network, strategy), row in table.iterrows():
+        lines.append(f"| {network} | {strategy} | " + " | ".join(cell(c, v) for c, v in row.items()) + " |")
+    return lines
+
+
+def measures_markdown(measures: pd.DataFrame, recall: pd.DataFrame | None = None,
+                      causes: pd.DataFrame | None = None) -> str:
+    """Markdown of :func:`measures_table` (then of :func:`recall_table`, storm counts in its header, and of
+    :func:`causes_table`)."""
     def cell(column, value):
         if pd.isna(value):
             return "–"
         return f"{value:.0f}" if column in ("false alarms", "Time (ms)") else (
             f"{value:.2f}" if column == "area ratio" else f"{value:.1f}")
 
-    lines = ["| Network | Strategy | " + " | ".join(measures.columns) + " |", "|" + "---|" * (len(measures.columns) + 2)]
-    for (network, strategy), row in measures.iterrows():
-        lines.append(f"| {network} | {strategy} | " + " | ".join(cell(c, v) for c, v in row.items()) + " |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(_markdown_rows(measures, cell)) + "\n"
     if recall is not None and len(recall):
         columns = [c for c in recall.columns if not c.endswith((" n", " bin"))]
         for strategy in dict.fromkeys(recall.index.get_level_values("strategy")):
@@ -285,6 +306,10 @@ def measures_markdown(measures: pd.DataFrame, recall: pd.DataFrame | None = None
                      f"brackets:\n\n| Network | " + " | ".join(header) + " |\n|" + "---|" * (len(columns) + 1) + "\n")
             for network, row in part.iterrows():
                 text += f"| {network} | " + " | ".join(cell(c, row[c]) for c in columns) + " |\n"
+    if causes is not None and len(causes):
+        text += ("\nMissed storms and false alarms by cause at the same operating point (rules in "
+                 "`marsdust.evaluate.errors`; counts on the test maps):\n\n"
+                 + "\n".join(_markdown_rows(causes, lambda c, v: "–" if pd.isna(v) else f"{v:.0f}")) + "\n")
     return text
 
 
@@ -303,7 +328,8 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
     dict
         ``table`` (DataFrame of :func:`comparison_table`), ``markdown`` and
         ``csv`` paths, ``results`` (model -> strategy -> metrics.json path), ``measures``
-        (:func:`measures_table`, also written to ``measures.md``/``.csv``) and ``recall`` (:func:`recall_table`).
+        (:func:`measures_table`, also written to ``measures.md``/``.csv``), ``recall`` (:func:`recall_table`) and
+        ``causes`` (:func:`causes_table`).
     """
     from marsdust.evaluate.runner import EvaluateOptions, evaluate_checkpoint
     from marsdust.train import train
@@ -328,8 +354,8 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
             results.setdefault(model, {})[strategy] = str(metrics_path)
     table = comparison_table(results, our_label=our_label)
     md_path, csv_path = write_comparison_table(table, out_dir / "table1")
-    measures, recall = measures_table(results), recall_table(results)
-    write_text_atomic(out_dir / "measures.md", measures_markdown(measures, recall))
-    write_text_atomic(out_dir / "measures.csv", measures.join(recall).reset_index().to_csv(index=False))
+    measures, recall, causes = measures_table(results), recall_table(results), causes_table(results)
+    write_text_atomic(out_dir / "measures.md", measures_markdown(measures, recall, causes))
+    write_text_atomic(out_dir / "measures.csv", measures.join(recall).join(causes).reset_index().to_csv(index=False))
     return {"table": table, "markdown": md_path, "csv": csv_path, "results": results, "measures": measures,
-            "recall": recall}
+            "recall": recall, "causes": causes}
