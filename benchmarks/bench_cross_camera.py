@@ -30,10 +30,11 @@ Run::
 
     .venv/bin/python benchmarks/bench_cross_camera.py                                   # twocam_ci, 150 steps
     .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 2000 --device cuda
+    .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 600 --model unet --no-adabn  # the U-Net
 
 Data are synthesized (seed 0) under ``--data-root`` when missing. Finished trainings (``done.json``)
 and evaluations (``row.json``) are not redone. Writes ``OUT/cross_camera.md`` and
-``OUT/cross_camera.json`` (default ``bench_out/cross_camera_<preset>``) with the date, the machine
+``OUT/cross_camera.json`` (default ``bench_out/cross_camera_<preset>_<steps>_<augment>[_<model>]``) with the date, the machine
 and the command.
 """
 
@@ -91,21 +92,24 @@ def both_cameras_split(data: Path, out: Path) -> Path:
     return save_split(joined.rename("split").reset_index(), out / "splits" / "both_train.csv")
 
 
-def train_config(data: Path, detector: str, steps: int, device: str, augment: str, split_file: Path | None = None):
-    """The shared budget: ``small_cpu`` DustRCNN at 0.8°/px, the demo's learning rate, one validation at the end."""
+def train_config(data: Path, detector: str, steps: int, device: str, augment: str, split_file: Path | None = None,
+                 model: str = "dustrcnn"):
+    """The shared budget: ``model`` (``small_cpu`` preset) at 0.8°/px, the demo's learning rate, one validation at
+    the end."""
     from marsdust.demo import DEMO_LR, DEMO_MAP_RES_DEG
     from marsdust.train import TrainConfig
 
     _, train_period, test_period = DETECTORS[detector]
     periods = ({"split_file": str(split_file)} if split_file else
                {"train_period": train_period, "test_period": test_period})
-    return TrainConfig(data=str(data), model="dustrcnn", model_preset="small_cpu", map_res_deg=DEMO_MAP_RES_DEG,
+    return TrainConfig(data=str(data), model=model, model_preset="small_cpu", map_res_deg=DEMO_MAP_RES_DEG,
                        lr=DEMO_LR, strategy="temporal", **periods, augment_preset=augment,
                        max_steps=steps, val_every_n_steps=steps, num_workers=1, seed=0, progress=False,
                        accelerator="gpu" if device.startswith("cuda") else "cpu")
 
 
-def train_detector(data: Path, detector: str, steps: int, out: Path, device: str, augment: str) -> Path:
+def train_detector(data: Path, detector: str, steps: int, out: Path, device: str, augment: str,
+                   model: str = "dustrcnn") -> Path:
     """Train one detector (or reuse a finished run); returns its best checkpoint."""
     from marsdust.train import train
 
@@ -113,7 +117,7 @@ def train_detector(data: Path, detector: str, steps: int, out: Path, device: str
     if not (run_dir / "done.json").is_file():
         print(f"training {detector} ({DETECTORS[detector][1]}, {steps} steps, augment {augment}) ...", flush=True)
         split_file = both_cameras_split(data, out) if detector == "both" else None
-        train(train_config(data, detector, steps, device, augment, split_file), run_dir,
+        train(train_config(data, detector, steps, device, augment, split_file, model), run_dir,
               resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     best = run_dir / "checkpoints" / "best.ckpt"
     return best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
@@ -175,13 +179,14 @@ def relation_of(camera: str, test_set: str) -> str:
 
 
 def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu",
-                     augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True) -> list[dict]:
+                     augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True,
+                     model: str = "dustrcnn") -> list[dict]:
     """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation."""
     sets = test_sets(data, looks, out)
     rows, t0 = [], time.perf_counter()
     for detector in detectors:
         camera, train_period, _ = DETECTORS[detector]
-        checkpoint = train_detector(data, detector, steps, out, device, augment)
+        checkpoint = train_detector(data, detector, steps, out, device, augment, model)
         for name in TEST_SETS:
             for adapted in ((False, True) if adabn else (False,)):
                 tag = f"{detector}_{name}" + ("_adabn" if adapted else "")
@@ -235,13 +240,14 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), load average {load:.1f}")
 
 
-def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str) -> str:
+def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str,
+                  model: str = "dustrcnn") -> str:
     """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
     return (f"# Cross-camera benchmark on the synthetic {preset} archive\n\n{stamp}, commit {git_commit()}; "
             f"{machine()} at the end; {seconds / 60:.1f} min.\n\nCommand: `{command}`\n\n"
-            f"Detectors: small_cpu DustRCNN, {steps} steps each, augmentation {augment!r}; moc trained on MOC "
+            f"Detectors: small_cpu {model}, {steps} steps each, augmentation {augment!r}; moc trained on MOC "
             f"{MOC_TRAIN}, marci on MARCI {MARCI_TRAIN}, both on the two periods ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
             "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
             "BatchNorm statistics re-estimated on the test set's unlabeled maps (in brackets: the change from the "
@@ -262,18 +268,22 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS),
                         help="which detectors to train and score")
     parser.add_argument("--no-adabn", action="store_true", help="score the detectors as trained only")
+    parser.add_argument("--model", default="dustrcnn", help="the network of every detector (e.g. unet)")
     args = parser.parse_args(argv)
+    if args.model.startswith("unet") and not args.no_adabn:
+        raise SystemExit(f"AdaBN (marsdust adapt) does not adapt {args.model}; add --no-adabn")
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")
 
     root = Path(args.data_root)
-    out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}")
+    model_tag = "" if args.model == "dustrcnn" else f"_{args.model}"
+    out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}{model_tag}")
     data = ensure_data(root / args.preset, args.preset)
     looks = {name: ensure_data(root / name, name) for name in ("look2", "look2_marci")}
     t0 = time.perf_counter()
     rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,
-                            detectors=args.detectors, adabn=not args.no_adabn)
-    header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv, args.augment)
+                            detectors=args.detectors, adabn=not args.no_adabn, model=args.model)
+    header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv, args.augment, args.model)
     text = header + markdown(rows)
     write_text_atomic(out / "cross_camera.md", text)
     write_text_atomic(out / "cross_camera.json", json.dumps({"report": header.strip(), "rows": rows}, indent=2,
