@@ -85,6 +85,42 @@ def native_times(out: Path, results: dict, n_maps: int, stock_maps: int, threads
     return times
 
 
+def training_minutes(out: Path, results: dict) -> dict:
+    """Each run's training wall time in minutes and steps per second, from its ``done.json``."""
+    minutes = {}
+    for model, by_strategy in results.items():
+        for strategy in by_strategy:
+            done = out / "runs" / f"{model}_{strategy}" / "done.json"
+            if done.is_file():
+                summary = json.loads(done.read_text())
+                minutes[f"{model}_{strategy}"] = (summary["seconds"] / 60.0, summary.get("steps_per_second"))
+    return minutes
+
+
+def training_words(trained: dict) -> str:
+    """The runs' training time in words (runs finished by an earlier call are reused, so this call's time is not it)."""
+    if not trained:
+        return "training time not recorded"
+    rates = [rate for _, rate in trained.values() if rate]
+    return (f"training {sum(m for m, _ in trained.values()):.0f} min for the {len(trained)} runs "
+            f"({min(rates):.2f}–{max(rates):.2f} steps/s; runs finished by an earlier call are reused, not retrained)")
+
+
+def cached_native_times(out: Path, results: dict, n_maps: int, stock_maps: int) -> dict:
+    """:func:`native_times`, reused from ``OUT/native_times.json`` when it timed the same detectors and maps."""
+    path = out / "native_times.json"
+    key = {"models": sorted(results), "native_maps": n_maps, "stock_maps": stock_maps}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            print(f"native maps: reusing the timings of {cached['date']} ({path})", flush=True)
+            return cached["times"]
+    times = native_times(out, results, n_maps, stock_maps)
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    path.write_text(json.dumps({"key": key, "date": stamp, "times": times}, indent=2) + "\n")
+    return times
+
+
 def native_markdown(times: dict) -> str:
     """Seconds per native map of each detector beside stock Mask R-CNN's (ratio stock / ours)."""
     from marsdust.evaluate.compare import NETWORK_NAMES
@@ -160,7 +196,8 @@ def main(argv=None) -> dict:
                      [s for s in args.strategies.split(",") if s], our_label=f"ours (synthetic {label})")
     seconds = time.perf_counter() - t0
     out = Path(args.out)
-    times = native_times(out, result["results"], args.native_maps, args.stock_maps) if args.native_maps else {}
+    times = cached_native_times(out, result["results"], args.native_maps, args.stock_maps) if args.native_maps else {}
+    trained = training_minutes(out, result["results"])
     info = machine()
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     periods = ", ".join(f"{name} {getattr(base, name)}" for name in ("train_period", "test_period", "random_period")
@@ -170,7 +207,7 @@ def main(argv=None) -> dict:
               f"{base.map_res_deg:g}°/px, reference {base.reference_config.describe()}"
               f"{f' (dropout {base.reference_dropout:g})' if base.reference_config.enabled else ''}"
               f"{f'; {periods}' if periods else ''}; machine {info['cpu_model']}, {os.cpu_count()} CPUs, "
-              f"{info['platform']}; wall time of the training and evaluations {seconds / 60:.1f} min.\n"
+              f"{info['platform']}; {training_words(trained)}, this call {seconds / 60:.1f} min.\n"
               f"Command: `{' '.join(['benchmarks/bench_compare.py', *(argv if argv is not None else sys.argv[1:])])}`\n\n")
     text = (header + comparison_markdown(result["table"])
             + "\n## Every measure\n\nPercent but for false alarms (count on the test maps), area ratio (median "
