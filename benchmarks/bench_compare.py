@@ -36,28 +36,24 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_detect's children time the native maps
 from bench_detect import cpu_model  # noqa: E402  (one description of the CPU for every benchmark's results)
+from bench_shift import git_commit  # noqa: E402
+
+from marsdust.fileio import write_text_atomic  # noqa: E402
 
 
 def machine() -> dict:
     """What the benchmark ran on."""
     import torch
 
-    info = {"platform": platform.platform(), "cpu_model": cpu_model(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                            check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
-    return info
+    return {"platform": platform.platform(), "cpu_model": cpu_model(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "git_commit": git_commit()}
 
 
 def native_times(out: Path, results: dict, n_maps: int, stock_maps: int, threads: int = 2) -> dict:
@@ -68,14 +64,15 @@ def native_times(out: Path, results: dict, n_maps: int, stock_maps: int, threads
     """
     from bench_detect import map_paths, native_maps, run_child
 
+    from marsdust.train import run_checkpoint
+
     archive = native_maps(Path(__file__).resolve().parents[1] / "bench_out" / "detect_maps", max(n_maps, stock_maps + 1))
     paths = map_paths(archive)
     options = {"archive": str(archive), "threads": threads, "engine": None, "score_threshold": 0.5,
                "paths": paths, "stock_maps": stock_maps, "device": "cpu", "batch_size": 1}
     times = {}
     for model, by_strategy in results.items():
-        folder = out / "runs" / f"{model}_{next(iter(by_strategy))}" / "checkpoints"
-        checkpoint = folder / "best.ckpt" if (folder / "best.ckpt").is_file() else folder / "last.ckpt"
+        checkpoint = run_checkpoint(out / "runs" / f"{model}_{next(iter(by_strategy))}")
         print(f"native maps: detect with {model} on {len(paths)} maps ...", flush=True)
         times[model] = run_child("ours", dict(options, checkpoint=str(checkpoint),
                                               out_dir=str(out / "native_detect" / model)))
@@ -117,13 +114,13 @@ def cached_native_times(out: Path, results: dict, n_maps: int, stock_maps: int) 
             return cached["times"]
     times = native_times(out, results, n_maps, stock_maps)
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    path.write_text(json.dumps({"key": key, "date": stamp, "times": times}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps({"key": key, "date": stamp, "times": times}, indent=2) + "\n")
     return times
 
 
 def native_markdown(times: dict) -> str:
     """Seconds per native map of each detector beside stock Mask R-CNN's (ratio stock / ours)."""
-    from marsdust.evaluate.compare import NETWORK_NAMES
+    from marsdust.evaluate.compare import network_row_name
 
     stock = times.get("stock", {}).get("median_s_per_map")
     lines = ["| Network | engine | s / native map (median) | stock Mask R-CNN / ours | peak RSS, MB |",
@@ -132,7 +129,7 @@ def native_markdown(times: dict) -> str:
         if model == "stock":
             continue
         ratio = f"{stock / side['median_s_per_map']:.1f}×" if stock else "–"
-        lines.append(f"| {NETWORK_NAMES.get(model, model)} | {side['engine']} | {side['median_s_per_map']:.2f} | "
+        lines.append(f"| {network_row_name(model)} | {side['engine']} | {side['median_s_per_map']:.2f} | "
                      f"{ratio} | {side['peak_rss_mb']:.0f} |")
     if stock:
         lines.append(f"| stock `maskrcnn_resnet50_fpn` (1200 × 3600 input) | torch | {stock:.2f} | 1.0× | "
@@ -177,7 +174,6 @@ def main(argv=None) -> dict:
 
     from marsdust.evaluate.compare import compare, measures_markdown
     from marsdust.evaluate import comparison_markdown
-    from marsdust.fileio import write_text_atomic
 
     data = Path(args.data)
     if not (data / "archive").is_dir() or not (data / "mdad").is_dir():

@@ -111,7 +111,7 @@ def train_config(data: Path, detector: str, steps: int, device: str, augment: st
 def train_detector(data: Path, detector: str, steps: int, out: Path, device: str, augment: str,
                    model: str = "dustrcnn") -> Path:
     """Train one detector (or reuse a finished run); returns its best checkpoint."""
-    from marsdust.train import train
+    from marsdust.train import run_checkpoint, train
 
     run_dir = out / "runs" / detector
     if not (run_dir / "done.json").is_file():
@@ -119,8 +119,7 @@ def train_detector(data: Path, detector: str, steps: int, out: Path, device: str
         split_file = both_cameras_split(data, out) if detector == "both" else None
         train(train_config(data, detector, steps, device, augment, split_file, model), run_dir,
               resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
-    best = run_dir / "checkpoints" / "best.ckpt"
-    return best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    return run_checkpoint(run_dir)
 
 
 def test_sets(data: Path, looks: dict[str, Path], out: Path) -> dict[str, dict]:

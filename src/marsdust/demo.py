@@ -163,9 +163,9 @@ def demo_reference(reference: str | None, reference_sols: int | None,
 def _export_model(run_dir: Path, model_path: Path) -> None:
     """Save the best checkpoint as a self-contained marsdust checkpoint at ``model_path``."""
     from marsdust.models import load_model, save_checkpoint
+    from marsdust.train import run_checkpoint
 
-    best = run_dir / "checkpoints" / "best.ckpt"
-    source = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    source = run_checkpoint(run_dir)
     save_checkpoint(load_model(source), model_path, source=str(source))
 
 

@@ -54,6 +54,11 @@ NETWORK_NAMES = {"fastrcnn": "Fast R-CNN", "fasterrcnn": "Fast R-CNN", "maskrcnn
 """Registry model names -> the rows of Table 1 (the U-Nets, the segmentation approach, are not in the paper's)."""
 
 
+def network_row_name(network: str) -> str:
+    """The Table 1 row of a registry model name (``"unet_cbam"`` -> ``"CBAM U-Net"``); other names unchanged."""
+    return NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
+
+
 TABLE_METRICS = ("mAP25", "mAP50", "mAP75", "Time (ms)")
 PIXEL_METRICS = ("Pixel IoU", "Dice")
 """Columns added to Table 1 when our metrics hold pixel scores (``metrics["pixel"]``: ``iou``, ``dice``)."""
@@ -88,8 +93,7 @@ def comparison_table(results: Mapping, our_label: str = "ours") -> pd.DataFrame:
     """
     ours: dict[str, dict] = {}
     for network, by_strategy in results.items():
-        name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
-        row = ours.setdefault(name, {})
+        row = ours.setdefault(network_row_name(network), {})
         for strategy, metrics in by_strategy.items():
             column = _STRATEGY_ALIASES.get(str(strategy).lower())
             if column is None:
@@ -193,10 +197,18 @@ def _lookup(metrics: Mapping, path) -> float:
 
 
 def _runs(results: Mapping):
+    """``(row name, strategy column, metrics.json path)`` of every run of ``results``."""
     for network, by_strategy in results.items():
-        name = NETWORK_NAMES.get(str(network).lower().replace("-", "").replace(" ", ""), str(network))
         for strategy, metrics_path in by_strategy.items():
-            yield name, _STRATEGY_ALIASES.get(str(strategy).lower(), str(strategy)), Path(metrics_path)
+            yield network_row_name(network), _STRATEGY_ALIASES.get(str(strategy).lower(), str(strategy)), Path(metrics_path)
+
+
+def _error_analyses(results: Mapping):
+    """``(row name, strategy column, error_analysis.json content)`` of every run that has one beside its metrics."""
+    for name, strategy, metrics_path in _runs(results):
+        analysis_path = metrics_path.parent / "error_analysis.json"
+        if analysis_path.is_file():
+            yield name, strategy, read_metrics_json(analysis_path)
 
 
 def measures_table(results: Mapping) -> pd.DataFrame:
@@ -240,11 +252,8 @@ def recall_table(results: Mapping) -> pd.DataFrame:
     (the breakdown's bin names; the size terciles' edges in km²).
     """
     rows, index = [], []
-    for name, strategy, metrics_path in _runs(results):
-        analysis_path = metrics_path.parent / "error_analysis.json"
-        if not analysis_path.is_file():
-            continue
-        recall = read_metrics_json(analysis_path)["recall"]
+    for name, strategy, analysis in _error_analyses(results):
+        recall = analysis["recall"]
         row = {}
         for column, (breakdown, bins) in RECALL_BINS.items():
             row[column], row[f"{column} n"], row[f"{column} bin"] = _recall_of(recall.get(breakdown, {}), bins)
@@ -266,11 +275,7 @@ def causes_table(results: Mapping) -> pd.DataFrame:
     """Missed storms and false alarms by cause at each run's operating point (:mod:`marsdust.evaluate.errors`'
     categories: ``missed <cause>`` and ``false alarm <cause>`` counts), from each ``error_analysis.json``."""
     rows, index = [], []
-    for name, strategy, metrics_path in _runs(results):
-        analysis_path = metrics_path.parent / "error_analysis.json"
-        if not analysis_path.is_file():
-            continue
-        analysis = read_metrics_json(analysis_path)
+    for name, strategy, analysis in _error_analyses(results):
         rows.append({**{f"missed {k}": v for k, v in analysis["missed"]["counts"].items()},
                      **{f"false alarm {k}": v for k, v in analysis["false_alarms"]["counts"].items()}})
         index.append((name, strategy))
@@ -332,7 +337,7 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
         ``causes`` (:func:`causes_table`).
     """
     from marsdust.evaluate.runner import EvaluateOptions, evaluate_checkpoint
-    from marsdust.train import train
+    from marsdust.train import run_checkpoint, train
 
     out_dir = Path(out_dir)
     results: dict[str, dict[str, str]] = {}
@@ -346,9 +351,7 @@ def compare(out_dir: str | os.PathLike, base: TrainConfig, models=("dustrcnn", "
                 if not (run_dir / "done.json").is_file():
                     log.info("compare: training %s", name)
                     train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
-                best = run_dir / "checkpoints" / "best.ckpt"
-                checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
-                evaluate_checkpoint(checkpoint, eval_dir, EvaluateOptions(
+                evaluate_checkpoint(run_checkpoint(run_dir), eval_dir, EvaluateOptions(
                     data=base.data, archive=base.archive, catalog=base.catalog, master=base.master,
                     strict=base.strict, progress=progress))
             results.setdefault(model, {})[strategy] = str(metrics_path)

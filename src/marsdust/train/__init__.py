@@ -71,7 +71,7 @@ _LOADED_ON_FIRST_USE = {
     **dict.fromkeys(("SCORE_THRESHOLD_GRID", "BestCheckpoint", "ContinuedCSVLogger", "DetectorModule",
                      "DustDataModule", "LastCheckpoint", "ProgressLines", "best_f1_threshold", "best_score_on_disk",
                      "build_module", "checkpoint_callbacks", "validation_map"), "marsdust.train.lightning"),
-    **dict.fromkeys(("train", "read_metrics_csv"), "marsdust.train.run"),
+    **dict.fromkeys(("train", "read_metrics_csv", "run_checkpoint"), "marsdust.train.run"),
 }
 """Names of this package -> the module that defines them, imported when a name is first used."""
 

@@ -178,6 +178,13 @@ def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: DustDataModu
     return time.perf_counter() - t0
 
 
+def run_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """The checkpoint a run folder offers: ``checkpoints/best.ckpt`` (best validation mAP50) where it was written,
+    else ``checkpoints/last.ckpt`` (a run stopped before its first validation)."""
+    best = Path(run_dir) / "checkpoints" / "best.ckpt"
+    return best if best.is_file() else Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
 def _summary(trainer: L.Trainer, run_dir: Path, datamodule: DustDataModule, seconds: float, start_step: int) -> dict:
     """What ``done.json`` records of a fitted run (``start_step``: where a resumed run began)."""
     best_cb = trainer.checkpoint_callback
