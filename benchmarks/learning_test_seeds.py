@@ -32,7 +32,10 @@ COLUMNS = ("seed", "threads", "aten_cpu_capability", "onednn_max_cpu_isa", "map2
 
 
 def load_test_module():
-    """tests/test_train.py as a module (the recipe and :func:`learning_scores` live there)."""
+    """tests/test_train.py as a module (the recipe and :func:`learning_scores` live there; the helpers it
+    imports from tests/ are found as pytest finds them)."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
     spec = importlib.util.spec_from_file_location("test_train", ROOT / "tests" / "test_train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

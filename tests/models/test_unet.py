@@ -21,7 +21,7 @@ from marsdust.models import (
     save_checkpoint,
 )
 from marsdust.models.losses import masked_pixel_losses
-from marsdust.models.unet import pixel_targets
+from marsdust.models.unet import box_cores, pixel_targets
 from marsdust.synth.discs import draw_disc_map, write_disc_archive
 
 TINY_UNET = dict(unet_channels=4, unet_depth=2, norm="batch", map_res_deg=1.6)
@@ -95,6 +95,36 @@ def test_pixel_targets_leave_out_missing_pixels_and_instances_without_an_outline
     assert not counted[0, 18:28, 24:40].any()  # the box-only instance: unknown, not background
     assert not counted[0, :, 44:].any()
     assert int(counted.sum()) == HEIGHT * 44 - 10 * 16
+
+
+def test_a_box_only_instance_teaches_its_core_as_storm_and_leaves_the_rest_of_its_box_out():
+    """The weak label of a v1.0 row (``unet_box_core``): the box's shrunk inscribed ellipse is storm, the ring unknown."""
+    observed = torch.ones(HEIGHT, WIDTH, dtype=torch.bool)
+    positive, counted = pixel_targets(blob_target(supervised=(True, False)), observed, num_classes=1, box_core=0.5)
+    core = positive[0] & ~blob_target()["masks"][0].bool()
+    rows, cols = torch.nonzero(core, as_tuple=True)
+    # box x 24..40, y 18..28: centre (32, 23), half-axes 4 x 2.5 px
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (21, 24, 28, 35)
+    assert 0.5**2 * torch.pi / 4 * 160 * 0.8 < int(core.sum()) < 0.5**2 * torch.pi / 4 * 160 * 1.2
+    assert counted[0][core].all()  # the core counts (as storm) ...
+    ring = blob_target()["masks"][1].bool() & ~core
+    assert not counted[0][ring].any()  # ... the rest of the box is unknown
+    # off, the whole box is unknown and nothing of it is storm
+    positive_off, _ = pixel_targets(blob_target(supervised=(True, False)), observed, num_classes=1)
+    assert int(positive_off.sum()) == 80
+    # a core never leaves its instance's mask (here a box cut by the map's top edge)
+    target = blob_target(supervised=(True, False))
+    target["masks"][1, 18:21] = 0
+    positive_cut, _ = pixel_targets(target, observed, num_classes=1, box_core=1.0)
+    assert not positive_cut[0, 18:21].any() and positive_cut[0, 21:28].any()
+
+
+def test_box_cores_are_the_shrunk_ellipses_inscribed_in_their_boxes():
+    cores = box_cores(torch.tensor([[0.0, 0, 10, 10], [20.0, 4, 21, 5]]), (12, 30), 1.0)
+    assert cores.shape == (2, 12, 30)
+    assert int(cores[0].sum()) == 80  # pixel centres inside the r = 5 circle at (5, 5): 4 x (5+5+4+4+2)
+    assert int(cores[1].sum()) == 1 and bool(cores[1, 4, 20])  # a 1-px box keeps its pixel
+    assert int(box_cores(torch.tensor([[0.0, 0, 10, 10]]), (12, 30), 0.5).sum()) < 80 / 3
 
 
 def test_loss_gives_no_gradient_on_missing_pixels_or_box_only_instances():

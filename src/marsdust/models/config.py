@@ -142,6 +142,14 @@ class DetectorConfig:
     unet_pixel_threshold : float
         Probability at which a pixel belongs to a storm when the segmenters cut their probability
         map into instances (connected components).
+    unet_box_core : float
+        Weak pixel supervision of the segmenters from box-only catalogue rows (MDAD's v1.0 table: a
+        centroid and an area, no outline; the MOC years). Such a row's fallback box is ignored by the
+        loss, except its core: the ellipse inscribed in the box, shrunk to ``unet_box_core`` of its
+        half-axes around the centroid, counts as storm. With the area box (``outline_fallback``
+        ``"area"``) and 0.6, the core is 0.28 of the catalogued area, a region almost any storm of
+        that area and centroid covers. 0 ignores the whole box (outlined rows alone teach storm
+        pixels, so a U-Net learns nothing from a box-only archive).
     """
 
     num_classes: int = 1
@@ -186,6 +194,7 @@ class DetectorConfig:
     unet_depth: int = 4
     unet_pos_weight: float = 3.0
     unet_pixel_threshold: float = 0.5
+    unet_box_core: float = 0.6
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -235,6 +244,8 @@ class DetectorConfig:
         if self.unet_pos_weight <= 0 or not 0 < self.unet_pixel_threshold < 1:
             raise ValueError(f"DetectorConfig.unet_pos_weight must be > 0 and unet_pixel_threshold in (0, 1), got "
                              f"{self.unet_pos_weight} / {self.unet_pixel_threshold}")
+        if not 0 <= self.unet_box_core <= 1:
+            raise ValueError(f"DetectorConfig.unet_box_core must be in [0, 1], got {self.unet_box_core}")
         reference = self.reference_config  # validates the kind and the window
         if reference.enabled and self.in_channels != 3 + reference.n_bands:
             raise ValueError(

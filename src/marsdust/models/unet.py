@@ -13,9 +13,10 @@ Both take the detectors' inputs (the map's R, G, B and the reference bands ``in_
   all 0, as :func:`marsdust.models.registry.standardize_observed` decides), the batch's padding, and
   the masks of instances whose ``mask_supervised`` is False (in outline mode the catalogue rows
   without an outline, whose mask is only a fallback box: the storm lies somewhere in it, its shape
-  is unknown) unless an outlined instance covers them. The rest of such a map still counts as
-  background, like a map without storms: the box-only rows are left out, as
-  :meth:`marsdust.models.roi_heads.DustRoIHeads.mask_losses` leaves them out of the mask loss.
+  is unknown) unless an outlined instance covers them — except the box's core (:func:`box_cores`,
+  ``unet_box_core`` of the inscribed ellipse around the centroid), which counts as storm: the one
+  weak pixel label a centroid and an area give, without which a U-Net learns nothing from the
+  MOC years' v1.0 table. The rest of such a map counts as background, like a map without storms.
 - **inference** (``model(images)``): the probability map of each class, set to 0 on missing pixels,
   is cut at ``unet_pixel_threshold`` into connected components
   (:func:`marsdust.grid.wrapped_components`, 8-connected). An input exactly 360° wide
@@ -168,7 +169,7 @@ class UNetDetector(nn.Module, RegisteredDetector):
             positive = torch.zeros_like(counted)
             for i, (target, (height, width)) in enumerate(zip(targets, sizes)):
                 positive[i, :, :height, :width], counted[i, :, :height, :width] = pixel_targets(
-                    target, observed[i, :height, :width], self.config.num_classes)
+                    target, observed[i, :height, :width], self.config.num_classes, self.config.unet_box_core)
             return masked_pixel_losses(logits, positive, counted, self.config.unet_pos_weight)
         probabilities = torch.sigmoid(logits.float())
         return [self.instances(probabilities[i, :, :height, :width], observed[i, :height, :width])
@@ -223,12 +224,14 @@ class UNetDetector(nn.Module, RegisteredDetector):
                 "masks": torch.from_numpy(masks).to(device)}
 
 
-def pixel_targets(target: dict, observed: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+def pixel_targets(target: dict, observed: Tensor, num_classes: int, box_core: float = 0.0) -> tuple[Tensor, Tensor]:
     """Per-pixel targets of one image: ``(positive, counted)``, both ``(num_classes, H, W)`` bool.
 
     ``positive[k]``: inside a mask of an instance of class ``k + 1`` whose ``mask_supervised`` is True
-    (every instance when the key is absent); ``counted[k]``: observed and not inside the mask of an
-    instance of class ``k + 1`` without mask supervision, unless ``positive[k]`` (module docstring).
+    (every instance when the key is absent), or inside the core (:func:`box_cores` with ``box_core``)
+    of the mask of one whose ``mask_supervised`` is False; ``counted[k]``: observed and not inside the
+    mask of an instance of class ``k + 1`` without mask supervision, unless ``positive[k]`` (module
+    docstring).
 
     Raises
     ------
@@ -249,10 +252,29 @@ def pixel_targets(target: dict, observed: Tensor, num_classes: int) -> tuple[Ten
         of_class = labels == k + 1
         if bool((of_class & supervised).any()):
             positive[k] = masks[of_class & supervised].any(dim=0)
-        if bool((of_class & ~supervised).any()):
-            unknown[k] = masks[of_class & ~supervised].any(dim=0)
+        weak = of_class & ~supervised
+        if bool(weak.any()):
+            unknown[k] = masks[weak].any(dim=0)
+            if box_core > 0:
+                cores = box_cores(target["boxes"][weak].to(observed.device), tuple(observed.shape), box_core)
+                positive[k] |= (masks[weak] & cores).any(dim=0)
     counted = observed.unsqueeze(0) & (positive | ~unknown)
     return positive, counted
+
+
+def box_cores(boxes: Tensor, shape: tuple[int, int], fraction: float) -> Tensor:
+    """``(n, H, W)`` bool: the pixels (by centre) of the ellipse inscribed in each ``[x0, y0, x1, y1]`` box
+    of an ``(H, W)`` image, its half-axes scaled by ``fraction`` around the box centre (area ``fraction²·π/4``
+    of the box's). Used as weak storm pixels of box-only catalogue rows (:func:`pixel_targets`)."""
+    height, width = shape
+    boxes = boxes.to(torch.float32).reshape(-1, 4)
+    centre_x = (0.5 * (boxes[:, 0] + boxes[:, 2])).reshape(-1, 1, 1)
+    centre_y = (0.5 * (boxes[:, 1] + boxes[:, 3])).reshape(-1, 1, 1)
+    half_x = (0.5 * fraction * (boxes[:, 2] - boxes[:, 0])).clamp(min=0.5).reshape(-1, 1, 1)
+    half_y = (0.5 * fraction * (boxes[:, 3] - boxes[:, 1])).clamp(min=0.5).reshape(-1, 1, 1)
+    rows = torch.arange(height, dtype=torch.float32, device=boxes.device).reshape(1, -1, 1) + 0.5
+    cols = torch.arange(width, dtype=torch.float32, device=boxes.device).reshape(1, 1, -1) + 0.5
+    return ((cols - centre_x) / half_x) ** 2 + ((rows - centre_y) / half_y) ** 2 <= 1.0
 
 
 @register_network("unet", "U-Net segmenter (semantic segmentation, Venturini et al. 2025's baseline): BCE + "
