@@ -46,6 +46,25 @@ def test_v10_csv_aliases_with_odd_case_and_spaces(tmp_path):
     check_v10(read_v10_table(path))
 
 
+def test_a_storm_table_written_by_save_catalog_reads_back_with_its_outlines(tmp_path):
+    """Pseudo-labels and exported catalogues are storm tables with outlines: reading one keeps them."""
+    from marsdust.mdad import read_catalog, save_catalog
+
+    storms = read_v10_table(_written(tmp_path))
+    storms["polygon_wkt"] = ["POLYGON ((-12 8, -8 8, -8 12, -12 12, -12 8))", None, " "]
+    save_catalog(storms, tmp_path / "storms.csv")
+    again = read_catalog(tmp_path / "storms.csv")
+    assert again["polygon_wkt"].iloc[0] == "POLYGON ((-12 8, -8 8, -8 12, -12 12, -12 8))"
+    assert again["polygon_wkt"].iloc[1:].isna().all()  # missing and blank: no outline
+    assert list(again["map_id"]) == list(storms["map_id"])
+
+
+def _written(tmp_path):
+    path = tmp_path / "MDAD.csv"
+    v10_frame().to_csv(path, index=False)
+    return path
+
+
 def test_v10_xlsx(tmp_path):
     path = tmp_path / "MDAD.xlsx"
     v10_frame().to_excel(path, index=False)

@@ -306,7 +306,9 @@ def read_v10_table(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFr
     (``Mars Year``, ``Mission subphase``, ``Sol``, ``Ls``, ``Centroid longitude``, ``Centroid
     latitude``, ``Area (square km)``, ``Confidence interval``, ``Member ID``, ``Sequence ID``)
     and aliases (``MY``, ``swathLs``, ``centroid_lon``, ``mem_ID``, …). Longitudes in
-    [0, 360) are accepted and normalized to [-180, 180). ``polygon_wkt`` is None.
+    [0, 360) are accepted and normalized to [-180, 180). ``polygon_wkt`` is None, unless the table
+    has a ``polygon_wkt`` column (a storm table written by :func:`marsdust.mdad.save_catalog`, e.g.
+    pseudo-labels): its outlines (lon/lat WKT) are kept, blank cells None.
 
     Raises
     ------
@@ -320,8 +322,10 @@ def read_v10_table(path: str | os.PathLike, skip_bad: bool = False) -> pd.DataFr
     raw = raw.dropna(how="all")
     mapping = match_columns(raw.columns, str(path), ("mars_year",) + REQUIRED_COLUMNS)
     errors = RowErrors(str(path), skip_bad)
-    out = finish_rows(normalize_rows(raw, mapping, errors), errors)
-    return sort_storms(out)
+    out = normalize_rows(raw, mapping, errors)
+    if "polygon_wkt" in raw.columns:
+        out["polygon_wkt"] = [v.strip() if isinstance(v, str) and v.strip() else None for v in raw["polygon_wkt"]]
+    return sort_storms(finish_rows(out, errors))
 
 
 def write_v10_table(storms: pd.DataFrame, path: str | os.PathLike) -> Path:

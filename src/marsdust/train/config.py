@@ -159,6 +159,10 @@ class TrainConfig:
         :class:`marsdust.models.DetectorConfig` fields to override (on top of ``model_preset``).
     backbone : str or None
         Shortcut for ``model_config["backbone"]``.
+    init_weights : str or None
+        Checkpoint whose weights the detector starts from (the same network and inputs; a run resumed
+        from its own ``last.ckpt`` ignores it): fine-tuning, and the student of
+        :func:`marsdust.selftrain.self_train`. The optimizer and its schedule start afresh.
     map_res_deg : float
         Working resolution, degrees per pixel (also the detector's ``map_res_deg``; default
         :data:`DEFAULT_MAP_RES_DEG`, 0.8).
@@ -264,6 +268,9 @@ class TrainConfig:
         "DetectorConfig fields to override, on top of the model preset (a mapping: --config file only).", "Model"))
     backbone: str | None = field(default=None, metadata=_option(
         "resnet18, resnet34 or resnet50 (default: the model preset's).", "Model", "--backbone"))
+    init_weights: str | None = field(default=None, metadata=_option(
+        "Start from the weights of this checkpoint (the same detector and inputs: fine-tuning); the optimizer "
+        "and schedule start afresh.", "Model", "--init-weights", metavar="CKPT"))
     map_res_deg: float = field(default=DEFAULT_MAP_RES_DEG, metadata=_option(
         "Working resolution, degrees per pixel (default 0.8, the recipe's; compact was made for 0.4).", "Model",
         "--map-res-deg"))

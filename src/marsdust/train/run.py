@@ -75,6 +75,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     state = read_training_state(last_ckpt) if resume and last_ckpt.exists() else {}
     check_same_detector(module, state, run_dir)
     start_step = int(state.get("global_step", 0))
+    if config.init_weights and not state:
+        load_initial_weights(module, config.init_weights)
     trainer = _trainer(config, run_dir, start_step if resume else None, callbacks)
     seconds = _fit(trainer, module, datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
     summary = _summary(trainer, run_dir, datamodule, seconds, start_step)
@@ -94,6 +96,29 @@ def check_same_detector(module: L.LightningModule, state: dict, run_dir: Path) -
     raise ValueError(f"{run_dir / 'checkpoints' / 'last.ckpt'} holds another detector than this configuration "
                      f"builds (fields {', '.join(differing)} differ); resume it with its own settings: "
                      f"--config {run_dir / 'config.yaml'}")
+
+
+def load_initial_weights(module: L.LightningModule, checkpoint: str | os.PathLike) -> None:
+    """Start ``module``'s detector from the weights of ``checkpoint`` (``TrainConfig.init_weights``).
+
+    Raises
+    ------
+    ValueError
+        The checkpoint holds another network, or weights of other shapes (another configuration).
+    """
+    from marsdust.models import read_checkpoint
+
+    stored = read_checkpoint(checkpoint)
+    name = module.hparams["model_name"]
+    if stored["model_name"] != name:
+        raise ValueError(f"{checkpoint}: init_weights holds a {stored['model_name']} detector; this run trains {name}")
+    try:
+        module.model.load_state_dict(stored["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:4]
+        raise ValueError(f"{checkpoint}: its weights do not fit this run's {name} (another configuration: "
+                         f"{' '.join(line.strip() for line in first)}); train with the checkpoint's settings") from None
+    log.info("starting from the weights of %s", checkpoint)
 
 
 def _run_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
