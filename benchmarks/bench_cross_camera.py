@@ -177,9 +177,35 @@ def relation_of(camera: str, test_set: str) -> str:
     return look + ("same camera" if CAMERA_OF_TEST[test_set] == camera else "cross camera")
 
 
+def self_trained_checkpoint(checkpoint: Path, detector: str, name: str, test_set: dict, out: Path, device: str,
+                            steps: int, min_score: float) -> Path:
+    """The student of one self-training round (:func:`marsdust.selftrain.self_train`) of ``checkpoint`` on the
+    unlabeled maps of ``test_set`` (reused when already trained)."""
+    from marsdust.selftrain import self_train
+
+    run = out / "selftrain" / f"{detector}_{name}"
+    if not (run / "run" / "done.json").is_file():
+        print(f"self-training {detector} on {name} ({steps} steps, pseudo-labels from score {min_score}) ...",
+              flush=True)
+        self_train(checkpoint, test_set["history"], run, maps=test_set["maps"], steps=steps, min_score=min_score,
+                   device=device, progress=False, num_workers=1, seed=0)
+    return run / "run" / "checkpoints" / "last.ckpt"
+
+
+ADAPTATIONS = ("none", "adabn", "self-training")
+"""How a detector is scored on a test set: as trained, after AdaBN, after a round of self-training."""
+
+
+def adaptations_for(relation: str, adabn: bool, self_train_steps: int) -> list[str]:
+    """The adaptations a (detector, test set) is scored under: AdaBN everywhere when asked, self-training where the
+    test maps look unlike the training maps (another camera, the second look)."""
+    unlike = "cross camera" in relation or relation.startswith("second look")
+    return ["none"] + (["adabn"] if adabn else []) + (["self-training"] if self_train_steps and unlike else [])
+
+
 def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu",
                      augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True,
-                     model: str = "dustrcnn") -> list[dict]:
+                     model: str = "dustrcnn", self_train_steps: int = 0, min_score: float = 0.7) -> list[dict]:
     """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation."""
     sets = test_sets(data, looks, out)
     rows, t0 = [], time.perf_counter()
@@ -187,21 +213,33 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
         camera, train_period, _ = DETECTORS[detector]
         checkpoint = train_detector(data, detector, steps, out, device, augment, model)
         for name in TEST_SETS:
-            for adapted in ((False, True) if adabn else (False,)):
-                tag = f"{detector}_{name}" + ("_adabn" if adapted else "")
+            relation = relation_of(camera, name)
+            for adaptation in adaptations_for(relation, adabn, self_train_steps):
+                tag = f"{detector}_{name}" + {"none": "", "adabn": "_adabn", "self-training": "_selftrain"}[adaptation]
                 row_file = out / "eval" / tag / "row.json"
                 if row_file.is_file():
                     rows.append(json.loads(row_file.read_text()))
                     continue
-                used = (adapted_checkpoint(checkpoint, detector, name, sets[name], out, device) if adapted
-                        else checkpoint)
+                if adaptation == "adabn":
+                    used = adapted_checkpoint(checkpoint, detector, name, sets[name], out, device)
+                elif adaptation == "self-training":
+                    used = self_trained_checkpoint(checkpoint, detector, name, sets[name], out, device,
+                                                   self_train_steps, min_score)
+                else:
+                    used = checkpoint
                 row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,
-                       "relation": relation_of(camera, name), "augment": augment, "adabn": adapted, **score(used, sets[name], out / "eval" / tag, device)}
+                       "relation": relation, "augment": augment, "adabn": adaptation == "adabn",
+                       "adaptation": adaptation, **score(used, sets[name], out / "eval" / tag, device)}
                 write_text_atomic(row_file, json.dumps(row, indent=2, default=str) + "\n")
                 rows.append(row)
                 print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: "
                       + ", ".join(f"{label} {pct(row[key])}" for key, label in METRICS), flush=True)
     return rows
+
+
+def adaptation_of(row: dict) -> str:
+    """A row's adaptation (rows written before self-training existed say only ``adabn``)."""
+    return row.get("adaptation") or ("adabn" if row["adabn"] else "none")
 
 
 def pct(value) -> str:
@@ -217,15 +255,16 @@ def with_change(value, base) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The rows as a Markdown table; an AdaBN row shows its change from the same detector and test set as trained."""
-    plain = {(r["detector"], r["test_set"]): r for r in rows if not r["adabn"]}
-    lines = ["| detector | trained on | tested on | relation | AdaBN | maps | " + " | ".join(l for _, l in METRICS)
+    """The rows as a Markdown table; an adapted row shows its change from the same detector and test set as trained."""
+    plain = {(r["detector"], r["test_set"]): r for r in rows if adaptation_of(r) == "none"}
+    names = {"none": "no", "adabn": "AdaBN", "self-training": "self-training"}
+    lines = ["| detector | trained on | tested on | relation | adaptation | maps | " + " | ".join(l for _, l in METRICS)
              + " |", "|---|---|---|---|---|---|" + "---|" * len(METRICS)]
     for r in rows:
-        base = plain.get((r["detector"], r["test_set"])) if r["adabn"] else None
+        base = plain.get((r["detector"], r["test_set"])) if adaptation_of(r) != "none" else None
         cells = [with_change(r[k], base[k]) if base else pct(r[k]) for k, _ in METRICS]
         lines.append(f"| {r['detector']} | {r['trained_on']} | {r['test_set']} | {r['relation']} | "
-                     f"{'yes' if r['adabn'] else 'no'} | {r['n_maps']} | " + " | ".join(cells) + " |")
+                     f"{names[adaptation_of(r)]} | {r['n_maps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,8 +288,9 @@ def report_header(preset: str, steps: int, data: Path, seconds: float, argv: lis
             f"Detectors: small_cpu {model}, {steps} steps each, augmentation {augment!r}; moc trained on MOC "
             f"{MOC_TRAIN}, marci on MARCI {MARCI_TRAIN}, both on the two periods ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
             "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
-            "BatchNorm statistics re-estimated on the test set's unlabeled maps (in brackets: the change from the "
-            "same detector as trained, percentage points). Percent. Pixel IoU / Dice: detections at the stored "
+            "BatchNorm statistics re-estimated on the test set's unlabeled maps; self-training: one round of "
+            "marsdust self-train on them (the detector's confident detections as labels, on cross-camera and "
+            "second-look test sets); in brackets: the change from the same detector as trained, percentage points. Percent. Pixel IoU / Dice: detections at the stored "
             "score threshold against the catalogued outlines, observed pixels of maps with outline truth, summed "
             "over maps (— : no outline truth, as on the MOC years).\n\n")
 
@@ -268,6 +308,10 @@ def main(argv=None) -> list[dict]:
                         help="which detectors to train and score")
     parser.add_argument("--no-adabn", action="store_true", help="score the detectors as trained only")
     parser.add_argument("--model", default="dustrcnn", help="the network of every detector (e.g. unet)")
+    parser.add_argument("--self-train", type=int, default=0, metavar="STEPS",
+                        help="also score each detector after STEPS steps of self-training on the unlabeled maps of "
+                             "every cross-camera and second-look test set (0: not)")
+    parser.add_argument("--min-score", type=float, default=0.7, help="self-training's pseudo-label score")
     args = parser.parse_args(argv)
     if args.model.startswith("unet") and not args.no_adabn:
         raise SystemExit(f"AdaBN (marsdust adapt) does not adapt {args.model}; add --no-adabn")
@@ -281,7 +325,8 @@ def main(argv=None) -> list[dict]:
     looks = {name: ensure_data(root / name, name) for name in ("look2", "look2_marci")}
     t0 = time.perf_counter()
     rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,
-                            detectors=args.detectors, adabn=not args.no_adabn, model=args.model)
+                            detectors=args.detectors, adabn=not args.no_adabn, model=args.model,
+                            self_train_steps=args.self_train, min_score=args.min_score)
     header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv, args.augment, args.model)
     text = header + markdown(rows)
     write_text_atomic(out / "cross_camera.md", text)

@@ -99,17 +99,19 @@ def write_pseudo_data(catalog: pd.DataFrame, archive: str | os.PathLike, out_dir
     return out_dir
 
 
-def pseudo_split(maps: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
-    """The student's split manifest: every target map trains, but a random ``val_fraction`` of them (at least
-    one) kept for the validation at the end of the run."""
+def pseudo_split(maps: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0, target_ids=None) -> pd.DataFrame:
+    """The student's split manifest: every target map (``target_ids``; default all of ``maps``) trains, but a
+    random ``val_fraction`` of them (at least one) kept for the validation at the end of the run; the other
+    maps of the archive are ``unused`` (they still give the reference bands their history)."""
     import numpy as np
 
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = max(1, int(round(float(val_fraction) * len(maps))))
-    val = np.random.default_rng(seed).choice(len(maps), size=min(n_val, len(maps)), replace=False)
-    split = np.full(len(maps), "train", dtype=object)
-    split[val] = "val"
+    target = np.ones(len(maps), bool) if target_ids is None else maps["map_id"].isin(set(target_ids)).to_numpy()
+    positions = np.flatnonzero(target)
+    n_val = min(len(positions), max(1, int(round(float(val_fraction) * len(positions)))))
+    split = np.where(target, "train", "unused").astype(object)
+    split[np.random.default_rng(seed).choice(positions, size=n_val, replace=False)] = "val"
     return maps[["map_id", "mars_year", "ls"]].assign(split=split).reset_index(drop=True)
 
 
@@ -138,15 +140,25 @@ def student_config(checkpoint: str | os.PathLike, data: str | os.PathLike, split
 
 
 def self_train(checkpoint: str | os.PathLike, archive: str | os.PathLike, out_dir: str | os.PathLike, *,
-               steps: int = 150, min_score: float = 0.7, device: str = "cpu", progress: bool = True,
+               maps=None, steps: int = 150, min_score: float = 0.7, device: str = "cpu", progress: bool = True,
                **overrides) -> dict:
     """One round of self-training of ``checkpoint`` on the unlabeled ``archive`` (module docstring).
+
+    Parameters
+    ----------
+    maps : list of paths, optional
+        The target maps, a part of ``archive`` (e.g. a test period); default: all its maps. The rest of
+        the archive only gives the reference bands their history.
+    steps, min_score
+        Training steps of the student; the score from which a detection becomes a label.
+    overrides
+        Further :class:`marsdust.train.TrainConfig` fields of the student (``lr``, ``seed``, ``threads``...).
 
     Returns
     -------
     dict
-        ``checkpoint`` (the student's ``last.ckpt``), ``n_maps``, ``n_pseudo_labels``, ``maps_with_labels``,
-        ``min_score``, ``teacher_detections`` (path) and the training summary under ``train``.
+        ``checkpoint`` (the student's ``last.ckpt``), ``n_maps`` (target maps), ``n_pseudo_labels``,
+        ``maps_with_labels``, ``min_score``, ``teacher_detections`` (path) and the training summary, ``train``.
     """
     from marsdust.data import save_split
     from marsdust.detect import DetectExecution, DetectOutputs, detect_archive
@@ -154,22 +166,26 @@ def self_train(checkpoint: str | os.PathLike, archive: str | os.PathLike, out_di
     from marsdust.train import train
 
     out_dir = Path(out_dir)
+    index = index_archive(archive)
+    wanted = None if maps is None else {str(Path(m).resolve()) for m in maps}
+    target = index if wanted is None else index[[str(Path(p).resolve()) in wanted for p in index["path"]]]
+    if target.empty:
+        raise ValueError(f"{archive}: none of the {len(maps)} target maps is in the archive")
     teacher_dir = out_dir / "teacher"
-    detect_archive(checkpoint, archive, DetectOutputs(teacher_dir, track=False, mask_grid="working"),
-                   execution=DetectExecution(device=device, progress=progress))
-    detections = pd.read_csv(teacher_dir / "detections.csv")
-    maps = index_archive(archive)
-    catalog = pseudo_catalog(detections, maps, min_score)
+    detect_archive(checkpoint, list(target["path"]), DetectOutputs(teacher_dir, track=False, mask_grid="working"),
+                   execution=DetectExecution(device=device, progress=progress), history=str(archive))
+    catalog = pseudo_catalog(pd.read_csv(teacher_dir / "detections.csv"), target, min_score)
     log.info("self-training: %d pseudo-labels (score >= %.2f) on %d of %d maps", len(catalog), min_score,
-             catalog["map_id"].nunique(), len(maps))
+             catalog["map_id"].nunique(), len(target))
     data = write_pseudo_data(catalog, archive, out_dir / "data")
-    split_file = save_split(pseudo_split(maps, seed=int(overrides.get("seed", 0))), data / "split.csv")
+    split = pseudo_split(index, seed=int(overrides.get("seed", 0)), target_ids=target["map_id"])
+    split_file = save_split(split, data / "split.csv")
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     config = student_config(checkpoint, data, split_file, steps, accelerator=accelerator, progress=progress,
                             **overrides)
     run_dir = out_dir / "run"
     summary = train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
-    return {"checkpoint": str(run_dir / "checkpoints" / "last.ckpt"), "n_maps": len(maps),
+    return {"checkpoint": str(run_dir / "checkpoints" / "last.ckpt"), "n_maps": len(target),
             "n_pseudo_labels": len(catalog), "maps_with_labels": int(catalog["map_id"].nunique()),
             "min_score": float(min_score), "teacher_detections": str(teacher_dir / "detections.csv"),
             "train": summary}
