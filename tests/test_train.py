@@ -470,17 +470,21 @@ LEARN_RECIPE = dict(
     model="dustrcnn", model_preset="small_cpu", model_config=LEARN_DETECTOR, map_res_deg=RES_DEG, label_mode="outline",
     strategy="temporal", schedule="warmup_cosine", optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_steps=10,
     decay="cosine", decay_every_steps=0, decay_factor=1.0, min_lr_ratio=0.05, clip_grad_norm=10.0, batch_size=4,
-    max_steps=200, val_every_n_steps=100, augment=True, augment_preset="strong", reference="none",
+    max_steps=200, val_every_n_steps=200, augment=True, augment_preset="strong", reference="none",
     reference_dropout=0.0, classes=["dust"], num_workers=0, threads=2, accelerator="cpu", devices=1,
     precision="32-true", progress=False,
 )
 
 
 def learning_scores(data, out_dir, seed: int, threads: int = 2) -> dict[str, float]:
-    """Train :data:`LEARN_RECIPE` with ``seed`` on the ``ci`` folder ``data`` and score its best checkpoint on the
-    test split: ``map25`` (boxes, outline extents), ``paper_map50`` (the paper's 12° boxes), ``mask_map50``, ``n_gt``."""
+    """Train :data:`LEARN_RECIPE` with ``seed`` on the ``ci`` folder ``data`` and score its last checkpoint on the
+    test split: ``map25`` (boxes, outline extents), ``paper_map50`` (the paper's 12° boxes), ``mask_map50``, ``n_gt``.
+
+    The last, not the best by validation mAP50: 13 validation maps pick a checkpoint by noise (seed 8 under AVX2
+    picked step 99's, which scored 0.081 / 0.000 / 0.000 on the test maps where step 199's scored 0.306 / 0.087 /
+    0.206), so the recipe validates once, at its end."""
     summary = train(TrainConfig(data=str(data), seed=seed, **{**LEARN_RECIPE, "threads": threads}), out_dir / "run")
-    metrics = evaluate_checkpoint(summary["best_checkpoint"], out_dir / "eval",
+    metrics = evaluate_checkpoint(summary["last_checkpoint"], out_dir / "eval",
                                   EvaluateOptions(n_figures=0, n_timed=0, progress=False))
     return {"map25": metrics["map25"], "paper_map50": metrics["paper_boxes"]["map50"],
             "mask_map50": metrics["segm"]["map50"], "n_gt": metrics["n_gt"]}
