@@ -89,3 +89,17 @@ def test_init_weights_of_another_network_or_shape_is_a_clear_error(tmp_path, ci_
                          model_config={**TINY_DETECTOR}, map_res_deg=1.6, reference="none")
     with pytest.raises(ValueError, match=r"w\.ckpt: its weights do not fit this run's dustrcnn"):
         load_initial_weights(build_module(narrow), wider)
+
+
+def test_self_train_command_names_a_bad_checkpoint_and_writes_nothing(tmp_path, ci_data):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(app, ["self-train", str(bad), str(ci_data / "archive"), "-o", str(tmp_path / "st"),
+                                      "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "broken.ckpt" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "st" / "data").exists()
