@@ -3,7 +3,7 @@
 Training is deterministic on one machine but not across CPU kernels (AVX2 / AVX-512 / AMX paths of
 ATen and oneDNN), so the thresholds of ``test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps``
 are set from runs of several seeds under emulated kernels. Each seed trains the recipe on the ``ci``
-preset (synthesized with seed 0 into ``--data`` if missing) and scores its best checkpoint on the test
+preset (synthesized with seed 0 into ``--data`` if missing) and scores its last checkpoint on the test
 split, as the test does; ``--untrained`` also scores the untrained network of the first seed.
 
 Run (one setting per call; the kernel choice must be in the environment before torch starts)::

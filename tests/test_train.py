@@ -504,31 +504,33 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path,
 
 
 # Measured on a 2-core AMD EPYC with AVX-512 and avx512_bf16, no AMX (ATen's default here is AVX512), shared
-# with other jobs, so no seconds are given. box mAP25 / 12-degree mAP50 / mask mAP50 of the best checkpoint on
-# the test split, per seed and CPU kernel; 1 thread is what each of make test's two workers uses:
-#   2026-12-07, `ATEN_CPU_CAPABILITY=K ONEDNN_MAX_CPU_ISA=I benchmarks/learning_test_seeds.py --seeds N --threads 1`
-#   seed   avx2 / AVX2              avx512 / AVX512_CORE     default (scalar) / unset
-#   0      0.307 / 0.153 / 0.183    0.418 / 0.160 / 0.226    0.355 / 0.143 / 0.199
-#   1      0.562 / 0.237 / 0.476    0.530 / 0.286 / 0.315
-#   2      0.508 / 0.197 / 0.286    0.351 / 0.097 / 0.202
-#   3      0.363 / 0.143 / 0.161    0.433 / 0.131 / 0.287
-#   4      0.464 / 0.173 / 0.381    0.552 / 0.182 / 0.279
-#   5      0.403 / 0.133 / 0.187    0.327 / 0.134 / 0.161
-#   6      0.387 / 0.167 / 0.165    0.388 / 0.104 / 0.191
-#   7      0.361 / 0.178 / 0.208    0.548 / 0.257 / 0.288
-#   2 threads, seed 0 (pytest -k learns_to_find): avx2 0.336 / 0.131 / 0.022 (2026-12-06 and again 2026-12-07),
-#   avx512 0.310 / 0.166 / 0.205 (2026-12-06).
-# The same recipe under older training code (2026-12-04, seeds 0 / 1 / 2): 0.293 / 0.620 / 0.334 box mAP25,
-# 0.200 / 0.313 / 0.063 12-degree mAP50, 0.251 / 0.530 / 0.037 mask mAP50. Another CPU kernel or thread count is
-# another run: seed 0's mask mAP50 is 0.18-0.23 on 1 thread and 0.022 under AVX2 on 2. Each threshold sits at
-# least 3x below the lowest value seen (0.293, 0.063, 0.022). Seeds 8-9 and the ONEDNN_MAX_CPU_ISA=DEFAULT rows
-# are not measured yet (the same script, one call per seed and setting).
+# with other jobs, so no seconds are given. box mAP25 / 12-degree mAP50 / mask mAP50 of the last checkpoint on
+# the test split, per seed and CPU kernel, 1 thread (what each of make test's two workers uses); 2026-12-07,
+# commit f972459, `ATEN_CPU_CAPABILITY=K ONEDNN_MAX_CPU_ISA=I benchmarks/learning_test_seeds.py --seeds N
+# --threads 1` (docs/results/learning_test_seeds_last_20261207.csv):
+#   seed   avx2 / AVX2              avx512 / AVX512_CORE
+#   0      0.380 / 0.192 / 0.209    0.450 / 0.209 / 0.271
+#   1      0.658 / 0.340 / 0.491    0.523 / 0.229 / 0.320
+#   2      0.497 / 0.143 / 0.193    0.319 / 0.091 / 0.238
+#   3      0.362 / 0.141 / 0.168    0.381 / 0.163 / 0.273
+#   4      0.449 / 0.162 / 0.369    0.478 / 0.232 / 0.362
+#   5      0.433 / 0.077 / 0.176    0.361 / 0.199 / 0.224
+#   6      0.331 / 0.023 / 0.073    0.387 / 0.125 / 0.204
+#   7      0.447 / 0.111 / 0.220    0.502 / 0.219 / 0.258
+#   8      0.372 / 0.156 / 0.270    0.362 / 0.141 / 0.297
+#   9      0.555 / 0.102 / 0.062    0.609 / 0.094 / 0.042
+# Lowest of the 20 runs: 0.319 / 0.023 / 0.042. Each threshold sits more than 3x below it. The 12-degree mAP50
+# swings most between runs (0.023-0.340), so its threshold only asks that some storm be found at the paper's
+# boxes; box mAP25 carries the test. Not measured for this recipe: the ONEDNN_MAX_CPU_ISA=DEFAULT and scalar
+# (ATEN_CPU_CAPABILITY=default) rows and 2 threads (the best-checkpoint recipe before it, 2026-12-07: scalar
+# seed 0 0.355 / 0.143 / 0.199, 2 threads seed 0 under AVX2 0.336 / 0.131 / 0.022; that recipe's seed 8 under
+# AVX2 scored 0.081 / 0.000 / 0.000 through its step-99 checkpoint, hence the last checkpoint now).
 # An untrained network of this detector scores 0.000 on all three (measured on three seeds, 2026-12-06, commit
 # 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0, cannot be met without
 # learning: a broken training loop (no learning, wrong targets, frames or masks) fails.
-LEARN_MIN_MAP25 = 0.08
-LEARN_MIN_PAPER_MAP50 = 0.02
-LEARN_MIN_MASK_MAP50 = 0.006
+LEARN_MIN_MAP25 = 0.10
+LEARN_MIN_PAPER_MAP50 = 0.005
+LEARN_MIN_MASK_MAP50 = 0.01
 
 
 def test_best_f1_threshold_is_the_score_that_separates_storms_from_false_alarms():
