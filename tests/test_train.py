@@ -519,18 +519,22 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path,
 #   7      0.447 / 0.111 / 0.220    0.502 / 0.219 / 0.258
 #   8      0.372 / 0.156 / 0.270    0.362 / 0.141 / 0.297
 #   9      0.555 / 0.102 / 0.062    0.609 / 0.094 / 0.042
-# Lowest of the 20 runs: 0.319 / 0.023 / 0.042. Each threshold sits more than 3x below it. The 12-degree mAP50
-# swings most between runs (0.023-0.340), so its threshold only asks that some storm be found at the paper's
-# boxes; box mAP25 carries the test. Not measured for this recipe: the ONEDNN_MAX_CPU_ISA=DEFAULT and scalar
-# (ATEN_CPU_CAPABILITY=default) rows and 2 threads (the best-checkpoint recipe before it, 2026-12-07: scalar
-# seed 0 0.355 / 0.143 / 0.199, 2 threads seed 0 under AVX2 0.336 / 0.131 / 0.022; that recipe's seed 8 under
-# AVX2 scored 0.081 / 0.000 / 0.000 through its step-99 checkpoint, hence the last checkpoint now).
+#   2 threads (a plain `pytest` run), avx2 / AVX2, seeds 0-4: 0.359 / 0.161 / 0.019, 0.596 / 0.127 / 0.065,
+#   0.411 / 0.140 / 0.217, 0.506 / 0.116 / 0.128, 0.526 / 0.165 / 0.303.
+# ONEDNN_MAX_CPU_ISA=DEFAULT (ATen's own choice, AVX512 here) gave the avx512 / AVX512_CORE column exactly on all
+# 10 seeds: without AMX this CPU's fp32 paths are the same. Lowest of the 25 different runs: 0.319 / 0.023 / 0.019.
+# Each threshold sits more than 3x below it (3.2x, 4.6x, 3.8x). The 12-degree and the mask mAP50 swing most
+# between runs (0.023-0.340, 0.019-0.491), so their thresholds only ask that some storm be found at the
+# paper's boxes and some mask overlap one; box mAP25 carries the test. Not measured for this recipe: the scalar kernels
+# (ATEN_CPU_CAPABILITY=default, half an hour a run here; the recipe before, seed 0: 0.355 / 0.143 / 0.199).
+# The recipe before scored its best checkpoint by validation mAP50: seed 8 under AVX2 scored 0.081 / 0.000 / 0.000
+# through its step-99 checkpoint, where its step-199 one scored 0.306 / 0.087 / 0.206; hence the last checkpoint.
 # An untrained network of this detector scores 0.000 on all three (measured on three seeds, 2026-12-06, commit
 # 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0, cannot be met without
 # learning: a broken training loop (no learning, wrong targets, frames or masks) fails.
 LEARN_MIN_MAP25 = 0.10
 LEARN_MIN_PAPER_MAP50 = 0.005
-LEARN_MIN_MASK_MAP50 = 0.01
+LEARN_MIN_MASK_MAP50 = 0.005
 
 
 def test_best_f1_threshold_is_the_score_that_separates_storms_from_false_alarms():
