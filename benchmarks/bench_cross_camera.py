@@ -192,8 +192,9 @@ def self_trained_checkpoint(checkpoint: Path, detector: str, name: str, test_set
     return run / "run" / "checkpoints" / "last.ckpt"
 
 
-ADAPTATIONS = ("none", "adabn", "self-training")
-"""How a detector is scored on a test set: as trained, after AdaBN, after a round of self-training."""
+ADAPTATIONS = {"none": ("", "no"), "adabn": ("_adabn", "AdaBN"), "self-training": ("_selftrain", "self-training")}
+"""How a detector is scored on a test set (as trained, after AdaBN, after a round of self-training) -> the suffix of
+its evaluation folder and its name in the report."""
 
 
 def adaptations_for(relation: str, adabn: bool, self_train_steps: int) -> list[str]:
@@ -215,7 +216,7 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
         for name in TEST_SETS:
             relation = relation_of(camera, name)
             for adaptation in adaptations_for(relation, adabn, self_train_steps):
-                tag = f"{detector}_{name}" + {"none": "", "adabn": "_adabn", "self-training": "_selftrain"}[adaptation]
+                tag = f"{detector}_{name}{ADAPTATIONS[adaptation][0]}"
                 row_file = out / "eval" / tag / "row.json"
                 if row_file.is_file():
                     rows.append(json.loads(row_file.read_text()))
@@ -257,14 +258,13 @@ def with_change(value, base) -> str:
 def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table; an adapted row shows its change from the same detector and test set as trained."""
     plain = {(r["detector"], r["test_set"]): r for r in rows if adaptation_of(r) == "none"}
-    names = {"none": "no", "adabn": "AdaBN", "self-training": "self-training"}
     lines = ["| detector | trained on | tested on | relation | adaptation | maps | " + " | ".join(l for _, l in METRICS)
              + " |", "|---|---|---|---|---|---|" + "---|" * len(METRICS)]
     for r in rows:
         base = plain.get((r["detector"], r["test_set"])) if adaptation_of(r) != "none" else None
         cells = [with_change(r[k], base[k]) if base else pct(r[k]) for k, _ in METRICS]
         lines.append(f"| {r['detector']} | {r['trained_on']} | {r['test_set']} | {r['relation']} | "
-                     f"{names[adaptation_of(r)]} | {r['n_maps']} | " + " | ".join(cells) + " |")
+                     f"{ADAPTATIONS[adaptation_of(r)][1]} | {r['n_maps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +290,8 @@ def report_header(preset: str, steps: int, data: Path, seconds: float, argv: lis
             "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
             "BatchNorm statistics re-estimated on the test set's unlabeled maps; self-training: one round of "
             "marsdust self-train on them (the detector's confident detections as labels, on cross-camera and "
-            "second-look test sets); in brackets: the change from the same detector as trained, percentage points. Percent. Pixel IoU / Dice: detections at the stored "
+            "second-look test sets); in brackets: the change from the same detector as trained, percentage points. "
+            "Percent. Pixel IoU / Dice: detections at the stored "
             "score threshold against the catalogued outlines, observed pixels of maps with outline truth, summed "
             "over maps (— : no outline truth, as on the MOC years).\n\n")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from marsdust.mdad_format import STORM_COLUMNS
+from marsdust.mdad_format import STORM_COLUMNS, format_member_id
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def pseudo_catalog(detections: pd.DataFrame, maps: pd.DataFrame, min_score: floa
     -------
     DataFrame
         One row per kept detection: its map's subphase, sol, Mars year and Ls, its centroid, area and
-        outline, confidence :data:`PSEUDO_CONFIDENCE`, member ID ``<SUBPHASE>_<sol>`` + a number within
-        the map (MDAD's form), no sequence ID.
+        outline, confidence :data:`PSEUDO_CONFIDENCE`, member ID ``<SUBPHASE>_<nnn>`` numbering the map's
+        kept detections (:func:`marsdust.mdad_format.format_member_id`), no sequence ID.
 
     Raises
     ------
@@ -74,7 +74,7 @@ def pseudo_catalog(detections: pd.DataFrame, maps: pd.DataFrame, min_score: floa
     table = kept[["map_id", "lon", "lat", "area_km2", "polygon_wkt"]].merge(
         maps[["map_id", "subphase", "sol", "mars_year", "ls"]], on="map_id", how="left")
     number = table.groupby("map_id").cumcount() + 1
-    table["member_id"] = [f"{subphase}_{k:03d}" for subphase, k in zip(table["subphase"], number)]
+    table["member_id"] = [format_member_id(subphase, k) for subphase, k in zip(table["subphase"], number)]
     table["confidence"] = PSEUDO_CONFIDENCE
     table["sequence_id"] = ""
     return table[STORM_COLUMNS].reset_index(drop=True)
@@ -171,10 +171,11 @@ def self_train(checkpoint: str | os.PathLike, archive: str | os.PathLike, out_di
     target = index if wanted is None else index[[str(Path(p).resolve()) in wanted for p in index["path"]]]
     if target.empty:
         raise ValueError(f"{archive}: none of the {len(maps)} target maps is in the archive")
-    teacher_dir = out_dir / "teacher"
-    detect_archive(checkpoint, list(target["path"]), DetectOutputs(teacher_dir, track=False, mask_grid="working"),
-                   execution=DetectExecution(device=device, progress=progress), history=str(archive))
-    catalog = pseudo_catalog(pd.read_csv(teacher_dir / "detections.csv"), target, min_score)
+    found = detect_archive(checkpoint, list(target["path"]),
+                           DetectOutputs(out_dir / "teacher", track=False, mask_grid="working"),
+                           execution=DetectExecution(device=device, progress=progress), history=str(archive))
+    detections_csv = found.paths["detections"]
+    catalog = pseudo_catalog(pd.read_csv(detections_csv), target, min_score)
     log.info("self-training: %d pseudo-labels (score >= %.2f) on %d of %d maps", len(catalog), min_score,
              catalog["map_id"].nunique(), len(target))
     data = write_pseudo_data(catalog, archive, out_dir / "data")
@@ -187,5 +188,5 @@ def self_train(checkpoint: str | os.PathLike, archive: str | os.PathLike, out_di
     summary = train(config, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     return {"checkpoint": str(run_dir / "checkpoints" / "last.ckpt"), "n_maps": len(target),
             "n_pseudo_labels": len(catalog), "maps_with_labels": int(catalog["map_id"].nunique()),
-            "min_score": float(min_score), "teacher_detections": str(teacher_dir / "detections.csv"),
+            "min_score": float(min_score), "teacher_detections": str(detections_csv),
             "train": summary}
