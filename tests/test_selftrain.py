@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-import torch
 
 from marsdust.mdad import read_catalog
 from marsdust.mdgm import index_archive
@@ -103,3 +102,20 @@ def test_self_train_command_names_a_bad_checkpoint_and_writes_nothing(tmp_path, 
     assert result.exit_code == 1, result.output
     assert "broken.ckpt" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "st" / "data").exists()
+
+
+def test_self_train_refuses_target_maps_outside_its_archive_and_a_bad_validation_fraction(tmp_path, ci_data):
+    with pytest.raises(ValueError, match=r"archive: none of the 1 target maps is in the archive"):
+        self_train(tmp_path / "teacher.ckpt", ci_data / "archive", tmp_path / "st", maps=[tmp_path / "elsewhere.png"])
+    assert not (tmp_path / "st").exists()
+    maps = pd.DataFrame({"map_id": ["m0", "m1"], "mars_year": 29, "ls": [0.0, 1.0]})
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 1.0"):
+        pseudo_split(maps, 1.0)
+
+
+def test_write_pseudo_data_names_a_target_archive_that_is_not_a_folder(tmp_path):
+    from marsdust.selftrain import write_pseudo_data
+
+    with pytest.raises(FileNotFoundError, match=r"nowhere: the target archive must be a folder of maps"):
+        write_pseudo_data(pd.DataFrame(), tmp_path / "nowhere", tmp_path / "data")
+    assert not (tmp_path / "data").exists()

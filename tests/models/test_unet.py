@@ -305,3 +305,8 @@ def test_tiny_unet_learns_to_segment_storms_on_held_out_maps(ci_data, tmp_path, 
     assert metrics["n_gt"] > 20
     assert metrics["map25"] > LEARN_UNET_MIN_MAP25
     assert metrics["pixel"]["iou"] > LEARN_UNET_MIN_PIXEL_IOU
+
+
+def test_a_box_core_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match=r"DetectorConfig.unet_box_core must be in \[0, 1\], got 1.5"):
+        build_model("unet", unet_box_core=1.5)
