@@ -31,8 +31,12 @@ Run::
     .venv/bin/python benchmarks/bench_cross_camera.py                                   # twocam_ci, 150 steps
     .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 2000 --device cuda
     .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 600 --model unet --no-adabn  # the U-Net
+    .venv/bin/python benchmarks/bench_cross_camera.py --preset twocam --steps 800 --model unet --no-adabn --random-look
 
-Data are synthesized (seed 0) under ``--data-root`` when missing. Finished trainings (``done.json``)
+``--random-look`` trains on the same archive synthesized with every map's look drawn
+(``marsdust synth --random-look``, :mod:`marsdust.synth.looks`; folder ``<preset>_randlook``) and tests on
+the plain one: look randomization measured on the same test maps. Data are synthesized (seed 0) under
+``--data-root`` when missing. Finished trainings (``done.json``)
 and evaluations (``row.json``) are not redone. Writes ``OUT/cross_camera.md`` and
 ``OUT/cross_camera.json`` (default ``bench_out/cross_camera_<preset>_<steps>_<augment>[_<model>]``) with the date, the machine
 and the command.
@@ -67,13 +71,14 @@ METRICS = (("paper_map50", "12° mAP50"), ("paper_map75", "12° mAP75"), ("box_m
            ("mask_map50", "mask mAP50"), ("pixel_iou", "pixel IoU"), ("pixel_dice", "Dice"))
 
 
-def ensure_data(path: Path, preset: str) -> Path:
-    """``path`` holding the synthesis of ``preset`` (seed 0), written if its archive or catalogue is missing."""
+def ensure_data(path: Path, preset: str, random_look: bool = False) -> Path:
+    """``path`` holding the synthesis of ``preset`` (seed 0; every map's look drawn with ``random_look``), written if
+    its archive or catalogue is missing."""
     if not (path / "archive").is_dir() or not (path / "mdad").is_dir():
         from marsdust.synth import synthesize
 
-        print(f"synthesizing {preset} (seed 0) into {path} ...", flush=True)
-        synthesize(path, preset, seed=0, progress=False, overwrite=True)
+        print(f"synthesizing {preset} (seed 0{', random look' if random_look else ''}) into {path} ...", flush=True)
+        synthesize(path, preset, seed=0, progress=False, overwrite=True, random_look=random_look)
     return path
 
 
@@ -206,13 +211,18 @@ def adaptations_for(relation: str, adabn: bool, self_train_steps: int) -> list[s
 
 def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu",
                      augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True,
-                     model: str = "dustrcnn", self_train_steps: int = 0, min_score: float = 0.7) -> list[dict]:
-    """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation."""
+                     model: str = "dustrcnn", self_train_steps: int = 0, min_score: float = 0.7,
+                     train_data: Path | None = None) -> list[dict]:
+    """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation.
+
+    ``train_data`` (default ``data``): the archive the detectors train on, the same weather and maps as ``data``
+    in another look (``--random-look``); the test sets always come from ``data`` and the second looks."""
     sets = test_sets(data, looks, out)
+    train_look = "camera's" if train_data is None else "random"
     rows, t0 = [], time.perf_counter()
     for detector in detectors:
         camera, train_period, _ = DETECTORS[detector]
-        checkpoint = train_detector(data, detector, steps, out, device, augment, model)
+        checkpoint = train_detector(train_data or data, detector, steps, out, device, augment, model)
         for name in TEST_SETS:
             relation = relation_of(camera, name)
             for adaptation in adaptations_for(relation, adabn, self_train_steps):
@@ -229,7 +239,8 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
                 else:
                     used = checkpoint
                 row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,
-                       "relation": relation, "augment": augment, "adabn": adaptation == "adabn",
+                       "relation": relation, "augment": augment, "train_look": train_look,
+                       "adabn": adaptation == "adabn",
                        "adaptation": adaptation, **score(used, sets[name], out / "eval" / tag, device)}
                 write_text_atomic(row_file, json.dumps(row, indent=2, default=str) + "\n")
                 rows.append(row)
@@ -279,13 +290,15 @@ def machine() -> str:
 
 
 def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str,
-                  model: str = "dustrcnn") -> str:
+                  model: str = "dustrcnn", random_look: bool = False) -> str:
     """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
     return (f"# Cross-camera benchmark on the synthetic {preset} archive\n\n{stamp}, commit {git_commit()}; "
             f"{machine()} at the end; {seconds / 60:.1f} min.\n\nCommand: `{command}`\n\n"
-            f"Detectors: small_cpu {model}, {steps} steps each, augmentation {augment!r}; moc trained on MOC "
+            f"Detectors: small_cpu {model}, {steps} steps each, augmentation {augment!r}"
+            f"{', trained on the same archive with every map in a random look (synth --random-look)' if random_look else ''}"
+            f"; moc trained on MOC "
             f"{MOC_TRAIN}, marci on MARCI {MARCI_TRAIN}, both on the two periods ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
             "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
             "BatchNorm statistics re-estimated on the test set's unlabeled maps; self-training: one round of "
@@ -313,6 +326,9 @@ def main(argv=None) -> list[dict]:
                         help="also score each detector after STEPS steps of self-training on the unlabeled maps of "
                              "every cross-camera and second-look test set (0: not)")
     parser.add_argument("--min-score", type=float, default=0.7, help="self-training's pseudo-label score")
+    parser.add_argument("--random-look", action="store_true",
+                        help="train on the archive synthesized with every map's look drawn (marsdust synth "
+                             "--random-look: same weather, maps and catalogue); test on the plain archive as always")
     args = parser.parse_args(argv)
     if args.model.startswith("unet") and not args.no_adabn:
         raise SystemExit(f"AdaBN (marsdust adapt) does not adapt {args.model}; add --no-adabn")
@@ -320,15 +336,17 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")
 
     root = Path(args.data_root)
-    model_tag = "" if args.model == "dustrcnn" else f"_{args.model}"
+    model_tag = ("" if args.model == "dustrcnn" else f"_{args.model}") + ("_randlook" if args.random_look else "")
     out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}{model_tag}")
     data = ensure_data(root / args.preset, args.preset)
+    train_data = ensure_data(root / f"{args.preset}_randlook", args.preset, random_look=True) if args.random_look else None
     looks = {name: ensure_data(root / name, name) for name in ("look2", "look2_marci")}
     t0 = time.perf_counter()
     rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,
                             detectors=args.detectors, adabn=not args.no_adabn, model=args.model,
-                            self_train_steps=args.self_train, min_score=args.min_score)
-    header = report_header(args.preset, args.steps, data, time.perf_counter() - t0, argv, args.augment, args.model)
+                            self_train_steps=args.self_train, min_score=args.min_score, train_data=train_data)
+    header = report_header(args.preset, args.steps, train_data or data, time.perf_counter() - t0, argv, args.augment,
+                           args.model, args.random_look)
     text = header + markdown(rows)
     write_text_atomic(out / "cross_camera.md", text)
     write_text_atomic(out / "cross_camera.json", json.dumps({"report": header.strip(), "rows": rows}, indent=2,

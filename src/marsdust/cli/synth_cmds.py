@@ -20,6 +20,11 @@ def synth(
         False, "--overwrite", help="Replace an earlier synthesis in OUT (removes OUT/archive, OUT/mdad, OUT/truth and "
                                    "OUT/cloudmask only; other files in OUT stay)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    random_look: bool = typer.Option(
+        False, "--random-look", help="Draw every map's look (dust colour and light, storm edge profile, cloud "
+                                     "colour, noise, seams, channel gains and gammas, JPEG compression) around its "
+                                     "camera's: training data that carries over to other looks. Same weather, maps "
+                                     "and catalogue as without. Main-generator presets only."),
 ) -> None:
     """Write a synthetic MDGM archive, its MDAD catalog (v1.0 table + v1.1 cubes) and its cloud masks.
 
@@ -28,10 +33,11 @@ def synth(
     from marsdust.synth import SynthOutputExistsError, synthesize
 
     try:
-        result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite)
+        result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite,
+                            random_look=random_look)
     except SynthOutputExistsError as error:
         fail(error)
-    except ValueError as error:  # an unknown preset
+    except ValueError as error:  # an unknown preset, or --random-look with a second-look preset
         usage_error(error)
     maps, storms = result["maps"], result["storms"]
     with_storms = storms["map_id"].nunique() if len(storms) else 0

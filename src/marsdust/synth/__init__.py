@@ -65,6 +65,10 @@ Presets
 ``twocam_ci``
     ``twocam`` for tests: one sol every 90 sols (≈ 64 maps), storm rate as ``ci``; a few seconds.
 
+Any of these with ``random_look`` (``marsdust synth --random-look``) draws every map's camera and
+storm look around its camera's (:mod:`marsdust.synth.looks`): the same weather, maps and catalogue,
+other pixels. It is for training a detector meant to carry over to maps that look otherwise.
+
 ``draw_catalog(config, seed, res_deg=0.8, every=1)`` returns the maps and storm catalog a preset
 would write without writing anything (seconds for ``full``).
 """
@@ -81,7 +85,7 @@ has not seen."""
 
 
 def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progress: bool = True,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, random_look: bool = False) -> dict:
     """Write a synthetic MDGM archive and its MDAD catalog under ``out_dir``.
 
     Parameters
@@ -98,6 +102,10 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     overwrite : bool
         Replace an earlier synthesis in ``out_dir``: remove its ``archive/``, ``mdad/``,
         ``truth/`` and ``cloudmask/`` (and nothing else) before writing.
+    random_look : bool
+        Draw every map's camera and storm look (:mod:`marsdust.synth.looks`) around its camera's,
+        for training that carries over to other looks; same weather, maps and catalogue (but its
+        confidence levels). For a named preset of the main generator only.
 
     Returns
     -------
@@ -110,10 +118,14 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
         ``truth/`` or ``cloudmask/`` and ``overwrite`` is False: the old maps would stay behind, unlisted, among
         the new ones. Nothing is written or removed.
     ValueError
-        Unknown preset name.
+        Unknown preset name, or ``random_look`` with a second-look preset or a SynthConfig.
     """
     from marsdust.synth.build import synthesize_config
 
+    if random_look and not (isinstance(preset, str) and preset in PRESETS):
+        raise ValueError(f"random_look applies to the main generator's named presets ({sorted(PRESETS)}), "
+                         f"not to {preset if isinstance(preset, str) else 'a SynthConfig'!r}; set SynthConfig.look "
+                         "for a custom configuration")
     if isinstance(preset, str) and preset in SECOND_LOOK_PRESETS:
         from marsdust.synth.second_look import synthesize_second_look
 
@@ -121,7 +133,7 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
                                       overwrite=overwrite)
     if isinstance(preset, str) and preset not in PRESETS:
         raise ValueError(f"unknown synth preset {preset!r}; expected one of {sorted([*PRESETS, *SECOND_LOOK_PRESETS])}")
-    config = get_preset(preset) if isinstance(preset, str) else preset
+    config = get_preset(preset, random_look) if isinstance(preset, str) else preset
     return synthesize_config(config, out_dir, seed=seed, progress=progress, overwrite=overwrite)
 
 

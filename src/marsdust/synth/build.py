@@ -18,6 +18,7 @@ from marsdust.naming import make_map_id
 from marsdust.synth.calendar import build_calendar, first_day_at
 from marsdust.synth.cameras import Camera
 from marsdust.synth.imaging import Instruments, SolView, render_sol
+from marsdust.synth.looks import LOOK_STREAM, draw_sol_look, finish_rgb
 from marsdust.synth.planet import Planet, PlanetConfig, build_planet
 from marsdust.synth.presets import SynthConfig
 from marsdust.synth.storms import Member, background_tau, draw_storm_members
@@ -231,8 +232,14 @@ class Simulation:
         """Render and catalogue the sol of one ``maps`` row (a dict) with its camera."""
         imager = self.imagers[row["camera"]]
         alive = self.by_day.get(row["day"], [])
+        imaging, look = imager.camera.imaging, None
+        if self.config.look is not None:
+            look = draw_sol_look(imaging, self.config.look, np.random.default_rng([self.seed, LOOK_STREAM, row["day"]]))
+            imaging = look.imaging
         view = render_sol(imager.planet, imager.instruments, [s for s, _ in alive], row["day"], row["ls"],
-                          row["haze_tau"], imager.camera.imaging, self.config.clouds, self.seed)
+                          row["haze_tau"], imaging, self.config.clouds, self.seed)
+        if look is not None:
+            view.rgb = finish_rgb(view.rgb, view.valid, look)
         storms, labels = catalog_sol(view, imager.grid, [m.key for _, m in alive], [m.source for _, m in alive],
                                      self.ids, row)
         return SolResult(row, view, storms, labels)

@@ -63,6 +63,12 @@ class ImagingConfig:
         Std of detector noise (reflectance units).
     dust_red, dust_blue : float
         Reflectance of optically thick dust in red and blue.
+    dust_light_saturation : float
+        Weight (0–1) of the saturating transmission 1 / (1 + τ) mixed into Beer–Lambert's e^-τ
+        when dust veils the ground (0: Beer–Lambert alone; :mod:`marsdust.synth.looks` draws it).
+    storm_tau_gamma : float
+        Storm optical depths are drawn as τ^gamma (1: as the storm model made them; above 1 thin
+        skirts fade and thick cores thicken, below 1 the reverse).
     cloud_red, cloud_blue : float
         Reflectance added by an optically thick water-ice cloud (brighter in blue).
     bands : TwoBandStretch or ThreeBandResponse
@@ -85,6 +91,8 @@ class ImagingConfig:
     noise_std: float = 0.003
     dust_red: float = 0.40
     dust_blue: float = 0.15
+    dust_light_saturation: float = 0.0
+    storm_tau_gamma: float = 1.0
     cloud_red: float = 0.10
     cloud_blue: float = 0.22
     bands: TwoBandStretch | ThreeBandResponse = field(default_factory=TwoBandStretch)
@@ -373,8 +381,12 @@ def add_polar_caps(red: np.ndarray, blue: np.ndarray, grid: MapGrid, config: Clo
 
 
 def _blend_dust(red, blue, tau, config: ImagingConfig):
-    """Dust veils the ground: I = I_ground·e^-τ + I_dust·(1 − e^-τ), in place."""
+    """Dust veils the ground: I = I_ground·t + I_dust·(1 − t), in place, with t = e^-τ (mixed with
+    1 / (1 + τ) by ``dust_light_saturation``)."""
     transmit = np.exp(-tau)
+    if config.dust_light_saturation > 0:
+        transmit *= np.float32(1.0 - config.dust_light_saturation)
+        transmit += np.float32(config.dust_light_saturation) / (1.0 + tau)
     red *= transmit
     red += config.dust_red * (1.0 - transmit)
     blue *= transmit
@@ -441,6 +453,8 @@ def render_sol(planet: Planet, instruments: Instruments, states: list[StormState
     grid = planet.grid
     rng = np.random.default_rng([seed, 41, day])
     storm_tau, owner, fields = combine_storms(grid, instruments.tiles, states)
+    if imaging.storm_tau_gamma != 1.0:
+        np.power(storm_tau, np.float32(imaging.storm_tau_gamma), out=storm_tau)
     storm_tau += np.float32(haze_tau)
     red = planet.red.copy()
     blue = planet.blue.copy()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from marsdust.synth.calendar import CalendarConfig
 from marsdust.synth.cameras import CameraEpoch, marci_camera, moc_camera
 from marsdust.synth.imaging import CloudConfig
+from marsdust.synth.looks import LookRandomization
 from marsdust.synth.planet import PlanetConfig
 from marsdust.synth.storms import StormClimatology
 
@@ -38,6 +39,10 @@ class SynthConfig:
     write_cloud_masks : bool
         Also write each map's water-ice cloud mask (``cloudmask/<SUBPHASE>/<map_id>.nc``, see
         :mod:`marsdust.cloudmask`).
+    look : LookRandomization or None
+        Draw every map's camera and storm look around its camera's own (:mod:`marsdust.synth.looks`);
+        None draws every map with the camera's look. The weather, swaths and catalogue are the same
+        either way.
     """
 
     name: str = "custom"
@@ -52,6 +57,7 @@ class SynthConfig:
     clouds: CloudConfig = field(default_factory=CloudConfig)
     write_cubes: bool = True
     write_cloud_masks: bool = True
+    look: LookRandomization | None = None
 
 
 def _dense_storms() -> StormClimatology:
@@ -131,12 +137,14 @@ PRESETS = {"ci": ci_config, "demo": demo_config, "bench": bench_config, "full": 
 """Named presets: name → function returning its :class:`SynthConfig`."""
 
 
-def get_preset(name: str) -> SynthConfig:
-    """The configuration of a named preset (a key of :data:`PRESETS`)."""
+def get_preset(name: str, random_look: bool = False) -> SynthConfig:
+    """The configuration of a named preset (a key of :data:`PRESETS`); with ``random_look``, every map's
+    look drawn by the default :class:`~marsdust.synth.looks.LookRandomization` (name ``<name>_randlook``)."""
     try:
-        return PRESETS[name]()
+        config = PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown synth preset {name!r}; expected one of {sorted(PRESETS)}") from None
+    return replace(config, name=f"{name}_randlook", look=LookRandomization()) if random_look else config
 
 
 __all__ = ["SynthConfig", "PRESETS", "get_preset", "ci_config", "demo_config", "bench_config", "full_config",
