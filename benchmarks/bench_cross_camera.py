@@ -98,9 +98,9 @@ def both_cameras_split(data: Path, out: Path) -> Path:
 
 
 def train_config(data: Path, detector: str, steps: int, device: str, augment: str, split_file: Path | None = None,
-                 model: str = "dustrcnn"):
+                 model: str = "dustrcnn", seed: int = 0):
     """The shared budget: ``model`` (``small_cpu`` preset) at 0.8°/px, the demo's learning rate, one validation at
-    the end."""
+    the end; ``seed`` seeds the training (initial weights, sampling, augmentation), never the data."""
     from marsdust.demo import DEMO_LR, DEMO_MAP_RES_DEG
     from marsdust.train import TrainConfig
 
@@ -109,12 +109,12 @@ def train_config(data: Path, detector: str, steps: int, device: str, augment: st
                {"train_period": train_period, "test_period": test_period})
     return TrainConfig(data=str(data), model=model, model_preset="small_cpu", map_res_deg=DEMO_MAP_RES_DEG,
                        lr=DEMO_LR, strategy="temporal", **periods, augment_preset=augment,
-                       max_steps=steps, val_every_n_steps=steps, num_workers=1, seed=0, progress=False,
+                       max_steps=steps, val_every_n_steps=steps, num_workers=1, seed=seed, progress=False,
                        accelerator="gpu" if device.startswith("cuda") else "cpu")
 
 
 def train_detector(data: Path, detector: str, steps: int, out: Path, device: str, augment: str,
-                   model: str = "dustrcnn") -> Path:
+                   model: str = "dustrcnn", seed: int = 0) -> Path:
     """Train one detector (or reuse a finished run); returns its best checkpoint."""
     from marsdust.train import run_checkpoint, train
 
@@ -122,7 +122,7 @@ def train_detector(data: Path, detector: str, steps: int, out: Path, device: str
     if not (run_dir / "done.json").is_file():
         print(f"training {detector} ({DETECTORS[detector][1]}, {steps} steps, augment {augment}) ...", flush=True)
         split_file = both_cameras_split(data, out) if detector == "both" else None
-        train(train_config(data, detector, steps, device, augment, split_file, model), run_dir,
+        train(train_config(data, detector, steps, device, augment, split_file, model, seed), run_dir,
               resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
     return run_checkpoint(run_dir)
 
@@ -212,7 +212,7 @@ def adaptations_for(relation: str, adabn: bool, self_train_steps: int) -> list[s
 def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu",
                      augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True,
                      model: str = "dustrcnn", self_train_steps: int = 0, min_score: float = 0.7,
-                     train_data: Path | None = None) -> list[dict]:
+                     train_data: Path | None = None, seed: int = 0) -> list[dict]:
     """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation.
 
     ``train_data`` (default ``data``): the archive the detectors train on, the same weather and maps as ``data``
@@ -222,7 +222,7 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
     rows, t0 = [], time.perf_counter()
     for detector in detectors:
         camera, train_period, _ = DETECTORS[detector]
-        checkpoint = train_detector(train_data or data, detector, steps, out, device, augment, model)
+        checkpoint = train_detector(train_data or data, detector, steps, out, device, augment, model, seed)
         for name in TEST_SETS:
             relation = relation_of(camera, name)
             for adaptation in adaptations_for(relation, adabn, self_train_steps):
@@ -239,7 +239,7 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
                 else:
                     used = checkpoint
                 row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,
-                       "relation": relation, "augment": augment, "train_look": train_look,
+                       "relation": relation, "augment": augment, "train_look": train_look, "seed": seed,
                        "adabn": adaptation == "adabn",
                        "adaptation": adaptation, **score(used, sets[name], out / "eval" / tag, device)}
                 write_text_atomic(row_file, json.dumps(row, indent=2, default=str) + "\n")
@@ -290,13 +290,13 @@ def machine() -> str:
 
 
 def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str,
-                  model: str = "dustrcnn", random_look: bool = False) -> str:
+                  model: str = "dustrcnn", random_look: bool = False, seed: int = 0) -> str:
     """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
     return (f"# Cross-camera benchmark on the synthetic {preset} archive\n\n{stamp}, commit {git_commit()}; "
             f"{machine()} at the end; {seconds / 60:.1f} min.\n\nCommand: `{command}`\n\n"
-            f"Detectors: small_cpu {model}, {steps} steps each, augmentation {augment!r}"
+            f"Detectors: small_cpu {model}, {steps} steps each, training seed {seed}, augmentation {augment!r}"
             f"{', trained on the same archive with every map in a random look (synth --random-look)' if random_look else ''}"
             f"; moc trained on MOC "
             f"{MOC_TRAIN}, marci on MARCI {MARCI_TRAIN}, both on the two periods ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
@@ -326,6 +326,8 @@ def main(argv=None) -> list[dict]:
                         help="also score each detector after STEPS steps of self-training on the unlabeled maps of "
                              "every cross-camera and second-look test set (0: not)")
     parser.add_argument("--min-score", type=float, default=0.7, help="self-training's pseudo-label score")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (weights, sampling, augmentation); the "
+                                                                "archives are always seed 0")
     parser.add_argument("--random-look", action="store_true",
                         help="train on the archive synthesized with every map's look drawn (marsdust synth "
                              "--random-look: same weather, maps and catalogue); test on the plain archive as always")
@@ -336,7 +338,7 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")
 
     root = Path(args.data_root)
-    model_tag = ("" if args.model == "dustrcnn" else f"_{args.model}") + ("_randlook" if args.random_look else "")
+    model_tag = ("" if args.model == "dustrcnn" else f"_{args.model}") + ("_randlook" if args.random_look else "") + (f"_seed{args.seed}" if args.seed else "")
     out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}{model_tag}")
     data = ensure_data(root / args.preset, args.preset)
     train_data = ensure_data(root / f"{args.preset}_randlook", args.preset, random_look=True) if args.random_look else None
@@ -344,9 +346,10 @@ def main(argv=None) -> list[dict]:
     t0 = time.perf_counter()
     rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,
                             detectors=args.detectors, adabn=not args.no_adabn, model=args.model,
-                            self_train_steps=args.self_train, min_score=args.min_score, train_data=train_data)
+                            self_train_steps=args.self_train, min_score=args.min_score, train_data=train_data,
+                            seed=args.seed)
     header = report_header(args.preset, args.steps, train_data or data, time.perf_counter() - t0, argv, args.augment,
-                           args.model, args.random_look)
+                           args.model, args.random_look, args.seed)
     text = header + markdown(rows)
     write_text_atomic(out / "cross_camera.md", text)
     write_text_atomic(out / "cross_camera.json", json.dumps({"report": header.strip(), "rows": rows}, indent=2,
