@@ -71,13 +71,14 @@ METRICS = (("paper_map50", "12° mAP50"), ("paper_map75", "12° mAP75"), ("box_m
            ("mask_map50", "mask mAP50"), ("pixel_iou", "pixel IoU"), ("pixel_dice", "Dice"))
 
 
-def ensure_data(path: Path, preset: str, random_look: bool = False) -> Path:
-    """``path`` holding the synthesis of ``preset`` (seed 0; every map's look drawn with ``random_look``), written if
-    its archive or catalogue is missing."""
+def ensure_data(path: Path, preset: str, random_look: float = 0.0) -> Path:
+    """``path`` holding the synthesis of ``preset`` (seed 0; a share ``random_look`` of the maps in a drawn look),
+    written if its archive or catalogue is missing."""
     if not (path / "archive").is_dir() or not (path / "mdad").is_dir():
         from marsdust.synth import synthesize
 
-        print(f"synthesizing {preset} (seed 0{', random look' if random_look else ''}) into {path} ...", flush=True)
+        print(f"synthesizing {preset} (seed 0{f', {random_look:.0%} in a random look' if random_look else ''}) "
+              f"into {path} ...", flush=True)
         synthesize(path, preset, seed=0, progress=False, overwrite=True, random_look=random_look)
     return path
 
@@ -218,7 +219,7 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
     ``train_data`` (default ``data``): the archive the detectors train on, the same weather and maps as ``data``
     in another look (``--random-look``); the test sets always come from ``data`` and the second looks."""
     sets = test_sets(data, looks, out)
-    train_look = "camera's" if train_data is None else "random"
+    train_look = "camera's" if train_data is None else f"random ({train_data.name})"
     rows, t0 = [], time.perf_counter()
     for detector in detectors:
         camera, train_period, _ = DETECTORS[detector]
@@ -290,14 +291,14 @@ def machine() -> str:
 
 
 def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str,
-                  model: str = "dustrcnn", random_look: bool = False, seed: int = 0) -> str:
+                  model: str = "dustrcnn", random_look: float = 0.0, seed: int = 0) -> str:
     """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
     return (f"# Cross-camera benchmark on the synthetic {preset} archive\n\n{stamp}, commit {git_commit()}; "
             f"{machine()} at the end; {seconds / 60:.1f} min.\n\nCommand: `{command}`\n\n"
             f"Detectors: small_cpu {model}, {steps} steps each, training seed {seed}, augmentation {augment!r}"
-            f"{', trained on the same archive with every map in a random look (synth --random-look)' if random_look else ''}"
+            f"{f', trained on the same archive with {random_look:.0%} of the maps in a random look (synth --random-look)' if random_look else ''}"
             f"; moc trained on MOC "
             f"{MOC_TRAIN}, marci on MARCI {MARCI_TRAIN}, both on the two periods ({data}). Test sets: moc_late = MOC {MOC_TEST}, marci_late = MARCI {MARCI_TEST}, "
             "look2 / look2_marci = the second look's test archives (MOC / global MARCI layout, seed 0). AdaBN: "
@@ -328,20 +329,24 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--min-score", type=float, default=0.7, help="self-training's pseudo-label score")
     parser.add_argument("--seed", type=int, default=0, help="training seed (weights, sampling, augmentation); the "
                                                                 "archives are always seed 0")
-    parser.add_argument("--random-look", action="store_true",
-                        help="train on the archive synthesized with every map's look drawn (marsdust synth "
-                             "--random-look: same weather, maps and catalogue); test on the plain archive as always")
+    parser.add_argument("--random-look", type=float, nargs="?", const=1.0, default=0.0, metavar="SHARE",
+                        help="train on the archive synthesized with a share SHARE (default 1: every map) of the maps "
+                             "in a drawn look (marsdust synth --random-look: same weather, maps and catalogue); test on "
+                             "the plain archive as always")
     args = parser.parse_args(argv)
     if args.model.startswith("unet") and not args.no_adabn:
         raise SystemExit(f"AdaBN (marsdust adapt) does not adapt {args.model}; add --no-adabn")
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")
+    if not 0.0 <= args.random_look <= 1.0:
+        raise SystemExit(f"--random-look is a share of the maps, 0 to 1; got {args.random_look}")
 
     root = Path(args.data_root)
-    model_tag = ("" if args.model == "dustrcnn" else f"_{args.model}") + ("_randlook" if args.random_look else "") + (f"_seed{args.seed}" if args.seed else "")
-    out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}{model_tag}")
+    look_tag = f"_randlook{'' if args.random_look == 1 else round(100 * args.random_look)}" if args.random_look else ""
+    run_tag = ("" if args.model == "dustrcnn" else f"_{args.model}") + look_tag + (f"_seed{args.seed}" if args.seed else "")
+    out = Path(args.out or f"bench_out/cross_camera_{args.preset}_{args.steps}_{args.augment}{run_tag}")
     data = ensure_data(root / args.preset, args.preset)
-    train_data = ensure_data(root / f"{args.preset}_randlook", args.preset, random_look=True) if args.random_look else None
+    train_data = ensure_data(root / f"{args.preset}{look_tag}", args.preset, args.random_look) if args.random_look else None
     looks = {name: ensure_data(root / name, name) for name in ("look2", "look2_marci")}
     t0 = time.perf_counter()
     rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,

@@ -27,13 +27,15 @@ def test_bench_compare_refuses_a_data_folder_that_is_neither_data_nor_a_preset_n
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "out").exists()
 
 
-def test_bench_cross_camera_refuses_adabn_for_a_unet_and_a_zero_budget(tmp_path):
+def test_bench_cross_camera_refuses_adabn_for_a_unet_a_zero_budget_and_a_share_outside_0_1(tmp_path):
     bench = load("bench_cross_camera")
     out = ["--out", str(tmp_path / "out"), "--data-root", str(tmp_path / "data")]
     with pytest.raises(SystemExit, match="AdaBN \\(marsdust adapt\\) does not adapt unet; add --no-adabn"):
         bench.main(["--model", "unet", *out])
     with pytest.raises(SystemExit, match="--steps must be at least 1, got 0"):
         bench.main(["--steps", "0", *out])
+    with pytest.raises(SystemExit, match="--random-look is a share of the maps, 0 to 1; got 1.5"):
+        bench.main(["--random-look", "1.5", *out])
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
 
 

@@ -86,6 +86,15 @@ def test_finish_rgb_compresses_only_when_drawn_and_keeps_missing_pixels_black():
     assert (darker[..., 0][valid] <= rgb[..., 0][valid]).all() and (darker[..., 1] == rgb[..., 1]).all()
 
 
+def test_a_share_of_the_maps_keeps_its_cameras_look(two_simulations):
+    plain, _ = two_simulations
+    half = Simulation(replace(get_preset("twocam_ci", random_look=0.5), res_deg=0.8), seed=3)
+    same = [np.array_equal(a.view.rgb, b.view.rgb) for a, b in zip(drawn_maps(plain), drawn_maps(half))]
+    assert 0 < sum(same) < len(same)
+    with pytest.raises(ValueError, match="share of maps in a random look, 0 to 1; got 1.5"):
+        get_preset("twocam_ci", random_look=1.5)
+
+
 def test_random_look_is_refused_for_the_second_look_and_custom_configs(tmp_path):
     with pytest.raises(ValueError, match="look2.*SynthConfig.look"):
         synthesize(tmp_path / "a", "look2", random_look=True, progress=False)

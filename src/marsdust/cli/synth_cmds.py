@@ -25,6 +25,9 @@ def synth(
                                      "colour, noise, seams, channel gains and gammas, JPEG compression) around its "
                                      "camera's: training data that carries over to other looks. Same weather, maps "
                                      "and catalogue as without. Main-generator presets only."),
+    random_look_share: float = typer.Option(
+        1.0, "--random-look-share", min=0.0, max=1.0,
+        help="With --random-look: the share of maps drawn in a random look (the others keep their camera's)."),
 ) -> None:
     """Write a synthetic MDGM archive, its MDAD catalog (v1.0 table + v1.1 cubes) and its cloud masks.
 
@@ -34,7 +37,7 @@ def synth(
 
     try:
         result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite,
-                            random_look=random_look)
+                            random_look=random_look_share if random_look else 0.0)
     except SynthOutputExistsError as error:
         fail(error)
     except ValueError as error:  # an unknown preset, or --random-look with a second-look preset

@@ -85,7 +85,7 @@ has not seen."""
 
 
 def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progress: bool = True,
-               overwrite: bool = False, random_look: bool = False) -> dict:
+               overwrite: bool = False, random_look: float = 0.0) -> dict:
     """Write a synthetic MDGM archive and its MDAD catalog under ``out_dir``.
 
     Parameters
@@ -102,10 +102,11 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
     overwrite : bool
         Replace an earlier synthesis in ``out_dir``: remove its ``archive/``, ``mdad/``,
         ``truth/`` and ``cloudmask/`` (and nothing else) before writing.
-    random_look : bool
-        Draw every map's camera and storm look (:mod:`marsdust.synth.looks`) around its camera's,
-        for training that carries over to other looks; same weather, maps and catalogue (but its
-        confidence levels). For a named preset of the main generator only.
+    random_look : float or bool
+        Share of maps (0–1; True = every map) whose camera and storm look is drawn around their
+        camera's (:mod:`marsdust.synth.looks`), for training that carries over to other looks; same
+        weather, maps and catalogue (but its confidence levels). For a named preset of the main
+        generator only.
 
     Returns
     -------
@@ -118,7 +119,7 @@ def synthesize(out_dir, preset: str | SynthConfig = "ci", seed: int = 0, progres
         ``truth/`` or ``cloudmask/`` and ``overwrite`` is False: the old maps would stay behind, unlisted, among
         the new ones. Nothing is written or removed.
     ValueError
-        Unknown preset name, or ``random_look`` with a second-look preset or a SynthConfig.
+        Unknown preset name; ``random_look`` outside [0, 1], or with a second-look preset or a SynthConfig.
     """
     from marsdust.synth.build import synthesize_config
 

@@ -235,7 +235,7 @@ class Simulation:
         imaging, look = imager.camera.imaging, None
         if self.config.look is not None:
             look = draw_sol_look(imaging, self.config.look, np.random.default_rng([self.seed, LOOK_STREAM, row["day"]]))
-            imaging = look.imaging
+            imaging = imaging if look is None else look.imaging
         view = render_sol(imager.planet, imager.instruments, [s for s, _ in alive], row["day"], row["ls"],
                           row["haze_tau"], imaging, self.config.clouds, self.seed)
         if look is not None:

@@ -44,8 +44,10 @@ LOOK_STREAM = 53
 @dataclass(frozen=True)
 class LookRandomization:
     """Ranges of the per-map look (see the module docstring). ``(low, high)`` pairs are uniform
-    draws of a factor on the camera's own value; ``*_log`` values are half-ranges of a natural log."""
+    draws of a factor on the camera's own value; ``*_log`` values are half-ranges of a natural log.
+    ``share`` is the fraction of maps drawn in a random look; the others keep their camera's."""
 
+    share: float = 1.0
     dust_red_scale: tuple[float, float] = (0.8, 1.2)
     dust_blue_scale: tuple[float, float] = (0.7, 1.6)
     saturating_light: tuple[float, float] = (0.0, 1.0)
@@ -70,9 +72,13 @@ class SolLook:
     jpeg_quality: int | None
 
 
-def draw_sol_look(imaging: ImagingConfig, randomization: LookRandomization, rng: np.random.Generator) -> SolLook:
-    """Draw one map's look around the camera's ``imaging`` (a fixed order of draws from ``rng``)."""
+def draw_sol_look(imaging: ImagingConfig, randomization: LookRandomization,
+                  rng: np.random.Generator) -> SolLook | None:
+    """Draw one map's look around the camera's ``imaging`` (a fixed order of draws from ``rng``); None (the
+    camera's own look) for a map outside the randomization's ``share``."""
     r = randomization
+    if r.share < 1.0 and rng.random() >= r.share:
+        return None
     drawn = replace(
         imaging,
         dust_red=imaging.dust_red * rng.uniform(*r.dust_red_scale),

@@ -137,14 +137,21 @@ PRESETS = {"ci": ci_config, "demo": demo_config, "bench": bench_config, "full": 
 """Named presets: name → function returning its :class:`SynthConfig`."""
 
 
-def get_preset(name: str, random_look: bool = False) -> SynthConfig:
-    """The configuration of a named preset (a key of :data:`PRESETS`); with ``random_look``, every map's
-    look drawn by the default :class:`~marsdust.synth.looks.LookRandomization` (name ``<name>_randlook``)."""
+def get_preset(name: str, random_look: float = 0.0) -> SynthConfig:
+    """The configuration of a named preset (a key of :data:`PRESETS`).
+
+    ``random_look`` (0–1; True = 1) is the share of maps whose look is drawn by the default
+    :class:`~marsdust.synth.looks.LookRandomization` (name ``<name>_randlook``); 0 keeps every camera's look.
+    """
     try:
         config = PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown synth preset {name!r}; expected one of {sorted(PRESETS)}") from None
-    return replace(config, name=f"{name}_randlook", look=LookRandomization()) if random_look else config
+    if not 0.0 <= float(random_look) <= 1.0:
+        raise ValueError(f"random_look is the share of maps in a random look, 0 to 1; got {random_look}")
+    if not random_look:
+        return config
+    return replace(config, name=f"{name}_randlook", look=LookRandomization(share=float(random_look)))
 
 
 __all__ = ["SynthConfig", "PRESETS", "get_preset", "ci_config", "demo_config", "bench_config", "full_config",
