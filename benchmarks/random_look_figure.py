@@ -10,11 +10,14 @@ outlines (the same in both), with :func:`marsdust.plots.plot_maps_with_outlines`
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from second_look_figure import figure_arguments  # noqa: E402  (the figure scripts' one command line)
 
 from marsdust.plots import plot_maps_with_outlines
 from marsdust.synth import synthesize
@@ -28,10 +31,7 @@ def busiest_map_ids(result: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_png", nargs="?", default="docs/img/random_look.png")
-    parser.add_argument("--work", default=None, help="Folder for the two syntheses (default: a temporary one).")
-    args = parser.parse_args()
+    args = figure_arguments(__doc__.splitlines()[0], "docs/img/random_look.png")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         plain = synthesize(work / "camera_look", "twocam_ci", seed=0, progress=False, overwrite=True)

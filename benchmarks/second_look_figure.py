@@ -26,11 +26,16 @@ def busiest_map(result: dict) -> pd.DataFrame:
     return result["maps"][result["maps"]["map_id"] == busiest]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_png", nargs="?", default="docs/img/second_look.png")
+def figure_arguments(description: str, default_png: str) -> argparse.Namespace:
+    """The command line of a synthesis figure: ``[OUT_PNG] [--work DIR]``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out_png", nargs="?", default=default_png)
     parser.add_argument("--work", default=None, help="Folder for the two syntheses (default: a temporary one).")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = figure_arguments(__doc__.splitlines()[0], "docs/img/second_look.png")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         main_result = synthesize(work / "main", "ci", seed=0, progress=False, overwrite=True)
