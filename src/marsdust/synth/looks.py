@@ -3,7 +3,7 @@
 A detector trained on one simulator's maps learns that simulator's look of dust: its dust colour,
 how a storm's edge fades, its noise, its compression. Real MOC and MARCI maps, and any other
 synthetic Mars, look otherwise. With a :class:`LookRandomization` in ``SynthConfig.look``, every
-sol draws its own look around the camera's (:func:`draw_sol_look`), so training sees a wider
+sol (or a ``share`` of them) draws its own look around the camera's (:func:`draw_sol_look`), so training sees a wider
 distribution of looks, not easier storms (every range is centred on the camera's own value in
 log or linear terms, and the storms, their outlines and the catalogue are those of the archive
 without it):

@@ -40,8 +40,8 @@ class SynthConfig:
         Also write each map's water-ice cloud mask (``cloudmask/<SUBPHASE>/<map_id>.nc``, see
         :mod:`marsdust.cloudmask`).
     look : LookRandomization or None
-        Draw every map's camera and storm look around its camera's own (:mod:`marsdust.synth.looks`);
-        None draws every map with the camera's look. The weather, swaths and catalogue are the same
+        Draw each map's camera and storm look (every map, or the randomization's ``share`` of them)
+        around its camera's own (:mod:`marsdust.synth.looks`); None draws every map with the camera's look. The weather, swaths and catalogue are the same
         either way.
     """
 
