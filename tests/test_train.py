@@ -519,12 +519,23 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path,
 #   7      0.447 / 0.111 / 0.220    0.502 / 0.219 / 0.258
 #   8      0.372 / 0.156 / 0.270    0.362 / 0.141 / 0.297
 #   9      0.555 / 0.102 / 0.062    0.609 / 0.094 / 0.042
-#   2 threads (a plain `pytest` run), avx2 / AVX2, seeds 0-4: 0.359 / 0.161 / 0.019, 0.596 / 0.127 / 0.065,
-#   0.411 / 0.140 / 0.217, 0.506 / 0.116 / 0.128, 0.526 / 0.165 / 0.303.
+#   2 threads (a plain `pytest` run), same commands with `--threads 2` (seeds 5-9 of avx2 and all of avx512 on
+#   2026-12-07 at commit bbe4873, the recipe unchanged):
+#   seed   avx2 / AVX2              avx512 / AVX512_CORE
+#   0      0.359 / 0.161 / 0.019    0.322 / 0.133 / 0.241
+#   1      0.596 / 0.127 / 0.065    0.540 / 0.297 / 0.475
+#   2      0.411 / 0.140 / 0.217    0.528 / 0.204 / 0.387
+#   3      0.506 / 0.116 / 0.128    0.274 / 0.071 / 0.120
+#   4      0.526 / 0.165 / 0.303    0.471 / 0.143 / 0.422
+#   5      0.392 / 0.087 / 0.164
+#   6      0.346 / 0.018 / 0.009
+#   7      0.581 / 0.260 / 0.311
+#   8      0.535 / 0.208 / 0.286
+#   9      0.617 / 0.143 / 0.065
 # ONEDNN_MAX_CPU_ISA=DEFAULT (ATen's own choice, AVX512 here) gave the avx512 / AVX512_CORE column exactly on all
-# 10 seeds: without AMX this CPU's fp32 paths are the same. Lowest of the 25 different runs: 0.319 / 0.023 / 0.019.
-# Each threshold sits more than 3x below it (3.2x, 4.6x, 3.8x). The 12-degree and the mask mAP50 swing most
-# between runs (0.023-0.340, 0.019-0.491), so their thresholds only ask that some storm be found at the
+# 10 seeds at 1 thread: without AMX this CPU's fp32 paths are the same. Lowest of the 35 different runs: 0.274 /
+# 0.018 / 0.009. Each threshold sits more than 3x below it (3.4x, 3.6x, 4.5x). The 12-degree and the mask mAP50
+# swing most between runs (0.018-0.340, 0.009-0.491), so their thresholds only ask that some storm be found at the
 # paper's boxes and some mask overlap one; box mAP25 carries the test. Not measured for this recipe: the scalar kernels
 # (ATEN_CPU_CAPABILITY=default, half an hour a run here; the recipe before, seed 0: 0.355 / 0.143 / 0.199).
 # The recipe before scored its best checkpoint by validation mAP50: seed 8 under AVX2 scored 0.081 / 0.000 / 0.000
@@ -532,9 +543,9 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path,
 # An untrained network of this detector scores 0.000 on all three (measured on three seeds, 2026-12-06, commit
 # 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0, cannot be met without
 # learning: a broken training loop (no learning, wrong targets, frames or masks) fails.
-LEARN_MIN_MAP25 = 0.10
+LEARN_MIN_MAP25 = 0.08
 LEARN_MIN_PAPER_MAP50 = 0.005
-LEARN_MIN_MASK_MAP50 = 0.005
+LEARN_MIN_MASK_MAP50 = 0.002
 
 
 def test_best_f1_threshold_is_the_score_that_separates_storms_from_false_alarms():
