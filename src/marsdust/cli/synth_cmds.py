@@ -33,8 +33,11 @@ def synth(
 
     An OUT that already holds archive/, mdad/, truth/ or cloudmask/ is refused unless --overwrite.
     """
-    from marsdust.synth import SynthOutputExistsError, synthesize
+    from marsdust.synth import SECOND_LOOK_PRESETS, SynthOutputExistsError, synthesize
 
+    if random_look and preset in SECOND_LOOK_PRESETS:
+        usage_error(f"--random-look draws the main generator's maps in other looks; {preset} is the second look, "
+                    "kept as it is for testing only")
     try:
         result = synthesize(out, preset=preset, seed=seed, progress=not quiet, overwrite=overwrite,
                             random_look=random_look_share if random_look else 0.0)
