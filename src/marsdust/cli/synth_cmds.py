@@ -43,7 +43,7 @@ def synth(
                             random_look=random_look_share if random_look else 0.0)
     except SynthOutputExistsError as error:
         fail(error)
-    except ValueError as error:  # an unknown preset, or --random-look with a second-look preset
+    except ValueError as error:  # an unknown preset
         usage_error(error)
     maps, storms = result["maps"], result["storms"]
     with_storms = storms["map_id"].nunique() if len(storms) else 0

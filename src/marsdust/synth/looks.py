@@ -30,12 +30,12 @@ and the catalogue's confidence levels (the red contrast of each storm) change.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from marsdust.synth.imaging import ImagingConfig
+from marsdust.synth.writer import jpeg_round_trip
 
 LOOK_STREAM = 53
 """Tag of the look draws' random stream (``default_rng([seed, LOOK_STREAM, day])``)."""
@@ -108,21 +108,10 @@ def finish_rgb(rgb: np.ndarray, valid: np.ndarray, look: SolLook) -> np.ndarray:
         value[..., channel] = np.power(value[..., channel], look.channel_gamma[channel]) * look.channel_gain[channel]
     out = np.clip(np.rint(value * 255.0), 1.0, 255.0).astype(np.uint8)
     if look.jpeg_quality is not None:
-        out = jpeg_round_trip(out, look.jpeg_quality)
+        out = jpeg_round_trip(out, valid, look.jpeg_quality)
         np.maximum(out, 1, out=out)
     out[~valid] = 0
     return out
 
 
-def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """``rgb`` (uint8 (H, W, 3)) encoded as a JPEG of ``quality`` (Pillow's scale, 4:2:0) and decoded."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, subsampling=2)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-
-
-__all__ = ["LookRandomization", "SolLook", "draw_sol_look", "finish_rgb", "jpeg_round_trip", "LOOK_STREAM"]
+__all__ = ["LookRandomization", "SolLook", "draw_sol_look", "finish_rgb", "LOOK_STREAM"]

@@ -41,8 +41,8 @@ class SynthConfig:
         :mod:`marsdust.cloudmask`).
     look : LookRandomization or None
         Draw each map's camera and storm look (every map, or the randomization's ``share`` of them)
-        around its camera's own (:mod:`marsdust.synth.looks`); None draws every map with the camera's look. The weather, swaths and catalogue are the same
-        either way.
+        around its camera's own (:mod:`marsdust.synth.looks`); None draws every map with the camera's
+        look. The weather, swaths and catalogue are the same either way.
     """
 
     name: str = "custom"

@@ -11,6 +11,7 @@ following the layout and latitude registration of :mod:`marsdust.mdad_format`.
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def write_jpeg(rgb: np.ndarray, path: Path, quality: int) -> None:
 
     with atomic_output(path) as tmp:
         Image.fromarray(rgb, mode="RGB").save(tmp, format="JPEG", quality=quality, subsampling="4:2:0")
+
+
+def jpeg_round_trip(rgb: np.ndarray, valid: np.ndarray, quality: int) -> np.ndarray:
+    """The map after JPEG compression (4:2:0 chroma) and decompression; exactly black where invalid only."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buffer, format="JPEG", quality=int(quality), subsampling=2)
+    decoded = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    decoded[~valid] = 0
+    black = valid & ~decoded.any(axis=2)
+    decoded[black, 0] = 1
+    return decoded
 
 
 def write_list_ls(rows: pd.DataFrame, path: Path, name_column: str = "map_id") -> None:

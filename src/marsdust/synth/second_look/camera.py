@@ -20,7 +20,6 @@ green band synthesised as 1/3 red + 2/3 blue, lossless PNG):
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,16 +155,3 @@ def expose(bands, valid: np.ndarray, gain: np.ndarray, config: CameraConfig, rng
         rgb[..., channel] = np.rint(1.0 + 254.0 * scaled).astype(np.uint8)
     rgb[~valid] = 0
     return rgb
-
-
-def jpeg_round_trip(rgb: np.ndarray, valid: np.ndarray, quality: int) -> np.ndarray:
-    """The map after JPEG compression (4:2:0 chroma) and decompression; exactly black where invalid only."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buffer, format="JPEG", quality=int(quality), subsampling=2)
-    decoded = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-    decoded[~valid] = 0
-    black = valid & ~decoded.any(axis=2)
-    decoded[black, 0] = 1
-    return decoded

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from marsdust.grid import MapGrid
-from marsdust.synth.second_look.camera import CameraConfig, coverage, expose, jpeg_round_trip, sun_cosine, veil
+from marsdust.synth.second_look.camera import CameraConfig, coverage, expose, sun_cosine, veil
 from marsdust.synth.second_look.ground import Ground, GroundConfig, build_ground, with_frost
 from marsdust.synth.second_look.plumes import PlumeField, PlumeTextures, draw_plume
 from marsdust.synth.second_look.sky import SkyConfig, SkyTextures, cloud_opacity
 from marsdust.synth.second_look.weather import PlumeState
+from marsdust.synth.writer import jpeg_round_trip
 
 
 @dataclass(frozen=True)
