@@ -150,19 +150,23 @@ def test_sets(data: Path, looks: dict[str, Path], out: Path) -> dict[str, dict]:
     return sets
 
 
-def score(checkpoint: Path, test_set: dict, out_dir: Path, device: str) -> dict:
-    """One evaluation (:func:`marsdust.evaluate.evaluate_checkpoint`); returns the table's metrics."""
+def score(checkpoint: Path, test_set: dict, out_dir: Path, device: str, all_latitudes: bool = False) -> dict:
+    """One evaluation (:func:`marsdust.evaluate.evaluate_checkpoint`); returns the table's metrics. Detections centred
+    beyond the latitudes of the detector's training maps are dropped, as ``detect`` drops them, unless
+    ``all_latitudes``."""
+    from marsdust.detect import ALL_LATITUDES
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, out_dir, EvaluateOptions(
         data=str(test_set["data"]), split_file=str(test_set["split_file"]), n_figures=0, n_timed=0, progress=False,
-        device=device))
+        device=device, latitudes_deg=ALL_LATITUDES if all_latitudes else None))
     segm, pixel = metrics.get("segm") or {}, metrics.get("pixel") or {}
     return {"n_maps": metrics["n_maps"], "n_gt": metrics.get("n_gt"), "label_mode": metrics["label_mode"],
             "paper_map50": metrics["paper_boxes"]["map50"], "paper_map75": metrics["paper_boxes"]["map75"],
             "box_map50": metrics["map50"], "mask_map50": segm.get("map50"),
             "pixel_iou": pixel.get("iou"), "pixel_dice": pixel.get("dice"), "pixel_maps": pixel.get("n_maps"),
-            "score_threshold": pixel.get("threshold")}
+            "score_threshold": pixel.get("threshold"), "latitudes_deg": metrics["latitudes_deg"],
+            "n_beyond_latitudes": metrics["n_beyond_latitudes"]}
 
 
 def adapted_checkpoint(checkpoint: Path, detector: str, name: str, test_set: dict, out: Path, device: str) -> Path:
@@ -213,7 +217,7 @@ def adaptations_for(relation: str, adabn: bool, self_train_steps: int) -> list[s
 def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: int, device: str = "cpu",
                      augment: str = "strong", detectors=tuple(DETECTORS), adabn: bool = True,
                      model: str = "dustrcnn", self_train_steps: int = 0, min_score: float = 0.7,
-                     train_data: Path | None = None, seed: int = 0) -> list[dict]:
+                     train_data: Path | None = None, seed: int = 0, all_latitudes: bool = False) -> list[dict]:
     """Train the detectors and score each, as trained (and adapted), on every test set; one row per evaluation.
 
     ``train_data`` (default ``data``): the archive the detectors train on, the same weather and maps as ``data``
@@ -242,7 +246,8 @@ def run_cross_camera(data: Path, looks: dict[str, Path], out: Path, *, steps: in
                 row = {"detector": detector, "trained_on": f"{camera} {train_period}", "test_set": name,
                        "relation": relation, "augment": augment, "train_look": train_look, "seed": seed,
                        "adabn": adaptation == "adabn",
-                       "adaptation": adaptation, **score(used, sets[name], out / "eval" / tag, device)}
+                       "adaptation": adaptation,
+                       **score(used, sets[name], out / "eval" / tag, device, all_latitudes)}
                 write_text_atomic(row_file, json.dumps(row, indent=2, default=str) + "\n")
                 rows.append(row)
                 print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: "
@@ -271,13 +276,24 @@ def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table; an adapted row shows its change from the same detector and test set as trained."""
     plain = {(r["detector"], r["test_set"]): r for r in rows if adaptation_of(r) == "none"}
     lines = ["| detector | trained on | tested on | relation | adaptation | maps | " + " | ".join(l for _, l in METRICS)
-             + " |", "|---|---|---|---|---|---|" + "---|" * len(METRICS)]
+             + " | dropped beyond training latitudes |", "|---|---|---|---|---|---|" + "---|" * (len(METRICS) + 1)]
     for r in rows:
         base = plain.get((r["detector"], r["test_set"])) if adaptation_of(r) != "none" else None
         cells = [with_change(r[k], base[k]) if base else pct(r[k]) for k, _ in METRICS]
         lines.append(f"| {r['detector']} | {r['trained_on']} | {r['test_set']} | {r['relation']} | "
-                     f"{ADAPTATIONS[adaptation_of(r)][1]} | {r['n_maps']} | " + " | ".join(cells) + " |")
+                     f"{ADAPTATIONS[adaptation_of(r)][1]} | {r['n_maps']} | " + " | ".join(cells)
+                     + f" | {beyond_latitudes(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def beyond_latitudes(row: dict) -> str:
+    """How many detections a row's evaluation dropped beyond the detector's training latitudes, and those latitudes
+    (``—`` for rows scored before detections were dropped)."""
+    if row.get("latitudes_deg") is None:
+        return "—"
+    from marsdust.detect.settings import latitude_range_text
+
+    return f"{row['n_beyond_latitudes']} ({latitude_range_text(row['latitudes_deg'])})"
 
 
 def machine() -> str:
@@ -291,7 +307,7 @@ def machine() -> str:
 
 
 def report_header(preset: str, steps: int, data: Path, seconds: float, argv: list[str], augment: str,
-                  model: str = "dustrcnn", random_look: float = 0.0, seed: int = 0) -> str:
+                  model: str = "dustrcnn", random_look: float = 0.0, seed: int = 0, all_latitudes: bool = False) -> str:
     """Title and run conditions: date, commit, machine, command, periods, what the columns are."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["benchmarks/bench_cross_camera.py", *argv])
@@ -307,7 +323,9 @@ def report_header(preset: str, steps: int, data: Path, seconds: float, argv: lis
             "second-look test sets); in brackets: the change from the same detector as trained, percentage points. "
             "Percent. Pixel IoU / Dice: detections at the stored "
             "score threshold against the catalogued outlines, observed pixels of maps with outline truth, summed "
-            "over maps (— : no outline truth, as on the MOC years).\n\n")
+            "over maps (— : no outline truth, as on the MOC years). Detections centred beyond the latitudes of the "
+            "detector's training maps (its checkpoint's record) are dropped before scoring, as detect drops them"
+            f"{' (not in this run: --all-latitudes)' if all_latitudes else ''}; the last column counts them.\n\n")
 
 
 def main(argv=None) -> list[dict]:
@@ -333,6 +351,9 @@ def main(argv=None) -> list[dict]:
                         help="train on the archive synthesized with a share SHARE (default 1: every map) of the maps "
                              "in a drawn look (marsdust synth --random-look: same weather, maps and catalogue); test on "
                              "the plain archive as always")
+    parser.add_argument("--all-latitudes", action="store_true",
+                        help="score detections beyond the latitudes of the detector's training maps too (default: "
+                             "dropped, as detect drops them)")
     args = parser.parse_args(argv)
     if args.model.startswith("unet") and not args.no_adabn:
         raise SystemExit(f"AdaBN (marsdust adapt) does not adapt {args.model}; add --no-adabn")
@@ -352,9 +373,9 @@ def main(argv=None) -> list[dict]:
     rows = run_cross_camera(data, looks, out, steps=args.steps, device=args.device, augment=args.augment,
                             detectors=args.detectors, adabn=not args.no_adabn, model=args.model,
                             self_train_steps=args.self_train, min_score=args.min_score, train_data=train_data,
-                            seed=args.seed)
+                            seed=args.seed, all_latitudes=args.all_latitudes)
     header = report_header(args.preset, args.steps, train_data or data, time.perf_counter() - t0, argv, args.augment,
-                           args.model, args.random_look, args.seed)
+                           args.model, args.random_look, args.seed, args.all_latitudes)
     text = header + markdown(rows)
     write_text_atomic(out / "cross_camera.md", text)
     write_text_atomic(out / "cross_camera.json", json.dumps({"report": header.strip(), "rows": rows}, indent=2,

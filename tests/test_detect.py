@@ -136,6 +136,31 @@ def test_tiles_find_each_storm_once(tmp_path, blob_model):
         assert a["area_km2"] == pytest.approx(b["area_km2"]) and a["polygon_wkt"] == b["polygon_wkt"]
 
 
+def test_detections_beyond_the_training_latitudes_are_dropped(tmp_path, blob_model):
+    """A detector records the latitudes of its training maps; on a global map, detect drops what it finds
+    centred beyond them (a MOC-trained detector has never seen a polar cap) and counts them."""
+    path = draw_disc_map(tmp_path / "B05_day03.png", [(0.0, 75.0, 6.0), (40.0, 20.0, 6.0), (-90.0, -70.0, 5.0)],
+                         grid=MapGrid.marci(0.4))
+    model = blob_model
+    model.checkpoint_extra = {}  # trained before the record: every latitude
+    everything = detect.detect_map(model, path)
+    assert sorted(round(r["lat"]) for r in everything.records) == [-70, 20, 75]
+    assert everything.n_beyond_latitudes == 0
+    model.checkpoint_extra = {"training_latitudes_deg": [-60.0, 60.0]}  # what training on MOC maps records
+    try:
+        trained = detect.detect_map(model, path)
+        assert [round(r["lat"]) for r in trained.records] == [20] and trained.n_beyond_latitudes == 2
+        assert len(trained.masks) == 1 and trained.probability[:20].max() == 0.0  # nothing left at the pole
+        kept = detect.detect_map(model, path, settings=detect.DetectSettings(latitudes_deg=detect.ALL_LATITUDES))
+        assert kept.n_detections == 3 and kept.n_beyond_latitudes == 0
+        narrow = detect.detect_map(model, path, settings=detect.DetectSettings(latitudes_deg=(-80.0, 0.0)))
+        assert [round(r["lat"]) for r in narrow.records] == [-70]
+    finally:
+        model.checkpoint_extra = {}
+    with pytest.raises(ValueError, match="latitudes_deg"):
+        detect.DetectSettings(latitudes_deg=(60.0, -60.0))
+
+
 def test_detections_mostly_in_missing_data_are_dropped(tiny_detector, tmp_path):
     model = build_model("dustrcnn", map_res_deg=0.8, **tiny_detector).eval()
     # padded working image: 150 rows, pad p columns; missing data at native columns 400..500 -> working 200..250
@@ -196,7 +221,7 @@ def test_archive_products_read_back(tmp_path, blob_model):
     bad = maps_csv.set_index("map_id").loc["r18_004"]
     assert bad["status"] == "error" and "r18_004" in bad["error"] and bad["n_detections"] == 0
     assert (maps_csv.loc[maps_csv["map_id"] != "r18_004", "status"] == "ok").all()
-    assert list(maps_csv.columns) == detect.MAPS_COLUMNS and detect.MAPS_COLUMNS[-1] == "history"
+    assert list(maps_csv.columns) == detect.MAPS_COLUMNS and detect.MAPS_COLUMNS[-2:] == ["history", "n_beyond_latitudes"]
     assert maps_csv["history"].isna().all()  # a detector without reference bands: empty
     assert summary.n_without_history == 0 and not summary.needs_history and not summary.all_without_history
 
@@ -364,6 +389,29 @@ def test_every_input_and_setting_is_in_the_resume_key(tmp_path, blob_model, monk
     (archive / "R18" / "r18_002.png").write_bytes((archive / "R18" / "r18_002.png").read_bytes() + b"\0")
     with pytest.raises(ValueError, match=r"other settings \(history_maps, maps\)"):
         detect.detect_archive(blob_model, archive, out, settings=detect.DetectSettings(**base), execution=QUIET)
+
+
+def test_cli_drops_and_counts_detections_beyond_the_training_latitudes(tmp_path):
+    from typer.testing import CliRunner
+
+    from marsdust.cli import app
+
+    path = draw_disc_map(tmp_path / "maps" / "r18_001.png", [(0.0, 0.0, 10.0)])
+    ckpt = save_checkpoint(always_storm_detector(1.6), tmp_path / "equator.ckpt", training_latitudes_deg=[-10.0, 10.0])
+    base = ["detect", str(ckpt), str(path), "--quiet", "--threads", "1", "--no-track"]
+    result = CliRunner().invoke(app, base + ["-o", str(tmp_path / "trained")])
+    assert result.exit_code == 0, result.output
+    maps = pd.read_csv(tmp_path / "trained" / "maps.csv")
+    dropped = int(maps["n_beyond_latitudes"].sum())
+    assert dropped > 0
+    assert (f"latitudes 10°S–10°N: the latitudes of the detector's training maps; {dropped} detection"
+            in result.output)
+    kept = pd.read_csv(tmp_path / "trained" / "detections.csv")
+    assert kept["lat"].between(-10.5, 10.5).all()
+    result = CliRunner().invoke(app, base + ["-o", str(tmp_path / "all"), "--all-latitudes"])
+    assert result.exit_code == 0, result.output
+    assert "latitudes: all (--all-latitudes)" in result.output
+    assert len(pd.read_csv(tmp_path / "all" / "detections.csv")) == len(kept) + dropped
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):

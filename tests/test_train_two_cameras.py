@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from marsdust.cli import app
 from marsdust.mdgm import index_archive
+from marsdust.models import training_latitudes
 from marsdust.train import TrainConfig, train
 
 TINY_RUN = dict(model_preset="small_cpu", map_res_deg=0.8, num_workers=0, progress=False, val_every_n_steps=1000,
@@ -59,6 +60,8 @@ def test_outline_run_reports_outlines_for_marci_years_and_area_boxes_for_moc_yea
     assert set(split.loc[split["split"].isin(["train", "val"]), "mars_year"]) >= {29, 30, 31}  # MARCI years train
     assert set(split.loc[split["split"] == "test", "mars_year"]) == {32}
     assert any("label sources (outline mode" in r.getMessage() and "MY28" in r.getMessage() for r in caplog.records)
+    # trained on MOC's 60°S–60°N and MARCI's global maps: every latitude seen
+    assert training_latitudes(run / "checkpoints" / "last.ckpt") == (-90.0, 90.0)
 
 
 @pytest.mark.slow
@@ -79,3 +82,23 @@ def test_the_papers_setting_is_one_command(twocam_data, tmp_path):
     assert split.loc[split["mars_year"] > 28, "split"].eq("unused").all()
     marci_2028 = (split["mars_year"] == 28) & (split["ls"] > 121.0)
     assert split.loc[marci_2028, "split"].eq("unused").all()
+    # MOC maps only: the checkpoint knows it never saw beyond 60°, so detect drops its polar detections
+    assert training_latitudes(run / "checkpoints" / "last.ckpt") == (-60.0, 60.0)
+
+
+def test_a_run_from_a_checkpoints_weights_has_seen_the_latitudes_of_both(tmp_path):
+    """Self-training a MOC detector on global maps: the student has seen 60°S–60°N and the global maps."""
+    from types import SimpleNamespace
+
+    from marsdust.models import always_storm_detector, save_checkpoint
+    from marsdust.train.run import _seen_latitudes
+
+    teacher = save_checkpoint(always_storm_detector(), tmp_path / "teacher.ckpt", training_latitudes_deg=[-60.0, 60.0])
+    on_global = SimpleNamespace(training_latitudes_deg=(-90.0, 90.0))
+    on_moc = SimpleNamespace(training_latitudes_deg=(-60.0, 60.0))
+    assert _seen_latitudes(SimpleNamespace(init_weights=str(teacher)), on_global) == (-90.0, 90.0)
+    southern = SimpleNamespace(training_latitudes_deg=(-90.0, 30.0))
+    assert _seen_latitudes(SimpleNamespace(init_weights=str(teacher)), southern) == (-90.0, 60.0)
+    assert _seen_latitudes(SimpleNamespace(init_weights=None), on_moc) == (-60.0, 60.0)
+    unrecorded = save_checkpoint(always_storm_detector(), tmp_path / "old.ckpt")
+    assert _seen_latitudes(SimpleNamespace(init_weights=str(unrecorded)), on_moc) == (-60.0, 60.0)

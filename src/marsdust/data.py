@@ -463,6 +463,28 @@ def place_in_frame(rgb, valid, target, width: int, rng: np.random.Generator | No
     return np.ascontiguousarray(rgb), np.ascontiguousarray(valid), target
 
 
+def map_latitudes(index_df: pd.DataFrame, res_deg: float) -> tuple[float, float] | None:
+    """``(south, north)`` in degrees: the latitudes the maps of ``index_df`` cover together (their grids'
+    extents, read from the file headers), or None for no maps. What a trained detector records as
+    the latitudes it has seen (:func:`marsdust.models.training_latitudes`).
+
+    Raises
+    ------
+    marsdust.mdgm.MapReadError
+        A map whose header cannot be read or whose shape is no known grid (names the file).
+    """
+    from marsdust.mdgm import working_grid
+
+    south, north = None, None
+    for path in index_df["path"]:
+        grid = working_grid(path, res_deg)
+        south = grid.lat_south_deg if south is None else min(south, grid.lat_south_deg)
+        north = grid.lat_north_deg if north is None else max(north, grid.lat_north_deg)
+        if south <= -90.0 and north >= 90.0:
+            break  # global already
+    return None if south is None else (float(south), float(north))
+
+
 # --- the dataset -----------------------------------------------------------------------------------
 def _default_loader(path: str, res_deg: float):
     from marsdust import mdgm

@@ -57,6 +57,10 @@ def detect_command(
         None, "--history", metavar="MAPS",
         help="For a checkpoint with reference bands (train --reference): maps the backgrounds may be built from, "
         "e.g. the whole archive when MAPS is its test sols (default: MAPS themselves)."),
+    all_latitudes: bool = typer.Option(
+        False, "--all-latitudes",
+        help="Keep detections centred beyond the latitudes of the detector's training maps (default: dropped and "
+        "counted in maps.csv's n_beyond_latitudes; a detector learnt on MOC's 60°S–60°N never saw a polar cap)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Detect, outline, measure and track dust storms on every map of an archive.
@@ -70,6 +74,7 @@ def detect_command(
     import logging
 
     from marsdust.detect import DetectExecution, DetectOutputs, DetectSettings, detect_archive
+    from marsdust.detect.settings import ALL_LATITUDES, resolve_latitudes
     from marsdust.mdgm import MapReadError
     from marsdust.models import CheckpointError
 
@@ -89,7 +94,9 @@ def detect_command(
 
         score_threshold, threshold_source = resolve_score_threshold(checkpoint, score_threshold)
         settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, engine=engine,
-                                  onnx_model=None if onnx_model is None else str(onnx_model))
+                                  onnx_model=None if onnx_model is None else str(onnx_model),
+                                  latitudes_deg=ALL_LATITUDES if all_latitudes else None)
+        settings, latitude_source = resolve_latitudes(checkpoint, settings)
         outputs = DetectOutputs(output, table_format, geotiff=geotiff, quicklook=quicklook, track=not no_track,
                                 overwrite=overwrite, mask_grid=mask_grid)
         execution = DetectExecution(device, batch_size, workers, threads, progress=not quiet)
@@ -106,11 +113,23 @@ def detect_command(
         f"-> {products}"
     )
     typer.echo(f"score threshold {score_threshold:.3g}: {threshold_source}")
+    typer.echo(_latitudes_line(settings.latitudes_deg, "--all-latitudes" if all_latitudes else latitude_source,
+                               summary.n_beyond_latitudes))
     if summary.all_without_history:
         typer.echo("error: no map of the run had an earlier map in the detector's reference window, so every map "
                    "was detected without history and the results are meaningless; give --history ARCHIVE (maps "
                    "before these) or detect a longer stretch of the archive", err=True)
         raise typer.Exit(code=EXIT_WITHOUT_HISTORY)
+
+
+def _latitudes_line(latitudes_deg, source: str, n_dropped: int) -> str:
+    """The summary's latitude line: the range kept, why, and how many detections lay beyond it."""
+    from marsdust.detect.settings import ALL_LATITUDES, latitude_range_text
+
+    if tuple(latitudes_deg) == ALL_LATITUDES:
+        return f"latitudes: all ({source})"
+    return (f"latitudes {latitude_range_text(latitudes_deg)}: {source}; {n_dropped} detection{'s' if n_dropped != 1 else ''} "
+            "centred beyond them dropped (--all-latitudes keeps them)")
 
 
 def _without_history_note(summary) -> str:

@@ -99,6 +99,9 @@ def evaluate_command(
                                           help="Lowest detection score scored."),
     figures: int = typer.Option(4, "--figures", min=0, help="Maps drawn ground truth next to prediction."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    all_latitudes: bool = typer.Option(
+        False, "--all-latitudes", help="Score detections centred beyond the latitudes of the detector's training "
+        "maps too (default: dropped, as detect drops them)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a trained detector on a split: mAP25/50/75 (box, and mask where it has masks), breakdowns, dx/dy, time."""
@@ -111,7 +114,7 @@ def evaluate_command(
         options = EvaluateOptions(data=data, archive=archive, catalog=catalog, master=master, strict=strict,
                                   split=split, split_file=split_file, strategy=strategy, label_mode=label_mode,
                                   score_threshold=score_threshold, n_figures=figures, device=device,
-                                  progress=not quiet)
+                                  progress=not quiet, latitudes_deg=(-90.0, 90.0) if all_latitudes else None)
     except ValueError as exc:
         usage_error(exc)
     try:
@@ -126,6 +129,12 @@ def evaluate_command(
     typer.echo(f"{metrics['n_maps']} {split} maps: mAP25 {pct(metrics['map25'])}  mAP50 {pct(metrics['map50'])}  "
                f"mAP75 {pct(metrics['map75'])} (box, %)"
                + (f", {time_ms:.0f} ms/map" if time_ms else "") + f" -> {output / 'metrics.json'}")
+    if metrics["n_beyond_latitudes"]:
+        from marsdust.detect.settings import latitude_range_text
+
+        typer.echo(f"{metrics['n_beyond_latitudes']} detections centred beyond "
+                   f"{latitude_range_text(metrics['latitudes_deg'])} (the detector's training latitudes) dropped "
+                   "before scoring (--all-latitudes scores them)")
     errors = metrics["error_analysis"]
     typer.echo(f"at score >= {errors['score_threshold']:g}: recall {pct(errors['recall'])}%, "
                f"{sum(errors['missed'].values())} missed, {errors['n_false_alarms']} false alarms "

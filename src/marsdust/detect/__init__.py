@@ -34,7 +34,9 @@ How one map is processed
    into ``[0, W)`` with wrap (column ``c`` of the padded image is map column ``(c - pad) mod W``).
    Masks are ``probability >= mask_threshold`` restricted to valid pixels (a storm is not seen
    where the map has no observation). Detections whose thresholded mask lies mostly in missing
-   data (valid fraction < ``min_valid_fraction`` = 0.5) or that are empty are dropped; remaining
+   data (valid fraction < ``min_valid_fraction`` = 0.5) or that are empty are dropped, and so are those
+   centred beyond the latitudes the detector was trained on (``latitudes_deg``: a detector learnt on
+   MOC's 60°S–60°N has never seen a polar cap or hood; ``maps.csv``'s ``n_beyond_latitudes``); remaining
    duplicates (mask IoU > ``duplicate_iou`` = 0.5, e.g. from two tiles) keep the higher score.
 6. **Records** via :func:`marsdust.outlines.detection_records` on the working grid: centroid, bounds,
    area on the sphere, outline split at 180°; the ``x0, y0, x1, y1`` columns are the detector's box
@@ -58,7 +60,8 @@ Products of :func:`detect_archive` (column names as the command-line contract in
   ``working``, :data:`~marsdust.detect.settings.MASK_GRIDS`). Column by column: docs/formats.md.
 * ``cloud_masks.nc`` (two-class detectors): the clouds in the same layout, labelled by the order
   of the map's cloud rows.
-* ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error, history``;
+* ``maps.csv``: ``map_id, mars_year, ls, valid_fraction, n_detections, seconds, status, error, history,
+  n_beyond_latitudes``;
   ``valid_fraction`` is the fraction of the map's working-grid pixels that hold an observation,
   ``seconds`` the map's processing time (decode + its share of the batch inference +
   post-processing and writing; with overlapped decoding the wall time per map is lower);
@@ -115,6 +118,7 @@ from marsdust.detect.parts import PARTS_DIR, SETTINGS_FILE, part_path
 from marsdust.detect.prepare import PreparedMap, Tile, pad_columns, plan_tiles, prepare_map, working_image, wrap_pad
 from marsdust.detect.results import DetectSummary, MapResult
 from marsdust.detect.settings import (
+    ALL_LATITUDES,
     DEFAULT_MAX_TILE_PX,
     DEFAULT_PAD_DEG,
     DUPLICATE_IOU,
@@ -123,13 +127,14 @@ from marsdust.detect.settings import (
     DetectExecution,
     DetectOutputs,
     DetectSettings,
+    resolve_latitudes,
 )
 from marsdust.detect.single_map import detect_map
 
 __all__ = [
     # one map
     "detect_map", "MapResult", "DetectSettings", "working_image", "prepare_map", "PreparedMap", "Tile", "pad_columns",
-    "wrap_pad", "plan_tiles", "decode_map",
+    "wrap_pad", "plan_tiles", "decode_map", "resolve_latitudes",
     # engines
     "ENGINES", "ENGINE_ENV", "default_engine", "resolve_engine", "run_model", "OnnxBackbone", "onnx_backbone_for",
     "export_backbone_onnx",
@@ -138,5 +143,5 @@ __all__ = [
     "merge_parts",
     # constants
     "DEFAULT_PAD_DEG", "DEFAULT_MAX_TILE_PX", "MIN_VALID_FRACTION", "DUPLICATE_IOU", "MAPS_COLUMNS", "PARTS_DIR",
-    "SETTINGS_FILE", "TABLE_FORMATS",
+    "SETTINGS_FILE", "TABLE_FORMATS", "ALL_LATITUDES",
 ]

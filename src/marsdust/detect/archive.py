@@ -23,7 +23,8 @@ from marsdust.detect.parts import (CLOUD_CHUNKS, PARTS_DIR, RUN_RECORD, check_se
                                    record_finished_run, run_settings)
 from marsdust.detect.pipeline import process_maps, resolve_device
 from marsdust.detect.results import DetectSummary
-from marsdust.detect.settings import DetectExecution, DetectOutputs, DetectSettings
+from marsdust.detect.settings import (DetectExecution, DetectOutputs, DetectSettings, latitude_range_text,
+                                     resolve_latitudes)
 from marsdust.fileio import remove_stale_temp_files
 from marsdust.history import needs_history
 
@@ -122,15 +123,19 @@ def _finished_summary(job: _Job, recorded: dict, rank: int) -> DetectSummary:
     paths = {name: out_dir / file_name for name, file_name in recorded["paths"].items()}
     return DetectSummary(out_dir, recorded["n_maps"], 0, recorded["n_errors"], recorded["n_detections"], 0.0, 0.0,
                          paths, n_without_history=int(recorded.get("n_without_history", 0)),
+                         n_beyond_latitudes=int(recorded.get("n_beyond_latitudes", 0)),
                          needs_history=needs_history(job.checkpoint_or_model))
 
 
 def _resolve_score_threshold(checkpoint_or_model, settings: DetectSettings) -> DetectSettings:
-    """``settings`` with the score threshold to use (the checkpoint's for None), logged."""
+    """``settings`` with the score threshold (the checkpoint's for None) and the latitudes to use, logged."""
     from marsdust.models import resolve_score_threshold
 
     threshold, source = resolve_score_threshold(checkpoint_or_model, settings.score_threshold)
     (log.debug if source == "given" else log.info)("score threshold %.3g: %s", threshold, source)
+    settings, where = resolve_latitudes(checkpoint_or_model, settings)
+    (log.debug if where == "given" else log.info)("latitudes %s: %s", latitude_range_text(settings.latitudes_deg),
+                                                  where)
     return dataclasses.replace(settings, score_threshold=threshold)
 
 
@@ -210,6 +215,7 @@ def _merge(job: _Job) -> DetectSummary:
     record_finished_run(out_dir, run_settings(out_dir), {
         "n_maps": summary.n_maps, "n_errors": summary.n_errors, "n_detections": summary.n_detections,
         "n_without_history": summary.n_without_history,
+        "n_beyond_latitudes": summary.n_beyond_latitudes,
         "paths": {name: os.path.relpath(path, out_dir) for name, path in summary.paths.items()}})
     release_finished_run(out_dir)
     return summary

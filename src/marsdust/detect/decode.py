@@ -98,6 +98,7 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
             candidates.append((score, box, prob, settings.classes[int(labels[k]) - 1]))
     candidates.sort(key=lambda item: -item[0])
     kept_masks, kept_scores, kept_boxes, kept_probs, kept_classes = [], [], [], [], []
+    n_beyond_latitudes = 0
     for score, box, prob, name in candidates:
         raw = prob >= settings.mask_threshold
         n_raw = np.count_nonzero(raw)
@@ -106,6 +107,9 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
         mask = raw & valid
         if np.count_nonzero(mask) < settings.min_valid_fraction * n_raw or not mask.any():
             continue  # mostly in missing data
+        if not _centred_within(mask, grid, settings.latitudes_deg):
+            n_beyond_latitudes += 1
+            continue
         if any(_mask_iou(mask, other) > settings.duplicate_iou for other in kept_masks):
             continue
         kept_masks.append(mask)
@@ -125,7 +129,18 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
     seconds += prepared.seconds + time.perf_counter() - t0
     return MapResult(prepared.map_id, prepared.mars_year, prepared.ls, grid, prepared.native_grid, valid,
                      float(valid.mean()), records, kept_masks, probability, image, seconds, settings.classes,
-                     prepared.has_history)
+                     prepared.has_history, n_beyond_latitudes)
+
+
+def _centred_within(mask: np.ndarray, grid, latitudes_deg: tuple[float, float] | None) -> bool:
+    """Whether a detection's mask centroid (area-weighted on the sphere) lies in ``latitudes_deg`` (None: any)."""
+    if latitudes_deg is None:
+        return True
+    pixels_per_row = np.count_nonzero(mask, axis=1)
+    lat_deg = grid.lat_centers_deg
+    weights = pixels_per_row * np.cos(np.deg2rad(lat_deg))
+    centroid_deg = float(np.sum(weights * lat_deg) / max(float(weights.sum()), 1e-12))
+    return latitudes_deg[0] <= centroid_deg <= latitudes_deg[1]
 
 
 def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: Tile, box, pad: int, width: int) -> None:

@@ -41,7 +41,7 @@ MDAD_DIR = "mdad"
 """The folder of the per-Mars-year MDAD cubes and master CSVs (``OUT/mdad/MY{yy}/MDADMY{yy}.nc``)."""
 
 MAPS_COLUMNS = ["map_id", "mars_year", "ls", "valid_fraction", "n_detections", "seconds", "status", "error",
-                "history"]
+                "history", "n_beyond_latitudes"]
 """Columns of ``maps.csv`` (``history``: :func:`marsdust.detect.parts.history_cell`, empty in parts written
 before it existed)."""
 
@@ -71,6 +71,7 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
     parts = [read_part(part_path(out_dir, row["map_id"])) for row in rows]
     maps_table = pd.DataFrame([p["map"] for p in parts], columns=MAPS_COLUMNS)
     maps_table["history"] = maps_table["history"].astype(object).fillna("")
+    maps_table["n_beyond_latitudes"] = maps_table["n_beyond_latitudes"].fillna(0).astype("int64")  # parts of before
     records = [rec for p in parts for rec in _numbered_by_class(p["detections"])]
     detections = detections_frame(records)
     order_in_map = detections.pop("_order") if "_order" in detections.columns else pd.Series(dtype="int64")
@@ -115,7 +116,8 @@ def merge_parts(out_dir: str | os.PathLike, rows: Sequence[dict], *, track: bool
         log.warning("%s: %d map(s) could not be read and were skipped: %s (see maps.csv)", out_dir, n_errors, bad[:10])
     seconds = time.perf_counter() - t0
     return DetectSummary(out_dir, len(rows), 0, n_errors, len(table), seconds, 0.0, paths,
-                         n_without_history=int((maps_table["history"] == NO_HISTORY).sum()))
+                         n_without_history=int((maps_table["history"] == NO_HISTORY).sum()),
+                         n_beyond_latitudes=int(maps_table["n_beyond_latitudes"].sum()))
 
 
 def _numbered_by_class(records: list[dict]) -> list[dict]:

@@ -98,7 +98,7 @@ def run_settings(out_dir: Path) -> dict:
 
 
 def record_finished_run(out_dir: Path, settings: dict, summary: dict) -> None:
-    """Write :data:`RUN_RECORD`: the run key and ``summary`` (``n_maps, n_errors, n_detections, n_without_history,
+    """Write :data:`RUN_RECORD`: the run key and ``summary`` (``n_maps, n_errors, n_detections, n_without_history, n_beyond_latitudes,
     paths``, the paths as file names in ``out_dir``), so that a later run of the same command finds the work done."""
     write_json(out_dir / RUN_RECORD, {"run_key": settings, "summary": summary})
 
@@ -153,7 +153,7 @@ def error_part(row: dict, message: str, seconds: float) -> dict:
     """The part of an unreadable map (``status = error`` in ``maps.csv``, no detections)."""
     return {"map": {"map_id": row["map_id"], "mars_year": int(row["mars_year"]), "ls": float(row["ls"]),
                     "valid_fraction": float("nan"), "n_detections": 0, "seconds": seconds,
-                    "status": "error", "error": message, "history": ""},
+                    "status": "error", "error": message, "history": "", "n_beyond_latitudes": 0},
             "detections": [], "mask_chunk": None}
 
 
@@ -188,7 +188,8 @@ def write_map_outputs(result: MapResult, out_dir: Path, geotiff: bool, quicklook
     payload = {
         "map": {"map_id": result.map_id, "mars_year": result.mars_year, "ls": result.ls,
                 "valid_fraction": result.valid_fraction, "n_detections": result.n_detections,
-                "seconds": seconds, "status": "ok", "error": "", "history": history_cell(result.has_history)},
+                "seconds": seconds, "status": "ok", "error": "", "history": history_cell(result.has_history),
+                "n_beyond_latitudes": int(result.n_beyond_latitudes)},
         "detections": result.records,
         "mask_chunk": chunk_name,
     }

@@ -49,6 +49,9 @@ class MapResult:
         For a detector with reference bands, whether the map had an earlier map in its reference
         window (False: it was detected against a background of zeros); None for a detector without
         reference bands. ``maps.csv`` writes it as ``history`` (``yes``, ``none`` or empty).
+    n_beyond_latitudes : int
+        Detections dropped because their centroid lay outside ``DetectSettings.latitudes_deg`` (the
+        detector's training latitudes by default); ``maps.csv``'s ``n_beyond_latitudes``.
     """
 
     map_id: str
@@ -65,6 +68,7 @@ class MapResult:
     seconds: float = 0.0
     classes: tuple[str, ...] = ("dust",)
     has_history: bool | None = None
+    n_beyond_latitudes: int = 0
 
     @property
     def n_detections(self) -> int:
@@ -109,6 +113,9 @@ class DetectSummary:
     needs_history : bool
         The detector compares each map with its history and did not learn to work without it
         (:func:`marsdust.history.needs_history`).
+    n_beyond_latitudes : int
+        Detections dropped for lying beyond the run's latitudes (``DetectSettings.latitudes_deg``; the sum of
+        ``maps.csv``'s ``n_beyond_latitudes``; 0 on ranks other than 0).
     """
 
     out_dir: Path
@@ -121,6 +128,7 @@ class DetectSummary:
     paths: dict[str, Path] = field(default_factory=dict)
     n_without_history: int = 0
     needs_history: bool = False
+    n_beyond_latitudes: int = 0
 
     @property
     def all_without_history(self) -> bool:

@@ -27,6 +27,9 @@ MIN_VALID_FRACTION = 0.5
 DUPLICATE_IOU = 0.5
 """Two kept detections whose masks overlap more than this IoU are one storm (higher score wins)."""
 
+ALL_LATITUDES = (-90.0, 90.0)
+"""``DetectSettings.latitudes_deg`` that keeps detections at every latitude."""
+
 TABLE_FORMATS = ("csv", "parquet")
 MASK_GRIDS = ("both", "mdad", "working")
 """Where ``detect`` writes the dust masks: ``mdad`` (default) one MDAD v1.1 cube per Mars year on MDAD's 0.1° grid,
@@ -67,6 +70,12 @@ class DetectSettings:
     classes : tuple of str
         Class names by the model's class index - 1 (:func:`marsdust.models.detector_classes`; set from
         the detector when it runs).
+    latitudes_deg : (float, float), optional
+        ``(south, north)``, degrees: detections whose mask centroid lies outside are dropped (and counted in
+        :attr:`MapResult.n_beyond_latitudes`). None means the latitudes the detector was trained on, as its
+        checkpoint records them (:func:`marsdust.models.training_latitudes`; a detector learnt on MOC's
+        60°S–60°N has never seen a polar cap or the polar hood), else every latitude;
+        :data:`ALL_LATITUDES` keeps every detection (:func:`resolve_latitudes`).
     """
 
     score_threshold: float | None = 0.5
@@ -80,10 +89,17 @@ class DetectSettings:
     engine: str | None = None
     onnx_model: str | None = None
     classes: tuple[str, ...] = ("dust",)
+    latitudes_deg: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.onnx_model is not None:
             object.__setattr__(self, "onnx_model", os.fspath(self.onnx_model))
+        if self.latitudes_deg is not None:
+            south, north = (float(v) for v in self.latitudes_deg)
+            if not -90.0 <= south < north <= 90.0:
+                raise ValueError(f"latitudes_deg must be (south, north) with -90 <= south < north <= 90 degrees, got "
+                                 f"{tuple(self.latitudes_deg)}")
+            object.__setattr__(self, "latitudes_deg", (south, north))
         for name in ("score_threshold", "mask_threshold", "min_valid_fraction", "duplicate_iou"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -93,6 +109,27 @@ class DetectSettings:
             raise ValueError(f"max_tile_px must be >= 64 pixels, got {self.max_tile_px}")
         if self.engine is not None and self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+
+
+def resolve_latitudes(checkpoint_or_model, settings: DetectSettings) -> tuple[DetectSettings, str]:
+    """``settings`` with the latitudes to keep (None: the detector's training latitudes, else every latitude),
+    and where they came from, in words."""
+    if settings.latitudes_deg is not None:
+        return settings, "given"
+    from marsdust.models import training_latitudes
+
+    trained = training_latitudes(checkpoint_or_model)
+    if trained is None:
+        return (dataclasses.replace(settings, latitudes_deg=ALL_LATITUDES),
+                "every latitude (the checkpoint records no training latitudes)")
+    return dataclasses.replace(settings, latitudes_deg=trained), "the latitudes of the detector's training maps"
+
+
+def latitude_range_text(latitudes_deg: tuple[float, float]) -> str:
+    """``60°S–60°N``-style text of a ``(south, north)`` range in degrees."""
+    def one(lat: float) -> str:
+        return f"{abs(lat):g}°{'S' if lat < 0 else 'N' if lat > 0 else ''}"
+    return f"{one(latitudes_deg[0])}–{one(latitudes_deg[1])}"
 
 
 def untiled_if_whole_map(model, settings: DetectSettings) -> DetectSettings:

@@ -14,7 +14,7 @@ from marsdust.detect.engines import onnx_backbone_for, resolve_engine, run_model
 from marsdust.detect.inputs import map_id_from_stem
 from marsdust.detect.prepare import prepare_map, working_image
 from marsdust.detect.results import MapResult
-from marsdust.detect.settings import DetectSettings, untiled_if_whole_map
+from marsdust.detect.settings import DetectSettings, resolve_latitudes, untiled_if_whole_map
 from marsdust.history import no_history_policy, works_without_history
 from marsdust.mdgm import MapImage
 
@@ -77,12 +77,14 @@ def detect_map(
 
 
 def _settings_for(model, settings: DetectSettings) -> DetectSettings:
-    """``settings`` with the detector's class names and, for a score threshold of None, its stored threshold."""
+    """``settings`` with the detector's class names and, for a score threshold of None, its stored threshold;
+    for latitudes of None, its training latitudes (:func:`marsdust.detect.settings.resolve_latitudes`)."""
     from marsdust.models import detector_classes, resolve_score_threshold
 
     threshold = settings.score_threshold
     if threshold is None:
         threshold, _ = resolve_score_threshold(model, None)
+    settings, _ = resolve_latitudes(model, settings)
     return untiled_if_whole_map(model, dataclasses.replace(settings, score_threshold=threshold,
                                                            classes=detector_classes(model)))
 

@@ -30,6 +30,7 @@ from marsdust.evaluate.matching import has_outline
 from marsdust.data import load_split, select_split
 from marsdust.detect import DetectSettings, detect_map
 from marsdust.detect.prepare import working_image
+from marsdust.detect.settings import resolve_latitudes
 from marsdust.evaluate.metrics import (
     area_agreement,
     box_map_summary,
@@ -153,7 +154,7 @@ class _SplitDetections:
 
 
 def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_mode: str, *, split: str,
-                     score_threshold: float, device: str, progress: bool,
+                     settings: DetectSettings, device: str, progress: bool,
                      transform_image: Callable[[MapImage], MapImage] | None,
                      backgrounds: dict | None = None, clouds: CloudMasks | None = None) -> _SplitDetections:
     """Run the detector on every map of ``rows`` and collect what the scoring needs (dust; and clouds
@@ -167,7 +168,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         image = read_map(row.path) if transform_image is None else transform_image(read_map(row.path))
         t0 = time.perf_counter()
         result = detect_map(model, image, map_id=row.map_id, mars_year=int(row.mars_year), ls=float(row.ls),
-                            settings=DetectSettings(score_threshold=score_threshold), device=device,
+                            settings=settings, device=device,
                             background=None if backgrounds is None else backgrounds[row.map_id])
         seconds = time.perf_counter() - t0
         grid = result.grid
@@ -194,7 +195,8 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
                               "n_catalog": int(len(target["boxes"])),
                               "n_detections": int(len(found.predictions[row.map_id]["scores"])),
                               "n_detections_05": int((found.predictions[row.map_id]["scores"] >= 0.5).sum()),
-                              "valid_fraction": float(result.valid_fraction), "seconds": seconds})
+                              "valid_fraction": float(result.valid_fraction), "seconds": seconds,
+                              "n_beyond_latitudes": int(result.n_beyond_latitudes)})
     return found
 
 
@@ -384,6 +386,10 @@ class EvaluateOptions:
         Applied to every map as read (native grid, float RGB in [0, 1]) before detection, e.g. an
         appearance shift of :mod:`marsdust.shift`; the scored maps, their history, timing and figures
         all see its output.
+    latitudes_deg : (float, float), optional
+        Detections centred outside ``(south, north)`` are dropped, as ``detect`` drops them
+        (:attr:`marsdust.detect.DetectSettings.latitudes_deg`; None: the detector's training latitudes,
+        :data:`marsdust.detect.settings.ALL_LATITUDES`: none dropped).
     """
 
     data: str | None = None
@@ -401,6 +407,7 @@ class EvaluateOptions:
     device: str = "cpu"
     progress: bool = True
     transform_image: Callable[[MapImage], MapImage] | None = None
+    latitudes_deg: tuple[float, float] | None = None
 
 
 @dataclass
@@ -445,12 +452,19 @@ def _split_detections(model, data: _EvaluationData, options: EvaluateOptions) ->
     clouds = CloudMasks(data.config.cloud_masks or cloud_mask_root(resolve_data_paths(data.config)[0]),
                         max_width_deg=max_width_deg)
     found = _detect_on_split(model, data.rows, data.storms_df, data.label_mode, split=options.split,
-                             score_threshold=options.score_threshold, device=options.device,
+                             settings=detect_settings(model, options), device=options.device,
                              progress=options.progress, transform_image=options.transform_image,
                              backgrounds=backgrounds, clouds=clouds)
     timing = _inference_timing(model, data.rows.iloc[: options.n_timed + 2], device=options.device,
                                transform_image=options.transform_image, backgrounds=backgrounds)
     return found, timing
+
+
+def detect_settings(model, options: EvaluateOptions) -> DetectSettings:
+    """How an evaluation detects: every detection from ``options.score_threshold`` up, at the latitudes asked
+    (None: the detector's training latitudes)."""
+    settings = DetectSettings(score_threshold=options.score_threshold, latitudes_deg=options.latitudes_deg)
+    return resolve_latitudes(model, settings)[0]
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
@@ -497,6 +511,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
                     "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
                     "score_threshold": options.score_threshold, "timing": timing,
+                    "latitudes_deg": list(detect_settings(model, options).latitudes_deg),
+                    "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})
     metrics.update(_cloud_scores(model, found))
     metrics["pixel"] = pixel_scores(found, resolve_score_threshold(model, None)[0])

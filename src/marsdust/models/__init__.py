@@ -23,6 +23,7 @@ from marsdust.models.checkpoint import (
     resolve_score_threshold,
     save_checkpoint,
     stored_reference_dropout,
+    training_latitudes,
     stored_score_threshold,
 )
 from marsdust.models.config import (
@@ -81,5 +82,6 @@ __all__ = [
     "register_network",
     "save_checkpoint",
     "stored_reference_dropout",
+    "training_latitudes",
     "stored_score_threshold",
 ]

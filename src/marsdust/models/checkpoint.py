@@ -147,6 +147,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             extra["classes"] = [str(c) for c in hparams["classes"]]
         if hparams.get("reference_dropout"):
             extra["reference_dropout"] = float(hparams["reference_dropout"])
+        if hparams.get("training_latitudes_deg") is not None:
+            extra["training_latitudes_deg"] = [float(v) for v in hparams["training_latitudes_deg"]]
         if "cloud_max_width_deg" in hparams:  # None: no limit
             width = hparams["cloud_max_width_deg"]
             extra["cloud_max_width_deg"] = None if width is None else float(width)
@@ -218,11 +220,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval()
 
 
-KEPT_EXTRA = ("score_threshold", "label_mode", "classes", "reference_dropout", "cloud_max_width_deg")
+KEPT_EXTRA = ("score_threshold", "label_mode", "classes", "reference_dropout", "cloud_max_width_deg",
+              "training_latitudes_deg")
 """What training records beside the weights (``checkpoint_extra``) and a re-saved checkpoint keeps:
 the score threshold chosen on validation maps, the label mode and the class names the detector learnt,
 how often it saw a map without its reference background (``reference_dropout``, so whether it works
-without history) and the widest cloud region it counted as a cloud instance."""
+without history), the widest cloud region it counted as a cloud instance and the latitudes its training
+maps covered (``training_latitudes_deg``)."""
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 """Score threshold of ``detect`` for a checkpoint that stores none (trained before thresholds were chosen)."""
@@ -262,6 +266,18 @@ def stored_reference_dropout(checkpoint_or_model) -> float:
     0 (or recorded before the setting existed) finds almost none there.
     """
     return float(_extra(checkpoint_or_model).get("reference_dropout") or 0.0)
+
+
+def training_latitudes(checkpoint_or_model) -> tuple[float, float] | None:
+    """``(south, north)`` in degrees: the latitudes the detector's training maps covered, or None when the
+    checkpoint records none (trained before the record existed, or not by :mod:`marsdust.train`).
+
+    A detector learnt on MOC-layout maps (60°S–60°N) has never seen the polar caps and hood of a global
+    map; ``detect`` drops its detections centred beyond these latitudes
+    (:attr:`marsdust.detect.DetectSettings.latitudes_deg`).
+    """
+    value = _extra(checkpoint_or_model).get("training_latitudes_deg")
+    return None if value is None else (float(value[0]), float(value[1]))
 
 
 def detector_classes(checkpoint_or_model) -> tuple[str, ...]:

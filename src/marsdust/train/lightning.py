@@ -33,7 +33,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from marsdust.evaluate.errors import score_sweep
 from marsdust.cloudmask import CloudMasks
-from marsdust.data import SPLIT_NAMES, DustDataset, collate_fn, dataset_backgrounds, select_split
+from marsdust.data import SPLIT_NAMES, DustDataset, collate_fn, dataset_backgrounds, map_latitudes, select_split
 from marsdust.evaluate.metrics import coco_map
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
@@ -83,6 +83,7 @@ class DustDataModule(L.LightningDataModule):
                                    config.label_mode, augment=False, backgrounds=backgrounds, cloud_masks=clouds)
         if len(self.train_set) == 0:
             raise ValueError("the training split holds no maps")
+        self.training_latitudes_deg = map_latitudes(train_index, config.map_res_deg)
         if len(self.val_set) == 0:
             raise ValueError("the validation split holds no maps (raise val_fraction or change the periods)")
 
@@ -224,14 +225,17 @@ class DetectorModule(L.LightningModule):
 
     def __init__(self, model_name: str, model_config: dict, optim: dict, label_mode: str | None = None,
                  classes: tuple[str, ...] = ("dust",), reference_dropout: float = 0.0,
-                 cloud_max_width_deg: float | None = None):
+                 cloud_max_width_deg: float | None = None,
+                 training_latitudes_deg: tuple[float, float] | None = None):
         super().__init__()
         model = build_model(model_name, DetectorConfig.from_dict(dict(model_config), source="model_config"))
         self.model = model
         self.save_hyperparameters({"model_name": model_name, "model_config": model.config.to_dict(),
                                    "optim": dict(optim), "label_mode": label_mode, "classes": list(classes),
                                    "reference_dropout": float(reference_dropout),
-                                   "cloud_max_width_deg": cloud_max_width_deg})
+                                   "cloud_max_width_deg": cloud_max_width_deg,
+                                   "training_latitudes_deg": (None if training_latitudes_deg is None
+                                                              else [float(v) for v in training_latitudes_deg])})
         self.optim = dict(optim)
         self._val_predictions: list[tuple] = []
         self._saved_score_thresh = None
@@ -328,12 +332,14 @@ class DetectorModule(L.LightningModule):
             self._rng_to_restore = None
 
 
-def build_module(config: TrainConfig):
-    """The LightningModule of a run (a new detector from ``config``)."""
+def build_module(config: TrainConfig, training_latitudes_deg: tuple[float, float] | None = None):
+    """The LightningModule of a run (a new detector from ``config``); ``training_latitudes_deg`` (south, north),
+    the latitudes of its training maps (:func:`marsdust.data.map_latitudes`), is recorded in its checkpoints."""
     return DetectorModule(config.model, config.detector_overrides(), config.optim(), config.label_mode,
                           tuple(config.classes),
                           reference_dropout=config.reference_dropout if config.reference_config.enabled else 0.0,
-                          cloud_max_width_deg=config.cloud_max_width_deg)
+                          cloud_max_width_deg=config.cloud_max_width_deg,
+                          training_latitudes_deg=training_latitudes_deg)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     config = _run_config(config, run_dir, resume)
     datamodule = _write_run_files(config, run_dir, resume)
-    module = build_module(config)
+    module = build_module(config, _seen_latitudes(config, datamodule))
     state = read_training_state(last_ckpt) if resume and last_ckpt.exists() else {}
     check_same_detector(module, state, run_dir)
     start_step = int(state.get("global_step", 0))
@@ -83,6 +83,18 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     if trainer.is_global_zero and trainer.global_step >= config.max_steps:
         write_text_atomic(run_dir / "done.json", json.dumps(summary, indent=2) + "\n")
     return {**summary, "global_rank": int(trainer.global_rank)}
+
+
+def _seen_latitudes(config: TrainConfig, datamodule: DustDataModule) -> tuple[float, float] | None:
+    """The latitudes the detector will have seen: its training maps', joined with those recorded by the
+    checkpoint it starts from (``init_weights``: e.g. the teacher of a self-training run)."""
+    from marsdust.models import training_latitudes
+
+    seen = datamodule.training_latitudes_deg
+    before = training_latitudes(config.init_weights) if config.init_weights else None
+    if before is None or seen is None:
+        return seen
+    return min(seen[0], before[0]), max(seen[1], before[1])
 
 
 def check_same_detector(module: L.LightningModule, state: dict, run_dir: Path) -> None:
