@@ -406,7 +406,27 @@ def test_per_map_input_standardization_ignores_missing_pixels_and_overall_bright
     brighter = image * 1.3 + 0.05 * (image != 0)  # another camera's gain and offset
     assert torch.allclose(standardize_observed(brighter), out, atol=1e-4)
     model = build_model("fasterrcnn", **TINY, input_norm="per_map")
-    assert model.transform.per_map and not build_model("fasterrcnn", **TINY).transform.per_map
+    assert model.transform.input_norm == "per_map" and build_model("fasterrcnn", **TINY).transform.input_norm == "fixed"
+
+
+def test_per_map_60_takes_a_global_maps_statistics_between_60s_and_60n():
+    """A global map's bright polar caps do not set its statistics; a MOC map is standardized as per_map does."""
+    from marsdust.models.registry import standardize_observed
+
+    res_deg = 2.0
+    torch.manual_seed(0)
+    moc = 0.3 + 0.1 * torch.rand(3, 60, 180)  # 60°S–60°N
+    assert torch.equal(standardize_observed(moc, res_deg), standardize_observed(moc))
+    global_map = torch.cat([torch.full((3, 15, 180), 0.95), moc, torch.full((3, 15, 180), 0.9)], dim=1)  # caps
+    out = standardize_observed(global_map, res_deg)
+    assert torch.allclose(out[:, 15:75], standardize_observed(moc), atol=1e-5)  # as the MOC map alone
+    assert (out[:, :15] > 5).all()  # the caps far above the band's mean
+    whole = standardize_observed(global_map)  # per_map: the caps set the spread, the storms' contrast shrinks
+    assert whole[:, 15:75].std() < 0.5 * out[:, 15:75].std()
+    part = global_map[:, :60]  # the northern rows of a map only: every row, as per_map
+    assert torch.equal(standardize_observed(part, res_deg), standardize_observed(part))
+    model = build_model("fasterrcnn", **TINY, input_norm="per_map_60")
+    assert model.transform.input_norm == "per_map_60" and model.transform.res_deg == model.config.map_res_deg
 
 
 def test_the_validated_score_threshold_travels_from_a_training_checkpoint_to_detect(tmp_path):

@@ -39,48 +39,73 @@ class NoResizeTransform(GeneralizedRCNNTransform):
     ``min_size`` would change the anchors' meaning in degrees.
     """
 
-    per_map: bool = False
-    """Standardize each input by its own observed pixels (``DetectorConfig.input_norm == "per_map"``)."""
+    input_norm: str = "fixed"
+    """``DetectorConfig.input_norm``: ``per_map`` / ``per_map_60`` standardize each input by its own observed pixels."""
+    res_deg: float = 0.0
+    """``DetectorConfig.map_res_deg`` (tells a whole global map from others under ``per_map_60``)."""
 
     def resize(self, image, target=None):  # noqa: D102
         return image, target
 
     def normalize(self, image):  # noqa: D102
-        if not self.per_map:
+        if self.input_norm == "fixed":
             return super().normalize(image)
-        return standardize_observed(image)
+        return standardize_observed(image, self.res_deg if self.input_norm == "per_map_60" else None)
 
 
-def standardize_observed(image):
+STATISTICS_LAT_DEG = 60.0
+"""``input_norm="per_map_60"`` takes a global map's statistics between this latitude south and north."""
+
+
+def statistics_rows(height: int, res_deg: float | None):
+    """``(H,)`` bool: the rows of an input whose pixels set its statistics (:func:`standardize_observed`).
+
+    With ``res_deg`` and an input of ``height * res_deg`` = 180° (a whole global map, centred on the equator) the
+    rows centred within :data:`STATISTICS_LAT_DEG` of the equator; otherwise (``res_deg`` None, a MOC map, whose rows
+    all lie there, or a part of a map cut by rows) every row.
+    """
+    import torch
+
+    if res_deg is None or abs(height * res_deg - 180.0) > 0.5 * res_deg:
+        return torch.ones(height, dtype=torch.bool)
+    lat_deg = 90.0 - (torch.arange(height, dtype=torch.float64) + 0.5) * res_deg
+    return lat_deg.abs() <= STATISTICS_LAT_DEG
+
+
+def standardize_observed(image, res_deg: float | None = None):
     """Each band of a ``(C, H, W)`` [0, 1] image standardized by its observed pixels.
 
     A pixel is observed where the map (the first three bands) is not 0 in every band; bands beyond
     the third (reference bands, :mod:`marsdust.reference`) count only where they, too, are not 0
     in every band (0 = no earlier observation). Observed pixels get mean 0 and standard deviation 1
-    per band; the others get :data:`marsdust.models.config.MISSING_INPUT_VALUE`. An image without
-    observed pixels is all missing; a band without spread is only centred.
+    per band (over the rows of :func:`statistics_rows`: with ``res_deg``, a global map's 60°S–60°N;
+    ``input_norm="per_map_60"``); the others get :data:`marsdust.models.config.MISSING_INPUT_VALUE`.
+    An image without observed pixels (in those rows) is all missing; a band without spread is only centred.
     """
     import torch
 
     map_bands = min(3, image.shape[0])
     observed = (image[:map_bands] != 0).any(dim=0)
-    out = _standardize_where(image[:map_bands], observed)
+    rows = statistics_rows(image.shape[-2], res_deg).to(image.device)[:, None]
+    out = _standardize_where(image[:map_bands], observed, rows)
     if image.shape[0] > map_bands:
         extra = image[map_bands:]
-        out = torch.cat([out, _standardize_where(extra, observed & (extra != 0).any(dim=0))])
+        out = torch.cat([out, _standardize_where(extra, observed & (extra != 0).any(dim=0), rows)])
     return out
 
 
-def _standardize_where(bands, observed):
-    """``bands`` standardized per band over the ``observed`` pixels; the others set to the missing value."""
+def _standardize_where(bands, observed, rows):
+    """``bands`` standardized per band over the ``observed`` pixels of ``rows``; the unobserved set to the missing
+    value."""
     import torch
 
     from marsdust.models.config import MISSING_INPUT_VALUE
 
-    count = observed.sum()
+    counted = observed & rows
+    count = counted.sum()
     if int(count) == 0:
         return torch.full_like(bands, MISSING_INPUT_VALUE)
-    weight = observed.to(bands.dtype)
+    weight = counted.to(bands.dtype)
     mean = (bands * weight).sum(dim=(1, 2)) / count
     var = (((bands - mean[:, None, None]) * weight) ** 2).sum(dim=(1, 2)) / count
     std = torch.sqrt(var).clamp_min(1e-3)
@@ -205,7 +230,7 @@ def build_model(name: str, config: DetectorConfig | None = None, **overrides: An
     transform = NoResizeTransform(
         min_size=1, max_size=1_000_000, image_mean=cfg.band_mean, image_std=cfg.band_std, size_divisible=32
     )
-    transform.per_map = cfg.input_norm == "per_map"
+    transform.input_norm, transform.res_deg = cfg.input_norm, float(cfg.map_res_deg)
     return MarsDustDetector(backbone, rpn, roi_heads, transform, name, cfg)
 
 

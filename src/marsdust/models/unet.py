@@ -190,8 +190,9 @@ class UNetDetector(nn.Module, RegisteredDetector):
         observed = torch.zeros((len(images), height, width), dtype=torch.bool, device=images[0].device)
         for i, (image, (h, w)) in enumerate(zip(images, sizes)):
             observed[i, :h, :w] = (image[:MAP_BANDS] != 0).any(dim=0)
-            if self.config.input_norm == "per_map":
-                batch[i, :, :h, :w] = standardize_observed(image)
+            if self.config.input_norm != "fixed":
+                res_deg = self.config.map_res_deg if self.config.input_norm == "per_map_60" else None
+                batch[i, :, :h, :w] = standardize_observed(image, res_deg)
             else:
                 batch[i, :, :h, :w] = (image - self.band_mean) / self.band_std
         return batch, observed, sizes
