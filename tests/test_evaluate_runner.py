@@ -53,3 +53,4 @@ def test_catalogue_outlines_returned_as_detections_score_pixel_iou_one(ci_data, 
     assert pixel["iou"] == pytest.approx(1.0) and pixel["dice"] == pytest.approx(1.0)
     assert pixel["iou_per_map_mean"] == pytest.approx(1.0)
     assert metrics["adaptation"] is None
+    assert metrics["latitudes_deg"] == [-90.0, 90.0] and metrics["n_beyond_latitudes"] == 0  # no record: all kept

@@ -65,8 +65,9 @@ class DetectorConfig:
         ``per_map_60``: the same, with the mean and standard deviation taken over the observed pixels between
         60°S and 60°N only (:data:`marsdust.models.registry.STATISTICS_LAT_DEG`): every pixel of a MOC map, the
         band of a global MARCI map that MOC also images. A global map's polar caps and hood, bright in blue,
-        would otherwise set its statistics (blue standard deviation 0.21 against 0.05 between 60°S and 60°N
-        on the synthetic MARCI maps) and dim every storm a detector learnt on MOC maps expects to see.
+        would otherwise set its statistics (on the synthetic MARCI maps the blue band's standard deviation is
+        2.1 times that between 60°S and 60°N: ``benchmarks/band_statistics.py``) and dim every storm a detector
+        learnt on MOC maps expects to see.
     backbone : str
         ``resnet18``, ``resnet34`` or ``resnet50`` (+ FPN on conv2-conv5).
     backbone_weights : str or None
