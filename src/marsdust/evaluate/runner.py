@@ -231,13 +231,30 @@ def outline_truth(storms: pd.DataFrame, grid) -> np.ndarray | None:
     return target["masks"].astype(bool).any(axis=0) if len(target["masks"]) else np.zeros(grid.shape, dtype=bool)
 
 
+PIXEL_LATITUDE_BANDS = {"90S-60S": (-90.0, -60.0), "60S-60N": (-60.0, 60.0), "60N-90N": (60.0, 90.0)}
+"""Latitude bands (degrees, south edge included) of ``metrics["pixel"]["by_latitude"]``: the polar caps and hood
+of a global map apart from the band MOC also images."""
+
+
 def pixel_scores(found: _SplitDetections, threshold: float) -> dict:
     """``metrics["pixel"]``: :func:`marsdust.evaluate.metrics.pixel_overlap` of the dust detections with
-    score ≥ ``threshold`` against the outlines, on the maps with outline truth, with ``threshold``."""
+    score ≥ ``threshold`` against the outlines, on the maps with outline truth, with ``threshold``, and
+    ``by_latitude``: the same over the rows of each band of :data:`PIXEL_LATITUDE_BANDS` (empty bands: NaN)."""
     predicted = {m: found.predictions[m]["masks"][found.predictions[m]["scores"] >= threshold]
                  for m in found.outline_truth}
     valid = {m: found.valid_masks[m] for m in found.outline_truth}
-    return {**pixel_overlap(found.outline_truth, predicted, valid), "threshold": float(threshold)}
+    by_latitude = {}
+    for name, (south, north) in PIXEL_LATITUDE_BANDS.items():
+        in_band = {m: valid[m] & _rows_between(found.grids[m], south, north)[:, None] for m in valid}
+        by_latitude[name] = pixel_overlap(found.outline_truth, predicted, in_band)
+    return {**pixel_overlap(found.outline_truth, predicted, valid), "threshold": float(threshold),
+            "by_latitude": by_latitude}
+
+
+def _rows_between(grid, south_deg: float, north_deg: float) -> np.ndarray:
+    """``(H,)`` bool: the grid's rows centred in ``[south_deg, north_deg)`` (the north pole's row included)."""
+    lat_deg = grid.lat_centers_deg
+    return (lat_deg >= south_deg) & ((lat_deg < north_deg) | (north_deg >= 90.0))
 
 
 def _inference_timing(model, rows: pd.DataFrame, *, device: str,
