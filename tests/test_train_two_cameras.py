@@ -102,3 +102,14 @@ def test_a_run_from_a_checkpoints_weights_has_seen_the_latitudes_of_both(tmp_pat
     assert _seen_latitudes(SimpleNamespace(init_weights=None), on_moc) == (-60.0, 60.0)
     unrecorded = save_checkpoint(always_storm_detector(), tmp_path / "old.ckpt")
     assert _seen_latitudes(SimpleNamespace(init_weights=str(unrecorded)), on_moc) == (-60.0, 60.0)
+
+
+def test_map_latitudes_are_the_union_of_the_maps_grids(twocam_data):
+    from marsdust.data import map_latitudes
+
+    index = index_archive(twocam_data / "archive")
+    moc = index[~index["mars_year"].isin(marci_years(twocam_data))]
+    assert map_latitudes(index, 0.8) == (-90.0, 90.0)
+    assert map_latitudes(moc, 0.8) == (-60.0, 60.0)
+    assert map_latitudes(moc.assign(subphase=None), 0.8) == (-60.0, 60.0)  # no subphase: every map's header
+    assert map_latitudes(index.iloc[0:0], 0.8) is None
