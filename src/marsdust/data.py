@@ -466,8 +466,8 @@ def place_in_frame(rgb, valid, target, width: int, rng: np.random.Generator | No
 def map_latitudes(index_df: pd.DataFrame, res_deg: float) -> tuple[float, float] | None:
     """``(south, north)`` in degrees: the latitudes the maps of ``index_df`` cover together (their grids'
     extents, read from the file headers of one map per subphase, a subphase being one camera's in one
-    layout, and of every map without one), or None for no maps. What a trained detector records as the latitudes it has seen
-    (:func:`marsdust.models.training_latitudes`).
+    layout, and of every map without one), or None for no maps. What a trained detector records as the
+    latitudes it has seen (:func:`marsdust.models.training_latitudes`).
 
     Raises
     ------
@@ -478,7 +478,7 @@ def map_latitudes(index_df: pd.DataFrame, res_deg: float) -> tuple[float, float]
 
     south, north = None, None
     named = index_df["subphase"].notna() if "subphase" in index_df else pd.Series(False, index=index_df.index)
-    paths = list(index_df.loc[named].groupby("subphase", sort=False).head(1)["path"]) + list(index_df.loc[~named, "path"])
+    paths = [*index_df.loc[named].groupby("subphase", sort=False).head(1)["path"], *index_df.loc[~named, "path"]]
     for path in paths:
         grid = working_grid(path, res_deg)
         south = grid.lat_south_deg if south is None else min(south, grid.lat_south_deg)

@@ -128,8 +128,9 @@ def _latitudes_line(latitudes_deg, source: str, n_dropped: int) -> str:
 
     if tuple(latitudes_deg) == ALL_LATITUDES:
         return f"latitudes: all ({source})"
-    return (f"latitudes {latitude_range_text(latitudes_deg)}: {source}; {n_dropped} detection{'s' if n_dropped != 1 else ''} "
-            "centred beyond them dropped (--all-latitudes keeps them)")
+    plural = "s" if n_dropped != 1 else ""
+    return (f"latitudes {latitude_range_text(latitudes_deg)}: {source}; {n_dropped} detection{plural} centred beyond "
+            "them dropped (--all-latitudes keeps them)")
 
 
 def _without_history_note(summary) -> str:

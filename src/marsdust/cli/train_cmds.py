@@ -105,6 +105,7 @@ def evaluate_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score a trained detector on a split: mAP25/50/75 (box, and mask where it has masks), breakdowns, dx/dy, time."""
+    from marsdust.detect import ALL_LATITUDES
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
     from marsdust.models import CheckpointError
 
@@ -114,7 +115,7 @@ def evaluate_command(
         options = EvaluateOptions(data=data, archive=archive, catalog=catalog, master=master, strict=strict,
                                   split=split, split_file=split_file, strategy=strategy, label_mode=label_mode,
                                   score_threshold=score_threshold, n_figures=figures, device=device,
-                                  progress=not quiet, latitudes_deg=(-90.0, 90.0) if all_latitudes else None)
+                                  progress=not quiet, latitudes_deg=ALL_LATITUDES if all_latitudes else None)
     except ValueError as exc:
         usage_error(exc)
     try:

@@ -84,7 +84,7 @@ def detect_archive(checkpoint_or_model, maps, outputs: DetectOutputs | str | os.
     t_start = time.perf_counter()
     outputs = outputs if isinstance(outputs, DetectOutputs) else DetectOutputs(outputs)
     execution = DetectExecution() if execution is None else execution
-    settings = _resolve_score_threshold(checkpoint_or_model, settings or DetectSettings(score_threshold=None))
+    settings = _resolve_settings(checkpoint_or_model, settings or DetectSettings(score_threshold=None))
     rows = resolve_maps(maps).to_dict("records")
     if not rows:
         raise ValueError(f"{maps}: no maps to process")
@@ -127,7 +127,7 @@ def _finished_summary(job: _Job, recorded: dict, rank: int) -> DetectSummary:
                          needs_history=needs_history(job.checkpoint_or_model))
 
 
-def _resolve_score_threshold(checkpoint_or_model, settings: DetectSettings) -> DetectSettings:
+def _resolve_settings(checkpoint_or_model, settings: DetectSettings) -> DetectSettings:
     """``settings`` with the score threshold (the checkpoint's for None) and the latitudes to use, logged."""
     from marsdust.models import resolve_score_threshold
 

@@ -12,7 +12,7 @@ import numpy as np
 from marsdust.detect.prepare import PreparedMap, Tile
 from marsdust.detect.results import MapResult
 from marsdust.detect.settings import DetectSettings
-from marsdust.outlines import detection_records
+from marsdust.outlines import detection_records, mask_centroid_lonlat
 
 
 def _mask_patch(mask_roi, box) -> tuple[int, int, np.ndarray]:
@@ -133,14 +133,11 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
 
 
 def _centred_within(mask: np.ndarray, grid, latitudes_deg: tuple[float, float] | None) -> bool:
-    """Whether a detection's mask centroid (area-weighted on the sphere) lies in ``latitudes_deg`` (None: any)."""
+    """Whether a detection's (non-empty) mask centroid lies in ``latitudes_deg`` (None: any): the centroid its
+    record's ``lat`` gives (:func:`marsdust.outlines.mask_centroid_lonlat`)."""
     if latitudes_deg is None:
         return True
-    pixels_per_row = np.count_nonzero(mask, axis=1)
-    lat_deg = grid.lat_centers_deg
-    weights = pixels_per_row * np.cos(np.deg2rad(lat_deg))
-    centroid_deg = float(np.sum(weights * lat_deg) / max(float(weights.sum()), 1e-12))
-    return latitudes_deg[0] <= centroid_deg <= latitudes_deg[1]
+    return latitudes_deg[0] <= mask_centroid_lonlat(mask, grid)[1] <= latitudes_deg[1]
 
 
 def _paste_folded(prob: np.ndarray, tile_mask: np.ndarray, tile: Tile, box, pad: int, width: int) -> None:

@@ -460,8 +460,10 @@ def _evaluation_data(model, checkpoint: Path, options: EvaluateOptions) -> _Eval
     return _EvaluationData(config, run_values, label_mode, index_df, storms_df, rows, split_source)
 
 
-def _split_detections(model, data: _EvaluationData, options: EvaluateOptions) -> tuple[_SplitDetections, dict | None]:
-    """Detections on every map of the split (with their reference backgrounds and cloud masks), and the timing."""
+def _split_detections(model, data: _EvaluationData, options: EvaluateOptions,
+                      settings: DetectSettings) -> tuple[_SplitDetections, dict | None]:
+    """Detections on every map of the split with ``settings`` (:func:`detect_settings`; with their reference
+    backgrounds and cloud masks), and the timing."""
     backgrounds = split_backgrounds(model, data.index_df, data.rows, options.transform_image)
     recorded = model.checkpoint_extra  # the checkpoint's own record first: it travels with a copied checkpoint
     max_width_deg = (recorded["cloud_max_width_deg"] if "cloud_max_width_deg" in recorded
@@ -469,7 +471,7 @@ def _split_detections(model, data: _EvaluationData, options: EvaluateOptions) ->
     clouds = CloudMasks(data.config.cloud_masks or cloud_mask_root(resolve_data_paths(data.config)[0]),
                         max_width_deg=max_width_deg)
     found = _detect_on_split(model, data.rows, data.storms_df, data.label_mode, split=options.split,
-                             settings=detect_settings(model, options), device=options.device,
+                             settings=settings, device=options.device,
                              progress=options.progress, transform_image=options.transform_image,
                              backgrounds=backgrounds, clouds=clouds)
     timing = _inference_timing(model, data.rows.iloc[: options.n_timed + 2], device=options.device,
@@ -511,7 +513,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     model = load_model(checkpoint, map_location=options.device)
     data = _evaluation_data(model, checkpoint, options)
-    found, timing = _split_detections(model, data, options)
+    settings = detect_settings(model, options)
+    found, timing = _split_detections(model, data, options, settings)
     split = options.split
 
     # the scores
@@ -528,7 +531,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
                     "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
                     "score_threshold": options.score_threshold, "timing": timing,
-                    "latitudes_deg": list(detect_settings(model, options).latitudes_deg),
+                    "latitudes_deg": list(settings.latitudes_deg),
                     "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})
     metrics.update(_cloud_scores(model, found))

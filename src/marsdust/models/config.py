@@ -364,7 +364,8 @@ MODEL_PRESET_DESCRIPTIONS = {
     "compact": "the detector's own configuration (DetectorConfig defaults): ResNet-18, 128-channel FPN, fewer "
                "proposals and RoIs than stock; for a GPU, made for map_res_deg 0.4",
     "small_cpu": "marsdust train's default, the recipe the README measures: 32-channel FPN, BatchNorm, per-map "
-                 "input standardization (a global map's statistics from 60°S–60°N), random init, at map_res_deg 0.8 with lr 2e-3 and 4 maps a step; minutes "
+                 "input standardization (a global map's statistics from 60°S–60°N), random init, at map_res_deg "
+                 "0.8 with lr 2e-3 and 4 maps a step; minutes "
                  "of CPU training",
     "stock_like": "close to torchvision's stock Mask R-CNN sizes (speed comparisons)",
 }
