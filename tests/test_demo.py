@@ -1,6 +1,6 @@
 """``marsdust demo`` end to end on the small ``ci`` preset with a few training steps.
 
-The demo's own budget (800 steps on the ``demo`` preset, minutes) is measured by running it
+The demo's own budget (600 steps on the two-camera ``twocam`` preset, minutes) is measured by running it
 (README); here the pipeline's wiring is checked: every product is written, a finished run with
 the same settings is reused, and another step budget trains afresh on the same data.
 """
@@ -65,7 +65,7 @@ def test_the_demo_reference_defaults_fit_its_sparse_archive_and_given_values_win
     from marsdust.demo import demo_reference
 
     config, dropout = demo_reference(None, None, None)
-    assert (config.kind, config.sols, dropout) == ("prior-median", 60, 0.0)  # pairs of sols 36 sols apart
+    assert (config.kind, config.sols, dropout) == ("prior-median", 60, 0.0)  # pairs of sols 37-45 sols apart
     config, dropout = demo_reference("prior-median", 20, 0.2)
     assert (config.kind, config.sols, dropout) == ("prior-median", 20, 0.2)
     config, dropout = demo_reference("none", None, None)
@@ -80,3 +80,24 @@ def test_demo_command_stops_on_a_bad_reference_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "reference must be one of none, prior-median, got 'yesterday'" in result.output
     assert not (out / "data").exists()  # nothing synthesized
+
+
+def test_the_demo_trains_on_both_cameras_and_its_summary_says_on_what(tmp_path):
+    from marsdust.demo import DEMO_PRESET, _data_lines
+    from marsdust.synth.presets import get_preset
+
+    cameras = get_preset(DEMO_PRESET).cameras  # both cameras, outlines (cubes) for the MARCI years only
+    assert [(epoch.camera.name, epoch.write_cubes) for epoch in cameras] == [("moc", False), ("marci", True)]
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"mars_year": [25, 27, 28, 29, 32], "label_source": ["area_box", "area_box", "outline", "outline",
+                                                                      "outline"],
+                  "mask_target": [False, False, True, True, True], "n_maps": 1, "n_instances": [4, 5, 6, 7, 8],
+                  "train": [3, 5, 6, 7, 0], "val": [1, 0, 0, 0, 0], "test": [0, 0, 0, 0, 8], "unused": 0}
+                 ).to_csv(run / "label_sources.csv", index=False)
+    pd.DataFrame({"map_id": ["a", "b", "c", "d"], "split": ["train", "test", "test", "val"],
+                  "mars_year": [25, 32, 32, 29], "ls": [10.0, 300.4, 2.6, 50.0]}).to_csv(run / "split.csv", index=False)
+    lines = _data_lines(run)
+    assert lines[0].startswith("- training storms: 8 as area-sized boxes (v1.0 table, no mask target), MY25–MY27; "
+                               "13 as outlines (v1.1 cubes), MY28–MY29")
+    assert lines[1] == "- test sols: MY32 Ls3 – MY32 Ls300, never trained on"

@@ -57,3 +57,27 @@ def test_catalogue_outlines_returned_as_detections_score_pixel_iou_one(ci_data, 
     assert bands["90S-60S"]["n_pixels"] == bands["60N-90N"]["n_pixels"] == 0
     assert metrics["adaptation"] is None
     assert metrics["latitudes_deg"] == [-90.0, 90.0] and metrics["n_beyond_latitudes"] == 0  # no record: all kept
+
+
+def test_pixel_scores_at_each_score_threshold_keep_only_the_masks_scoring_at_least_it():
+    import numpy as np
+
+    from marsdust.evaluate.matching import SCORE_THRESHOLDS
+    from marsdust.evaluate.runner import _SplitDetections, pixel_scores
+
+    grid = MapGrid.moc(4.0)  # 30 x 90
+    truth = np.zeros(grid.shape, bool)
+    truth[5:15, 10:20] = True
+    near, far = np.zeros_like(truth), np.zeros_like(truth)
+    near[5:15, 10:20] = True  # the storm, found at score 0.9
+    far[20:25, 50:60] = True  # a false alarm at score 0.3
+    found = _SplitDetections(
+        predictions={"m": {"masks": np.stack([near, far]), "scores": np.array([0.9, 0.3])}},
+        grids={"m": grid}, valid_masks={"m": np.ones(grid.shape, bool)}, outline_truth={"m": truth})
+    pixel = pixel_scores(found, 0.5)
+    assert pixel["threshold"] == 0.5 and pixel["iou"] == pytest.approx(1.0)
+    ladder = {row["score_threshold"]: row for row in pixel["by_score_threshold"]}
+    assert sorted(ladder) == sorted(SCORE_THRESHOLDS)
+    assert ladder[0.3]["iou"] == pytest.approx(100 / 150) and ladder[0.3]["n_predicted_pixels"] == 150
+    assert ladder[0.35]["iou"] == ladder[0.9]["iou"] == pytest.approx(1.0)
+    assert ladder[0.95]["n_predicted_pixels"] == 0 and ladder[0.95]["iou"] == 0.0

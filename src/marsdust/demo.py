@@ -2,11 +2,15 @@
 
 Reads top to bottom like the pipeline it runs:
 
-1. **synthesize** a small archive and its MDAD catalog (the ``demo`` preset: ≈ 142 maps at 0.4°
-   on the paper's MOC calendar MY24 Ls150 – MY28 Ls121);
-2. **train** a small DustRCNN (model preset ``small_cpu``, :data:`marsdust.models.SMALL_CPU`, at
-   0.8°, minutes on a laptop CPU) with the paper's strategy 1 (train on MY25 – mid MY27, test on
-   mid MY27 – MY28);
+1. **synthesize** a small archive of both cameras and its MDAD catalog, shaped like the real ones
+   (:data:`DEMO_PRESET`, ``twocam``: ≈ 254 maps at 0.4°, MOC maps MY24 Ls150 – MY28 Ls121 with the
+   v1.0 table's centroids and areas only, global MARCI maps MY28 Ls130 – MY32 with v1.1 outlines);
+2. **train** one small DustRCNN on both cameras, as a scientist with the whole MDAD would (model
+   preset ``small_cpu``, :data:`marsdust.models.SMALL_CPU`, at 0.8°, minutes on a laptop CPU;
+   outlines where the cubes have them, area boxes without mask supervision elsewhere), on the
+   temporal split: train on MY25 – MY32 Ls0, test on the last Mars year, MY32. ``--preset demo``
+   gives the paper's setting instead: MOC maps only, strategy 1 (train MY25 – mid MY27, test mid
+   MY27 – MY28), measured at 800 steps;
 3. **detect** storms on the held-out test sols with the trained detector, as a scientist would
    run it on an archive (outlines, areas, members and sequences, the catalog files);
 4. **evaluate** the detector against the catalog on the same sols (mAP@25/50/75, breakdowns,
@@ -38,9 +42,16 @@ from marsdust.reference import ReferenceConfig
 
 log = logging.getLogger(__name__)
 
-DEMO_MAX_STEPS = 800
-"""Training steps of the demo's detector (batches of 4 maps): minutes on 2 CPU cores (measured in the
-README, "What make demo gives")."""
+DEMO_PRESET = "twocam"
+"""Synthetic archive of the demo: both cameras, the catalogue shaped like MDAD (v1.1 outlines for the
+MARCI years only). A detector trained on the MOC years alone does not carry over to global maps
+or to an independently modelled look; one trained on both does much better (docs/benchmark-notes.md,
+"The demo on both cameras")."""
+
+DEMO_MAX_STEPS = 600
+"""Training steps of the demo's detector (batches of 4 maps): about 6 minutes on 2 CPU cores, so
+that ``make demo`` stays under 10 minutes on a slower CPU too (a global MARCI map costs 1.5 MOC
+maps; README, "What make demo gives")."""
 
 DEMO_MAP_RES_DEG = 0.8
 """Working resolution of the demo's detector (150 x 450 px maps; the smallest storms ~7 px across)."""
@@ -54,12 +65,13 @@ DEMO_REFERENCE = "prior-median"
 DEMO_REFERENCE_SOLS = 60
 """Window of the demo's reference, sols (``marsdust train``: 20).
 
-The ``demo`` archive is sparse: pairs of consecutive sols about 36 sols apart. In a 20-sol window
-half its maps have no earlier map and the other half only the sol before, which shows the same
-storms, so there is no clear-sky background to compare with, and the reference bands add nothing
-to the map alone. A 60-sol window reaches the previous pair, and the lower median of the window's
-maps is the clear sky (the README's "What make demo gives" compares the settings). Real daily
-maps, and the ``bench`` preset, have a map on most sols."""
+The demo's archives are sparse: pairs of consecutive sols 45 (``twocam``) or 37 (``demo``) sols
+apart. In a 20-sol window half their maps have no earlier map and the other half only the sol
+before, which shows the same storms, so there is no clear-sky background to compare with, and the
+reference bands add nothing to the map alone. A 60-sol window reaches the previous pair, and the
+lower median of the window's maps is the clear sky (docs/measurements.md, the ``make demo`` section,
+compares the settings on the ``demo`` preset). Real daily maps, and the ``bench`` preset, have a
+map on most sols."""
 
 DEMO_REFERENCE_DROPOUT = 0.0
 """How often the demo's training hides the background: never. A run of the demo's length does not
@@ -237,8 +249,37 @@ def _tracking_lines(tracking: dict | None) -> list[str]:
     ]
 
 
+LABEL_WORDS = {"outline": "outlines (v1.1 cubes)", "area_box": "area-sized boxes (v1.0 table, no mask target)",
+               "fixed_box": "12° boxes (v1.0 table)"}
+"""How the summary names each label source of ``label_sources.csv``."""
+
+
+def _data_lines(run_dir: Path) -> list[str]:
+    """The summary's lines on what the detector learnt from (``run/label_sources.csv``) and on what it was
+    tested (``run/split.csv``): storms per label source with their Mars years, the test sols' span."""
+    from marsdust.data import load_split
+
+    lines = []
+    sources = run_dir / "label_sources.csv"
+    if sources.is_file():
+        table = pd.read_csv(sources)
+        trained = table[table["train"] > 0]
+        parts = [f"{int(rows['train'].sum())} as {LABEL_WORDS.get(source, source)}, "
+                 f"MY{rows['mars_year'].min()}–MY{rows['mars_year'].max()}"
+                 for source, rows in trained.groupby("label_source", sort=False)]
+        if parts:
+            lines.append("- training storms: " + "; ".join(parts) + " (`run/label_sources.csv`)")
+    split = load_split(run_dir / "split.csv")
+    test = split[split["split"] == "test"]
+    if len(test):
+        first, last = test.sort_values(["mars_year", "ls"]).iloc[[0, -1]].itertuples()
+        lines.append(f"- test sols: MY{first.mars_year} Ls{first.ls:.0f} – MY{last.mars_year} Ls{last.ls:.0f}, "
+                     "never trained on")
+    return lines
+
+
 def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path], preset: str,
-                      reference: str = "none") -> str:
+                      reference: str = "none", data_lines: list[str] | None = None) -> str:
     """The report's summary page."""
     metrics = result.metrics
     segm = metrics.get("segm") or {}
@@ -251,7 +292,7 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
         "",
         f"DustRCNN trained for {train_summary.get('global_step')} steps "
         f"({train_summary.get('seconds', float('nan')):.0f} s) on the synthetic `{preset}` archive, "
-        f"strategy 1 (temporal split), reference bands: {reference}; scored on the held-out test sols.",
+        f"temporal split, reference bands: {reference}; scored on the held-out test sols.",
         "",
         "| | mAP25 | mAP50 | mAP75 |",
         "|---|---|---|---|",
@@ -271,6 +312,7 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
     time_ms = metrics.get("time_ms_per_map")
     lines += [
         "",
+        *(data_lines or []),
         f"- test maps: {result.n_test_maps}; storms in the catalog on them: {result.n_catalog_storms}; "
         f"storms the detector outlined (score >= {result.score_threshold:.2f}, the threshold of best F1 on the "
         f"validation sols): {result.n_detected_storms}",
@@ -310,7 +352,7 @@ def _detect_test_sols(data_dir: Path, run_dir: Path, report_dir: Path, model_pat
     return test_index_path, score_threshold
 
 
-def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", max_steps: int = DEMO_MAX_STEPS,
+def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = DEMO_PRESET, max_steps: int = DEMO_MAX_STEPS,
              seed: int = 0, progress: bool = True, reference: str | None = None,
              reference_sols: int | None = None, reference_dropout: float | None = None,
              precision: str = "auto") -> DemoResult:
@@ -322,7 +364,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         Gets ``data/`` (the synthetic archive and MDAD), ``run/`` (the training run),
         ``model.ckpt`` (the trained detector) and ``report/`` (summary, figures, catalog files).
     preset : str
-        Synthetic-data preset (``demo`` by default; ``ci`` is smaller and faster).
+        Synthetic-data preset (:data:`DEMO_PRESET` by default; ``demo`` for the paper's MOC years only,
+        ``ci`` is smaller and faster).
     max_steps : int
         Training steps (batches of 4 maps).
     seed : int
@@ -377,5 +420,5 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = "demo", m
         tracking=tracking, score_threshold=score_threshold,
     )
     write_text_atomic(result.summary_path, _summary_markdown(result, train_summary, figures, preset,
-                                                             reference_config.describe()))
+                                                             reference_config.describe(), _data_lines(run_dir)))
     return result

@@ -16,7 +16,9 @@ def demo(
     out_dir: Path = typer.Option(Path("demo_out"), "-o", "--output",
                                  help="Output folder: data/, run/, model.ckpt, report/."),
     out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Former name of --output."),
-    preset: str = typer.Option("demo", help="Synthetic-data preset (demo, or ci for a quicker, rougher run)."),
+    preset: str = typer.Option(None, help="Synthetic-data preset. Default twocam: both cameras, the catalogue shaped "
+                               "like MDAD's (outlines for the MARCI years only). demo: the paper's setting, MOC years "
+                               "only (measured at --max-steps 800). ci: a quicker, rougher run."),
     max_steps: int = typer.Option(None, help="Training steps (default: the demo's budget, minutes on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
     reference: str = typer.Option(None, "--reference", metavar="KIND",
@@ -25,7 +27,7 @@ def demo(
                                   "prior-median."),
     reference_sols: int = typer.Option(None, "--reference-sols", metavar="N", min=1,
                                        help="Window of the prior-median background, sols. Default: 60, since the "
-                                       "demo archive holds pairs of sols about 36 sols apart (train's: 20)."),
+                                       "demo archives hold pairs of sols 37-45 sols apart (train's: 20)."),
     reference_dropout: float = typer.Option(None, "--reference-dropout", metavar="P", min=0.0, max=1.0,
                                             help="Probability that a training map is shown without its background, "
                                             "so the detector also works without history. Default: 0 (train's: "
@@ -39,7 +41,7 @@ def demo(
     Leaves the trained detector at OUT/model.ckpt and the report at OUT/report/ (summary.md, figures,
     catalog files). Started again with the same OUT, it continues where it stopped.
     """
-    from marsdust.demo import DEMO_MAX_STEPS, demo_reference, run_demo
+    from marsdust.demo import DEMO_MAX_STEPS, DEMO_PRESET, demo_reference, run_demo
 
     quiet_lightning()  # the demo's own lines say what happens
     try:
@@ -48,7 +50,7 @@ def demo(
         usage_error(exc)
     out_dir = out_alias or out_dir
     with _info_lines_on_stderr("marsdust"):
-        result = run_demo(out_dir, preset=preset, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed,
+        result = run_demo(out_dir, preset=preset or DEMO_PRESET, max_steps=max_steps or DEMO_MAX_STEPS, seed=seed,
                           progress=not quiet, reference=reference, reference_sols=reference_sols,
                           reference_dropout=reference_dropout, precision=precision)
     metrics = result.metrics

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from marsdust import plots
 from marsdust.evaluate.errors import MapsToAnalyze, write_error_analysis
-from marsdust.evaluate.matching import has_outline
+from marsdust.evaluate.matching import SCORE_THRESHOLDS, has_outline
 from marsdust.data import load_split, select_split
 from marsdust.detect import DetectSettings, detect_map
 from marsdust.detect.prepare import working_image
@@ -238,17 +238,30 @@ of a global map apart from the band MOC also images."""
 
 def pixel_scores(found: _SplitDetections, threshold: float) -> dict:
     """``metrics["pixel"]``: :func:`marsdust.evaluate.metrics.pixel_overlap` of the dust detections with
-    score ≥ ``threshold`` against the outlines, on the maps with outline truth, with ``threshold``, and
-    ``by_latitude``: the same over the rows of each band of :data:`PIXEL_LATITUDE_BANDS` (empty bands: NaN)."""
-    predicted = {m: found.predictions[m]["masks"][found.predictions[m]["scores"] >= threshold]
-                 for m in found.outline_truth}
+    score ≥ ``threshold`` against the outlines, on the maps with outline truth, with ``threshold``;
+    ``by_latitude``: the same over the rows of each band of :data:`PIXEL_LATITUDE_BANDS` (empty bands: NaN);
+    ``by_score_threshold``: pixel IoU, Dice and predicted pixels at each score of the ladder
+    (:data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`). The stored threshold is the one of best F1 of
+    storms found, which need not be the one of best outlines."""
     valid = {m: found.valid_masks[m] for m in found.outline_truth}
+    predicted = _masks_scoring_at_least(found, threshold)
     by_latitude = {}
     for name, (south, north) in PIXEL_LATITUDE_BANDS.items():
         in_band = {m: valid[m] & _rows_between(found.grids[m], south, north)[:, None] for m in valid}
         by_latitude[name] = pixel_overlap(found.outline_truth, predicted, in_band)
+    by_score_threshold = []
+    for ladder_threshold in SCORE_THRESHOLDS:
+        overlap = pixel_overlap(found.outline_truth, _masks_scoring_at_least(found, ladder_threshold), valid)
+        by_score_threshold.append({"score_threshold": ladder_threshold, "iou": overlap["iou"],
+                                   "dice": overlap["dice"], "n_predicted_pixels": overlap["n_predicted_pixels"]})
     return {**pixel_overlap(found.outline_truth, predicted, valid), "threshold": float(threshold),
-            "by_latitude": by_latitude}
+            "by_latitude": by_latitude, "by_score_threshold": by_score_threshold}
+
+
+def _masks_scoring_at_least(found: _SplitDetections, threshold: float) -> dict:
+    """The dust detections' masks with score ≥ ``threshold``, by map id, on the maps with outline truth."""
+    return {m: found.predictions[m]["masks"][found.predictions[m]["scores"] >= threshold]
+            for m in found.outline_truth}
 
 
 def _rows_between(grid, south_deg: float, north_deg: float) -> np.ndarray:
