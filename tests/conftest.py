@@ -19,6 +19,17 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _fp32_training(monkeypatch):
+    """Every test trains in fp32 (``precision: auto`` as on a CPU without native bf16): the thresholds of the
+    tests that assert learning were measured in fp32 on several CPU kernels, and a CPU with ``avx512_bf16``
+    would otherwise train in bf16 (:mod:`marsdust.train.hardware`). ``tests/train/test_hardware.py`` tests
+    the choice itself; ``test_bf16_training_runs_and_its_checkpoint_detects`` trains in bf16."""
+    from marsdust.train import hardware
+
+    monkeypatch.setattr(hardware, "AUTOCAST_CPU_FLAG", None)
+
+
 @pytest.fixture
 def ci_threads():
     """Run a test with torch on :data:`TEST_THREADS` CPU threads, restoring the previous setting; the number."""

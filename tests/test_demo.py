@@ -1,6 +1,6 @@
 """``marsdust demo`` end to end on the small ``ci`` preset with a few training steps.
 
-The demo's own budget (600 steps on the two-camera ``twocam`` preset, minutes) is measured by running it
+The demo's own budget (800 steps on the two-camera ``twocam`` preset, minutes) is measured by running it
 (README); here the pipeline's wiring is checked: every product is written, a finished run with
 the same settings is reused, and another step budget trains afresh on the same data.
 """

@@ -567,6 +567,24 @@ def test_training_prints_plain_progress_lines_when_the_output_is_not_a_terminal(
     assert len(cpu_lines) == 1 and ", bf16 autocast o" in cpu_lines[0] and ", threads " in cpu_lines[0]
 
 
+def test_bf16_training_runs_and_its_checkpoint_detects(ci_data, tmp_path, capsys):
+    """``precision: bf16-mixed`` (``auto``'s choice on a CPU with avx512_bf16) trains, says so, and leaves a
+    checkpoint with fp32 weights that detects."""
+    from marsdust.detect import DetectSettings, detect_map
+    from marsdust.mdgm import index_archive, read_map
+    from marsdust.models import load_model
+
+    summary = train(tiny_config(ci_data, max_steps=2, val_every_n_steps=2, precision="bf16-mixed", progress=True),
+                    tmp_path / "run")
+    assert summary["global_step"] == 2
+    assert "bf16 autocast on (asked for)" in capsys.readouterr().err
+    model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    image = read_map(index_archive(ci_data / "archive")["path"].iloc[0])
+    result = detect_map(model, image, settings=DetectSettings(score_threshold=0.0))  # fp32 inference runs
+    assert result.valid_fraction > 0 and np.isfinite([[r["lon"], r["lat"]] for r in result.records]).all()
+
+
 def test_a_checkpoint_records_how_it_was_trained_to_work_without_history_and_its_cloud_width_limit(tmp_path):
     from marsdust.models import load_model, read_checkpoint, save_checkpoint, stored_reference_dropout
     from marsdust.train import TrainConfig

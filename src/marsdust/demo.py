@@ -10,7 +10,7 @@ Reads top to bottom like the pipeline it runs:
    outlines where the cubes have them, area boxes without mask supervision elsewhere), on the
    temporal split: train on MY25 – MY32 Ls0, test on the last Mars year, MY32. ``--preset demo``
    gives the paper's setting instead: MOC maps only, strategy 1 (train MY25 – mid MY27, test mid
-   MY27 – MY28), measured at 800 steps;
+   MY27 – MY28);
 3. **detect** storms on the held-out test sols with the trained detector, as a scientist would
    run it on an archive (outlines, areas, members and sequences, the catalog files);
 4. **evaluate** the detector against the catalog on the same sols (mAP@25/50/75, breakdowns,
@@ -48,10 +48,10 @@ MARCI years only). A detector trained on the MOC years alone does not carry over
 or to an independently modelled look; one trained on both does much better (docs/benchmark-notes.md,
 "The demo on both cameras")."""
 
-DEMO_MAX_STEPS = 600
-"""Training steps of the demo's detector (batches of 4 maps): about 6 minutes on 2 CPU cores, so
-that ``make demo`` stays under 10 minutes on a slower CPU too (a global MARCI map costs 1.5 MOC
-maps; README, "What make demo gives")."""
+DEMO_MAX_STEPS = 800
+"""Training steps of the demo's detector (batches of 4 maps): about 5 minutes on 2 CPU cores with bf16
+autocast (``precision: auto`` on a CPU with ``avx512_bf16``), 8 in fp32 (a global MARCI map costs 1.5
+MOC maps; README, "What make demo gives")."""
 
 DEMO_MAP_RES_DEG = 0.8
 """Working resolution of the demo's detector (150 x 450 px maps; the smallest storms ~7 px across)."""
@@ -377,7 +377,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", *, preset: str = DEMO_PRES
         None takes the demo's: ``prior-median`` over 60 sols, no dropout (:data:`DEMO_REFERENCE_SOLS`
         says why).
     precision : str
-        The training's ``TrainConfig.precision`` (``auto``: bf16 autocast on AMX CPUs, else fp32;
+        The training's ``TrainConfig.precision`` (``auto``: bf16 autocast on CPUs with ``avx512_bf16``, else fp32;
         :mod:`marsdust.train.hardware`).
     """
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint

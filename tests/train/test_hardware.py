@@ -25,20 +25,24 @@ def test_cpu_info_reads_the_model_and_the_bf16_flags(tmp_path, text, model, flag
     assert missing.bf16_flags == () and missing.model
 
 
-def test_auto_precision_stays_fp32_until_bf16_is_measured_and_then_follows_its_cpu_flag(monkeypatch):
+def test_auto_precision_is_bf16_where_the_cpu_computes_in_bf16_natively_under_avx512_kernels(monkeypatch):
     from marsdust.train import hardware
 
     sapphire_rapids = CpuInfo("Intel Xeon", ("amx_bf16", "avx512_bf16"), "AVX512")
     zen4 = CpuInfo("AMD EPYC", ("avx512_bf16",), "AVX512")
+    zen4_avx2_kernels = CpuInfo("AMD EPYC", ("avx512_bf16",), "AVX2")  # ATEN_CPU_CAPABILITY=avx2
     skylake = CpuInfo("Intel Xeon", (), "AVX512")
-    assert resolve_precision("auto", "cpu", sapphire_rapids)[0] == "32-true"
-    assert resolve_precision("auto", "cpu", zen4) == \
-        ("32-true", "auto: the CPU has avx512_bf16; bf16 not yet measured to help, --precision bf16-mixed to try")
-    monkeypatch.setattr(hardware, "AUTOCAST_CPU_FLAG", "amx_bf16")
-    assert resolve_precision("auto", "cpu", sapphire_rapids) == ("bf16-mixed", "auto: the CPU has amx_bf16")
-    assert resolve_precision("auto", "cpu", zen4)[0] == "32-true"
+    monkeypatch.setattr(hardware, "AUTOCAST_CPU_FLAG", "avx512_bf16")  # the module's value (tests pin fp32)
+    assert resolve_precision("auto", "cpu", sapphire_rapids) == ("bf16-mixed", "auto: the CPU has avx512_bf16")
+    assert resolve_precision("auto", "cpu", zen4) == ("bf16-mixed", "auto: the CPU has avx512_bf16")
+    assert resolve_precision("auto", "cpu", zen4_avx2_kernels) == \
+        ("32-true", "auto: the CPU has avx512_bf16 but torch runs its AVX2 kernels, which emulate bf16")
     assert resolve_precision("auto", "cpu", skylake)[0] == "32-true"
     assert "no native bf16" in resolve_precision("auto", "cpu", skylake)[1]
+    monkeypatch.setattr(hardware, "AUTOCAST_CPU_FLAG", None)  # off: fp32 on every CPU
+    assert resolve_precision("auto", "cpu", sapphire_rapids)[0] == "32-true"
+    assert resolve_precision("auto", "cpu", zen4) == \
+        ("32-true", "auto: the CPU has avx512_bf16, auto's bf16 is switched off; --precision bf16-mixed to try")
     assert resolve_precision("auto", "gpu", sapphire_rapids) == ("32-true", "auto: an accelerator")
     assert resolve_precision("32", "cpu", zen4) == ("32-true", "asked for")
     assert resolve_precision("bf16-mixed", "cpu", skylake) == ("bf16-mixed", "asked for")

@@ -18,7 +18,7 @@ def demo(
     out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True, help="Former name of --output."),
     preset: str = typer.Option(None, help="Synthetic-data preset. Default twocam: both cameras, the catalogue shaped "
                                "like MDAD's (outlines for the MARCI years only). demo: the paper's setting, MOC years "
-                               "only (measured at --max-steps 800). ci: a quicker, rougher run."),
+                               "only. ci: a quicker, rougher run."),
     max_steps: int = typer.Option(None, help="Training steps (default: the demo's budget, minutes on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the planet, the split and the training."),
     reference: str = typer.Option(None, "--reference", metavar="KIND",
@@ -32,8 +32,8 @@ def demo(
                                             help="Probability that a training map is shown without its background, "
                                             "so the detector also works without history. Default: 0 (train's: "
                                             "0.2; the demo's short training does not learn both)."),
-    precision: str = typer.Option("auto", "--precision", help="Training precision: auto (fp32 until bf16 is measured "
-                                  "to help), 32, or a Lightning precision such as bf16-mixed."),
+    precision: str = typer.Option("auto", "--precision", help="Training precision: auto (bf16 autocast on a CPU with "
+                                  "avx512_bf16, else fp32), 32, or a Lightning precision such as bf16-mixed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Synthesize a small archive, train a compact DustRCNN, detect and evaluate on held-out sols, report.
