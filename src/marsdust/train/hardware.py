@@ -8,10 +8,10 @@ Precision (``TrainConfig.precision``)
     runs its AVX-512 kernels: ``avx512_bf16`` in ``/proc/cpuinfo`` (:data:`AUTOCAST_CPU_FLAG`; AMD Zen 4
     and later, Intel Cooper Lake and Sapphire Rapids and later, which also have AMX tiles), torch's
     capability ``AVX512``. On an AMD EPYC with ``avx512_bf16`` the default detector trains 1.6 times
-    as many steps a second, and the demo's detector trained for the same steps scores as in fp32 on
-    the mean of two seeds (docs/benchmark-notes.md, "CPU precision"). ``32-true`` everywhere else: on
-    accelerators, and on CPUs where bfloat16 would be emulated, which is slower than fp32. The
-    start-up line says what the CPU offers and what was chosen. ``benchmarks/bench_cpu_training.py``
+    as many steps a second, and at equal steps it scores within 1.2 points of fp32 (12° mAP50, mean
+    of two seeds, on ``bench`` and on the demo; docs/benchmark-notes.md, "CPU precision").
+    ``32-true`` everywhere else: on accelerators, and on CPUs where bfloat16 would be emulated, which
+    is slower than fp32. The start-up line says what the CPU offers and what was chosen. ``benchmarks/bench_cpu_training.py``
     measures the variants on the machine at hand. Inference (``detect``, ``evaluate``) stays fp32.
 ``32``
     Lightning's ``32-true`` everywhere.
