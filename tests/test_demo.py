@@ -44,7 +44,7 @@ def test_demo_writes_its_products_reuses_finished_steps_and_retrains_for_another
     assert {"map25", "map50", "map75"} <= set(metrics)
     summary = (out / "report" / "summary.md").read_text()
     assert "trained for 3 steps" in summary
-    assert "climatology/ls_lat.png" in summary and "IDF1" in summary
+    assert "climatology/ls_lat.png" in summary and "IDF1" in summary and "test maps not scored)" in summary
     assert list(pd.read_csv(out / "report" / "catalog" / "detections.csv").columns[:3]) == ["map_id", "mars_year", "ls"]
 
     synth_stamp = (out / "data" / "synth_done.json").stat().st_mtime_ns

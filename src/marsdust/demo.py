@@ -245,7 +245,8 @@ def _tracking_lines(tracking: dict | None) -> list[str]:
     return [
         f"- tracking against the catalog ({tracking['instances']['n_matched']} detections matched to catalogued "
         f"storms; `marsdust.evaluate.tracking`): link F1 {pct(links['f1'])}, IDF1 {pct(ident['idf1'])}, "
-        f"sequence recall {pct(seq['recall'])} of {seq['n_truth']}",
+        f"sequence recall {pct(seq['recall'])} of {seq['n_truth']} ({seq['n_truth_unobservable']} catalogued on "
+        f"fewer than {seq['min_maps']} test maps not scored)",
     ]
 
 
