@@ -99,7 +99,8 @@ def run_settings(out_dir: Path) -> dict:
 
 def record_finished_run(out_dir: Path, settings: dict, summary: dict) -> None:
     """Write :data:`RUN_RECORD`: the run key and ``summary`` (``n_maps, n_errors, n_detections, n_without_history,
-    n_beyond_latitudes, paths``, the paths as file names in ``out_dir``), so that a later run of the same command finds the work done."""
+    n_beyond_latitudes, paths``, the paths as file names in ``out_dir``), so that a later run of the same command
+    finds the work done."""
     write_json(out_dir / RUN_RECORD, {"run_key": settings, "summary": summary})
 
 
