@@ -179,3 +179,38 @@ def test_pixel_overlap_pools_over_maps_and_ignores_missing_pixels():
         pixel_overlap({"a": truth_a}, {}, {})
     with pytest.raises(ValueError, match="map a: .* share one grid"):
         pixel_overlap({"a": truth_a}, {"a": np.ones((3, 10), bool)}, {"a": valid})
+
+
+# --- the outline threshold: pixel IoU at every score threshold from one map of scores ---------------------------
+def test_score_map_holds_the_highest_score_covering_each_pixel():
+    from marsdust.evaluate.metrics import score_map
+
+    masks = np.zeros((2, 1, 4, 6), np.float32)
+    masks[0, 0, :, :3] = 0.9  # score 0.8 over the left half
+    masks[1, 0, 1:3, 2:5] = 0.7  # score 0.3, overlapping it in column 2
+    masks[1, 0, 0, 5] = 0.4  # under the mask threshold: not covered
+    scores_map = score_map(masks, [0.8, 0.3])
+    assert scores_map[0, 0] == pytest.approx(0.8) and scores_map[1, 2] == pytest.approx(0.8)
+    assert scores_map[1, 3] == pytest.approx(0.3) and scores_map[0, 5] == 0.0
+    with pytest.raises(ValueError, match="do not fit 1 scores"):
+        score_map(masks, [0.8])
+
+
+def test_pixel_counts_and_the_best_pixel_threshold_on_a_ladder():
+    from marsdust.evaluate.metrics import best_pixel_threshold, pixel_counts_by_threshold
+
+    truth = np.zeros((10, 10), bool)
+    truth[:, :4] = True  # 40 true pixels
+    scores_map = np.zeros((10, 10), np.float32)
+    scores_map[:, :3] = 0.9  # 30 of them at 0.9
+    scores_map[:, 3:6] = 0.4  # the last 10 and 20 false ones at 0.4
+    valid = np.ones((10, 10), bool)
+    valid[:, 9] = False  # never counted
+    counts = pixel_counts_by_threshold(scores_map, truth, valid, [0.3, 0.5, 0.95])
+    assert counts.tolist() == [[40, 60, 40, 60], [30, 40, 40, 30], [0, 40, 40, 0]]
+    assert best_pixel_threshold(counts, [0.3, 0.5, 0.95]) == (0.5, pytest.approx(0.75))
+    tie = np.array([[30, 40, 40, 30], [30, 40, 40, 30]])
+    assert best_pixel_threshold(tie, [0.3, 0.5])[0] == 0.5  # the higher threshold wins a tie
+    assert best_pixel_threshold(np.zeros((2, 4), int), [0.3, 0.5])[0] is None  # nothing true, nothing found
+    with pytest.raises(ValueError, match="must share one grid"):
+        pixel_counts_by_threshold(scores_map, truth[:5], valid, [0.5])

@@ -74,10 +74,36 @@ def test_pixel_scores_at_each_score_threshold_keep_only_the_masks_scoring_at_lea
     found = _SplitDetections(
         predictions={"m": {"masks": np.stack([near, far]), "scores": np.array([0.9, 0.3])}},
         grids={"m": grid}, valid_masks={"m": np.ones(grid.shape, bool)}, outline_truth={"m": truth})
-    pixel = pixel_scores(found, 0.5)
+    model = build_model("dustrcnn", **TINY_DETECTOR)
+    model.checkpoint_extra = {"score_threshold": 0.5}
+    pixel = pixel_scores(found, model)
     assert pixel["threshold"] == 0.5 and pixel["iou"] == pytest.approx(1.0)
+    assert pixel["threshold_source"].startswith("the detection threshold")
     ladder = {row["score_threshold"]: row for row in pixel["by_score_threshold"]}
     assert sorted(ladder) == sorted(SCORE_THRESHOLDS)
     assert ladder[0.3]["iou"] == pytest.approx(100 / 150) and ladder[0.3]["n_predicted_pixels"] == 150
     assert ladder[0.35]["iou"] == ladder[0.9]["iou"] == pytest.approx(1.0)
     assert ladder[0.95]["n_predicted_pixels"] == 0 and ladder[0.95]["iou"] == 0.0
+
+
+def test_pixel_scores_use_the_outline_threshold_the_checkpoint_stores_and_report_the_detection_ones_beside():
+    import numpy as np
+
+    from marsdust.evaluate.runner import _SplitDetections, pixel_scores
+
+    grid = MapGrid.moc(4.0)
+    truth = np.zeros(grid.shape, bool)
+    truth[5:15, 10:20] = True
+    core, arm = np.zeros_like(truth), np.zeros_like(truth)
+    core[5:15, 10:15] = True  # half the storm at score 0.9, its other half at 0.3
+    arm[5:15, 15:20] = True
+    found = _SplitDetections(
+        predictions={"m": {"masks": np.stack([core, arm]), "scores": np.array([0.9, 0.3])}},
+        grids={"m": grid}, valid_masks={"m": np.ones(grid.shape, bool)}, outline_truth={"m": truth})
+    model = build_model("dustrcnn", **TINY_DETECTOR)
+    model.checkpoint_extra = {"score_threshold": 0.5, "outline_score_threshold": 0.3}
+    pixel = pixel_scores(found, model)
+    assert pixel["threshold"] == 0.3 and pixel["iou"] == pytest.approx(1.0)
+    assert pixel["threshold_source"] == "chosen on validation maps (best pixel IoU)"
+    assert pixel["at_detection_threshold"] == {"threshold": 0.5, "iou": pytest.approx(0.5),
+                                               "dice": pytest.approx(2 / 3)}

@@ -435,7 +435,11 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
     assert stored == DetectorConfig(**TINY, map_res_deg=RES_DEG, reference="prior-median", reference_sols=20,
                                     in_channels=6).to_dict()
     assert load_model(run / "checkpoints" / "best.ckpt").config.fpn_channels == 32
-    assert load_model(run / "checkpoints" / "best.ckpt").checkpoint_extra["reference_dropout"] == 0.2
+    extra = load_model(run / "checkpoints" / "best.ckpt").checkpoint_extra
+    assert extra["reference_dropout"] == 0.2
+    # outline labels on maps with outline truth: the score threshold of best pixel IoU is chosen and stored
+    assert 0.05 <= extra["outline_score_threshold"] <= 0.95
+    assert {"val_pixel_iou", "val_outline_score_threshold"} <= set(pd.read_csv(run / "metrics.csv").columns)
 
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(run / "checkpoints" / "best.ckpt"), "--data", str(ci_data),
@@ -445,6 +449,8 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
     for key in ("map25", "map50", "map75"):
         assert key in metrics and (metrics[key] is None or 0.0 <= metrics[key] <= 1.0)
     assert metrics["split_source"].endswith("split.csv") and metrics["segm"] is not None
+    assert metrics["pixel"]["threshold"] == extra["outline_score_threshold"]
+    assert metrics["pixel"]["threshold_source"] == "chosen on validation maps (best pixel IoU)"
     split = pd.read_csv(run / "split.csv")
     per_map = pd.read_csv(out / "per_map.csv")
     assert sorted(per_map["map_id"]) == sorted(split.loc[split["split"] == "test", "map_id"])

@@ -8,6 +8,7 @@ import logging
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from marsdust.cli import app
@@ -113,3 +114,20 @@ def test_map_latitudes_are_the_union_of_the_maps_grids(twocam_data):
     assert map_latitudes(moc, 0.8) == (-60.0, 60.0)
     assert map_latitudes(moc.assign(subphase=None), 0.8) == (-60.0, 60.0)  # no subphase: every map's header
     assert map_latitudes(index.iloc[0:0], 0.8) is None
+
+
+def test_only_maps_inside_the_outline_cubes_years_offer_their_pixels_to_the_outline_threshold(twocam_data):
+    """The v1.0 table's MOC years have no outline truth: validation chooses the outline threshold on MARCI maps."""
+    from marsdust.data import DustDataset
+    from marsdust.mdad import read_catalog
+
+    index = index_archive(twocam_data / "archive")
+    storms = read_catalog(twocam_data / "mdad")
+    picks = pd.concat([index[index["mars_year"] == 26].head(2), index[index["mars_year"] == 31].head(2)])
+    flags = {}
+    for mode in ("outline", "area"):
+        dataset = DustDataset(picks, storms, map_res_deg=2.0, label_mode=mode, cache=False)
+        flags[mode] = [bool(dataset[i][1]["outline_truth"]) for i in range(len(dataset))]
+        image, target = dataset[0]
+        assert target["valid"].shape == image.shape[-2:] and target["valid"].dtype == torch.bool
+    assert flags == {"outline": [False, False, True, True], "area": [False] * 4}

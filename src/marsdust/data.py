@@ -48,7 +48,8 @@ from torch.utils.data import Dataset
 
 from marsdust.cloudmask import with_clouds
 from marsdust.fileio import write_csv_atomic
-from marsdust.labels import flip_target, map_targets, mask_supervised, roll_target, seam_free_shift, split_at_seam
+from marsdust.labels import (DUST_LABEL, flip_target, map_targets, mask_supervised, outlined_span, roll_target,
+                             seam_free_shift, split_at_seam)
 from marsdust.history import MapHistory
 from marsdust.mdad_format import mars_time_sols
 from marsdust.reference import ReferenceConfig, stack_bands
@@ -532,8 +533,10 @@ class DustDataset(Dataset):
     ``target`` a dict with tensors ``boxes`` (n, 4) float32, ``labels`` (n,) int64, ``masks``
     (n, H, W) uint8, ``confidence`` (n,) int64, ``area_km2`` (n,) float32, ``has_outline`` (n,) bool,
     ``mask_supervised`` (n,) bool (whether the mask is a target of the mask loss,
-    :func:`marsdust.labels.mask_supervised`: in outline mode only outlined instances'), plus ``map_id``
-    (str), ``ls`` (float, degrees), ``shift_px`` (int) and ``flipped`` (bool).
+    :func:`marsdust.labels.mask_supervised`: in outline mode only outlined instances'), ``valid`` (H, W)
+    bool (observed pixels), plus ``map_id`` (str), ``ls`` (float, degrees), ``shift_px`` (int),
+    ``flipped`` (bool) and ``outline_truth`` (bool: in ``outline`` mode, the map's dust masks are all the
+    dust the catalogue outlines there, so its pixels can be scored).
     """
 
     def __init__(self, index_df: pd.DataFrame, storms_df: pd.DataFrame, map_res_deg: float = 0.4,
@@ -557,6 +560,7 @@ class DustDataset(Dataset):
         wanted = set(self.index["map_id"])
         self._storms = {k: g for k, g in storms_df[storms_df["map_id"].isin(wanted)].groupby("map_id", sort=False)}
         self._empty_storms = storms_df.iloc[0:0]
+        self._outlined_span = outlined_span(storms_df) if label_mode == "outline" else None
         self._memory: dict[int, tuple] = {}
         self.backgrounds = backgrounds
         self.reference_dropout = float(reference_dropout)
@@ -571,6 +575,17 @@ class DustDataset(Dataset):
     def storms_of(self, map_id: str) -> pd.DataFrame:
         """Storm-table rows of one map (empty for a map without storms)."""
         return self._storms.get(map_id, self._empty_storms)
+
+    def _has_outline_truth(self, row, target: dict) -> bool:
+        """Whether the dust masks of a map's target are its whole outline truth: in ``outline`` mode, every
+        storm of the map outlined and the map inside the span of the outlining catalogue (as evaluation's
+        :func:`marsdust.evaluate.runner.outline_truth`), so that a map without storms there is truly clear."""
+        span = self._outlined_span
+        if span is None or "mars_year" not in row or "ls" not in row:
+            return False
+        if not span[0] <= float(mars_time_sols(row["mars_year"], row["ls"])) <= span[1]:
+            return False
+        return bool(np.all(np.asarray(target["has_outline"])[np.asarray(target["labels"]) == DUST_LABEL]))
 
     def load(self, i: int):
         """Map ``i`` at the working resolution in its native frame: ``(rgb (H, W, 3), valid (H, W), target, grid)``.
@@ -622,6 +637,8 @@ class DustDataset(Dataset):
             "ls": float(row["ls"]) if "ls" in row else float("nan"),
             "shift_px": target["shift_px"],
             "flipped": target["flipped"],
+            "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)),
+            "outline_truth": self._has_outline_truth(row, target),
         }
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         return image, out

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.grid import MARS_RADIUS_KM, MapGrid, polygon_area_km2, wrap_aware_bbox
+from marsdust.mdad_format import mars_time_sols
 
 LABEL_MODES = ("fixed", "area", "outline")
 DUST_LABEL = 1
@@ -58,6 +59,27 @@ DUST_LABEL = 1
 
 META_KEYS = ("confidence", "area_km2", "lon", "lat", "member_id", "has_outline")
 """Per-instance metadata arrays returned beside boxes, masks and labels."""
+
+
+def has_outline(values) -> np.ndarray:
+    """Whether each value is an outline: a non-blank WKT string (None, NaN and blank strings are not)."""
+    return np.array([isinstance(v, str) and bool(v.strip()) for v in values], dtype=bool)
+
+
+def outlined_span(storms_df: pd.DataFrame) -> tuple[float, float] | None:
+    """The Mars time span (sols, :func:`marsdust.mdad_format.mars_time_sols`) from the first to the last storm
+    of the catalogue with an outline (a ``polygon_wkt``), or None when no storm has one.
+
+    The span of an outlining catalogue (MDAD v1.1 cubes): a map outside it, e.g. of the years of a
+    box-only v1.0 table, has no outline truth.
+    """
+    if "polygon_wkt" not in storms_df.columns or len(storms_df) == 0:
+        return None
+    outlined = storms_df[has_outline(storms_df["polygon_wkt"])]
+    if len(outlined) == 0:
+        return None
+    times = np.asarray(mars_time_sols(outlined["mars_year"], outlined["ls"]), dtype=float)
+    return float(times.min()), float(times.max())
 
 
 def mask_supervised(has_outline, label_mode: str) -> np.ndarray:

@@ -90,9 +90,10 @@ def detect_command(
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint file")
     try:
-        from marsdust.models import resolve_score_threshold
+        from marsdust.models import resolve_score_threshold, stored_outline_threshold
 
         score_threshold, threshold_source = resolve_score_threshold(checkpoint, score_threshold)
+        outline_threshold = stored_outline_threshold(checkpoint)
         settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, engine=engine,
                                   onnx_model=None if onnx_model is None else str(onnx_model),
                                   latitudes_deg=ALL_LATITUDES if all_latitudes else None)
@@ -113,6 +114,10 @@ def detect_command(
         f"-> {products}"
     )
     typer.echo(f"score threshold {score_threshold:.3g}: {threshold_source}")
+    if outline_threshold is not None and abs(outline_threshold - score_threshold) > 1e-9:
+        typer.echo(f"outline threshold {outline_threshold:.3g}: the score from which the detector's masks overlapped "
+                   f"the catalogued outlines best on its validation maps (pixel IoU); --score-threshold "
+                   f"{outline_threshold:.3g} writes the dust masks of that choice")
     typer.echo(_latitudes_line(settings.latitudes_deg, "--all-latitudes" if all_latitudes else latitude_source,
                                summary.n_beyond_latitudes))
     if summary.all_without_history:

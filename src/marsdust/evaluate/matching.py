@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from marsdust.evaluate.inputs import entry_boxes, entry_scores
+from marsdust.labels import has_outline
 
 SCORE_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 """The score thresholds every sweep walks (0.05 to 0.95 in steps of 0.05)."""
@@ -135,11 +136,6 @@ def threshold_ladder(iou: np.ndarray, scores: np.ndarray, thresholds: Iterable[f
 
 
 # --- outlines ----------------------------------------------------------------------------------------------
-def has_outline(values) -> np.ndarray:
-    """Whether each value is an outline: a non-blank WKT string (None, NaN and blank strings are not)."""
-    return np.array([isinstance(v, str) and bool(v.strip()) for v in values], dtype=bool)
-
-
 def outline_iou(wkt_a, wkt_b) -> np.ndarray:
     """IoU (lon/lat degrees²) of every outline of ``wkt_a`` with every outline of ``wkt_b``; 0 where one is missing.
 

@@ -416,6 +416,59 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
             "n_predicted_pixels": totals["predicted"]}
 
 
+
+def score_map(masks, scores, mask_threshold: float = 0.5) -> np.ndarray:
+    """``(H, W)`` float: at each pixel the highest score of the detections whose mask covers it (0 elsewhere).
+
+    ``masks`` is an ``(n, H, W)`` or ``(n, 1, H, W)`` stack of mask probabilities, ``scores`` their
+    ``(n,)`` scores. The detections with score ≥ ``t`` cover exactly the pixels where the result is
+    ≥ ``t`` (for ``t > 0``), so one map answers every score threshold of a ladder.
+    """
+    masks = np.asarray(masks)
+    masks = masks.reshape(masks.shape[0], *masks.shape[-2:]) if masks.ndim == 4 else masks
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if masks.ndim != 3 or len(masks) != len(scores):
+        raise ValueError(f"score_map: masks of shape {masks.shape} do not fit {len(scores)} scores")
+    best = np.zeros(masks.shape[-2:], dtype=np.float32)
+    for mask, score in zip(masks, scores):
+        np.maximum(best, np.where(mask > mask_threshold, score, 0.0), out=best)
+    return best
+
+
+def pixel_counts_by_threshold(scores_map: np.ndarray, truth: np.ndarray, valid: np.ndarray,
+                              thresholds) -> np.ndarray:
+    """``(len(thresholds), 4)`` int64: |P∩T|, |P∪T|, |T|, |P| over the observed pixels of one map, where P are
+    the pixels of :func:`score_map` ≥ each threshold and T the true dust pixels; sums over maps give
+    :func:`pixel_iou_by_threshold`."""
+    truth, valid = np.asarray(truth, dtype=bool), np.asarray(valid, dtype=bool)
+    if truth.shape != valid.shape or scores_map.shape != valid.shape:
+        raise ValueError(f"pixel counts: score map {scores_map.shape}, truth {truth.shape} and valid {valid.shape} "
+                         "must share one grid")
+    observed_scores, observed_truth = scores_map[valid], truth[valid]
+    n_true = int(observed_truth.sum())
+    counts = np.zeros((len(thresholds), 4), dtype=np.int64)
+    for row, threshold in enumerate(thresholds):
+        predicted = observed_scores >= threshold
+        inter = int((predicted & observed_truth).sum())
+        n_predicted = int(predicted.sum())
+        counts[row] = (inter, n_predicted + n_true - inter, n_true, n_predicted)
+    return counts
+
+
+def best_pixel_threshold(counts: np.ndarray, thresholds) -> tuple[float | None, float]:
+    """The score threshold of highest pixel IoU from summed :func:`pixel_counts_by_threshold`, and that IoU.
+
+    The higher threshold wins a tie. ``(None, nan)`` when no threshold has a pixel in the union (no
+    dust catalogued and none detected).
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(len(thresholds), 4)
+    best, best_iou = None, -1.0
+    for threshold, (inter, union, _, _) in zip(thresholds, counts):
+        if union > 0 and inter / union >= best_iou:
+            best, best_iou = float(threshold), inter / union
+    return (best, float(best_iou)) if best is not None else (None, math.nan)
+
+
 # --- timing --------------------------------------------------------------------------------------------
 def time_inference(predict: Callable, inputs: Iterable, warmup: int = 2) -> dict:
     """Median wall time per call of ``predict(x)`` in ms, after ``warmup`` untimed calls.

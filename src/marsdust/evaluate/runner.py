@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from marsdust import plots
 from marsdust.evaluate.errors import MapsToAnalyze, write_error_analysis
-from marsdust.evaluate.matching import SCORE_THRESHOLDS, has_outline
+from marsdust.evaluate.matching import SCORE_THRESHOLDS
 from marsdust.data import load_split, select_split
 from marsdust.detect import DetectSettings, detect_map
 from marsdust.detect.prepare import working_image
@@ -43,12 +43,12 @@ from marsdust.evaluate.metrics import (
 )
 from marsdust.fileio import write_text_atomic
 from marsdust.history import MapHistory
-from marsdust.labels import map_targets, mask_supervised, paper_boxes_at
+from marsdust.labels import map_targets, mask_supervised, outlined_span, paper_boxes_at
 from marsdust.mdad_format import mars_time_sols
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_mask_root
 from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
-from marsdust.models import detector_classes, load_model, resolve_score_threshold
+from marsdust.models import detector_classes, load_model, resolve_score_threshold, stored_outline_threshold
 from marsdust.train.config import TrainConfig, load_config_yaml, load_tables, resolve_data_paths, split_for
 
 
@@ -200,22 +200,6 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
     return found
 
 
-def outlined_span(storms_df: pd.DataFrame) -> tuple[float, float] | None:
-    """The Mars time span (sols, :func:`marsdust.mdad_format.mars_time_sols`) from the first to the last storm
-    of the catalogue with an outline (a ``polygon_wkt``), or None when no storm has one.
-
-    The span of an outlining catalogue (MDAD v1.1 cubes): a map outside it, e.g. of the years of a
-    box-only v1.0 table, has no outline truth.
-    """
-    if "polygon_wkt" not in storms_df.columns or len(storms_df) == 0:
-        return None
-    outlined = storms_df[has_outline(storms_df["polygon_wkt"])]
-    if len(outlined) == 0:
-        return None
-    times = np.asarray(mars_time_sols(outlined["mars_year"], outlined["ls"]), dtype=float)
-    return float(times.min()), float(times.max())
-
-
 def outline_truth(storms: pd.DataFrame, grid) -> np.ndarray | None:
     """The ``(H, W)`` bool union of a map's catalogued outlines on ``grid``, or None when the map has no outline truth.
 
@@ -236,13 +220,23 @@ PIXEL_LATITUDE_BANDS = {"90S-60S": (-90.0, -60.0), "60S-60N": (-60.0, 60.0), "60
 of a global map apart from the band MOC also images."""
 
 
-def pixel_scores(found: _SplitDetections, threshold: float) -> dict:
-    """``metrics["pixel"]``: :func:`marsdust.evaluate.metrics.pixel_overlap` of the dust detections with
-    score ≥ ``threshold`` against the outlines, on the maps with outline truth, with ``threshold``;
-    ``by_latitude``: the same over the rows of each band of :data:`PIXEL_LATITUDE_BANDS` (empty bands: NaN);
-    ``by_score_threshold``: pixel IoU, Dice and predicted pixels at each score of the ladder
-    (:data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`). The stored threshold is the one of best F1 of
-    storms found, which need not be the one of best outlines."""
+def pixel_scores(found: _SplitDetections, model) -> dict:
+    """``metrics["pixel"]``: :func:`marsdust.evaluate.metrics.pixel_overlap` of the dust detections against the
+    outlines, on the maps with outline truth, at the detector's outline threshold.
+
+    That is the threshold of best pixel IoU on the validation maps where the checkpoint stores one
+    (:func:`marsdust.models.stored_outline_threshold`), else its detection threshold (best F1 of storms
+    found, :func:`marsdust.models.resolve_score_threshold`); ``threshold`` and ``threshold_source`` say
+    which. ``at_detection_threshold``: IoU and Dice at the detection threshold, what the products of
+    ``detect`` at its default threshold overlap. ``by_latitude``: the same as the main scores over the
+    rows of each band of :data:`PIXEL_LATITUDE_BANDS` (empty bands: NaN). ``by_score_threshold``: pixel
+    IoU, Dice and predicted pixels at each score of the ladder
+    (:data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`), on these test maps (so their best is an upper
+    bound, not a result)."""
+    detection_threshold = resolve_score_threshold(model, None)[0]
+    threshold, source = stored_outline_threshold(model), "chosen on validation maps (best pixel IoU)"
+    if threshold is None:
+        threshold, source = detection_threshold, "the detection threshold (the checkpoint stores no outline threshold)"
     valid = {m: found.valid_masks[m] for m in found.outline_truth}
     predicted = _masks_scoring_at_least(found, threshold)
     by_latitude = {}
@@ -254,7 +248,11 @@ def pixel_scores(found: _SplitDetections, threshold: float) -> dict:
         overlap = pixel_overlap(found.outline_truth, _masks_scoring_at_least(found, ladder_threshold), valid)
         by_score_threshold.append({"score_threshold": ladder_threshold, "iou": overlap["iou"],
                                    "dice": overlap["dice"], "n_predicted_pixels": overlap["n_predicted_pixels"]})
+    at_detection = pixel_overlap(found.outline_truth, _masks_scoring_at_least(found, detection_threshold), valid)
     return {**pixel_overlap(found.outline_truth, predicted, valid), "threshold": float(threshold),
+            "threshold_source": source,
+            "at_detection_threshold": {"threshold": float(detection_threshold), "iou": at_detection["iou"],
+                                       "dice": at_detection["dice"]},
             "by_latitude": by_latitude, "by_score_threshold": by_score_threshold}
 
 
@@ -548,7 +546,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
                     "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})
     metrics.update(_cloud_scores(model, found))
-    metrics["pixel"] = pixel_scores(found, resolve_score_threshold(model, None)[0])
+    metrics["pixel"] = pixel_scores(found, model)
     metrics["adaptation"] = model.checkpoint_extra.get("adaptation")
 
     # EVAL_DIR: the error analysis (error_analysis.{json,md}, errors_*.csv, galleries), the tables, the figures

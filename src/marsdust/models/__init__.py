@@ -25,6 +25,7 @@ from marsdust.models.checkpoint import (
     stored_reference_dropout,
     training_latitudes,
     stored_score_threshold,
+    stored_outline_threshold,
 )
 from marsdust.models.config import (
     MODEL_PRESET_DESCRIPTIONS,
@@ -83,5 +84,6 @@ __all__ = [
     "save_checkpoint",
     "stored_reference_dropout",
     "training_latitudes",
+    "stored_outline_threshold",
     "stored_score_threshold",
 ]

@@ -141,6 +141,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         extra = {k: raw[k] for k in ("epoch", "global_step") if k in raw}
         if raw.get("marsdust_score_threshold") is not None:
             extra["score_threshold"] = float(raw["marsdust_score_threshold"])
+        if raw.get("marsdust_outline_score_threshold") is not None:
+            extra["outline_score_threshold"] = float(raw["marsdust_outline_score_threshold"])
         if hparams.get("label_mode"):
             extra["label_mode"] = str(hparams["label_mode"])
         if hparams.get("classes"):
@@ -220,10 +222,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval()
 
 
-KEPT_EXTRA = ("score_threshold", "label_mode", "classes", "reference_dropout", "cloud_max_width_deg",
-              "training_latitudes_deg")
+KEPT_EXTRA = ("score_threshold", "outline_score_threshold", "label_mode", "classes", "reference_dropout",
+              "cloud_max_width_deg", "training_latitudes_deg")
 """What training records beside the weights (``checkpoint_extra``) and a re-saved checkpoint keeps:
-the score threshold chosen on validation maps, the label mode and the class names the detector learnt,
+the score thresholds chosen on validation maps (of storms found, and of outlines:
+:func:`stored_outline_threshold`), the label mode and the class names the detector learnt,
 how often it saw a map without its reference background (``reference_dropout``, so whether it works
 without history), the widest cloud region it counted as a cloud instance and the latitudes its training
 maps covered (``training_latitudes_deg``)."""
@@ -249,6 +252,21 @@ def stored_score_threshold(checkpoint_or_model) -> float | None:
     else:
         extra = read_checkpoint(checkpoint_or_model)["extra"]
     value = extra.get("score_threshold")
+    return None if value is None else float(value)
+
+
+def stored_outline_threshold(checkpoint_or_model) -> float | None:
+    """The score threshold of best pixel IoU of the dust outlines on the validation maps, or None.
+
+    Training (``outline`` label mode, a detector with masks, validation maps inside the span of an
+    outlining catalogue) finds, at every validation, the score from which the detections' masks
+    together overlap the catalogued outlines best (pixel IoU over observed pixels,
+    :func:`marsdust.evaluate.metrics.best_pixel_threshold`) and stores the one of the best checkpoint.
+    It is the threshold for a map of dusty pixels, which need not be the one of best F1 of storms
+    found (:func:`stored_score_threshold`): a storm found by a box can still miss half its arms.
+    None for a checkpoint trained before it was recorded, or without outline truth on its validation maps.
+    """
+    value = _extra(checkpoint_or_model).get("outline_score_threshold")
     return None if value is None else float(value)
 
 

@@ -32,9 +32,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from marsdust.evaluate.errors import score_sweep
+from marsdust.evaluate.matching import SCORE_THRESHOLDS
 from marsdust.cloudmask import CloudMasks
 from marsdust.data import SPLIT_NAMES, DustDataset, collate_fn, dataset_backgrounds, map_latitudes, select_split
-from marsdust.evaluate.metrics import coco_map
+from marsdust.evaluate.metrics import best_pixel_threshold, coco_map, pixel_counts_by_threshold, score_map
 from marsdust.fileio import write_table_atomic
 from marsdust.grid import MapGrid
 from marsdust.labels import DUST_LABEL, label_sources, mask_supervised
@@ -211,6 +212,19 @@ def _numpy_state_from_builtins(state: dict) -> tuple:
     return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
 
 
+def outline_pixel_counts(target: dict, output: dict, dust_found: np.ndarray) -> np.ndarray:
+    """:func:`marsdust.evaluate.metrics.pixel_counts_by_threshold` of one validation map at every score of
+    :data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`: its dust detections' masks (probability > 0.5, as
+    ``detect`` cuts them) against the union of its catalogued dust outlines, over its observed pixels."""
+    dust = (target["labels"] == DUST_LABEL).cpu().numpy()
+    truth = target["masks"].cpu().numpy()[dust].astype(bool).any(axis=0) if dust.any() else \
+        np.zeros(tuple(target["valid"].shape), dtype=bool)
+    masks = output["masks"].detach().float().cpu().numpy()[dust_found]
+    scores = output["scores"].detach().float().cpu().numpy()[dust_found]
+    scores_map = score_map(masks, scores) if len(scores) else np.zeros(truth.shape, dtype=np.float32)
+    return pixel_counts_by_threshold(scores_map, truth, target["valid"].cpu().numpy(), SCORE_THRESHOLDS)
+
+
 def targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
     keys = ("boxes", "labels", "masks", "mask_supervised") if with_masks else ("boxes", "labels")
     return [{k: t[k] for k in keys if k in t} for t in targets]
@@ -240,6 +254,8 @@ class DetectorModule(L.LightningModule):
         self._val_predictions: list[tuple] = []
         self._saved_score_thresh = None
         self._val_score_threshold: float | None = None  # of the latest validation
+        self._val_pixel_counts = np.zeros((len(SCORE_THRESHOLDS), 4), dtype=np.int64)  # pixel_counts_by_threshold
+        self._val_outline_threshold: float | None = None  # of the latest validation: best pixel IoU
         self._rng_to_restore: dict | None = None  # RNG states of the checkpoint a resumed run starts from
 
     # ---- training
@@ -273,6 +289,7 @@ class DetectorModule(L.LightningModule):
     # ---- validation: mAP on model outputs at score threshold 0
     def on_validation_epoch_start(self):
         self._val_predictions = []
+        self._val_pixel_counts[:] = 0
         heads = getattr(self.model, "roi_heads", None)  # a segmenter (unet) has none: it keeps every instance
         if heads is not None:
             self._saved_score_thresh = heads.score_thresh
@@ -289,6 +306,8 @@ class DetectorModule(L.LightningModule):
             pred = {"boxes": output["boxes"].detach().float().cpu().numpy()[found],  # fp32 also under bf16 autocast
                     "scores": output["scores"].detach().float().cpu().numpy()[found]}
             self._val_predictions.append((target["map_id"], tuple(image.shape[-2:]), gt, pred))
+            if target.get("outline_truth") and "masks" in output:
+                self._val_pixel_counts += outline_pixel_counts(target, output, found)
 
     def on_validation_epoch_end(self):
         if getattr(self.model, "roi_heads", None) is not None:
@@ -302,15 +321,33 @@ class DetectorModule(L.LightningModule):
             self.log(f"val_{key}", value, prog_bar=key == "map50", sync_dist=False, rank_zero_only=False)
         threshold, f1 = best_f1_threshold(records)
         self._val_score_threshold = threshold
+        self._choose_outline_threshold()
         self.log("val_best_f1", f1, sync_dist=False, rank_zero_only=False)
         self.log("val_score_threshold", threshold if threshold is not None else float("nan"), sync_dist=False,
                  rank_zero_only=False)
         self._val_predictions = []
 
+    def _choose_outline_threshold(self) -> None:
+        """The score threshold of best pixel IoU of the dust masks on the validation maps with outline truth
+        (:func:`marsdust.evaluate.metrics.best_pixel_threshold`), logged as ``val_pixel_iou`` and
+        ``val_outline_score_threshold``; None (not logged) when no validation map has outline truth."""
+        counts = self._val_pixel_counts
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, counts)
+            counts = np.sum(gathered, axis=0)
+        threshold, iou = best_pixel_threshold(counts, SCORE_THRESHOLDS) if counts[:, 1].any() else (None, math.nan)
+        self._val_outline_threshold = threshold
+        if threshold is not None:
+            self.log("val_pixel_iou", iou, sync_dist=False, rank_zero_only=False)
+            self.log("val_outline_score_threshold", threshold, sync_dist=False, rank_zero_only=False)
+
     # ---- exact resume: the RNG streams the RPN / RoI samplers draw from
     def on_save_checkpoint(self, checkpoint):
         if self._val_score_threshold is not None:  # of the validation this checkpoint follows
             checkpoint["marsdust_score_threshold"] = float(self._val_score_threshold)
+        if self._val_outline_threshold is not None:
+            checkpoint["marsdust_outline_score_threshold"] = float(self._val_outline_threshold)
         checkpoint["marsdust_rng"] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state_to_builtins(np.random.get_state()),
@@ -500,8 +537,8 @@ class ProgressLines(Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.is_global_zero and not trainer.sanity_checking:
             metrics = trainer.callback_metrics
-            values = "  ".join(f"{k[4:]} {float(metrics[k]):.3f}" for k in ("val_map50", "val_map75", "val_best_f1")
-                               if k in metrics)
+            keys = ("val_map50", "val_map75", "val_best_f1", "val_pixel_iou")
+            values = "  ".join(f"{k[4:]} {float(metrics[k]):.3f}" for k in keys if k in metrics)
             self._print(f"validate: step {trainer.global_step}  {values}")
 
 
