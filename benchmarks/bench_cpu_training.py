@@ -14,6 +14,11 @@ copy of the same freshly initialised detector on the same batches:
     The detector's weights in channels-last memory layout, fp32.
 ``bf16_channels_last``
     Both.
+``compile`` / ``bf16_compile``
+    The backbone and FPN (``model.backbone``, most of the arithmetic) through ``torch.compile``
+    (inductor), fp32 / bf16 autocast; the RPN and RoI heads, whose shapes change with every batch's
+    proposals, stay eager. Compilation happens in the warm-up steps (one per distinct image size of
+    the batches, at least ``--warmup``), reported apart as ``warmup_s``.
 
 Variants alternate (fp32, bf16, ..., fp32, bf16, ...) ``--rounds`` times, each round ``--steps``
 optimizer steps per variant after ``--warmup`` untimed ones, so a change of load on a shared
@@ -44,9 +49,10 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {"fp32": (False, False), "bf16": (True, False), "channels_last": (False, True),
-            "bf16_channels_last": (True, True)}
-"""Variant name → (bf16 autocast, channels-last weights)."""
+VARIANTS = {"fp32": (False, False, False), "bf16": (True, False, False), "channels_last": (False, True, False),
+            "bf16_channels_last": (True, True, False), "compile": (False, False, True),
+            "bf16_compile": (True, False, True)}
+"""Variant name → (bf16 autocast, channels-last weights, compiled backbone)."""
 
 
 def _batches(data: str, n_batches: int, seed: int, n_val: int):
@@ -69,13 +75,14 @@ def _autocast(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def _train_rate(module, optimizer, batches, variant: str, warmup: int) -> float:
-    """Optimizer steps per second of ``module`` over ``batches`` (the first ``warmup`` untimed)."""
+def _train_rate(module, optimizer, batches, variant: str, warmup: int) -> tuple[float, float]:
+    """Optimizer steps per second of ``module`` over ``batches`` (the first ``warmup`` untimed), and the
+    seconds of those warm-up steps (where a compiled variant compiles)."""
     from marsdust.train.lightning import targets_for_model
 
-    bf16, _ = VARIANTS[variant]
+    bf16 = VARIANTS[variant][0]
     module.model.train()
-    t0 = None
+    t0 = start = time.perf_counter()
     for i, (images, targets) in enumerate(batches):
         if i == warmup:
             t0 = time.perf_counter()
@@ -85,16 +92,35 @@ def _train_rate(module, optimizer, batches, variant: str, warmup: int) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return (len(batches) - warmup) / (time.perf_counter() - t0)
+    return (len(batches) - warmup) / (time.perf_counter() - t0), t0 - start
+
+
+def _batch_size_key(batch) -> tuple:
+    """The padded size a batch reaches the backbone at (its largest image's height and width)."""
+    images, _ = batch
+    return max(image.shape[-2] for image in images), max(image.shape[-1] for image in images)
+
+
+def _sizes_first(batches: list) -> tuple[list, int]:
+    """``batches`` with the first batch of each padded size moved to the front, and how many sizes there are:
+    a compiled backbone compiles once per size, so warm-up steps that see every size leave none to the timing."""
+    firsts, seen = [], set()
+    for i, batch in enumerate(batches):
+        if _batch_size_key(batch) not in seen:
+            seen.add(_batch_size_key(batch))
+            firsts.append(i)
+    rest = [batch for i, batch in enumerate(batches) if i not in firsts]
+    return [batches[i] for i in firsts] + rest, len(firsts)
 
 
 def _detect_seconds_per_map(module, images, variant: str) -> float:
     import torch
 
-    bf16, _ = VARIANTS[variant]
+    bf16 = VARIANTS[variant][0]
     module.model.eval()
     with torch.inference_mode(), _autocast(bf16):
-        module.model(images[:1])  # warm-up
+        for size in {tuple(image.shape): image for image in images}.values():  # warm-up (compiles), every size
+            module.model([size])
         t0 = time.perf_counter()
         for image in images:
             module.model([image])
@@ -134,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     if "fp32" not in variants:
         variants.insert(0, "fp32")
     load_before = os.getloadavg()
-    config, batches, val_images = _batches(args.data, args.warmup + args.steps, args.seed, args.detect_maps)
+    compiled = any(VARIANTS[v][2] for v in variants)
+    n_batches = args.warmup + args.steps + (2 if compiled else 0)  # spare batches for a warm-up over every size
+    config, batches, val_images = _batches(args.data, n_batches, args.seed, args.detect_maps)
+    if compiled:
+        batches, n_sizes = _sizes_first(batches)
+        args.warmup = max(args.warmup, n_sizes)
+        batches = batches[: args.warmup + args.steps]
     torch.manual_seed(args.seed)
     base = build_module(config)
     rows = []
@@ -144,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             if VARIANTS[variant][1]:
                 module.model.to(memory_format=torch.channels_last)
             optimizer = module.configure_optimizers()["optimizer"]
-            rate = _train_rate(module, optimizer, batches, variant, args.warmup)
+            if VARIANTS[variant][2]:
+                torch._dynamo.reset()  # every round compiles afresh: its warm-up time is the compile time
+                module.model.backbone = torch.compile(module.model.backbone)
+            rate, warmup_s = _train_rate(module, optimizer, batches, variant, args.warmup)
             seconds = _detect_seconds_per_map(module, val_images, variant)
             rows.append({"round": round_index, "variant": variant, "train_steps_per_s": rate,
-                         "detect_s_per_map": seconds, "load_1min": os.getloadavg()[0]})
+                         "detect_s_per_map": seconds, "warmup_s": warmup_s, "load_1min": os.getloadavg()[0]})
             print(f"round {round_index} {variant:<20} train {rate:6.3f} steps/s   detect {seconds:6.3f} s/map",
                   flush=True)
     summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -162,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = statistics.median(r["train_steps_per_s"] for r in mine)
         detect = statistics.median(r["detect_s_per_map"] for r in mine)
         summary["variants"][variant] = {"train_steps_per_s": rate, "train_ratio_to_fp32": rate / fp32_rate,
-                                        "detect_s_per_map": detect, "detect_ratio_to_fp32": detect / fp32_detect}
+                                        "detect_s_per_map": detect, "detect_ratio_to_fp32": detect / fp32_detect,
+                                        "warmup_s": statistics.median(r["warmup_s"] for r in mine)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpu_training.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
@@ -175,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load {load_before[0]:.2f} -> {summary['load_after'][0]:.2f}")
     for variant, values in summary["variants"].items():
         print(f"{variant:<20} train {values['train_steps_per_s']:6.3f} steps/s (x{values['train_ratio_to_fp32']:.2f})"
-              f"   detect {values['detect_s_per_map']:6.3f} s/map (x{values['detect_ratio_to_fp32']:.2f})")
+              f"   detect {values['detect_s_per_map']:6.3f} s/map (x{values['detect_ratio_to_fp32']:.2f})"
+              f"   warm-up {values['warmup_s']:.1f} s ({args.warmup} steps)")
     print(f"wrote {out / 'cpu_training.json'} and {out / 'cpu_training.csv'}")
     return 0
 
