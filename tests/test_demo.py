@@ -101,3 +101,19 @@ def test_the_demo_trains_on_both_cameras_and_its_summary_says_on_what(tmp_path):
     assert lines[0].startswith("- training storms: 8 as area-sized boxes (v1.0 table, no mask target), MY25–MY27; "
                                "13 as outlines (v1.1 cubes), MY28–MY29")
     assert lines[1] == "- test sols: MY32 Ls3 – MY32 Ls300, never trained on"
+
+
+def test_the_summary_gives_pixel_scores_at_the_outline_threshold_and_at_the_detection_threshold_beside():
+    from marsdust.demo import _pixel_lines
+
+    pixel = {"n_maps": 30, "iou": 0.712, "dice": 0.83, "threshold": 0.35,
+             "threshold_source": "chosen on validation maps (best pixel IoU)",
+             "at_detection_threshold": {"threshold": 0.7, "iou": 0.459, "dice": 0.63}}
+    line = _pixel_lines(pixel)[-1]
+    assert line.startswith("Dust pixels against the catalogued outlines on the 30 test maps that have them: IoU 0.712, "
+                           "Dice 0.830 at score >= 0.35, the outline threshold (best pixel IoU on the validation sols)")
+    assert line.endswith("; at the detection threshold 0.70: IoU 0.459, Dice 0.630.")
+    older = {**pixel, "threshold": 0.7, "threshold_source": "the detection threshold (the checkpoint stores no "
+             "outline threshold)"}
+    assert _pixel_lines(older)[-1].endswith("at score >= 0.70, the detection threshold.")
+    assert _pixel_lines({"n_maps": 0, "iou": float("nan")}) == []  # no test map with outline truth: no line

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -279,6 +280,21 @@ def _data_lines(run_dir: Path) -> list[str]:
     return lines
 
 
+def _pixel_lines(pixel: dict) -> list[str]:
+    """The summary's pixel scores (``metrics.json``'s ``pixel``), or none where no test map has outline truth."""
+    if not pixel.get("n_maps") or not math.isfinite(pixel.get("iou", math.nan)):
+        return []
+    chosen = pixel.get("threshold_source", "").startswith("chosen on validation")
+    which = "the outline threshold (best pixel IoU on the validation sols)" if chosen else "the detection threshold"
+    line = (f"Dust pixels against the catalogued outlines on the {pixel['n_maps']} test maps that have them: IoU "
+            f"{pixel['iou']:.3f}, Dice {pixel['dice']:.3f} at score >= {pixel['threshold']:.2f}, {which}")
+    at_detection = pixel.get("at_detection_threshold") or {}
+    if chosen and at_detection and abs(at_detection["threshold"] - pixel["threshold"]) > 1e-9:
+        line += (f"; at the detection threshold {at_detection['threshold']:.2f}: IoU {at_detection['iou']:.3f}, "
+                 f"Dice {at_detection['dice']:.3f}")
+    return ["", line + "."]
+
+
 def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path], preset: str,
                       reference: str = "none", data_lines: list[str] | None = None) -> str:
     """The report's summary page."""
@@ -310,6 +326,7 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
     if area.get("n_matched"):
         lines += ["", f"Matched storms' areas: median detected / catalogued {area['median_ratio']:.2f}, "
                       f"{100 * area['within_25pct']:.0f}% within ±25% ({area['n_matched']} storms)."]
+    lines += _pixel_lines(metrics.get("pixel") or {})
     time_ms = metrics.get("time_ms_per_map")
     lines += [
         "",
