@@ -165,7 +165,9 @@ def score(checkpoint: Path, test_set: dict, out_dir: Path, device: str, all_lati
             "paper_map50": metrics["paper_boxes"]["map50"], "paper_map75": metrics["paper_boxes"]["map75"],
             "box_map50": metrics["map50"], "mask_map50": segm.get("map50"),
             "pixel_iou": pixel.get("iou"), "pixel_dice": pixel.get("dice"), "pixel_maps": pixel.get("n_maps"),
-            "score_threshold": pixel.get("threshold"), "latitudes_deg": metrics["latitudes_deg"],
+            "score_threshold": pixel.get("threshold"), "pixel_threshold_source": pixel.get("threshold_source"),
+            "pixel_iou_at_detection_threshold": (pixel.get("at_detection_threshold") or {}).get("iou"),
+            "latitudes_deg": metrics["latitudes_deg"],
             "n_beyond_latitudes": metrics["n_beyond_latitudes"]}
 
 
@@ -321,8 +323,9 @@ def report_header(preset: str, steps: int, data: Path, seconds: float, argv: lis
             "BatchNorm statistics re-estimated on the test set's unlabeled maps; self-training: one round of "
             "marsdust self-train on them (the detector's confident detections as labels, on cross-camera and "
             "second-look test sets); in brackets: the change from the same detector as trained, percentage points. "
-            "Percent. Pixel IoU / Dice: detections at the stored "
-            "score threshold against the catalogued outlines, observed pixels of maps with outline truth, summed "
+            "Percent. Pixel IoU / Dice: detections at the outline threshold the checkpoint stores (best pixel "
+            "IoU on its validation maps; its detection threshold if it stores none) "
+            "against the catalogued outlines, observed pixels of maps with outline truth, summed "
             "over maps (— : no outline truth, as on the MOC years). Detections centred beyond the latitudes of the "
             "detector's training maps (its checkpoint's record) are dropped before scoring, as detect drops them"
             f"{' (not in this run: --all-latitudes)' if all_latitudes else ''}; the last column counts them.\n\n")

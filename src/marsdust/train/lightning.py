@@ -336,7 +336,7 @@ class DetectorModule(L.LightningModule):
             gathered = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, counts)
             counts = np.sum(gathered, axis=0)
-        threshold, iou = best_pixel_threshold(counts, SCORE_THRESHOLDS) if counts[:, 1].any() else (None, math.nan)
+        threshold, iou = best_pixel_threshold(counts, SCORE_THRESHOLDS)
         self._val_outline_threshold = threshold
         if threshold is not None:
             self.log("val_pixel_iou", iou, sync_dist=False, rank_zero_only=False)
