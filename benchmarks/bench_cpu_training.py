@@ -18,7 +18,8 @@ copy of the same freshly initialised detector on the same batches:
     The backbone and FPN (``model.backbone``, most of the arithmetic) through ``torch.compile``
     (inductor), fp32 / bf16 autocast; the RPN and RoI heads, whose shapes change with every batch's
     proposals, stay eager. Compilation happens in the warm-up steps (one per distinct image size of
-    the batches, at least ``--warmup``), reported apart as ``warmup_s``.
+    the batches, at least ``--warmup``), reported apart as ``warmup_s``: a cold compile in round 0,
+    inductor's on-disk cache in later rounds.
 
 Variants alternate (fp32, bf16, ..., fp32, bf16, ...) ``--rounds`` times, each round ``--steps``
 optimizer steps per variant after ``--warmup`` untimed ones, so a change of load on a shared
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 module.model.to(memory_format=torch.channels_last)
             optimizer = module.configure_optimizers()["optimizer"]
             if VARIANTS[variant][2]:
-                torch._dynamo.reset()  # every round compiles afresh: its warm-up time is the compile time
+                torch._dynamo.reset()  # every round traces afresh; inductor's on-disk cache (/tmp/torchinductor_*)
+                # still serves later rounds, so a cold compile shows in round 0's warm-up only
                 module.model.backbone = torch.compile(module.model.backbone)
             rate, warmup_s = _train_rate(module, optimizer, batches, variant, args.warmup)
             seconds = _detect_seconds_per_map(module, val_images, variant)
