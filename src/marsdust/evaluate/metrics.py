@@ -420,19 +420,22 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
 def score_map(masks, scores, mask_threshold: float = 0.5) -> np.ndarray:
     """``(H, W)`` float: at each pixel the highest score of the detections whose mask covers it (0 elsewhere).
 
-    ``masks`` is an ``(n, H, W)`` or ``(n, 1, H, W)`` stack of mask probabilities, ``scores`` their
-    ``(n,)`` scores. The detections with score ≥ ``t`` cover exactly the pixels where the result is
-    ≥ ``t`` (for ``t > 0``), so one map answers every score threshold of a ladder.
+    ``masks`` is an ``(n, H, W)`` or ``(n, 1, H, W)`` stack of mask probabilities (numpy or torch; a
+    torch stack is reduced where it lies, e.g. on the GPU, and only the map comes back), ``scores``
+    their ``(n,)`` scores. The detections with score ≥ ``t`` cover exactly the pixels where the result
+    is ≥ ``t`` (for ``t > 0``), so one map answers every score threshold of a ladder.
     """
-    masks = np.asarray(masks)
+    import torch
+
+    masks = torch.as_tensor(masks)
     masks = masks.reshape(masks.shape[0], *masks.shape[-2:]) if masks.ndim == 4 else masks
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    scores = torch.as_tensor(scores, dtype=torch.float32, device=masks.device).reshape(-1)
     if masks.ndim != 3 or len(masks) != len(scores):
-        raise ValueError(f"score_map: masks of shape {masks.shape} do not fit {len(scores)} scores")
-    best = np.zeros(masks.shape[-2:], dtype=np.float32)
+        raise ValueError(f"score_map: masks of shape {tuple(masks.shape)} do not fit {len(scores)} scores")
+    best = torch.zeros(masks.shape[-2:], dtype=torch.float32, device=masks.device)
     for mask, score in zip(masks, scores):
-        np.maximum(best, np.where(mask > mask_threshold, score, 0.0), out=best)
-    return best
+        best = torch.maximum(best, torch.where(mask > mask_threshold, score, 0.0))
+    return best.cpu().numpy()
 
 
 def pixel_counts_by_threshold(scores_map: np.ndarray, truth: np.ndarray, valid: np.ndarray,

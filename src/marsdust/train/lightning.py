@@ -216,13 +216,11 @@ def outline_pixel_counts(target: dict, output: dict, dust_found: np.ndarray) -> 
     """:func:`marsdust.evaluate.metrics.pixel_counts_by_threshold` of one validation map at every score of
     :data:`~marsdust.evaluate.matching.SCORE_THRESHOLDS`: its dust detections' masks (probability > 0.5, as
     ``detect`` cuts them) against the union of its catalogued dust outlines, over its observed pixels."""
-    dust = (target["labels"] == DUST_LABEL).cpu().numpy()
-    truth = target["masks"].cpu().numpy()[dust].astype(bool).any(axis=0) if dust.any() else \
-        np.zeros(tuple(target["valid"].shape), dtype=bool)
-    masks = output["masks"].detach().float().cpu().numpy()[dust_found]
-    scores = output["scores"].detach().float().cpu().numpy()[dust_found]
-    scores_map = score_map(masks, scores) if len(scores) else np.zeros(truth.shape, dtype=np.float32)
-    return pixel_counts_by_threshold(scores_map, truth, target["valid"].cpu().numpy(), SCORE_THRESHOLDS)
+    dust = target["labels"] == DUST_LABEL
+    truth = target["masks"][dust].bool().any(dim=0) if bool(dust.any()) else torch.zeros_like(target["valid"])
+    found = torch.as_tensor(dust_found, device=output["scores"].device)
+    scores_map = score_map(output["masks"].detach()[found], output["scores"].detach()[found])  # where the masks are
+    return pixel_counts_by_threshold(scores_map, truth.cpu().numpy(), target["valid"].cpu().numpy(), SCORE_THRESHOLDS)
 
 
 def targets_for_model(targets: list[dict], with_masks: bool) -> list[dict]:
