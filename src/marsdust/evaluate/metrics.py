@@ -416,7 +416,6 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
             "n_predicted_pixels": totals["predicted"]}
 
 
-
 def score_map(masks, scores, mask_threshold: float = 0.5) -> np.ndarray:
     """``(H, W)`` float: at each pixel the highest score of the detections whose mask covers it (0 elsewhere).
 
@@ -441,8 +440,8 @@ def score_map(masks, scores, mask_threshold: float = 0.5) -> np.ndarray:
 def pixel_counts_by_threshold(scores_map: np.ndarray, truth: np.ndarray, valid: np.ndarray,
                               thresholds) -> np.ndarray:
     """``(len(thresholds), 4)`` int64: |P∩T|, |P∪T|, |T|, |P| over the observed pixels of one map, where P are
-    the pixels of :func:`score_map` ≥ each threshold and T the true dust pixels; sums over maps give
-    :func:`pixel_iou_by_threshold`."""
+    the pixels of :func:`score_map` ≥ each threshold and T the true dust pixels; their sums over maps go to
+    :func:`best_pixel_threshold`."""
     truth, valid = np.asarray(truth, dtype=bool), np.asarray(valid, dtype=bool)
     if truth.shape != valid.shape or scores_map.shape != valid.shape:
         raise ValueError(f"pixel counts: score map {scores_map.shape}, truth {truth.shape} and valid {valid.shape} "
