@@ -48,8 +48,8 @@ from torch.utils.data import Dataset
 
 from marsdust.cloudmask import with_clouds
 from marsdust.fileio import write_csv_atomic
-from marsdust.labels import (DUST_LABEL, flip_target, map_targets, mask_supervised, outlined_span, roll_target,
-                             seam_free_shift, split_at_seam)
+from marsdust.labels import (DUST_LABEL, flip_target, in_outlined_span, map_targets, mask_supervised, outlined_span,
+                             roll_target, seam_free_shift, split_at_seam)
 from marsdust.history import MapHistory
 from marsdust.mdad_format import mars_time_sols
 from marsdust.reference import ReferenceConfig, stack_bands
@@ -580,10 +580,9 @@ class DustDataset(Dataset):
         """Whether the dust masks of a map's target are its whole outline truth: in ``outline`` mode, every
         storm of the map outlined and the map inside the span of the outlining catalogue (as evaluation's
         :func:`marsdust.evaluate.runner.outline_truth`), so that a map without storms there is truly clear."""
-        span = self._outlined_span
-        if span is None or "mars_year" not in row or "ls" not in row:
+        if "mars_year" not in row or "ls" not in row:
             return False
-        if not span[0] <= float(mars_time_sols(row["mars_year"], row["ls"])) <= span[1]:
+        if not in_outlined_span(self._outlined_span, row["mars_year"], row["ls"]):
             return False
         return bool(np.all(np.asarray(target["has_outline"])[np.asarray(target["labels"]) == DUST_LABEL]))
 

@@ -82,6 +82,12 @@ def outlined_span(storms_df: pd.DataFrame) -> tuple[float, float] | None:
     return float(times.min()), float(times.max())
 
 
+def in_outlined_span(span: tuple[float, float] | None, mars_year, ls_deg) -> bool:
+    """Whether a map of ``mars_year`` at ``ls_deg`` lies in the span of the outlining catalogue (:func:`outlined_span`;
+    None: no catalogue outlines anything)."""
+    return span is not None and span[0] <= float(mars_time_sols(mars_year, ls_deg)) <= span[1]
+
+
 def mask_supervised(has_outline, label_mode: str) -> np.ndarray:
     """Which instances' masks are training and scoring targets (bool (n,)), by ``label_mode``.
 

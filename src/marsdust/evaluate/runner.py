@@ -14,6 +14,7 @@ maps have cloud masks (:mod:`marsdust.cloudmask`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,15 +37,16 @@ from marsdust.evaluate.metrics import (
     box_map_summary,
     center_deviations,
     evaluate_detections,
+    pixel_counts_by_threshold,
     pixel_overlap,
+    score_map,
     season_of,
     time_inference,
     write_metrics_json,
 )
 from marsdust.fileio import write_text_atomic
 from marsdust.history import MapHistory
-from marsdust.labels import map_targets, mask_supervised, outlined_span, paper_boxes_at
-from marsdust.mdad_format import mars_time_sols
+from marsdust.labels import in_outlined_span, map_targets, mask_supervised, outlined_span, paper_boxes_at
 from marsdust.mdgm import MapImage, read_map
 from marsdust.cloudmask import CloudMasks, cloud_mask_root
 from marsdust.evaluate.clouds import dust_false_alarms_on_clouds, false_alarms_on_clouds_by_threshold, per_class_ap
@@ -177,8 +179,7 @@ def _detect_on_split(model, rows: pd.DataFrame, storms_df: pd.DataFrame, label_m
         found.ground_truth[row.map_id] = {**{k: target[k] for k in ("boxes", "masks", "confidence", "area_km2")},
                                           "mask_scored": mask_supervised(target["has_outline"], label_mode)}
         found.paper_truth[row.map_id] = {"boxes": map_targets(storms, grid, "fixed", with_masks=False)["boxes"]}
-        in_span = span is not None and span[0] <= float(mars_time_sols(row.mars_year, row.ls)) <= span[1]
-        outlines = outline_truth(storms, grid) if in_span else None
+        outlines = outline_truth(storms, grid) if in_outlined_span(span, row.mars_year, row.ls) else None
         if outlines is not None:
             found.outline_truth[row.map_id] = outlines
         found.predictions[row.map_id] = prediction_entry(result, grid, "dust")
@@ -243,17 +244,29 @@ def pixel_scores(found: _SplitDetections, model) -> dict:
     for name, (south, north) in PIXEL_LATITUDE_BANDS.items():
         in_band = {m: valid[m] & _rows_between(found.grids[m], south, north)[:, None] for m in valid}
         by_latitude[name] = pixel_overlap(found.outline_truth, predicted, in_band)
-    by_score_threshold = []
-    for ladder_threshold in SCORE_THRESHOLDS:
-        overlap = pixel_overlap(found.outline_truth, _masks_scoring_at_least(found, ladder_threshold), valid)
-        by_score_threshold.append({"score_threshold": ladder_threshold, "iou": overlap["iou"],
-                                   "dice": overlap["dice"], "n_predicted_pixels": overlap["n_predicted_pixels"]})
+    by_score_threshold = _pixel_ladder(found, valid)
     at_detection = pixel_overlap(found.outline_truth, _masks_scoring_at_least(found, detection_threshold), valid)
     return {**pixel_overlap(found.outline_truth, predicted, valid), "threshold": float(threshold),
             "threshold_source": source,
             "at_detection_threshold": {"threshold": float(detection_threshold), "iou": at_detection["iou"],
                                        "dice": at_detection["dice"]},
             "by_latitude": by_latitude, "by_score_threshold": by_score_threshold}
+
+
+def _pixel_ladder(found: _SplitDetections, valid: dict) -> list[dict]:
+    """Pixel IoU, Dice and predicted pixels at each score of the ladder, counted as validation counts them when it
+    chooses the outline threshold: one map of scores a map (:func:`marsdust.evaluate.metrics.score_map`), its
+    pixels counted at every rung (:func:`~marsdust.evaluate.metrics.pixel_counts_by_threshold`), summed over maps."""
+    counts = np.zeros((len(SCORE_THRESHOLDS), 4), dtype=np.int64)
+    for map_id, truth in found.outline_truth.items():
+        entry = found.predictions[map_id]
+        scores_map = (score_map(entry["masks"], entry["scores"]) if len(entry["scores"])
+                      else np.zeros(truth.shape, dtype=np.float32))
+        counts += pixel_counts_by_threshold(scores_map, truth, valid[map_id], SCORE_THRESHOLDS)
+    return [{"score_threshold": threshold, "iou": float(inter / union) if union else math.nan,
+             "dice": float(2 * inter / (n_true + n_predicted)) if n_true + n_predicted else math.nan,
+             "n_predicted_pixels": int(n_predicted)}
+            for threshold, (inter, union, n_true, n_predicted) in zip(SCORE_THRESHOLDS, counts)]
 
 
 def _masks_scoring_at_least(found: _SplitDetections, threshold: float) -> dict:
