@@ -281,8 +281,28 @@ def test_checkpoint_holding_python_objects_loads_only_when_trusted(tmp_path):
     assert path.with_name(f"{path.stem}-converted.ckpt").is_file()
     converted = save_checkpoint(load_model(path, trust_pickle=True), tmp_path / "converted.ckpt")
     torch.load(converted, weights_only=True)  # the converted file needs no trust
+    reloaded = load_model(converted).state_dict()
     for key, value in model.state_dict().items():
-        assert torch.equal(value, load_model(converted).state_dict()[key])
+        assert torch.equal(value, reloaded[key])
+
+
+def test_checkpoint_metadata_reads_a_file_once_until_it_is_rewritten(tmp_path, monkeypatch):
+    import marsdust.models.checkpoint as checkpoint_module
+    from marsdust.models import checkpoint_metadata, detector_classes, stored_outline_threshold, stored_score_threshold
+
+    path = save_checkpoint(build_model("fasterrcnn", **TINY), tmp_path / "model.ckpt", score_threshold=0.4)
+    reads = []
+    real_load = checkpoint_module._torch_load
+    monkeypatch.setattr(checkpoint_module, "_torch_load", lambda *args: reads.append(args[0]) or real_load(*args))
+    assert stored_score_threshold(path) == 0.4 and stored_outline_threshold(path) is None
+    assert detector_classes(path) == ("dust",) and len(reads) == 1
+    checkpoint_metadata(path)["extra"]["score_threshold"] = 0.9  # a caller's change does not reach the cache
+    assert stored_score_threshold(path) == 0.4 and len(reads) == 1
+    save_checkpoint(build_model("fasterrcnn", **TINY), path, score_threshold=0.7)  # replaced: read again
+    assert stored_score_threshold(path) == 0.7 and len(reads) == 2
+    assert set(checkpoint_metadata(path)) == {"model_name", "model_config", "extra"}
+    with pytest.raises(CheckpointError, match="missing.ckpt: no such checkpoint file"):
+        checkpoint_metadata(tmp_path / "missing.ckpt")
 
 
 def test_bad_checkpoints_raise_checkpoint_error_naming_the_file(tmp_path):

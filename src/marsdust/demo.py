@@ -304,10 +304,11 @@ def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[P
     def pct(value):
         return "n/a" if value is None else f"{100 * value:.1f}"
 
+    steps = train_summary.get("global_step")
     lines = [
         "# marsdust demo report",
         "",
-        f"DustRCNN trained for {train_summary.get('global_step')} steps "
+        f"DustRCNN trained for {steps} step{'' if steps == 1 else 's'} "
         f"({train_summary.get('seconds', float('nan')):.0f} s) on the synthetic `{preset}` archive, "
         f"temporal split, reference bands: {reference}; scored on the held-out test sols.",
         "",

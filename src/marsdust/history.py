@@ -67,10 +67,10 @@ def needs_history(checkpoint_or_model) -> bool:
     checkpoint_or_model : path or RegisteredDetector
         A checkpoint file (read for its config and training record) or a built detector.
     """
-    from marsdust.models import DetectorConfig, read_checkpoint
+    from marsdust.models import DetectorConfig, checkpoint_metadata
 
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
-        content = read_checkpoint(checkpoint_or_model)
+        content = checkpoint_metadata(checkpoint_or_model)
         config = DetectorConfig.from_dict(content["model_config"], source=str(checkpoint_or_model))
     else:
         config = checkpoint_or_model.config

@@ -120,10 +120,10 @@ def student_config(checkpoint: str | os.PathLike, data: str | os.PathLike, split
     """The student's :class:`marsdust.train.TrainConfig`: the teacher's network and inputs, started from its
     weights, trained ``steps`` steps on the pseudo-labelled ``data`` with the split manifest ``split_file``
     (:func:`pseudo_split`) and one validation at the end. ``overrides`` are further TrainConfig fields."""
-    from marsdust.models import read_checkpoint
+    from marsdust.models import checkpoint_metadata
     from marsdust.train import TrainConfig
 
-    teacher = read_checkpoint(checkpoint)
+    teacher = checkpoint_metadata(checkpoint)
     model_config = dict(teacher["model_config"])
     extra = teacher["extra"]
     reference = str(model_config.get("reference", "none"))

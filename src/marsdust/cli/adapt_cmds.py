@@ -24,11 +24,11 @@ def adapt_command(
 ) -> None:
     """Adapt a detector to an archive that looks different: re-estimate its BatchNorm statistics on the target maps."""
     from marsdust.adapt import adapt_checkpoint
-    from marsdust.models import CheckpointError, read_checkpoint
+    from marsdust.models import CheckpointError, checkpoint_metadata
 
     try:
         path = adapt_checkpoint(checkpoint, target, output, n_maps=maps, device=device, progress=not quiet)
-        record = read_checkpoint(path)["extra"]["adaptation"]
+        record = checkpoint_metadata(path)["extra"]["adaptation"]
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         fail(exc)
     typer.echo(f"adapted on {record['n_maps']} maps of {record['target_archive']} -> {path}")

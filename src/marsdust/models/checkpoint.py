@@ -25,6 +25,8 @@ callback states); all load with torch's ``weights_only=True`` unless ``trust_pic
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 import pickle
@@ -247,11 +249,7 @@ def stored_score_threshold(checkpoint_or_model) -> float | None:
     checkpoint_or_model : path or RegisteredDetector
         A checkpoint file or a model from :func:`load_model`.
     """
-    if isinstance(checkpoint_or_model, RegisteredDetector):
-        extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
-    else:
-        extra = read_checkpoint(checkpoint_or_model)["extra"]
-    value = extra.get("score_threshold")
+    value = _extra(checkpoint_or_model).get("score_threshold")
     return None if value is None else float(value)
 
 
@@ -273,7 +271,35 @@ def stored_outline_threshold(checkpoint_or_model) -> float | None:
 def _extra(checkpoint_or_model) -> dict:
     if isinstance(checkpoint_or_model, RegisteredDetector):
         return getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
-    return read_checkpoint(checkpoint_or_model)["extra"]
+    return checkpoint_metadata(checkpoint_or_model)["extra"]
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """``{model_name, model_config, extra}`` of a checkpoint, without its weights; read once per file version.
+
+    What ``detect`` and ``evaluate`` ask of a checkpoint before they load it (thresholds, latitudes, classes,
+    whether it needs history) comes from here: the file is read the first time and the answer kept while
+    its path, size and modification time stay the same, so asking five questions costs one read.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`read_checkpoint`.
+    """
+    path = Path(path)
+    try:
+        status = path.stat()
+    except OSError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    return copy.deepcopy(_cached_metadata(str(path.resolve()), status.st_ino, status.st_mtime_ns, status.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_metadata(resolved_path: str, inode: int, mtime_ns: int, size: int) -> dict[str, Any]:
+    """The cache of :func:`checkpoint_metadata`: ``inode``, ``mtime_ns`` and ``size`` only key it (a rewritten or
+    replaced file is read again)."""
+    content = read_checkpoint(resolved_path)
+    return {key: content[key] for key in ("model_name", "model_config", "extra")}
 
 
 def stored_reference_dropout(checkpoint_or_model) -> float:
@@ -310,7 +336,7 @@ def detector_classes(checkpoint_or_model) -> tuple[str, ...]:
         extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
         num_classes = checkpoint_or_model.config.num_classes
     else:
-        content = read_checkpoint(checkpoint_or_model)
+        content = checkpoint_metadata(checkpoint_or_model)
         extra, num_classes = content["extra"], int(content["model_config"].get("num_classes", 1))
     if extra.get("classes"):
         return tuple(str(c) for c in extra["classes"])
