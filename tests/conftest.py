@@ -19,6 +19,22 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+LONGEST_TESTS = ("test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps",)
+"""Tests that take a large share of the suite (the learning test: 3.5-7 minutes on one thread, more than a
+third of one worker's time); :func:`pytest_collection_modifyitems` starts them first."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run :data:`LONGEST_TESTS` first, the rest in file order.
+
+    pytest-xdist hands each worker a share of the tests and lets an idle worker take from the other's queue;
+    a test that runs for minutes cannot be shared, so when it starts late one worker runs it alone while the
+    other waits. Started first, it runs while the other worker takes the rest. (Only these move: moving a
+    module's tests apart would build its module fixtures twice.)
+    """
+    items.sort(key=lambda item: item.originalname not in LONGEST_TESTS)  # stable
+
+
 @pytest.fixture(autouse=True)
 def _fp32_training(monkeypatch):
     """Every test trains in fp32 (``precision: auto`` as on a CPU without native bf16): the thresholds of the

@@ -546,6 +546,11 @@ def test_tiny_dustrcnn_learns_to_find_storms_on_held_out_maps(ci_data, tmp_path,
 # (ATEN_CPU_CAPABILITY=default, half an hour a run here; the recipe before, seed 0: 0.355 / 0.143 / 0.199).
 # The recipe before scored its best checkpoint by validation mAP50: seed 8 under AVX2 scored 0.081 / 0.000 / 0.000
 # through its step-99 checkpoint, where its step-199 one scored 0.306 / 0.087 / 0.206; hence the last checkpoint.
+# On a CPU that has no AVX-512 at all (2-core AMD EPYC, family 25 model 1, AVX2 only; ATen's default AVX2), same
+# recipe, 1 thread, 2026-12-07, commit 259edc0, `benchmarks/learning_test_seeds.py --seeds 0 1 --threads 1`
+# (docs/results/learning_test_seeds_zen3_avx2_20261207.csv): seed 0 0.440 / 0.093 / 0.045, seed 1 0.611 / 0.247 /
+# 0.502 (434 s and 487 s a run, other tests on the second core). Emulating AVX2 on the AVX-512 CPU (the column
+# above) does not reproduce a real AVX2 CPU exactly: it is another run, inside the same spread, above every threshold.
 # An untrained network of this detector scores 0.000 on all three (measured on three seeds, 2026-12-06, commit
 # 58ac9d2; `learning_test_seeds.py --untrained` repeats it), so the thresholds, all above 0, cannot be met without
 # learning: a broken training loop (no learning, wrong targets, frames or masks) fails.
