@@ -12,7 +12,8 @@ Precision (``TrainConfig.precision``)
     of two seeds, on ``bench`` and on the demo; docs/benchmark-notes.md, "CPU precision").
     ``32-true`` everywhere else: on accelerators, and on CPUs where bfloat16 would be emulated, which
     is far slower than fp32 (an AMD EPYC with AVX2 only trained 0.039 steps/s in bf16 against 0.485 in
-    fp32; docs/benchmark-notes.md, "A CPU without AVX-512"). The start-up line says what the CPU offers and what was chosen.
+    fp32; docs/benchmark-notes.md, "A CPU without AVX-512"). The start-up line says what the CPU offers
+    and what was chosen.
     ``benchmarks/bench_cpu_training.py`` measures the variants on the machine at hand. Inference
     (``detect``, ``evaluate``) stays fp32.
 ``32``
