@@ -47,6 +47,18 @@ def _fp32_training(monkeypatch):
 
 
 @pytest.fixture
+def checkpoint_reads(monkeypatch):
+    """The list of checkpoint files read from here on, one entry per read (``marsdust.models.checkpoint``'s
+    every ``torch.load``)."""
+    import marsdust.models.checkpoint as checkpoint_module
+
+    reads = []
+    real_load = checkpoint_module._torch_load
+    monkeypatch.setattr(checkpoint_module, "_torch_load", lambda *args: reads.append(args[0]) or real_load(*args))
+    return reads
+
+
+@pytest.fixture
 def ci_threads():
     """Run a test with torch on :data:`TEST_THREADS` CPU threads, restoring the previous setting; the number."""
     import torch

@@ -414,22 +414,19 @@ def test_cli_drops_and_counts_detections_beyond_the_training_latitudes(tmp_path)
     assert len(pd.read_csv(tmp_path / "all" / "detections.csv")) == len(kept) + dropped
 
 
-def test_cli_names_the_stored_outline_threshold_where_it_differs_from_the_detection_threshold(tmp_path, monkeypatch):
+def test_cli_names_the_stored_outline_threshold_where_it_differs_from_the_detection_threshold(tmp_path,
+                                                                                             checkpoint_reads):
     from typer.testing import CliRunner
 
-    import marsdust.models.checkpoint as checkpoint_module
     from marsdust.cli import app
 
     path = draw_disc_map(tmp_path / "maps" / "r18_001.png", [(0.0, 0.0, 10.0)])
     ckpt = save_checkpoint(always_storm_detector(1.6), tmp_path / "model.ckpt", score_threshold=0.6,
                            outline_score_threshold=0.35)
-    reads = []
-    real_load = checkpoint_module._torch_load
-    monkeypatch.setattr(checkpoint_module, "_torch_load", lambda *args: reads.append(args[0]) or real_load(*args))
     base = ["detect", str(ckpt), str(path), "--quiet", "--threads", "1", "--no-track"]
     result = CliRunner().invoke(app, base + ["-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert len(reads) == 2  # once for what the command asks of it (thresholds, latitudes, history), once the weights
+    assert len(checkpoint_reads) == 2  # once for what the command asks of it (thresholds, latitudes, history), once the weights
     assert "score threshold 0.6: chosen on validation maps" in result.output
     assert "outline threshold 0.35:" in result.output and "--score-threshold 0.35 writes" in result.output
     result = CliRunner().invoke(app, base + ["-o", str(tmp_path / "out2"), "--score-threshold", "0.35"])

@@ -286,14 +286,11 @@ def test_checkpoint_holding_python_objects_loads_only_when_trusted(tmp_path):
         assert torch.equal(value, reloaded[key])
 
 
-def test_checkpoint_metadata_reads_a_file_once_until_it_is_rewritten(tmp_path, monkeypatch):
-    import marsdust.models.checkpoint as checkpoint_module
+def test_checkpoint_metadata_reads_a_file_once_until_it_is_rewritten(tmp_path, checkpoint_reads):
     from marsdust.models import checkpoint_metadata, detector_classes, stored_outline_threshold, stored_score_threshold
 
     path = save_checkpoint(build_model("fasterrcnn", **TINY), tmp_path / "model.ckpt", score_threshold=0.4)
-    reads = []
-    real_load = checkpoint_module._torch_load
-    monkeypatch.setattr(checkpoint_module, "_torch_load", lambda *args: reads.append(args[0]) or real_load(*args))
+    reads = checkpoint_reads
     assert stored_score_threshold(path) == 0.4 and stored_outline_threshold(path) is None
     assert detector_classes(path) == ("dust",) and len(reads) == 1
     checkpoint_metadata(path)["extra"]["score_threshold"] = 0.9  # a caller's change does not reach the cache

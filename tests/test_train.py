@@ -586,10 +586,12 @@ def test_bf16_training_runs_and_its_checkpoint_detects(ci_data, tmp_path, capsys
     from marsdust.models import load_model
 
     # Batches of 1, 8 training maps and 2 validation maps: a CPU without native bf16 (AVX2 only) emulates it at
-    # a twentieth of fp32's speed; there two steps of 4 maps and a validation on all of the preset's took 100 s
-    map_ids = index_archive(ci_data / "archive")["map_id"].tolist()
+    # a twelfth of fp32's speed (benchmarks/bench_cpu_training.py); there two steps of 4 maps and a validation on
+    # all of the preset's validation maps took 125 s of make test
+    index = index_archive(ci_data / "archive")
     split = tmp_path / "split.csv"
-    pd.DataFrame({"map_id": map_ids[:10], "split": ["train"] * 8 + ["val"] * 2}).to_csv(split, index=False)
+    split_rows = {"map_id": index["map_id"].tolist()[:10], "split": ["train"] * 8 + ["val"] * 2}
+    pd.DataFrame(split_rows).to_csv(split, index=False)
     summary = train(tiny_config(ci_data, max_steps=2, val_every_n_steps=2, precision="bf16-mixed", progress=True,
                                 split_file=str(split), batch_size=1), tmp_path / "run")
     assert summary["global_step"] == 2
@@ -597,7 +599,7 @@ def test_bf16_training_runs_and_its_checkpoint_detects(ci_data, tmp_path, capsys
     assert "bf16 autocast on (asked for)" in err and "validate:" in err  # it validated under bf16 too
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
-    image = read_map(index_archive(ci_data / "archive")["path"].iloc[0])
+    image = read_map(index["path"].iloc[0])
     result = detect_map(model, image, settings=DetectSettings(score_threshold=0.0))  # fp32 inference runs
     assert result.valid_fraction > 0 and np.isfinite([[r["lon"], r["lat"]] for r in result.records]).all()
 

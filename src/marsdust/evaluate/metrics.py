@@ -405,15 +405,21 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
                   "predicted": int(p.sum()), "observed": int(observed.sum())}
         totals = {k: totals[k] + counts[k] for k in totals}
         if counts["union"]:
-            ious.append(counts["inter"] / counts["union"])
-            dices.append(2 * counts["inter"] / (counts["true"] + counts["predicted"]))
-    sizes = totals["true"] + totals["predicted"]
-    return {"iou": totals["inter"] / totals["union"] if totals["union"] else math.nan,
-            "dice": 2 * totals["inter"] / sizes if sizes else math.nan,
+            iou, dice = iou_and_dice(counts["inter"], counts["union"], counts["true"], counts["predicted"])
+            ious.append(iou)
+            dices.append(dice)
+    iou, dice = iou_and_dice(totals["inter"], totals["union"], totals["true"], totals["predicted"])
+    return {"iou": iou, "dice": dice,
             "iou_per_map_mean": float(np.mean(ious)) if ious else math.nan,
             "dice_per_map_mean": float(np.mean(dices)) if dices else math.nan,
             "n_pixels": totals["observed"], "n_maps": len(truth), "n_true_pixels": totals["true"],
             "n_predicted_pixels": totals["predicted"]}
+
+
+def iou_and_dice(inter: int, union: int, n_true: int, n_predicted: int) -> tuple[float, float]:
+    """Pixel IoU |P∩T| / |P∪T| and Dice 2|P∩T| / (|P| + |T|) from pixel counts (NaN where a denominator is 0)."""
+    sizes = n_true + n_predicted
+    return (float(inter / union) if union else math.nan, float(2 * inter / sizes) if sizes else math.nan)
 
 
 def score_map(masks, scores, mask_threshold: float = 0.5) -> np.ndarray:

@@ -14,7 +14,6 @@ maps have cloud masks (:mod:`marsdust.cloudmask`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from marsdust.evaluate.metrics import (
     box_map_summary,
     center_deviations,
     evaluate_detections,
+    iou_and_dice,
     pixel_counts_by_threshold,
     pixel_overlap,
     score_map,
@@ -263,10 +263,11 @@ def _pixel_ladder(found: _SplitDetections, valid: dict) -> list[dict]:
         scores_map = (score_map(entry["masks"], entry["scores"]) if len(entry["scores"])
                       else np.zeros(truth.shape, dtype=np.float32))
         counts += pixel_counts_by_threshold(scores_map, truth, valid[map_id], SCORE_THRESHOLDS)
-    return [{"score_threshold": threshold, "iou": float(inter / union) if union else math.nan,
-             "dice": float(2 * inter / (n_true + n_predicted)) if n_true + n_predicted else math.nan,
-             "n_predicted_pixels": int(n_predicted)}
-            for threshold, (inter, union, n_true, n_predicted) in zip(SCORE_THRESHOLDS, counts)]
+    ladder = []
+    for threshold, (inter, union, n_true, n_predicted) in zip(SCORE_THRESHOLDS, counts):
+        iou, dice = iou_and_dice(inter, union, n_true, n_predicted)
+        ladder.append({"score_threshold": threshold, "iou": iou, "dice": dice, "n_predicted_pixels": int(n_predicted)})
+    return ladder
 
 
 def _masks_scoring_at_least(found: _SplitDetections, threshold: float) -> dict:

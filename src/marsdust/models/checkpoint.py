@@ -332,12 +332,11 @@ def detector_classes(checkpoint_or_model) -> tuple[str, ...]:
     """
     from marsdust.cloudmask import CLASSES
 
+    extra = _extra(checkpoint_or_model)
     if isinstance(checkpoint_or_model, RegisteredDetector):
-        extra = getattr(checkpoint_or_model, "checkpoint_extra", None) or {}
         num_classes = checkpoint_or_model.config.num_classes
     else:
-        content = checkpoint_metadata(checkpoint_or_model)
-        extra, num_classes = content["extra"], int(content["model_config"].get("num_classes", 1))
+        num_classes = int(checkpoint_metadata(checkpoint_or_model)["model_config"].get("num_classes", 1))
     if extra.get("classes"):
         return tuple(str(c) for c in extra["classes"])
     return tuple(CLASSES[k] if k < len(CLASSES) else f"class{k + 1}" for k in range(num_classes))
