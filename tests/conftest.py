@@ -37,13 +37,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _fp32_training(monkeypatch):
-    """Every test trains in fp32 (``precision: auto`` as on a CPU without native bf16): the thresholds of the
-    tests that assert learning were measured in fp32 on several CPU kernels, and a CPU with ``avx512_bf16``
-    would otherwise train in bf16 (:mod:`marsdust.train.hardware`). ``tests/train/test_hardware.py`` tests
-    the choice itself; ``test_bf16_training_runs_and_its_checkpoint_detects`` trains in bf16."""
+    """Every test trains in fp32 with contiguous weights (``precision`` and ``memory_format`` ``auto`` as on a
+    CPU without native bf16): the thresholds of the tests that assert learning were measured so on several CPU
+    kernels, and a CPU with ``avx512_bf16`` would otherwise train in bf16, one with AMX channels-last too
+    (:mod:`marsdust.train.hardware`). ``tests/train/test_hardware.py`` tests the choice itself;
+    ``test_bf16_channels_last_training_runs_and_its_checkpoint_detects`` trains as ``auto`` does with AMX."""
     from marsdust.train import hardware
 
     monkeypatch.setattr(hardware, "AUTOCAST_CPU_FLAG", None)
+    monkeypatch.setattr(hardware, "CHANNELS_LAST_CPU_FLAG", None)
 
 
 @pytest.fixture

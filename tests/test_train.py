@@ -8,6 +8,7 @@ fraction of a second on 2 cores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -578,9 +579,9 @@ def test_training_prints_plain_progress_lines_when_the_output_is_not_a_terminal(
     assert len(cpu_lines) == 1 and ", bf16 autocast o" in cpu_lines[0] and ", threads " in cpu_lines[0]
 
 
-def test_bf16_training_runs_and_its_checkpoint_detects(ci_data, tmp_path, capsys):
-    """``precision: bf16-mixed`` (``auto``'s choice on a CPU with avx512_bf16) trains, says so, and leaves a
-    checkpoint with fp32 weights that detects."""
+def test_bf16_channels_last_training_runs_resumes_and_its_checkpoint_detects(ci_data, tmp_path, capsys):
+    """``precision: bf16-mixed`` with channels-last weights (``auto``'s choice on a CPU with AMX) trains, says so,
+    resumes, and leaves a checkpoint with fp32 weights that detects."""
     from marsdust.detect import DetectSettings, detect_map
     from marsdust.mdgm import index_archive, read_map
     from marsdust.models import load_model
@@ -592,11 +593,14 @@ def test_bf16_training_runs_and_its_checkpoint_detects(ci_data, tmp_path, capsys
     split = tmp_path / "split.csv"
     split_rows = {"map_id": index["map_id"].tolist()[:10], "split": ["train"] * 8 + ["val"] * 2}
     pd.DataFrame(split_rows).to_csv(split, index=False)
-    summary = train(tiny_config(ci_data, max_steps=2, val_every_n_steps=2, precision="bf16-mixed", progress=True,
-                                split_file=str(split), batch_size=1), tmp_path / "run")
-    assert summary["global_step"] == 2
+    config = tiny_config(ci_data, max_steps=2, val_every_n_steps=2, precision="bf16-mixed", progress=True,
+                         memory_format="channels_last", split_file=str(split), batch_size=1)
+    assert train(config, tmp_path / "run")["global_step"] == 2
     err = capsys.readouterr().err
-    assert "bf16 autocast on (asked for)" in err and "validate:" in err  # it validated under bf16 too
+    assert "bf16 autocast on (asked for), channels-last weights on (asked for)" in err
+    assert "validate:" in err  # it validated under bf16 too
+    resumed = train(dataclasses.replace(config, max_steps=3), tmp_path / "run", resume=True)  # optimizer state too
+    assert resumed["global_step"] == 3
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
     image = read_map(index["path"].iloc[0])

@@ -1,4 +1,5 @@
-"""What the machine a run trains on offers, and what the run makes of it: ``TrainConfig.precision``.
+"""What the machine a run trains on offers, and what the run makes of it: ``TrainConfig.precision`` and
+``TrainConfig.memory_format``.
 
 Precision (``TrainConfig.precision``)
 -------------------------------------
@@ -21,6 +22,19 @@ Precision (``TrainConfig.precision``)
 anything else
     Passed to ``lightning.Trainer(precision=...)`` as it is (``bf16-mixed``, ``16-mixed``, ...).
 
+Memory format of the weights (``TrainConfig.memory_format``)
+------------------------------------------------------------
+``auto`` (the default)
+    The detector's weights laid out channels-last (``model.to(memory_format=torch.channels_last)``; the
+    convolutions then keep their activations channels-last too) on a CPU with AMX tiles, ``amx_bf16`` in
+    ``/proc/cpuinfo`` (:data:`CHANNELS_LAST_CPU_FLAG`; Intel Sapphire Rapids and later), where torch runs
+    its AVX-512 kernels. On a 2-core Intel Xeon with AMX the default detector trained 1.14 times as many
+    steps a second in fp32 and 1.24 times as many in bf16 autocast (3.24 against 2.62 steps/s). On two
+    AMD EPYCs without AMX it was slower (0.88 times fp32's steps on an AVX2 Zen 3), so it stays off there
+    (docs/benchmark-notes.md, "An Intel Xeon with AMX"). Contiguous on accelerators.
+``contiguous`` / ``channels_last``
+    That layout everywhere.
+
 A run prints one line saying what it chose and why (:func:`describe_cpu`).
 """
 
@@ -36,6 +50,13 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 AUTOCAST_CPU_FLAG: str | None = "avx512_bf16"
 """The ``/proc/cpuinfo`` flag with which ``precision: auto`` turns bf16 autocast on (where torch runs its
 AVX-512 kernels, :data:`AUTOCAST_CAPABILITY`); None: never (see the module docs)."""
+
+CHANNELS_LAST_CPU_FLAG: str | None = "amx_bf16"
+"""The ``/proc/cpuinfo`` flag with which ``memory_format: auto`` lays the weights out channels-last (where
+torch runs its AVX-512 kernels, :data:`AUTOCAST_CAPABILITY`); None: never."""
+
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+"""Values of ``TrainConfig.memory_format``."""
 
 AUTOCAST_CAPABILITY = "AVX512"
 """``torch.backends.cpu.get_cpu_capability()`` (its prefix) that ``auto``'s bf16 also needs: under an AVX2
@@ -112,7 +133,28 @@ def resolve_precision(precision: str, accelerator: str, cpu: CpuInfo) -> tuple[s
     return "32-true", "auto: the CPU has no native bf16 (" + "/".join(BF16_CPU_FLAGS) + ")"
 
 
-def describe_cpu(cpu: CpuInfo, precision: str, why: str, threads: int) -> str:
-    """The start-up line of a run: ``cpu: <model>, bf16 autocast on|off (why), threads N``."""
+def resolve_memory_format(memory_format: str, accelerator: str, cpu: CpuInfo) -> tuple[bool, str]:
+    """Whether a run's weights are laid out channels-last for its ``memory_format`` setting (see the module
+    docs) and why, in a few words."""
+    if memory_format != "auto":
+        return memory_format == "channels_last", "asked for"
+    if not trains_on_cpu(accelerator):
+        return False, "auto: an accelerator"
+    if CHANNELS_LAST_CPU_FLAG is None:
+        return False, "auto: switched off"
+    if CHANNELS_LAST_CPU_FLAG not in cpu.bf16_flags:
+        return False, f"auto: the CPU has no {CHANNELS_LAST_CPU_FLAG}"
+    if not cpu.capability.upper().startswith(AUTOCAST_CAPABILITY):
+        return False, f"auto: the CPU has {CHANNELS_LAST_CPU_FLAG} but torch runs its {cpu.capability} kernels"
+    return True, f"auto: the CPU has {CHANNELS_LAST_CPU_FLAG}"
+
+
+def describe_cpu(cpu: CpuInfo, precision: str, why: str, threads: int,
+                 channels_last: tuple[bool, str] | None = None) -> str:
+    """The start-up line of a run: ``cpu: <model>, bf16 autocast on|off (why)[, channels-last weights on|off
+    (why)], threads N`` (``channels_last``: :func:`resolve_memory_format`'s answer)."""
     state = "on" if precision.startswith("bf16") else "off"
-    return f"cpu: {cpu.model}, bf16 autocast {state} ({why}), threads {threads}"
+    layout = ""
+    if channels_last is not None:
+        layout = f", channels-last weights {'on' if channels_last[0] else 'off'} ({channels_last[1]})"
+    return f"cpu: {cpu.model}, bf16 autocast {state} ({why}){layout}, threads {threads}"

@@ -23,7 +23,7 @@ from marsdust.data import save_split
 from marsdust.fileio import write_text_atomic
 from marsdust.models import read_training_state
 from marsdust.train.config import TrainConfig, load_tables, split_for
-from marsdust.train.hardware import cpu_info, describe_cpu, resolve_precision
+from marsdust.train.hardware import cpu_info, describe_cpu, resolve_memory_format, resolve_precision
 from marsdust.train.lightning import (
     ContinuedCSVLogger,
     DustDataModule,
@@ -77,7 +77,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     start_step = int(state.get("global_step", 0))
     if config.init_weights and not state:
         load_initial_weights(module, config.init_weights)
-    trainer = _trainer(config, run_dir, start_step if resume else None, callbacks)
+    precision, channels_last = run_hardware(config)
+    if channels_last:
+        module.model.to(memory_format=torch.channels_last)
+    trainer = _trainer(config, run_dir, precision, start_step if resume else None, callbacks)
     seconds = _fit(trainer, module, datamodule, ckpt_path="last" if resume and last_ckpt.exists() else None)
     summary = _summary(trainer, run_dir, datamodule, seconds, start_step)
     if trainer.is_global_zero and trainer.global_step >= config.max_steps:
@@ -164,16 +167,17 @@ def _write_run_files(config: TrainConfig, run_dir: Path, resume: bool) -> DustDa
     return DustDataModule(config, index_df, storms_df, split_df)
 
 
-def _trainer(config: TrainConfig, run_dir: Path, resume_step: int | None, callbacks: list | None) -> L.Trainer:
-    """The Lightning trainer: ``metrics.csv`` (every step flushed: a resumed run, from ``resume_step``, finds every
-    row up to its checkpoint), checkpoints, progress (a bar on a terminal, plain lines in a log)."""
+def _trainer(config: TrainConfig, run_dir: Path, precision: str, resume_step: int | None,
+             callbacks: list | None) -> L.Trainer:
+    """The Lightning trainer at Lightning's ``precision``: ``metrics.csv`` (every step flushed: a resumed run, from
+    ``resume_step``, finds every row up to its checkpoint), checkpoints, progress (a bar on a terminal, plain lines
+    in a log)."""
     logger = ContinuedCSVLogger(run_dir, 1, resume_step)
     all_callbacks = checkpoint_callbacks(run_dir, config) + list(callbacks or [])
     progress_bar = bool(config.progress) and sys.stderr.isatty()
     if config.progress and not progress_bar:  # a log file or CI: plain lines instead of a redrawn bar
         all_callbacks.append(ProgressLines(every_steps=max(10, int(config.max_steps) // 20)))
     val_every = min(int(config.val_every_n_steps), int(config.max_steps))
-    precision = run_precision(config)
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=int(config.num_nodes),
         strategy=config.trainer_strategy, precision=precision, max_steps=int(config.max_steps),
@@ -184,19 +188,21 @@ def _trainer(config: TrainConfig, run_dir: Path, resume_step: int | None, callba
     )
 
 
-def run_precision(config: TrainConfig) -> str:
-    """Lightning's ``precision`` for the run (:func:`marsdust.train.hardware.resolve_precision`), saying in one
-    line which CPU trains, whether bf16 autocast is on and why, and how many threads torch uses (on standard
+def run_hardware(config: TrainConfig) -> tuple[str, bool]:
+    """Lightning's ``precision`` for the run and whether its weights are laid out channels-last
+    (:func:`~marsdust.train.hardware.resolve_precision`, :func:`~marsdust.train.hardware.resolve_memory_format`),
+    saying in one line which CPU trains, what was chosen and why, and how many threads torch uses (on standard
     error beside the progress lines; a log line without progress)."""
     cpu = cpu_info()
     precision, why = resolve_precision(str(config.precision), str(config.accelerator), cpu)
+    layout = resolve_memory_format(str(config.memory_format), str(config.accelerator), cpu)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        line = describe_cpu(cpu, precision, why, torch.get_num_threads())
+        line = describe_cpu(cpu, precision, why, torch.get_num_threads(), layout)
         if config.progress:
             print(line, file=sys.stderr, flush=True)
         else:
             log.info(line)
-    return precision
+    return precision, layout[0]
 
 
 def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: DustDataModule, ckpt_path: str | None) -> float:
