@@ -51,8 +51,9 @@ or to an independently modelled look; one trained on both does much better (docs
 
 DEMO_MAX_STEPS = 800
 """Training steps of the demo's detector (batches of 4 maps): about 5 minutes on 2 CPU cores with bf16
-autocast (``precision: auto`` on a CPU with ``avx512_bf16``), 8 in fp32 (a global MARCI map costs 1.5
-MOC maps; README, "What make demo gives")."""
+autocast (``precision: auto`` on a CPU with ``avx512_bf16``; 6.5 with channels-last weights on an Intel Xeon
+with AMX), 8 in fp32 on the AVX-512 AMD EPYC, 29 on an AVX2-only one (a global MARCI map costs 1.5 MOC maps;
+README, "What make demo gives")."""
 
 DEMO_MAP_RES_DEG = 0.8
 """Working resolution of the demo's detector (150 x 450 px maps; the smallest storms ~7 px across)."""

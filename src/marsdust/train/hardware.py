@@ -9,7 +9,7 @@ Precision (``TrainConfig.precision``)
     runs its AVX-512 kernels: ``avx512_bf16`` in ``/proc/cpuinfo`` (:data:`AUTOCAST_CPU_FLAG`; AMD Zen 4
     and later, Intel Cooper Lake and Sapphire Rapids and later, which also have AMX tiles), torch's
     capability ``AVX512``. On an AMD EPYC with ``avx512_bf16`` the default detector trains 1.6 times
-    as many steps a second, and at equal steps it scores within 1.2 points of fp32 (12° mAP50, mean
+    as many steps a second (1.85 times on an Intel Xeon with AMX), and at equal steps it scores within 1.2 points of fp32 (12° mAP50, mean
     of two seeds, on ``bench`` and on the demo; docs/benchmark-notes.md, "CPU precision").
     ``32-true`` everywhere else: on accelerators, and on CPUs where bfloat16 would be emulated, which
     is far slower than fp32 (an AMD EPYC with AVX2 only trained 0.039 steps/s in bf16 against 0.485 in
