@@ -370,7 +370,7 @@ class TrainConfig:
         "precision such as 32-true, bf16-mixed. The run's first line says which and why.", "Hardware", "--precision"))
     memory_format: str = field(default="auto", metadata=_option(
         "Layout of the weights: auto (channels-last on a CPU with AMX tiles, amx_bf16, such as Intel Sapphire Rapids, "
-        "where it trained 1.14x as many steps a second in fp32 and 1.24x in bf16 in our measurement; contiguous "
+        "where it trained 1.18x as many steps a second in fp32 and 1.19x in bf16 in our measurement; contiguous "
         "elsewhere, where it was slower), contiguous or channels_last. The run's first line says which and why.",
         "Hardware", "--memory-format", choices=MEMORY_FORMATS))
     progress: bool = field(default=True, metadata=_option(

@@ -9,8 +9,9 @@ Precision (``TrainConfig.precision``)
     runs its AVX-512 kernels: ``avx512_bf16`` in ``/proc/cpuinfo`` (:data:`AUTOCAST_CPU_FLAG`; AMD Zen 4
     and later, Intel Cooper Lake and Sapphire Rapids and later, which also have AMX tiles), torch's
     capability ``AVX512``. On an AMD EPYC with ``avx512_bf16`` the default detector trains 1.6 times
-    as many steps a second (1.85 times on an Intel Xeon with AMX), and at equal steps it scores within 1.2 points of fp32 (12° mAP50, mean
-    of two seeds, on ``bench`` and on the demo; docs/benchmark-notes.md, "CPU precision").
+    as many steps a second (1.85 times on an Intel Xeon with AMX), and at equal steps it scores within
+    1.2 points of fp32 (12° mAP50, mean of two seeds, on ``bench`` and on the demo; 0.4 points at 1200
+    steps on the Xeon; docs/benchmark-notes.md, "CPU precision", "An Intel Xeon with AMX").
     ``32-true`` everywhere else: on accelerators, and on CPUs where bfloat16 would be emulated, which
     is far slower than fp32 (an AMD EPYC with AVX2 only trained 0.039 steps/s in bf16 against 0.485 in
     fp32; docs/benchmark-notes.md, "A CPU without AVX-512"). The start-up line says what the CPU offers
@@ -28,9 +29,10 @@ Memory format of the weights (``TrainConfig.memory_format``)
     The detector's weights laid out channels-last (``model.to(memory_format=torch.channels_last)``; the
     convolutions then keep their activations channels-last too) on a CPU with AMX tiles, ``amx_bf16`` in
     ``/proc/cpuinfo`` (:data:`CHANNELS_LAST_CPU_FLAG`; Intel Sapphire Rapids and later), where torch runs
-    its AVX-512 kernels. On a 2-core Intel Xeon with AMX the default detector trained 1.14 times as many
-    steps a second in fp32 and 1.24 times as many in bf16 autocast (3.24 against 2.62 steps/s). On two
-    AMD EPYCs without AMX it was slower (0.88 times fp32's steps on an AVX2 Zen 3), so it stays off there
+    its AVX-512 kernels. On a 2-core Intel Xeon with AMX the default detector trained 1.18 times as many
+    steps a second in fp32 and 1.19 times as many in bf16 autocast (3.00 against 2.51 steps/s). On two
+    AMD EPYCs without AMX it was slower (0.88 times fp32's steps on an AVX2 Zen 3; in both rounds of a
+    loaded AVX-512 one), so it stays off there
     (docs/benchmark-notes.md, "An Intel Xeon with AMX"). Contiguous on accelerators.
 ``contiguous`` / ``channels_last``
     That layout everywhere.
