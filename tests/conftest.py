@@ -41,7 +41,7 @@ def _fp32_training(monkeypatch):
     CPU without native bf16): the thresholds of the tests that assert learning were measured so on several CPU
     kernels, and a CPU with ``avx512_bf16`` would otherwise train in bf16, one with AMX channels-last too
     (:mod:`marsdust.train.hardware`). ``tests/train/test_hardware.py`` tests the choice itself;
-    ``test_bf16_channels_last_training_runs_and_its_checkpoint_detects`` trains as ``auto`` does with AMX."""
+    ``test_bf16_channels_last_training_runs_resumes_and_its_checkpoint_detects`` trains as ``auto`` does with AMX."""
     from marsdust.train import hardware
 
     monkeypatch.setattr(hardware, "AUTOCAST_CPU_FLAG", None)
