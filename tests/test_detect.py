@@ -426,7 +426,8 @@ def test_cli_names_the_stored_outline_threshold_where_it_differs_from_the_detect
     base = ["detect", str(ckpt), str(path), "--quiet", "--threads", "1", "--no-track"]
     result = CliRunner().invoke(app, base + ["-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert len(checkpoint_reads) == 2  # once for what the command asks of it (thresholds, latitudes, history), once the weights
+    # once for what the command asks of it (thresholds, latitudes, history), once the weights
+    assert len(checkpoint_reads) == 2
     assert "score threshold 0.6: chosen on validation maps" in result.output
     assert "outline threshold 0.35:" in result.output and "--score-threshold 0.35 writes" in result.output
     result = CliRunner().invoke(app, base + ["-o", str(tmp_path / "out2"), "--score-threshold", "0.35"])

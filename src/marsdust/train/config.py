@@ -63,8 +63,8 @@ import yaml
 
 from marsdust.cloudmask import MAX_CLOUD_WIDTH_DEG
 from marsdust.labels import LABEL_MODES
-from marsdust.train.hardware import MEMORY_FORMATS
 from marsdust.reference import DEFAULT_REFERENCE_SOLS, REFERENCE_KINDS, ReferenceConfig
+from marsdust.train.hardware import MEMORY_FORMATS
 
 SCHEDULES: dict[str, dict[str, Any]] = {
     "paper": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-3, "warmup_steps": 0, "decay": "step",

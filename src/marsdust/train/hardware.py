@@ -55,7 +55,8 @@ AVX-512 kernels, :data:`AUTOCAST_CAPABILITY`); None: never (see the module docs)
 
 CHANNELS_LAST_CPU_FLAG: str | None = "amx_bf16"
 """The ``/proc/cpuinfo`` flag with which ``memory_format: auto`` lays the weights out channels-last (where
-torch runs its AVX-512 kernels, :data:`AUTOCAST_CAPABILITY`); None: never."""
+torch runs its AVX-512 kernels, :data:`AUTOCAST_CAPABILITY`); None: never. One of :data:`BF16_CPU_FLAGS`, the
+flags :class:`CpuInfo` keeps."""
 
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 """Values of ``TrainConfig.memory_format``."""
@@ -87,6 +88,12 @@ class CpuInfo:
     def native_bf16(self) -> bool:
         """Whether the CPU computes in bfloat16 natively (AMX or AVX-512 BF16)."""
         return bool(self.bf16_flags)
+
+    @property
+    def avx512_kernels(self) -> bool:
+        """Whether torch runs its AVX-512 kernels (capability :data:`AUTOCAST_CAPABILITY`), which ``auto``'s bf16
+        and channels-last both need."""
+        return self.capability.upper().startswith(AUTOCAST_CAPABILITY)
 
 
 def cpu_info(cpuinfo_path: str | Path = "/proc/cpuinfo") -> CpuInfo:
@@ -125,7 +132,7 @@ def resolve_precision(precision: str, accelerator: str, cpu: CpuInfo) -> tuple[s
     if not trains_on_cpu(accelerator):
         return "32-true", "auto: an accelerator"
     if AUTOCAST_CPU_FLAG is not None and AUTOCAST_CPU_FLAG in cpu.bf16_flags:
-        if cpu.capability.upper().startswith(AUTOCAST_CAPABILITY):
+        if cpu.avx512_kernels:
             return "bf16-mixed", f"auto: the CPU has {AUTOCAST_CPU_FLAG}"
         return "32-true", (f"auto: the CPU has {AUTOCAST_CPU_FLAG} but torch runs its {cpu.capability} kernels, "
                            "which emulate bf16")
@@ -146,7 +153,7 @@ def resolve_memory_format(memory_format: str, accelerator: str, cpu: CpuInfo) ->
         return False, "auto: switched off"
     if CHANNELS_LAST_CPU_FLAG not in cpu.bf16_flags:
         return False, f"auto: the CPU has no {CHANNELS_LAST_CPU_FLAG}"
-    if not cpu.capability.upper().startswith(AUTOCAST_CAPABILITY):
+    if not cpu.avx512_kernels:
         return False, f"auto: the CPU has {CHANNELS_LAST_CPU_FLAG} but torch runs its {cpu.capability} kernels"
     return True, f"auto: the CPU has {CHANNELS_LAST_CPU_FLAG}"
 
