@@ -113,6 +113,12 @@ def test_the_summary_gives_pixel_scores_at_the_outline_threshold_and_at_the_dete
     assert line.startswith("Dust pixels against the catalogued outlines on the 30 test maps that have them: IoU 0.712, "
                            "Dice 0.830 at score >= 0.35, the outline threshold (best pixel IoU on the validation sols)")
     assert line.endswith("; at the detection threshold 0.70: IoU 0.459, Dice 0.630.")
+    shares = {"overlap": 0.712, "missed_regions": 0.05, "false_alarm_regions": 0.01, "edge_missed": 0.18,
+              "edge_extra": 0.048}
+    assert _pixel_lines({**pixel, "union_shares": shares})[-1].endswith(
+        "Dice 0.630. Of the pixels either side calls dust, 71.2 % agree, 5.0 % lie in catalogued storms no detection "
+        "touches, 1.0 % in detections that touch no catalogued storm, 18.0 % inside a found storm's outline but not "
+        "the detected one, and 4.8 % inside the detected outline but not the catalogued one.")
     older = {**pixel, "threshold": 0.7, "threshold_source": "the detection threshold (the checkpoint stores no "
              "outline threshold)"}
     assert _pixel_lines(older)[-1].endswith("at score >= 0.70, the detection threshold.")

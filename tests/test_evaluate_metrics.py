@@ -181,6 +181,33 @@ def test_pixel_overlap_pools_over_maps_and_ignores_missing_pixels():
         pixel_overlap({"a": truth_a}, {"a": np.ones((3, 10), bool)}, {"a": valid})
 
 
+def test_the_union_splits_into_overlap_storms_missed_false_alarms_and_edges_wrapping_at_180():
+    from marsdust.evaluate.metrics import UNION_SHARES, pixel_overlap, union_shares_text
+
+    valid = np.ones((6, 12), bool)
+    truth = np.zeros((6, 12), bool)
+    truth[0:2, 0:4] = True  # storm 1 (8 px), found too narrow: 4 px of it detected
+    truth[4:6, 10:12] = truth[4:6, 0:1] = True  # storm 2 across 180° (6 px): its western part is touched
+    predicted = np.zeros((6, 12), bool)
+    predicted[0:2, 2:4] = predicted[0:2, 4:6] = True  # 4 px on storm 1 and 4 px beyond it
+    predicted[4, 0] = True  # 1 px of storm 2, in its western column
+    predicted[3, 7:9] = True  # a false alarm (2 px)
+    other_truth = np.zeros((6, 12), bool)
+    other_truth[2:4, 0:3] = True  # a map whose one storm (6 px) no detection touches
+    result = pixel_overlap({"a": truth, "b": other_truth}, {"a": predicted}, {"a": valid, "b": valid})
+    shares = result["union_shares"]
+    assert list(shares) == list(UNION_SHARES)
+    # union: map a's 14 true pixels, 2 of false alarm and 4 beyond storm 1; map b's 6. Overlap 4 + 1
+    assert result["iou"] == pytest.approx(5 / 26) and shares["overlap"] == pytest.approx(5 / 26)
+    assert shares["missed_regions"] == pytest.approx(6 / 26)  # map b's storm; storm 2 counts as found (one region)
+    assert shares["false_alarm_regions"] == pytest.approx(2 / 26)
+    assert shares["edge_missed"] == pytest.approx((4 + 5) / 26) and shares["edge_extra"] == pytest.approx(4 / 26)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    text = union_shares_text(shares)
+    assert text.startswith("Of the pixels either side calls dust, 19.2 % agree, 23.1 % lie in catalogued storms")
+    assert union_shares_text(pixel_overlap({"c": np.zeros((6, 12), bool)}, {}, {"c": valid})["union_shares"]) == ""
+
+
 # --- the outline threshold: pixel IoU at every score threshold from one map of scores ---------------------------
 def test_score_map_holds_the_highest_score_covering_each_pixel():
     from marsdust.evaluate.metrics import score_map

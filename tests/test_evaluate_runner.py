@@ -52,6 +52,8 @@ def test_catalogue_outlines_returned_as_detections_score_pixel_iou_one(ci_data, 
     assert pixel["threshold"] == 0.5 and pixel["n_maps"] == 3 and pixel["n_pixels"] > 0
     assert pixel["iou"] == pytest.approx(1.0) and pixel["dice"] == pytest.approx(1.0)
     assert pixel["iou_per_map_mean"] == pytest.approx(1.0)
+    assert pixel["union_shares"] == pytest.approx({"overlap": 1.0, "missed_regions": 0.0, "false_alarm_regions": 0.0,
+                                                   "edge_missed": 0.0, "edge_extra": 0.0})
     bands = pixel["by_latitude"]  # MOC maps: every pixel in 60S-60N, none poleward
     assert bands["60S-60N"]["iou"] == pytest.approx(1.0) and bands["60S-60N"]["n_pixels"] == pixel["n_pixels"]
     assert bands["90S-60S"]["n_pixels"] == bands["60N-90N"]["n_pixels"] == 0

@@ -283,6 +283,8 @@ def _data_lines(run_dir: Path) -> list[str]:
 
 def _pixel_lines(pixel: dict) -> list[str]:
     """The summary's pixel scores (``metrics.json``'s ``pixel``), or none where no test map has outline truth."""
+    from marsdust.evaluate.metrics import union_shares_text
+
     if not pixel.get("n_maps") or not math.isfinite(pixel.get("iou", math.nan)):
         return []
     chosen = pixel.get("threshold_source", "").startswith("chosen on validation")
@@ -293,7 +295,9 @@ def _pixel_lines(pixel: dict) -> list[str]:
     if chosen and at_detection and abs(at_detection["threshold"] - pixel["threshold"]) > 1e-9:
         line += (f"; at the detection threshold {at_detection['threshold']:.2f}: IoU {at_detection['iou']:.3f}, "
                  f"Dice {at_detection['dice']:.3f}")
-    return ["", line + "."]
+    shares = union_shares_text(pixel.get("union_shares") or {})
+    return ["", line + "." + (" " + shares if shares else "")]
+
 
 
 def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path], preset: str,

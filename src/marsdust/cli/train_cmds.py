@@ -97,6 +97,9 @@ def evaluate_command(
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="Ground truth shape (default: the run's)."),
     score_threshold: float = typer.Option(0.05, "--score-threshold", min=0.0, max=1.0,
                                           help="Lowest detection score scored."),
+    mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0, max=1.0,
+                                         help="Mask probability at which a pixel belongs to a storm (as detect's "
+                                         "--mask-threshold: score the outlines detect writes at it)."),
     figures: int = typer.Option(4, "--figures", min=0, help="Maps drawn ground truth next to prediction."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     all_latitudes: bool = typer.Option(
@@ -107,6 +110,7 @@ def evaluate_command(
     """Score a trained detector on a split: mAP25/50/75 (box, and mask where it has masks), breakdowns, dx/dy, time."""
     from marsdust.detect import ALL_LATITUDES
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
+    from marsdust.evaluate.metrics import union_shares_text
     from marsdust.models import CheckpointError
 
     if split not in ("test", "val", "train"):
@@ -114,7 +118,8 @@ def evaluate_command(
     try:
         options = EvaluateOptions(data=data, archive=archive, catalog=catalog, master=master, strict=strict,
                                   split=split, split_file=split_file, strategy=strategy, label_mode=label_mode,
-                                  score_threshold=score_threshold, n_figures=figures, device=device,
+                                  score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                  n_figures=figures, device=device,
                                   progress=not quiet, latitudes_deg=ALL_LATITUDES if all_latitudes else None)
     except ValueError as exc:
         usage_error(exc)
@@ -136,6 +141,11 @@ def evaluate_command(
         typer.echo(f"{metrics['n_beyond_latitudes']} detections centred beyond "
                    f"{latitude_range_text(metrics['latitudes_deg'])} (the detector's training latitudes) dropped "
                    "before scoring (--all-latitudes scores them)")
+    pixel = metrics.get("pixel") or {}
+    if pixel.get("n_maps") and pixel["iou"] == pixel["iou"]:
+        typer.echo(f"dust pixels on the {pixel['n_maps']} maps with catalogued outlines, at score >= "
+                   f"{pixel['threshold']:.2f}: IoU {pct(pixel['iou'])}%, Dice {pct(pixel['dice'])}%. "
+                   + union_shares_text(pixel["union_shares"]))
     errors = metrics["error_analysis"]
     typer.echo(f"at score >= {errors['score_threshold']:g}: recall {pct(errors['recall'])}%, "
                f"{sum(errors['missed'].values())} missed, {errors['n_false_alarms']} false alarms "

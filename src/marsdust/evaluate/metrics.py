@@ -34,7 +34,13 @@ Rules decided here
   (the field's convention): IoU = Σ|P∩T| / Σ|P∪T|, Dice = 2 Σ|P∩T| / (Σ|P| + Σ|T|), sums over every
   scored map; also the per-map means, over the maps where the quantity is defined (a map with
   neither truth nor prediction has none). Which maps have outline truth is the caller's rule
-  (:mod:`marsdust.evaluate.runner`).
+  (:mod:`marsdust.evaluate.runner`). Where IoU is lost (``union_shares``): the pooled union splits into
+  the pixels both call dust (``overlap``, = IoU), true pixels of dust regions that no predicted pixel
+  touches (``missed_regions``: storms not found at all), predicted pixels of regions that touch no true
+  pixel (``false_alarm_regions``), and the rest, at the edges of the regions found: true pixels outside
+  the predicted outline (``edge_missed``: drawn too narrow) and predicted pixels outside the true one
+  (``edge_extra``: drawn too wide). A region is a connected (8-neighbour) set of observed dust pixels, wrapping at
+  180° (:func:`marsdust.grid.wrapped_components`), so touching storms form one region.
 * **Inference time** is the median per map after warm-up calls (:func:`time_inference`),
   measured by whoever runs the model and passed in as ``time_ms_per_map``.
 """
@@ -56,7 +62,7 @@ import pandas as pd
 from marsdust.evaluate.inputs import as_array, check_map_keys, entry_boxes, entry_masks, entry_scores, map_ls_of
 from marsdust.evaluate.matching import align_to_ground_truth, greedy_pairs, wrapped_iou
 from marsdust.fileio import write_text_atomic
-from marsdust.grid import MapGrid
+from marsdust.grid import MapGrid, wrapped_components
 from marsdust.mdad_format import CONFIDENCE_LEVELS
 
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
@@ -386,9 +392,12 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
         ``iou`` = Σ|P∩T| / Σ|P∪T| and ``dice`` = 2 Σ|P∩T| / (Σ|P| + Σ|T|) summed over all maps
         (NaN when both are empty everywhere), ``iou_per_map_mean`` and ``dice_per_map_mean``
         (means over maps where truth or prediction is non-empty; NaN if none), ``n_pixels``
-        (observed pixels scored), ``n_maps``, ``n_true_pixels``, ``n_predicted_pixels``.
+        (observed pixels scored), ``n_maps``, ``n_true_pixels``, ``n_predicted_pixels``, and
+        ``union_shares``: the pooled union's shares ``overlap``, ``missed_regions``,
+        ``false_alarm_regions``, ``edge_missed`` and ``edge_extra`` (summing to 1; NaN when the union
+        is empty; module docstring).
     """
-    totals = dict.fromkeys(("inter", "union", "true", "predicted", "observed"), 0)
+    totals = dict.fromkeys(("inter", "union", "true", "predicted", "observed", "missed", "false_alarm"), 0)
     ious, dices = [], []
     for map_id, true_masks in truth.items():
         if map_id not in valid:
@@ -402,7 +411,8 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
                              "masks must share one grid")
         t, p = t & observed, p & observed
         counts = {"inter": int((t & p).sum()), "union": int((t | p).sum()), "true": int(t.sum()),
-                  "predicted": int(p.sum()), "observed": int(observed.sum())}
+                  "predicted": int(p.sum()), "observed": int(observed.sum()),
+                  "missed": untouched_region_pixels(t, p), "false_alarm": untouched_region_pixels(p, t)}
         totals = {k: totals[k] + counts[k] for k in totals}
         if counts["union"]:
             iou, dice = iou_and_dice(counts["inter"], counts["union"], counts["true"], counts["predicted"])
@@ -413,7 +423,45 @@ def pixel_overlap(truth: Mapping, predicted: Mapping, valid: Mapping) -> dict:
             "iou_per_map_mean": float(np.mean(ious)) if ious else math.nan,
             "dice_per_map_mean": float(np.mean(dices)) if dices else math.nan,
             "n_pixels": totals["observed"], "n_maps": len(truth), "n_true_pixels": totals["true"],
-            "n_predicted_pixels": totals["predicted"]}
+            "n_predicted_pixels": totals["predicted"], "union_shares": _union_shares(totals)}
+
+
+UNION_SHARES = ("overlap", "missed_regions", "false_alarm_regions", "edge_missed", "edge_extra")
+"""Keys of ``pixel_overlap(...)["union_shares"]``, in the order they split the union (module docstring)."""
+
+
+def untouched_region_pixels(mask: np.ndarray, other: np.ndarray) -> int:
+    """Pixels of ``mask``'s regions (8-connected, wrapping at 180°) that share no pixel with ``other``: with
+    ``mask`` the true dust pixels and ``other`` the predicted, the storms not found at all; the other way round,
+    the false alarms."""
+    labels, n_regions = wrapped_components(mask)
+    if n_regions == 0:
+        return 0
+    sizes = np.bincount(labels.ravel(), minlength=n_regions + 1)
+    touched = np.unique(labels[other & mask])
+    return int(sizes[1:].sum() - sizes[touched].sum())
+
+
+def _union_shares(totals: dict) -> dict:
+    """The pooled union's shares (module docstring: where IoU is lost)."""
+    union, inter = totals["union"], totals["inter"]
+    if not union:
+        return dict.fromkeys(UNION_SHARES, math.nan)
+    pixels = (inter, totals["missed"], totals["false_alarm"], totals["true"] - inter - totals["missed"],
+              totals["predicted"] - inter - totals["false_alarm"])
+    return {name: count / union for name, count in zip(UNION_SHARES, pixels)}
+
+
+def union_shares_text(shares: dict) -> str:
+    """Where pixel IoU is lost (``metrics.json``'s ``pixel.union_shares``), as a sentence; empty where the scores
+    hold no breakdown (earlier versions) or no pixel is dust."""
+    if not shares or not math.isfinite(shares.get("overlap", math.nan)):
+        return ""
+    return (f"Of the pixels either side calls dust, {100 * shares['overlap']:.1f} % agree, "
+            f"{100 * shares['missed_regions']:.1f} % lie in catalogued storms no detection touches, "
+            f"{100 * shares['false_alarm_regions']:.1f} % in detections that touch no catalogued storm, "
+            f"{100 * shares['edge_missed']:.1f} % inside a found storm's outline but not the detected one, and "
+            f"{100 * shares['edge_extra']:.1f} % inside the detected outline but not the catalogued one.")
 
 
 def iou_and_dice(inter: int, union: int, n_true: int, n_predicted: int) -> tuple[float, float]:

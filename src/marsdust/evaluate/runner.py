@@ -416,6 +416,10 @@ class EvaluateOptions:
     score_threshold : float
         Detections below this score are not scored (the model's own ``box_score_thresh`` still
         applies); COCO mAP uses the rest, ranked by score.
+    mask_threshold : float
+        Mask probability at which a pixel belongs to a storm, as ``detect --mask-threshold`` cuts its
+        outlines (:attr:`marsdust.detect.DetectSettings.mask_threshold`): mask mAP, areas and pixel scores
+        are those of the products ``detect`` writes at it.
     n_figures : int
         Maps drawn ground truth next to prediction.
     n_timed : int
@@ -444,6 +448,7 @@ class EvaluateOptions:
     strategy: str | None = None
     label_mode: str | None = None
     score_threshold: float = 0.05
+    mask_threshold: float = 0.5
     n_figures: int = 4
     n_timed: int = 10
     device: str = "cpu"
@@ -505,9 +510,10 @@ def _split_detections(model, data: _EvaluationData, options: EvaluateOptions,
 
 
 def detect_settings(model, options: EvaluateOptions) -> DetectSettings:
-    """How an evaluation detects: every detection from ``options.score_threshold`` up, at the latitudes asked
-    (None: the detector's training latitudes)."""
-    settings = DetectSettings(score_threshold=options.score_threshold, latitudes_deg=options.latitudes_deg)
+    """How an evaluation detects: every detection from ``options.score_threshold`` up, its outline cut at
+    ``options.mask_threshold``, at the latitudes asked (None: the detector's training latitudes)."""
+    settings = DetectSettings(score_threshold=options.score_threshold, mask_threshold=options.mask_threshold,
+                              latitudes_deg=options.latitudes_deg)
     return resolve_latitudes(model, settings)[0]
 
 
@@ -555,7 +561,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     per_map_df["n_matched_iou50"] = per_map_df["map_id"].map(matched).fillna(0).astype(int)
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
                     "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
-                    "score_threshold": options.score_threshold, "timing": timing,
+                    "score_threshold": options.score_threshold, "mask_threshold": settings.mask_threshold,
+                    "mask_box_scale": getattr(model.config, "mask_box_scale", None), "timing": timing,
                     "latitudes_deg": list(settings.latitudes_deg),
                     "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})
