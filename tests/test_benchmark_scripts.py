@@ -46,3 +46,16 @@ def test_bench_cross_camera_self_trains_only_where_the_test_maps_look_unlike_the
     assert adaptations_for("second look, same camera", False, 150) == ["none", "self-training"]
     assert adaptations_for("both cameras trained", False, 150) == ["none"]
     assert adaptations_for("second look, both cameras trained", False, 0) == ["none"]
+
+
+def test_outline_window_refuses_a_missing_checkpoint_and_windows_narrower_than_the_box(tmp_path, capsys):
+    bench = load("outline_window")
+    data = ["--data", str(tmp_path), "--split-file", str(tmp_path / "split.csv"), "--csv", str(tmp_path / "w.csv")]
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "none.ckpt"), *data])
+    assert "none.ckpt does not exist" in capsys.readouterr().err
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "model.ckpt"), "--scales", "0.8", "1.2", *data])
+    assert "--scales must lie in [1, 3] (times the box), got [0.8, 1.2]" in capsys.readouterr().err
+    assert not (tmp_path / "w.csv").exists()

@@ -102,6 +102,28 @@ def test_fast_engines_give_the_plain_forwards_detections(tiny_model, engine):
         assert union == 0 or np.count_nonzero(a & b) / union > 0.99
 
 
+@pytest.mark.parametrize("engine", ["torch", "plain"])
+def test_outlines_drawn_in_enlarged_boxes_reach_past_the_detection_box_which_stays(engine):
+    """``mask_box_scale``: the mask head outlines in the box grown about its centre and the mask is pasted there, by
+    the fast path (``mask_rois``) and the model's own pasting alike; the detection's box is unchanged."""
+    from marsdust.models import always_storm_detector
+
+    model = always_storm_detector(0.8).eval()  # its masks fill whatever box they are outlined in
+    image, settings = _map_image(), detect.DetectSettings(0.0, engine=engine)
+    in_box = detect.detect_map(model, image, map_id="m", settings=settings)
+    model.roi_heads.mask_box_scale = 1.5
+    enlarged = detect.detect_map(model, image, map_id="m", settings=settings)
+    first, wide = in_box.records[0], enlarged.records[0]  # the same top-scoring detection
+    assert [first[k] for k in ("x0", "y0", "x1", "y1")] == pytest.approx([wide[k] for k in ("x0", "y0", "x1", "y1")])
+    rows, cols = np.nonzero(in_box.masks[0])
+    assert rows.min() >= first["y0"] - 1 and rows.max() <= first["y1"] + 1  # 0.8° maps: the grid is the native one
+    wide_rows, wide_cols = np.nonzero(enlarged.masks[0])
+    height = first["y1"] - first["y0"]
+    assert wide_rows.min() < first["y0"] - 0.15 * height or wide_rows.max() > first["y1"] + 0.15 * height
+    assert enlarged.masks[0].sum() > 1.5 * in_box.masks[0].sum()
+    assert np.all(enlarged.masks[0][in_box.masks[0]])  # the wider outline holds the one in the box
+
+
 def test_auto_engine_is_onnx_on_cpu_and_env_overrides(tiny_model, monkeypatch):
     monkeypatch.delenv(detect.ENGINE_ENV, raising=False)
     assert detect.resolve_engine(tiny_model, "cpu") == "onnx"

@@ -130,6 +130,8 @@ def test_config_scales_anchors_to_working_resolution_and_rejects_bad_fields():
         DetectorConfig(in_channels=4, image_mean=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="unknown detector config keys"):
         DetectorConfig.from_dict({"fpn_chanels": 64})
+    with pytest.raises(ValueError, match=r"mask_box_scale must be in \[1, 3\] \(times the box\), got 0.8"):
+        DetectorConfig(mask_box_scale=0.8)
     with pytest.raises(ValueError, match="unknown detector"):
         build_model("yolo")
 

@@ -445,9 +445,12 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
 
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(run / "checkpoints" / "best.ckpt"), "--data", str(ci_data),
-                                 "--split", "test", "-o", str(out), "--figures", "2", "--quiet"])
+                                 "--split", "test", "-o", str(out), "--figures", "2", "--mask-threshold", "0.4",
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
+    assert "dust pixels on the " in result.output and "Of the pixels either side calls dust" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mask_threshold"] == 0.4 and metrics["mask_box_scale"] == 1.3  # small_cpu's outline window
     for key in ("map25", "map50", "map75"):
         assert key in metrics and (metrics[key] is None or 0.0 <= metrics[key] <= 1.0)
     assert metrics["split_source"].endswith("split.csv") and metrics["segm"] is not None
@@ -474,6 +477,7 @@ LEARN_DETECTOR = dict(
     backbone="resnet18", backbone_weights=None, norm="batch", fpn_channels=32, mask_head_channels=32,
     representation_size=128, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
     rpn_post_nms_top_n_test=50, box_batch_size_per_image=64, rpn_batch_size_per_image=128, input_norm="per_map",
+    mask_box_scale=1.0,
 )
 LEARN_RECIPE = dict(
     model="dustrcnn", model_preset="small_cpu", model_config=LEARN_DETECTOR, map_res_deg=RES_DEG, label_mode="outline",

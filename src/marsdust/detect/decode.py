@@ -74,6 +74,7 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
         labels = out["labels"].numpy() if "labels" in out else np.ones(len(scores), np.int64)
         masks = out.get("masks")
         mask_rois = out.get("mask_rois")
+        mask_boxes = out["mask_boxes"].numpy().astype(np.float64, copy=False) if "mask_boxes" in out else boxes
         tile_h, tile_w = tile.y1 - tile.y0, tile.x1 - tile.x0
         for k in range(len(scores)):
             score = float(scores[k])
@@ -88,10 +89,10 @@ def decode_map(prepared: PreparedMap, outputs: Sequence[dict], settings: DetectS
                 continue  # the copy in the pad; the same storm is kept from the unpadded columns
             prob = np.zeros((height, width), dtype=np.float32)
             if mask_rois is not None:
-                row0, col0, patch = _mask_patch(mask_rois[k], boxes[k])
+                row0, col0, patch = _mask_patch(mask_rois[k], mask_boxes[k])  # its box, or the enlarged one
                 _paste_patch_folded(prob, patch, row0, col0, tile, tile_h, tile_w, pad, width)
             elif masks is not None:
-                _paste_folded(prob, masks[k, 0].numpy(), tile, (bx0, by0, bx1, by1), pad, width)
+                _paste_folded(prob, masks[k, 0].numpy(), tile, mask_boxes[k], pad, width)
             else:  # box-only detector: the box is the storm
                 _fill_box_folded(prob, tile, (bx0, by0, bx1, by1), pad, width)
             box = np.array([bx0 + tile.x0 - pad, by0 + tile.y0, bx1 + tile.x0 - pad, by1 + tile.y0])

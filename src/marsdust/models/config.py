@@ -121,6 +121,12 @@ class DetectorConfig:
         RoIAlign output of MaskerA / the standard mask head (14 -> 28 x 28 masks).
     boundary_roi_size : int
         RoIAlign output of MaskerB (finer, from P2 only; 28 in BMask R-CNN).
+    mask_box_scale : float
+        At inference, the mask head outlines each detection inside its box enlarged by this factor about
+        its centre (clipped to the map), and its mask is pasted there; the box itself is kept. 1 is
+        torchvision's (a mask never leaves its box). A storm's thin arms often reach beyond the regressed
+        box, so a wider window lets the outline follow them (docs/benchmark-notes.md, "Outlines confined
+        to their boxes"). Training is unchanged.
     dice_smooth : float
         Smoothing term of the Dice loss (keeps the gradient finite for empty masks).
     boundary_loss_weight : float
@@ -191,6 +197,7 @@ class DetectorConfig:
     mask_head_channels: int = 128
     mask_roi_size: int = 14
     boundary_roi_size: int = 28
+    mask_box_scale: float = 1.0
     dice_smooth: float = 1.0
     boundary_loss_weight: float = 1.0
     spp_levels: tuple[int, ...] = (1, 2, 4)
@@ -250,6 +257,8 @@ class DetectorConfig:
         if self.unet_pos_weight <= 0 or not 0 < self.unet_pixel_threshold < 1:
             raise ValueError(f"DetectorConfig.unet_pos_weight must be > 0 and unet_pixel_threshold in (0, 1), got "
                              f"{self.unet_pos_weight} / {self.unet_pixel_threshold}")
+        if not 1.0 <= self.mask_box_scale <= 3.0:
+            raise ValueError(f"DetectorConfig.mask_box_scale must be in [1, 3] (times the box), got {self.mask_box_scale}")
         if not 0 <= self.unet_box_core <= 1:
             raise ValueError(f"DetectorConfig.unet_box_core must be in [0, 1], got {self.unet_box_core}")
         reference = self.reference_config  # validates the kind and the window
@@ -328,7 +337,7 @@ STOCK_LIKE = dict(
 #: CPU (the demo, the CPU Table 1 benchmark, the learning test): ResNet-18-FPN with 32 channels,
 #: BatchNorm, fewer proposals and sampled RoIs, and per-map input standardization with a global map's
 #: statistics taken between 60°S and 60°N (``input_norm="per_map_60"``; on MOC-layout maps the same as
-#: ``per_map``). Pair it with a coarser working resolution (``map_res_deg=0.8``:
+#: ``per_map``), and outlines drawn in boxes 1.3 times the detection's (``mask_box_scale``). Pair it with a coarser working resolution (``map_res_deg=0.8``:
 #: 150 x 450 px maps, the smallest storms still ~7 px across), a higher learning rate (2e-3) and
 #: batches of 4 maps: BatchNorm takes its statistics over the batch, and two maps are too few
 #: (docs/benchmark-notes.md, "Training recipe").
@@ -345,6 +354,7 @@ SMALL_CPU = dict(
     box_batch_size_per_image=64,
     rpn_batch_size_per_image=128,
     input_norm="per_map_60",
+    mask_box_scale=1.3,
 )
 
 #: Named sets of :class:`DetectorConfig` overrides: ``TrainConfig.model_preset``, ``model_preset:``

@@ -20,6 +20,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
@@ -51,6 +52,19 @@ class NoResizeTransform(GeneralizedRCNNTransform):
         if self.input_norm == "fixed":
             return super().normalize(image)
         return standardize_observed(image, self.res_deg if self.input_norm == "per_map_60" else None)
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        """torchvision's, except that masks outlined in enlarged boxes (``mask_boxes``,
+        ``DetectorConfig.mask_box_scale``) are pasted into those boxes."""
+        if self.training:
+            return result
+        mask_boxes = [pred.pop("mask_boxes", None) for pred in result]
+        own_masks = [pred.pop("masks") if boxes is not None else None for pred, boxes in zip(result, mask_boxes)]
+        result = super().postprocess(result, image_shapes, original_image_sizes)
+        for pred, boxes, masks, size in zip(result, mask_boxes, own_masks, original_image_sizes):
+            if boxes is not None:  # no resize here: the boxes are in the input's pixels
+                pred["masks"], pred["mask_boxes"] = paste_masks_in_image(masks, boxes, size), boxes
+        return result
 
 
 STATISTICS_LAT_DEG = 60.0
@@ -274,6 +288,7 @@ def _roi_heads(cfg: DetectorConfig, box_roi_pool, box_head, box_out: int, **mask
         box_reg_loss=cfg.box_reg_loss,
         dice_smooth=cfg.dice_smooth,
         boundary_loss_weight=cfg.boundary_loss_weight,
+        mask_box_scale=cfg.mask_box_scale,
         **mask_parts,
     )
 

@@ -49,6 +49,9 @@ class DustRoIHeads(RoIHeads):
         Fine RoIAlign for MaskerB (required with ``mask_loss="dice"``).
     dice_smooth, boundary_loss_weight : float
         Dice smoothing term (pixels) and weight of ``loss_boundary``.
+    mask_box_scale : float
+        ``DetectorConfig.mask_box_scale``: at inference the masks are outlined in the detection boxes enlarged
+        by this factor (:func:`enlarged_boxes`), returned as each result's ``mask_boxes`` when it is not 1.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class DustRoIHeads(RoIHeads):
         boundary_roi_pool: nn.Module | None = None,
         dice_smooth: float = 1.0,
         boundary_loss_weight: float = 1.0,
+        mask_box_scale: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -69,6 +73,7 @@ class DustRoIHeads(RoIHeads):
         self.boundary_roi_pool = boundary_roi_pool
         self.dice_smooth = dice_smooth
         self.boundary_loss_weight = boundary_loss_weight
+        self.mask_box_scale = mask_box_scale
 
     def has_mask(self) -> bool:  # noqa: D102  (mask_predictor is part of the dustrcnn head)
         return self.mask_loss is not None and self.mask_roi_pool is not None and self.mask_head is not None
@@ -101,6 +106,11 @@ class DustRoIHeads(RoIHeads):
             mask_matched = [m[keep] for m, keep in zip(matched_idxs, positive)]
         else:
             mask_boxes = [r["boxes"] for r in result]
+            if self.mask_box_scale != 1.0:
+                mask_boxes = [enlarged_boxes(boxes, self.mask_box_scale, shape)
+                              for boxes, shape in zip(mask_boxes, image_shapes)]
+                for r, boxes in zip(result, mask_boxes):
+                    r["mask_boxes"] = boxes
         roi_features = self.mask_roi_pool(features, mask_boxes, image_shapes)
         boundary_logits = None
         if self.mask_loss == "dice":
@@ -162,3 +172,14 @@ class DustRoIHeads(RoIHeads):
         loss_mask = dice_loss(mask_probs, target_masks, self.dice_smooth)
         loss_boundary = boundary_loss(boundary_logits[rows, class_index], target_masks, self.dice_smooth)
         return {"loss_mask": loss_mask, "loss_boundary": self.boundary_loss_weight * loss_boundary}
+
+
+def enlarged_boxes(boxes: Tensor, scale: float, image_shape: tuple[int, int]) -> Tensor:
+    """``(n, 4)`` xyxy ``boxes`` (pixels) grown ``scale`` times in width and height about their centres, clipped to
+    the ``(height, width)`` image."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
+    height, width = image_shape
+    x = torch.stack([centre[:, 0] - half[:, 0], centre[:, 0] + half[:, 0]], 1).clamp(0, width)
+    y = torch.stack([centre[:, 1] - half[:, 1], centre[:, 1] + half[:, 1]], 1).clamp(0, height)
+    return torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], 1)
