@@ -299,7 +299,6 @@ def _pixel_lines(pixel: dict) -> list[str]:
     return ["", line + "." + (" " + shares if shares else "")]
 
 
-
 def _summary_markdown(result: "DemoResult", train_summary: dict, figures: list[Path], preset: str,
                       reference: str = "none", data_lines: list[str] | None = None) -> str:
     """The report's summary page."""

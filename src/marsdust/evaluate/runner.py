@@ -562,7 +562,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
                     "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
                     "score_threshold": options.score_threshold, "mask_threshold": settings.mask_threshold,
-                    "mask_box_scale": getattr(model.config, "mask_box_scale", None), "timing": timing,
+                    "mask_box_scale": getattr(getattr(model, "roi_heads", None), "mask_box_scale", None), "timing": timing,
                     "latitudes_deg": list(settings.latitudes_deg),
                     "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})

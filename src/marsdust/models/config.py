@@ -258,7 +258,8 @@ class DetectorConfig:
             raise ValueError(f"DetectorConfig.unet_pos_weight must be > 0 and unet_pixel_threshold in (0, 1), got "
                              f"{self.unet_pos_weight} / {self.unet_pixel_threshold}")
         if not 1.0 <= self.mask_box_scale <= 3.0:
-            raise ValueError(f"DetectorConfig.mask_box_scale must be in [1, 3] (times the box), got {self.mask_box_scale}")
+            raise ValueError("DetectorConfig.mask_box_scale must be in [1, 3] (times the box), got "
+                             f"{self.mask_box_scale}")
         if not 0 <= self.unet_box_core <= 1:
             raise ValueError(f"DetectorConfig.unet_box_core must be in [0, 1], got {self.unet_box_core}")
         reference = self.reference_config  # validates the kind and the window
@@ -337,10 +338,10 @@ STOCK_LIKE = dict(
 #: CPU (the demo, the CPU Table 1 benchmark, the learning test): ResNet-18-FPN with 32 channels,
 #: BatchNorm, fewer proposals and sampled RoIs, and per-map input standardization with a global map's
 #: statistics taken between 60°S and 60°N (``input_norm="per_map_60"``; on MOC-layout maps the same as
-#: ``per_map``), and outlines drawn in boxes 1.3 times the detection's (``mask_box_scale``). Pair it with a coarser working resolution (``map_res_deg=0.8``:
-#: 150 x 450 px maps, the smallest storms still ~7 px across), a higher learning rate (2e-3) and
-#: batches of 4 maps: BatchNorm takes its statistics over the batch, and two maps are too few
-#: (docs/benchmark-notes.md, "Training recipe").
+#: ``per_map``), and outlines drawn in boxes 1.3 times the detection's (``mask_box_scale``). Pair it with a
+#: coarser working resolution (``map_res_deg=0.8``: 150 x 450 px maps, the smallest storms still ~7 px
+#: across), a higher learning rate (2e-3) and batches of 4 maps: BatchNorm takes its statistics over the
+#: batch, and two maps are too few (docs/benchmark-notes.md, "Training recipe").
 SMALL_CPU = dict(
     backbone_weights=None,
     norm="batch",
