@@ -1,4 +1,5 @@
-"""Model outputs back to the map frame: masks pasted inside their boxes and folded into ``[0, W)``,
+"""Model outputs back to the map frame: masks pasted inside their boxes (or the enlarged windows the mask head
+outlined them in, ``DetectorConfig.mask_box_scale``) and folded into ``[0, W)``,
 filtered and de-duplicated, then turned into records (:func:`decode_map`)."""
 
 from __future__ import annotations
