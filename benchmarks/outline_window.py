@@ -2,9 +2,10 @@
 
 A Mask R-CNN draws each outline inside its detection box; a storm's thin arms often reach past the
 regressed box. This scores one trained checkpoint with its masks outlined in boxes grown by each factor
-of ``--scales`` (the box itself kept), on the splits asked: pixel IoU / Dice at the checkpoint's outline
-threshold, where the rest of the union lies (``pixel.union_shares``: storms missed whole, false alarms,
-edges), and box, 12° and mask mAP50. Nothing is retrained: the factor acts at inference only.
+of ``--scales`` (``marsdust evaluate --mask-box-scale``; the box itself kept), on the splits asked: pixel
+IoU / Dice at the checkpoint's outline threshold, where the rest of the union lies (``pixel.union_shares``:
+storms missed whole, false alarms, edges), and box, 12° and mask mAP50. Nothing is retrained: the factor
+acts at inference only.
 
 Run::
 
@@ -48,25 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def score(checkpoint: Path, data: str, split_file: str, split: str, scale: float, out_dir: Path) -> dict:
-    """One evaluation of ``checkpoint`` with its masks outlined in boxes ``scale`` times the detection's."""
-    import marsdust.evaluate.runner as runner
+    """One evaluation of ``checkpoint`` with its masks outlined in boxes ``scale`` times the detection's
+    (``marsdust evaluate --mask-box-scale``)."""
     from marsdust.evaluate import EvaluateOptions, evaluate_checkpoint
-    from marsdust.models import load_model
-
-    def load_with_window(*args, **kwargs):
-        model = load_model(*args, **kwargs)
-        if not hasattr(getattr(model, "roi_heads", None), "mask_box_scale") or not model.has_masks:
-            raise SystemExit(f"{checkpoint}: {model.model_name} outlines no storms in boxes")
-        model.roi_heads.mask_box_scale = scale
-        return model
 
     started = time.perf_counter()
-    runner.load_model = load_with_window  # evaluate_checkpoint loads the checkpoint through this name
-    try:
-        metrics = evaluate_checkpoint(checkpoint, out_dir, EvaluateOptions(
-            data=data, split_file=split_file, split=split, n_figures=0, n_timed=0, progress=False))
-    finally:
-        runner.load_model = load_model
+    metrics = evaluate_checkpoint(checkpoint, out_dir, EvaluateOptions(
+        data=data, split_file=split_file, split=split, mask_box_scale=scale, n_figures=0, n_timed=0, progress=False))
     pixel = metrics["pixel"]
     return {"checkpoint": str(checkpoint), "split": split, "mask_box_scale": scale, "pixel_iou": pixel["iou"],
             "pixel_dice": pixel["dice"], "outline_threshold": pixel["threshold"], **pixel["union_shares"],
@@ -74,8 +63,18 @@ def score(checkpoint: Path, data: str, split_file: str, split: str, scale: float
             "mask_map50": metrics["segm"]["map50"], "seconds": time.perf_counter() - started}
 
 
+def check_outlines_in_boxes(checkpoint: Path) -> None:
+    """Refuse a detector whose masks are not outlined in boxes (a segmenter, a box-only detector)."""
+    from marsdust.models import load_model
+
+    model = load_model(checkpoint)
+    if not hasattr(getattr(model, "roi_heads", None), "mask_box_scale") or not model.has_masks:
+        raise SystemExit(f"{checkpoint}: {model.model_name} does not outline storms in boxes")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_outlines_in_boxes(args.checkpoint)
     rows = []
     for split in args.splits:
         for scale in args.scales:

@@ -7,6 +7,8 @@ the detections of a whole map (scores, boxes, masks) within small tolerances.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,9 +112,9 @@ def test_outlines_drawn_in_enlarged_boxes_reach_past_the_detection_box_which_sta
 
     model = always_storm_detector(0.8).eval()  # its masks fill whatever box they are outlined in
     image, settings = _map_image(), detect.DetectSettings(0.0, engine=engine)
-    in_box = detect.detect_map(model, image, map_id="m", settings=settings)
-    model.roi_heads.mask_box_scale = 1.5
-    enlarged = detect.detect_map(model, image, map_id="m", settings=settings)
+    in_box = detect.detect_map(model, image, map_id="m", settings=settings)  # the detector's own window: 1
+    enlarged = detect.detect_map(model, image, map_id="m", settings=dataclasses.replace(settings, mask_box_scale=1.5))
+    assert model.roi_heads.mask_box_scale == 1.0  # the setting holds for the call only
     first, wide = in_box.records[0], enlarged.records[0]  # the same top-scoring detection
     assert [first[k] for k in ("x0", "y0", "x1", "y1")] == pytest.approx([wide[k] for k in ("x0", "y0", "x1", "y1")])
     rows, cols = np.nonzero(in_box.masks[0])

@@ -95,3 +95,11 @@ def test_detect_settings_refuse_a_pad_outside_its_range(pad_deg):
 
     with pytest.raises(ValueError, match="pad_deg.*finite number >= 0 and <= 180"):
         DetectSettings(pad_deg=pad_deg)
+
+
+def test_detect_settings_refuse_an_outline_window_narrower_than_the_box():
+    from marsdust.detect import DetectSettings
+
+    with pytest.raises(ValueError, match=r"mask_box_scale must be in \[1, 3\] \(times the box\), got 0.9"):
+        DetectSettings(mask_box_scale=0.9)
+    assert DetectSettings(0.5, 0.5, 10.0).pad_deg == 10.0  # the window is the last field: positions unchanged

@@ -446,11 +446,12 @@ def test_train_then_evaluate_commands_write_checkpoints_metrics_and_figures(ci_d
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(run / "checkpoints" / "best.ckpt"), "--data", str(ci_data),
                                  "--split", "test", "-o", str(out), "--figures", "2", "--mask-threshold", "0.4",
-                                 "--quiet"])
+                                 "--mask-box-scale", "1.2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "dust pixels on the " in result.output and "Of the pixels either side calls dust" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["mask_threshold"] == 0.4 and metrics["mask_box_scale"] == 1.3  # small_cpu's outline window
+    assert metrics["mask_threshold"] == 0.4 and metrics["mask_box_scale"] == 1.2
+    assert load_model(run / "checkpoints" / "best.ckpt").config.mask_box_scale == 1.3  # small_cpu's own window
     for key in ("map25", "map50", "map75"):
         assert key in metrics and (metrics[key] is None or 0.0 <= metrics[key] <= 1.0)
     assert metrics["split_source"].endswith("split.csv") and metrics["segm"] is not None

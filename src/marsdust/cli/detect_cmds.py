@@ -33,6 +33,10 @@ def detect_command(
         "was trained, stored in the checkpoint; 0.5 for a checkpoint without one)."),
     mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0, max=1.0,
                                          help="Mask probability at which a pixel belongs to a storm."),
+    mask_box_scale: Optional[float] = typer.Option(
+        None, "--mask-box-scale", min=1.0, max=3.0, show_default=False,
+        help="Outline each storm in a window this many times its box (default: the detector's own, 1.3 for "
+        "small_cpu; 1 keeps outlines inside their boxes)."),
     pad_deg: float = typer.Option(25.0, "--pad-deg", min=0.0, max=180.0,
                                   help="Longitude copied across 180° on each side (degrees)."),
     max_tile_px: int = typer.Option(2048, "--max-tile-px", min=64,
@@ -96,7 +100,8 @@ def detect_command(
         outline_threshold = stored_outline_threshold(checkpoint)
         settings = DetectSettings(score_threshold, mask_threshold, pad_deg, max_tile_px, engine=engine,
                                   onnx_model=None if onnx_model is None else str(onnx_model),
-                                  latitudes_deg=ALL_LATITUDES if all_latitudes else None)
+                                  latitudes_deg=ALL_LATITUDES if all_latitudes else None,
+                                  mask_box_scale=mask_box_scale)
         settings, latitude_source = resolve_latitudes(checkpoint, settings)
         outputs = DetectOutputs(output, table_format, geotiff=geotiff, quicklook=quicklook, track=not no_track,
                                 overwrite=overwrite, mask_grid=mask_grid)

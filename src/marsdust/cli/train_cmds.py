@@ -100,6 +100,10 @@ def evaluate_command(
     mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0, max=1.0,
                                          help="Mask probability at which a pixel belongs to a storm (as detect's "
                                          "--mask-threshold: score the outlines detect writes at it)."),
+    mask_box_scale: Optional[float] = typer.Option(
+        None, "--mask-box-scale", min=1.0, max=3.0, show_default=False,
+        help="Outline each storm in a window this many times its box, as detect's --mask-box-scale (default: the "
+        "detector's own)."),
     figures: int = typer.Option(4, "--figures", min=0, help="Maps drawn ground truth next to prediction."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     all_latitudes: bool = typer.Option(
@@ -119,6 +123,7 @@ def evaluate_command(
         options = EvaluateOptions(data=data, archive=archive, catalog=catalog, master=master, strict=strict,
                                   split=split, split_file=split_file, strategy=strategy, label_mode=label_mode,
                                   score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                  mask_box_scale=mask_box_scale,
                                   n_figures=figures, device=device,
                                   progress=not quiet, latitudes_deg=ALL_LATITUDES if all_latitudes else None)
     except ValueError as exc:

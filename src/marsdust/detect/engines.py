@@ -27,6 +27,21 @@ def _score_threshold(model, threshold: float):
         heads.score_thresh = old
 
 
+@contextmanager
+def _mask_box_scale(model, scale: float | None):
+    """Temporarily outline masks in boxes ``scale`` times the detection's (None: the model's own window)."""
+    heads = getattr(model, "roi_heads", None)
+    old = getattr(heads, "mask_box_scale", None)
+    if scale is None or old is None:
+        yield
+        return
+    heads.mask_box_scale = float(scale)
+    try:
+        yield
+    finally:
+        heads.mask_box_scale = old
+
+
 def _has_fast_path(model) -> bool:
     """True for an unmodified torchvision two-stage detector whose transform never resizes (MarsDustDetector)."""
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
@@ -315,7 +330,7 @@ def resolve_engine(model, device, engine: str | None = None) -> str:
 
 
 def run_model(model, tensors: Sequence, device, score_threshold: float, engine: str = "torch",
-              onnx_backbone: "OnnxBackbone | None" = None) -> list[dict]:
+              onnx_backbone: "OnnxBackbone | None" = None, mask_box_scale: float | None = None) -> list[dict]:
     """Model outputs on CPU for a list of ``(C, H, W)`` images.
 
     Each output has ``boxes`` (n, 4, input pixels), ``scores`` and either ``mask_rois`` (n, 1, M, M)
@@ -331,11 +346,14 @@ def run_model(model, tensors: Sequence, device, score_threshold: float, engine: 
         See :data:`ENGINES` (default ``torch``: this low-level call never exports anything by itself).
     onnx_backbone : OnnxBackbone, optional
         The ONNX Runtime backbone for ``engine="onnx"`` (default: a cached one for ``model``).
+    mask_box_scale : float, optional
+        The masks' outline window for this call (:attr:`marsdust.detect.DetectSettings.mask_box_scale`; None:
+        the model's). Masks outlined beyond the box come with their windows as ``mask_boxes``.
     """
     import torch
 
     engine = resolve_engine(model, device, engine)
-    with torch.inference_mode(), _score_threshold(model, score_threshold):
+    with torch.inference_mode(), _score_threshold(model, score_threshold), _mask_box_scale(model, mask_box_scale):
         images = [t.to(device, non_blocking=True) for t in tensors]
         if engine in ("torch", "onnx"):
             batch, _ = model.transform(images)

@@ -91,7 +91,8 @@ class ReadyDetector:
         """
         t0 = time.perf_counter()
         outputs = run_model(self.model, [t for p in batch for t in p.tensors], self.device,
-                            self.settings.score_threshold, self.engine, self.onnx_backbone)
+                            self.settings.score_threshold, self.engine, self.onnx_backbone,
+                            self.settings.mask_box_scale)
         share = (time.perf_counter() - t0) / len(batch)
         results, position = [], 0
         for prepared in batch:

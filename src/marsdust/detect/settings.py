@@ -76,6 +76,10 @@ class DetectSettings:
         checkpoint records them (:func:`marsdust.models.training_latitudes`; a detector learnt on MOC's
         60°S–60°N has never seen a polar cap or the polar hood), else every latitude;
         :data:`ALL_LATITUDES` keeps every detection (:func:`resolve_latitudes`).
+    mask_box_scale : float, optional
+        The window the mask head outlines each storm in, times its detection box (1 to 3). None means the
+        detector's own (``DetectorConfig.mask_box_scale``: 1.3 for the ``small_cpu`` preset, 1 for older
+        checkpoints); 1 confines every outline to its box.
     """
 
     score_threshold: float | None = 0.5
@@ -90,6 +94,7 @@ class DetectSettings:
     onnx_model: str | None = None
     classes: tuple[str, ...] = ("dust",)
     latitudes_deg: tuple[float, float] | None = None
+    mask_box_scale: float | None = None  # last: the fields before it are also given by position
 
     def __post_init__(self):
         if self.onnx_model is not None:
@@ -104,6 +109,8 @@ class DetectSettings:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.mask_box_scale is not None and not 1.0 <= self.mask_box_scale <= 3.0:
+            raise ValueError(f"mask_box_scale must be in [1, 3] (times the box), got {self.mask_box_scale}")
         check_option("pad_deg (degrees)", self.pad_deg, 0.0, 180.0)
         if self.max_tile_px < 64:
             raise ValueError(f"max_tile_px must be >= 64 pixels, got {self.max_tile_px}")

@@ -72,7 +72,8 @@ def detect_map(
                            extra_bands=_reference_bands(model, image, background, map_id))
     engine = resolve_engine(model, device, settings.engine)
     backbone = onnx_backbone_for(model, settings.onnx_model) if engine == "onnx" else None
-    outputs = run_model(model, prepared.tensors, device, settings.score_threshold, engine, backbone)
+    outputs = run_model(model, prepared.tensors, device, settings.score_threshold, engine, backbone,
+                        settings.mask_box_scale)
     return decode_map(prepared, outputs, settings, seconds=time.perf_counter() - t0)
 
 

@@ -420,6 +420,9 @@ class EvaluateOptions:
         Mask probability at which a pixel belongs to a storm, as ``detect --mask-threshold`` cuts its
         outlines (:attr:`marsdust.detect.DetectSettings.mask_threshold`): mask mAP, areas and pixel scores
         are those of the products ``detect`` writes at it.
+    mask_box_scale : float, optional
+        The outline window, times the detection box (:attr:`marsdust.detect.DetectSettings.mask_box_scale`;
+        None: the detector's own).
     n_figures : int
         Maps drawn ground truth next to prediction.
     n_timed : int
@@ -449,6 +452,7 @@ class EvaluateOptions:
     label_mode: str | None = None
     score_threshold: float = 0.05
     mask_threshold: float = 0.5
+    mask_box_scale: float | None = None
     n_figures: int = 4
     n_timed: int = 10
     device: str = "cpu"
@@ -513,7 +517,7 @@ def detect_settings(model, options: EvaluateOptions) -> DetectSettings:
     """How an evaluation detects: every detection from ``options.score_threshold`` up, its outline cut at
     ``options.mask_threshold``, at the latitudes asked (None: the detector's training latitudes)."""
     settings = DetectSettings(score_threshold=options.score_threshold, mask_threshold=options.mask_threshold,
-                              latitudes_deg=options.latitudes_deg)
+                              latitudes_deg=options.latitudes_deg, mask_box_scale=options.mask_box_scale)
     return resolve_latitudes(model, settings)[0]
 
 
@@ -562,7 +566,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
                     "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
                     "score_threshold": options.score_threshold, "mask_threshold": settings.mask_threshold,
-                    "mask_box_scale": getattr(getattr(model, "roi_heads", None), "mask_box_scale", None), "timing": timing,
+                    "mask_box_scale": (getattr(getattr(model, "roi_heads", None), "mask_box_scale", None)
+                                       if settings.mask_box_scale is None else settings.mask_box_scale), "timing": timing,
                     "latitudes_deg": list(settings.latitudes_deg),
                     "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})
