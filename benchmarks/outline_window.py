@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from marsdust.schema import MASK_BOX_SCALE_RANGE
+
 COLUMNS = ("checkpoint", "split", "mask_box_scale", "pixel_iou", "pixel_dice", "outline_threshold", "overlap",
            "missed_regions", "false_alarm_regions", "edge_missed", "edge_extra", "box_map50", "paper_map50",
            "mask_map50", "seconds")
@@ -43,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         parser.error(f"checkpoint {args.checkpoint} does not exist")
-    if not all(1.0 <= scale <= 3.0 for scale in args.scales):
-        parser.error(f"--scales must lie in [1, 3] (times the box), got {args.scales}")
+    low, high = MASK_BOX_SCALE_RANGE
+    if not all(low <= scale <= high for scale in args.scales):
+        parser.error(f"--scales must lie in [{low:g}, {high:g}] (times the box), got {args.scales}")
     return args
 
 

@@ -11,6 +11,8 @@ their numeric options:
 * :func:`check_table` — the first bad value of a table as a ValueError naming file, row (as a
   spreadsheet shows it: header = row 1), column and the expected range.
 * :func:`check_option` — a numeric option finite and within its range, else a ValueError naming it.
+* :func:`check_mask_box_scale` — an outline window (times the detection box) within
+  :data:`MASK_BOX_SCALE_RANGE`, for the detector's configuration and a detect run's settings alike.
 """
 
 from __future__ import annotations
@@ -168,3 +170,21 @@ def check_option(name: str, value: float | None, low: float = -math.inf, high: f
         bounds += [f"<= {high:g}"] if math.isfinite(high) else []
         raise ValueError(f"{name} must be a finite number {' and '.join(bounds) or ''}".rstrip()
                          + f", got {value!r}")
+
+
+MASK_BOX_SCALE_RANGE = (1.0, 3.0)
+"""Bounds of the window a detector outlines a storm in, times its detection box (``DetectorConfig.mask_box_scale``,
+``DetectSettings.mask_box_scale``): 1 is the box itself."""
+
+
+def check_mask_box_scale(name: str, value: float | None) -> None:
+    """Raise unless ``value`` (None: not given, accepted) lies in :data:`MASK_BOX_SCALE_RANGE`.
+
+    Raises
+    ------
+    ValueError
+        ``"<name> must be in [1, 3] (times the box), got <value>"``.
+    """
+    low, high = MASK_BOX_SCALE_RANGE
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}] (times the box), got {value}")

@@ -13,33 +13,29 @@ from marsdust.fileio import atomic_output
 
 
 @contextmanager
+def _roi_heads_attribute(model, name: str, value):
+    """Temporarily set the model's RoI heads' ``name`` to ``value`` (unchanged for None, or heads without it)."""
+    heads = getattr(model, "roi_heads", None)
+    old = getattr(heads, name, None)
+    if value is None or old is None:
+        yield
+        return
+    setattr(heads, name, value)
+    try:
+        yield
+    finally:
+        setattr(heads, name, old)
+
+
 def _score_threshold(model, threshold: float):
     """Temporarily raise the model's box score threshold (fewer masks to compute and paste)."""
-    heads = getattr(model, "roi_heads", None)
-    old = getattr(heads, "score_thresh", None)
-    if old is None:
-        yield
-        return
-    heads.score_thresh = max(float(old), float(threshold))
-    try:
-        yield
-    finally:
-        heads.score_thresh = old
+    old = getattr(getattr(model, "roi_heads", None), "score_thresh", None)
+    return _roi_heads_attribute(model, "score_thresh", None if old is None else max(float(old), float(threshold)))
 
 
-@contextmanager
 def _mask_box_scale(model, scale: float | None):
     """Temporarily outline masks in boxes ``scale`` times the detection's (None: the model's own window)."""
-    heads = getattr(model, "roi_heads", None)
-    old = getattr(heads, "mask_box_scale", None)
-    if scale is None or old is None:
-        yield
-        return
-    heads.mask_box_scale = float(scale)
-    try:
-        yield
-    finally:
-        heads.mask_box_scale = old
+    return _roi_heads_attribute(model, "mask_box_scale", None if scale is None else float(scale))
 
 
 def _has_fast_path(model) -> bool:

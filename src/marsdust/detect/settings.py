@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marsdust.detect.engines import ENGINES
-from marsdust.schema import check_option
+from marsdust.schema import check_mask_box_scale, check_option
 
 
 DEFAULT_PAD_DEG = 25.0
@@ -109,8 +109,7 @@ class DetectSettings:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.mask_box_scale is not None and not 1.0 <= self.mask_box_scale <= 3.0:
-            raise ValueError(f"mask_box_scale must be in [1, 3] (times the box), got {self.mask_box_scale}")
+        check_mask_box_scale("mask_box_scale", self.mask_box_scale)
         check_option("pad_deg (degrees)", self.pad_deg, 0.0, 180.0)
         if self.max_tile_px < 64:
             raise ValueError(f"max_tile_px must be >= 64 pixels, got {self.max_tile_px}")

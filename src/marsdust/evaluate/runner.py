@@ -521,6 +521,14 @@ def detect_settings(model, options: EvaluateOptions) -> DetectSettings:
     return resolve_latitudes(model, settings)[0]
 
 
+def _outline_window(model, settings: DetectSettings) -> float | None:
+    """The window the masks were outlined in, times the box: the settings', else the detector's (None for a
+    detector without RoI heads)."""
+    if settings.mask_box_scale is not None:
+        return settings.mask_box_scale
+    return getattr(getattr(model, "roi_heads", None), "mask_box_scale", None)
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                         options: EvaluateOptions | None = None) -> dict:
     """Run a trained detector on a split's maps and score it (``EVAL_DIR/metrics.json``, ``per_map.csv``, figures).
@@ -566,8 +574,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLik
     metrics.update({"model_name": model.model_name, "checkpoint": str(checkpoint), "split": split,
                     "split_source": data.split_source, "label_mode": data.label_mode, "n_maps": len(data.rows),
                     "score_threshold": options.score_threshold, "mask_threshold": settings.mask_threshold,
-                    "mask_box_scale": (getattr(getattr(model, "roi_heads", None), "mask_box_scale", None)
-                                       if settings.mask_box_scale is None else settings.mask_box_scale), "timing": timing,
+                    "mask_box_scale": _outline_window(model, settings), "timing": timing,
                     "latitudes_deg": list(settings.latitudes_deg),
                     "n_beyond_latitudes": int(per_map_df["n_beyond_latitudes"].sum()),
                     "working_res_deg": float(model.config.map_res_deg)})

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marsdust.reference import DEFAULT_REFERENCE_SOLS, ReferenceConfig
+from marsdust.schema import check_mask_box_scale
 
 #: Native resolution (degrees per pixel) of the MOC MDGMs the paper's anchors refer to.
 NATIVE_RES_DEG = 0.1
@@ -257,9 +258,7 @@ class DetectorConfig:
         if self.unet_pos_weight <= 0 or not 0 < self.unet_pixel_threshold < 1:
             raise ValueError(f"DetectorConfig.unet_pos_weight must be > 0 and unet_pixel_threshold in (0, 1), got "
                              f"{self.unet_pos_weight} / {self.unet_pixel_threshold}")
-        if not 1.0 <= self.mask_box_scale <= 3.0:
-            raise ValueError("DetectorConfig.mask_box_scale must be in [1, 3] (times the box), got "
-                             f"{self.mask_box_scale}")
+        check_mask_box_scale("DetectorConfig.mask_box_scale", self.mask_box_scale)
         if not 0 <= self.unet_box_core <= 1:
             raise ValueError(f"DetectorConfig.unet_box_core must be in [0, 1], got {self.unet_box_core}")
         reference = self.reference_config  # validates the kind and the window
