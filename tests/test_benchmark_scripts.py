@@ -59,3 +59,14 @@ def test_outline_window_refuses_a_missing_checkpoint_and_windows_narrower_than_t
         bench.main([str(tmp_path / "model.ckpt"), "--scales", "0.8", "1.2", *data])
     assert "--scales must lie in [1, 3] (times the box), got [0.8, 1.2]" in capsys.readouterr().err
     assert not (tmp_path / "w.csv").exists()
+
+
+@pytest.mark.parametrize("model_name", ["fasterrcnn", "unet"])
+def test_outline_window_refuses_a_detector_that_outlines_no_storms_in_boxes(tmp_path, model_name):
+    from marsdust.models import TINY_DETECTOR, build_model, save_checkpoint
+
+    checkpoint = save_checkpoint(build_model(model_name, **{**TINY_DETECTOR, "map_res_deg": 1.6}), tmp_path / "m.ckpt")
+    with pytest.raises(SystemExit, match=f"m.ckpt: {model_name} does not outline storms in boxes"):
+        load("outline_window").main([str(checkpoint), "--data", str(tmp_path), "--split-file", str(tmp_path / "s.csv"),
+                                     "--csv", str(tmp_path / "w.csv")])
+    assert not (tmp_path / "w.csv").exists()
